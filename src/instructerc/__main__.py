@@ -1,0 +1,5 @@
+import sys
+
+from instructerc.cli.main import main
+
+sys.exit(main())

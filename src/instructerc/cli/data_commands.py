@@ -1,0 +1,64 @@
+"""``instructerc data``: list, stats and export."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from instructerc.cli.options import add_data_options, data_source
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="inspect and convert datasets")
+    verbs = data.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    listing = verbs.add_parser("list", help="the registered datasets")
+    listing.set_defaults(handler=list_sources)
+
+    stats = verbs.add_parser("stats", help="dialogues, utterances and label counts per split")
+    add_data_options(stats)
+    stats.set_defaults(handler=show_stats)
+
+    export = verbs.add_parser("export", help="write one split in the user JSONL format")
+    add_data_options(export)
+    export.add_argument("--split", required=True, help="train, dev or test")
+    export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
+    export.set_defaults(handler=export_split)
+
+
+def list_sources(args: argparse.Namespace) -> int:
+    from instructerc.data.registry import available_sources
+
+    for name, description in available_sources().items():
+        print(f"{name:16} {description}")
+    return 0
+
+
+def show_stats(args: argparse.Namespace) -> int:
+    from instructerc.data.dialogue import SPLITS
+    from instructerc.data.registry import label_set_of, load_dialogues
+    from instructerc.data.stats import SplitStats, format_table
+
+    source = data_source(args)
+    if source.name == "jsonl" and source.root().is_file():
+        rows = [SplitStats.of(source.root().name, load_dialogues(source, "test"))]
+    else:
+        rows = [SplitStats.of(split, load_dialogues(source, split)) for split in SPLITS if _has_split(source, split)]
+    label_set = label_set_of(source)
+    print(f"{source.name} ({'labels: ' + label_set.name if label_set else 'unlabelled'})")
+    print(format_table(rows, label_set.labels if label_set else None))
+    return 0
+
+
+def _has_split(source, split: str) -> bool:
+    return not (source.name == "jsonl" and not (source.root() / f"{split}.jsonl").exists())
+
+
+def export_split(args: argparse.Namespace) -> int:
+    from instructerc.data.jsonl import write_jsonl
+    from instructerc.data.registry import load_dialogues
+
+    dialogues = load_dialogues(data_source(args), args.split)
+    count = write_jsonl(dialogues, args.out)
+    print(f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}")
+    return 0

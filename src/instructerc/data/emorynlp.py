@@ -1,0 +1,60 @@
+"""EmoryNLP, from the CSVs redistributed with MELD (``emorynlp_{split}_final.csv``).
+
+A dialogue is one (Season, Episode, Scene_ID); ``Speaker`` is a Python list literal, parsed
+with :func:`ast.literal_eval` (data only) and joined with ``", "`` when a line has several.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, read_csv_rows
+from instructerc.errors import InputError
+from instructerc.labels.benchmarks import EMORYNLP
+from instructerc.labels.label_set import LabelSet
+
+_COLUMNS = ("Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode")
+_EXTRA_COLUMNS = {"Start_Time": "start_time", "End_Time": "end_time"}
+
+
+def csv_path(path: Path, split: str) -> Path:
+    name = f"emorynlp_{split}_final.csv"
+    return find_in(path, [path / name, path / "emorynlp" / name], f"EmoryNLP {split} CSV")
+
+
+def parse_speakers(raw: str, *, path: Path, line: int) -> str:
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) and s.strip() for s in value):
+        raise InputError(f"Speaker must be a non-empty list of names, got {raw!r}", path=path, line=line, field="Speaker")
+    return ", ".join(s.strip() for s in value)
+
+
+def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORYNLP) -> list[Dialogue]:
+    file = csv_path(path, split)
+    label_set = label_set or EMORYNLP
+    turns: dict[str, list[tuple[int, Utterance]]] = {}
+    for line, row in read_csv_rows(file, _COLUMNS):
+        utterance = Utterance(
+            speaker=parse_speakers(row["Speaker"], path=file, line=line),
+            text=nonempty_text(row["Utterance"], path=file, line=line, field="Utterance"),
+            emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
+            extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
+        )
+        dialogue_id = "_".join(row[c].strip() for c in ("Season", "Episode", "Scene_ID"))
+        try:
+            order = int(row["Utterance_ID"])
+        except ValueError:
+            raise InputError(f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=file, line=line, field="Utterance_ID") from None
+        turns.setdefault(dialogue_id, []).append((order, utterance))
+    return [
+        Dialogue(id=dialogue_id, dataset="emorynlp", split=split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0])))
+        for dialogue_id, items in turns.items()
+    ]
+
+
+LOADER = Loader(name="emorynlp", description="EmoryNLP CSVs (dialogue = Season/Episode/Scene_ID)", read=read_emorynlp_csv, label_set=EMORYNLP)

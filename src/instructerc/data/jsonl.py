@@ -1,0 +1,142 @@
+"""The user format: one dialogue per line.
+
+``{"id": "d1", "utterances": [{"speaker": "Ann", "text": "Hi!", "emotion": "joy"}, ...]}``
+
+``emotion`` is optional; ``dataset`` (the source, for unified scoring) is optional; any other key,
+on the dialogue or on an utterance, is kept and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, require_file
+from instructerc.errors import InputError
+from instructerc.files import atomic_write
+from instructerc.labels.label_set import LabelSet
+
+_DIALOGUE_KEYS = ("id", "dataset", "utterances")
+_UTTERANCE_KEYS = ("speaker", "text", "emotion")
+
+
+def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set: LabelSet | None, default_dataset: str) -> Dialogue:
+    """One JSONL record as a :class:`Dialogue`, or an :class:`InputError` naming line and field."""
+    if not isinstance(record, dict):
+        raise InputError("a line must be a JSON object", path=path, line=line)
+    if "utterances" not in record:
+        raise InputError("missing 'utterances'", path=path, line=line, field="utterances")
+    raw_utterances = record["utterances"]
+    if not isinstance(raw_utterances, list) or not raw_utterances:
+        raise InputError("'utterances' must be a non-empty list", path=path, line=line, field="utterances")
+    dialogue_id = record.get("id", f"line-{line}")
+    if not isinstance(dialogue_id, (str, int)) or isinstance(dialogue_id, bool):
+        raise InputError("'id' must be a string", path=path, line=line, field="id")
+    dataset = record.get("dataset", default_dataset)
+    if not isinstance(dataset, str) or not dataset:
+        raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
+    utterances = tuple(
+        _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set)
+        for index, raw in enumerate(raw_utterances)
+    )
+    extra = {k: v for k, v in record.items() if k not in _DIALOGUE_KEYS}
+    return Dialogue(id=str(dialogue_id), dataset=dataset, split=split, utterances=utterances, extra=extra)
+
+
+def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: LabelSet | None) -> Utterance:
+    if not isinstance(raw, dict):
+        raise InputError("an utterance must be an object", path=path, line=line, field=where)
+    for key in ("speaker", "text"):
+        if key not in raw:
+            raise InputError(f"missing '{key}'", path=path, line=line, field=f"{where}.{key}")
+        if not isinstance(raw[key], str):
+            raise InputError(f"'{key}' must be a string", path=path, line=line, field=f"{where}.{key}")
+    if not raw["speaker"].strip():
+        raise InputError("empty speaker", path=path, line=line, field=f"{where}.speaker")
+    text = nonempty_text(raw["text"], path=path, line=line, field=f"{where}.text")
+    emotion = raw.get("emotion")
+    if emotion is not None:
+        if not isinstance(emotion, str):
+            raise InputError("'emotion' must be a string", path=path, line=line, field=f"{where}.emotion")
+        if label_set is not None:
+            emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
+    extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
+    return Utterance(speaker=raw["speaker"].strip(), text=text, emotion=emotion, extra=extra)
+
+
+def iter_jsonl(path: Path, split: str = "test", label_set: LabelSet | None = None, default_dataset: str | None = None) -> Iterator[tuple[int, Dialogue]]:
+    """(line number, dialogue) for every non-blank line, read lazily: a file of any size works."""
+    require_file(path)
+    dataset = default_dataset or path.stem
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"not valid JSON ({error.msg} at column {error.colno})", path=path, line=line_number) from None
+            yield line_number, parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
+
+
+def jsonl_file(path: Path, split: str) -> Path:
+    """``path`` itself when it is a file, else ``{split}.jsonl`` inside it."""
+    if path.is_dir():
+        return find_in(path, [path / f"{split}.jsonl"], f"{split}.jsonl")
+    return path
+
+
+def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> list[Dialogue]:
+    file = jsonl_file(path, split)
+    dialogues = [dialogue for _, dialogue in iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path))]
+    seen: set[tuple[str, str]] = set()
+    for dialogue in dialogues:
+        key = (dialogue.dataset, dialogue.id)
+        if key in seen:
+            raise InputError(f"dialogue id '{dialogue.id}' appears twice", path=file, field="id")
+        seen.add(key)
+    return dialogues
+
+
+def _dataset_name(path: Path) -> str:
+    return path.name if path.is_dir() else path.stem
+
+
+def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
+    """The emotions a JSONL file uses (train split of a folder), sorted; None if it has none."""
+    file = jsonl_file(path, split) if path.is_dir() else path
+    emotions = sorted({u.emotion for _, d in iter_jsonl(file, split) for u in d.utterances if u.emotion is not None})
+    return LabelSet.from_names(_dataset_name(path), emotions) if emotions else None
+
+
+def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON object of a dialogue; ``utterance_fields`` adds keys per utterance (predictions)."""
+    utterances = []
+    added = list(utterance_fields) if utterance_fields is not None else [{}] * len(dialogue.utterances)
+    for utterance, more in zip(dialogue.utterances, added):
+        record: dict[str, Any] = {"speaker": utterance.speaker, "text": utterance.text}
+        if utterance.emotion is not None:
+            record["emotion"] = utterance.emotion
+        record.update(utterance.extra)
+        record.update(more)
+        utterances.append(record)
+    return {"id": dialogue.id, "dataset": dialogue.dataset, **dialogue.extra, "utterances": utterances}
+
+
+def write_record(handle: IO[str], record: dict[str, Any]) -> None:
+    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(dialogues: Iterable[Dialogue], path: Path) -> int:
+    """Write dialogues in the user format, atomically; returns how many were written."""
+    count = 0
+    with atomic_write(path) as handle:
+        for dialogue in dialogues:
+            write_record(handle, dialogue_record(dialogue))
+            count += 1
+    return count
+
+
+LOADER = Loader(name="jsonl", description="user format: a .jsonl file, or a folder of {train,dev,test}.jsonl", read=read_jsonl, label_set=None)

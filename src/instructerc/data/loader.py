@@ -1,0 +1,80 @@
+"""What a loader is, and the checks every loader shares."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.errors import InputError
+from instructerc.labels.label_set import LabelSet
+
+ReadFn = Callable[[Path, str, "LabelSet | None"], "list[Dialogue]"]
+
+
+@dataclass(frozen=True)
+class Loader:
+    """A registered way of reading dialogues.
+
+    Attributes:
+        name: the registered name (``meld``, ``cosmic-iemocap``, ``jsonl``, ...).
+        description: one line for ``instructerc data list``.
+        read: ``read(path, split, label_set)``: the dialogues of one split; ``path`` is what the
+            user gave (a data root, a dataset folder or a file).
+        label_set: the labels the source uses; ``None`` where the data defines them (JSONL).
+    """
+
+    name: str
+    description: str
+    read: ReadFn
+    label_set: LabelSet | None
+
+
+def require_file(path: Path) -> Path:
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    return path
+
+
+def find_in(path: Path, candidates: list[Path], what: str) -> Path:
+    """The first existing candidate, else an error saying what was looked for where."""
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise InputError(f"{what} not found (looked for {looked})", path=path)
+
+
+def canonical_emotion(label_set: LabelSet, raw: str, *, path: Path, line: int, field: str) -> str:
+    label = label_set.canonical(raw)
+    if label is None:
+        raise InputError(
+            f"unknown emotion '{raw}' for label set {label_set.name} (expected one of: {', '.join(label_set.labels)})",
+            path=path, line=line, field=field,
+        )
+    return label
+
+
+def nonempty_text(raw: str, *, path: Path, line: int, field: str) -> str:
+    text = raw.strip()
+    if not text:
+        raise InputError("empty utterance text", path=path, line=line, field=field)
+    return text
+
+
+def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a UTF-8 CSV with their line numbers, after checking the header has ``required``."""
+    require_file(path)
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        for column in required:
+            if column not in header:
+                raise InputError(f"missing column '{column}' (header: {', '.join(header) or 'empty'})", path=path, line=1, field=column)
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as error:
+            raise InputError(f"malformed CSV: {error}", path=path, line=reader.line_num) from None

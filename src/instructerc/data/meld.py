@@ -1,0 +1,48 @@
+"""MELD, from the official CSVs (``{train,dev,test}_sent_emo.csv``), with real speaker names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, read_csv_rows
+from instructerc.labels.benchmarks import MELD
+from instructerc.labels.label_set import LabelSet
+
+_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
+_EXTRA_COLUMNS = {"Sentiment": "sentiment", "Season": "season", "Episode": "episode", "StartTime": "start_time", "EndTime": "end_time"}
+
+
+def csv_path(path: Path, split: str) -> Path:
+    name = f"{split}_sent_emo.csv"
+    return find_in(path, [path / name, path / "meld" / name], f"MELD {split} CSV")
+
+
+def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> list[Dialogue]:
+    file = csv_path(path, split)
+    label_set = label_set or MELD
+    turns: dict[str, list[tuple[int, Utterance]]] = {}
+    for line, row in read_csv_rows(file, _COLUMNS):
+        utterance = Utterance(
+            speaker=row["Speaker"].strip(),
+            text=nonempty_text(row["Utterance"], path=file, line=line, field="Utterance"),
+            emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
+            extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
+        )
+        turns.setdefault(row["Dialogue_ID"].strip(), []).append((_as_int(row["Utterance_ID"], file, line), utterance))
+    return [
+        Dialogue(id=dialogue_id, dataset="meld", split=split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0])))
+        for dialogue_id, items in turns.items()
+    ]
+
+
+def _as_int(value: str, path: Path, line: int) -> int:
+    from instructerc.errors import InputError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"Utterance_ID '{value}' is not an integer", path=path, line=line, field="Utterance_ID") from None
+
+
+LOADER = Loader(name="meld", description="MELD official CSVs (real speaker names)", read=read_meld_csv, label_set=MELD)

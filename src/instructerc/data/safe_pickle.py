@@ -1,0 +1,79 @@
+"""Loading pickles without letting them run code.
+
+A pickle can call any importable function while it loads. The COSMIC files hold plain data,
+so this unpickler refuses every global. One exception is decoded by hand: the EmoryNLP pickle
+stores its one-hot speaker vectors as numpy int32 scalars, which pickle encodes as calls to
+``numpy.core.multiarray.scalar(numpy.dtype('i4'), raw_bytes)``. Those two names are mapped to
+local stand-ins that read the raw bytes into a plain ``int``/``float``; numpy is never imported
+and nothing else is ever called.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+from instructerc.errors import InputError
+
+_SCALAR_FORMATS = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I", "i8": "q", "u8": "Q", "f4": "f", "f8": "d", "b1": "?"}
+
+
+class _NumpyDtypeStandIn:
+    """Holds what ``numpy.dtype(code, align, copy)`` and its ``__setstate__`` carry: code and byte order."""
+
+    def __init__(self, code: str, *_args: Any) -> None:
+        if code not in _SCALAR_FORMATS:
+            raise pickle.UnpicklingError(f"numpy scalar of dtype '{code}' is not supported")
+        self.code = code
+        self.byte_order = "<"
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.byte_order = "<" if state[1] in ("|", "=") else state[1]
+
+
+def _numpy_scalar_stand_in(dtype: _NumpyDtypeStandIn, raw: bytes) -> int | float | bool:
+    if not isinstance(dtype, _NumpyDtypeStandIn) or not isinstance(raw, (bytes, bytearray)):
+        raise pickle.UnpicklingError("malformed numpy scalar")
+    fmt = dtype.byte_order + _SCALAR_FORMATS[dtype.code]
+    if struct.calcsize(fmt) != len(raw):
+        raise pickle.UnpicklingError("numpy scalar of the wrong size")
+    return struct.unpack(fmt, raw)[0]
+
+
+_STAND_INS = {
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar_stand_in,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar_stand_in,
+    ("numpy", "dtype"): _NumpyDtypeStandIn,
+}
+
+
+class DataOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds only builtin data (dict, list, tuple, str, int, float, ...)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        stand_in = _STAND_INS.get((module, name))
+        if stand_in is None:
+            raise pickle.UnpicklingError(f"refused to load global '{module}.{name}': this pickle may run code")
+        return stand_in
+
+
+def load_data_pickle(path: str | Path) -> Any:
+    """Load a pickle of plain data, or fail with an :class:`InputError` naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror}", path=path) from None
+    try:
+        # latin1 keeps Python 2 byte strings byte-for-byte, as the COSMIC files need.
+        return DataOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise InputError(f"unsafe or invalid pickle: {error}", path=path) from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise InputError(f"invalid pickle: {error}", path=path) from None

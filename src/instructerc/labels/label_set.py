@@ -1,0 +1,76 @@
+"""A label set: the allowed emotions of a dataset, as strings end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The emotions a model may answer, in the fixed order of the label statement.
+
+    Attributes:
+        name: e.g. ``meld`` or ``uime``; recorded in a model directory.
+        labels: canonical names, as the dataset spells them (``sadness``, ``Joyful``).
+        verbalizers: the word shown to and produced by the model for each label, same order
+            (MELD's ``sadness`` is verbalized ``sad``, as in InstructERC).
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    verbalizers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.verbalizers):
+            raise ValueError(f"label set {self.name}: {len(self.labels)} labels but {len(self.verbalizers)} verbalizers")
+        if not self.labels:
+            raise ValueError(f"label set {self.name} is empty")
+        for kind, words in (("label", self.labels), ("verbalizer", self.verbalizers)):
+            folded = [w.casefold() for w in words]
+            if len(set(folded)) != len(folded):
+                raise ValueError(f"label set {self.name}: duplicate {kind}s in {list(words)}")
+            if any(not w.strip() or w != w.strip() for w in words):
+                raise ValueError(f"label set {self.name}: {kind}s must be non-empty and unpadded: {list(words)}")
+        # Any spelling a user may give (canonical or verbalizer, any case) resolves to one label.
+        lookup: dict[str, str] = {}
+        for label, word in zip(self.labels, self.verbalizers):
+            for key in (label.casefold(), word.casefold()):
+                if lookup.setdefault(key, label) != label:
+                    raise ValueError(f"label set {self.name}: '{key}' names two labels")
+        object.__setattr__(self, "_lookup", lookup)
+        object.__setattr__(self, "_by_verbalizer", dict(zip(self.verbalizers, self.labels)))
+        object.__setattr__(self, "_verbalizer_of", dict(zip(self.labels, self.verbalizers)))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._verbalizer_of
+
+    def canonical(self, value: str) -> str | None:
+        """The canonical label a user's spelling names (case-insensitive, canonical or verbalizer), else None."""
+        return self._lookup.get(value.strip().casefold())
+
+    def verbalize(self, label: str) -> str:
+        """The word the model sees and says for a canonical label."""
+        return self._verbalizer_of[label]
+
+    def parse_exact(self, text: str) -> str | None:
+        """The label whose verbalizer is exactly ``text`` (surrounding white space aside), else None.
+
+        Strict on purpose: generated text that is not exactly a label is invalid, never snapped.
+        """
+        return self._by_verbalizer.get(text.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": list(self.labels), "verbalizers": list(self.verbalizers)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LabelSet":
+        return cls(name=str(data["name"]), labels=tuple(data["labels"]), verbalizers=tuple(data["verbalizers"]))
+
+    @classmethod
+    def from_names(cls, name: str, labels: list[str] | tuple[str, ...]) -> "LabelSet":
+        """A label set whose verbalizers are the labels themselves (user data)."""
+        return cls(name=name, labels=tuple(labels), verbalizers=tuple(labels))

@@ -1,0 +1,121 @@
+"""The unified label space (UIME): one set of emotions for IEMOCAP, MELD and EmoryNLP.
+
+InstructERC grounds the unified space in Willcox's Feeling Wheel (1982), whose six core
+feelings are Mad, Scared, Joyful, Powerful, Peaceful and Sad; neutral is added. Two mappings
+ship:
+
+``instructerc``
+    Exactly the mapping of the paper's released code (``data_process_mixed.py``): 9 labels.
+    IEMOCAP happy->joyful, angry->mad, frustrated->fear; MELD surprise->powerful,
+    sadness->sad, joy->joyful, anger->mad; EmoryNLP Scared->fear; every other label keeps
+    its name (lower-cased).
+
+``feeling-wheel``
+    Ours, following the wheel wherever the paper's mapping places an emotion elsewhere:
+    frustration is a feeling of the Mad family on the wheel, not of Scared, so IEMOCAP's
+    frustrated becomes ``frustrated`` (family Mad) instead of ``fear``; the wheel's own word
+    for the Scared family is used (``scared``, for MELD fear and EmoryNLP Scared); surprise
+    is not on the wheel, and forcing it onto Powerful (confident, proud, respected) mixes two
+    unrelated feelings, so MELD surprise stays ``surprise``. Disgust is not on the wheel either
+    and stays ``disgust``. Where one dataset separates two feelings of one family (IEMOCAP's
+    happy and excited, angry and frustrated) both are kept, named by the wheel's words
+    (``excited`` is a Joyful feeling on the wheel), so every dataset's classes map one to one
+    and a unified model can be scored on each dataset's own classes. 11 labels.
+
+Both mappings are one-to-one per dataset; :meth:`UnifiedMapping.to_original` inverts them, and
+a unified label outside a dataset's classes maps back to ``None`` (scored as an error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
+from instructerc.labels.label_set import LabelSet
+
+
+@dataclass(frozen=True)
+class UnifiedMapping:
+    """A named map from each benchmark's labels onto one unified label set, and back.
+
+    Attributes:
+        name: the mapping's name (``instructerc``, ``feeling-wheel``).
+        label_set: the unified labels, in label-statement order.
+        forward: dataset name -> original canonical label -> unified label.
+        families: unified label -> its Feeling Wheel core family (``None``: not on the wheel).
+    """
+
+    name: str
+    label_set: LabelSet
+    forward: Mapping[str, Mapping[str, str]]
+    families: Mapping[str, str | None]
+
+    def __post_init__(self) -> None:
+        for dataset, table in self.forward.items():
+            originals = BENCHMARK_LABEL_SETS[dataset].labels
+            if set(table) != set(originals):
+                raise ValueError(f"mapping {self.name}: {dataset} must map exactly {originals}")
+            targets = list(table.values())
+            if len(set(targets)) != len(targets):
+                raise ValueError(f"mapping {self.name}: {dataset} is not one-to-one, it could not be scored on its own classes")
+            unknown = set(targets) - set(self.label_set.labels)
+            if unknown:
+                raise ValueError(f"mapping {self.name}: {sorted(unknown)} are not unified labels")
+        if set(self.families) != set(self.label_set.labels):
+            raise ValueError(f"mapping {self.name}: every unified label needs a family entry")
+
+    def to_unified(self, dataset: str, label: str) -> str:
+        return self.forward[dataset][label]
+
+    def to_original(self, dataset: str, unified: str) -> str | None:
+        """The dataset's own label for a unified one, or None where the dataset has no such class."""
+        for original, target in self.forward[dataset].items():
+            if target == unified:
+                return original
+        return None
+
+    def covers(self, dataset: str) -> bool:
+        return dataset in self.forward
+
+
+_INSTRUCTERC_LABELS = ("joyful", "sad", "neutral", "mad", "excited", "fear", "disgust", "peaceful", "powerful")
+
+INSTRUCTERC = UnifiedMapping(
+    name="instructerc",
+    label_set=LabelSet("uime", _INSTRUCTERC_LABELS, _INSTRUCTERC_LABELS),
+    forward={
+        "iemocap": {"happy": "joyful", "sad": "sad", "neutral": "neutral", "angry": "mad", "excited": "excited", "frustrated": "fear"},
+        "meld": {"neutral": "neutral", "surprise": "powerful", "fear": "fear", "sadness": "sad", "joy": "joyful", "disgust": "disgust", "anger": "mad"},
+        "emorynlp": {"Joyful": "joyful", "Mad": "mad", "Peaceful": "peaceful", "Neutral": "neutral", "Sad": "sad", "Powerful": "powerful", "Scared": "fear"},
+    },
+    families={
+        "joyful": "Joyful", "sad": "Sad", "neutral": None, "mad": "Mad", "excited": "Joyful",
+        "fear": "Scared", "disgust": None, "peaceful": "Peaceful", "powerful": "Powerful",
+    },
+)
+
+_WHEEL_LABELS = ("neutral", "joyful", "excited", "peaceful", "powerful", "sad", "mad", "frustrated", "scared", "disgust", "surprise")
+
+FEELING_WHEEL = UnifiedMapping(
+    name="feeling-wheel",
+    label_set=LabelSet("uime:feeling-wheel", _WHEEL_LABELS, _WHEEL_LABELS),
+    forward={
+        "iemocap": {"happy": "joyful", "sad": "sad", "neutral": "neutral", "angry": "mad", "excited": "excited", "frustrated": "frustrated"},
+        "meld": {"neutral": "neutral", "surprise": "surprise", "fear": "scared", "sadness": "sad", "joy": "joyful", "disgust": "disgust", "anger": "mad"},
+        "emorynlp": {"Joyful": "joyful", "Mad": "mad", "Peaceful": "peaceful", "Neutral": "neutral", "Sad": "sad", "Powerful": "powerful", "Scared": "scared"},
+    },
+    families={
+        "neutral": None, "joyful": "Joyful", "excited": "Joyful", "peaceful": "Peaceful", "powerful": "Powerful",
+        "sad": "Sad", "mad": "Mad", "frustrated": "Mad", "scared": "Scared", "disgust": None, "surprise": None,
+    },
+)
+
+MAPPINGS: dict[str, UnifiedMapping] = {m.name: m for m in (INSTRUCTERC, FEELING_WHEEL)}
+
+
+def get_mapping(name: str) -> UnifiedMapping:
+    try:
+        return MAPPINGS[name]
+    except KeyError:
+        raise KeyError(f"unknown unified mapping '{name}' (known: {', '.join(MAPPINGS)})") from None
