@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -16,3 +18,26 @@ def data_root() -> Path:
     if not (SHARED_DATA / "meld").is_dir():
         pytest.skip(f"benchmark data not found at {SHARED_DATA} (place MELD/EmoryNLP/COSMIC files there)")
     return SHARED_DATA
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What one in-process ``instructerc`` run returned and printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
+    """Run ``instructerc.cli.main.main`` in-process: ``run_cli("data", "stats", "meld", "--data", root)``."""
+    from instructerc.cli.main import main
+
+    def run(*argv: str | Path) -> CliRun:
+        capsys.readouterr()
+        code = main([str(arg) for arg in argv])
+        captured = capsys.readouterr()
+        return CliRun(code=code, out=captured.out, err=captured.err)
+
+    return run

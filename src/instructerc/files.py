@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Iterator
+
+
+def _create_beside(path: Path) -> tuple[int, str]:
+    """A new, exclusive temporary file beside ``path``.
+
+    Created with mode 0o666 so the umask applies, as for a plain ``open()``: the renamed file gets
+    the usual permissions, not ``mkstemp``'s owner-only 0o600.
+    """
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 @contextlib.contextmanager
@@ -17,7 +27,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_beside(path)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle

@@ -57,8 +57,12 @@ def _has_split(source, split: str) -> bool:
 def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import write_jsonl
     from instructerc.data.registry import load_dialogues
+    from instructerc.errors import InputError
 
     dialogues = load_dialogues(data_source(args), args.split)
-    count = write_jsonl(dialogues, args.out)
+    try:
+        count = write_jsonl(dialogues, args.out)
+    except OSError as error:
+        raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
     print(f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}")
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, require_file
+from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, not_utf8, require_file
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.label_set import LabelSet
@@ -60,6 +60,9 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
     if emotion is not None:
         if not isinstance(emotion, str):
             raise InputError("'emotion' must be a string", path=path, line=line, field=f"{where}.emotion")
+        emotion = emotion.strip()
+        if not emotion:
+            raise InputError("empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion")
         if label_set is not None:
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
     extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
@@ -70,15 +73,18 @@ def iter_jsonl(path: Path, split: str = "test", label_set: LabelSet | None = Non
     """(line number, dialogue) for every non-blank line, read lazily: a file of any size works."""
     require_file(path)
     dataset = default_dataset or path.stem
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"not valid JSON ({error.msg} at column {error.colno})", path=path, line=line_number) from None
-            yield line_number, parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
+    with path.open(encoding="utf-8-sig") as handle:
+        try:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputError(f"not valid JSON ({error.msg} at column {error.colno})", path=path, line=line_number) from None
+                yield line_number, parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
 
 
 def jsonl_file(path: Path, split: str) -> Path:
@@ -108,7 +114,12 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
     """The emotions a JSONL file uses (train split of a folder), sorted; None if it has none."""
     file = jsonl_file(path, split) if path.is_dir() else path
     emotions = sorted({u.emotion for _, d in iter_jsonl(file, split) for u in d.utterances if u.emotion is not None})
-    return LabelSet.from_names(_dataset_name(path), emotions) if emotions else None
+    if not emotions:
+        return None
+    try:
+        return LabelSet.from_names(_dataset_name(path), emotions)
+    except ValueError as error:
+        raise InputError(f"its emotions do not form a label set ({error}): fix them or pass --label-set", path=file, field="emotion") from None
 
 
 def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:

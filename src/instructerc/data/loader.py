@@ -64,17 +64,29 @@ def nonempty_text(raw: str, *, path: Path, line: int, field: str) -> str:
     return text
 
 
+def not_utf8(path: Path) -> InputError:
+    """The error for a file that is not UTF-8, naming the line of its first bad byte."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return InputError(f"not UTF-8 text (byte {raw[error.start]:#04x}): save the file as UTF-8", path=path, line=raw.count(b"\n", 0, error.start) + 1)
+    return InputError("not UTF-8 text: save the file as UTF-8", path=path)
+
+
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of a UTF-8 CSV with their line numbers, after checking the header has ``required``."""
     require_file(path)
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        for column in required:
-            if column not in header:
-                raise InputError(f"missing column '{column}' (header: {', '.join(header) or 'empty'})", path=path, line=1, field=column)
         try:
+            header = reader.fieldnames or []
+            for column in required:
+                if column not in header:
+                    raise InputError(f"missing column '{column}' (header: {', '.join(header) or 'empty'})", path=path, line=1, field=column)
             for row in reader:
                 yield reader.line_num, row
         except csv.Error as error:
             raise InputError(f"malformed CSV: {error}", path=path, line=reader.line_num) from None
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from instructerc.data.dialogue import Dialogue, canonical_split
+from instructerc.data.dialogue import Dialogue, Utterance, canonical_split
 from instructerc.data.loader import Loader
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
@@ -66,7 +66,7 @@ class DataSource:
 
     def root(self) -> Path:
         if self.path is None:
-            raise InputError(f"no data path for '{self.name}': pass --data-dir (the folder holding meld/, emorynlp/, cosmic/) or a file", field="path")
+            raise InputError(f"no data path for '{self.name}': pass --data (the folder holding meld/, emorynlp/, cosmic/) or a file", field="path")
         if not self.path.exists():
             raise InputError("no such file or folder", path=self.path)
         return self.path
@@ -111,12 +111,20 @@ def unify(dialogues: list[Dialogue], mapping: UnifiedMapping) -> list[Dialogue]:
             raise InputError(
                 f"dialogue '{dialogue.id}' is from '{dialogue.dataset}', which the {mapping.name} mapping does not cover "
                 f"(it covers {', '.join(mapping.forward)})", field="dataset")
-        utterances = tuple(
-            u if u.emotion is None else replace(u, emotion=mapping.to_unified(dialogue.dataset, u.emotion), extra={**u.extra, "original_emotion": u.emotion})
-            for u in dialogue.utterances
-        )
+        utterances = tuple(u if u.emotion is None else _unify_utterance(u, dialogue, mapping) for u in dialogue.utterances)
         unified.append(dialogue.with_utterances(utterances))
     return unified
+
+
+def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedMapping) -> Utterance:
+    """The utterance with its emotion unified; its dataset's canonical label kept as ``original_emotion``."""
+    labels = BENCHMARK_LABEL_SETS[dialogue.dataset]
+    original = labels.canonical(utterance.emotion or "")
+    if original is None:
+        raise InputError(
+            f"dialogue '{dialogue.id}': emotion '{utterance.emotion}' is not a {dialogue.dataset} label "
+            f"(expected one of: {', '.join(labels.labels)})", field="emotion")
+    return replace(utterance, emotion=mapping.to_unified(dialogue.dataset, original), extra={**utterance.extra, "original_emotion": original})
 
 
 def load_dialogues(source: DataSource, split: str) -> list[Dialogue]:

@@ -35,7 +35,9 @@ class _NumpyDtypeStandIn:
             self.byte_order = "<" if state[1] in ("|", "=") else state[1]
 
 
-def _numpy_scalar_stand_in(dtype: _NumpyDtypeStandIn, raw: bytes) -> int | float | bool:
+def _numpy_scalar_stand_in(dtype: _NumpyDtypeStandIn, raw: bytes | str) -> int | float | bool:
+    if isinstance(raw, str):  # a Python 2 byte string, decoded as latin1 by the unpickler
+        raw = raw.encode("latin1")
     if not isinstance(dtype, _NumpyDtypeStandIn) or not isinstance(raw, (bytes, bytearray)):
         raise pickle.UnpicklingError("malformed numpy scalar")
     fmt = dtype.byte_order + _SCALAR_FORMATS[dtype.code]

@@ -1,0 +1,236 @@
+"""The data-only unpickler: plain data and numpy scalars load, anything that could run code is refused."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instructerc.data.safe_pickle import load_data_pickle
+from instructerc.errors import InputError
+
+
+class RunsShell:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"echo pwned > '{self.marker}'",))
+
+
+class RunsExec:
+    """Unpickling this runs Python code that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+class WritesFile:
+    """Unpickling this calls ``Path.write_text``: no shell, no exec, still a side effect."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+PAYLOADS = [RunsShell, RunsExec, WritesFile]
+
+
+def write_pickle(path: Path, value: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> Path:
+    path.write_bytes(pickle.dumps(value, protocol=protocol))
+    return path
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.__name__)
+def test_the_payloads_do_run_code_with_a_plain_unpickler(tmp_path: Path, payload: type) -> None:
+    """The control: without the safe loader each payload leaves its marker (so the next test means something)."""
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps([payload(marker)]))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.__name__)
+def test_a_pickle_that_would_run_code_is_refused(tmp_path: Path, payload: type, protocol: int) -> None:
+    marker = tmp_path / "marker"
+    file = write_pickle(tmp_path / "evil.pkl", [{"harmless": 1}, payload(marker)], protocol)
+
+    with pytest.raises(InputError, match="refused") as error:
+        load_data_pickle(file)
+
+    assert error.value.path == str(file)
+    assert not marker.exists(), "the payload ran"
+
+
+def test_the_cli_refuses_a_cosmic_pickle_that_would_run_code(run_cli, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    (tmp_path / "cosmic").mkdir()
+    file = write_pickle(tmp_path / "cosmic" / "meld.pkl", [RunsShell(marker)])
+
+    result = run_cli("data", "stats", "cosmic-meld", "--data", tmp_path)
+
+    assert result.code == 2
+    assert result.err.splitlines() == [f"instructerc: error: {file}: unsafe or invalid pickle: refused to load global '{os.system.__module__}.system': this pickle may run code"]
+    assert not marker.exists()
+
+
+PLAIN = [
+    {"d1": ["M", "F"], 7: [0, 1, 2]},
+    {"d1": [0.5, -1.25]},
+    ["text with ’ and é", "", None, True, False],
+    (1, (2, 3)),
+    [10**30, -(2**63)],
+]
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_loads_unchanged(tmp_path: Path, protocol: int) -> None:
+    file = write_pickle(tmp_path / "plain.pkl", PLAIN, protocol)
+    assert load_data_pickle(file) == PLAIN
+
+
+def test_python2_byte_strings_are_read_as_latin1(tmp_path: Path) -> None:
+    """COSMIC's MELD text is Python 2 bytes (here ``it\\x92s``); latin1 keeps each byte as one character."""
+    file = tmp_path / "py2.pkl"
+    # PROTO 2, EMPTY_LIST, SHORT_BINSTRING b"it\x92s", APPEND, STOP
+    file.write_bytes(b"\x80\x02]U\x04it\x92sa.")
+
+    assert load_data_pickle(file) == ["it\x92s"]
+
+
+@pytest.mark.parametrize(
+    "global_name",
+    [
+        "numpy.core.multiarray\n_reconstruct",
+        "numpy._core.multiarray\n_reconstruct",
+        "numpy\nndarray",
+        "numpy\nload",
+        "numpy.lib.format\nread_array",
+        "numpy.core.multiarray\nscalar_but_not_quite",
+        "numpy.testing\nassert_equal",
+        "builtins\neval",
+        "builtins\nset",
+        "_codecs\nencode",
+        "copyreg\n_reconstructor",
+    ],
+)
+def test_every_other_global_is_refused(tmp_path: Path, global_name: str) -> None:
+    file = tmp_path / "global.pkl"
+    file.write_bytes(b"c" + global_name.encode() + b"\n.")  # GLOBAL, STOP: only the lookup, no call
+
+    with pytest.raises(InputError, match="refused to load global") as error:
+        load_data_pickle(file)
+    assert global_name.replace("\n", ".") in str(error.value)
+
+
+@pytest.mark.parametrize(("protocol", "refused"), [(2, "multiarray._reconstruct"), (5, "numeric._frombuffer")])
+def test_a_real_numpy_array_is_refused(tmp_path: Path, protocol: int, refused: str) -> None:
+    numpy = pytest.importorskip("numpy", reason="numpy is not installed")
+    file = write_pickle(tmp_path / "array.pkl", numpy.arange(3), protocol)
+
+    with pytest.raises(InputError, match=rf"refused to load global 'numpy\._?core\.{refused}'"):
+        load_data_pickle(file)
+
+
+def _assert_plain(value: Any) -> None:
+    """No numpy object anywhere: containers of exactly int, float, bool and str."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _assert_plain(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _assert_plain(key)
+            _assert_plain(item)
+    else:
+        assert type(value) in (int, float, bool, str), type(value)
+
+
+def test_numpy_scalars_decode_to_plain_numbers(tmp_path: Path) -> None:
+    numpy = pytest.importorskip("numpy", reason="numpy is not installed: cannot build a pickle of numpy scalars")
+    value = {
+        "speakers": [[numpy.int32(1), numpy.int32(0)], [numpy.int32(0), numpy.int32(1)]],
+        "others": [numpy.int64(-3), numpy.uint8(255), numpy.float32(0.5), numpy.float64(-2.25), numpy.bool_(True)],
+        "big_endian": numpy.dtype(">i4").type(7),
+    }
+    file = write_pickle(tmp_path / "scalars.pkl", value, protocol=4)
+
+    loaded = load_data_pickle(file)
+
+    assert loaded == {"speakers": [[1, 0], [0, 1]], "others": [-3, 255, 0.5, -2.25, True], "big_endian": 7}
+    assert type(loaded["speakers"][0][0]) is int
+    _assert_plain(loaded)
+
+
+def test_numpy_1_module_name_decodes_too(tmp_path: Path) -> None:
+    """The EmoryNLP pickle was written by numpy 1 (``numpy.core.multiarray.scalar``); numpy 2 writes ``numpy._core``."""
+    numpy = pytest.importorskip("numpy", reason="numpy is not installed: cannot build a pickle of numpy scalars")
+    raw = pickle.dumps([numpy.int32(1), numpy.int32(-5)], protocol=3)  # protocol 3: text GLOBAL opcodes
+    raw = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert b"numpy.core.multiarray\nscalar" in raw
+    file = tmp_path / "numpy1.pkl"
+    file.write_bytes(raw)
+
+    loaded = load_data_pickle(file)
+
+    assert loaded == [1, -5]
+    _assert_plain(loaded)
+
+
+def test_python2_numpy_scalar_decodes(tmp_path: Path) -> None:
+    """A Python 2 pickle carries the scalar's bytes as a str (latin1-decoded): still a plain int."""
+    file = tmp_path / "py2_numpy.pkl"
+    file.write_bytes(
+        b"\x80\x02"
+        b"cnumpy.core.multiarray\nscalar\n"
+        b"cnumpy\ndtype\nU\x02i4K\x00K\x01\x87R"  # dtype('i4', 0, 1)
+        b"(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"  # __setstate__((3, '<', ...))
+        b"U\x04\x07\x01\x00\x00\x86R."  # scalar(dtype, b'\x07\x01\x00\x00')
+    )
+
+    assert load_data_pickle(file) == 263
+
+
+def test_numpy_object_dtype_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "object_dtype.pkl"
+    file.write_bytes(b"\x80\x02cnumpy\ndtype\nU\x02O8K\x00K\x01\x87R.")
+
+    with pytest.raises(InputError, match="dtype 'O8' is not supported"):
+        load_data_pickle(file)
+
+
+def test_numpy_scalar_stand_in_rejects_other_arguments(tmp_path: Path) -> None:
+    file = tmp_path / "bad_scalar.pkl"
+    file.write_bytes(b"\x80\x02cnumpy.core.multiarray\nscalar\nU\x02i4C\x04\x01\x00\x00\x00\x86R.")
+
+    with pytest.raises(InputError, match="malformed numpy scalar"):
+        load_data_pickle(file)
+
+
+def test_the_real_emorynlp_pickle_holds_no_numpy_objects(data_root: Path) -> None:
+    data = load_data_pickle(data_root / "cosmic" / "emorynlp.pkl")
+    speakers = data[0]
+    first = next(iter(speakers.values()))
+    assert first[0] == [1, 0, 0, 0, 0, 0, 0, 0, 0]
+    _assert_plain(speakers)
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "file not found"), (b"", "invalid pickle"), (b"\x80\x04\x95", "invalid pickle")])
+def test_missing_empty_or_truncated_files_are_input_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    file = tmp_path / "data.pkl"
+    if content is not None:
+        file.write_bytes(content)
+
+    with pytest.raises(InputError, match=message) as error:
+        load_data_pickle(file)
+    assert error.value.path == str(file)
