@@ -1,9 +1,82 @@
-"""Placeholder until this command group lands."""
+"""``instructerc prompts show``: the exact prompt and target the model sees."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from instructerc.cli.options import add_data_options
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    return None
+    prompts = commands.add_parser("prompts", help="see the prompts a model is trained and queried with")
+    verbs = prompts.add_subparsers(dest="verb", metavar="VERB", required=True)
+    show = verbs.add_parser("show", help="print one example's prompt and target")
+    add_data_options(show)
+    show.add_argument("--split", default="train", help="train, dev or test")
+    show.add_argument("--index", type=int, default=0, help="the utterance's position in the split (dialogues in order)")
+    show.add_argument("--task", default="erc", choices=["erc", "speaker", "emotion_prediction"])
+    show.add_argument("--config", type=Path, help="a recipe YAML whose template, retrieval and backbone to use")
+    show.add_argument("--model", type=Path, help="a trained model directory whose recorded template to use")
+    show.add_argument("--template", help="template name (instructerc, dialogue-prefix)")
+    show.add_argument("--window", type=int, help="history window")
+    for part in ("instruction", "history", "label-statement", "demonstration"):
+        show.add_argument(f"--no-{part}", action="store_true", help=f"switch the {part.replace('-', ' ')} off")
+    show.set_defaults(handler=show_prompt)
+
+
+def show_prompt(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from instructerc.cli.options import data_source
+    from instructerc.data.registry import label_set_of, load_dialogues
+    from instructerc.errors import InputError
+    from instructerc.modeling.backbone import BackboneConfig, load_tokenizer, resolve_model
+    from instructerc.prompts.encoding import SegmentTokenizer
+    from instructerc.prompts.example import Task
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.prompts.tasks import speaker_slots
+    from instructerc.retrieval.retriever import DemonstrationRetriever
+    from instructerc.training.config import TrainConfig
+
+    source = data_source(args)
+    train = load_dialogues(source, "train")
+    if args.model:
+        setup = PromptSetup.load(args.model)
+        tokenizer_path = str(args.model)
+    else:
+        config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+        label_set = label_set_of(source)
+        if label_set is None:
+            raise InputError("the dataset has no emotions to build a label statement from", field="dataset")
+        setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
+        tokenizer_path = resolve_model(config.backbone if args.config else BackboneConfig())
+    changes = {}
+    if args.template:
+        changes["name"] = args.template
+    if args.window is not None:
+        changes["window"] = args.window
+    for part in ("instruction", "history", "label_statement", "demonstration"):
+        if getattr(args, f"no_{part}"):
+            changes[part] = False
+    setup = replace(setup, template=replace(setup.template, **changes))
+
+    dialogues = train if args.split == "train" else load_dialogues(source, args.split)
+    located = [(d, i) for d in dialogues for i in range(len(d))]
+    if not 0 <= args.index < len(located):
+        raise InputError(f"index {args.index} is outside the split's {len(located)} utterances", field="index")
+    dialogue, index = located[args.index]
+    demonstrations = {}
+    if setup.uses_demonstrations and args.task == "erc":
+        retriever = DemonstrationRetriever.build(train, setup.retrieval)
+        demonstrations = retriever.demonstrations([dialogue], training=args.split == "train")
+    example = setup.builder(demonstrations).example(Task(args.task), dialogue, index)
+    tokenizer = SegmentTokenizer(load_tokenizer(tokenizer_path))
+    encoded = setup.encode([example], tokenizer, with_target=example.target is not None)[0]
+    print(f"# {dialogue.dataset} {args.split} dialogue {dialogue.id}, utterance {index}, task {args.task}, template {setup.template.name}")
+    print(f"# {len(encoded.prompt_ids)} prompt tokens + {len(encoded.target_ids)} target tokens (max_length {setup.max_length})")
+    print("--- prompt ---")
+    print(encoded.example.prompt)
+    print("--- target ---")
+    print(example.target if example.target is not None else "(no gold label)")
+    return 0

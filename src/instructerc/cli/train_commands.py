@@ -1,9 +1,48 @@
-"""Placeholder until this command group lands."""
+"""``instructerc train RECIPE.yaml``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    return None
+    train = commands.add_parser("train", help="fine-tune an LLM on a recipe (YAML)")
+    train.add_argument("recipe", type=Path, help="a recipe YAML, e.g. recipes/smollm2-135m-meld-cpu.yaml")
+    train.add_argument("--output", type=Path, help="run directory (overrides output_dir); the model lands in OUTPUT/model")
+    train.add_argument("--data", help="data path (overrides data.path)")
+    train.add_argument("--data-fraction", type=float, help="train on this stratified fraction of the training dialogues")
+    train.add_argument("--seed", type=int, help="random seed (data order, sampling, initialisation)")
+    train.add_argument("--model", help="backbone: a local path or hub id (overrides backbone.model)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key, e.g. --set optim.lr=1e-4 (YAML value)")
+    train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=run_training)
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    import yaml
+
+    from instructerc.errors import InputError
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="--set")
+        overrides[key] = yaml.safe_load(value)
+    for key, value in (("output_dir", args.output), ("data.path", args.data), ("data.fraction", args.data_fraction), ("seed", args.seed), ("backbone.model", args.model)):
+        if value is not None:
+            overrides[key] = str(value) if isinstance(value, Path) else value
+    return overrides
+
+
+def run_training(args: argparse.Namespace) -> int:
+    from instructerc.training.config import TrainConfig
+    from instructerc.training.trainer import Trainer
+
+    config = TrainConfig.from_yaml(args.recipe, overrides_from(args))
+    result = Trainer(config, progress=not args.no_progress).run(resume=args.resume)
+    if result.best_dev_score is not None:
+        print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")
+    return 0

@@ -1,0 +1,120 @@
+"""Typed, validated configuration read from YAML: one dataclass per concern.
+
+Every field has a default; a YAML file only says what differs. Unknown keys, wrong types and
+bad values are errors that name the key (``optim.lr``), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from instructerc.errors import InputError
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses, checking types."""
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping, got {type(data).__name__}", field=where or None)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise InputError(f"unknown key(s) {sorted(unknown)}; known: {sorted(fields)}", field=where or None)
+    values = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        values[name] = _coerce(hints[name], value, key)
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise InputError(str(error), field=where or None) from None
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, key)
+            except InputError as error:
+                errors.append(error)
+        raise errors[0] if errors else InputError("must not be null", field=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"expected a list, got {value!r}", field=key)
+        item = args[0] if args else Any
+        items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"expected a mapping, got {value!r}", field=key)
+        key_type, value_type = args or (Any, Any)
+        return {_coerce(key_type, k, key): _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"expected a number, got {value!r}", field=key)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"expected an integer, got {value!r}", field=key)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"expected true or false, got {value!r}", field=key)
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise InputError(f"expected a string, got {value!r}", field=key)
+        return value
+    return value
+
+
+def to_mapping(config: Any) -> Any:
+    """A dataclass config as plain YAML/JSON-ready data."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_mapping(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [to_mapping(v) for v in config]
+    if isinstance(config, dict):
+        return {k: to_mapping(v) for k, v in config.items()}
+    if isinstance(config, Path):
+        return str(config)
+    return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise InputError(f"invalid YAML: {getattr(error, 'problem', error)}", path=path, line=None if mark is None else mark.line + 1) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError("the top level must be a mapping", path=path)
+    return data

@@ -1,0 +1,1 @@
+"""Scoring predictions honestly: weighted F1 and friends, reports, baselines."""

@@ -1,0 +1,59 @@
+"""Scoring a model's predictions per dataset, in each dataset's own classes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.evaluation.metrics import OUTSIDE, Metrics, compute_metrics
+from instructerc.inference.predictor import Prediction
+from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
+from instructerc.labels.label_set import LabelSet
+from instructerc.labels.unified import MAPPINGS, UnifiedMapping
+
+
+def mapping_of(label_set: LabelSet) -> UnifiedMapping | None:
+    """The unified mapping whose label set this is, if any."""
+    for mapping in MAPPINGS.values():
+        if mapping.label_set.name == label_set.name and mapping.label_set.labels == label_set.labels:
+            return mapping
+    return None
+
+
+def original_gold(utterance) -> str | None:
+    return utterance.extra.get("original_emotion", utterance.emotion)
+
+
+def score_by_dataset(dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], label_set: LabelSet) -> dict[str, Metrics]:
+    """Metrics per source dataset.
+
+    A model with a unified label set is scored on each benchmark's original classes: its
+    prediction is mapped back, and a unified label the dataset lacks counts as an error
+    (``<outside>``). Other models are scored in their own label set.
+    """
+    mapping = mapping_of(label_set)
+    gold: dict[str, list[str]] = defaultdict(list)
+    predicted: dict[str, list[str | None]] = defaultdict(list)
+    for dialogue, dialogue_predictions in zip(dialogues, predictions):
+        unified_scoring = mapping is not None and mapping.covers(dialogue.dataset)
+        for utterance, prediction in zip(dialogue.utterances, dialogue_predictions):
+            if utterance.emotion is None:
+                continue
+            if unified_scoring:
+                gold[dialogue.dataset].append(original_gold(utterance))
+                back = None if prediction.label is None else (mapping.to_original(dialogue.dataset, prediction.label) or OUTSIDE)
+                predicted[dialogue.dataset].append(back)
+            else:
+                gold[dialogue.dataset].append(utterance.emotion)
+                predicted[dialogue.dataset].append(prediction.label)
+    results = {}
+    for dataset in gold:
+        classes = BENCHMARK_LABEL_SETS[dataset].labels if mapping is not None and mapping.covers(dataset) else label_set.labels
+        results[dataset] = compute_metrics(gold[dataset], predicted[dataset], classes)
+    return results
+
+
+def selection_score(results: dict[str, Metrics]) -> float:
+    """The dev score a checkpoint is selected by: weighted F1, averaged over datasets."""
+    return sum(m.weighted_f1 for m in results.values()) / len(results)

@@ -1,0 +1,1 @@
+"""Predicting emotions with a trained model: label scoring, generation, the Predictor."""

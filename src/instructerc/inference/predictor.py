@@ -1,0 +1,170 @@
+"""The Predictor: emotions and label probabilities for every utterance of some dialogues.
+
+Both the CLI and the service use it. Two modes:
+
+``score`` (default)
+    Every label is scored as a continuation of the prompt (:mod:`label_scoring`): each output is
+    a valid label and the probabilities sum to 1. Prompts are packed by dialogue, so a prefix
+    shared by a dialogue's prompts is computed once.
+``generate``
+    Free greedy generation, as the paper did, parsed strictly: text that is not exactly a label's
+    verbalizer is *invalid* (``label=None``) and reported as such. ``paper_parsing=True``
+    reproduces the paper's repair (snapping any text to the closest label) for comparison only.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.errors import InputError
+from instructerc.inference.batched import last_token_logits
+from instructerc.inference.label_scoring import LabelScorer
+from instructerc.prompts.encoding import SegmentTokenizer
+from instructerc.prompts.setup import PromptSetup
+
+MODES = ("score", "generate")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one utterance.
+
+    Attributes:
+        label: a canonical label of the model's label set; ``None`` when generation produced
+            something that is not a label (invalid).
+        scores: label -> probability (``score`` mode), in label-set order.
+        generated: the raw generated text (``generate`` mode).
+    """
+
+    label: str | None
+    scores: dict[str, float] = field(default_factory=dict)
+    generated: str | None = None
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Throughput knobs that do not change results.
+
+    Attributes:
+        max_tokens: the most tokens in one packed row.
+        batch_tokens: the most padded tokens in one forward pass.
+        generate_batch_size: prompts generated together in ``generate`` mode.
+    """
+
+    max_tokens: int = 2048
+    batch_tokens: int = 4096
+    generate_batch_size: int = 8
+
+
+class Predictor:
+    """Labels dialogues with a model; see the module docstring for the two modes."""
+
+    def __init__(self, model: Any, tokenizer: Any, setup: PromptSetup, retriever: Any = None, device: Any = "cpu", config: InferenceConfig | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.segments = SegmentTokenizer(tokenizer)
+        self.setup = setup
+        self.retriever = retriever
+        self.device = device
+        self.config = config or InferenceConfig()
+        self.scorer = LabelScorer(setup.label_set, self.segments)
+        if setup.uses_demonstrations and retriever is None:
+            raise InputError("this template shows demonstrations but no demonstration pool was given", field="retrieval")
+
+    @property
+    def label_set(self):
+        return self.setup.label_set
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None) -> "Predictor":
+        from instructerc.modeling.model_dir import load_model
+        from instructerc.retrieval.encoder import SentenceEncoder
+        from instructerc.retrieval.index import load_pool
+        from instructerc.retrieval.retriever import DemonstrationRetriever
+
+        directory = Path(directory)
+        device = device or default_device()
+        model, tokenizer, _ = load_model(directory, device)
+        setup = PromptSetup.load(directory)
+        retriever = None
+        if setup.uses_demonstrations:
+            retriever = DemonstrationRetriever(load_pool(directory), SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
+        return cls(model, tokenizer, setup, retriever, device, config)
+
+    # -- prompts ----------------------------------------------------------------------------------
+    def encoded_prompts(self, dialogues: Sequence[Dialogue]) -> list[Any]:
+        demonstrations = self.retriever.demonstrations(dialogues, training=False) if self.retriever is not None else {}
+        builder = self.setup.builder(demonstrations)
+        examples = [builder.erc(d, i) for d in dialogues for i in range(len(d))]
+        return self.setup.encode(examples, self.segments, with_target=False, reserve=self.scorer.max_answer_tokens)
+
+    # -- prediction -------------------------------------------------------------------------------
+    def predict(self, dialogues: Sequence[Dialogue], mode: str = "score", paper_parsing: bool = False, progress: Any = None) -> list[list[Prediction]]:
+        """One list of predictions per dialogue, one prediction per utterance."""
+        if mode not in MODES:
+            raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+        encoded = self.encoded_prompts(dialogues)
+        flat = self._score(encoded, progress) if mode == "score" else self._generate(encoded, paper_parsing, progress)
+        out, start = [], 0
+        for dialogue in dialogues:
+            out.append(flat[start:start + len(dialogue)])
+            start += len(dialogue)
+        return out
+
+    def _score(self, encoded: Sequence[Any], progress: Any) -> list[Prediction]:
+        per_prompt = len(self.scorer.branch_points)
+        sequences = [s for e in encoded for s in self.scorer.sequences(e.prompt_ids)]
+        logits = last_token_logits(self.model, sequences, self.tokenizer.pad_token_id, self.config.max_tokens, self.config.batch_tokens, self.device)
+        predictions = []
+        labels = self.label_set.labels
+        for i in range(len(encoded)):
+            probabilities = self.scorer.probabilities(logits[i * per_prompt:(i + 1) * per_prompt]).tolist()
+            best = max(range(len(labels)), key=lambda k: probabilities[k])
+            predictions.append(Prediction(label=labels[best], scores=dict(zip(labels, probabilities))))
+            if progress is not None:
+                progress.update(1)
+        return predictions
+
+    def _generate(self, encoded: Sequence[Any], paper_parsing: bool, progress: Any) -> list[Prediction]:
+        import torch
+
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt_ids))
+        results: list[Prediction | None] = [None] * len(encoded)
+        pad = self.tokenizer.pad_token_id
+        size = self.config.generate_batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            prompts = [encoded[i].prompt_ids for i in chunk]
+            width = max(len(p) for p in prompts)
+            ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=self.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=self.scorer.max_answer_tokens + 2, do_sample=False,
+                    pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+                )
+            for row, i in enumerate(chunk):
+                text = self.tokenizer.decode(out[row, width:], skip_special_tokens=True)
+                results[i] = Prediction(label=self.parse(text, paper_parsing), generated=text)
+            if progress is not None:
+                progress.update(len(chunk))
+        return [r for r in results if r is not None]
+
+    def parse(self, text: str, paper_parsing: bool = False) -> str | None:
+        label = self.label_set.parse_exact(text)
+        if label is not None or not paper_parsing:
+            return label
+        # The paper's repair, for comparison only: the label closest to whatever was generated.
+        words = list(self.label_set.verbalizers)
+        closest = max(words, key=lambda w: difflib.SequenceMatcher(None, text.strip(), w).ratio())
+        return self.label_set.parse_exact(closest)
+
+
+def default_device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,1 @@
+"""Backbones: any Hugging Face causal LM, and the embedded SmolLM2-135M-Instruct."""

@@ -1,0 +1,1 @@
+"""Turning dialogues into (prompt, target) examples: templates, tasks, token budget, encoding."""

@@ -1,0 +1,67 @@
+"""Fitting a prompt into ``max_length`` tokens without cutting what the question needs.
+
+Order of sacrifice: the oldest history utterances first (in steps of ``history_stride``), then
+the retrieved demonstration's text from its end, then the demonstration altogether. The
+utterance asked about, the label statement and the question are never cut: a prompt that
+cannot fit without them is an error naming the utterance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from instructerc.errors import InputError
+from instructerc.prompts.encoding import EncodedExample, EncodedSegment, SegmentTokenizer
+from instructerc.prompts.example import Example, Part, Segment
+
+
+def _length(segments: list[EncodedSegment]) -> int:
+    return sum(len(s.ids) for s in segments)
+
+
+def _drop_history(segments: list[EncodedSegment], budget: int, stride: int) -> list[EncodedSegment]:
+    history = [i for i, s in enumerate(segments) if s.segment.part is Part.HISTORY]
+    kept = segments
+    for dropped in range(stride, len(history) + stride, stride):
+        gone = set(history[:dropped])
+        kept = [s for i, s in enumerate(segments) if i not in gone]
+        if _length(kept) <= budget:
+            break
+    return kept
+
+
+def _shorten_demonstration(segments: list[EncodedSegment], budget: int, tokenizer: SegmentTokenizer) -> list[EncodedSegment]:
+    excess = _length(segments) - budget
+    for i, s in enumerate(segments):
+        if excess <= 0:
+            break
+        if s.segment.part is Part.DEMONSTRATION_TEXT:
+            keep = max(0, len(s.ids) - excess)
+            ids = s.ids[:keep]
+            segments[i] = EncodedSegment(Segment(tokenizer.decode(ids), Part.DEMONSTRATION_TEXT), ids)
+            excess -= len(s.ids) - keep
+    if excess > 0:
+        segments = [s for s in segments if s.segment.part not in (Part.DEMONSTRATION, Part.DEMONSTRATION_TEXT)]
+    return segments
+
+
+def encode_example(example: Example, tokenizer: SegmentTokenizer, max_length: int, history_stride: int = 1, with_target: bool = True) -> EncodedExample:
+    """Tokenize an example, fitting prompt (+ target, when training) into ``max_length`` tokens."""
+    target_ids = tokenizer.target_ids(example.target) if with_target and example.target is not None else ()
+    # At inference the answer is not known; reserve room for the longest answer the caller allows
+    # by passing a smaller max_length. Here the target's own length is what must fit.
+    budget = max_length - len(tokenizer.prefix_ids) - len(target_ids)
+    segments = [EncodedSegment(s, tokenizer.ids(s.text)) for s in example.segments]
+    if _length(segments) > budget:
+        segments = _drop_history(segments, budget, history_stride)
+    if _length(segments) > budget:
+        segments = _shorten_demonstration(segments, budget, tokenizer)
+    if _length(segments) > budget:
+        raise InputError(
+            f"utterance {example.index} needs {_length(segments) + len(target_ids) + len(tokenizer.prefix_ids)} tokens even without history "
+            f"and demonstration, more than max_length={max_length}",
+            field=f"dialogue '{example.dialogue_id}'",
+        )
+    prompt_ids = tokenizer.prefix_ids + tuple(i for s in segments for i in s.ids)
+    fitted = replace(example, segments=tuple(s.segment for s in segments))
+    return EncodedExample(prompt_ids=prompt_ids, target_ids=target_ids, segments=tuple(segments), example=fitted)

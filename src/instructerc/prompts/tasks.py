@@ -1,0 +1,79 @@
+"""Example builders: a dialogue becomes ERC, speaker identification and emotion prediction examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.errors import InputError
+from instructerc.prompts.example import Example, Task
+from instructerc.prompts.templates import Demonstration, PromptTemplate
+
+SPEAKER_VARIANTS = ("paper", "context")
+
+
+def speaker_slots(dialogues: Sequence[Dialogue]) -> int:
+    """How many speaker ids the paper's speaker task offers: the most speakers in one dialogue."""
+    return max((len(d.speakers) for d in dialogues), default=1)
+
+
+@dataclass
+class ExampleBuilder:
+    """Builds examples of every task for a template.
+
+    Attributes:
+        template: renders the prompts.
+        demonstrations: per (dataset, dialogue id, utterance index), the demonstration to show;
+            empty when the template has no demonstration part.
+        speaker_slots: the number of ``Speaker_k`` ids the paper's speaker task offers.
+        speaker_variant: ``paper`` (the utterance alone, ``Speaker_k`` ids) or ``context`` (the
+            history and the dialogue's participants as options).
+    """
+
+    template: PromptTemplate
+    demonstrations: Mapping[tuple[str, str, int], Demonstration] = field(default_factory=dict)
+    speaker_slots: int = 9
+    speaker_variant: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.speaker_variant not in SPEAKER_VARIANTS:
+            raise InputError(f"unknown speaker task variant '{self.speaker_variant}' (known: {', '.join(SPEAKER_VARIANTS)})", field="speaker_variant")
+
+    def erc(self, dialogue: Dialogue, index: int) -> Example:
+        utterance = dialogue.utterances[index]
+        demonstration = self.demonstrations.get((dialogue.dataset, dialogue.id, index))
+        segments = self.template.erc(dialogue, index, demonstration)
+        target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)
+        return Example(Task.ERC, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
+
+    def emotion_prediction(self, dialogue: Dialogue, index: int) -> Example:
+        utterance = dialogue.utterances[index]
+        segments = self.template.emotion_prediction(dialogue, index)
+        target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)
+        return Example(Task.EMOTION_PREDICTION, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
+
+    def speaker(self, dialogue: Dialogue, index: int) -> Example:
+        if self.speaker_variant == "paper":
+            segments, target = self.template.speaker(dialogue, index, max(self.speaker_slots, len(dialogue.speakers)))
+        else:
+            segments, target = self.template.speaker_in_context(dialogue, index)
+        return Example(Task.SPEAKER, tuple(segments), target, dialogue.dataset, dialogue.id, index, target)
+
+    def example(self, task: Task, dialogue: Dialogue, index: int) -> Example:
+        return {Task.ERC: self.erc, Task.EMOTION_PREDICTION: self.emotion_prediction, Task.SPEAKER: self.speaker}[task](dialogue, index)
+
+    def eligible(self, task: Task, dialogue: Dialogue, index: int, training: bool) -> bool:
+        """Whether utterance ``index`` yields a ``task`` example: emotion tasks need a gold
+        label to train on, and emotion prediction needs at least one past utterance."""
+        if task is Task.EMOTION_PREDICTION and index == 0:
+            return False
+        if training and task is not Task.SPEAKER:
+            return dialogue.utterances[index].emotion is not None
+        return True
+
+    def examples(self, task: Task, dialogues: Sequence[Dialogue], training: bool = True) -> Iterator[Example]:
+        for dialogue in dialogues:
+            for index in range(len(dialogue)):
+                if self.eligible(task, dialogue, index, training):
+                    yield self.example(task, dialogue, index)

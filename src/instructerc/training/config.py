@@ -1,0 +1,178 @@
+"""The training configuration: what a recipe YAML file holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from instructerc.config import from_mapping, read_yaml, to_mapping
+from instructerc.data.registry import DataSource
+from instructerc.errors import InputError
+from instructerc.modeling.backbone import BackboneConfig
+from instructerc.prompts.example import Task
+from instructerc.prompts.tasks import SPEAKER_VARIANTS
+from instructerc.prompts.templates import TemplateConfig
+from instructerc.retrieval.index import RetrievalConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data.
+
+    Attributes:
+        dataset: a registered dataset name (``meld``, ``uime``, ``jsonl``...).
+        path: its data root, folder or file (relative paths are relative to the working directory).
+        labels: ``original``, ``uime`` or ``uime:feeling-wheel``.
+        label_set: JSONL only: the label set its emotions follow.
+        fraction: train on this stratified fraction of the training dialogues (data scaling).
+        max_dev_dialogues: evaluate on at most this many dev dialogues (a fixed, seeded subset); null: all.
+    """
+
+    dataset: str = "meld"
+    path: str | None = None
+    labels: str = "original"
+    label_set: str | None = None
+    fraction: float = 1.0
+    max_dev_dialogues: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise InputError("fraction must be in (0, 1]", field="data.fraction")
+
+    def source(self) -> DataSource:
+        return DataSource(name=self.dataset, path=Path(self.path) if self.path else None, labels=self.labels, label_set=self.label_set)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: a mix of tasks, trained for some epochs from the previous stage's weights.
+
+    Attributes:
+        tasks: task -> share of the eligible utterances used (1.0: every utterance, 0.5: a seeded
+            half). Tasks: ``erc``, ``speaker``, ``emotion_prediction``.
+        epochs: passes over this stage's examples.
+    """
+
+    tasks: dict[str, float] = field(default_factory=lambda: {"erc": 1.0})
+    epochs: float = 1.0
+
+    def __post_init__(self) -> None:
+        known = {t.value for t in Task}
+        for task, share in self.tasks.items():
+            if task not in known:
+                raise InputError(f"unknown task '{task}' (known: {', '.join(sorted(known))})", field="stages.tasks")
+            if not 0 < share <= 1:
+                raise InputError(f"the share of '{task}' must be in (0, 1]", field="stages.tasks")
+        if self.epochs <= 0:
+            raise InputError("epochs must be > 0", field="stages.epochs")
+
+    @property
+    def evaluates_erc(self) -> bool:
+        return Task.ERC.value in self.tasks
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters (peft). The paper: r=16, alpha=16, dropout 0.05 on q/k/v."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``method``: ``lora`` or ``full``."""
+
+    method: str = "lora"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise InputError("method must be lora or full", field="finetune.method")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation. ``batch_size`` is the global batch in examples (all processes together);
+    ``micro_batch_size`` examples are computed at once per process, the rest is accumulated."""
+
+    lr: float = 2e-4
+    batch_size: int = 32
+    micro_batch_size: int = 8
+    warmup_ratio: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise InputError("batch sizes must be >= 1", field="optim.batch_size")
+        if not 0 <= self.warmup_ratio < 1:
+            raise InputError("warmup_ratio must be in [0, 1)", field="optim.warmup_ratio")
+        if len(self.betas) != 2:
+            raise InputError("betas needs two numbers", field="optim.betas")
+
+
+@dataclass(frozen=True)
+class PackingConfig:
+    """How examples are laid into sequences.
+
+    Attributes:
+        shared_prefix: lay the examples of one dialogue into one sequence as a prefix tree, so a
+            prefix they share (instruction, history) is computed once; attention masks keep every
+            example seeing exactly its own prompt, so the loss is the same as unpacked.
+        max_tokens: the most tokens in one packed sequence.
+    """
+
+    shared_prefix: bool = True
+    max_tokens: int = 2048
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run (a recipe). See ``recipes/`` for complete examples."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    speaker_variant: str = "paper"
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    packing: PackingConfig = field(default_factory=PackingConfig)
+    max_length: int = 1024
+    eval_every_steps: int | None = None
+    checkpoint_every_steps: int = 100
+    seed: int = 42
+    output_dir: str = "runs/model"
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise InputError("at least one stage is needed", field="stages")
+        if not any(s.evaluates_erc for s in self.stages):
+            raise InputError("some stage must train the erc task", field="stages")
+        if self.speaker_variant not in SPEAKER_VARIANTS:
+            raise InputError(f"speaker_variant must be one of {SPEAKER_VARIANTS}", field="speaker_variant")
+        if self.max_length < 16:
+            raise InputError("max_length is too small", field="max_length")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        data = read_yaml(path)
+        for dotted, value in (overrides or {}).items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+        try:
+            return from_mapping(cls, data)
+        except InputError as error:
+            raise InputError(error.message, path=path, field=error.field) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_mapping(self)

@@ -1,0 +1,47 @@
+"""Choosing training dialogues and examples reproducibly."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from typing import Sequence, TypeVar
+
+from instructerc.data.dialogue import Dialogue
+
+T = TypeVar("T")
+
+
+def stratum(dialogue: Dialogue) -> tuple[str, str]:
+    """A dialogue's stratum: its source dataset and its most frequent emotion."""
+    counts = Counter(u.emotion for u in dialogue.utterances if u.emotion is not None)
+    top = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else ""
+    return dialogue.dataset, top
+
+
+def stratified_fraction(dialogues: Sequence[Dialogue], fraction: float, seed: int) -> list[Dialogue]:
+    """A ``fraction`` of the dialogues, sampled per stratum (dataset x dominant emotion), in input order.
+
+    Every stratum keeps its share (rounded, at least one dialogue when the stratum is non-empty
+    and fraction > 0), so small fractions keep every dataset and the label mix of the whole.
+    """
+    if fraction >= 1:
+        return list(dialogues)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for position, dialogue in enumerate(dialogues):
+        groups[stratum(dialogue)].append(position)
+    rng = random.Random(seed)
+    chosen: set[int] = set()
+    for key in sorted(groups):
+        members = groups[key]
+        take = max(1, round(fraction * len(members)))
+        chosen.update(rng.sample(members, take))
+    return [d for position, d in enumerate(dialogues) if position in chosen]
+
+
+def seeded_subset(items: Sequence[T], share: float, seed: int) -> list[T]:
+    """A seeded ``share`` of ``items``, in their original order."""
+    if share >= 1:
+        return list(items)
+    rng = random.Random(seed)
+    keep = set(rng.sample(range(len(items)), round(share * len(items))))
+    return [item for position, item in enumerate(items) if position in keep]

@@ -1,0 +1,61 @@
+"""Tiny models built from a config, for tests: a byte-level BPE tokenizer and a 2-layer Llama."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "happy sad neutral angry excited frustrated surprise fear joyful disgust anger sadness joy",
+    "Joyful Mad Peaceful Neutral Sad Powerful Scared mad peaceful powerful scared",
+    "Now you are expert of sentiment and emotional analysis. The following conversation noted between '### ###' involves several speakers.",
+    "Please select the emotional label of the utterance from. Here is a demonstration: the utterance has the emotional label.",
+    "Speaker_0 Speaker_1 Speaker_2 Ann Bob Cat: Hi! How are you? I am fine, thanks. Oh no, that is terrible. Great news!",
+    "Based on the above historical utterances, next utterance is spoken by, please predict the emotion states of",
+    "Label the emotion of each utterance with one of. The emotional label of the last utterance is:",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 600):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(CORPUS * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>")
+
+
+def tiny_backbone(directory: Path, seed: int = 0, layers: int = 2) -> Path:
+    """Save a tiny random Llama and its tokenizer to ``directory``; returns it (usable as backbone.model)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def tiny_model_dir(directory: Path, label_set, template=None, max_length: int = 512) -> Path:
+    """A complete instructerc model directory around an untrained tiny backbone (full fine-tuning layout)."""
+    from instructerc.modeling.backbone import BackboneConfig
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.prompts.templates import TemplateConfig
+    from instructerc.retrieval.index import RetrievalConfig
+
+    tiny_backbone(directory)
+    Manifest(backbone=BackboneConfig(model=str(directory)), method="full").save(directory)
+    template = template or TemplateConfig(name="dialogue-prefix", demonstration=False)
+    PromptSetup(template, label_set, max_length, RetrievalConfig()).save(directory)
+    return directory
