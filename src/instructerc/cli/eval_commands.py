@@ -1,9 +1,156 @@
-"""Placeholder until this command group lands."""
+"""``instructerc evaluate`` (a model on a benchmark split, or ``--runs`` to aggregate seeds) and
+``instructerc baseline`` (majority class and MiniLM + logistic regression in the same harness).
+
+``evaluate`` writes to ``--out`` (default ``MODEL/eval-DATASET-SPLIT``, with ``-generate`` or
+``-generate-paper-parsing`` appended in generate mode, so the modes never overwrite each other):
+``metrics.json``, ``predictions.jsonl``, ``confusion-SYSTEM-DATASET.png`` and ``report.md``.
+``evaluate --runs DIR1 DIR2 ...`` reads those folders' metrics.json (one per seed) and prints the
+mean and standard deviation per system, dataset and metric; with ``--out`` it also writes
+``aggregate.json`` and ``aggregate.md`` there.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    return None
+    evaluate = commands.add_parser("evaluate", help="score a model on a dataset split (or aggregate several runs with --runs)")
+    evaluate.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train'")
+    _add_data_flags(evaluate)
+    evaluate.add_argument("--split", help="train, dev or test")
+    evaluate.add_argument("--mode", default="score", choices=["score", "generate"], help="score every label (default; never invalid) or generate freely")
+    evaluate.add_argument("--paper-parsing", action="store_true", help="generate mode: snap non-label generations to the closest label (the paper's repair; labelled in the report)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder (default MODEL/eval-DATASET-SPLIT)")
+    evaluate.add_argument("--baselines", type=Path, metavar="DIR", help="show the baselines of this folder (written by 'instructerc baseline' on the same split) beside the LLM")
+    evaluate.add_argument("--with-baselines", action="store_true", help="train and score the baselines here too (needs the train and dev splits)")
+    evaluate.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="aggregate these evaluation folders (seeds) into mean and standard deviation instead")
+    evaluate.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(handler=run_evaluate)
+
+    baseline = commands.add_parser("baseline", help="score the majority-class and MiniLM + logistic-regression baselines on a split")
+    _add_data_flags(baseline)
+    baseline.add_argument("--split", required=True, help="train, dev or test (C is always chosen on dev)")
+    baseline.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices")
+    baseline.add_argument("--only", nargs="+", choices=["majority", "minilm-logreg"], help="run only these baselines (default: both)")
+    baseline.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence encoder (default: the embedded all-MiniLM-L6-v2)")
+    baseline.add_argument("--c-grid", nargs="+", type=float, metavar="C", help="the logistic regression's C values to choose from on dev")
+    baseline.add_argument("--cache-dir", type=Path, metavar="DIR", help="embedding cache (default ~/.cache/instructerc)")
+    baseline.add_argument("--no-progress", action="store_true", help="no progress bars")
+    baseline.set_defaults(handler=run_baseline)
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", metavar="NAME", help="a registered dataset: meld, emorynlp, iemocap, cosmic-*, uime, jsonl")
+    parser.add_argument("--data", type=Path, metavar="PATH", help="data root (holding meld/, emorynlp/, cosmic/), a dataset folder, or a JSONL file")
+    parser.add_argument("--labels", default="original", metavar="SPACE", help="original (default), uime or uime:feeling-wheel")
+    parser.add_argument("--label-set", metavar="NAME", help="JSONL only: the label set its emotions follow (meld, emorynlp, iemocap, uime)")
+
+
+def _source(args: argparse.Namespace):
+    from instructerc.cli.options import data_source
+    from instructerc.errors import InputError
+
+    if not args.dataset:
+        raise InputError("--dataset is required", field="dataset")
+    return data_source(args)
+
+
+def default_out(model: Path, dataset: str, split: str, mode: str, paper_parsing: bool) -> Path:
+    suffix = "" if mode == "score" else "-generate" + ("-paper-parsing" if paper_parsing else "")
+    return model / f"eval-{dataset}-{split}{suffix}"
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from instructerc.data.dialogue import canonical_split
+    from instructerc.data.registry import load_dialogues
+    from instructerc.errors import InputError
+    from instructerc.evaluation.baselines import constant_predictions, run_baselines
+    from instructerc.evaluation.harness import check_scorable, llm_result, predict_all, write_predictions
+    from instructerc.evaluation.report import summary_lines, write_outputs
+    from instructerc.evaluation.results import EvaluationResult, SystemResult, check_comparable
+    from instructerc.evaluation.scoring import score_by_dataset
+    from instructerc.inference.predictor import Predictor
+
+    if args.runs:
+        given = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is not None]
+        if given:
+            raise InputError(f"--runs aggregates finished evaluations: it takes no {', '.join(given)}", field="runs")
+        return aggregate_runs(args)
+    missing = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is None]
+    if missing:
+        raise InputError(f"evaluate needs {', '.join(missing)} (or --runs DIR DIR ... to aggregate earlier evaluations)")
+    if args.paper_parsing and args.mode != "generate":
+        raise InputError("--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing")
+    if args.baselines and args.with_baselines:
+        raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
+    source = _source(args)
+    split = canonical_split(args.split)
+    dialogues = load_dialogues(source, split)
+    imported = EvaluationResult.load(args.baselines) if args.baselines else None
+    predictor = Predictor.from_directory(args.model)
+    label_set = predictor.label_set
+    check_scorable(dialogues, label_set)
+    data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
+    if imported is not None:
+        shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
+        check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, args.baselines)
+    computed = run_baselines(source, split, progress=not args.no_progress) if args.with_baselines else None
+
+    predictions = predict_all(predictor, dialogues, args.mode, args.paper_parsing, args.chunk_size, progress=not args.no_progress)
+    settings = {"model": str(args.model), "mode": args.mode, "paper_parsing": args.paper_parsing, "template": predictor.setup.template.name}
+    result = EvaluationResult(split, data, {"llm": llm_result(dialogues, predictions, label_set, settings)})
+    if imported is not None:
+        result = result.with_systems({n: replace(s, settings={**s.settings, "from": str(args.baselines)}) for n, s in imported.systems.items() if s.kind == "baseline"})
+    if computed is not None:
+        result = result.with_systems(computed.systems)
+    out = args.out or default_out(args.model, source.name, split, args.mode, args.paper_parsing)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(out / "predictions.jsonl", dialogues, predictions, args.mode, label_set)
+        write_outputs(result, out)
+    except OSError as error:
+        raise InputError(f"cannot write: {error.strerror or error}", path=out) from None
+    for line in summary_lines(result):
+        print(line)
+    print(f"wrote metrics.json, predictions.jsonl, report.md and confusion matrices to {out}")
+    return 0
+
+
+def aggregate_runs(args: argparse.Namespace) -> int:
+    from instructerc.evaluation.aggregate import SCALARS, aggregate, load_runs, write_aggregate
+    from instructerc.evaluation.report import SHORT_NAMES
+    from instructerc.evaluation.results import metrics_file
+
+    summary = aggregate(load_runs(args.runs), [str(metrics_file(run).resolve()) for run in args.runs])
+    for name, system in summary["systems"].items():
+        for dataset, row in system["by_dataset"].items():
+            cells = "  ".join(f"{metric.replace('_', ' ')} {row[metric]['mean']:.2f} ± {row[metric]['std']:.2f}" for metric in SCALARS)
+            print(f"{SHORT_NAMES.get(name, name):10} {dataset} {summary['split']} ({summary['n']} runs): {cells}")
+    if summary["skipped"]:
+        print(f"not in every run, left out: {', '.join(summary['skipped'])}")
+    if args.out:
+        write_aggregate(summary, args.out)
+        print(f"wrote aggregate.json and aggregate.md to {args.out}")
+    return 0
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    from instructerc.errors import InputError
+    from instructerc.evaluation.baselines import BASELINES, C_GRID, run_baselines
+    from instructerc.evaluation.report import summary_lines, write_outputs
+
+    result = run_baselines(_source(args), args.split, which=args.only or BASELINES, encoder_name=args.encoder,
+                           c_grid=tuple(args.c_grid) if args.c_grid else C_GRID, cache_dir=args.cache_dir, progress=not args.no_progress)
+    try:
+        write_outputs(result, args.out)
+    except OSError as error:
+        raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
+    for line in summary_lines(result):
+        print(line)
+    print(f"wrote metrics.json, report.md and confusion matrices to {args.out}")
+    return 0

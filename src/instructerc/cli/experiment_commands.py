@@ -1,9 +1,39 @@
-"""Placeholder until this command group lands."""
+"""``instructerc experiment GRID.yaml``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    return None
+    experiment = commands.add_parser("experiment", help="run a grid of trainings and collect a results table")
+    experiment.add_argument("grid", type=Path, help="an experiment YAML, e.g. experiments/data-scaling-cpu.yaml")
+    experiment.add_argument("--results", type=Path, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)")
+    experiment.add_argument("--only", metavar="TEXT", help="run only the runs whose name contains TEXT")
+    experiment.add_argument("--list", action="store_true", help="list the runs and whether each is done, then stop")
+    experiment.add_argument("--report-only", action="store_true", help="collect the finished runs into the report without training")
+    experiment.add_argument("--no-progress", action="store_true")
+    experiment.set_defaults(handler=run_experiment)
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    from instructerc.experiments.grid import expand, load_experiment
+    from instructerc.experiments.report import write_report
+    from instructerc.experiments.runner import RESULT_FILE, load_result, run_directory, run_grid
+
+    config, root = load_experiment(args.grid)
+    specs = expand(config)
+    if args.list:
+        for spec in specs:
+            done = (run_directory(config, root, spec) / RESULT_FILE).is_file()
+            print(f"{'done   ' if done else 'pending'} {spec.name}")
+        return 0
+    if args.report_only:
+        results = [load_result(run_directory(config, root, s) / RESULT_FILE, s) for s in specs if (run_directory(config, root, s) / RESULT_FILE).is_file()]
+    else:
+        results = run_grid(config, root, progress=not args.no_progress, only=args.only)
+    target = args.results or (root / config.output_dir)
+    for path in write_report(config, results, target):
+        print(f"wrote {path}")
+    return 0

@@ -1,9 +1,66 @@
-"""Placeholder until this command group lands."""
+"""``instructerc serve``: the HTTP API over a model directory (see :mod:`instructerc.service`)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from instructerc.service.config import ServiceConfig
+
+# Flag groups: ServiceConfig field -> (type, help); defaults come from ServiceConfig itself.
+_OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
+    "request limits": {
+        "max_body_bytes": (int, "most bytes of a request body (413 beyond)"),
+        "max_dialogues": (int, "most dialogues per /v1/predict request"),
+        "max_utterances": (int, "most utterances per dialogue of a request"),
+        "max_utterance_chars": (int, "most characters of an utterance's text"),
+        "max_speaker_chars": (int, "most characters of a speaker name"),
+    },
+    "batching": {
+        "max_batch_size": (int, "most utterances predicted in one model call"),
+        "max_wait_ms": (float, "how long a request waits for others to join its batch"),
+        "max_pending": (int, "most utterances waiting for the model (503 beyond)"),
+    },
+    "conversations": {
+        "max_conversations": (int, "live conversations kept (least recently used evicted)"),
+        "max_idle_seconds": (float, "a conversation unused this long is dropped"),
+        "max_conversation_utterances": (int, "most utterances of one conversation"),
+    },
+}
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    return None
+    from instructerc.service.server import DEFAULT_HOST, DEFAULT_PORT
+
+    serve = commands.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)", description="Serve a model directory over HTTP: /v1/predict, /v1/conversations, /v1/labels, /healthz, /openapi.json.")
+    serve.add_argument("--model", required=True, type=Path, metavar="DIR", help="a model directory written by 'instructerc train'")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
+    for title, options in _OPTIONS.items():
+        group = serve.add_argument_group(title)
+        if title == "batching":
+            group.add_argument("--batching", action=argparse.BooleanOptionalAction, default=ServiceConfig.batching, help="predict requests that arrive together in one model call (default: on)")
+        for name, (kind, text) in options.items():
+            group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(ServiceConfig, name), metavar="N", help=f"{text} (default: %(default)s)")
+    serve.set_defaults(handler=run_server)
+
+
+def service_config(args: argparse.Namespace) -> ServiceConfig:
+    return ServiceConfig(batching=args.batching, **{name: getattr(args, name) for options in _OPTIONS.values() for name in options})
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from instructerc.service.server import require_serve_extra, serve
+
+    require_serve_extra()
+    config = service_config(args)
+    print(f"instructerc: serving {args.model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
+    serve(args.model, config, host=args.host, port=args.port, device=args.device, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

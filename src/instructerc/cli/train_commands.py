@@ -43,6 +43,6 @@ def run_training(args: argparse.Namespace) -> int:
 
     config = TrainConfig.from_yaml(args.recipe, overrides_from(args))
     result = Trainer(config, progress=not args.no_progress).run(resume=args.resume)
-    if result.best_dev_score is not None:
+    if result.main_process and result.best_dev_score is not None:
         print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")
     return 0

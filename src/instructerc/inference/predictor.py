@@ -96,24 +96,33 @@ class Predictor:
         return cls(model, tokenizer, setup, retriever, device, config)
 
     # -- prompts ----------------------------------------------------------------------------------
-    def encoded_prompts(self, dialogues: Sequence[Dialogue]) -> list[Any]:
+    def encoded_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
+        """Prompts for utterance ``index`` of ``dialogue``, for each (dialogue, index), budgeted."""
+        dialogues = list({(d.dataset, d.id): d for d, _ in items}.values())
         demonstrations = self.retriever.demonstrations(dialogues, training=False) if self.retriever is not None else {}
         builder = self.setup.builder(demonstrations)
-        examples = [builder.erc(d, i) for d in dialogues for i in range(len(d))]
+        examples = [builder.erc(d, i) for d, i in items]
         return self.setup.encode(examples, self.segments, with_target=False, reserve=self.scorer.max_answer_tokens)
 
     # -- prediction -------------------------------------------------------------------------------
     def predict(self, dialogues: Sequence[Dialogue], mode: str = "score", paper_parsing: bool = False, progress: Any = None) -> list[list[Prediction]]:
         """One list of predictions per dialogue, one prediction per utterance."""
-        if mode not in MODES:
-            raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
-        encoded = self.encoded_prompts(dialogues)
-        flat = self._score(encoded, progress) if mode == "score" else self._generate(encoded, paper_parsing, progress)
+        flat = self.predict_at([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
         out, start = [], 0
         for dialogue in dialogues:
             out.append(flat[start:start + len(dialogue)])
             start += len(dialogue)
         return out
+
+    def predict_at(self, items: Sequence[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None) -> list[Prediction]:
+        """Predictions for chosen utterances, e.g. the newest turn of several live conversations
+        at once. Items of one dialogue should be adjacent, so their prompts share a prefix."""
+        if mode not in MODES:
+            raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+        if not items:
+            return []
+        encoded = self.encoded_prompts(items)
+        return self._score(encoded, progress) if mode == "score" else self._generate(encoded, paper_parsing, progress)
 
     def _score(self, encoded: Sequence[Any], progress: Any) -> list[Prediction]:
         per_prompt = len(self.scorer.branch_points)

@@ -13,11 +13,16 @@ def make_trainable(model: Any, method: str, lora: Any) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
+    layers = None
+    if lora.top_layers is not None:
+        count = model.config.num_hidden_layers
+        layers = list(range(max(0, count - lora.top_layers), count))
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -40,7 +40,8 @@ def _shorten_demonstration(segments: list[EncodedSegment], budget: int, tokenize
             ids = s.ids[:keep]
             segments[i] = EncodedSegment(Segment(tokenizer.decode(ids), Part.DEMONSTRATION_TEXT), ids)
             excess -= len(s.ids) - keep
-    if excess > 0:
+    # A demonstration whose text is all cut would show a label for nothing: drop it whole.
+    if excess > 0 or any(s.segment.part is Part.DEMONSTRATION_TEXT and not s.ids for s in segments):
         segments = [s for s in segments if s.segment.part not in (Part.DEMONSTRATION, Part.DEMONSTRATION_TEXT)]
     return segments
 

@@ -29,7 +29,9 @@ from instructerc.retrieval.cache import cached_array, content_key, default_cache
 from instructerc.retrieval.encoder import EMBEDDED_ENCODER, SentenceEncoder
 
 POLICIES = ("nearest", "same-label")
-DialogueKey = tuple[str, str]
+# (dataset, split, dialogue id): ids are only unique within a split (MELD dev and train both
+# number their dialogues from 0), so the split is part of a dialogue's identity.
+DialogueKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Entry:
     index: int
     text: str
     label: str
+    split: str = "train"
 
 
 @dataclass
@@ -80,7 +83,7 @@ class DemonstrationIndex:
         import numpy as np
 
         group_ids: dict[DialogueKey, int] = {}
-        self._groups = np.array([group_ids.setdefault((e.dataset, e.dialogue_id), len(group_ids)) for e in self.entries], dtype=np.int64)
+        self._groups = np.array([group_ids.setdefault((e.dataset, e.split, e.dialogue_id), len(group_ids)) for e in self.entries], dtype=np.int64)
         self._group_ids = group_ids
         label_ids: dict[str, int] = {}
         self._labels = np.array([label_ids.setdefault(e.label, len(label_ids)) for e in self.entries], dtype=np.int64)
@@ -92,7 +95,7 @@ class DemonstrationIndex:
     @classmethod
     def build(cls, dialogues: Sequence[Dialogue], encoder: SentenceEncoder, config: RetrievalConfig, progress: bool = False) -> "DemonstrationIndex":
         entries = [
-            Entry(d.dataset, d.id, i, u.text, u.emotion)
+            Entry(d.dataset, d.id, i, u.text, u.emotion, d.split)
             for d in dialogues for i, u in enumerate(d.utterances) if u.emotion is not None
         ]
         if not entries:
@@ -150,7 +153,7 @@ def save_pool(index: DemonstrationIndex, directory: Path) -> None:
     with atomic_write(directory / POOL_TEXTS) as handle:
         handle.write(json.dumps({"encoder": index.encoder_identity}) + "\n")
         for e in index.entries:
-            handle.write(json.dumps({"dataset": e.dataset, "dialogue_id": e.dialogue_id, "index": e.index, "text": e.text, "label": e.label}, ensure_ascii=False) + "\n")
+            handle.write(json.dumps({"dataset": e.dataset, "dialogue_id": e.dialogue_id, "index": e.index, "text": e.text, "label": e.label, "split": e.split}, ensure_ascii=False) + "\n")
     buffer = io.BytesIO()
     np.save(buffer, index.embeddings.astype(np.float16), allow_pickle=False)
     with atomic_write(directory / POOL_EMBEDDINGS, "wb") as handle:

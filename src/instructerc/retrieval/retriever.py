@@ -40,7 +40,7 @@ class DemonstrationRetriever:
             return {}
         same_label = training and self.config.policy == "same-label"
         labels = [u.emotion for d in dialogues for u in d.utterances] if same_label else None
-        found = self.index.search(self.embed(texts), [(k_[0], k_[1]) for k_ in keys], k=k, required_labels=labels)
+        found = self.index.search(self.embed(texts), [(d.dataset, d.split, d.id) for d in dialogues for _ in d.utterances], k=k, required_labels=labels)
         return dict(zip(keys, found))
 
     def demonstrations(self, dialogues: Sequence[Dialogue], training: bool = False) -> dict[UtteranceKey, Demonstration]:

@@ -74,12 +74,25 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """LoRA adapters (peft). The paper: r=16, alpha=16, dropout 0.05 on q/k/v."""
+    """LoRA adapters (peft). The paper: r=16, alpha=16, dropout 0.05 on q/k/v of every layer.
+
+    Attributes:
+        top_layers: adapt only the last N transformer layers (null: all). Backpropagation then
+            stops at the lowest adapted layer, which on a CPU saves about a third of a step
+            when N is half the layers.
+    """
 
     r: int = 16
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+    top_layers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0:
+            raise InputError("r and alpha must be positive", field="finetune.lora")
+        if self.top_layers is not None and self.top_layers < 1:
+            raise InputError("top_layers must be >= 1", field="finetune.lora.top_layers")
 
 
 @dataclass(frozen=True)

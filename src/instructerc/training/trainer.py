@@ -62,6 +62,7 @@ class TrainResult:
     best_step: int | None
     global_step: int
     dev_metrics: dict[str, Any]
+    main_process: bool = True
 
 
 def set_seed(seed: int) -> None:
@@ -234,11 +235,11 @@ class Trainer:
                 state.stage = stage_index + 1
         if stopped:
             accelerator.wait_for_everyone()
-            return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, {})
+            return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, {}, accelerator.is_main_process)
         if state.best_step is None:
             self._evaluate(model, accelerator, dev_evaluator, state)
         dev_metrics = self._finish(accelerator, model, setup, retriever, state, hf_tokenizer)
-        return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, dev_metrics)
+        return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, dev_metrics, accelerator.is_main_process)
 
     def _step(self, model, optimizer, scheduler, accelerator, examples, batch, rank, world, pad_id) -> tuple[float, int]:
         import torch

@@ -1,0 +1,335 @@
+"""Load test of ``instructerc serve``: throughput and latency with batching on, then off.
+
+Starts the server as a subprocess on 127.0.0.1 (a free port), drives it with ``--clients``
+concurrent clients (asyncio + httpx, one connection each) for ``--seconds`` after a warm-up,
+then stops it; the same again with ``--no-batching``; prints requests per second, p50/p99
+latency, errors (must be 0) and the throughput ratio.
+
+Workloads (``--workload``):
+
+``conversation`` (default)
+    Each client keeps its own conversation and adds one utterance per request
+    (``POST /v1/conversations/{id}/utterances``), as a chat front end would; after the 8
+    utterances of its script it deletes the conversation and starts a new one. Only the
+    utterance requests are timed and counted (creating and deleting predict nothing), but
+    errors of any request are counted.
+``predict``
+    Each request is ``POST /v1/predict`` with one whole dialogue of 4 to 8 utterances.
+
+The model: ``--model DIR`` (a model directory), ``--backbone CHECKPOINT`` (a plain Hugging Face
+checkpoint such as the converted embedded SmolLM2, copied into a temporary model directory with
+an untrained ERC head: speed is real, predictions are not), or by default the tests' tiny
+2-layer Llama (fast, for checking the machinery).
+
+    python benchmarks/serve_load.py --seconds 20
+    python benchmarks/serve_load.py --seconds 20 --backbone ~/.cache/instructerc/models/SmolLM2-135M-Instruct-98362432
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Short dialogues in the style of MELD (invented here): the clients cycle through them.
+DIALOGUES: tuple[tuple[tuple[str, str], ...], ...] = (
+    (
+        ("Monica", "Did anyone see my keys? I left them right here on the counter."),
+        ("Joey", "Nope. Hey, is this sandwich yours?"),
+        ("Monica", "Joey! That was for my lunch meeting!"),
+        ("Joey", "Sorry, sorry. It looked lonely."),
+        ("Chandler", "Could this morning BE any more chaotic?"),
+        ("Monica", "Found them. They were in the fridge. Of course they were."),
+        ("Chandler", "Well, at least your keys are fresh."),
+        ("Monica", "I am going to be so late."),
+    ),
+    (
+        ("Rachel", "I got the job! They called me an hour ago!"),
+        ("Phoebe", "Oh my God, that's amazing! I knew you would!"),
+        ("Rachel", "I start on Monday. I'm kind of terrified."),
+        ("Phoebe", "Terrified is good. It means you care."),
+        ("Ross", "Wait, what job? Nobody tells me anything."),
+        ("Rachel", "The buyer position at the store, Ross."),
+    ),
+    (
+        ("Ross", "The museum is closing the dinosaur wing."),
+        ("Chandler", "For how long?"),
+        ("Ross", "For good. Forever. It's gone."),
+        ("Chandler", "Oh man. I'm sorry, buddy."),
+        ("Ross", "Twelve years I worked on that exhibit."),
+    ),
+    (
+        ("Phoebe", "Why is there a duck in the bathtub?"),
+        ("Joey", "He looked cold!"),
+        ("Phoebe", "That's disgusting, Joey, I shower in there."),
+        ("Joey", "Relax, I'll clean it. Probably."),
+        ("Phoebe", "Get him out before I scream."),
+        ("Joey", "Okay, okay! Come on, little guy."),
+        ("Phoebe", "And don't bring him back!"),
+    ),
+)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    utterances: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what)
+
+
+@dataclass(frozen=True)
+class Result:
+    mode: str
+    seconds: float
+    requests: int
+    utterances: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    model_calls: int
+    error_samples: tuple[str, ...]
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def line(self) -> str:
+        per_call = self.utterances / self.model_calls if self.model_calls else 0.0
+        return (
+            f"batching {self.mode:3}  {self.requests_per_second:8.1f} req/s  {self.utterances / self.seconds:8.1f} utt/s  "
+            f"p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  errors {self.errors}  "
+            f"({self.requests} requests in {self.seconds:.1f} s, {per_call:.1f} utterances per model call)"
+        )
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+# -- model directories ----------------------------------------------------------------------------
+def tiny_model(target: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("tiny", REPO / "tests" / "tiny.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from instructerc.labels.benchmarks import MELD
+
+    return module.tiny_model_dir(target, MELD)
+
+
+def model_around(checkpoint: Path, target: Path) -> Path:
+    """A full-fine-tuning model directory holding a copy of ``checkpoint`` (never written to)."""
+    from instructerc.labels.benchmarks import MELD
+    from instructerc.modeling.backbone import BackboneConfig
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.prompts.templates import TemplateConfig
+    from instructerc.retrieval.index import RetrievalConfig
+
+    shutil.copytree(checkpoint, target)
+    Manifest(backbone=BackboneConfig(model=str(target)), method="full").save(target)
+    PromptSetup(TemplateConfig(name="dialogue-prefix", demonstration=False), MELD, 1024, RetrievalConfig()).save(target)
+    return target
+
+
+# -- the server -----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``instructerc serve`` as a subprocess on 127.0.0.1, stopped (by its own pid) on exit."""
+
+    def __init__(self, model: Path, batching: bool, log: Path, extra: Sequence[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        command = [
+            sys.executable, "-m", "instructerc", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+            "--batching" if batching else "--no-batching", "--no-access-log", "--log-level", "warning", *extra,
+        ]
+        self._handle = log.open("w")
+        self.process = subprocess.Popen(command, stdout=self._handle, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"the server was not ready after {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
+
+    def model_calls(self) -> int:
+        import httpx
+
+        return int(httpx.get(f"{self.url}/healthz", timeout=10).json()["model_calls"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._handle.close()
+
+
+# -- the clients ----------------------------------------------------------------------------------
+async def conversation_client(url: str, number: int, until: float, tally: Tally | None) -> None:
+    import httpx
+
+    script = DIALOGUES[number % len(DIALOGUES)]
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while time.monotonic() < until:
+            created = await client.post("/v1/conversations")
+            if created.status_code != 201:
+                _count_error(tally, created)
+                continue
+            path = f"/v1/conversations/{created.json()['id']}"
+            for speaker, text in script:
+                if time.monotonic() >= until:
+                    break
+                start = time.perf_counter()
+                response = await client.post(f"{path}/utterances", json={"speaker": speaker, "text": text})
+                if response.status_code != 200:
+                    _count_error(tally, response)
+                elif tally is not None:
+                    tally.latencies.append(time.perf_counter() - start)
+                    tally.utterances += 1
+            deleted = await client.delete(path)
+            if deleted.status_code != 204:
+                _count_error(tally, deleted)
+
+
+async def predict_client(url: str, number: int, until: float, tally: Tally | None) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        turn = number
+        while time.monotonic() < until:
+            script = DIALOGUES[turn % len(DIALOGUES)]
+            turn += 1
+            body = {"dialogues": [{"id": f"client{number}-{turn}", "utterances": [{"speaker": s, "text": t} for s, t in script]}]}
+            start = time.perf_counter()
+            response = await client.post("/v1/predict", json=body)
+            if response.status_code != 200:
+                _count_error(tally, response)
+            elif tally is not None:
+                tally.latencies.append(time.perf_counter() - start)
+                tally.utterances += len(script)
+
+
+def _count_error(tally: Tally | None, response) -> None:
+    if tally is not None:
+        tally.error(f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:200]}")
+
+
+async def drive(url: str, workload: str, clients: int, seconds: float, tally: Tally | None) -> float:
+    """Run the clients for ``seconds``; returns the wall time they took (the last requests finish after the deadline)."""
+    client = conversation_client if workload == "conversation" else predict_client
+    start = time.monotonic()
+    results = await asyncio.gather(*(client(url, k, start + seconds, tally) for k in range(clients)), return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, BaseException) and tally is not None:
+            tally.error(f"client failed: {type(outcome).__name__}: {outcome}")
+    return time.monotonic() - start
+
+
+def measure(model: Path, batching: bool, args: argparse.Namespace, logs: Path) -> Result:
+    mode = "on" if batching else "off"
+    extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    server = Server(model, batching, logs / f"server-batching-{mode}.log", extra)
+    try:
+        server.wait_ready(args.startup_timeout)
+        asyncio.run(drive(server.url, args.workload, args.clients, args.warmup, None))
+        calls_before = server.model_calls()
+        tally = Tally()
+        elapsed = asyncio.run(drive(server.url, args.workload, args.clients, args.seconds, tally))
+        calls = server.model_calls() - calls_before
+    finally:
+        server.stop()
+    return Result(
+        mode=mode, seconds=elapsed, requests=len(tally.latencies), utterances=tally.utterances, errors=tally.errors,
+        p50_ms=1000 * percentile(tally.latencies, 0.50), p99_ms=1000 * percentile(tally.latencies, 0.99), model_calls=calls,
+        error_samples=tuple(tally.error_samples),
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", type=Path, metavar="DIR", help="an instructerc model directory")
+    source.add_argument("--backbone", type=Path, metavar="CHECKPOINT", help="a plain HF checkpoint, copied into a temporary model directory")
+    parser.add_argument("--workload", choices=("conversation", "predict"), default="conversation")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per mode (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured time per mode first (default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--startup-timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 120 and 0 < args.clients <= 256):
+        parser.error("keep --seconds in (0, 600], --warmup in [0, 120] and --clients in (0, 256]")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as scratch:
+        work = Path(scratch)
+        if args.model is not None:
+            model, described = args.model, str(args.model)
+        elif args.backbone is not None:
+            model, described = model_around(args.backbone.expanduser(), work / "model"), f"{args.backbone} (untrained ERC head)"
+        else:
+            model, described = tiny_model(work / "model"), "tiny 2-layer Llama (tests/tiny.py)"
+        print(f"model: {described}")
+        print(f"workload: {args.workload}, {args.clients} clients, {args.seconds:g} s per mode after {args.warmup:g} s warm-up, "
+              f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms", flush=True)
+        results = []
+        for batching in (True, False):
+            result = measure(model, batching, args, work)
+            print(result.line(), flush=True)
+            for sample in result.error_samples:
+                print(f"    error: {sample}")
+            results.append(result)
+    on, off = results
+    ratio = on.requests_per_second / off.requests_per_second if off.requests else float("inf")
+    print(f"throughput ratio (batching on / off): {ratio:.2f}x")
+    return 0 if on.errors == 0 and off.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

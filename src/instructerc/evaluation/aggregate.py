@@ -1,0 +1,96 @@
+"""Several runs (seeds) of one evaluation, summarised as mean and standard deviation.
+
+The standard deviation is the sample one (n - 1), as the seed spread of a reported mean usually is.
+Runs are only combined when they score the same utterances the same way: same split, datasets,
+classes and counts, and the same LLM mode and parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from instructerc.errors import InputError
+from instructerc.evaluation.report import SHORT_NAMES, dataset_title
+from instructerc.evaluation.results import FORMAT, EvaluationResult, check_comparable
+from instructerc.files import atomic_write
+
+AGGREGATE_FILE = "aggregate.json"
+AGGREGATE_REPORT = "aggregate.md"
+SCALARS = ("weighted_f1", "macro_f1", "accuracy", "invalid_rate")
+_MUST_AGREE = ("mode", "paper_parsing")
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values), "values": list(values)}
+
+
+def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict[str, Any]:
+    """Mean and standard deviation per system, dataset and metric (``names`` label the runs).
+
+    Systems that are not in every run are listed under ``skipped``.
+    """
+    if len(results) < 2:
+        raise InputError("give at least two runs to aggregate", field="runs")
+    if len(set(names)) != len(names):
+        raise InputError("a run is given twice", field="runs")
+    first = results[0]
+    for result, name in zip(results[1:], names[1:]):
+        check_comparable(first, result, name)
+    everywhere = [s for s in first.systems if all(s in r.systems for r in results)]
+    skipped = sorted({s for r in results for s in r.systems} - set(everywhere))
+    systems: dict[str, Any] = {}
+    for system in everywhere:
+        settings = {key: first.systems[system].settings.get(key) for key in _MUST_AGREE if key in first.systems[system].settings}
+        for result, name in zip(results, names):
+            theirs = {key: result.systems[system].settings.get(key) for key in settings}
+            if theirs != settings:
+                raise InputError(f"system '{system}' ran with {theirs} here but {settings} in {names[0]}: aggregate like with like", path=name)
+        by_dataset: dict[str, Any] = {}
+        for dataset, metrics in first.systems[system].by_dataset.items():
+            runs = [r.systems[system].by_dataset[dataset] for r in results]
+            summary = {metric: spread([getattr(m, metric) for m in runs]) for metric in SCALARS}
+            summary["per_class_f1"] = {label: spread([m.per_class[label].f1 for m in runs]) for label in metrics.labels}
+            summary["count"] = metrics.count
+            by_dataset[dataset] = summary
+        systems[system] = {"kind": first.systems[system].kind, "settings": settings, "by_dataset": by_dataset}
+    return {"format": FORMAT, "split": first.split, "data": first.data, "runs": list(names), "n": len(results), "systems": systems, "skipped": skipped}
+
+
+def load_runs(locations: Sequence[Path]) -> list[EvaluationResult]:
+    return [EvaluationResult.load(location) for location in locations]
+
+
+def render_aggregate(summary: dict[str, Any]) -> str:
+    split, n = summary["split"], summary["n"]
+    paper = any(s["settings"].get("paper_parsing") for s in summary["systems"].values())
+    note = " — LLM with paper parsing: generations that are not a label were snapped to the closest label" if paper else ""
+    lines = [f"# {summary['data'].get('dataset')}, {split} split: mean ± standard deviation over {n} runs", ""]
+    lines += [f"- run: {run}" for run in summary["runs"]]
+    if summary["skipped"]:
+        lines.append(f"- not in every run, left out: {', '.join(summary['skipped'])}")
+    datasets = list(dict.fromkeys(d for s in summary["systems"].values() for d in s["by_dataset"]))
+    for dataset in datasets:
+        lines += ["", f"## {dataset_title(dataset)} ({split} split, {n} runs){note}", ""]
+        lines += [f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for name, system in summary["systems"].items():
+            if dataset not in system["by_dataset"]:
+                continue
+            row = system["by_dataset"][dataset]
+            cells = " | ".join(f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in SCALARS)
+            mode = system["settings"].get("mode")
+            lines.append(f"| {SHORT_NAMES.get(name, name)}{f' ({mode} mode)' if mode else ''} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_aggregate(summary: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / AGGREGATE_FILE) as handle:
+        json.dump(summary, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    with atomic_write(out / AGGREGATE_REPORT) as handle:
+        handle.write(render_aggregate(summary))
+    return [out / AGGREGATE_FILE, out / AGGREGATE_REPORT]

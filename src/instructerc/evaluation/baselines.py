@@ -1,0 +1,197 @@
+"""Baselines scored in the same harness as the LLM, so their numbers sit beside its numbers.
+
+``majority``
+    Every utterance gets the most frequent training label (ties: the first in label-set order).
+``minilm-logreg``
+    A discriminative baseline: each utterance is the all-MiniLM-L6-v2 embedding of its text
+    concatenated with the mean embedding of the (up to) three utterances before it in its
+    dialogue, zeros for a dialogue's first utterance (2 x 384 features; speakers are not used).
+    scikit-learn's ``LogisticRegression`` (lbfgs, multinomial, ``class_weight=None``) is trained
+    on the train split for each C of a grid; the C with the best dev weighted F1 (averaged over
+    datasets, the LLM's selection rule) is kept, and only then is the requested split scored.
+    The test split never takes part in the choice.
+
+Both see what the LLM sees: the same training split, in the same label space (a unified source
+trains a unified baseline, scored back on each dataset's own classes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.data.registry import DataSource, label_set_of, load_dialogues
+from instructerc.errors import InputError
+from instructerc.evaluation.harness import check_scorable
+from instructerc.evaluation.results import EvaluationResult, SystemResult
+from instructerc.evaluation.scoring import score_by_dataset, selection_score
+from instructerc.inference.predictor import Prediction
+from instructerc.labels.label_set import LabelSet
+from instructerc.retrieval.encoder import EMBEDDED_ENCODER
+
+MAJORITY = "majority"
+DISCRIMINATIVE = "minilm-logreg"
+BASELINES = (MAJORITY, DISCRIMINATIVE)
+CONTEXT = 3
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+MAX_ITER = 5000
+FEATURES = f"utterance embedding ++ mean embedding of the previous {CONTEXT} utterances (zeros when none)"
+
+
+# -- majority class -------------------------------------------------------------------------------
+def majority_label(train: Sequence[Dialogue], label_set: LabelSet) -> str:
+    """The most frequent gold label of the training dialogues (ties: first in label-set order)."""
+    counts = Counter(u.emotion for d in train for u in d.utterances if u.emotion is not None)
+    if not counts:
+        raise InputError("the train split has no gold emotions to learn a baseline from", field="emotion")
+    return max(label_set.labels, key=lambda label: counts[label])
+
+
+def constant_predictions(dialogues: Sequence[Dialogue], label: str) -> list[list[Prediction]]:
+    return [[Prediction(label=label) for _ in d.utterances] for d in dialogues]
+
+
+# -- discriminative baseline ----------------------------------------------------------------------
+def load_encoder(name: str = EMBEDDED_ENCODER) -> Any:
+    from instructerc.retrieval.encoder import SentenceEncoder
+
+    return SentenceEncoder.load(name)
+
+
+def utterance_embeddings(dialogues: Sequence[Dialogue], encoder: Any, cache_dir: Path | None = None, progress: bool = False) -> Any:
+    """One unit-length row per utterance (dialogues in order), cached on disk by encoder and texts."""
+    from instructerc.retrieval.cache import cached_array, content_key, default_cache_dir
+
+    texts = [u.text for d in dialogues for u in d.utterances]
+    key = content_key("baseline-utterances-v1", encoder.identity, texts)
+    embeddings, _ = cached_array((cache_dir or default_cache_dir()) / "embeddings", key, lambda: encoder.encode(texts, 128, progress))
+    return embeddings
+
+
+def context_features(embeddings: Any, lengths: Sequence[int], context: int = CONTEXT) -> Any:
+    """``[e_i, mean(e_{i-context} .. e_{i-1})]`` per utterance, within its dialogue; zeros when none."""
+    import numpy as np
+
+    rows, width = embeddings.shape
+    if rows != sum(lengths):
+        raise ValueError(f"{rows} embeddings for {sum(lengths)} utterances")
+    history = np.zeros((rows, width), dtype=np.float32)
+    start = 0
+    for length in lengths:
+        for i in range(1, length):
+            history[start + i] = embeddings[start + max(0, i - context):start + i].mean(axis=0)
+        start += length
+    return np.concatenate([embeddings.astype(np.float32), history], axis=1)
+
+
+@dataclass
+class DiscriminativeBaseline:
+    """A logistic regression on MiniLM context features, its C chosen on dev.
+
+    Attributes:
+        classifier: the fitted scikit-learn model (trained on train with the chosen C).
+        C: the chosen inverse regularisation strength.
+        dev_scores: C -> dev selection score (mean weighted F1 over datasets), for the record.
+    """
+
+    classifier: Any
+    C: float
+    dev_scores: dict[float, float]
+    label_set: LabelSet
+    encoder: Any
+    cache_dir: Path | None = None
+    train_utterances: int = 0
+    iterations: int = 0
+    c_grid: tuple[float, ...] = field(default=C_GRID)
+
+    @classmethod
+    def fit(cls, train: Sequence[Dialogue], dev: Sequence[Dialogue], label_set: LabelSet, encoder: Any, c_grid: Sequence[float] = C_GRID,
+            cache_dir: Path | None = None, progress: bool = False) -> "DiscriminativeBaseline":
+        from sklearn.linear_model import LogisticRegression
+
+        if not c_grid:
+            raise InputError("the C grid is empty", field="c-grid")
+        check_scorable(dev, label_set)
+        features, gold = _labelled(train, encoder, cache_dir, progress)
+        if len(set(gold)) < 2:
+            raise InputError("the train split needs at least two different emotions to train a classifier", field="emotion")
+        dev_features = context_features(utterance_embeddings(dev, encoder, cache_dir, progress), [len(d) for d in dev])
+        best: tuple[float, float, Any] | None = None
+        scores: dict[float, float] = {}
+        for c in sorted(c_grid):
+            classifier = LogisticRegression(C=c, max_iter=MAX_ITER, class_weight=None).fit(features, gold)
+            scores[c] = selection_score(score_by_dataset(dev, classifier_predictions(classifier, label_set, dev, dev_features), label_set))
+            if best is None or scores[c] > best[0]:
+                best = (scores[c], c, classifier)
+        _, chosen, classifier = best
+        return cls(classifier, chosen, scores, label_set, encoder, cache_dir, len(gold), int(max(classifier.n_iter_)), tuple(sorted(c_grid)))
+
+    def predict(self, dialogues: Sequence[Dialogue], progress: bool = False) -> list[list[Prediction]]:
+        features = context_features(utterance_embeddings(dialogues, self.encoder, self.cache_dir, progress), [len(d) for d in dialogues])
+        return classifier_predictions(self.classifier, self.label_set, dialogues, features)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "encoder": getattr(self.encoder, "identity", str(self.encoder)), "features": FEATURES, "context": CONTEXT,
+            "classifier": "LogisticRegression(lbfgs)", "class_weight": None, "max_iter": MAX_ITER, "iterations": self.iterations,
+            "converged": self.iterations < MAX_ITER, "C": self.C, "c_grid": list(self.c_grid), "selected_on": "dev",
+            "dev_weighted_f1_by_C": {str(c): s for c, s in self.dev_scores.items()}, "trained_on": "train", "train_utterances": self.train_utterances,
+        }
+
+
+def classifier_predictions(classifier: Any, label_set: LabelSet, dialogues: Sequence[Dialogue], features: Any) -> list[list[Prediction]]:
+    """The most probable class per utterance, with every label's probability (0 for a class
+    the training split never showed)."""
+    probabilities = classifier.predict_proba(features)
+    classes = list(classifier.classes_)
+    flat = []
+    for row in probabilities:
+        by_class = dict(zip(classes, row.tolist()))
+        scores = {label: float(by_class.get(label, 0.0)) for label in label_set.labels}
+        flat.append(Prediction(label=classes[int(row.argmax())], scores=scores))
+    out, start = [], 0
+    for dialogue in dialogues:
+        out.append(flat[start:start + len(dialogue)])
+        start += len(dialogue)
+    return out
+
+
+def _labelled(dialogues: Sequence[Dialogue], encoder: Any, cache_dir: Path | None, progress: bool) -> tuple[Any, list[str]]:
+    """Features and gold of the labelled utterances (unlabelled ones still serve as context)."""
+    features = context_features(utterance_embeddings(dialogues, encoder, cache_dir, progress), [len(d) for d in dialogues])
+    keep = [u.emotion is not None for d in dialogues for u in d.utterances]
+    gold = [u.emotion for d in dialogues for u in d.utterances if u.emotion is not None]
+    return features[keep], gold
+
+
+# -- running them ---------------------------------------------------------------------------------
+def run_baselines(source: DataSource, split: str, which: Sequence[str] = BASELINES, encoder: Any = None, encoder_name: str = EMBEDDED_ENCODER,
+                  c_grid: Sequence[float] = C_GRID, cache_dir: Path | None = None, progress: bool = True) -> EvaluationResult:
+    """Train the chosen baselines on ``source``'s train split (C on dev) and score them on ``split``."""
+    from instructerc.data.dialogue import canonical_split
+
+    unknown = sorted(set(which) - set(BASELINES))
+    if unknown or not which:
+        raise InputError(f"unknown baselines {unknown} (known: {', '.join(BASELINES)})", field="baselines")
+    split = canonical_split(split)
+    label_set = label_set_of(source)
+    if label_set is None:
+        raise InputError("the data has no emotions, so there is nothing to train a baseline on", field="dataset")
+    train = load_dialogues(source, "train")
+    target = train if split == "train" else load_dialogues(source, split)
+    check_scorable(target, label_set)
+    systems: dict[str, SystemResult] = {}
+    if MAJORITY in which:
+        label = majority_label(train, label_set)
+        systems[MAJORITY] = SystemResult("baseline", score_by_dataset(target, constant_predictions(target, label), label_set),
+                                         {"label": label, "label_set": label_set.name, "trained_on": "train"})
+    if DISCRIMINATIVE in which:
+        dev = target if split == "dev" else load_dialogues(source, "dev")
+        model = DiscriminativeBaseline.fit(train, dev, label_set, encoder or load_encoder(encoder_name), c_grid, cache_dir, progress)
+        systems[DISCRIMINATIVE] = SystemResult("baseline", score_by_dataset(target, model.predict(target, progress), label_set),
+                                               {**model.settings(), "label_set": label_set.name})
+    data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path), "label_set": label_set.name}
+    return EvaluationResult(split=split, data=data, systems=systems)

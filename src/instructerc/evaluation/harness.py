@@ -1,0 +1,103 @@
+"""Running a model over dialogues in bounded chunks, writing its predictions, scoring them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.data.jsonl import dialogue_record, write_record
+from instructerc.errors import InputError
+from instructerc.evaluation.metrics import OUTSIDE
+from instructerc.evaluation.results import SystemResult
+from instructerc.evaluation.scoring import mapping_of, original_gold, score_by_dataset
+from instructerc.files import atomic_write
+from instructerc.inference.predictor import Prediction
+from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
+from instructerc.labels.label_set import LabelSet
+
+CHUNK = 64
+T = TypeVar("T")
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``, read lazily."""
+    if size < 1:
+        raise InputError("the chunk size must be at least 1", field="chunk-size")
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prediction_fields(prediction: Prediction, mode: str) -> dict[str, Any]:
+    """The keys a prediction adds to an utterance of the user format."""
+    fields: dict[str, Any] = {"predicted_emotion": prediction.label}
+    if mode == "score":
+        fields["emotion_scores"] = dict(prediction.scores)
+    else:
+        fields["generated"] = prediction.generated
+    return fields
+
+
+def progress_bar(total: int | None, enabled: bool, unit: str = "utt") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
+
+
+def predict_all(predictor: Any, dialogues: Sequence[Dialogue], mode: str, paper_parsing: bool, chunk: int = CHUNK, progress: bool = True) -> list[list[Prediction]]:
+    """Predictions for every utterance, ``chunk`` dialogues at a time, with a progress bar."""
+    predictions: list[list[Prediction]] = []
+    with progress_bar(sum(len(d) for d in dialogues), progress) as bar:
+        for batch in chunks(dialogues, chunk):
+            predictions.extend(predictor.predict(batch, mode=mode, paper_parsing=paper_parsing, progress=bar))
+    return predictions
+
+
+def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet) -> None:
+    """An :class:`InputError` unless every gold emotion is a class a model of ``label_set`` is scored on."""
+    mapping = mapping_of(label_set)
+    labelled = False
+    for dialogue in dialogues:
+        unified = mapping is not None and mapping.covers(dialogue.dataset)
+        classes = BENCHMARK_LABEL_SETS[dialogue.dataset].labels if unified else label_set.labels
+        for utterance in dialogue.utterances:
+            if utterance.emotion is None:
+                continue
+            labelled = True
+            gold = original_gold(utterance) if unified else utterance.emotion
+            if gold not in classes:
+                raise InputError(
+                    f"dialogue '{dialogue.id}' ({dialogue.dataset}): gold emotion '{gold}' is not one of the classes this model "
+                    f"(label set {label_set.name}) is scored on: {', '.join(classes)} (for JSONL data, --label-set reads its emotions in a known label set)",
+                    field="emotion")
+    if not labelled:
+        raise InputError("the dialogues have no gold emotions to score against", field="emotion")
+
+
+def llm_result(dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], label_set: LabelSet, settings: dict[str, Any]) -> SystemResult:
+    unified = mapping_of(label_set) is not None
+    return SystemResult(kind="llm", by_dataset=score_by_dataset(dialogues, predictions, label_set), settings={**settings, "label_set": label_set.name, "unified": unified})
+
+
+def write_predictions(path: Path, dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], mode: str, label_set: LabelSet) -> Path:
+    """The user format with gold and predictions; a unified model's prediction is also given in
+    the dataset's own classes (``predicted_original_emotion``, ``<outside>`` where it has none)."""
+    with atomic_write(path) as handle:
+        write_prediction_records(handle, dialogues, predictions, mode, label_set)
+    return path
+
+
+def write_prediction_records(handle: IO[str], dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], mode: str, label_set: LabelSet | None = None) -> None:
+    mapping = mapping_of(label_set) if label_set is not None else None
+    for dialogue, predicted in zip(dialogues, predictions):
+        fields = [prediction_fields(p, mode) for p in predicted]
+        if mapping is not None and mapping.covers(dialogue.dataset):
+            for field, p in zip(fields, predicted):
+                field["predicted_original_emotion"] = None if p.label is None else (mapping.to_original(dialogue.dataset, p.label) or OUTSIDE)
+        write_record(handle, dialogue_record(dialogue, fields))

@@ -1,0 +1,165 @@
+"""Writing an evaluation: metrics.json, a short report.md and one confusion matrix per dataset.
+
+Every number in the report names its split. When the LLM's generations were repaired with the
+paper's parsing, every table title says so: those numbers hide the invalid outputs.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
+from instructerc.evaluation.results import EvaluationResult, SystemResult
+from instructerc.files import atomic_write
+
+REPORT_FILE = "report.md"
+SHORT_NAMES = {"llm": "LLM", "majority": "majority", "minilm-logreg": "MiniLM+LR"}
+DATASET_TITLES = {"meld": "MELD", "iemocap": "IEMOCAP", "emorynlp": "EmoryNLP"}
+
+
+def write_outputs(result: EvaluationResult, out: Path) -> list[Path]:
+    """metrics.json, report.md and ``confusion-SYSTEM-DATASET.png`` for each system scored in
+    this run (systems read from another folder keep their matrices there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [result.save(out)]
+    for name, system in result.systems.items():
+        if "from" in system.settings:
+            continue
+        for dataset, metrics in system.by_dataset.items():
+            written.append(confusion_png(metrics, confusion_title(name, system, dataset, result.split), out / confusion_file(name, dataset)))
+    report = out / REPORT_FILE
+    with atomic_write(report) as handle:
+        handle.write(render_report(result))
+    written.append(report)
+    return written
+
+
+def confusion_file(system: str, dataset: str) -> str:
+    return f"confusion-{system}-{dataset}.png"
+
+
+def dataset_title(dataset: str) -> str:
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def system_title(name: str, system: SystemResult) -> str:
+    """The row name of a system in the report."""
+    settings = system.settings
+    if system.kind == "llm":
+        model = Path(str(settings.get("model", "model"))).name or str(settings.get("model"))
+        mode = settings.get("mode", "score")
+        return f"LLM {model} ({mode} mode{', paper parsing' if system.paper_parsing else ''})"
+    if name == "majority":
+        return f"majority class ({settings.get('label')}, the most frequent training label)"
+    if name == "minilm-logreg":
+        return f"MiniLM-L6 embeddings + logistic regression (C={settings.get('C')}, chosen on {settings.get('selected_on', 'dev')})"
+    return name
+
+
+def paper_parsing_note(result: EvaluationResult) -> str:
+    """The suffix every table title carries when paper parsing was used."""
+    if not result.paper_parsing:
+        return ""
+    return " — LLM with paper parsing: generations that are not a label were snapped to the closest label"
+
+
+def confusion_title(name: str, system: SystemResult, dataset: str, split: str) -> str:
+    title = f"{system_title(name, system)}\n{dataset_title(dataset)}, {split} split: rows gold, columns predicted"
+    return title + ("\npaper parsing: non-labels snapped to the closest label" if system.paper_parsing else "")
+
+
+def render_report(result: EvaluationResult) -> str:
+    split = result.split
+    note = paper_parsing_note(result)
+    lines = [f"# {result.data.get('dataset', 'data')}, {split} split", ""]
+    lines += [f"- {line}" for line in _notes(result)]
+    for dataset in result.datasets:
+        scored = [(n, s, s.by_dataset[dataset]) for n, s in result.systems.items() if dataset in s.by_dataset]
+        count = scored[0][2].count
+        lines += ["", f"## {dataset_title(dataset)} ({split} split, {count} utterances){note}", ""]
+        lines += [
+            f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [f"| {system_title(n, s)} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |" for n, s, m in scored]
+        lines += ["", f"### Per-class F1, {dataset_title(dataset)} ({split} split){note}", ""]
+        lines += [
+            f"| class | support ({split}) | " + " | ".join(f"{SHORT_NAMES.get(n, n)} F1 ({split})" for n, _, _ in scored) + " |",
+            "| --- | ---: | " + " | ".join("---:" for _ in scored) + " |",
+        ]
+        for label in scored[0][2].labels:
+            cells = " | ".join(f"{m.per_class[label].f1:.2f}" for _, _, m in scored)
+            lines.append(f"| {label} | {scored[0][2].per_class[label].support} | {cells} |")
+        pictures = [confusion_file(n, dataset) for n, s, _ in scored if "from" not in s.settings]
+        if pictures:
+            lines += ["", "Confusion matrices (rows gold, columns predicted): " + ", ".join(f"[{p}]({p})" for p in pictures)]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(result: EvaluationResult) -> list[str]:
+    notes = [f"data: {result.data.get('dataset')} (labels: {result.data.get('labels', 'original')}), {result.split} split; all figures in percent"]
+    for name, system in result.systems.items():
+        settings = system.settings
+        if system.kind == "llm":
+            notes.append(f"model: {settings.get('model')} (label set {settings.get('label_set')}), {settings.get('mode')} mode")
+            if settings.get("mode") == "score":
+                notes.append("score mode: every label is scored and the most probable one taken, so no output is invalid by construction")
+            elif system.paper_parsing:
+                notes.append("**paper parsing**: generations that are not exactly a label were snapped to the closest label "
+                             "(the paper's repair, for comparison only); the invalid rate is therefore 0 and the true invalid outputs are hidden")
+            else:
+                notes.append(f"generate mode, strict parsing: a generation that is not exactly a label is invalid (column {INVALID}) and counts as an error")
+            if settings.get("unified"):
+                notes.append(f"unified-label model, scored on each dataset's own classes: a unified label the dataset lacks counts as an error (column {OUTSIDE})")
+        elif "from" in settings:
+            notes.append(f"{SHORT_NAMES.get(name, name)}: read from {settings['from']}")
+        if name == "minilm-logreg":
+            notes.append(f"{SHORT_NAMES[name]}: {settings.get('features', '')}; trained on train, C chosen by {settings.get('selected_on', 'dev')} weighted F1 "
+                         f"from {settings.get('c_grid')}")
+            if settings.get("selected_on") == result.split:
+                notes.append(f"{SHORT_NAMES[name]}: C was chosen on the {result.split} split itself, so its figure here is optimistic")
+    return notes
+
+
+def confusion_png(metrics: Metrics, title: str, path: Path) -> Path:
+    """A confusion matrix (rows gold, columns predicted, counts annotated, shaded by row share)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = np.array(metrics.confusion, dtype=np.int64)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    rows, columns = len(metrics.labels), len(metrics.columns)
+    figure = Figure(figsize=(2.0 + 0.8 * columns, 1.6 + 0.55 * rows))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    for r in range(rows):
+        for c in range(columns):
+            axes.text(c, r, str(counts[r, c]), ha="center", va="center", fontsize=8, color="white" if shares[r, c] > 0.5 else "black")
+    if columns > rows:
+        axes.axvline(rows - 0.5, color="firebrick", linewidth=1.5)
+    axes.set_xticks(range(columns), labels=metrics.columns, rotation=45, ha="right", fontsize=8)
+    axes.set_yticks(range(rows), labels=metrics.labels, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(title, fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return path
+
+
+def summary_lines(result: EvaluationResult) -> list[str]:
+    """One line per system and dataset, for the terminal."""
+    lines = []
+    for name, system in result.systems.items():
+        for dataset, m in system.by_dataset.items():
+            lines.append(
+                f"{SHORT_NAMES.get(name, name):10} {dataset} {result.split}: weighted F1 {m.weighted_f1:.2f}  macro F1 {m.macro_f1:.2f}  "
+                f"accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%" + ("  (paper parsing)" if system.paper_parsing else ""))
+    return lines
+

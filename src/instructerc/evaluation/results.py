@@ -1,0 +1,144 @@
+"""What an evaluation writes to ``metrics.json``: systems scored on one split, per dataset.
+
+One schema serves ``evaluate`` (the LLM, with or without baselines beside it) and ``baseline``::
+
+    {"format": 1, "split": "test", "data": {"dataset": "meld", "labels": "original", ...},
+     "systems": {"llm": {"kind": "llm", "settings": {"mode": "score", "paper_parsing": false, ...},
+                         "by_dataset": {"meld": {"weighted_f1": 61.2, "macro_f1": ..., ...}}},
+                 "majority": {"kind": "baseline", ...}}}
+
+``by_dataset`` holds :class:`~instructerc.evaluation.metrics.Metrics` (percentages); a unified-label
+model has one entry per source dataset, each scored on that dataset's own classes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from instructerc.errors import InputError
+from instructerc.evaluation.metrics import Metrics
+from instructerc.files import atomic_write
+
+FORMAT = 1
+METRICS_FILE = "metrics.json"
+KINDS = ("llm", "baseline")
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    """One system's scores on one split.
+
+    Attributes:
+        kind: ``llm`` or ``baseline``.
+        by_dataset: source dataset -> metrics, in that dataset's classes.
+        settings: how it predicted. The LLM: ``model``, ``label_set``, ``mode``, ``paper_parsing``.
+            Baselines: what they were trained on and chose (``C`` selected on ``dev``). ``from``
+            names the metrics.json it was read from when it was not computed in this run.
+    """
+
+    kind: str
+    by_dataset: dict[str, Metrics]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paper_parsing(self) -> bool:
+        return bool(self.settings.get("paper_parsing", False))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "settings": self.settings, "by_dataset": {d: m.to_dict() for d, m in self.by_dataset.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SystemResult":
+        return cls(kind=data["kind"], settings=dict(data.get("settings", {})), by_dataset={d: Metrics.from_dict(m) for d, m in data["by_dataset"].items()})
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Systems scored on one split of one data source.
+
+    Attributes:
+        split: ``train``, ``dev`` or ``test``; every number belongs to it.
+        data: where the dialogues came from: ``dataset`` (registered name), ``labels`` and ``path``.
+        systems: name (``llm``, ``majority``, ``minilm-logreg``) -> result, in report order.
+    """
+
+    split: str
+    data: dict[str, Any]
+    systems: dict[str, SystemResult]
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every source dataset some system was scored on, in first-seen order."""
+        return list(dict.fromkeys(d for s in self.systems.values() for d in s.by_dataset))
+
+    @property
+    def paper_parsing(self) -> bool:
+        return any(s.paper_parsing for s in self.systems.values())
+
+    def with_systems(self, systems: Mapping[str, SystemResult]) -> "EvaluationResult":
+        """This result with ``systems`` added after its own (a name may not repeat)."""
+        clash = sorted(set(systems) & set(self.systems))
+        if clash:
+            raise InputError(f"systems {clash} appear twice")
+        return EvaluationResult(self.split, self.data, {**self.systems, **systems})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "split": self.split, "data": self.data, "systems": {n: s.to_dict() for n, s in self.systems.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EvaluationResult":
+        return cls(split=data["split"], data=dict(data["data"]), systems={n: SystemResult.from_dict(s) for n, s in data["systems"].items()})
+
+    def save(self, directory: Path) -> Path:
+        file = directory / METRICS_FILE
+        with atomic_write(file) as handle:
+            json.dump(self.to_dict(), handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        return file
+
+    @classmethod
+    def load(cls, location: Path) -> "EvaluationResult":
+        """From a metrics.json, or a folder holding one."""
+        file = metrics_file(location)
+        if not file.is_file():
+            raise InputError(f"no {METRICS_FILE} here (expected an evaluation output folder or the file itself)", path=location)
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+            return cls.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise InputError(f"not an instructerc metrics file ({error})", path=file) from None
+
+
+def metrics_file(location: Path) -> Path:
+    """``location`` itself, or the metrics.json inside it when it is a folder."""
+    return location / METRICS_FILE if location.is_dir() else location
+
+
+def check_comparable(base: EvaluationResult, other: EvaluationResult, where: Path | str) -> None:
+    """Refuse to set ``other``'s numbers beside ``base``'s unless they score the same utterances.
+
+    Same split, same source datasets, and per dataset the same classes and utterance count.
+    """
+    if other.split != base.split:
+        raise InputError(f"these scores are on the {other.split} split, not {base.split}", path=where)
+    mine, theirs = _shapes(base), _shapes(other)
+    if set(mine) != set(theirs):
+        raise InputError(f"these scores cover datasets {sorted(theirs)}, not {sorted(mine)}", path=where)
+    for dataset, shape in mine.items():
+        if theirs[dataset] != shape:
+            raise InputError(
+                f"{dataset}: these scores are on {theirs[dataset][1]} utterances in classes {list(theirs[dataset][0])}, "
+                f"not {shape[1]} in {list(shape[0])}", path=where)
+
+
+def _shapes(result: EvaluationResult) -> dict[str, tuple[tuple[str, ...], int]]:
+    shapes: dict[str, tuple[tuple[str, ...], int]] = {}
+    for system in result.systems.values():
+        for dataset, metrics in system.by_dataset.items():
+            shapes.setdefault(dataset, (tuple(metrics.labels), metrics.count))
+    return shapes

@@ -1,0 +1,121 @@
+"""Collecting a grid's results: a CSV of every run, a Markdown table of means, a plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from instructerc.experiments.grid import ExperimentConfig
+from instructerc.experiments.runner import RunResult
+from instructerc.files import atomic_write
+
+METRICS = ("weighted_f1", "macro_f1", "accuracy")
+
+
+def rows(results: list[RunResult], split: str) -> list[dict[str, object]]:
+    """One row per run and dataset."""
+    table = []
+    for result in results:
+        dev_by_dataset = result.dev.get("by_dataset", {})
+        for dataset, metrics in result.test.items():
+            row: dict[str, object] = {"run": result.name, **result.spec.values, "seed": result.spec.seed, "dataset": dataset}
+            row["dev_weighted_f1"] = round(dev_by_dataset.get(dataset, {}).get("weighted_f1", float("nan")), 2)
+            for metric in METRICS:
+                row[f"{split}_{metric}"] = round(metrics[metric], 2)
+            table.append(row)
+    return table
+
+
+def write_csv(table: list[dict[str, object]], path: Path) -> None:
+    columns = list(dict.fromkeys(key for row in table for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(table)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def markdown_table(config: ExperimentConfig, table: list[dict[str, object]], split: str) -> str:
+    """Mean ± standard deviation over seeds, one row per combination of axis values and dataset."""
+    axes = list(config.axes)
+    groups: dict[tuple, list[dict[str, object]]] = defaultdict(list)
+    for row in table:
+        groups[tuple(row[a] for a in axes) + (row["dataset"],)].append(row)
+    header = [*axes, "dataset", "seeds", "dev W-F1", f"{split} W-F1", f"{split} macro F1", f"{split} accuracy"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for key, members in groups.items():
+        cells = [str(k) for k in key]
+        cells.append(str(len(members)))
+        cells.append(mean_std([float(m["dev_weighted_f1"]) for m in members]))
+        cells += [mean_std([float(m[f"{split}_{metric}"]) for m in members]) for metric in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(config: ExperimentConfig, table: list[dict[str, object]], split: str, path: Path) -> None:
+    """Test weighted F1 against the plot's x axis, one line per value of its ``lines`` axis (mean ± std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = config.plot
+    assert spec is not None
+    x_values = list(config.axes[spec.x])
+    numeric = {name: _number(name) for name in x_values}
+    series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in table:
+        line = f"{row[spec.lines]} ({row['dataset']})" if spec.lines and spec.lines != "dataset" else str(row["dataset"])
+        series[line][str(row[spec.x])].append(float(row[f"{split}_weighted_f1"]))
+    figure, axis = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for line, points in sorted(series.items()):
+        xs = sorted((numeric[x], statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for x, v in points.items())
+        axis.errorbar([p[0] for p in xs], [p[1] for p in xs], yerr=[p[2] for p in xs], marker="o", capsize=3, label=line)
+    if spec.log2_x:
+        axis.set_xscale("log", base=2)
+    axis.set_xticks(sorted(numeric.values()))
+    axis.set_xticklabels([name for name, _ in sorted(numeric.items(), key=lambda kv: kv[1])])
+    axis.set_xlabel(f"{spec.x}")
+    axis.set_ylabel(f"{split} weighted F1")
+    axis.set_title(config.name)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+def _number(name: str) -> float:
+    if "/" in name:
+        top, bottom = name.split("/", 1)
+        return float(top) / float(bottom)
+    return float(name)
+
+
+def write_report(config: ExperimentConfig, results: list[RunResult], directory: Path) -> list[Path]:
+    """CSV, Markdown table (and plot) of a grid under ``directory``; returns the files written."""
+    split = config.evaluate_split
+    table = rows(results, split)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / f"{config.name}.csv", directory / f"{config.name}.md"]
+    write_csv(table, written[0])
+    with atomic_write(written[1]) as handle:
+        handle.write(f"# {config.name}\n\n{len(results)} runs; {split} scores of dev-selected checkpoints; mean ± std over seeds.\n\n")
+        handle.write(markdown_table(config, table, split))
+    if config.plot is not None and table:
+        written.append(directory / f"{config.name}.png")
+        plot(config, table, split, written[-1])
+    return written

@@ -1,0 +1,80 @@
+"""Running a grid: one directory per run, finished runs kept, interrupted runs resumed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instructerc.experiments.grid import ExperimentConfig, RunSpec, expand
+from instructerc.files import atomic_write
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    spec: RunSpec
+    dev: dict[str, Any]
+    test: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
+    return (root / config.output_dir / spec.name).resolve()
+
+
+def evaluate_model(model_dir: Path, source: Any, split: str) -> dict[str, Any]:
+    """Metrics per dataset of a model directory on one split (the split is read only here)."""
+    from instructerc.data.registry import load_dialogues
+    from instructerc.evaluation.scoring import score_by_dataset
+    from instructerc.inference.predictor import Predictor
+
+    predictor = Predictor.from_directory(model_dir)
+    dialogues = load_dialogues(source, split)
+    predictions = predictor.predict(dialogues)
+    return {dataset: metrics.to_dict() for dataset, metrics in score_by_dataset(dialogues, predictions, predictor.label_set).items()}
+
+
+def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True) -> RunResult:
+    """Train (or resume) one run, then score its dev-selected model on the evaluation split once."""
+    from instructerc.training.config import TrainConfig
+    from instructerc.training.trainer import Trainer
+
+    directory = run_directory(config, root, spec)
+    done = directory / RESULT_FILE
+    if done.is_file():
+        return load_result(done, spec)
+    train_config = TrainConfig.from_yaml(root / config.base, {**spec.overrides, "output_dir": str(directory)})
+    checkpoints = directory / "checkpoints"
+    if not (directory / "model" / "instructerc.json").is_file():
+        resume = checkpoints.is_dir() and any(checkpoints.iterdir())
+        Trainer(train_config, progress=progress).run(resume=resume)
+    dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
+    test = evaluate_model(directory / "model", train_config.data.source(), config.evaluate_split)
+    record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test, "evaluate_split": config.evaluate_split}
+    with atomic_write(done) as handle:
+        json.dump(record, handle, indent=2)
+    return RunResult(spec, dev, test)
+
+
+def load_result(path: Path, spec: RunSpec) -> RunResult:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return RunResult(spec, record["dev"], record[record["evaluate_split"]])
+
+
+def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | None = None) -> list[RunResult]:
+    """Every run of the grid (finished ones are read back, not redone)."""
+    results = []
+    specs = expand(config)
+    for position, spec in enumerate(specs, start=1):
+        if only is not None and only not in spec.name:
+            continue
+        state = "done" if (run_directory(config, root, spec) / RESULT_FILE).is_file() else "running"
+        print(f"[{position}/{len(specs)}] {spec.name}: {state}")
+        results.append(run_one(config, root, spec, progress))
+    return results

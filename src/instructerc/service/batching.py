@@ -1,0 +1,190 @@
+"""Micro-batching: requests that arrive together share one model call.
+
+Each request queues a *job* (the utterances it wants predicted) and awaits its own future. One
+collector task takes the first queued job, lets others join for up to ``max_wait`` seconds or
+until ``max_batch_size`` utterances are gathered, and runs the model on them in a single worker
+thread, so the event loop keeps accepting requests while the model runs and the model is never
+called from two threads at once. Requests that queue up during a model call form the next batch.
+
+A model error fails only the request that caused it: a failed batch of several jobs is run
+again job by job, and each job gets its own result or its own exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from instructerc.data.dialogue import Dialogue
+
+Item = tuple[Dialogue, int]
+PredictFn = Callable[[Sequence[Item]], Sequence[Any]]
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(Exception):
+    """More utterances are pending than the service accepts; the client should retry later."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How jobs are grouped (see :class:`instructerc.service.config.ServiceConfig`)."""
+
+    enabled: bool = True
+    max_batch_size: int = 16
+    max_wait: float = 0.005
+    max_pending: int = 4096
+
+
+@dataclass
+class _Job:
+    items: Sequence[Item]
+    future: asyncio.Future
+
+
+class Batcher:
+    """Queues jobs and runs them through ``predict`` in batches; see the module docstring.
+
+    ``predict`` takes (dialogue, utterance index) items and returns one result per item, in order.
+    Use :meth:`start` and :meth:`stop` from the event loop that calls :meth:`submit`.
+    """
+
+    def __init__(self, predict: PredictFn, config: BatchingConfig) -> None:
+        self._predict = predict
+        self.config = config
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._carry: _Job | None = None
+        self._running: list[_Job] = []
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.pending = 0
+        self.model_calls = 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="instructerc-model")
+        self._task = asyncio.get_running_loop().create_task(self._collect(), name="instructerc-batcher")
+
+    async def stop(self) -> None:
+        """Stop collecting; requests still waiting get an error rather than hanging."""
+        waiting = list(self._running)  # read before cancelling: the task clears it on its way out
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._carry is not None:
+            waiting.append(self._carry)
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for job in waiting:
+            _settle(job, error=RuntimeError("the service is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def submit(self, items: Sequence[Item]) -> list[Any]:
+        """One result per item; raises :class:`Overloaded`, or what the model raised for these items."""
+        if self._queue is None:
+            raise RuntimeError("the batcher is not running")
+        if not items:
+            return []
+        if self.pending and self.pending + len(items) > self.config.max_pending:
+            raise Overloaded(f"{self.pending} utterances are waiting for the model; retry later")
+        job = _Job(items, asyncio.get_running_loop().create_future())
+        self.pending += len(items)
+        self._queue.put_nowait(job)
+        return await job.future
+
+    # -- the collector task -----------------------------------------------------------------------
+    async def _collect(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            self._running = batch
+            try:
+                await self._run(batch)
+            finally:
+                self._running = []
+                self.pending -= sum(len(job.items) for job in batch)
+
+    async def _next_batch(self) -> list[_Job]:
+        assert self._queue is not None
+        first, self._carry = (self._carry, None) if self._carry is not None else (await self._queue.get(), None)
+        batch, size = [first], len(first.items)
+        if not self.config.enabled:
+            return batch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.max_wait
+        while size < self.config.max_batch_size:
+            job = await self._queued_until(deadline)
+            if job is None:
+                break
+            if size + len(job.items) > self.config.max_batch_size:
+                self._carry = job  # it opens the next batch, so arrival order is kept
+                break
+            batch.append(job)
+            size += len(job.items)
+        return batch
+
+    async def _queued_until(self, deadline: float) -> _Job | None:
+        assert self._queue is not None
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), remaining)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _run(self, batch: list[_Job]) -> None:
+        # A client that went away has cancelled its future: its utterances are not computed.
+        live = [job for job in batch if not job.future.done()]
+        if not live:
+            return
+        try:
+            results = await self._call([item for job in live for item in job.items])
+        except Exception as error:
+            if len(live) == 1:
+                _settle(live[0], error=error)
+                return
+            log.warning("a batch of %d requests failed (%s: %s); running them one by one", len(live), type(error).__name__, error)
+            for job in live:
+                await self._run_alone(job)
+            return
+        start = 0
+        for job in live:
+            _settle(job, results=results[start:start + len(job.items)])
+            start += len(job.items)
+
+    async def _run_alone(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        try:
+            results = await self._call(job.items)
+        except Exception as error:
+            _settle(job, error=error)
+        else:
+            _settle(job, results=results)
+
+    async def _call(self, items: Sequence[Item]) -> list[Any]:
+        assert self._executor is not None
+        self.model_calls += 1
+        results = list(await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, list(items)))
+        if len(results) != len(items):
+            raise RuntimeError(f"the model returned {len(results)} predictions for {len(items)} utterances")
+        return results
+
+
+def _settle(job: _Job, results: list[Any] | None = None, error: BaseException | None = None) -> None:
+    if job.future.done():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(results)

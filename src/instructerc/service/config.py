@@ -1,0 +1,63 @@
+"""What the HTTP service allows and how it batches: one dataclass, every field a CLI flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from instructerc.errors import InputError
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Limits, batching and conversation-store sizes of ``instructerc serve``.
+
+    Request limits (a request over a limit gets a 4xx JSON error, see :mod:`instructerc.service`):
+        max_body_bytes: the most bytes of a request body, counted as they arrive (413).
+        max_dialogues: the most dialogues in one ``/v1/predict`` request (422).
+        max_utterances: the most utterances of one dialogue in a request (422); also bounds the
+            initial utterances of a new conversation.
+        max_utterance_chars: the most characters of an utterance's text (422).
+        max_speaker_chars: the most characters of a speaker name (422).
+
+    Batching (requests arriving together share one model call):
+        batching: off makes every request its own model call, one after another (for comparison).
+        max_batch_size: the most utterances predicted in one model call; a request with more
+            is never split, it runs alone.
+        max_wait_ms: how long the first queued request waits for others to join its batch.
+        max_pending: the most utterances queued or running; beyond it a request gets 503, so a
+            flood of requests cannot grow memory without bound (a request alone is always
+            accepted, whatever its size within the request limits).
+
+    Conversation store (bounded: at most ``max_conversations * max_conversation_utterances``
+    utterances, each at most ``max_utterance_chars + max_speaker_chars`` characters):
+        max_conversations: live conversations; creating one more evicts the least recently used.
+        max_idle_seconds: a conversation unused this long is dropped.
+        max_conversation_utterances: the most utterances of one conversation (409 beyond).
+    """
+
+    max_body_bytes: int = 1024 * 1024
+    max_dialogues: int = 32
+    max_utterances: int = 128
+    max_utterance_chars: int = 1000
+    max_speaker_chars: int = 100
+
+    batching: bool = True
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    max_pending: int = 4096
+
+    max_conversations: int = 1000
+    max_idle_seconds: float = 1800.0
+    max_conversation_utterances: int = 100
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "batching":
+                if not isinstance(value, bool):
+                    raise InputError("must be true or false", field=spec.name)
+            elif spec.name == "max_wait_ms":
+                if value < 0:
+                    raise InputError("must be >= 0", field=spec.name)
+            elif value <= 0:
+                raise InputError("must be > 0", field=spec.name)

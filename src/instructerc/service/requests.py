@@ -1,0 +1,123 @@
+"""Turning request bodies into dialogues, or into an :class:`ApiError` that names the field.
+
+Types and required fields are checked by the same parser as JSONL files
+(:func:`instructerc.data.jsonl.parse_dialogue`), so the service accepts exactly the user format;
+this module adds the service's limits and the field paths of a request body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.jsonl import parse_dialogue
+from instructerc.errors import InputError
+from instructerc.service.config import ServiceConfig
+
+# The dataset name of request dialogues: no training data is called this, so demonstration
+# retrieval never mistakes a request for a training dialogue and leaves it out of the pool.
+REQUEST_DATASET = "request"
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "field"?}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+def parse_json(body: bytes, allow_empty: bool = False) -> Any:
+    """The JSON value of a body; 400 when it is not UTF-8 JSON."""
+    if allow_empty and not body.strip():
+        return {}
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_json", "the body is not UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body nests too deeply") from None
+
+
+def predict_request(payload: Any, config: ServiceConfig) -> list[tuple[str | None, Dialogue]]:
+    """``{"dialogues": [...]}`` as (the client's id or None, dialogue) pairs."""
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_request", "the body must be a JSON object {\"dialogues\": [...]}")
+    if "dialogues" not in payload:
+        hint = " (wrap a single dialogue as {\"dialogues\": [dialogue]})" if "utterances" in payload else ""
+        raise ApiError(422, "invalid_request", f"missing 'dialogues'{hint}", field="dialogues")
+    raw = payload["dialogues"]
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(422, "invalid_request", "'dialogues' must be a non-empty list", field="dialogues")
+    if len(raw) > config.max_dialogues:
+        raise ApiError(422, "too_many_dialogues", f"{len(raw)} dialogues; at most {config.max_dialogues} per request", field="dialogues")
+    out = []
+    for k, record in enumerate(raw):
+        where = f"dialogues[{k}]"
+        dialogue = _dialogue(record, where, config)
+        out.append((dialogue.id if "id" in record else None, dialogue))
+    return out
+
+
+def conversation_request(payload: Any, config: ServiceConfig) -> tuple[Utterance, ...]:
+    """The initial utterances of a new conversation: ``{}`` or ``{"utterances": [...]}``."""
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_request", "the body must be a JSON object {\"utterances\": [...]} (or empty)")
+    raw = payload.get("utterances")
+    if raw is None or raw == []:
+        return ()
+    if not isinstance(raw, list):
+        raise ApiError(422, "invalid_request", "'utterances' must be a list", field="utterances")
+    return _dialogue({"utterances": raw}, "", config).utterances
+
+
+def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:
+    """One utterance to add to a conversation: ``{"speaker": ..., "text": ...}``."""
+    if not isinstance(payload, dict):
+        raise ApiError(422, "invalid_request", "the body must be a JSON object {\"speaker\": ..., \"text\": ...}")
+    try:
+        dialogue = _dialogue({"utterances": [payload]}, "", config)
+    except ApiError as error:
+        # The utterance is the whole body here, so its fields are named without a prefix.
+        field = (error.field or "").removeprefix("utterances[0]").lstrip(".") or None
+        raise ApiError(error.status, error.code, error.message, field) from None
+    return dialogue.utterances[0]
+
+
+def _dialogue(record: Any, where: str, config: ServiceConfig) -> Dialogue:
+    prefix = f"{where}." if where else ""
+    if not isinstance(record, dict):
+        raise ApiError(422, "invalid_request", "a dialogue must be a JSON object", field=where or None)
+    if isinstance(record, dict) and isinstance(record.get("utterances"), list) and len(record["utterances"]) > config.max_utterances:
+        count = len(record["utterances"])
+        raise ApiError(422, "too_many_utterances", f"{count} utterances; at most {config.max_utterances} per dialogue", field=f"{prefix}utterances")
+    try:
+        dialogue = parse_dialogue(record, path="request", line=0, split="test", label_set=None, default_dataset=REQUEST_DATASET)
+    except InputError as error:
+        raise ApiError(422, "invalid_request", error.message, field=f"{prefix}{error.field}" if error.field else (where or None)) from None
+    # Only speaker and text matter to the model; dropping the rest keeps stored conversations small.
+    utterances = tuple(Utterance(speaker=u.speaker, text=u.text) for u in dialogue.utterances)
+    for index, utterance in enumerate(utterances):
+        if len(utterance.text) > config.max_utterance_chars:
+            raise ApiError(
+                422, "utterance_too_long", f"{len(utterance.text)} characters; at most {config.max_utterance_chars} per utterance",
+                field=f"{prefix}utterances[{index}].text",
+            )
+        if len(utterance.speaker) > config.max_speaker_chars:
+            raise ApiError(
+                422, "speaker_too_long", f"{len(utterance.speaker)} characters; at most {config.max_speaker_chars} per speaker name",
+                field=f"{prefix}utterances[{index}].speaker",
+            )
+    return Dialogue(id=dialogue.id, dataset=REQUEST_DATASET, split="test", utterances=utterances)

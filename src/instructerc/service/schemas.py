@@ -1,0 +1,105 @@
+"""The JSON shapes of the HTTP API, for the OpenAPI document and response serialization.
+
+Request bodies are *validated* by :mod:`instructerc.service.requests` (the user-format parser and
+the service limits); the request models here only document them. Imported by the app factory
+only, since pydantic comes with the optional ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+
+class UtteranceIn(BaseModel):
+    speaker: str = Field(description="who speaks; non-empty")
+    text: str = Field(description="what was said; non-empty, at most max_utterance_chars characters")
+
+
+class DialogueIn(BaseModel):
+    id: Optional[str] = Field(None, description="echoed back; not used by the model")
+    utterances: list[UtteranceIn] = Field(description="in order; at most max_utterances")
+
+
+class PredictRequest(BaseModel):
+    dialogues: list[DialogueIn] = Field(description="at most max_dialogues; a single dialogue is wrapped in a one-element list")
+
+
+class NewConversation(BaseModel):
+    utterances: list[UtteranceIn] = Field(default_factory=list, description="optional initial utterances, each predicted")
+
+
+class UtterancePrediction(BaseModel):
+    speaker: str
+    text: str
+    predicted_emotion: str = Field(description="the most probable label of the model's label set")
+    emotion_scores: dict[str, float] = Field(description="label -> probability, every label, summing to 1")
+
+
+class DialoguePrediction(BaseModel):
+    id: Optional[str] = Field(description="the request's dialogue id, or null when it gave none")
+    utterances: list[UtterancePrediction]
+
+
+class PredictResponse(BaseModel):
+    dialogues: list[DialoguePrediction]
+
+
+class TurnPrediction(UtterancePrediction):
+    index: int = Field(description="the utterance's position in the conversation, from 0")
+
+
+class ConversationOut(BaseModel):
+    id: str = Field(description="the conversation id: unguessable, keep it private")
+    utterances: list[TurnPrediction] = Field(description="each with the prediction made when it was added (from its history only)")
+
+
+class AddedUtterance(TurnPrediction):
+    conversation_id: str
+
+
+class LabelsOut(BaseModel):
+    label_set: str
+    labels: list[str]
+
+
+class HealthOut(BaseModel):
+    status: str
+    conversations: int = Field(description="live conversations in the store")
+    pending: int = Field(description="utterances queued or being predicted")
+    model_calls: int = Field(description="model calls since start; requests per call shows how well batching works")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. too_many_utterances")
+    message: str
+    field: Optional[str] = Field(None, description="the offending field of the body, e.g. dialogues[0].utterances[2].text")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An ``openapi_extra`` entry documenting ``model`` as the JSON request body."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(model)}}}}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with nested models inlined: a ``$defs`` reference inside an
+    ``openapi_extra`` body would resolve against the OpenAPI document, where it does not exist."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)

@@ -1,0 +1,122 @@
+"""Live conversations kept by the server, so a client sends only its newest utterance.
+
+The store is bounded in count (least recently used evicted first) and in idle time; the caller
+bounds the utterances per conversation. Expired conversations are dropped on the next access
+of any conversation; until then the count bound still holds. It is used from the event loop
+only, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from instructerc.data.dialogue import Utterance
+
+if TYPE_CHECKING:
+    from instructerc.inference.predictor import Prediction
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of a conversation and the prediction made when it arrived."""
+
+    utterance: Utterance
+    prediction: "Prediction"
+
+
+@dataclass
+class Conversation:
+    """A growing conversation.
+
+    Attributes:
+        id: random and unguessable: whoever knows it can read the conversation.
+        turns: the utterances so far, with their predictions.
+        last_used: the store clock's time of the last access.
+        lock: held while an utterance is being added, so the turns of one conversation are
+            predicted in order while other conversations proceed.
+    """
+
+    id: str
+    turns: list[Turn] = field(default_factory=list)
+    last_used: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+
+def new_conversation_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class ConversationStore:
+    """At most ``max_conversations`` conversations, each dropped after ``max_idle_seconds`` unused.
+
+    Every access refreshes a conversation; the dict is kept in order of last use, so both the
+    expired and the least recently used conversations are at its front.
+    """
+
+    def __init__(
+        self,
+        max_conversations: int,
+        max_idle_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        new_id: Callable[[], str] = new_conversation_id,
+    ) -> None:
+        self.max_conversations = max_conversations
+        self.max_idle_seconds = max_idle_seconds
+        self._clock = clock
+        self._new_id = new_id
+        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self.evicted = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self._conversations)
+
+    def __contains__(self, conversation_id: str) -> bool:
+        return conversation_id in self._conversations
+
+    def create(self, turns: list[Turn] | None = None) -> Conversation:
+        """A new conversation; the least recently used one goes if the store is full."""
+        now = self._clock()
+        self._drop_expired(now)
+        while len(self._conversations) >= self.max_conversations:
+            self._conversations.popitem(last=False)
+            self.evicted += 1
+        conversation_id = self._new_id()
+        while conversation_id in self._conversations:
+            conversation_id = self._new_id()
+        conversation = Conversation(id=conversation_id, turns=list(turns or []), last_used=now)
+        self._conversations[conversation_id] = conversation
+        return conversation
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        """The conversation, refreshed; ``None`` when unknown, expired or evicted."""
+        now = self._clock()
+        self._drop_expired(now)
+        conversation = self._conversations.get(conversation_id)
+        if conversation is not None:
+            conversation.last_used = now
+            self._conversations.move_to_end(conversation_id)
+        return conversation
+
+    def delete(self, conversation_id: str) -> bool:
+        self._drop_expired(self._clock())
+        return self._conversations.pop(conversation_id, None) is not None
+
+    def purge(self) -> int:
+        """Drop expired conversations now; returns how many went."""
+        before = len(self._conversations)
+        self._drop_expired(self._clock())
+        return before - len(self._conversations)
+
+    def _drop_expired(self, now: float) -> None:
+        while self._conversations:
+            oldest = next(iter(self._conversations.values()))
+            if now - oldest.last_used < self.max_idle_seconds:
+                break
+            self._conversations.popitem(last=False)
+            self.expired += 1

@@ -1,0 +1,85 @@
+"""Experiment grids with tiny models: expansion, one directory per run, no redo, reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from instructerc.cli.main import main
+from instructerc.experiments.grid import expand, load_experiment
+from test_training import write_split
+from tiny import tiny_backbone
+
+
+@pytest.fixture(scope="module")
+def grid_files(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("grid")
+    data = root / "data"
+    data.mkdir()
+    write_split(data / "train.jsonl", 12, seed=1)
+    write_split(data / "dev.jsonl", 4, seed=2)
+    write_split(data / "test.jsonl", 4, seed=3)
+    backbone = tiny_backbone(root / "backbone")
+    (root / "base.yaml").write_text(yaml.safe_dump({
+        "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
+        "backbone": {"model": str(backbone)},
+        "template": {"name": "dialogue-prefix", "demonstration": False},
+        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
+        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
+        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
+    }))
+    (root / "grid.yaml").write_text(yaml.safe_dump({
+        "name": "tiny-scaling",
+        "base": "base.yaml",
+        "output_dir": "runs",
+        "seeds": [1, 2],
+        "axes": {"fraction": {"1": {"data.fraction": 1.0}, "1/2": {"data.fraction": 0.5}}, "history": {"on": {}, "off": {"template.history": False}}},
+        "plot": {"x": "fraction"},
+    }))
+    return root
+
+
+def test_a_grid_expands_to_every_combination_and_seed(grid_files):
+    config, _ = load_experiment(grid_files / "grid.yaml")
+    runs = expand(config)
+    assert len(runs) == 2 * 2 * 2
+    assert len({r.name for r in runs}) == len(runs)
+    off = next(r for r in runs if r.values == {"fraction": "1/2", "history": "off"} and r.seed == 2)
+    assert off.overrides == {"data.fraction": 0.5, "template.history": False, "seed": 2}
+
+
+def test_grid_runs_once_and_reports(grid_files, capsys):
+    assert main(["experiment", str(grid_files / "grid.yaml"), "--only", "history=on", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": running") == 4
+    runs = sorted((grid_files / "runs").glob("*/result.json"))
+    assert len(runs) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in runs}
+    # A second invocation finds every run done and redoes none.
+    assert main(["experiment", str(grid_files / "grid.yaml"), "--only", "history=on", "--no-progress"]) == 0
+    assert capsys.readouterr().out.count(": done") == 4
+    assert {p: p.stat().st_mtime_ns for p in runs} == stamps
+    table = (grid_files / "runs" / "tiny-scaling.md").read_text()
+    assert "| fraction | history | dataset | seeds |" in table and " ± " in table
+    csv_lines = (grid_files / "runs" / "tiny-scaling.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 4 and "test_weighted_f1" in csv_lines[0]
+    png = (grid_files / "runs" / "tiny-scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_run_resumes(grid_files, tmp_path):
+    from instructerc.experiments.runner import run_directory, run_one
+    from instructerc.training.config import TrainConfig
+    from instructerc.training.trainer import Trainer
+
+    config, root = load_experiment(grid_files / "grid.yaml")
+    spec = next(s for s in expand(config) if s.values == {"fraction": "1", "history": "off"} and s.seed == 1)
+    directory = run_directory(config, root, spec)
+    train_config = TrainConfig.from_yaml(root / config.base, {**spec.overrides, "output_dir": str(directory), "checkpoint_every_steps": 1})
+    Trainer(train_config, progress=False, stop_after_steps=1).run()
+    assert any((directory / "checkpoints").iterdir()) and not (directory / "model").exists()
+    result = run_one(config, root, spec, progress=False)
+    assert (directory / "model" / "instructerc.json").is_file()
+    assert set(result.test) == {"data"} and 0 <= result.test["data"]["weighted_f1"] <= 100

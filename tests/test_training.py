@@ -1,0 +1,221 @@
+"""Training with tiny models: parameters move, loss falls, resume is exact, DDP runs, outputs are complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from instructerc.config import from_mapping
+from instructerc.training.config import TrainConfig
+from instructerc.training.trainer import Trainer
+from tiny import tiny_backbone
+
+EXAMPLES = {
+    "joy": ["Great news!", "I love it!", "Wonderful, thanks!"],
+    "sadness": ["Oh no, that is terrible.", "I miss her.", "So sad."],
+    "neutral": ["Hi.", "How are you?", "I am fine."],
+}
+
+
+def write_split(path: Path, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(count):
+            utterances = []
+            for _ in range(rng.randint(2, 5)):
+                emotion = rng.choice(sorted(EXAMPLES))
+                utterances.append({"speaker": rng.choice(["Ann", "Bob", "Cat"]), "text": rng.choice(EXAMPLES[emotion]), "emotion": emotion})
+            handle.write(json.dumps({"id": f"{path.stem}{i}", "utterances": utterances}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_split(root / "train.jsonl", 24, seed=1)
+    write_split(root / "dev.jsonl", 6, seed=2)
+    # The test split is deliberately unreadable: training must never open it.
+    (root / "test.jsonl").write_text("this is not json\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    return tiny_backbone(tmp_path_factory.mktemp("backbone"))
+
+
+def recipe(tiny_data: Path, backbone: Path, output: Path, **changes) -> TrainConfig:
+    data = {
+        "data": {"dataset": "jsonl", "path": str(tiny_data), "label_set": "meld"},
+        "backbone": {"model": str(backbone)},
+        "template": {"name": "dialogue-prefix", "demonstration": False},
+        "finetune": {"method": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}},
+        "optim": {"lr": 0.02, "batch_size": 8, "micro_batch_size": 3, "warmup_ratio": 0.0},
+        "stages": [{"tasks": {"erc": 1.0, "emotion_prediction": 0.5}, "epochs": 2}],
+        "checkpoint_every_steps": 5,
+        "output_dir": str(output),
+    }
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return from_mapping(TrainConfig, data)
+
+
+def training_loss(config: TrainConfig, model) -> float:
+    """Mean target loss of the first stage's examples under ``model``."""
+    from instructerc.data.registry import label_set_of, load_dialogues
+    from instructerc.modeling.forward import example_losses
+    from instructerc.prompts.encoding import SegmentTokenizer
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.training.batches import collate
+    from transformers import AutoTokenizer
+
+    trainer = Trainer(config, progress=False)
+    train = load_dialogues(config.data.source(), "train")
+    setup = PromptSetup(config.template, label_set_of(config.data.source()), config.max_length, config.retrieval)
+    tokenizer = AutoTokenizer.from_pretrained(config.backbone.model)
+    examples = trainer._stage_examples(0, train, setup, {}, SegmentTokenizer(tokenizer))
+    model.eval()
+    with torch.no_grad():
+        batch = collate(examples, tokenizer.pad_token_id, 4096, True)
+        return float(example_losses(model, batch).mean())
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_every_trainable_parameter_changes_and_loss_falls(tiny_data, backbone, tmp_path, method):
+    from instructerc.modeling.backbone import load_causal_lm
+    from instructerc.modeling.finetune import make_trainable
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", finetune__method=method)
+    torch.manual_seed(0)
+    before_model = make_trainable(load_causal_lm(str(backbone), config.backbone), method, config.finetune.lora)
+    before = {n: p.detach().clone() for n, p in before_model.named_parameters() if p.requires_grad}
+    loss_before = training_loss(config, before_model)
+
+    trainer = Trainer(config, progress=False)
+    result = trainer.run()
+    assert result.best_step is not None
+
+    # Rebuild the trained model from the run's best weights and compare every trainable tensor.
+    from instructerc.modeling.finetune import load_trainable_state
+
+    torch.manual_seed(0)
+    after_model = make_trainable(load_causal_lm(str(backbone), config.backbone), method, config.finetune.lora)
+    load_trainable_state(after_model, torch.load(tmp_path / "run" / "best" / "trainable.pt", weights_only=True))
+    after = {n: p.detach() for n, p in after_model.named_parameters() if p.requires_grad}
+    assert set(after) == set(before) and after
+    unchanged = [n for n in before if torch.equal(before[n], after[n])]
+    assert unchanged == [], f"parameters that did not train: {unchanged}"
+    assert training_loss(config, after_model) < loss_before
+
+
+def test_resume_after_a_checkpoint_gives_the_same_weights(tiny_data, backbone, tmp_path):
+    whole = recipe(tiny_data, backbone, tmp_path / "whole")
+    Trainer(whole, progress=False).run()
+
+    interrupted = recipe(tiny_data, backbone, tmp_path / "interrupted")
+    Trainer(interrupted, progress=False, stop_after_steps=7).run()  # checkpoint at step 5, "killed" at 7
+    assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == ["step-0000005"]
+    torch.manual_seed(12345)  # whatever the process did since must not matter: resume restores RNG
+    random.seed(12345)
+    Trainer(interrupted, progress=False).run(resume=True)
+
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "whole" / "model" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "interrupted" / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    steps_whole = [json.loads(l)["loss"] for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines() if '"event": "step"' in l]
+    steps_resumed = [json.loads(l) for l in (tmp_path / "interrupted" / "metrics.jsonl").read_text().splitlines() if '"event": "step"' in l]
+    # Steps 6-7 ran twice (before the "kill" and after resuming); the last losses must match the whole run.
+    assert [s["loss"] for s in steps_resumed][-len(steps_whole) + 5:] == steps_whole[5:]
+
+
+def test_a_run_directory_with_checkpoints_needs_resume(tiny_data, backbone, tmp_path):
+    from instructerc.errors import InputError
+
+    config = recipe(tiny_data, backbone, tmp_path / "run")
+    Trainer(config, progress=False, stop_after_steps=5).run()
+    with pytest.raises(InputError, match="--resume"):
+        Trainer(config, progress=False).run()
+
+
+def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_path):
+    from instructerc.data.registry import load_dialogues
+    from instructerc.inference.predictor import Predictor
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", stages=[{"tasks": {"speaker": 1.0}, "epochs": 1}, {"tasks": {"erc": 1.0}, "epochs": 1}])
+    Trainer(config, progress=False).run()
+    model = tmp_path / "run" / "model"
+    names = {p.name for p in model.iterdir()}
+    assert {"instructerc.json", "prompting.json", "adapter_model.safetensors", "adapter_config.json", "README.md", "dev_metrics.json", "training_config.yaml"} <= names
+    assert not {"checkpoints", "metrics.jsonl", "best", "trainable.pt"} & names
+    card = (model / "README.md").read_text()
+    assert "dev" in card.lower() and "speaker" in card
+    predictor = Predictor.from_directory(model)
+    dev = load_dialogues(config.data.source(), "dev")
+    predictions = predictor.predict(dev[:2])
+    assert all(p.label in predictor.label_set.labels for ps in predictions for p in ps)
+
+
+def test_ddp_two_processes_on_cpu(tiny_data, backbone, tmp_path):
+    import yaml
+
+    from instructerc.config import to_mapping
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", stages=[{"tasks": {"erc": 1.0}, "epochs": 1}])
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(to_mapping(config)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+               "-m", "instructerc", "train", str(recipe_file), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["processes"] == 2
+    steps = [r for r in log if r["event"] == "step"]
+    assert steps and all(r["examples"] == 8 for r in steps[:-1]) and 2 <= steps[-1]["examples"] <= 8
+    assert (tmp_path / "run" / "model" / "adapter_model.safetensors").is_file()
+    assert done.stdout.count("model written to") == 1
+
+
+def test_packed_and_unpacked_losses_agree(tiny_data, backbone, tmp_path):
+    from instructerc.data.registry import label_set_of, load_dialogues
+    from instructerc.modeling.backbone import load_causal_lm
+    from instructerc.modeling.forward import example_losses
+    from instructerc.prompts.encoding import SegmentTokenizer
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.training.batches import collate
+    from transformers import AutoTokenizer
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", template={"name": "instructerc", "demonstration": False, "window": 2})
+    model = load_causal_lm(str(backbone), config.backbone).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(backbone))
+    train = load_dialogues(config.data.source(), "train")
+    setup = PromptSetup(config.template, label_set_of(config.data.source()), config.max_length, config.retrieval)
+    examples = Trainer(config, progress=False)._stage_examples(0, train, setup, {}, SegmentTokenizer(tokenizer))[:20]
+    with torch.no_grad():
+        packed = collate(examples, tokenizer.pad_token_id, 4096, True)
+        alone = collate(examples, tokenizer.pad_token_id, 4096, False)
+        assert packed.tokens < alone.tokens  # the shared prefixes were computed once
+        torch.testing.assert_close(example_losses(model, packed), example_losses(model, alone), atol=1e-5, rtol=1e-5)
+
+
+def test_every_shipped_recipe_validates():
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+    assert recipes, "no recipes shipped"
+    for path in recipes:
+        config = TrainConfig.from_yaml(path)
+        assert config.stages and config.optim.batch_size >= 1, path
