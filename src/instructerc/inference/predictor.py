@@ -124,6 +124,17 @@ class Predictor:
         encoded = self.encoded_prompts(items)
         return self._score(encoded, progress) if mode == "score" else self._generate(encoded, paper_parsing, progress)
 
+    def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
+        """The newest utterance of a growing conversation, reusing its key/value cache
+        (:class:`~instructerc.inference.incremental.ConversationCache`) from earlier turns."""
+        from instructerc.inference.incremental import score_incrementally
+
+        encoded = self.encoded_prompts([(dialogue, len(dialogue) - 1)])[0]
+        probabilities = score_incrementally(self.model, self.scorer, cache, encoded.prompt_ids, self.device).tolist()
+        labels = self.label_set.labels
+        best = max(range(len(labels)), key=lambda k: probabilities[k])
+        return Prediction(label=labels[best], scores=dict(zip(labels, probabilities)))
+
     def _score(self, encoded: Sequence[Any], progress: Any) -> list[Prediction]:
         per_prompt = len(self.scorer.branch_points)
         sequences = [s for e in encoded for s in self.scorer.sequences(e.prompt_ids)]
