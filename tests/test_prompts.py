@@ -80,30 +80,30 @@ DIALOGUE_PREFIX_ERC = {
         "The following conversation noted between '### ###' involves several speakers. "
         "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
         '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
-        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
-        " ### The emotional label of the last utterance is:"
+        ' ### Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+        "The emotional label of the last utterance is:"
     ),
     "instruction": (
         "The following conversation noted between '### ###' involves several speakers. "
         "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
         '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
-        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
-        " ### The emotional label of the last utterance is:"
+        ' ### Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+        "The emotional label of the last utterance is:"
     ),
     "history": (
         "Now you are expert of sentiment and emotional analysis. "
         "The following conversation noted between '### ###' involves several speakers. "
         "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
         '\t Bob:"Nothing at all."'
-        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
-        " ### The emotional label of the last utterance is:"
+        ' ### Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+        "The emotional label of the last utterance is:"
     ),
     "label_statement": (
         "Now you are expert of sentiment and emotional analysis. "
         "The following conversation noted between '### ###' involves several speakers. ### "
         '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
-        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
-        " ### The emotional label of the last utterance is:"
+        ' ### Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+        "The emotional label of the last utterance is:"
     ),
     "demonstration": (
         "Now you are expert of sentiment and emotional analysis. "
@@ -330,8 +330,8 @@ def test_dialogue_prefix_prompts_share_the_token_prefix_up_to_the_question(tiny_
     b = builder(demonstrations=False, name="dialogue-prefix")
     examples = [b.erc(DIALOGUE, t) for t in range(len(DIALOGUE))]
     for now, following in zip(examples, examples[1:]):
-        assert now.segments[-1].part is Part.QUESTION
-        stem = token_ids(tiny_segment_tokenizer, now.segments[:-1])
+        assert now.segments[-1].part is Part.QUESTION and now.segments[-3].part is Part.CURRENT
+        stem = token_ids(tiny_segment_tokenizer, now.segments[:-2])  # all but " ### " and the question
         after = token_ids(tiny_segment_tokenizer, following.segments)
         assert after[: len(stem)] == stem
         # and the next utterance's emotion-prediction prompt continues the same stem
@@ -342,7 +342,7 @@ def test_dialogue_prefix_prompts_share_the_token_prefix_up_to_the_question(tiny_
 def test_dialogue_prefix_with_demonstrations_shares_the_prefix_before_them(tiny_segment_tokenizer: SegmentTokenizer) -> None:
     b = builder(name="dialogue-prefix")
     examples = [b.erc(DIALOGUE, t) for t in range(len(DIALOGUE))]
-    per_utterance = (Part.DEMONSTRATION, Part.DEMONSTRATION_TEXT, Part.QUESTION)
+    per_utterance = (Part.FIXED, Part.DEMONSTRATION, Part.DEMONSTRATION_TEXT, Part.QUESTION)
     for now, following in zip(examples, examples[1:]):
         cut = next(k for k, s in enumerate(now.segments) if s.part is Part.CURRENT) + 1
         assert all(s.part in per_utterance for s in now.segments[cut:])

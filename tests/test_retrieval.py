@@ -258,16 +258,25 @@ def test_meld_dev_nearest_demonstrations_agree_no_more_than_the_plain_nearest_ne
     assert len(r.index) == sum(len(d) for d in train) == 9989
 
     utterances = [u for d in dev for u in d.utterances]
+    gold = np.array([u.emotion for u in utterances])
+    labels = np.array([e.label for e in r.index.entries])
     scores = r.embed([u.text for u in utterances]) @ r.index.embeddings.T
-    plain = scores.argmax(axis=1)
     found = r.neighbours(dev, k=1)
     chosen = [found[key][0] for key in keys(dev)]
-    # Dev dialogues are not in the train index: nothing is masked, each demonstration is a
-    # nearest neighbour (ties between identical train texts aside, the same one).
-    assert [s for _, s in chosen] == pytest.approx(scores.max(axis=1).tolist(), abs=1e-5)
-    demo_rate = np.mean([r.index.entries[e].label == u.emotion for (e, _), u in zip(chosen, utterances)])
-    plain_rate = np.mean([r.index.entries[e].label == u.emotion for e, u in zip(plain, utterances)])
-    tied = np.mean([np.sum(row >= row.max() - 1e-6) > 1 for row in scores])
-    print(f"\nMELD dev: nearest-policy demonstration label == gold {demo_rate:.4f}; plain nearest neighbour {plain_rate:.4f}; queries with a tied top {tied:.4f}")
-    assert demo_rate <= plain_rate + tied
-    assert abs(demo_rate - plain_rate) <= tied
+    # Dev dialogues are not in the train index, so nothing is masked: every demonstration is a
+    # nearest neighbour. (Identical train texts tie; any of them may be the one shown.)
+    best = scores.max(axis=1)
+    assert [s for _, s in chosen] == pytest.approx(best.tolist(), abs=1e-5)
+    tops = scores >= best[:, None] - 1e-5
+    demo_rate = np.mean(labels[[e for e, _ in chosen]] == gold)
+    plain_rate = np.mean(labels[scores.argmax(axis=1)] == gold)
+    hits = tops & (labels[None, :] == gold[:, None])
+    some_top_agrees = np.mean(hits.any(axis=1))  # the plain nearest neighbour at its luckiest tie-break
+    every_top_agrees = np.mean(hits.sum(axis=1) == tops.sum(axis=1))  # ... and at its unluckiest
+    print(
+        f"\nMELD dev ({len(gold)} utterances): nearest-policy demonstration label == gold {demo_rate:.4f}; "
+        f"plain nearest neighbour {plain_rate:.4f} (first of ties; {every_top_agrees:.4f}..{some_top_agrees:.4f} over tie-breaks; "
+        f"{np.mean(tops.sum(axis=1) > 1):.4f} of queries tie)"
+    )
+    assert demo_rate <= some_top_agrees
+    assert every_top_agrees <= demo_rate

@@ -68,7 +68,13 @@ def show_prompt(args: argparse.Namespace) -> int:
     dialogue, index = located[args.index]
     demonstrations = {}
     if setup.uses_demonstrations and args.task == "erc":
-        retriever = DemonstrationRetriever.build(train, setup.retrieval)
+        if args.model:  # the pool saved with the model, exactly what inference retrieves from
+            from instructerc.retrieval.encoder import SentenceEncoder
+            from instructerc.retrieval.index import load_pool
+
+            retriever = DemonstrationRetriever(load_pool(args.model), SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
+        else:
+            retriever = DemonstrationRetriever.build(train, setup.retrieval)
         demonstrations = retriever.demonstrations([dialogue], training=args.split == "train")
     example = setup.builder(demonstrations).example(Task(args.task), dialogue, index)
     tokenizer = SegmentTokenizer(load_tokenizer(tokenizer_path))

@@ -95,7 +95,7 @@ class Wording:
     prediction_close: str = "###"
     prediction_question: str = "Based on the above historical utterances, next utterance is spoken by <{speaker}>, please predict the emotion states of <{speaker}>{labels}:"
     prefix_labels: str = "Label the emotion of each utterance with one of <{options}>. "
-    prefix_question: str = " ### The emotional label of the last utterance is:"
+    prefix_question: str = "The emotional label of the last utterance is:"
 
 
 PAPER_WORDING = Wording()
@@ -153,7 +153,11 @@ class PromptTemplate:
         raise NotImplementedError
 
     def emotion_prediction(self, dialogue: Dialogue, index: int) -> list[Segment]:
-        """From the history before ``index`` and who speaks next, the emotion of utterance ``index``."""
+        """From the history before ``index`` and who speaks next, the emotion of utterance ``index``.
+
+        The paper's code names the next speaker by a bare number (``<0>``); the speaker is shown
+        here as in the history lines (a name, or ``Speaker_0``), so the question refers to them.
+        """
         w = self.wording
         segments = self.instruction()
         if self.config.history:
@@ -221,6 +225,9 @@ class DialoguePrefixTemplate(PromptTemplate):
         if self.config.history:
             segments += self.history_lines(dialogue, 0, index)
         segments.append(self.line(dialogue, index, Part.CURRENT))
+        # Everything after the current line is this utterance's own branch: the dialogue before
+        # it is shared with the next utterance's prompt.
+        segments.append(Segment(self.wording.history_close, Part.FIXED))
         segments += self.demonstration(demonstration)
         segments.append(Segment(self.wording.prefix_question, Part.QUESTION))
         return segments
