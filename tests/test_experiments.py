@@ -83,3 +83,16 @@ def test_an_interrupted_run_resumes(grid_files, tmp_path):
     result = run_one(config, root, spec, progress=False)
     assert (directory / "model" / "instructerc.json").is_file()
     assert set(result.test) == {"data"} and 0 <= result.test["data"]["weighted_f1"] <= 100
+
+
+def test_every_shipped_experiment_expands_to_valid_recipes():
+    from instructerc.training.config import TrainConfig
+
+    shipped = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+    assert shipped, "no experiment configs shipped"
+    for path in shipped:
+        config, root = load_experiment(path)
+        runs = expand(config)
+        assert runs, path
+        for spec in runs:
+            TrainConfig.from_yaml(root / config.base, spec.overrides)

@@ -97,6 +97,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_scorable(dialogues, label_set)
     data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
     if imported is not None:
+        if not any(s.kind == "baseline" for s in imported.systems.values()):
+            raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=args.baselines)
         shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
         check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, args.baselines)
     computed = run_baselines(source, split, progress=not args.no_progress) if args.with_baselines else None

@@ -45,7 +45,7 @@ def prediction_fields(prediction: Prediction, mode: str) -> dict[str, Any]:
 
 
 def progress_bar(total: int | None, enabled: bool, unit: str = "utt") -> Any:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
 
