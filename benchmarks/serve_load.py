@@ -17,9 +17,13 @@ Workloads (``--workload``):
     Each request is ``POST /v1/predict`` with one whole dialogue of 4 to 8 utterances.
 
 The model: ``--model DIR`` (a model directory), ``--backbone CHECKPOINT`` (a plain Hugging Face
-checkpoint such as the converted embedded SmolLM2, copied into a temporary model directory with
-an untrained ERC head: speed is real, predictions are not), or by default the tests' tiny
-2-layer Llama (fast, for checking the machinery).
+checkpoint such as the converted embedded SmolLM2, copied into a temporary model directory
+as if fully fine-tuned: its speed is real, its predictions are not), or by default the tests'
+tiny 2-layer Llama (fast, for checking the machinery).
+
+The clients share the machine with the server; on a small machine they take CPU from it, and a
+busy machine's other processes slow torch's multi-threaded kernels (``--threads`` sets the
+server's). Compare the two modes from one run, not figures from different runs.
 
     python benchmarks/serve_load.py --seconds 20
     python benchmarks/serve_load.py --seconds 20 --backbone ~/.cache/instructerc/models/SmolLM2-135M-Instruct-98362432
@@ -32,7 +36,6 @@ import asyncio
 import importlib.util
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,60 +210,65 @@ class Server:
 
 
 # -- the clients ----------------------------------------------------------------------------------
-async def conversation_client(url: str, number: int, until: float, tally: Tally | None) -> None:
+async def conversation_client(url: str, number: int, until: float, tally: Tally | None, timeout: float) -> None:
     import httpx
 
     script = DIALOGUES[number % len(DIALOGUES)]
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
         while time.monotonic() < until:
-            created = await client.post("/v1/conversations")
-            if created.status_code != 201:
-                _count_error(tally, created)
+            created = await _request(client, tally, "POST", "/v1/conversations", 201)
+            if created is None:
                 continue
             path = f"/v1/conversations/{created.json()['id']}"
             for speaker, text in script:
                 if time.monotonic() >= until:
                     break
                 start = time.perf_counter()
-                response = await client.post(f"{path}/utterances", json={"speaker": speaker, "text": text})
-                if response.status_code != 200:
-                    _count_error(tally, response)
-                elif tally is not None:
+                if await _request(client, tally, "POST", f"{path}/utterances", 200, {"speaker": speaker, "text": text}) is None:
+                    break
+                if tally is not None:
                     tally.latencies.append(time.perf_counter() - start)
                     tally.utterances += 1
-            deleted = await client.delete(path)
-            if deleted.status_code != 204:
-                _count_error(tally, deleted)
+            await _request(client, tally, "DELETE", path, 204)
 
 
-async def predict_client(url: str, number: int, until: float, tally: Tally | None) -> None:
+async def predict_client(url: str, number: int, until: float, tally: Tally | None, timeout: float) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
         turn = number
         while time.monotonic() < until:
             script = DIALOGUES[turn % len(DIALOGUES)]
             turn += 1
             body = {"dialogues": [{"id": f"client{number}-{turn}", "utterances": [{"speaker": s, "text": t} for s, t in script]}]}
             start = time.perf_counter()
-            response = await client.post("/v1/predict", json=body)
-            if response.status_code != 200:
-                _count_error(tally, response)
-            elif tally is not None:
+            if await _request(client, tally, "POST", "/v1/predict", 200, body) is not None and tally is not None:
                 tally.latencies.append(time.perf_counter() - start)
                 tally.utterances += len(script)
 
 
-def _count_error(tally: Tally | None, response) -> None:
-    if tally is not None:
-        tally.error(f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:200]}")
+async def _request(client, tally: Tally | None, method: str, path: str, expected: int, body: object = None):
+    """The response, or None (counted as an error) for another status or a transport failure."""
+    import httpx
+
+    try:
+        response = await client.request(method, path, json=body)
+    except httpx.HTTPError as error:
+        if tally is not None:
+            tally.error(f"{method} {path}: {type(error).__name__} {error}")
+        return None
+    if response.status_code != expected:
+        if tally is not None:
+            tally.error(f"{method} {path}: {response.status_code} {response.text[:200]}")
+        return None
+    return response
 
 
-async def drive(url: str, workload: str, clients: int, seconds: float, tally: Tally | None) -> float:
+async def drive(url: str, workload: str, clients: int, seconds: float, tally: Tally | None, timeout: float = 120.0) -> float:
     """Run the clients for ``seconds``; returns the wall time they took (the last requests finish after the deadline)."""
     client = conversation_client if workload == "conversation" else predict_client
     start = time.monotonic()
-    results = await asyncio.gather(*(client(url, k, start + seconds, tally) for k in range(clients)), return_exceptions=True)
+    results = await asyncio.gather(*(client(url, k, start + seconds, tally, timeout) for k in range(clients)), return_exceptions=True)
     for outcome in results:
         if isinstance(outcome, BaseException) and tally is not None:
             tally.error(f"client failed: {type(outcome).__name__}: {outcome}")
@@ -269,14 +277,16 @@ async def drive(url: str, workload: str, clients: int, seconds: float, tally: Ta
 
 def measure(model: Path, batching: bool, args: argparse.Namespace, logs: Path) -> Result:
     mode = "on" if batching else "off"
-    extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms), "--wait-share", str(args.wait_share)]
+    if args.threads is not None:
+        extra += ["--threads", str(args.threads)]
     server = Server(model, batching, logs / f"server-batching-{mode}.log", extra)
     try:
         server.wait_ready(args.startup_timeout)
-        asyncio.run(drive(server.url, args.workload, args.clients, args.warmup, None))
+        asyncio.run(drive(server.url, args.workload, args.clients, args.warmup, None, args.timeout))
         calls_before = server.model_calls()
         tally = Tally()
-        elapsed = asyncio.run(drive(server.url, args.workload, args.clients, args.seconds, tally))
+        elapsed = asyncio.run(drive(server.url, args.workload, args.clients, args.seconds, tally, args.timeout))
         calls = server.model_calls() - calls_before
     finally:
         server.stop()
@@ -288,6 +298,8 @@ def measure(model: Path, batching: bool, args: argparse.Namespace, logs: Path) -
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from instructerc.service.config import ServiceConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, metavar="DIR", help="an instructerc model directory")
@@ -296,8 +308,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per mode (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured time per mode first (default: %(default)s)")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    defaults = ServiceConfig()
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, help="the server's (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="the server's (default: %(default)s)")
+    parser.add_argument("--wait-share", type=float, default=defaults.wait_share, help="the server's (default: %(default)s; 0: a fixed --max-wait-ms)")
+    parser.add_argument("--threads", type=int, help="the server's CPU threads for the model (default: its default)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="a request taking longer counts as an error (default: %(default)s s)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 120 and 0 < args.clients <= 256):
@@ -312,12 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model is not None:
             model, described = args.model, str(args.model)
         elif args.backbone is not None:
-            model, described = model_around(args.backbone.expanduser(), work / "model"), f"{args.backbone} (untrained ERC head)"
+            model, described = model_around(args.backbone.expanduser(), work / "model"), f"{args.backbone} (not fine-tuned for ERC)"
         else:
             model, described = tiny_model(work / "model"), "tiny 2-layer Llama (tests/tiny.py)"
         print(f"model: {described}")
         print(f"workload: {args.workload}, {args.clients} clients, {args.seconds:g} s per mode after {args.warmup:g} s warm-up, "
-              f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms", flush=True)
+              f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms or {args.wait_share:g} of the last model call", flush=True)
         results = []
         for batching in (True, False):
             result = measure(model, batching, args, work)

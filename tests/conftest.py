@@ -41,3 +41,18 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
         return CliRun(code=code, out=captured.out, err=captured.err)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def one_thread_for_tiny_models(request: pytest.FixtureRequest):
+    """Tiny models run faster on one thread: their matrices are too small to split, and a second
+    thread only adds synchronisation. Tests of the real models (marked slow) keep every core."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

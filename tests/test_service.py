@@ -375,6 +375,7 @@ def test_serve_flags_map_onto_the_config(run_cli) -> None:
     assert (config.batching, config.max_dialogues, config.max_wait_ms, config.max_idle_seconds) == (False, 5, 2.5, 9.0)
     assert config.max_utterances == ServiceConfig().max_utterances
     assert (args.host, args.port) == ("127.0.0.1", 8000)
+    assert build_parser().parse_args(["serve"]).model is None  # the shipped default model, when there is one
 
 
 def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cli, tmp_path: Path) -> None:
@@ -383,6 +384,16 @@ def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cl
 
     result = run_cli("serve", "--model", tmp_path)
     assert result.code == 2 and "not an instructerc model directory" in result.err and "Traceback" not in result.err
+
+
+def test_serve_without_a_model_names_the_missing_default(run_cli) -> None:
+    from instructerc.inference.default_model import DEFAULT_MODEL_DIR
+    from instructerc.modeling.model_dir import MANIFEST
+
+    if (DEFAULT_MODEL_DIR / MANIFEST).is_file():
+        pytest.skip("this install ships a default model: serving it would not return")
+    result = run_cli("serve")
+    assert result.code == 2 and "--model" in result.err and "Traceback" not in result.err
 
 
 def test_importing_the_package_and_cli_needs_no_web_framework() -> None:

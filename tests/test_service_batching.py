@@ -167,3 +167,19 @@ def test_stopping_fails_waiting_requests_instead_of_leaving_them_hanging() -> No
     results = run(work())
 
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_after_a_slow_model_call_a_batch_waits_a_share_of_it_so_answered_clients_can_rejoin() -> None:
+    async def work(batcher):
+        await batcher.submit(jobs("a")[0])  # one slow call (0.3 s) sets the wait share
+        second = asyncio.ensure_future(batcher.submit(jobs("b")[0]))
+        await asyncio.sleep(0.06)  # past the fixed max_wait, well within half of the last call
+        third = asyncio.ensure_future(batcher.submit(jobs("c")[0]))
+        return await second, await third
+
+    shared, fixed = FakeModel(delay=0.3), FakeModel(delay=0.3)
+    run(with_batcher(shared, BatchingConfig(max_wait=0.005, wait_share=0.5), work))
+    run(with_batcher(fixed, BatchingConfig(max_wait=0.005, wait_share=0.0), work))
+
+    assert shared.calls == [["a 0"], ["b 0", "c 0"]]
+    assert fixed.calls == [["a 0"], ["b 0"], ["c 0"]]

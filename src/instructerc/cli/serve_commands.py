@@ -19,6 +19,7 @@ _OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
     "batching": {
         "max_batch_size": (int, "most utterances predicted in one model call"),
         "max_wait_ms": (float, "how long a request waits for others to join its batch"),
+        "wait_share": (float, "or this share of the last model call's duration, if longer"),
         "max_pending": (int, "most utterances waiting for the model (503 beyond)"),
     },
     "conversations": {
@@ -33,8 +34,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     from instructerc.service.server import DEFAULT_HOST, DEFAULT_PORT
 
     serve = commands.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)", description="Serve a model directory over HTTP: /v1/predict, /v1/conversations, /v1/labels, /healthz, /openapi.json.")
-    serve.add_argument("--model", required=True, type=Path, metavar="DIR", help="a model directory written by 'instructerc train'")
+    serve.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train' (default: the model shipped with the package)")
     serve.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    serve.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side")
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -53,13 +55,22 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from instructerc.inference.default_model import default_model_dir
     from instructerc.service.server import require_serve_extra, serve
 
     require_serve_extra()
     config = service_config(args)
-    print(f"instructerc: serving {args.model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
-    serve(args.model, config, host=args.host, port=args.port, device=args.device, log_level=args.log_level, access_log=args.access_log)
+    model = args.model if args.model is not None else default_model_dir()
+    print(f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
+    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, log_level=args.log_level, access_log=args.access_log)
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
 
 
 def _url_host(host: str) -> str:

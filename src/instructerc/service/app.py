@@ -10,7 +10,6 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import itertools
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from instructerc import __version__
@@ -38,7 +37,10 @@ class Service:
         self.config = config
         self.batcher = Batcher(
             lambda items: predictor.predict_at(items, mode=MODE),
-            BatchingConfig(enabled=config.batching, max_batch_size=config.max_batch_size, max_wait=config.max_wait_ms / 1000, max_pending=config.max_pending),
+            BatchingConfig(
+                enabled=config.batching, max_batch_size=config.max_batch_size, max_wait=config.max_wait_ms / 1000,
+                wait_share=config.wait_share, max_pending=config.max_pending,
+            ),
         )
         self.store = ConversationStore(config.max_conversations, config.max_idle_seconds)
         self._ids = itertools.count()
@@ -94,7 +96,9 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        # An overloaded server asks well-behaved clients to back off rather than retry at once.
+        headers = {"Retry-After": "1"} if error.status == 503 else None
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

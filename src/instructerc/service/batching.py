@@ -1,10 +1,16 @@
 """Micro-batching: requests that arrive together share one model call.
 
 Each request queues a *job* (the utterances it wants predicted) and awaits its own future. One
-collector task takes the first queued job, lets others join for up to ``max_wait`` seconds or
-until ``max_batch_size`` utterances are gathered, and runs the model on them in a single worker
-thread, so the event loop keeps accepting requests while the model runs and the model is never
-called from two threads at once. Requests that queue up during a model call form the next batch.
+collector task takes the first queued job, lets others join until ``max_batch_size`` utterances
+are gathered or the wait is over, and runs the model on them in a single worker thread, so the
+event loop keeps accepting requests while the model runs and the model is never called from two
+threads at once. Requests that queue up during a model call form the next batch.
+
+The wait is ``max_wait``, or ``wait_share`` of the last model call's duration when that is
+longer. Clients answered by one model call need a moment to send their next request; with a
+fixed short wait they miss the next batch, and concurrent clients settle into two alternating
+half-size batches. Waiting a small share of a slow model call lets them join, for at most that
+share of added latency (with a fast model the fixed ``max_wait`` applies).
 
 A model error fails only the request that caused it: a failed batch of several jobs is run
 again job by job, and each job gets its own result or its own exception.
@@ -35,8 +41,9 @@ class BatchingConfig:
     """How jobs are grouped (see :class:`instructerc.service.config.ServiceConfig`)."""
 
     enabled: bool = True
-    max_batch_size: int = 16
+    max_batch_size: int = 64
     max_wait: float = 0.005
+    wait_share: float = 0.05
     max_pending: int = 4096
 
 
@@ -63,6 +70,7 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self.pending = 0
         self.model_calls = 0
+        self._last_call_seconds = 0.0
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -118,7 +126,7 @@ class Batcher:
         if not self.config.enabled:
             return batch
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.max_wait
+        deadline = loop.time() + max(self.config.max_wait, self.config.wait_share * self._last_call_seconds)
         while size < self.config.max_batch_size:
             job = await self._queued_until(deadline)
             if job is None:
@@ -143,7 +151,7 @@ class Batcher:
             return None
 
     async def _run(self, batch: list[_Job]) -> None:
-        # A client that went away has cancelled its future: its utterances are not computed.
+        # A request cancelled while it waited (e.g. at shutdown) is not computed.
         live = [job for job in batch if not job.future.done()]
         if not live:
             return
@@ -175,7 +183,12 @@ class Batcher:
     async def _call(self, items: Sequence[Item]) -> list[Any]:
         assert self._executor is not None
         self.model_calls += 1
-        results = list(await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, list(items)))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            results = list(await loop.run_in_executor(self._executor, self._predict, list(items)))
+        finally:
+            self._last_call_seconds = loop.time() - start
         if len(results) != len(items):
             raise RuntimeError(f"the model returned {len(results)} predictions for {len(items)} utterances")
         return results

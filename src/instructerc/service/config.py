@@ -21,9 +21,13 @@ class ServiceConfig:
 
     Batching (requests arriving together share one model call):
         batching: off makes every request its own model call, one after another (for comparison).
-        max_batch_size: the most utterances predicted in one model call; a request with more
-            is never split, it runs alone.
+        max_batch_size: the most utterances predicted in one model call (64: sixty-four
+            conversation turns, or about ten whole dialogues); a request with more is never
+            split, it runs alone. The predictor bounds each forward pass by tokens on its own.
         max_wait_ms: how long the first queued request waits for others to join its batch.
+        wait_share: or this share of the last model call's duration, when that is longer: with a
+            slow model, clients answered by one call then have time to join the next one
+            instead of forming a second, alternating half-size batch (0 turns this off).
         max_pending: the most utterances queued or running; beyond it a request gets 503, so a
             flood of requests cannot grow memory without bound (a request alone is always
             accepted, whatever its size within the request limits).
@@ -42,8 +46,9 @@ class ServiceConfig:
     max_speaker_chars: int = 100
 
     batching: bool = True
-    max_batch_size: int = 16
+    max_batch_size: int = 64
     max_wait_ms: float = 5.0
+    wait_share: float = 0.05
     max_pending: int = 4096
 
     max_conversations: int = 1000
@@ -56,7 +61,7 @@ class ServiceConfig:
             if spec.name == "batching":
                 if not isinstance(value, bool):
                     raise InputError("must be true or false", field=spec.name)
-            elif spec.name == "max_wait_ms":
+            elif spec.name in ("max_wait_ms", "wait_share"):
                 if value < 0:
                     raise InputError("must be >= 0", field=spec.name)
             elif value <= 0:

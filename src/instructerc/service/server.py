@@ -21,10 +21,27 @@ def require_serve_extra() -> None:
         raise InputError(f"serving needs {' and '.join(missing)}: pip install 'instructerc[serve]'")
 
 
-def serve(model_dir: Path, config: ServiceConfig, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, device: Any = None, log_level: str = "info", access_log: bool = True) -> None:
-    """Serve ``model_dir`` until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
+def serve(
+    model_dir: Path,
+    config: ServiceConfig,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    device: Any = None,
+    threads: int | None = None,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Serve ``model_dir`` until interrupted (Ctrl-C or SIGTERM stop it gracefully).
+
+    ``threads`` sets torch's CPU threads for the model (default: torch's choice, one per core).
+    """
     require_serve_extra()
     import uvicorn
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     from instructerc.inference.predictor import Predictor
     from instructerc.service.app import create_app
