@@ -110,3 +110,13 @@ def test_generation_is_parsed_strictly_and_batching_does_not_change_it(predictor
         assert (p.label is None) == (MELD.parse_exact(p.generated) is None)
     snapped = predictor.predict([d], mode="generate", paper_parsing=True)[0]
     assert all(p.label in MELD.labels for p in snapped)
+
+
+def test_batched_label_probabilities_equal_prompt_by_prompt(predictor):
+    scorer = predictor.scorer
+    assert scorer.single_pass
+    torch.manual_seed(1)
+    logits = torch.randn(5, len(predictor.tokenizer))
+    batched = scorer.batch_probabilities(logits)
+    for row, expected in zip(logits, batched):
+        torch.testing.assert_close(scorer.probabilities([row]), expected, atol=1e-6, rtol=1e-6)

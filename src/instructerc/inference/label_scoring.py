@@ -62,6 +62,16 @@ class LabelScorer:
         """The sequences whose last-token logits the scorer needs, one per branch point."""
         return [prompt_ids + bp.path for bp in self.branch_points]
 
+    def batch_probabilities(self, logits: Any) -> Any:
+        """Single-pass label sets: probabilities for many prompts at once from ``[n, vocab]`` logits."""
+        import torch
+
+        if not self.single_pass:
+            raise ValueError("labels share answer prefixes: score prompt by prompt")
+        root = self.branch_points[0]
+        order = [steps[0][1] for steps in self._label_steps]  # each label's child position at the root
+        return torch.softmax(logits[:, list(root.children)].float(), dim=-1)[:, order]
+
     def probabilities(self, logits: Any) -> Any:
         """``logits[i]`` are the next-token logits after ``sequences(...)[i]``; returns label probabilities."""
         import torch

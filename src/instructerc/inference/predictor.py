@@ -136,17 +136,22 @@ class Predictor:
         return Prediction(label=labels[best], scores=dict(zip(labels, probabilities)))
 
     def _score(self, encoded: Sequence[Any], progress: Any) -> list[Prediction]:
+        import torch
+
         per_prompt = len(self.scorer.branch_points)
         sequences = [s for e in encoded for s in self.scorer.sequences(e.prompt_ids)]
         logits = last_token_logits(self.model, sequences, self.tokenizer.pad_token_id, self.config.max_tokens, self.config.batch_tokens, self.device)
-        predictions = []
+        if self.scorer.single_pass:
+            table = self.scorer.batch_probabilities(torch.stack(logits)).tolist()
+        else:
+            table = [self.scorer.probabilities(logits[i * per_prompt:(i + 1) * per_prompt]).tolist() for i in range(len(encoded))]
         labels = self.label_set.labels
-        for i in range(len(encoded)):
-            probabilities = self.scorer.probabilities(logits[i * per_prompt:(i + 1) * per_prompt]).tolist()
+        predictions = []
+        for probabilities in table:
             best = max(range(len(labels)), key=lambda k: probabilities[k])
             predictions.append(Prediction(label=labels[best], scores=dict(zip(labels, probabilities))))
-            if progress is not None:
-                progress.update(1)
+        if progress is not None:
+            progress.update(len(encoded))
         return predictions
 
     def _generate(self, encoded: Sequence[Any], paper_parsing: bool, progress: Any) -> list[Prediction]:

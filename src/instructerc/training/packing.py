@@ -101,11 +101,22 @@ def pack(sequences: Sequence[Sequence[int]], max_tokens: int, shared_prefix: boo
     return rows
 
 
+def subtree_sizes(parents: Sequence[int]) -> list[int]:
+    """How many tokens each token's subtree holds (itself included), from depth-first parents."""
+    sizes = [1] * len(parents)
+    for i in range(len(parents) - 1, -1, -1):
+        if parents[i] >= 0:
+            sizes[parents[i]] += sizes[i]
+    return sizes
+
+
 def row_tensors(rows: Sequence[PackedRow], pad_id: int, dtype=None):
     """Batch rows into ``input_ids``, ``position_ids`` and an additive 4D attention mask.
 
-    Padding tokens attend only to themselves, so no attention row is empty (an empty row makes
-    scaled-dot-product attention return NaN).
+    In depth-first order every subtree is a contiguous range, so token ``i`` may attend to token
+    ``j`` exactly when ``j <= i < j + size(j)``: its ancestors and itself. Padding tokens attend
+    only to themselves, so no attention row is empty (an empty row makes scaled-dot-product
+    attention return NaN).
     """
     import numpy as np
     import torch
@@ -115,17 +126,16 @@ def row_tensors(rows: Sequence[PackedRow], pad_id: int, dtype=None):
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), length), dtype=torch.long)
     allowed = np.zeros((len(rows), length, length), dtype=bool)
+    index = np.arange(length)
     for b, row in enumerate(rows):
         n = len(row)
         ids[b, :n] = torch.tensor(row.tokens, dtype=torch.long)
         positions[b, :n] = torch.tensor(row.depths, dtype=torch.long)
-        block = allowed[b]
-        for i, parent in enumerate(row.parents):
-            if parent >= 0:
-                block[i, :i] = block[parent, :i]
-            block[i, i] = True
-        idx = np.arange(n, length)
-        block[idx, idx] = True
+        ends = index.copy()
+        ends[:n] = index[:n] + np.asarray(subtree_sizes(row.parents))  # padding: a subtree of one
+        ends[n:] = index[n:] + 1
+        allowed[b] = (index[None, :] <= index[:, None]) & (index[:, None] < ends[None, :])
+        allowed[b, n:, :n] = False
     mask = torch.zeros((len(rows), 1, length, length), dtype=dtype)
     mask.masked_fill_(~torch.from_numpy(allowed)[:, None], torch.finfo(dtype).min)
     return ids, positions, mask

@@ -1,0 +1,66 @@
+"""Prefix-tree packing: the layout and the attention mask are exactly each sequence's own causal view."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from instructerc.training.packing import pack, row_tensors
+
+
+def reference_mask(parents: list[int], length: int) -> np.ndarray:
+    """Token i sees its ancestors and itself, found by walking parents; padding sees itself."""
+    allowed = np.zeros((length, length), dtype=bool)
+    for i in range(length):
+        allowed[i, i] = True
+        j = parents[i] if i < len(parents) else -1
+        while j >= 0:
+            allowed[i, j] = True
+            j = parents[j]
+    return allowed
+
+
+def random_sequences(seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    stem = [rng.randrange(50) for _ in range(30)]
+    return [stem[: rng.randint(0, 30)] + [rng.randrange(50, 90) for _ in range(rng.randint(1, 12))] for _ in range(25)]
+
+
+def test_the_mask_lets_each_token_see_exactly_its_ancestors():
+    for seed in range(5):
+        packed = pack(random_sequences(seed), max_tokens=120)
+        rows = [row for row, _ in packed]
+        _, positions, mask = row_tensors(rows, pad_id=0)
+        for b, row in enumerate(rows):
+            assert np.array_equal((mask[b, 0] == 0).numpy(), reference_mask(row.parents, mask.shape[-1]))
+            assert positions[b, : len(row)].tolist() == row.depths
+
+
+def test_every_sequence_is_recovered_from_its_row_and_shared_prefixes_are_stored_once():
+    sequences = random_sequences(7)
+    packed = pack(sequences, max_tokens=10_000)
+    assert len(packed) == 1
+    row, members = packed[0]
+    assert len(row) < sum(len(s) for s in sequences)
+    for ends, member in zip(row.ends, members):
+        assert [row.tokens[i] for i in ends] == sequences[member]
+        assert [row.depths[i] for i in ends] == list(range(len(sequences[member])))
+
+
+def test_rows_respect_max_tokens_and_keep_the_input_order():
+    sequences = random_sequences(3)
+    packed = pack(sequences, max_tokens=60)
+    assert all(len(row) <= 60 or len(members) == 1 for row, members in packed)
+    assert [m for _, members in packed for m in members] == list(range(len(sequences)))
+    unshared = pack(sequences, max_tokens=60, shared_prefix=False)
+    assert all(len(members) == 1 for _, members in unshared)
+
+
+def test_identical_sequences_each_keep_their_own_entry():
+    packed = pack([[1, 2, 3], [1, 2, 3], [1, 2]], max_tokens=100)
+    row, members = packed[0]
+    assert len(row) == 3 and members == [0, 1, 2]
+    assert row.ends[0] == row.ends[1] == [0, 1, 2] and row.ends[2] == [0, 1]
+    assert torch.is_tensor(row_tensors([row], 0)[2])
