@@ -54,7 +54,7 @@ def test_grid_runs_once_and_reports(grid_files, capsys):
     assert main(["experiment", str(grid_files / "grid.yaml"), "--only", "history=on", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert out.count(": running") == 4
-    runs = sorted((grid_files / "runs").glob("*/result.json"))
+    runs = sorted((grid_files / "runs").glob("run-*/result.json"))
     assert len(runs) == 4
     stamps = {p: p.stat().st_mtime_ns for p in runs}
     # A second invocation finds every run done and redoes none.
@@ -96,3 +96,21 @@ def test_every_shipped_experiment_expands_to_valid_recipes():
         assert runs, path
         for spec in runs:
             TrainConfig.from_yaml(root / config.base, spec.overrides)
+
+
+def test_identical_runs_in_two_grids_share_one_directory(grid_files):
+    import yaml as _yaml
+
+    from instructerc.experiments.runner import run_directory
+
+    other = grid_files / "other.yaml"
+    _yaml.safe_dump({"name": "other", "base": "base.yaml", "output_dir": "runs", "seeds": [1],
+                     "axes": {"share": {"all": {"data.fraction": 1.0}}, "with-history": {"yes": {"template.history": True}}}}, other.open("w"))
+    first, first_root = load_experiment(grid_files / "grid.yaml")
+    second, second_root = load_experiment(other)
+    a = next(s for s in expand(first) if s.values == {"fraction": "1", "history": "on"} and s.seed == 1)
+    b = expand(second)[0]
+    assert a.name != b.name
+    assert run_directory(first, first_root, a) == run_directory(second, second_root, b)
+    c = next(s for s in expand(first) if s.values == {"fraction": "1", "history": "on"} and s.seed == 2)
+    assert run_directory(first, first_root, c) != run_directory(first, first_root, a)

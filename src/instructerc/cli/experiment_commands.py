@@ -27,7 +27,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.list:
         for spec in specs:
             done = (run_directory(config, root, spec) / RESULT_FILE).is_file()
-            print(f"{'done   ' if done else 'pending'} {spec.name}")
+            print(f"{'done   ' if done else 'pending'} {run_directory(config, root, spec).name} {spec.name}")
         return 0
     if args.report_only:
         results = [load_result(run_directory(config, root, s) / RESULT_FILE, s) for s in specs if (run_directory(config, root, s) / RESULT_FILE).is_file()]

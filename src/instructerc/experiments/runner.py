@@ -24,8 +24,27 @@ class RunResult:
         return self.spec.name
 
 
+def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
+    from instructerc.training.config import TrainConfig
+
+    return TrainConfig.from_yaml(root / config.base, spec.overrides)
+
+
+def run_key(config: ExperimentConfig, root: Path, spec: RunSpec) -> str:
+    """A run's identity: a hash of its fully resolved training config (its output place aside).
+
+    Two grids that contain the same run (say, fraction 1 of a data-scaling grid and the
+    single-dataset row of a label-space grid) share one directory and train it once.
+    """
+    import hashlib
+
+    data = resolved_config(config, root, spec).to_dict()
+    data.pop("output_dir", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
-    return (root / config.output_dir / spec.name).resolve()
+    return (root / config.output_dir / f"run-{run_key(config, root, spec)}").resolve()
 
 
 def evaluate_model(model_dir: Path, source: Any, split: str) -> dict[str, Any]:
@@ -50,6 +69,9 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
     if done.is_file():
         return load_result(done, spec)
     train_config = TrainConfig.from_yaml(root / config.base, {**spec.overrides, "output_dir": str(directory)})
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_write(directory / "spec.json") as handle:
+        json.dump({"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides}, handle, indent=2)
     checkpoints = directory / "checkpoints"
     if not (directory / "model" / "instructerc.json").is_file():
         resume = checkpoints.is_dir() and any(checkpoints.iterdir())
@@ -74,7 +96,8 @@ def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: 
     for position, spec in enumerate(specs, start=1):
         if only is not None and only not in spec.name:
             continue
-        state = "done" if (run_directory(config, root, spec) / RESULT_FILE).is_file() else "running"
-        print(f"[{position}/{len(specs)}] {spec.name}: {state}")
+        directory = run_directory(config, root, spec)
+        state = "done" if (directory / RESULT_FILE).is_file() else "running"
+        print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): {state}")
         results.append(run_one(config, root, spec, progress))
     return results

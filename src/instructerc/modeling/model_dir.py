@@ -72,7 +72,10 @@ def load_model(directory: Path, device: Any = "cpu", merge: bool = True) -> tupl
     what the base model costs.
     """
     manifest = Manifest.load(directory)
-    tokenizer = load_tokenizer(str(directory), trust_remote_code=manifest.backbone.trust_remote_code)
+    # An adapter-only directory (the shipped default model) uses its backbone's tokenizer.
+    has_tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
+    source = str(directory) if has_tokenizer else resolve_model(manifest.backbone)
+    tokenizer = load_tokenizer(source, trust_remote_code=manifest.backbone.trust_remote_code)
     if manifest.method == "lora":
         from peft import PeftModel
 

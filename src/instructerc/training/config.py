@@ -146,7 +146,11 @@ class PackingConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run (a recipe). See ``recipes/`` for complete examples."""
+    """A training run (a recipe). See ``recipes/`` for complete examples.
+
+    Dev evaluation (which selects the checkpoint) runs every ``eval_every_steps`` steps when set,
+    else ``evals_per_epoch`` times per epoch of every stage that trains ERC, and always at the end.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -159,6 +163,7 @@ class TrainConfig:
     packing: PackingConfig = field(default_factory=PackingConfig)
     max_length: int = 1024
     eval_every_steps: int | None = None
+    evals_per_epoch: int = 1
     checkpoint_every_steps: int = 100
     seed: int = 42
     output_dir: str = "runs/model"
@@ -172,6 +177,10 @@ class TrainConfig:
             raise InputError(f"speaker_variant must be one of {SPEAKER_VARIANTS}", field="speaker_variant")
         if self.max_length < 16:
             raise InputError("max_length is too small", field="max_length")
+        if self.evals_per_epoch < 1:
+            raise InputError("evals_per_epoch must be >= 1", field="evals_per_epoch")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise InputError("eval_every_steps must be >= 1", field="eval_every_steps")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":

@@ -24,7 +24,7 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
         f"- stages: {stages}",
         f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, warmup {config.optim.warmup_ratio:g}, linear decay",
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
-        f"- checkpoint selected on dev (step {state.best_step} of {state.global_step}); the test split was not read during training.",
+        f"- checkpoint selected on dev (step {state.best_step}" + (f" of {state.global_step}" if state.global_step else "") + "); the test split was not read during training.",
         "",
         "## Dev scores (the selection split)",
         "",

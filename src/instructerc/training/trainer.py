@@ -214,7 +214,7 @@ class Trainer:
                     if accelerator.is_main_process:
                         self._log({"event": "step", "step": state.global_step, "stage": stage_index, "epoch": epoch, "loss": loss_value,
                                    "lr": scheduler.get_last_lr()[0], "tokens": tokens, "tokens_per_s": tokens / elapsed, "examples": len(batch)})
-                    if config.eval_every_steps and state.global_step % config.eval_every_steps == 0 and stage.evaluates_erc:
+                    if stage.evaluates_erc and self._evaluation_due(state, epoch * steps_per_epoch + step_index + 1, steps_per_epoch, total_steps):
                         self._evaluate(model, accelerator, dev_evaluator, state)
                     if state.global_step % config.checkpoint_every_steps == 0:
                         self._checkpoint(model, optimizer, scheduler, accelerator, state)
@@ -224,8 +224,6 @@ class Trainer:
                 if stopped:
                     break
                 state.step_in_epoch = 0
-                if stage.evaluates_erc and not config.eval_every_steps:
-                    self._evaluate(model, accelerator, dev_evaluator, state)
             bar.close()
             if stopped:
                 break
@@ -240,6 +238,16 @@ class Trainer:
             self._evaluate(model, accelerator, dev_evaluator, state)
         dev_metrics = self._finish(accelerator, model, setup, retriever, state, hf_tokenizer)
         return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, dev_metrics, accelerator.is_main_process)
+
+    def _evaluation_due(self, state: TrainState, done: int, steps_per_epoch: int, total_steps: int) -> bool:
+        """Whether to score dev after ``done`` steps of the current stage."""
+        if done == total_steps:
+            return True
+        if self.config.eval_every_steps:
+            return state.global_step % self.config.eval_every_steps == 0
+        per_epoch = self.config.evals_per_epoch
+        position = (done - 1) % steps_per_epoch + 1
+        return any(position == round(k * steps_per_epoch / per_epoch) for k in range(1, per_epoch + 1))
 
     def _step(self, model, optimizer, scheduler, accelerator, examples, batch, rank, world, pad_id) -> tuple[float, int]:
         import torch

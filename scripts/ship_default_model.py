@@ -1,0 +1,64 @@
+"""Copy a trained LoRA model into the package as the default model (a few MB).
+
+The adapter weights are stored in float16 (they are merged into the float32 backbone at load
+time); the tokenizer is not copied, since the backbone's own is used. The model card gains the
+test scores given with --test-metrics (from ``instructerc evaluate``), which are read once, after
+training, for the dev-selected checkpoint.
+
+    python scripts/ship_default_model.py runs/cpu/run-XXXX/model --test-metrics EVAL_DIR/metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+TARGET = Path(__file__).resolve().parents[1] / "src" / "instructerc" / "resources" / "default_model"
+KEEP = ("instructerc.json", "prompting.json", "adapter_config.json", "training_config.yaml", "dev_metrics.json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path, help="a trained model directory (LoRA)")
+    parser.add_argument("--test-metrics", type=Path, action="append", default=[], help="metrics.json of instructerc evaluate on a test split (repeatable)")
+    args = parser.parse_args()
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.training.checkpoint import TrainState
+    from instructerc.training.config import TrainConfig
+    from instructerc.training.model_card import write_model_card
+
+    if Manifest.load(args.model).method != "lora":
+        raise SystemExit("only a LoRA adapter is small enough to ship")
+    staging = TARGET.with_name(".default_model.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in KEEP:
+        shutil.copy2(args.model / name, staging / name)
+    weights = load_file(args.model / "adapter_model.safetensors")
+    save_file({k: v.to(torch.float16) for k, v in weights.items()}, staging / "adapter_model.safetensors")
+
+    test = {}
+    for path in args.test_metrics:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        system = data["systems"]["llm"] if "systems" in data else data
+        test.update(system["by_dataset"])
+    dev = json.loads((args.model / "dev_metrics.json").read_text(encoding="utf-8"))
+    config = TrainConfig.from_yaml(args.model / "training_config.yaml")
+    setup = PromptSetup.load(args.model)
+    state = TrainState(best_step=dev.get("step"))
+    write_model_card(staging, config, setup, dev, state, test_metrics=test or None)
+    shutil.rmtree(TARGET, ignore_errors=True)
+    staging.rename(TARGET)
+    size = sum(p.stat().st_size for p in TARGET.iterdir())
+    print(f"shipped {TARGET} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
