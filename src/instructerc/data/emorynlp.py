@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, read_csv_rows
+from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_text, read_csv_rows
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import EMORYNLP
 from instructerc.labels.label_set import LabelSet
@@ -37,7 +37,7 @@ def parse_speakers(raw: str, *, path: Path, line: int) -> str:
 def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORYNLP) -> list[Dialogue]:
     file = csv_path(path, split)
     label_set = label_set or EMORYNLP
-    turns: dict[str, list[tuple[int, Utterance]]] = {}
+    collector = TurnCollector("emorynlp", split, file)
     for line, row in read_csv_rows(file, _COLUMNS):
         utterance = Utterance(
             speaker=parse_speakers(row["Speaker"], path=file, line=line),
@@ -45,16 +45,8 @@ def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORY
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )
-        dialogue_id = "_".join(row[c].strip() for c in ("Season", "Episode", "Scene_ID"))
-        try:
-            order = int(row["Utterance_ID"])
-        except ValueError:
-            raise InputError(f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=file, line=line, field="Utterance_ID") from None
-        turns.setdefault(dialogue_id, []).append((order, utterance))
-    return [
-        Dialogue(id=dialogue_id, dataset="emorynlp", split=split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0])))
-        for dialogue_id, items in turns.items()
-    ]
+        collector.add("_".join(row[c].strip() for c in ("Season", "Episode", "Scene_ID")), row, line, utterance)
+    return collector.dialogues()
 
 
 LOADER = Loader(name="emorynlp", description="EmoryNLP CSVs (dialogue = Season/Episode/Scene_ID)", read=read_emorynlp_csv, label_set=EMORYNLP)

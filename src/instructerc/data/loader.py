@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from instructerc.data.dialogue import Dialogue
+from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
 
@@ -90,3 +90,24 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
             raise InputError(f"malformed CSV: {error}", path=path, line=reader.line_num) from None
         except UnicodeDecodeError:
             raise not_utf8(path) from None
+
+
+class TurnCollector:
+    """Gathers CSV rows into dialogues, each ordered by its rows' ``Utterance_ID``."""
+
+    def __init__(self, dataset: str, split: str, file: Path) -> None:
+        self.dataset, self.split, self.file = dataset, split, file
+        self._turns: dict[str, list[tuple[int, Utterance]]] = {}
+
+    def add(self, dialogue_id: str, row: dict[str, str], line: int, utterance: Utterance) -> None:
+        try:
+            order = int(row["Utterance_ID"])
+        except ValueError:
+            raise InputError(f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=self.file, line=line, field="Utterance_ID") from None
+        self._turns.setdefault(dialogue_id, []).append((order, utterance))
+
+    def dialogues(self) -> list[Dialogue]:
+        return [
+            Dialogue(id=key, dataset=self.dataset, split=self.split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0])))
+            for key, items in self._turns.items()
+        ]

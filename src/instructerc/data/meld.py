@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, read_csv_rows
+from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_text, read_csv_rows
 from instructerc.labels.benchmarks import MELD
 from instructerc.labels.label_set import LabelSet
 
@@ -21,7 +21,7 @@ def csv_path(path: Path, split: str) -> Path:
 def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> list[Dialogue]:
     file = csv_path(path, split)
     label_set = label_set or MELD
-    turns: dict[str, list[tuple[int, Utterance]]] = {}
+    collector = TurnCollector("meld", split, file)
     for line, row in read_csv_rows(file, _COLUMNS):
         utterance = Utterance(
             speaker=row["Speaker"].strip(),
@@ -29,20 +29,8 @@ def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> 
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )
-        turns.setdefault(row["Dialogue_ID"].strip(), []).append((_as_int(row["Utterance_ID"], file, line), utterance))
-    return [
-        Dialogue(id=dialogue_id, dataset="meld", split=split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0])))
-        for dialogue_id, items in turns.items()
-    ]
-
-
-def _as_int(value: str, path: Path, line: int) -> int:
-    from instructerc.errors import InputError
-
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"Utterance_ID '{value}' is not an integer", path=path, line=line, field="Utterance_ID") from None
+        collector.add(row["Dialogue_ID"].strip(), row, line, utterance)
+    return collector.dialogues()
 
 
 LOADER = Loader(name="meld", description="MELD official CSVs (real speaker names)", read=read_meld_csv, label_set=MELD)
