@@ -64,17 +64,9 @@ def default_out(model: Path, dataset: str, split: str, mode: str, paper_parsing:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from instructerc.data.dialogue import canonical_split
-    from instructerc.data.registry import load_dialogues
     from instructerc.errors import InputError
-    from instructerc.evaluation.baselines import constant_predictions, run_baselines
-    from instructerc.evaluation.harness import check_scorable, llm_result, predict_all, write_predictions
-    from instructerc.evaluation.report import summary_lines, write_outputs
-    from instructerc.evaluation.results import EvaluationResult, SystemResult, check_comparable
-    from instructerc.evaluation.scoring import score_by_dataset
-    from instructerc.inference.predictor import Predictor
+    from instructerc.evaluation.evaluate import evaluate_model
+    from instructerc.evaluation.report import summary_lines
 
     if args.runs:
         given = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is not None]
@@ -84,39 +76,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is None]
     if missing:
         raise InputError(f"evaluate needs {', '.join(missing)} (or --runs DIR DIR ... to aggregate earlier evaluations)")
-    if args.paper_parsing and args.mode != "generate":
-        raise InputError("--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing")
-    if args.baselines and args.with_baselines:
-        raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
-    source = _source(args)
-    split = canonical_split(args.split)
-    dialogues = load_dialogues(source, split)
-    imported = EvaluationResult.load(args.baselines) if args.baselines else None
-    predictor = Predictor.from_directory(args.model)
-    label_set = predictor.label_set
-    check_scorable(dialogues, label_set)
-    data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
-    if imported is not None:
-        if not any(s.kind == "baseline" for s in imported.systems.values()):
-            raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=args.baselines)
-        shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
-        check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, args.baselines)
-    computed = run_baselines(source, split, progress=not args.no_progress) if args.with_baselines else None
+    from instructerc.data.dialogue import canonical_split
 
-    predictions = predict_all(predictor, dialogues, args.mode, args.paper_parsing, args.chunk_size, progress=not args.no_progress)
-    settings = {"model": str(args.model), "mode": args.mode, "paper_parsing": args.paper_parsing, "template": predictor.setup.template.name}
-    result = EvaluationResult(split, data, {"llm": llm_result(dialogues, predictions, label_set, settings)})
-    if imported is not None:
-        result = result.with_systems({n: replace(s, settings={**s.settings, "from": str(args.baselines)}) for n, s in imported.systems.items() if s.kind == "baseline"})
-    if computed is not None:
-        result = result.with_systems(computed.systems)
-    out = args.out or default_out(args.model, source.name, split, args.mode, args.paper_parsing)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_predictions(out / "predictions.jsonl", dialogues, predictions, args.mode, label_set)
-        write_outputs(result, out)
-    except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=out) from None
+    source = _source(args)
+    out = args.out or default_out(args.model, source.name, canonical_split(args.split), args.mode, args.paper_parsing)
+    result = evaluate_model(args.model, source, args.split, out, mode=args.mode, paper_parsing=args.paper_parsing, baselines_from=args.baselines,
+                            with_baselines=args.with_baselines, chunk_size=args.chunk_size, progress=not args.no_progress)
     for line in summary_lines(result):
         print(line)
     print(f"wrote metrics.json, predictions.jsonl, report.md and confusion matrices to {out}")

@@ -47,16 +47,13 @@ def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
     return (root / config.output_dir / f"run-{run_key(config, root, spec)}").resolve()
 
 
-def evaluate_model(model_dir: Path, source: Any, split: str) -> dict[str, Any]:
-    """Metrics per dataset of a model directory on one split (the split is read only here)."""
-    from instructerc.data.registry import load_dialogues
-    from instructerc.evaluation.scoring import score_by_dataset
-    from instructerc.inference.predictor import Predictor
+def evaluate_run(directory: Path, source: Any, split: str, progress: bool) -> dict[str, Any]:
+    """Metrics per dataset of a run's dev-selected model on ``split`` (read only here), with the
+    full evaluation (predictions, confusion matrices, report) written beside the model."""
+    from instructerc.evaluation.evaluate import evaluate_model
 
-    predictor = Predictor.from_directory(model_dir)
-    dialogues = load_dialogues(source, split)
-    predictions = predictor.predict(dialogues)
-    return {dataset: metrics.to_dict() for dataset, metrics in score_by_dataset(dialogues, predictions, predictor.label_set).items()}
+    result = evaluate_model(directory / "model", source, split, directory / f"eval-{split}", progress=progress)
+    return {dataset: metrics.to_dict() for dataset, metrics in result.systems["llm"].by_dataset.items()}
 
 
 def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True) -> RunResult:
@@ -77,7 +74,7 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
         resume = checkpoints.is_dir() and any(checkpoints.iterdir())
         Trainer(train_config, progress=progress).run(resume=resume)
     dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
-    test = evaluate_model(directory / "model", train_config.data.source(), config.evaluate_split)
+    test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress)
     record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test, "evaluate_split": config.evaluate_split}
     with atomic_write(done) as handle:
         json.dump(record, handle, indent=2)

@@ -1,0 +1,67 @@
+"""Evaluating a model directory on one split: the function behind ``instructerc evaluate``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from instructerc.data.dialogue import canonical_split
+from instructerc.data.registry import DataSource, load_dialogues
+from instructerc.errors import InputError
+from instructerc.evaluation.results import EvaluationResult, SystemResult
+
+
+def evaluate_model(
+    model: Path,
+    source: DataSource,
+    split: str,
+    out: Path,
+    *,
+    mode: str = "score",
+    paper_parsing: bool = False,
+    baselines_from: Path | None = None,
+    with_baselines: bool = False,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predict every utterance of ``split``, score it, and write metrics.json, predictions.jsonl,
+    report.md and confusion matrices to ``out``. This is the only place a test split is read."""
+    from instructerc.evaluation.baselines import constant_predictions, run_baselines
+    from instructerc.evaluation.harness import check_scorable, llm_result, predict_all, write_predictions
+    from instructerc.evaluation.report import write_outputs
+    from instructerc.evaluation.results import check_comparable
+    from instructerc.evaluation.scoring import score_by_dataset
+    from instructerc.inference.predictor import Predictor
+
+    if paper_parsing and mode != "generate":
+        raise InputError("--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing")
+    if baselines_from and with_baselines:
+        raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
+    split = canonical_split(split)
+    dialogues = load_dialogues(source, split)
+    imported = EvaluationResult.load(baselines_from) if baselines_from else None
+    predictor = Predictor.from_directory(model)
+    label_set = predictor.label_set
+    check_scorable(dialogues, label_set)
+    data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
+    if imported is not None:
+        if not any(s.kind == "baseline" for s in imported.systems.values()):
+            raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=baselines_from)
+        shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
+        check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, baselines_from)
+    computed = run_baselines(source, split, progress=progress) if with_baselines else None
+
+    predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
+    settings = {"model": str(model), "mode": mode, "paper_parsing": paper_parsing, "template": predictor.setup.template.name}
+    result = EvaluationResult(split, data, {"llm": llm_result(dialogues, predictions, label_set, settings)})
+    if imported is not None:
+        result = result.with_systems({n: replace(s, settings={**s.settings, "from": str(baselines_from)}) for n, s in imported.systems.items() if s.kind == "baseline"})
+    if computed is not None:
+        result = result.with_systems(computed.systems)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(out / "predictions.jsonl", dialogues, predictions, mode, label_set)
+        write_outputs(result, out)
+    except OSError as error:
+        raise InputError(f"cannot write: {error.strerror or error}", path=out) from None
+    return result
