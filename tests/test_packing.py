@@ -34,7 +34,7 @@ def test_the_mask_lets_each_token_see_exactly_its_ancestors():
         rows = [row for row, _ in packed]
         _, positions, mask = row_tensors(rows, pad_id=0)
         for b, row in enumerate(rows):
-            assert np.array_equal((mask[b, 0] == 0).numpy(), reference_mask(row.parents, mask.shape[-1]))
+            assert np.array_equal(mask[b, 0].numpy(), reference_mask(row.parents, mask.shape[-1]))
             assert positions[b, : len(row)].tolist() == row.depths
 
 
@@ -64,3 +64,48 @@ def test_identical_sequences_each_keep_their_own_entry():
     assert len(row) == 3 and members == [0, 1, 2]
     assert row.ends[0] == row.ends[1] == [0, 1, 2] and row.ends[2] == [0, 1]
     assert torch.is_tensor(row_tensors([row], 0)[2])
+
+
+def test_sdpa_and_eager_attention_agree_on_packed_rows(tmp_path):
+    """The boolean mask goes to SDPA as is and to eager attention as an additive mask."""
+    from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
+    from instructerc.modeling.forward import kept_logits
+    from tiny import tiny_backbone
+
+    path = str(tiny_backbone(tmp_path / "backbone"))
+    rows = [row for row, _ in pack(random_sequences(11), max_tokens=80)]
+    ids, positions, mask = row_tensors(rows, pad_id=0)
+    keep = torch.arange(ids.shape[1])
+    outputs = []
+    for implementation in ("sdpa", "eager"):
+        model = load_causal_lm(path, BackboneConfig(model=path, attn_implementation=implementation)).eval()
+        with torch.no_grad():
+            outputs.append(kept_logits(model, ids, mask, positions, keep))
+    real = torch.zeros(ids.shape, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        real[b, : len(row)] = True
+    torch.testing.assert_close(outputs[0][real], outputs[1][real], atol=1e-5, rtol=1e-5)
+
+
+def test_wrapped_models_still_skip_the_vocabulary_projection(tmp_path):
+    """DDP hides the model's forward signature behind (*inputs, **kwargs); the check must look inside."""
+    from peft import LoraConfig, get_peft_model
+
+    from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
+    from instructerc.modeling.forward import _accepts_logits_to_keep, underlying_model
+    from tiny import tiny_backbone
+
+    path = str(tiny_backbone(tmp_path / "backbone"))
+    model = get_peft_model(load_causal_lm(path, BackboneConfig(model=path)), LoraConfig(r=2, target_modules=["q_proj"]))
+
+    class Wrapper(torch.nn.Module):  # the shape of DistributedDataParallel: .module, forward(*inputs, **kwargs)
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *inputs, **kwargs):
+            return self.module(*inputs, **kwargs)
+
+    wrapped = Wrapper(model)
+    assert underlying_model(wrapped) is model.get_base_model()
+    assert _accepts_logits_to_keep(wrapped)

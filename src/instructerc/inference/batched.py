@@ -40,10 +40,9 @@ def last_token_logits(
 
     packed = pack(sequences, max_tokens, shared_prefix=True)
     results: list[Any] = [None] * len(sequences)
-    dtype = next(model.parameters()).dtype
     for group in row_batches([row for row, _ in packed], batch_tokens):
         rows = [packed[i][0] for i in group]
-        ids, positions, mask = row_tensors(rows, pad_id, dtype)
+        ids, positions, mask = row_tensors(rows, pad_id)
         ends = [(b, row.ends[j][-1], packed[i][1][j]) for b, (i, row) in enumerate(zip(group, rows)) for j in range(len(row.ends))]
         keep = sorted({position for _, position, _ in ends})
         where = {position: k for k, position in enumerate(keep)}

@@ -51,7 +51,7 @@ class MicroBatch:
     """Tensors for one forward pass and where each example's loss tokens are.
 
     Attributes:
-        input_ids, position_ids, attention_mask: the packed rows, padded (mask is additive 4D).
+        input_ids, position_ids, attention_mask: the packed rows, padded (a boolean 4D mask).
         keep: sorted row positions whose logits are computed (the union over rows).
         pick_row, pick_keep: for every loss token, its row and its index in ``keep``.
         labels: the token each loss position must predict.
@@ -77,14 +77,14 @@ class MicroBatch:
         return self
 
 
-def collate(examples: Sequence[EncodedExample], pad_id: int, max_tokens: int, shared_prefix: bool, dtype: Any = None) -> MicroBatch:
+def collate(examples: Sequence[EncodedExample], pad_id: int, max_tokens: int, shared_prefix: bool) -> MicroBatch:
     """Pack examples (prompt + target) into prefix-tree rows and mark their target tokens."""
     import torch
 
     sequences = [list(e.input_ids) for e in examples]
     packed = pack(sequences, max_tokens, shared_prefix)
     rows: list[PackedRow] = [row for row, _ in packed]
-    ids, positions, mask = row_tensors(rows, pad_id, dtype)
+    ids, positions, mask = row_tensors(rows, pad_id)
     picks: list[tuple[int, int, int, int]] = []  # (row, position, label, example)
     for b, (row, members) in enumerate(packed):
         for ends, member in zip(row.ends, members):

@@ -110,8 +110,8 @@ def subtree_sizes(parents: Sequence[int]) -> list[int]:
     return sizes
 
 
-def row_tensors(rows: Sequence[PackedRow], pad_id: int, dtype=None):
-    """Batch rows into ``input_ids``, ``position_ids`` and an additive 4D attention mask.
+def row_tensors(rows: Sequence[PackedRow], pad_id: int):
+    """Batch rows into ``input_ids``, ``position_ids`` and a boolean 4D attention mask (True: may attend).
 
     In depth-first order every subtree is a contiguous range, so token ``i`` may attend to token
     ``j`` exactly when ``j <= i < j + size(j)``: its ancestors and itself. Padding tokens attend
@@ -121,7 +121,6 @@ def row_tensors(rows: Sequence[PackedRow], pad_id: int, dtype=None):
     import numpy as np
     import torch
 
-    dtype = dtype or torch.float32
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), length), dtype=torch.long)
@@ -136,6 +135,4 @@ def row_tensors(rows: Sequence[PackedRow], pad_id: int, dtype=None):
         ends[n:] = index[n:] + 1
         allowed[b] = (index[None, :] <= index[:, None]) & (index[:, None] < ends[None, :])
         allowed[b, n:, :n] = False
-    mask = torch.zeros((len(rows), 1, length, length), dtype=dtype)
-    mask.masked_fill_(~torch.from_numpy(allowed)[:, None], torch.finfo(dtype).min)
-    return ids, positions, mask
+    return ids, positions, torch.from_numpy(allowed)[:, None]

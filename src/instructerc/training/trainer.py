@@ -256,11 +256,10 @@ class Trainer:
 
         local = shard(batch, rank, world)
         chunks = micro_batches(local, examples, self.config.optim.micro_batch_size)
-        dtype = next(accelerator.unwrap_model(model).parameters()).dtype
         total_loss, tokens = 0.0, 0
         model.train()
         for position, chunk in enumerate(chunks):
-            micro = collate(chunk, pad_id, self.config.packing.max_tokens, self.config.packing.shared_prefix, dtype).to(accelerator.device)
+            micro = collate(chunk, pad_id, self.config.packing.max_tokens, self.config.packing.shared_prefix).to(accelerator.device)
             last = position == len(chunks) - 1
             with (nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
                 losses = example_losses(model, micro)
