@@ -53,7 +53,7 @@ def main() -> None:
     config = TrainConfig.from_yaml(args.model / "training_config.yaml")
     setup = PromptSetup.load(args.model)
     state = TrainState(best_step=dev.get("step"))
-    write_model_card(staging, config, setup, dev, state, test_metrics=test or None)
+    write_model_card(staging, config, setup, dev, state, test_metrics=test or None, location="(the default: no --model)")
     shutil.rmtree(TARGET, ignore_errors=True)
     staging.rename(TARGET)
     size = sum(p.stat().st_size for p in TARGET.iterdir())

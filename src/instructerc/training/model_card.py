@@ -8,25 +8,47 @@ from typing import Any
 from instructerc.files import atomic_write
 
 
-def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None) -> None:
+def _tasks(stage: Any) -> str:
+    return " + ".join(task if share == 1 else f"{task} ({share:.0%} of utterances)" for task, share in stage.tasks.items())
+
+
+def _history(template: Any) -> str:
+    if not template.history:
+        return "no history"
+    if template.name == "dialogue-prefix":
+        return "history from the dialogue start"
+    return f"history window {template.window}"
+
+
+def _adapters(config: Any) -> str:
+    if config.finetune.method != "lora":
+        return "full fine-tuning"
+    lora = config.finetune.lora
+    layers = "every layer" if lora.top_layers is None else f"the top {lora.top_layers} layers"
+    return f"LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout} on {', '.join(lora.target_modules)} of {layers}"
+
+
+def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None, location: str | None = None) -> None:
+    """``directory`` is where the card is written (possibly a staging folder); ``location`` is
+    the path users will load the model from, for the usage line."""
     template = setup.template
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
-    stages = "; ".join(f"{'+'.join(f'{t}x{s:g}' for t, s in stage.tasks.items())} for {stage.epochs:g} epoch(s)" for stage in config.stages)
+    stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
     lines = [
         f"# instructerc model: {config.backbone.model} on {config.data.dataset} ({config.data.labels} labels)",
         "",
-        "Emotion recognition in conversation, fine-tuned with [instructerc](https://pypi.org/project/instructerc/).",
+        "Emotion recognition in conversation, fine-tuned with instructerc.",
         "",
         "## Training",
-        f"- backbone: `{config.backbone.model}`, {config.finetune.method}" + (f" (r={config.finetune.lora.r}, alpha={config.finetune.lora.alpha}, dropout={config.finetune.lora.dropout}, {', '.join(config.finetune.lora.target_modules)})" if config.finetune.method == "lora" else ""),
+        f"- backbone: `{config.backbone.model}`; {_adapters(config)}",
         f"- data: `{config.data.dataset}` train split, fraction {config.data.fraction:g}, seed {config.seed}",
-        f"- template: `{template.name}` with {', '.join(parts)}; window {template.window}; max_length {config.max_length}",
+        f"- template: `{template.name}` with {', '.join(parts)}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
         f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, warmup {config.optim.warmup_ratio:g}, linear decay",
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
         f"- checkpoint selected on dev (step {state.best_step}" + (f" of {state.global_step}" if state.global_step else "") + "); the test split was not read during training.",
         "",
-        "## Dev scores (the selection split)",
+        "## Dev scores (what the checkpoint was selected on)",
         "",
         "| dataset | weighted F1 | macro F1 | accuracy | utterances |",
         "| --- | --- | --- | --- | --- |",
@@ -38,6 +60,9 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
                   "| dataset | weighted F1 | macro F1 | accuracy | utterances |", "| --- | --- | --- | --- | --- |"]
         for dataset, m in test_metrics.items():
             lines.append(f"| {dataset} | {m['weighted_f1']:.2f} | {m['macro_f1']:.2f} | {m['accuracy']:.2f} | {m['count']} |")
-    lines += ["", "## Use", "", "```", f"instructerc predict --model {directory.name} --input dialogues.jsonl --output predictions.jsonl", "```", ""]
+    if config.data.max_dev_dialogues is not None:
+        lines += ["", f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues; "
+                  "`instructerc evaluate --split dev` scores the whole split."]
+    lines += ["", "## Use", "", "```", f"instructerc predict --model {location or directory} --input dialogues.jsonl --output predictions.jsonl", "```", ""]
     with atomic_write(directory / "README.md") as handle:
         handle.write("\n".join(lines))

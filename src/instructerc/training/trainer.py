@@ -335,7 +335,7 @@ class Trainer:
                 self._write_yaml(directory / "training_config.yaml", self.config.to_dict())
                 with open(directory / "dev_metrics.json", "w", encoding="utf-8") as handle:
                     json.dump(dev_metrics, handle, indent=2)
-                write_model_card(directory, self.config, setup, dev_metrics, state)
+                write_model_card(directory, self.config, setup, dev_metrics, state, location=str(self.paths.model))
 
             write_model_dir(self.paths.model, fill)
             self._log({"event": "done", "best_step": state.best_step, "best_dev_score": state.best_score, "model": str(self.paths.model)})
