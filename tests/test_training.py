@@ -219,3 +219,18 @@ def test_every_shipped_recipe_validates():
     for path in recipes:
         config = TrainConfig.from_yaml(path)
         assert config.stages and config.optim.batch_size >= 1, path
+
+
+def test_sharded_strategies_are_refused_clearly():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from instructerc.errors import InputError
+    from instructerc.training.trainer import check_distributed_type
+
+    for supported in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        check_distributed_type(SimpleNamespace(distributed_type=supported))
+    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(InputError, match="not supported"):
+            check_distributed_type(SimpleNamespace(distributed_type=sharded))

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def underlying_model(model: Any) -> Any:
-    """The transformers model inside distributed wrappers (DDP, FSDP: ``.module``) and peft."""
+    """The transformers model inside a distributed wrapper (DDP: ``.module``) and peft."""
     while hasattr(model, "module") and not hasattr(model, "config"):
         model = model.module
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -65,6 +65,22 @@ class TrainResult:
     main_process: bool = True
 
 
+def check_distributed_type(accelerator: Any) -> None:
+    """One process, or data parallel (DDP): the strategies this trainer is built and tested for.
+
+    Sharded strategies (FSDP, DeepSpeed ZeRO) shard parameters and optimizer state; dev scoring,
+    checkpoints and the final export here read whole parameters on each process, so they are
+    refused rather than run wrong.
+    """
+    from accelerate.utils import DistributedType
+
+    supported = {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU}
+    if accelerator.distributed_type not in supported:
+        raise InputError(
+            f"training under {accelerator.distributed_type.value} is not supported; use one device or data parallel "
+            "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)", field="distributed_type")
+
+
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -131,6 +147,7 @@ class Trainer:
 
         config = self.config
         accelerator = self._accelerator()
+        check_distributed_type(accelerator)
         rank, world = accelerator.process_index, accelerator.num_processes
         set_seed(config.seed)
 
@@ -156,7 +173,12 @@ class Trainer:
             train_demos = retriever.demonstrations(train, training=True)
             dev_demos = retriever.demonstrations(dev, training=False)
 
-        model = load_causal_lm(model_path, config.backbone, accelerator.device)
+        backbone = config.backbone
+        if config.finetune.method == "full" and backbone.dtype == "auto":
+            # Full fine-tuning keeps float32 master weights (AdamW on bf16 weights loses small
+            # updates); bf16 autocast still runs the matrix products in bf16 on GPUs.
+            backbone = replace(backbone, dtype="float32")
+        model = load_causal_lm(model_path, backbone, accelerator.device)
         model = make_trainable(model, config.finetune.method, config.finetune.lora)
         trainable, total = count_parameters(model)
         model = accelerator.prepare(model)
