@@ -26,7 +26,7 @@ class DataConfig:
         labels: ``original``, ``uime`` or ``uime:feeling-wheel``.
         label_set: JSONL only: the label set its emotions follow.
         fraction: train on this stratified fraction of the training dialogues (data scaling).
-        max_dev_dialogues: evaluate on at most this many dev dialogues (a fixed, seeded subset); null: all.
+        max_dev_dialogues: evaluate on at most this many dev dialogues of each source dataset (a fixed, seeded subset); null: all.
     """
 
     dataset: str = "meld"

@@ -61,7 +61,7 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
         for dataset, m in test_metrics.items():
             lines.append(f"| {dataset} | {m['weighted_f1']:.2f} | {m['macro_f1']:.2f} | {m['accuracy']:.2f} | {m['count']} |")
     if config.data.max_dev_dialogues is not None:
-        lines += ["", f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues; "
+        lines += ["", f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues per dataset; "
                   "`instructerc evaluate --split dev` scores the whole split."]
     lines += ["", "## Use", "", "```", f"instructerc predict --model {location or directory} --input dialogues.jsonl --output predictions.jsonl", "```", ""]
     with atomic_write(directory / "README.md") as handle:

@@ -81,6 +81,19 @@ def check_distributed_type(accelerator: Any) -> None:
             "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)", field="distributed_type")
 
 
+def dev_subset(dev: list[Dialogue], per_dataset: int, seed: int) -> list[Dialogue]:
+    """A seeded subset of at most ``per_dataset`` dialogues of each source dataset, in the original order.
+
+    Per dataset, so a unified (UIME) dev set keeps every benchmark in the selection score instead
+    of leaving the smallest one (IEMOCAP) to chance.
+    """
+    groups: dict[str, list[Dialogue]] = {}
+    for dialogue in dev:
+        groups.setdefault(dialogue.dataset, []).append(dialogue)
+    kept = {id(d) for group in groups.values() for d in seeded_subset(group, min(1.0, per_dataset / len(group)), seed)}
+    return [d for d in dev if id(d) in kept]
+
+
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -116,7 +129,7 @@ class Trainer:
         train = stratified_fraction(load_dialogues(source, "train"), self.config.data.fraction, self.config.seed)
         dev = load_dialogues(source, "dev")
         if self.config.data.max_dev_dialogues is not None:
-            dev = seeded_subset(dev, min(1.0, self.config.data.max_dev_dialogues / max(1, len(dev))), self.config.seed)
+            dev = dev_subset(dev, self.config.data.max_dev_dialogues, self.config.seed)
         if not train:
             raise InputError("no training dialogues", field="data")
         if not dev:
