@@ -109,3 +109,33 @@ def test_wrapped_models_still_skip_the_vocabulary_projection(tmp_path):
     wrapped = Wrapper(model)
     assert underlying_model(wrapped) is model.get_base_model()
     assert _accepts_logits_to_keep(wrapped)
+
+
+def _encoded(dialogue_sizes: dict[str, int]):
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(example=SimpleNamespace(dataset="d", dialogue_id=name, index=i)) for name, size in dialogue_sizes.items() for i in range(size)]
+
+
+def test_epoch_order_keeps_dialogues_whole_or_in_chunks():
+    from instructerc.training.batches import epoch_order
+
+    examples = _encoded({"long": 20, "a": 3, "b": 5, "c": 2})
+    whole = epoch_order(examples, seed=3, by_dialogue=True)
+    names = [examples[i].example.dialogue_id for i in whole]
+    assert sorted(whole) == list(range(len(examples)))
+    assert sum(1 for x, y in zip(names, names[1:]) if x != y) == 3  # each dialogue one run
+
+    chunked = epoch_order(examples, seed=3, by_dialogue=True, chunk=4)
+    assert sorted(chunked) == list(range(len(examples)))
+    runs, start = [], 0
+    for end in range(1, len(chunked) + 1):
+        if end == len(chunked) or examples[chunked[end]].example.dialogue_id != examples[chunked[start]].example.dialogue_id or end - start == 4:
+            runs.append(chunked[start:end])
+            start = end
+    for run in runs:  # consecutive utterances of one dialogue, at most 4
+        indices = [examples[i].example.index for i in run]
+        assert indices == list(range(indices[0], indices[0] + len(run))) and len(run) <= 4
+    long_positions = [p for p, i in enumerate(chunked) if examples[i].example.dialogue_id == "long"]
+    assert long_positions != list(range(long_positions[0], long_positions[0] + 20))  # the long scene is spread out
+    assert chunked == epoch_order(examples, seed=3, by_dialogue=True, chunk=4)

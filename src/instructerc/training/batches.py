@@ -10,12 +10,13 @@ from instructerc.prompts.encoding import EncodedExample
 from instructerc.training.packing import PackedRow, pack, row_tensors
 
 
-def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool) -> list[int]:
+def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool, chunk: int | None = None) -> list[int]:
     """A seeded permutation of the examples for one epoch.
 
     With ``by_dialogue`` the dialogues are shuffled and each keeps its examples together (in
-    utterance order), so the examples of one step share prefixes and pack tightly; otherwise
-    the examples themselves are shuffled.
+    utterance order), so the examples of one step share prefixes and pack tightly; with ``chunk``
+    too, runs of at most ``chunk`` consecutive examples of a dialogue are shuffled instead.
+    Otherwise the examples themselves are shuffled.
     """
     rng = random.Random(seed)
     if not by_dialogue:
@@ -25,9 +26,11 @@ def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool
     groups: dict[tuple[str, str], list[int]] = {}
     for position, encoded in enumerate(examples):
         groups.setdefault((encoded.example.dataset, encoded.example.dialogue_id), []).append(position)
-    keys = list(groups)
-    rng.shuffle(keys)
-    return [position for key in keys for position in groups[key]]
+    runs = list(groups.values())
+    if chunk is not None:
+        runs = [run[start:start + chunk] for run in runs for start in range(0, len(run), chunk)]
+    rng.shuffle(runs)
+    return [position for run in runs for position in run]
 
 
 def steps(order: list[int], batch_size: int, world_size: int) -> list[list[int]]:

@@ -233,7 +233,7 @@ class Trainer:
                        disable=not (self.progress and accelerator.is_main_process), dynamic_ncols=True)
             for epoch in range(state.epoch, epochs):
                 state.epoch = epoch
-                order = epoch_order(examples, hash((config.seed, stage_index, epoch)) & 0xFFFFFFFF, by_dialogue)
+                order = epoch_order(examples, hash((config.seed, stage_index, epoch)) & 0xFFFFFFFF, by_dialogue, config.packing.dialogue_chunk)
                 batches = steps(order, config.optim.batch_size, world)
                 for step_index in range(state.step_in_epoch, len(batches)):
                     if epoch * steps_per_epoch + step_index >= total_steps:
