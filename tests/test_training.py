@@ -162,6 +162,7 @@ def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_pat
     names = {p.name for p in model.iterdir()}
     assert {"instructerc.json", "prompting.json", "adapter_model.safetensors", "adapter_config.json", "README.md", "dev_metrics.json", "training_config.yaml"} <= names
     assert not {"checkpoints", "metrics.jsonl", "best", "trainable.pt"} & names
+    assert model.stat().st_mode & 0o777 == 0o755 and all(p.stat().st_mode & 0o777 == 0o644 for p in model.iterdir())
     card = (model / "README.md").read_text()
     assert "dev" in card.lower() and "speaker" in card
     predictor = Predictor.from_directory(model)

@@ -52,6 +52,10 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         fill(staging)
+        # mkdtemp (and some writers) create owner-only entries; a model directory is meant to be shared.
+        staging.chmod(0o755)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
