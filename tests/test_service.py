@@ -386,12 +386,11 @@ def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cl
     assert result.code == 2 and "not an instructerc model directory" in result.err and "Traceback" not in result.err
 
 
-def test_serve_without_a_model_names_the_missing_default(run_cli) -> None:
-    from instructerc.inference.default_model import DEFAULT_MODEL_DIR
-    from instructerc.modeling.model_dir import MANIFEST
+def test_serve_without_a_model_names_the_missing_default(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from instructerc.inference import default_model
 
-    if (DEFAULT_MODEL_DIR / MANIFEST).is_file():
-        pytest.skip("this install ships a default model: serving it would not return")
+    # An install without the shipped model (the repository's one would start serving).
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", tmp_path / "default_model")
     result = run_cli("serve")
     assert result.code == 2 and "--model" in result.err and "Traceback" not in result.err
 
