@@ -53,7 +53,11 @@ def main() -> None:
     config = TrainConfig.from_yaml(args.model / "training_config.yaml")
     setup = PromptSetup.load(args.model)
     state = TrainState(best_step=dev.get("step"))
-    write_model_card(staging, config, setup, dev, state, test_metrics=test or None, location="(the default: no --model)")
+    write_model_card(staging, config, setup, dev, state, test_metrics=test or None, location="DEFAULT")
+    card = staging / "README.md"
+    card.write_text(card.read_text(encoding="utf-8").replace("--model DEFAULT ", ""), encoding="utf-8")
+    for path in staging.iterdir():
+        path.chmod(0o644)
     shutil.rmtree(TARGET, ignore_errors=True)
     staging.rename(TARGET)
     size = sum(p.stat().st_size for p in TARGET.iterdir())
