@@ -28,7 +28,7 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from instructerc.modeling.model_dir import Manifest
+    from instructerc.modeling.model_dir import Manifest, write_model_dir
     from instructerc.prompts.setup import PromptSetup
     from instructerc.training.checkpoint import TrainState
     from instructerc.training.config import TrainConfig
@@ -36,14 +36,6 @@ def main() -> None:
 
     if Manifest.load(args.model).method != "lora":
         raise SystemExit("only a LoRA adapter is small enough to ship")
-    staging = TARGET.with_name(".default_model.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name in KEEP:
-        shutil.copy2(args.model / name, staging / name)
-    weights = load_file(args.model / "adapter_model.safetensors")
-    save_file({k: v.to(torch.float16) for k, v in weights.items()}, staging / "adapter_model.safetensors")
-
     test = {}
     for path in args.test_metrics:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -52,14 +44,15 @@ def main() -> None:
     dev = json.loads((args.model / "dev_metrics.json").read_text(encoding="utf-8"))
     config = TrainConfig.from_yaml(args.model / "training_config.yaml")
     setup = PromptSetup.load(args.model)
-    state = TrainState(best_step=dev.get("step"))
-    write_model_card(staging, config, setup, dev, state, test_metrics=test or None, location="DEFAULT")
-    card = staging / "README.md"
-    card.write_text(card.read_text(encoding="utf-8").replace("--model DEFAULT ", ""), encoding="utf-8")
-    for path in staging.iterdir():
-        path.chmod(0o644)
-    shutil.rmtree(TARGET, ignore_errors=True)
-    staging.rename(TARGET)
+
+    def fill(staging: Path) -> None:
+        for name in KEEP:
+            shutil.copy2(args.model / name, staging / name)
+        weights = load_file(args.model / "adapter_model.safetensors")
+        save_file({k: v.to(torch.float16) for k, v in weights.items()}, staging / "adapter_model.safetensors")
+        write_model_card(staging, config, setup, dev, TrainState(best_step=dev.get("step")), test_metrics=test or None, location=None)
+
+    write_model_dir(TARGET, fill)
     size = sum(p.stat().st_size for p in TARGET.iterdir())
     print(f"shipped {TARGET} ({size / 1e6:.1f} MB)")
 

@@ -26,11 +26,12 @@ def run_experiment(args: argparse.Namespace) -> int:
     specs = expand(config)
     if args.list:
         for spec in specs:
-            done = (run_directory(config, root, spec) / RESULT_FILE).is_file()
-            print(f"{'done   ' if done else 'pending'} {run_directory(config, root, spec).name} {spec.name}")
+            directory = run_directory(config, root, spec)
+            print(f"{'done   ' if (directory / RESULT_FILE).is_file() else 'pending'} {directory.name} {spec.name}")
         return 0
     if args.report_only:
-        results = [load_result(run_directory(config, root, s) / RESULT_FILE, s) for s in specs if (run_directory(config, root, s) / RESULT_FILE).is_file()]
+        finished = [(s, run_directory(config, root, s) / RESULT_FILE) for s in specs]
+        results = [load_result(path, s) for s, path in finished if path.is_file()]
     else:
         results = run_grid(config, root, progress=not args.no_progress, only=args.only)
     target = args.results or (root / config.output_dir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
     return TrainConfig.from_yaml(root / config.base, spec.overrides)
 
 
-def run_key(config: ExperimentConfig, root: Path, spec: RunSpec) -> str:
+def run_key(train_config: Any) -> str:
     """A run's identity: a hash of its fully resolved training config (its output place aside).
 
     Two grids that contain the same run (say, fraction 1 of a data-scaling grid and the
@@ -38,13 +38,17 @@ def run_key(config: ExperimentConfig, root: Path, spec: RunSpec) -> str:
     """
     import hashlib
 
-    data = resolved_config(config, root, spec).to_dict()
+    data = train_config.to_dict()
     data.pop("output_dir", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _directory_of(config: ExperimentConfig, root: Path, train_config: Any) -> Path:
+    return (root / config.output_dir / f"run-{run_key(train_config)}").resolve()
+
+
 def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
-    return (root / config.output_dir / f"run-{run_key(config, root, spec)}").resolve()
+    return _directory_of(config, root, resolved_config(config, root, spec))
 
 
 def evaluate_run(directory: Path, source: Any, split: str, progress: bool) -> dict[str, Any]:
@@ -58,14 +62,14 @@ def evaluate_run(directory: Path, source: Any, split: str, progress: bool) -> di
 
 def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True) -> RunResult:
     """Train (or resume) one run, then score its dev-selected model on the evaluation split once."""
-    from instructerc.training.config import TrainConfig
     from instructerc.training.trainer import Trainer
 
-    directory = run_directory(config, root, spec)
+    resolved = resolved_config(config, root, spec)
+    directory = _directory_of(config, root, resolved)
     done = directory / RESULT_FILE
     if done.is_file():
         return load_result(done, spec)
-    train_config = TrainConfig.from_yaml(root / config.base, {**spec.overrides, "output_dir": str(directory)})
+    train_config = replace(resolved, output_dir=str(directory))
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_write(directory / "spec.json") as handle:
         json.dump({"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides}, handle, indent=2)

@@ -28,9 +28,10 @@ def _adapters(config: Any) -> str:
     return f"LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout} on {', '.join(lora.target_modules)} of {layers}"
 
 
-def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None, location: str | None = None) -> None:
+def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None, *, location: str | None) -> None:
     """``directory`` is where the card is written (possibly a staging folder); ``location`` is
-    the path users will load the model from, for the usage line."""
+    the path users will load the model from, for the usage line (``None``: the model shipped
+    in the package, used without ``--model``)."""
     template = setup.template
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
     stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
@@ -63,6 +64,6 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
     if config.data.max_dev_dialogues is not None:
         lines += ["", f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues per dataset; "
                   "`instructerc evaluate --split dev` scores the whole split."]
-    lines += ["", "## Use", "", "```", f"instructerc predict --model {location or directory} --input dialogues.jsonl --output predictions.jsonl", "```", ""]
+    lines += ["", "## Use", "", "```", "instructerc predict" + ("" if location is None else f" --model {location}") + " --input dialogues.jsonl --output predictions.jsonl", "```", ""]
     with atomic_write(directory / "README.md") as handle:
         handle.write("\n".join(lines))
