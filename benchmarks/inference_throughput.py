@@ -1,6 +1,6 @@
 """Inference throughput on MELD test: utterances per second and peak memory, per route.
 
-Routes (each in its own process, so peak memory is its own):
+Routes (each in its own process, so peak memory is its own), run for every model given:
 
 ``naive``              the paper's procedure: one prompt at a time, ``model.generate``, parse.
 ``generate``           instructerc's generate mode: greedy decoding batched by length, strict parsing.
@@ -9,10 +9,11 @@ Routes (each in its own process, so peak memory is its own):
 ``score-incremental``  score mode one utterance at a time, as a live conversation grows, reusing
                        the conversation's key/value cache between turns.
 
-The paper-template routes use a model trained on the ``instructerc`` template; the
-cache-friendly routes use one trained with the same recipe on the ``dialogue-prefix`` template.
+Each model is one template, trained with the same recipe: ``--paper-model`` on ``instructerc``,
+``--prefix-model`` on ``dialogue-prefix``, ``--stream-model`` on ``dialogue-stream``. Speed-ups
+are given against the naive route of the same model and of the paper-template model.
 
-    python benchmarks/inference_throughput.py --paper-model RUN_A/model --prefix-model RUN_B/model --data ../shared/data
+    python benchmarks/inference_throughput.py --paper-model A/model --prefix-model B/model --stream-model C/model --data ../shared/data --dialogues 40
 """
 
 from __future__ import annotations
@@ -73,56 +74,75 @@ def run_incremental(predictor, dialogues) -> dict:
     return {"seconds": time.perf_counter() - started, "utterances": count, "invalid": 0}
 
 
+MODEL_ROUTES = {
+    "paper": ("naive", "generate", "score"),
+    "prefix": ("naive", "score", "score-incremental"),
+    "stream": ("naive", "score", "score-incremental"),
+}
+
+
 def child(args: argparse.Namespace) -> None:
     from instructerc.inference.predictor import Predictor
 
-    model = args.paper_model if args.route in ("naive", "generate", "score") else args.prefix_model
-    predictor = Predictor.from_directory(model, device="cpu")
+    kind, route = args.route.split(":")
+    predictor = Predictor.from_directory(getattr(args, f"{kind}_model"), device="cpu")
     dialogues = test_dialogues(args.data, args.dialogues)
     # Demonstration retrieval embeds the test utterances once (then reads a disk cache): do that
     # before the clock starts, so no route pays it and every route builds its prompts alike.
     predictor.encoded_prompts([(d, i) for d in dialogues for i in range(len(d))])
-    if args.route == "naive":
+    if route == "naive":
         result = run_naive(predictor, dialogues)
-    elif args.route == "score-incremental":
+    elif route == "score-incremental":
         result = run_incremental(predictor, dialogues)
     else:
-        result = run_predictor(predictor, dialogues, "score" if args.route.startswith("score") else "generate")
+        result = run_predictor(predictor, dialogues, route)
     result.update(route=args.route, template=predictor.setup.template.name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result))
 
 
-ROUTES = [("naive", "instructerc"), ("generate", "instructerc"), ("score", "instructerc"), ("score-prefix", "dialogue-prefix"), ("score-incremental", "dialogue-prefix")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paper-model", type=Path, required=True, help="a model directory trained on the instructerc template")
-    parser.add_argument("--prefix-model", type=Path, required=True, help="a model directory trained on the dialogue-prefix template")
+    parser.add_argument("--paper-model", type=Path, help="a model directory trained on the instructerc template")
+    parser.add_argument("--prefix-model", type=Path, help="a model directory trained on the dialogue-prefix template")
+    parser.add_argument("--stream-model", type=Path, help="a model directory trained on the dialogue-stream template")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dialogues", type=int, help="only the first N MELD test dialogues (default: all 280)")
-    parser.add_argument("--routes", nargs="+", default=[r for r, _ in ROUTES], choices=[r for r, _ in ROUTES])
+    parser.add_argument("--routes", nargs="+", help="only these routes, e.g. paper:naive stream:score (default: all for the models given)")
     parser.add_argument("--route", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.route:
         child(args)
         return
+    routes = [f"{kind}:{route}" for kind, names in MODEL_ROUTES.items() if getattr(args, f"{kind}_model") for route in names]
+    if args.routes:
+        unknown = set(args.routes) - set(routes)
+        if unknown:
+            parser.error(f"unknown routes or models not given: {sorted(unknown)} (available: {routes})")
+        routes = [r for r in routes if r in args.routes]
+    if not routes:
+        parser.error("give at least one of --paper-model, --prefix-model, --stream-model")
     results = {}
-    for route in args.routes:
-        command = [sys.executable, __file__, "--route", route, "--paper-model", str(args.paper_model), "--prefix-model", str(args.prefix_model), "--data", str(args.data)]
+    for route in routes:
+        command = [sys.executable, __file__, "--route", route, "--data", str(args.data)]
+        for kind in MODEL_ROUTES:
+            if getattr(args, f"{kind}_model"):
+                command += [f"--{kind}-model", str(getattr(args, f"{kind}_model"))]
         if args.dialogues:
             command += ["--dialogues", str(args.dialogues)]
         done = subprocess.run(command, capture_output=True, text=True)
         line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
             sys.exit(f"{route} failed:\n{done.stderr[-3000:]}")
-        results[route] = json.loads(line[len("RESULT "):])
-        r = results[route]
-        print(f"{route:18} {r['template']:16} {r['utterances'] / r['seconds']:8.2f} utt/s  {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  invalid {r['invalid']}/{r['utterances']}", flush=True)
-    if "naive" in results:
-        naive = results["naive"]["utterances"] / results["naive"]["seconds"]
-        for route, r in results.items():
-            print(f"{route:18} {r['utterances'] / r['seconds'] / naive:6.1f}x the naive route")
+        results[route] = r = json.loads(line[len("RESULT "):])
+        r["rate"] = r["utterances"] / r["seconds"]
+        print(f"{route:24} {r['template']:16} {r['rate']:8.2f} utt/s  {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  invalid {r['invalid']}/{r['utterances']}", flush=True)
+    print()
+    print(f"{'route':24} {'x same model naive':>20} {'x paper naive':>15}")
+    for route, r in results.items():
+        own = results.get(route.split(":")[0] + ":naive")
+        paper = results.get("paper:naive")
+        ratio = lambda base: f"{r['rate'] / base['rate']:.1f}x" if base else "-"
+        print(f"{route:24} {ratio(own):>20} {ratio(paper):>15}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def dialogue(n: int, name: str = "d") -> Dialogue:
     return Dialogue(name, "user", "test", tuple(Utterance(["Ann", "Bob", "Cat"][i % 3], TEXTS[i % len(TEXTS)]) for i in range(n)))
 
 
-@pytest.fixture(scope="module", params=["dialogue-prefix", "instructerc"])
+@pytest.fixture(scope="module", params=["dialogue-prefix", "dialogue-stream", "instructerc"])
 def predictor(request, tmp_path_factory) -> Predictor:
     template = TemplateConfig(name=request.param, demonstration=False, window=3)
     return Predictor.from_directory(tiny_model_dir(tmp_path_factory.mktemp("model"), MELD, template))
@@ -120,3 +120,20 @@ def test_batched_label_probabilities_equal_prompt_by_prompt(predictor):
     batched = scorer.batch_probabilities(logits)
     for row, expected in zip(logits, batched):
         torch.testing.assert_close(scorer.probabilities([row]), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_the_prefix_all_prompts_share_is_computed_once_and_changes_nothing(predictor):
+    from instructerc.inference import batched
+
+    items = [(d, i) for d in (dialogue(5), dialogue(3, "e")) for i in range(len(d))]
+    sequences = [e.prompt_ids for e in predictor.encoded_prompts(items)]
+    shared = batched.shared_prefix_length(sequences)
+    assert shared >= batched.MIN_SHARED_PREFIX  # the instruction at least
+    assert all(s[:shared] == sequences[0][:shared] for s in sequences)
+    assert any(s[shared] != sequences[0][shared] for s in sequences) or min(map(len, sequences)) - 1 == shared
+    pad = predictor.tokenizer.pad_token_id
+    groups = [d.id for d, _ in items]
+    fast = batched.last_token_logits(predictor.model, sequences, pad, 2048, 4096, groups=groups)
+    for sequence, logits in zip(sequences, fast):
+        alone = batched.last_token_logits(predictor.model, [sequence], pad, 2048, 4096)[0]
+        assert torch.allclose(logits, alone, atol=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from instructerc.training.packing import pack, row_tensors
@@ -92,7 +93,7 @@ def test_wrapped_models_still_skip_the_vocabulary_projection(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
-    from instructerc.modeling.forward import _accepts_logits_to_keep, underlying_model
+    from instructerc.modeling.forward import accepts_logits_to_keep, underlying_model
     from tiny import tiny_backbone
 
     path = str(tiny_backbone(tmp_path / "backbone"))
@@ -108,7 +109,7 @@ def test_wrapped_models_still_skip_the_vocabulary_projection(tmp_path):
 
     wrapped = Wrapper(model)
     assert underlying_model(wrapped) is model.get_base_model()
-    assert _accepts_logits_to_keep(wrapped)
+    assert accepts_logits_to_keep(wrapped)
 
 
 def _encoded(dialogue_sizes: dict[str, int]):
@@ -139,3 +140,38 @@ def test_epoch_order_keeps_dialogues_whole_or_in_chunks():
     long_positions = [p for p, i in enumerate(chunked) if examples[i].example.dialogue_id == "long"]
     assert long_positions != list(range(long_positions[0], long_positions[0] + 20))  # the long scene is spread out
     assert chunked == epoch_order(examples, seed=3, by_dialogue=True, chunk=4)
+
+
+def test_groups_start_a_new_row_when_the_group_changes():
+    sequences = [[1, 2, 3], [1, 2, 4], [1, 2, 5], [1, 2, 6]]
+    rows = pack(sequences, max_tokens=100, groups=["a", "a", "b", "b"])
+    assert [members for _, members in rows] == [[0, 1], [2, 3]]
+    assert [len(row) for row, _ in rows] == [4, 4]
+    assert [members for _, members in pack(sequences, max_tokens=100)] == [[0, 1, 2, 3]]
+
+
+def _tiny(family: str):
+    from transformers import GraniteConfig, GraniteForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    if family == "granite":  # divides its logits by logits_scaling inside forward
+        return GraniteForCausalLM(GraniteConfig(logits_scaling=4.0, **shape)).eval()
+    return LlamaForCausalLM(LlamaConfig(**shape)).eval()
+
+
+@pytest.mark.parametrize(("family", "plain"), [("llama", True), ("granite", False)])
+def test_the_direct_head_is_used_only_where_it_reproduces_the_model(family, plain):
+    from instructerc.modeling.forward import head_is_plain, kept_logits, pair_logits
+
+    model = _tiny(family)
+    assert head_is_plain(model) is plain
+    rows = [[5, 6, 7, 8, 9], [11, 12, 13, 0, 0]]
+    ids = torch.tensor(rows)
+    positions = torch.arange(5).expand(2, 5)
+    mask = torch.ones(5, 5, dtype=torch.bool).tril().expand(2, 1, 5, 5).clone()
+    pick_rows, pick_columns = torch.tensor([0, 1, 0]), torch.tensor([4, 2, 1])
+    with torch.inference_mode():
+        full = kept_logits(model, ids, mask, positions, torch.arange(5))
+        got = pair_logits(model, ids, mask, positions, pick_rows, pick_columns, direct_head=plain)
+    assert torch.allclose(got, full[pick_rows, pick_columns], atol=1e-5)

@@ -114,10 +114,45 @@ DIALOGUE_PREFIX_ERC = {
     ),
 }
 
+DIALOGUE_STREAM_ERC = {
+    "all": (
+        "Now you are expert of sentiment and emotional analysis. "
+        "The following conversation noted between '### ###' involves several speakers. "
+        "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
+        '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
+        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+    ),
+    "instruction": (
+        "The following conversation noted between '### ###' involves several speakers. "
+        "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
+        '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
+        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+    ),
+    "history": (
+        "Now you are expert of sentiment and emotional analysis. "
+        "The following conversation noted between '### ###' involves several speakers. "
+        "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
+        '\t Bob:"Nothing at all."'
+        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+    ),
+    "label_statement": (
+        "Now you are expert of sentiment and emotional analysis. "
+        "The following conversation noted between '### ###' involves several speakers. ### "
+        '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
+        'Here is a demonstration: the utterance <"I won the lottery!"> has the emotional label <joyful>. '
+    ),
+    "demonstration": (
+        "Now you are expert of sentiment and emotional analysis. "
+        "The following conversation noted between '### ###' involves several speakers. "
+        "Label the emotion of each utterance with one of <neutral, surprise, fear, sad, joyful, disgust, angry>. ### "
+        '\t Ann:"Hi Bob!"\t Bob:"Oh, hello."\t Cat:"What is going on?"\t Bob:"Nothing at all."'
+    ),
+}
+
 
 @pytest.mark.parametrize(
     ("template", "expected"),
-    [("instructerc", INSTRUCTERC_ERC), ("dialogue-prefix", DIALOGUE_PREFIX_ERC)],
+    [("instructerc", INSTRUCTERC_ERC), ("dialogue-prefix", DIALOGUE_PREFIX_ERC), ("dialogue-stream", DIALOGUE_STREAM_ERC)],
 )
 @pytest.mark.parametrize("off", ["all", "instruction", "history", "label_statement", "demonstration"])
 def test_erc_prompt_with_each_part_switched_off(template: str, expected: dict[str, str], off: str) -> None:
@@ -357,3 +392,12 @@ def test_instructerc_prompts_do_not_share_a_dialogue_prefix(tiny_segment_tokeniz
     now, following = b.erc(DIALOGUE, 1), b.erc(DIALOGUE, 2)
     stem = token_ids(tiny_segment_tokenizer, now.segments[:-1])
     assert token_ids(tiny_segment_tokenizer, following.segments)[: len(stem)] != stem
+
+
+def test_dialogue_stream_prompts_are_prefixes_of_the_next(tiny_segment_tokenizer: SegmentTokenizer) -> None:
+    b = builder(demonstrations=False, name="dialogue-stream")
+    examples = [b.erc(DIALOGUE, t) for t in range(len(DIALOGUE))]
+    for now, following in zip(examples, examples[1:]):
+        assert now.segments[-1].part is Part.CURRENT
+        ids = token_ids(tiny_segment_tokenizer, now.segments)
+        assert token_ids(tiny_segment_tokenizer, following.segments)[: len(ids)] == ids

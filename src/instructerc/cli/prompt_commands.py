@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--task", default="erc", choices=["erc", "speaker", "emotion_prediction"])
     show.add_argument("--config", type=Path, help="a recipe YAML whose template, retrieval and backbone to use")
     show.add_argument("--model", type=Path, help="a trained model directory whose recorded template to use")
-    show.add_argument("--template", help="template name (instructerc, dialogue-prefix)")
+    show.add_argument("--template", help="template name (instructerc, dialogue-prefix, dialogue-stream)")
     show.add_argument("--window", type=int, help="history window")
     for part in ("instruction", "history", "label-statement", "demonstration"):
         show.add_argument(f"--no-{part}", action="store_true", help=f"switch the {part.replace('-', ' ')} off")

@@ -14,6 +14,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from instructerc.modeling.forward import cache_argument
+
 
 def crop_cache(cache: Any, length: int) -> None:
     """Cut a transformers cache back to its first ``length`` tokens (v4 and v5 spell this differently)."""
@@ -63,8 +65,7 @@ def next_token_logits(model: Any, cache: ConversationCache, sequence: Sequence[i
     new = list(sequence[shared:])
     ids = torch.tensor([new], device=device)
     positions = torch.arange(shared, shared + len(new), device=device)[None]
-    # transformers 5.x calls it ``cache``; earlier releases ``past_key_values``.
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    name = cache_argument(model)
     with torch.inference_mode():
         out = model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1, **{name: cache.past})
     cache.past = getattr(out, name)

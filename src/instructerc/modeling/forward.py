@@ -13,7 +13,7 @@ def underlying_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in inspect.signature(underlying_model(model).forward).parameters
 
 
@@ -29,18 +29,26 @@ def model_mask(model: Any, allowed: Any) -> Any:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def kept_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, keep: Any) -> Any:
+def cache_argument(model: Any) -> str:
+    """The keyword a model's forward takes its key/value cache by: transformers 5.x calls it
+    ``cache``, earlier releases ``past_key_values``."""
+    return _cache_keyword(underlying_model(model))
+
+
+def kept_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, keep: Any, cache: Any = None) -> Any:
     """Logits ``[rows, len(keep), vocab]`` at row positions ``keep`` (shared by all rows).
 
-    ``attention_mask`` is a boolean ``[rows, 1, length, length]`` mask (True: may attend).
+    ``attention_mask`` is a boolean ``[rows, 1, length, past + length]`` mask (True: may attend),
+    where ``past`` is the length of ``cache`` (keys and values computed earlier; none by default).
 
     A 1-D ``logits_to_keep`` (transformers >= 4.49) skips the vocabulary projection elsewhere;
     models without it compute every position and are sliced afterwards (same result, slower).
     """
     attention_mask = model_mask(model, attention_mask)
-    if _accepts_logits_to_keep(model):
-        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep, use_cache=False).logits
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    extra: dict[str, Any] = {"use_cache": False} if cache is None else {"use_cache": True, cache_argument(model): cache}
+    if accepts_logits_to_keep(model):
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep, **extra).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **extra).logits
     return logits[:, keep]
 
 
@@ -55,3 +63,55 @@ def example_losses(model: Any, batch: Any) -> Any:
     totals = torch.zeros(batch.examples, device=token_loss.device).index_add_(0, batch.example_of, token_loss)
     counts = torch.zeros(batch.examples, device=token_loss.device).index_add_(0, batch.example_of, torch.ones_like(token_loss))
     return totals / counts.clamp_min(1)
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    target = underlying_model(model)
+    try:
+        decoder, head = target.get_decoder(), target.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def pair_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, rows: Any, columns: Any, cache: Any = None, direct_head: bool = False) -> Any:
+    """Logits ``[n, vocab]`` at the ``n`` (row, column) pairs, for rows that each need different positions.
+
+    ``direct_head`` runs the decoder stack and projects only the chosen hidden states (see
+    :func:`head_is_plain`); otherwise the model's own forward projects every chosen column of
+    every row, which for many short rows is mostly waste.
+    """
+    import torch
+
+    parts = _decoder_and_head(model) if direct_head else None
+    if parts is None:
+        keep = torch.unique(columns)
+        logits = kept_logits(model, input_ids, attention_mask, position_ids, keep, cache=cache)
+        return logits[rows, torch.searchsorted(keep, columns)]
+    decoder, head = parts
+    extra: dict[str, Any] = {"use_cache": False} if cache is None else {"use_cache": True, _cache_keyword(decoder): cache}
+    hidden = decoder(input_ids=input_ids, attention_mask=model_mask(model, attention_mask), position_ids=position_ids, **extra).last_hidden_state
+    return head(hidden[rows, columns])
+
+
+def _cache_keyword(module: Any) -> str:
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def head_is_plain(model: Any, device: Any = "cpu") -> bool:
+    """Whether the model's logits are its output embedding applied to the decoder's last hidden
+    state, checked on a probe. Some families scale or soft-cap logits in their forward; for them
+    the direct projection would be wrong, so it is used only where it reproduces the model."""
+    import torch
+
+    if _decoder_and_head(model) is None:
+        return False
+    length = 6
+    ids = torch.arange(10, 10 + length, device=device)[None]
+    positions = torch.arange(length, device=device)[None]
+    mask = torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+    last = torch.tensor([length - 1], device=device)
+    with torch.inference_mode():
+        reference = kept_logits(model, ids, mask, positions, last)[0].float()
+        direct = pair_logits(model, ids, mask, positions, torch.tensor([0], device=device), last, direct_head=True).float()
+    return bool(torch.allclose(reference, direct, rtol=1e-3, atol=1e-3 * float(reference.abs().max().clamp_min(1))))

@@ -25,7 +25,9 @@ class TemplateConfig:
     Attributes:
         name: a registered template (``instructerc``: one self-contained prompt per utterance, the
             paper's; ``dialogue-prefix``: prompts of one dialogue share the dialogue as a prefix and
-            end in a short question, so the prefix's key/value cache is reused across utterances).
+            end in a short question, so the prefix's key/value cache is reused across utterances;
+            ``dialogue-stream``: no question at all, the emotion follows the utterance's line, so
+            the prompts of a dialogue are prefixes of each other and one pass scores them all).
         instruction: include the instruction sentence.
         history: include the dialogue history (the window of past utterances, with speakers).
         label_statement: list the allowed emotions in the question.
@@ -242,9 +244,24 @@ class DialoguePrefixTemplate(PromptTemplate):
         return segments + [Segment(question, Part.QUESTION)]
 
 
+class DialogueStreamTemplate(DialoguePrefixTemplate):
+    """The cache-friendly layout without a per-utterance question: the prompt for utterance t is
+    the header and the dialogue up to t's line, and the emotion is read right after that line.
+    Every prompt of a dialogue is a prefix of the next, so scoring a whole dialogue is one pass
+    over it, and a live conversation costs only its new line per turn."""
+
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
+        segments = self.header()
+        if self.config.history:
+            segments += self.history_lines(dialogue, 0, index)
+        segments.append(self.line(dialogue, index, Part.CURRENT))
+        return segments + self.demonstration(demonstration)
+
+
 TEMPLATES: dict[str, Callable[..., PromptTemplate]] = {
     "instructerc": InstructERCTemplate,
     "dialogue-prefix": DialoguePrefixTemplate,
+    "dialogue-stream": DialogueStreamTemplate,
 }
 
 

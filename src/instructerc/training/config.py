@@ -26,6 +26,8 @@ class DataConfig:
         labels: ``original``, ``uime`` or ``uime:feeling-wheel``.
         label_set: JSONL only: the label set its emotions follow.
         fraction: train on this stratified fraction of the training dialogues (data scaling).
+        dataset_fractions: per source dataset, a fraction that replaces ``fraction`` (unified
+            training: e.g. fewer of IEMOCAP's long scenes, more of MELD's short ones).
         max_dev_dialogues: evaluate on at most this many dev dialogues of each source dataset (a fixed, seeded subset); null: all.
     """
 
@@ -34,11 +36,19 @@ class DataConfig:
     labels: str = "original"
     label_set: str | None = None
     fraction: float = 1.0
+    dataset_fractions: dict[str, float] = field(default_factory=dict)
     max_dev_dialogues: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise InputError("fraction must be in (0, 1]", field="data.fraction")
+        for name, share in self.dataset_fractions.items():
+            if not 0 < share <= 1:
+                raise InputError(f"the fraction of '{name}' must be in (0, 1]", field="data.dataset_fractions")
+
+    def fraction_of(self, dataset: str) -> float:
+        """The training fraction for dialogues of one source dataset."""
+        return self.dataset_fractions.get(dataset, self.fraction)
 
     def source(self) -> DataSource:
         return DataSource(name=self.dataset, path=Path(self.path) if self.path else None, labels=self.labels, label_set=self.label_set)

@@ -15,7 +15,7 @@ def _tasks(stage: Any) -> str:
 def _history(template: Any) -> str:
     if not template.history:
         return "no history"
-    if template.name == "dialogue-prefix":
+    if template.name in ("dialogue-prefix", "dialogue-stream"):
         return "history from the dialogue start"
     return f"history window {template.window}"
 
@@ -42,7 +42,7 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
         "",
         "## Training",
         f"- backbone: `{config.backbone.model}`; {_adapters(config)}",
-        f"- data: `{config.data.dataset}` train split, fraction {config.data.fraction:g}, seed {config.seed}",
+        f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}, seed {config.seed}",
         f"- template: `{template.name}` with {', '.join(parts)}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
         f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, warmup {config.optim.warmup_ratio:g}, linear decay",
@@ -67,3 +67,8 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
     lines += ["", "## Use", "", "```", "instructerc predict" + ("" if location is None else f" --model {location}") + " --input dialogues.jsonl --output predictions.jsonl", "```", ""]
     with atomic_write(directory / "README.md") as handle:
         handle.write("\n".join(lines))
+
+
+def _fractions(config: Any) -> str:
+    overrides = ", ".join(f"{name} {share:g}" for name, share in sorted(config.data.dataset_fractions.items()))
+    return f"{config.data.fraction:g}" + (f" ({overrides})" if overrides else "")

@@ -11,7 +11,7 @@ Loss and scoring positions are given per sequence, so identical sequences still 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Hashable, Sequence
 
 
 @dataclass
@@ -82,16 +82,21 @@ class _Trie:
         return row
 
 
-def pack(sequences: Sequence[Sequence[int]], max_tokens: int, shared_prefix: bool = True) -> list[tuple[PackedRow, list[int]]]:
+def pack(
+    sequences: Sequence[Sequence[int]], max_tokens: int, shared_prefix: bool = True, groups: Sequence[Hashable] | None = None
+) -> list[tuple[PackedRow, list[int]]]:
     """Lay sequences into rows of at most ``max_tokens`` tokens (a longer sequence gets a row of its own).
 
     Returns (row, indices of the input sequences in that row, in ``row.ends`` order). Sequences
     are packed in the order given, so callers keep sequences that share prefixes together.
+    ``groups`` (one key per sequence) starts a new row whenever the key changes: one dialogue
+    per row, so no token pays attention over another dialogue's tokens.
     """
     rows: list[tuple[PackedRow, list[int]]] = []
     trie, members = _Trie(), []
     for index, sequence in enumerate(sequences):
-        if members and (not shared_prefix or trie.size() + trie.new_nodes(sequence) > max_tokens):
+        new_group = groups is not None and members and groups[index] != groups[members[-1]]
+        if members and (new_group or not shared_prefix or trie.size() + trie.new_nodes(sequence) > max_tokens):
             rows.append((trie.to_row(), members))
             trie, members = _Trie(), []
         trie.insert(sequence)

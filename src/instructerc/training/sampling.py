@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from instructerc.data.dialogue import Dialogue
 
@@ -18,13 +18,17 @@ def stratum(dialogue: Dialogue) -> tuple[str, str]:
     return dialogue.dataset, top
 
 
-def stratified_fraction(dialogues: Sequence[Dialogue], fraction: float, seed: int) -> list[Dialogue]:
-    """A ``fraction`` of the dialogues, sampled per stratum (dataset x dominant emotion), in input order.
+def stratified_fraction(
+    dialogues: Sequence[Dialogue], fraction: float | Callable[[str], float], seed: int
+) -> list[Dialogue]:
+    """A fraction of the dialogues, sampled per stratum (dataset x dominant emotion), in input order.
 
+    ``fraction`` is one share for all, or a function from a dialogue's dataset to its share.
     Every stratum keeps its share (rounded, at least one dialogue when the stratum is non-empty
-    and fraction > 0), so small fractions keep every dataset and the label mix of the whole.
+    and its share > 0), so small fractions keep every dataset and the label mix of the whole.
     """
-    if fraction >= 1:
+    share_of = fraction if callable(fraction) else (lambda _dataset: fraction)
+    if all(share_of(d.dataset) >= 1 for d in dialogues):
         return list(dialogues)
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for position, dialogue in enumerate(dialogues):
@@ -33,7 +37,7 @@ def stratified_fraction(dialogues: Sequence[Dialogue], fraction: float, seed: in
     chosen: set[int] = set()
     for key in sorted(groups):
         members = groups[key]
-        take = max(1, round(fraction * len(members)))
+        take = max(1, round(share_of(key[0]) * len(members)))
         chosen.update(rng.sample(members, take))
     return [d for position, d in enumerate(dialogues) if position in chosen]
 

@@ -126,7 +126,7 @@ class Trainer:
 
     def _data(self) -> tuple[list[Dialogue], list[Dialogue]]:
         source = self.config.data.source()
-        train = stratified_fraction(load_dialogues(source, "train"), self.config.data.fraction, self.config.seed)
+        train = stratified_fraction(load_dialogues(source, "train"), self.config.data.fraction_of, self.config.seed)
         dev = load_dialogues(source, "dev")
         if self.config.data.max_dev_dialogues is not None:
             dev = dev_subset(dev, self.config.data.max_dev_dialogues, self.config.seed)
