@@ -252,3 +252,12 @@ def test_baselines_from_a_folder_join_the_report_only_on_the_same_split(run_cli,
     report = (tmp_path / "y" / "report.md").read_text(encoding="utf-8")
     assert "| LLM tiny-meld (score mode) |" in report and "| majority class (" in report
     assert json.loads((tmp_path / "y" / "metrics.json").read_text(encoding="utf-8"))["systems"]["majority"]["settings"]["from"] == str(tmp_path / "base-test")
+
+
+def test_a_valid_label_the_dataset_lacks_is_an_error_but_not_invalid():
+    from instructerc.evaluation.metrics import OUTSIDE, compute_metrics
+
+    m = compute_metrics(["joy", "anger", "joy", "anger"], ["joy", OUTSIDE, None, "anger"], ["joy", "anger"])
+    assert m.accuracy == 50.0
+    assert m.invalid_rate == 25.0 and m.outside_rate == 25.0
+    assert m.columns == ["joy", "anger", "<invalid>", OUTSIDE]

@@ -29,7 +29,10 @@ class Metrics:
 
     Attributes:
         weighted_f1, macro_f1, accuracy: in percent (0-100), as the literature reports them.
-        invalid_rate: share of predictions (percent) that are not a class of the label set.
+        invalid_rate: share of predictions (percent) that are no label at all (free generation
+            that is not exactly a label).
+        outside_rate: share of predictions (percent) that are labels of the model's (unified)
+            label set which this dataset does not have; wrong, but valid outputs.
         count: how many utterances were scored.
         per_class: label -> precision/recall/F1 (percent) and support.
         labels: the label set's classes (confusion rows).
@@ -46,6 +49,7 @@ class Metrics:
     labels: list[str]
     columns: list[str]
     confusion: list[list[int]]
+    outside_rate: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +92,8 @@ def compute_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels
         weighted_f1=100 * float(weighted),
         macro_f1=100 * float(macro),
         accuracy=100 * correct / len(gold),
-        invalid_rate=100 * sum(p not in labels for p in shown) / len(gold),
+        invalid_rate=100 * sum(p == INVALID for p in shown) / len(gold),
+        outside_rate=100 * sum(p not in labels and p != INVALID for p in shown) / len(gold),
         count=len(gold),
         per_class={
             label: ClassScores(100 * float(p), 100 * float(r), 100 * float(f), int(s))

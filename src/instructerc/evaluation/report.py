@@ -160,6 +160,6 @@ def summary_lines(result: EvaluationResult) -> list[str]:
         for dataset, m in system.by_dataset.items():
             lines.append(
                 f"{SHORT_NAMES.get(name, name):10} {dataset} {result.split}: weighted F1 {m.weighted_f1:.2f}  macro F1 {m.macro_f1:.2f}  "
-                f"accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%" + ("  (paper parsing)" if system.paper_parsing else ""))
+                f"accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%" + (f"  outside the dataset's classes {m.outside_rate:.2f}%" if m.outside_rate else "") + ("  (paper parsing)" if system.paper_parsing else ""))
     return lines
 
