@@ -13,11 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import httpx
 import pytest
-
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
 
 from tiny import tiny_model_dir  # noqa: E402
 
