@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Hashable, Iterator, Sequence
 
-from instructerc.modeling.forward import accepts_logits_to_keep, cache_argument, pair_logits
+from instructerc.modeling.forward import accepts_logits_to_keep, cache_argument, cache_kwargs, pair_logits
 from instructerc.training.packing import PackedRow, pack, row_tensors
 
 # Below this many tokens a shared prefix is not worth a separate forward pass.
@@ -52,11 +52,11 @@ def prefix_cache(model: Any, prefix: Sequence[int], device: Any) -> Any:
     from transformers import DynamicCache
 
     ids = torch.tensor([list(prefix)], device=device)
-    extra = {cache_argument(model): DynamicCache()}
+    extra = cache_kwargs(model, DynamicCache())
     if accepts_logits_to_keep(model):
         extra["logits_to_keep"] = 1
     with torch.inference_mode():
-        out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None], use_cache=True, **extra)
+        out = model(input_ids=ids, position_ids=torch.arange(len(prefix), device=device)[None], **extra)
     return getattr(out, cache_argument(model))
 
 

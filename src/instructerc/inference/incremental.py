@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from instructerc.modeling.forward import cache_argument
+from instructerc.modeling.forward import cache_argument, cache_kwargs
 
 
 def crop_cache(cache: Any, length: int) -> None:
@@ -65,10 +65,9 @@ def next_token_logits(model: Any, cache: ConversationCache, sequence: Sequence[i
     new = list(sequence[shared:])
     ids = torch.tensor([new], device=device)
     positions = torch.arange(shared, shared + len(new), device=device)[None]
-    name = cache_argument(model)
     with torch.inference_mode():
-        out = model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1, **{name: cache.past})
-    cache.past = getattr(out, name)
+        out = model(input_ids=ids, position_ids=positions, logits_to_keep=1, **cache_kwargs(model, cache.past))
+    cache.past = getattr(out, cache_argument(model))
     cache.ids += new
     return out.logits[0, -1]
 

@@ -32,7 +32,12 @@ def model_mask(model: Any, allowed: Any) -> Any:
 def cache_argument(model: Any) -> str:
     """The keyword a model's forward takes its key/value cache by: transformers 5.x calls it
     ``cache``, earlier releases ``past_key_values``."""
-    return _cache_keyword(underlying_model(model))
+    return "cache" if "cache" in inspect.signature(underlying_model(model).forward).parameters else "past_key_values"
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The forward keywords that run ``model`` without a cache (``None``) or extending ``cache``."""
+    return {"use_cache": False} if cache is None else {"use_cache": True, cache_argument(model): cache}
 
 
 def kept_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, keep: Any, cache: Any = None) -> Any:
@@ -45,7 +50,7 @@ def kept_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: A
     models without it compute every position and are sliced afterwards (same result, slower).
     """
     attention_mask = model_mask(model, attention_mask)
-    extra: dict[str, Any] = {"use_cache": False} if cache is None else {"use_cache": True, cache_argument(model): cache}
+    extra = cache_kwargs(model, cache)
     if accepts_logits_to_keep(model):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=keep, **extra).logits
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **extra).logits
@@ -89,13 +94,8 @@ def pair_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: A
         logits = kept_logits(model, input_ids, attention_mask, position_ids, keep, cache=cache)
         return logits[rows, torch.searchsorted(keep, columns)]
     decoder, head = parts
-    extra: dict[str, Any] = {"use_cache": False} if cache is None else {"use_cache": True, _cache_keyword(decoder): cache}
-    hidden = decoder(input_ids=input_ids, attention_mask=model_mask(model, attention_mask), position_ids=position_ids, **extra).last_hidden_state
+    hidden = decoder(input_ids=input_ids, attention_mask=model_mask(model, attention_mask), position_ids=position_ids, **cache_kwargs(decoder, cache)).last_hidden_state
     return head(hidden[rows, columns])
-
-
-def _cache_keyword(module: Any) -> str:
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def head_is_plain(model: Any, device: Any = "cpu") -> bool:
