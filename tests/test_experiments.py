@@ -85,6 +85,40 @@ def test_an_interrupted_run_resumes(grid_files, tmp_path):
     assert set(result.test) == {"data"} and 0 <= result.test["data"]["weighted_f1"] <= 100
 
 
+def test_a_grid_can_score_a_fixed_subset_of_the_evaluation_split(grid_files):
+    import json
+
+    from instructerc.data.registry import DataSource, load_dialogues
+    from instructerc.training.sampling import per_dataset_subset
+
+    grid = yaml.safe_load((grid_files / "grid.yaml").read_text())
+    grid.update({"name": "tiny-subset", "output_dir": "runs-subset", "seeds": [1], "evaluate_max_dialogues": 2,
+                 "axes": {"fraction": {"1/2": {"data.fraction": 0.5}}}})
+    grid.pop("plot")
+    (grid_files / "subset.yaml").write_text(yaml.safe_dump(grid))
+    assert main(["experiment", str(grid_files / "subset.yaml"), "--no-progress"]) == 0
+
+    test = load_dialogues(DataSource("jsonl", grid_files / "data", label_set="meld"), "test")
+    expected = sum(len(d.utterances) for d in per_dataset_subset(test, 2, seed=0))
+    assert expected < sum(len(d.utterances) for d in test)
+    (result,) = (grid_files / "runs-subset").glob("run-*/result.json")
+    record = json.loads(result.read_text())
+    assert record["evaluate_max_dialogues"] == 2 and record["test"]["data"]["count"] == expected
+    metrics = json.loads((result.parent / "eval-test" / "metrics.json").read_text())
+    assert metrics["data"]["max_dialogues_per_dataset"] == 2
+    assert "at most 2 test dialogues per dataset" in (grid_files / "runs-subset" / "tiny-subset.md").read_text()
+
+
+def test_a_grid_refuses_an_empty_evaluation_subset(grid_files):
+    from instructerc.errors import InputError
+
+    grid = yaml.safe_load((grid_files / "grid.yaml").read_text())
+    grid["evaluate_max_dialogues"] = 0
+    (grid_files / "zero.yaml").write_text(yaml.safe_dump(grid))
+    with pytest.raises(InputError, match="at least 1"):
+        load_experiment(grid_files / "zero.yaml")
+
+
 def test_every_shipped_experiment_expands_to_valid_recipes():
     from instructerc.training.config import TrainConfig
 

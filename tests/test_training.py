@@ -237,14 +237,14 @@ def test_sharded_strategies_are_refused_clearly():
             check_distributed_type(SimpleNamespace(distributed_type=sharded))
 
 
-def test_dev_subset_keeps_every_dataset_and_is_seeded():
+def test_per_dataset_subset_keeps_every_dataset_and_is_seeded():
     from instructerc.data.dialogue import Dialogue, Utterance
-    from instructerc.training.trainer import dev_subset
+    from instructerc.training.sampling import per_dataset_subset
 
     dev = [Dialogue(f"{name}{i}", name, "dev", (Utterance("A", "hi"),)) for name, count in (("meld", 100), ("iemocap", 3)) for i in range(count)]
-    kept = dev_subset(dev, 10, seed=7)
+    kept = per_dataset_subset(dev, 10, seed=7)
     assert sum(d.dataset == "meld" for d in kept) == 10
     assert sum(d.dataset == "iemocap" for d in kept) == 3
-    assert [d.id for d in kept] == [d.id for d in dev_subset(dev, 10, seed=7)]
-    assert [d.id for d in kept] != [d.id for d in dev_subset(dev, 10, seed=8)]
+    assert [d.id for d in kept] == [d.id for d in per_dataset_subset(dev, 10, seed=7)]
+    assert [d.id for d in kept] != [d.id for d in per_dataset_subset(dev, 10, seed=8)]
     assert kept == [d for d in dev if d in kept]  # original order

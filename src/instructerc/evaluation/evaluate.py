@@ -22,10 +22,15 @@ def evaluate_model(
     baselines_from: Path | None = None,
     with_baselines: bool = False,
     chunk_size: int = 64,
+    max_dialogues: int | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Predict every utterance of ``split``, score it, and write metrics.json, predictions.jsonl,
-    report.md and confusion matrices to ``out``. This is the only place a test split is read."""
+    report.md and confusion matrices to ``out``. This is the only place a test split is read.
+
+    ``max_dialogues``: score a fixed subset of at most that many dialogues per source dataset
+    (seed 0, so every model is scored on the same dialogues); recorded in the result's data.
+    """
     from instructerc.evaluation.baselines import constant_predictions, run_baselines
     from instructerc.evaluation.harness import check_scorable, llm_result, predict_all, write_predictions
     from instructerc.evaluation.report import write_outputs
@@ -39,11 +44,19 @@ def evaluate_model(
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)
     dialogues = load_dialogues(source, split)
+    if max_dialogues is not None:
+        from instructerc.training.sampling import per_dataset_subset
+
+        if max_dialogues < 1:
+            raise InputError("must be at least 1", field="max_dialogues")
+        dialogues = per_dataset_subset(dialogues, max_dialogues, seed=0)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
     predictor = Predictor.from_directory(model)
     label_set = predictor.label_set
     check_scorable(dialogues, label_set)
     data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
+    if max_dialogues is not None:
+        data["max_dialogues_per_dataset"] = max_dialogues
     if imported is not None:
         if not any(s.kind == "baseline" for s in imported.systems.values()):
             raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=baselines_from)

@@ -99,6 +99,8 @@ def render_report(result: EvaluationResult) -> str:
 
 def _notes(result: EvaluationResult) -> list[str]:
     notes = [f"data: {result.data.get('dataset')} (labels: {result.data.get('labels', 'original')}), {result.split} split; all figures in percent"]
+    if result.data.get("max_dialogues_per_dataset") is not None:
+        notes.append(f"a fixed subset (seed 0) of at most {result.data['max_dialogues_per_dataset']} dialogues per dataset, not the whole split")
     for name, system in result.systems.items():
         settings = system.settings
         if system.kind == "llm":

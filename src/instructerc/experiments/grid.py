@@ -12,6 +12,7 @@
         "1": {data.fraction: 1.0}
         "1/2": {data.fraction: 0.5}
     evaluate_split: test
+    evaluate_max_dialogues: 40    # optional: a fixed subset of the split per dataset (slow templates)
     plot: {x: fraction, lines: dataset}
 
 Every combination of one value per axis, times every seed, is one run.
@@ -48,12 +49,15 @@ class ExperimentConfig:
     axes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [42])
     evaluate_split: str = "test"
+    evaluate_max_dialogues: int | None = None
     plot: PlotConfig | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise InputError("at least one seed is needed", field="seeds")
+        if self.evaluate_max_dialogues is not None and self.evaluate_max_dialogues < 1:
+            raise InputError("must be at least 1", field="evaluate_max_dialogues")
         for axis, values in self.axes.items():
             if not values:
                 raise InputError(f"axis '{axis}' has no values", field=f"axes.{axis}")

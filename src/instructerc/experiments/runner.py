@@ -51,12 +51,12 @@ def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
     return _directory_of(config, root, resolved_config(config, root, spec))
 
 
-def evaluate_run(directory: Path, source: Any, split: str, progress: bool) -> dict[str, Any]:
+def evaluate_run(directory: Path, source: Any, split: str, progress: bool, max_dialogues: int | None = None) -> dict[str, Any]:
     """Metrics per dataset of a run's dev-selected model on ``split`` (read only here), with the
     full evaluation (predictions, confusion matrices, report) written beside the model."""
     from instructerc.evaluation.evaluate import evaluate_model
 
-    result = evaluate_model(directory / "model", source, split, directory / f"eval-{split}", progress=progress)
+    result = evaluate_model(directory / "model", source, split, directory / f"eval-{split}", max_dialogues=max_dialogues, progress=progress)
     return {dataset: metrics.to_dict() for dataset, metrics in result.systems["llm"].by_dataset.items()}
 
 
@@ -78,8 +78,9 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
         resume = checkpoints.is_dir() and any(checkpoints.iterdir())
         Trainer(train_config, progress=progress).run(resume=resume)
     dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
-    test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress)
-    record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test, "evaluate_split": config.evaluate_split}
+    test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues)
+    record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test,
+              "evaluate_split": config.evaluate_split, "evaluate_max_dialogues": config.evaluate_max_dialogues}
     with atomic_write(done) as handle:
         json.dump(record, handle, indent=2)
     return RunResult(spec, dev, test)

@@ -49,3 +49,16 @@ def seeded_subset(items: Sequence[T], share: float, seed: int) -> list[T]:
     rng = random.Random(seed)
     keep = set(rng.sample(range(len(items)), round(share * len(items))))
     return [item for position, item in enumerate(items) if position in keep]
+
+
+def per_dataset_subset(dialogues: Sequence[Dialogue], per_dataset: int, seed: int) -> list[Dialogue]:
+    """A seeded subset of at most ``per_dataset`` dialogues of each source dataset, in the original order.
+
+    Per dataset, so a unified (UIME) split keeps every benchmark in the score instead of leaving
+    the smallest one (IEMOCAP) to chance.
+    """
+    groups: dict[str, list[Dialogue]] = {}
+    for dialogue in dialogues:
+        groups.setdefault(dialogue.dataset, []).append(dialogue)
+    kept = {id(d) for group in groups.values() for d in seeded_subset(group, min(1.0, per_dataset / len(group)), seed)}
+    return [d for d in dialogues if id(d) in kept]

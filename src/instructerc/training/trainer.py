@@ -29,7 +29,7 @@ from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from instructerc.training.config import TrainConfig
-from instructerc.training.sampling import seeded_subset, stratified_fraction
+from instructerc.training.sampling import per_dataset_subset, seeded_subset, stratified_fraction
 
 
 @dataclass(frozen=True)
@@ -81,19 +81,6 @@ def check_distributed_type(accelerator: Any) -> None:
             "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)", field="distributed_type")
 
 
-def dev_subset(dev: list[Dialogue], per_dataset: int, seed: int) -> list[Dialogue]:
-    """A seeded subset of at most ``per_dataset`` dialogues of each source dataset, in the original order.
-
-    Per dataset, so a unified (UIME) dev set keeps every benchmark in the selection score instead
-    of leaving the smallest one (IEMOCAP) to chance.
-    """
-    groups: dict[str, list[Dialogue]] = {}
-    for dialogue in dev:
-        groups.setdefault(dialogue.dataset, []).append(dialogue)
-    kept = {id(d) for group in groups.values() for d in seeded_subset(group, min(1.0, per_dataset / len(group)), seed)}
-    return [d for d in dev if id(d) in kept]
-
-
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -129,7 +116,7 @@ class Trainer:
         train = stratified_fraction(load_dialogues(source, "train"), self.config.data.fraction_of, self.config.seed)
         dev = load_dialogues(source, "dev")
         if self.config.data.max_dev_dialogues is not None:
-            dev = dev_subset(dev, self.config.data.max_dev_dialogues, self.config.seed)
+            dev = per_dataset_subset(dev, self.config.data.max_dev_dialogues, self.config.seed)
         if not train:
             raise InputError("no training dialogues", field="data")
         if not dev:
