@@ -5,7 +5,9 @@ Routes (each in its own process, so peak memory is its own), run for every model
 ``naive``              the paper's procedure: one prompt at a time, ``model.generate``, parse.
 ``generate``           instructerc's generate mode: greedy decoding batched by length, strict parsing.
 ``score``              instructerc's score mode: every label scored as a continuation; prompts of a
-                       dialogue packed as a prefix tree (the shared prefix is computed once).
+                       dialogue packed as a prefix tree (the shared prefix is computed once), and
+                       where the prompts' own parts are long, run as trunk then branches.
+``score-one-pass``     score mode with every packed row in one pass (no trunk/branch split).
 ``score-incremental``  score mode one utterance at a time, as a live conversation grows, reusing
                        the conversation's key/value cache between turns.
 
@@ -75,17 +77,18 @@ def run_incremental(predictor, dialogues) -> dict:
 
 
 MODEL_ROUTES = {
-    "paper": ("naive", "generate", "score"),
+    "paper": ("naive", "generate", "score", "score-one-pass"),
     "prefix": ("naive", "score", "score-incremental"),
     "stream": ("naive", "score", "score-incremental"),
 }
 
 
 def child(args: argparse.Namespace) -> None:
-    from instructerc.inference.predictor import Predictor
+    from instructerc.inference.predictor import InferenceConfig, Predictor
 
     kind, route = args.route.split(":")
-    predictor = Predictor.from_directory(getattr(args, f"{kind}_model"), device="cpu")
+    config = InferenceConfig(max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route != "score-one-pass")
+    predictor = Predictor.from_directory(getattr(args, f"{kind}_model"), device="cpu", config=config)
     dialogues = test_dialogues(args.data, args.dialogues)
     # Demonstration retrieval embeds the test utterances once (then reads a disk cache): do that
     # before the clock starts, so no route pays it and every route builds its prompts alike.
@@ -95,7 +98,7 @@ def child(args: argparse.Namespace) -> None:
     elif route == "score-incremental":
         result = run_incremental(predictor, dialogues)
     else:
-        result = run_predictor(predictor, dialogues, route)
+        result = run_predictor(predictor, dialogues, "score" if route == "score-one-pass" else route)
     result.update(route=args.route, template=predictor.setup.template.name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result))
 
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--stream-model", type=Path, help="a model directory trained on the dialogue-stream template")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dialogues", type=int, help="only the first N MELD test dialogues (default: all 280)")
+    parser.add_argument("--max-tokens", type=int, help="tokens per packed row (default: the predictor's for the device)")
+    parser.add_argument("--batch-tokens", type=int, help="padded tokens per forward pass (default: the predictor's for the device)")
     parser.add_argument("--routes", nargs="+", help="only these routes, e.g. paper:naive stream:score (default: all for the models given)")
     parser.add_argument("--route", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,8 +132,9 @@ def main() -> None:
         for kind in MODEL_ROUTES:
             if getattr(args, f"{kind}_model"):
                 command += [f"--{kind}-model", str(getattr(args, f"{kind}_model"))]
-        if args.dialogues:
-            command += ["--dialogues", str(args.dialogues)]
+        for option in ("dialogues", "max_tokens", "batch_tokens"):
+            if getattr(args, option):
+                command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
         done = subprocess.run(command, capture_output=True, text=True)
         line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:

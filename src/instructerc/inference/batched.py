@@ -1,13 +1,16 @@
 """Running many prompts through a model in packed, length-batched forward passes.
 
-Two savings, both exact:
+Three savings, all exact:
 
 * the prompts of one dialogue are packed as a prefix tree, one dialogue per row, so the
   history they share is computed once and no token attends over other dialogues' tokens
   (attention over a row costs its length squared; on a small model it is a large share of
   the work at 2,048 tokens);
 * the prefix that *all* prompts share (the instruction, and in the cache-friendly templates
-  the label statement) is computed once, and every row starts from its keys and values.
+  the label statement) is computed once, and every row starts from its keys and values;
+* where the prompts' private parts are long (the paper's template), each batch runs as its
+  shared trunks, then its branches against them (:mod:`instructerc.inference.branches`), so
+  attention skips the masked-out pairs that a dense packed row would compute.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Hashable, Iterator, Sequence
 
+from instructerc.inference.branches import split_pass, split_rows, worth_splitting
 from instructerc.modeling.forward import accepts_logits_to_keep, cache_argument, cache_kwargs, pair_logits
 from instructerc.training.packing import PackedRow, pack, row_tensors
 
@@ -70,6 +74,7 @@ def last_token_logits(
     progress: Any = None,
     groups: Sequence[Hashable] | None = None,
     direct_head: bool = False,
+    split_branches: bool = True,
 ) -> list[Any]:
     """Next-token logits after each sequence (``[vocab]`` tensors, in input order).
 
@@ -77,6 +82,8 @@ def last_token_logits(
     a prefix (the prompts of one dialogue) have it computed once; ``groups`` (say, a dialogue
     id per sequence) puts each group in rows of its own. ``direct_head``: project only the
     hidden states that are needed (:func:`~instructerc.modeling.forward.head_is_plain`).
+    ``split_branches``: where it saves attention work, run each batch's shared trunks first and
+    their private branches against the trunks' cache (:mod:`instructerc.inference.branches`).
     """
     import torch
 
@@ -88,20 +95,35 @@ def last_token_logits(
     results: list[Any] = [None] * len(sequences)
     for group in row_batches([row for row, _ in packed], batch_tokens):
         rows = [packed[i][0] for i in group]
-        ids, positions, mask = row_tensors(rows, pad_id)
-        cache = None
-        if past is not None:
-            cache = copy.deepcopy(past)
-            cache.batch_repeat_interleave(len(rows))
-            positions = positions + shared
-            mask = torch.cat([torch.ones(mask.shape[:3] + (shared,), dtype=torch.bool), mask], dim=-1)
-        ends = [(b, row.ends[j][-1], packed[i][1][j]) for b, (i, row) in enumerate(zip(group, rows)) for j in range(len(row.ends))]
-        row_index = torch.tensor([b for b, _, _ in ends], device=device)
-        column_index = torch.tensor([position for _, position, _ in ends], device=device)
-        with torch.inference_mode():
-            logits = pair_logits(model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head)
-        for k, (_, _, sequence_index) in enumerate(ends):
-            results[sequence_index] = logits[k]
+        members = [packed[i][1] for i in group]
+        split = split_rows(rows, members) if split_branches else None
+        if split is not None and worth_splitting(rows, split, shared):
+            scored = split_pass(model, split, past, shared, pad_id, batch_tokens, device, direct_head)
+        else:
+            scored = packed_pass(model, rows, members, past, shared, pad_id, device, direct_head)
+        for sequence_index, logits in scored:
+            results[sequence_index] = logits
         if progress is not None:
-            progress.update(sum(len(packed[i][1]) for i in group))
+            progress.update(sum(len(m) for m in members))
     return results
+
+
+def packed_pass(
+    model: Any, rows: Sequence[PackedRow], members: Sequence[Sequence[int]], past: Any, prefix: int, pad_id: int, device: Any, direct_head: bool
+) -> list[tuple[int, Any]]:
+    """(sequence index, next-token logits) for every sequence of the rows, in one pass over them."""
+    import torch
+
+    ids, positions, mask = row_tensors(rows, pad_id)
+    cache = None
+    if past is not None:
+        cache = copy.deepcopy(past)
+        cache.batch_repeat_interleave(len(rows))
+        positions = positions + prefix
+        mask = torch.cat([torch.ones(mask.shape[:3] + (prefix,), dtype=torch.bool), mask], dim=-1)
+    ends = [(b, row.ends[j][-1], sequences[j]) for b, (row, sequences) in enumerate(zip(rows, members)) for j in range(len(row.ends))]
+    row_index = torch.tensor([b for b, _, _ in ends], device=device)
+    column_index = torch.tensor([position for _, position, _ in ends], device=device)
+    with torch.inference_mode():
+        logits = pair_logits(model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head)
+    return [(sequence, logits[k]) for k, (_, _, sequence) in enumerate(ends)]

@@ -57,11 +57,15 @@ class InferenceConfig:
             ``dialogue-stream`` model, 40 MELD test dialogues took 31.8 s at 1,024 tokens and
             45.4 s at 4,096 (one thread).
         generate_batch_size: prompts generated together in ``generate`` mode.
+        split_branches: score long per-utterance parts against their dialogue's cached trunk
+            where that saves attention work (:mod:`instructerc.inference.branches`); ``False``
+            runs every packed row in one pass (for comparison).
     """
 
     max_tokens: int | None = None
     batch_tokens: int | None = None
     generate_batch_size: int = 8
+    split_branches: bool = True
 
     def sizes(self, device: Any) -> tuple[int, int]:
         """(max_tokens, batch_tokens) for a device."""
@@ -157,7 +161,7 @@ class Predictor:
             self._direct_head = head_is_plain(self.model, self.device)
         logits = last_token_logits(
             self.model, sequences, self.tokenizer.pad_token_id, *self.config.sizes(self.device), self.device,
-            groups=groups, direct_head=self._direct_head,
+            groups=groups, direct_head=self._direct_head, split_branches=self.config.split_branches,
         )
         if self.scorer.single_pass:
             table = self.scorer.batch_probabilities(torch.stack(logits)).tolist()
