@@ -5,9 +5,8 @@ Routes (each in its own process, so peak memory is its own), run for every model
 ``naive``              the paper's procedure: one prompt at a time, ``model.generate``, parse.
 ``generate``           instructerc's generate mode: greedy decoding batched by length, strict parsing.
 ``score``              instructerc's score mode: every label scored as a continuation; prompts of a
-                       dialogue packed as a prefix tree (the shared prefix is computed once), and
-                       where the prompts' own parts are long, run as trunk then branches.
-``score-one-pass``     score mode with every packed row in one pass (no trunk/branch split).
+                       dialogue packed as a prefix tree (the shared prefix is computed once).
+``score-split``        score mode run as trunks, then branches (``InferenceConfig.split_branches``).
 ``score-incremental``  score mode one utterance at a time, as a live conversation grows, reusing
                        the conversation's key/value cache between turns.
 
@@ -77,7 +76,7 @@ def run_incremental(predictor, dialogues) -> dict:
 
 
 MODEL_ROUTES = {
-    "paper": ("naive", "generate", "score", "score-one-pass"),
+    "paper": ("naive", "generate", "score", "score-split"),
     "prefix": ("naive", "score", "score-incremental"),
     "stream": ("naive", "score", "score-incremental"),
 }
@@ -87,7 +86,7 @@ def child(args: argparse.Namespace) -> None:
     from instructerc.inference.predictor import InferenceConfig, Predictor
 
     kind, route = args.route.split(":")
-    config = InferenceConfig(max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route != "score-one-pass")
+    config = InferenceConfig(max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route == "score-split")
     predictor = Predictor.from_directory(getattr(args, f"{kind}_model"), device="cpu", config=config)
     dialogues = test_dialogues(args.data, args.dialogues)
     # Demonstration retrieval embeds the test utterances once (then reads a disk cache): do that
@@ -98,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
     elif route == "score-incremental":
         result = run_incremental(predictor, dialogues)
     else:
-        result = run_predictor(predictor, dialogues, "score" if route == "score-one-pass" else route)
+        result = run_predictor(predictor, dialogues, "score" if route == "score-split" else route)
     result.update(route=args.route, template=predictor.setup.template.name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result))
 

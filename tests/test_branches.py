@@ -66,11 +66,11 @@ def test_two_pass_scoring_matches_scoring_each_sequence_alone(batch_tokens, comm
     monkeypatch.setattr(branches, "WORTH_SPLITTING", 10.0)  # split every batch that has branches
     pad = predictor.tokenizer.pad_token_id
     groups = [d.id for d, _ in items]
-    two_pass = batched.last_token_logits(predictor.model, sequences, pad, 2048, batch_tokens, groups=groups)
+    two_pass = batched.last_token_logits(predictor.model, sequences, pad, 2048, batch_tokens, groups=groups, split_branches=True)
     assert passes
     for sequence, logits in zip(sequences, two_pass):
         alone = batched.last_token_logits(predictor.model, [sequence], pad, 2048, 4096)[0]
         torch.testing.assert_close(logits, alone, atol=1e-4, rtol=1e-4)
-    one_pass = batched.last_token_logits(predictor.model, sequences, pad, 2048, batch_tokens, groups=groups, split_branches=False)
+    one_pass = batched.last_token_logits(predictor.model, sequences, pad, 2048, batch_tokens, groups=groups)
     for a, b in zip(two_pass, one_pass):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -1,6 +1,6 @@
 """Running many prompts through a model in packed, length-batched forward passes.
 
-Three savings, all exact:
+Savings, all exact:
 
 * the prompts of one dialogue are packed as a prefix tree, one dialogue per row, so the
   history they share is computed once and no token attends over other dialogues' tokens
@@ -8,9 +8,9 @@ Three savings, all exact:
   the work at 2,048 tokens);
 * the prefix that *all* prompts share (the instruction, and in the cache-friendly templates
   the label statement) is computed once, and every row starts from its keys and values;
-* where the prompts' private parts are long (the paper's template), each batch runs as its
-  shared trunks, then its branches against them (:mod:`instructerc.inference.branches`), so
-  attention skips the masked-out pairs that a dense packed row would compute.
+* optionally, where the prompts' private parts are long (the paper's template), each batch runs
+  as its shared trunks, then its branches against them (:mod:`instructerc.inference.branches`),
+  so attention skips the masked-out pairs that a dense packed row would compute.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def last_token_logits(
     progress: Any = None,
     groups: Sequence[Hashable] | None = None,
     direct_head: bool = False,
-    split_branches: bool = True,
+    split_branches: bool = False,
 ) -> list[Any]:
     """Next-token logits after each sequence (``[vocab]`` tensors, in input order).
 
@@ -83,7 +83,8 @@ def last_token_logits(
     id per sequence) puts each group in rows of its own. ``direct_head``: project only the
     hidden states that are needed (:func:`~instructerc.modeling.forward.head_is_plain`).
     ``split_branches``: where it saves attention work, run each batch's shared trunks first and
-    their private branches against the trunks' cache (:mod:`instructerc.inference.branches`).
+    their private branches against the trunks' cache (:mod:`instructerc.inference.branches`;
+    see :class:`~instructerc.inference.predictor.InferenceConfig` for when that pays).
     """
     import torch
 
