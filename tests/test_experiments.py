@@ -62,7 +62,7 @@ def test_grid_runs_once_and_reports(grid_files, capsys):
     assert capsys.readouterr().out.count(": done") == 4
     assert {p: p.stat().st_mtime_ns for p in runs} == stamps
     table = (grid_files / "runs" / "tiny-scaling.md").read_text()
-    assert "| fraction | history | dataset | seeds |" in table and " ± " in table
+    assert "| fraction | history | scored on | seeds |" in table and " ± " in table
     csv_lines = (grid_files / "runs" / "tiny-scaling.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 4 and "test_weighted_f1" in csv_lines[0]
     png = (grid_files / "runs" / "tiny-scaling.png").read_bytes()
@@ -148,3 +148,14 @@ def test_identical_runs_in_two_grids_share_one_directory(grid_files):
     assert run_directory(first, first_root, a) == run_directory(second, second_root, b)
     c = next(s for s in expand(first) if s.values == {"fraction": "1", "history": "on"} and s.seed == 2)
     assert run_directory(first, first_root, c) != run_directory(first, first_root, a)
+
+
+def test_an_axis_named_dataset_keeps_its_value_beside_the_scored_dataset():
+    from instructerc.experiments.grid import RunSpec
+    from instructerc.experiments.report import rows
+    from instructerc.experiments.runner import RunResult
+
+    metrics = {"weighted_f1": 50.0, "macro_f1": 40.0, "accuracy": 55.0}
+    result = RunResult(RunSpec("dataset=uime__seed=1", {"dataset": "uime"}, 1, {}), {}, {"meld": metrics, "iemocap": metrics})
+    table = rows([result], "test")
+    assert [(r["dataset"], r["scored_on"]) for r in table] == [("uime", "meld"), ("uime", "iemocap")]

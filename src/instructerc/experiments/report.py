@@ -16,12 +16,12 @@ METRICS = ("weighted_f1", "macro_f1", "accuracy")
 
 
 def rows(results: list[RunResult], split: str) -> list[dict[str, object]]:
-    """One row per run and dataset."""
+    """One row per run and scored dataset (``scored_on``: a grid may have an axis named ``dataset``)."""
     table = []
     for result in results:
         dev_by_dataset = result.dev.get("by_dataset", {})
         for dataset, metrics in result.test.items():
-            row: dict[str, object] = {"run": result.name, **result.spec.values, "seed": result.spec.seed, "dataset": dataset}
+            row: dict[str, object] = {"run": result.name, **result.spec.values, "seed": result.spec.seed, "scored_on": dataset}
             row["dev_weighted_f1"] = round(dev_by_dataset.get(dataset, {}).get("weighted_f1", float("nan")), 2)
             for metric in METRICS:
                 row[f"{split}_{metric}"] = round(metrics[metric], 2)
@@ -50,8 +50,8 @@ def markdown_table(config: ExperimentConfig, table: list[dict[str, object]], spl
     axes = list(config.axes)
     groups: dict[tuple, list[dict[str, object]]] = defaultdict(list)
     for row in table:
-        groups[tuple(row[a] for a in axes) + (row["dataset"],)].append(row)
-    header = [*axes, "dataset", "seeds", "dev W-F1", f"{split} W-F1", f"{split} macro F1", f"{split} accuracy"]
+        groups[tuple(row[a] for a in axes) + (row["scored_on"],)].append(row)
+    header = [*axes, "scored on", "seeds", "dev W-F1", f"{split} W-F1", f"{split} macro F1", f"{split} accuracy"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for key, members in groups.items():
         cells = [str(k) for k in key]
@@ -75,7 +75,8 @@ def plot(config: ExperimentConfig, table: list[dict[str, object]], split: str, p
     numeric = {name: _number(name) for name in x_values}
     series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in table:
-        line = f"{row[spec.lines]} ({row['dataset']})" if spec.lines and spec.lines != "dataset" else str(row["dataset"])
+        scored = str(row["scored_on"])
+        line = f"{row[spec.lines]} ({scored})" if spec.lines and str(row[spec.lines]) != scored else scored
         series[line][str(row[spec.x])].append(float(row[f"{split}_weighted_f1"]))
     figure, axis = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for line, points in sorted(series.items()):
