@@ -15,11 +15,10 @@ Savings, all exact:
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Hashable, Iterator, Sequence
 
 from instructerc.inference.branches import split_pass, split_rows, worth_splitting
-from instructerc.modeling.forward import accepts_logits_to_keep, cache_argument, cache_kwargs, pair_logits
+from instructerc.modeling.forward import accepts_logits_to_keep, after_prefix, cache_argument, cache_kwargs, pair_logits
 from instructerc.training.packing import PackedRow, pack, row_tensors
 
 # Below this many tokens a shared prefix is not worth a separate forward pass.
@@ -118,10 +117,7 @@ def packed_pass(
     ids, positions, mask = row_tensors(rows, pad_id)
     cache = None
     if past is not None:
-        cache = copy.deepcopy(past)
-        cache.batch_repeat_interleave(len(rows))
-        positions = positions + prefix
-        mask = torch.cat([torch.ones(mask.shape[:3] + (prefix,), dtype=torch.bool), mask], dim=-1)
+        cache, positions, mask = after_prefix(past, prefix, len(rows), positions, mask)
     ends = [(b, row.ends[j][-1], sequences[j]) for b, (row, sequences) in enumerate(zip(rows, members)) for j in range(len(row.ends))]
     row_index = torch.tensor([b for b, _, _ in ends], device=device)
     column_index = torch.tensor([position for _, position, _ in ends], device=device)

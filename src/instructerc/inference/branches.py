@@ -17,7 +17,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from instructerc.modeling.forward import pair_logits
+from instructerc.modeling.forward import after_prefix, pair_logits
 from instructerc.training.packing import PackedRow, row_tensors, subtree_sizes
 
 # Split a batch only when the estimated attention work falls below this share of the packed
@@ -115,16 +115,16 @@ def branch_chunks(branches: Sequence[Branch], context: int, batch_tokens: int) -
     return chunks
 
 
-def ancestors_of(trunk: PackedRow, node: int, width: int) -> Any:
-    """Boolean ``[width]``: the trunk tokens ``node`` descends from, itself included."""
+def ancestors_of(sizes: Any, node: int, width: int) -> Any:
+    """Boolean ``[width]``: the trunk tokens ``node`` descends from, itself included, given the
+    trunk's subtree sizes (depth-first order: ``j`` is an ancestor of ``node`` when its subtree spans it)."""
     import numpy as np
 
     allowed = np.zeros(width, dtype=bool)
     if node < 0:
         return allowed
-    index = np.arange(len(trunk))
-    sizes = np.asarray(subtree_sizes(trunk.parents))
-    allowed[: len(trunk)] = (index <= node) & (node < index + sizes)
+    index = np.arange(len(sizes))
+    allowed[: len(sizes)] = (index <= node) & (node < index + sizes)
     return allowed
 
 
@@ -146,10 +146,7 @@ def split_pass(
     rows = len(batch.trunks)
     ids, positions, mask = row_tensors(batch.trunks, pad_id)
     if past is not None:
-        cache = copy.deepcopy(past)
-        cache.batch_repeat_interleave(rows)
-        positions = positions + prefix
-        mask = torch.cat([torch.ones(mask.shape[:3] + (prefix,), dtype=torch.bool), mask], dim=-1)
+        cache, positions, mask = after_prefix(past, prefix, rows, positions, mask)
     else:
         cache = DynamicCache()
     # The trunk pass must run even when no sequence ends inside a trunk: a dummy pair keeps it uniform.
@@ -161,6 +158,7 @@ def split_pass(
         logits = pair_logits(model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head)
     results += [(sequence, logits[k]) for k, (_, _, sequence) in enumerate(ends) if sequence >= 0]
 
+    trunk_sizes = [np.asarray(subtree_sizes(trunk.parents), dtype=np.int64) for trunk in batch.trunks]
     trunk_width = ids.shape[1]
     context = prefix + trunk_width
     for chunk in branch_chunks(batch.branches, context, batch_tokens):
@@ -174,7 +172,7 @@ def split_pass(
             branch_ids[k, :n] = torch.tensor(branch.tokens, dtype=torch.long)
             branch_positions[k, :n] = torch.tensor(branch.depths, dtype=torch.long) + prefix
             allowed[k, :n, :prefix] = True
-            allowed[k, :n, prefix:context] = ancestors_of(batch.trunks[branch.row], branch.attach, trunk_width)
+            allowed[k, :n, prefix:context] = ancestors_of(trunk_sizes[branch.row], branch.attach, trunk_width)
             allowed[k, :, context:] = causal
             allowed[k, n:, context:] = np.eye(width, dtype=bool)[n:]  # padding attends only to itself
         chunk_cache = copy.deepcopy(cache)

@@ -40,6 +40,20 @@ def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     return {"use_cache": False} if cache is None else {"use_cache": True, cache_argument(model): cache}
 
 
+def after_prefix(past: Any, prefix: int, rows: int, positions: Any, mask: Any) -> tuple[Any, Any, Any]:
+    """Rows that continue a one-row cache ``past`` of ``prefix`` tokens: a copy of the cache per
+    row, and the rows' positions and boolean ``[rows, 1, length, length]`` mask shifted to follow
+    it (every row sees the whole prefix)."""
+    import copy
+
+    import torch
+
+    cache = copy.deepcopy(past)
+    cache.batch_repeat_interleave(rows)
+    mask = torch.cat([torch.ones(mask.shape[:3] + (prefix,), dtype=torch.bool, device=mask.device), mask], dim=-1)
+    return cache, positions + prefix, mask
+
+
 def kept_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, keep: Any, cache: Any = None) -> Any:
     """Logits ``[rows, len(keep), vocab]`` at row positions ``keep`` (shared by all rows).
 
