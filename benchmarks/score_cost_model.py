@@ -1,0 +1,79 @@
+"""How far exact computation can take score mode past the naive route, from token counts alone.
+
+Counts the work (multiply-adds) of labelling the first N MELD test dialogues with a model's
+template, three ways:
+
+``naive``   every prompt on its own (attention causal over the prompt);
+``dense``   score mode's packed prefix-tree rows, attention over the whole row under a mask
+            (what one forward pass per row computes);
+``exact``   the same rows, each token attending only to its ancestors and the shared prefix
+            (what the trunk/branch split approaches, minus its per-call overhead).
+
+The ratios naive/dense and naive/exact are ceilings at equal cost per multiply-add; they ignore
+the naive route's decoding steps, which the measured ratio includes. Compare them with
+``inference_throughput.py``'s measured speed-ups to see what is left to gain.
+
+    python benchmarks/score_cost_model.py --model runs/meld-paper-f0.1/model --data ../shared/data --dialogues 40
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Multiply-adds per token per layer: the projections and MLP, and attention per context token."""
+
+    linear: float
+    per_context_token: float
+
+    @classmethod
+    def of(cls, config) -> "LayerCost":
+        hidden, heads = config.hidden_size, config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
+        kv = getattr(config, "num_key_value_heads", heads) * head_dim
+        projections = 2 * hidden * heads * head_dim + 2 * hidden * kv
+        return cls(linear=projections + 3 * hidden * config.intermediate_size, per_context_token=2 * heads * head_dim)
+
+    def tokens(self, contexts: Sequence[float]) -> float:
+        """Work of tokens that each attend over ``contexts[i]`` tokens."""
+        return sum(self.linear + self.per_context_token * c for c in contexts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a model directory (its template and tokenizer are used)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--dialogues", type=int, default=40, help="the first N MELD test dialogues")
+    parser.add_argument("--row-tokens", type=int, nargs="+", default=[512, 1024, 2048], help="packed row sizes to model")
+    args = parser.parse_args()
+
+    from instructerc.data.registry import DataSource, load_dialogues
+    from instructerc.inference.batched import shared_prefix_length
+    from instructerc.inference.predictor import Predictor
+    from instructerc.training.packing import pack
+
+    predictor = Predictor.from_directory(args.model, device="cpu")
+    cost = LayerCost.of(predictor.model.config)
+    dialogues = load_dialogues(DataSource("meld", args.data), "test")[: args.dialogues]
+    items = [(d, i) for d in dialogues for i in range(len(d))]
+    prompts = [tuple(e.prompt_ids) for e in predictor.encoded_prompts(items)]
+    groups = [(d.dataset, d.id) for d, _ in items]
+
+    naive = sum(cost.tokens([(n + 1) / 2] * n) for n in map(len, prompts))
+    shared = shared_prefix_length(prompts)
+    print(f"{len(prompts)} prompts, {sum(map(len, prompts)):,} prompt tokens, {shared} shared by all; template {predictor.setup.template.name}")
+    print(f"{'row tokens':>10} {'rows':>6} {'tokens':>8} {'naive/dense':>12} {'naive/exact':>12}")
+    for size in args.row_tokens:
+        rows = [row for row, _ in pack([p[shared:] for p in prompts], size, shared_prefix=True, groups=groups)]
+        dense = sum(cost.tokens([shared + len(row)] * len(row)) for row in rows)
+        exact = sum(cost.tokens([shared + depth + 1 for depth in row.depths]) for row in rows)
+        print(f"{size:>10} {len(rows):>6} {sum(map(len, rows)):>8,} {naive / dense:>11.2f}x {naive / exact:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
