@@ -86,7 +86,11 @@ def child(args: argparse.Namespace) -> None:
     from instructerc.inference.predictor import InferenceConfig, Predictor
 
     kind, route = args.route.split(":")
-    config = InferenceConfig(max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route == "score-split")
+    # The naive route is the paper's procedure on stock transformers: SDPA attention, as loaded.
+    config = InferenceConfig(
+        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route == "score-split",
+        block_sparse_attention=False if route == "naive" else None,
+    )
     predictor = Predictor.from_directory(getattr(args, f"{kind}_model"), device="cpu", config=config)
     dialogues = test_dialogues(args.data, args.dialogues)
     # Demonstration retrieval embeds the test utterances once (then reads a disk cache): do that

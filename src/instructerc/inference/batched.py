@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Hashable, Iterator, Sequence
 
 from instructerc.inference.branches import split_pass, split_rows, worth_splitting
+from instructerc.inference.parallel import completed
 from instructerc.modeling.forward import accepts_logits_to_keep, after_prefix, cache_argument, cache_kwargs, pair_logits
 from instructerc.training.packing import PackedRow, pack, row_tensors
 
@@ -74,6 +75,7 @@ def last_token_logits(
     groups: Sequence[Hashable] | None = None,
     direct_head: bool = False,
     split_branches: bool = False,
+    workers: int = 1,
 ) -> list[Any]:
     """Next-token logits after each sequence (``[vocab]`` tensors, in input order).
 
@@ -84,6 +86,7 @@ def last_token_logits(
     ``split_branches``: where it saves attention work, run each batch's shared trunks first and
     their private branches against the trunks' cache (:mod:`instructerc.inference.branches`;
     see :class:`~instructerc.inference.predictor.InferenceConfig` for when that pays).
+    ``workers``: run the batches on that many CPU threads (:mod:`instructerc.inference.parallel`).
     """
     import torch
 
@@ -92,19 +95,20 @@ def last_token_logits(
         shared = 0
     past = prefix_cache(model, sequences[0][:shared], device) if shared else None
     packed = pack([s[shared:] for s in sequences], max_tokens, shared_prefix=True, groups=groups)
-    results: list[Any] = [None] * len(sequences)
-    for group in row_batches([row for row, _ in packed], batch_tokens):
+    def run(group: list[int]) -> list[tuple[int, Any]]:
         rows = [packed[i][0] for i in group]
         members = [packed[i][1] for i in group]
         split = split_rows(rows, members) if split_branches else None
         if split is not None and worth_splitting(rows, split, shared):
-            scored = split_pass(model, split, past, shared, pad_id, batch_tokens, device, direct_head)
-        else:
-            scored = packed_pass(model, rows, members, past, shared, pad_id, device, direct_head)
+            return split_pass(model, split, past, shared, pad_id, batch_tokens, device, direct_head)
+        return packed_pass(model, rows, members, past, shared, pad_id, device, direct_head)
+
+    results: list[Any] = [None] * len(sequences)
+    for scored in completed(run, row_batches([row for row, _ in packed], batch_tokens), workers):
         for sequence_index, logits in scored:
             results[sequence_index] = logits
         if progress is not None:
-            progress.update(sum(len(m) for m in members))
+            progress.update(len(scored))
     return results
 
 

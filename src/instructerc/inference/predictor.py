@@ -23,7 +23,9 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
 from instructerc.inference.label_scoring import LabelScorer
+from instructerc.inference.parallel import default_workers
 from instructerc.modeling.forward import head_is_plain
+from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
 from instructerc.prompts.setup import PromptSetup
 
@@ -63,17 +65,40 @@ class InferenceConfig:
             it pays only with long dialogues and long rows: with ``max_tokens=2048``, 147.9 s
             against 179.7 s on 5 dialogues of 14 or more utterances and 244.5 s against 252.6 s
             on the first 40 dialogues; at 1,024-token rows it was 4% slower on those 40.
+        block_sparse_attention: compute attention only over the keys each block of queries may
+            see (:mod:`instructerc.modeling.sparse_attention`), for models loaded by
+            :meth:`Predictor.from_directory`. ``None``: on a CPU, off on a GPU (where SDPA's
+            fused kernels are the better tool).
+        workers: CPU threads that run forward passes side by side, each with its share of
+            PyTorch's intra-op threads (:mod:`instructerc.inference.parallel`). ``None``: 2 on a
+            CPU where PyTorch has 2 or more threads, else 1; always 1 on a GPU.
     """
 
     max_tokens: int | None = None
     batch_tokens: int | None = None
     generate_batch_size: int = 8
     split_branches: bool = False
+    block_sparse_attention: bool | None = None
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"workers must be at least 1, got {self.workers}", field="workers")
 
     def sizes(self, device: Any) -> tuple[int, int]:
         """(max_tokens, batch_tokens) for a device."""
         gpu = str(device).startswith("cuda")
         return self.max_tokens or (2048 if gpu else 1024), self.batch_tokens or (16384 if gpu else 1024)
+
+    def worker_count(self, device: Any) -> int:
+        """Forward passes run side by side on ``device``."""
+        if str(device).startswith("cuda"):
+            return 1
+        return self.workers if self.workers is not None else default_workers()
+
+    def sparse_attention(self, device: Any) -> bool:
+        """Whether to use block-sparse attention on ``device``."""
+        return self.block_sparse_attention if self.block_sparse_attention is not None else str(device).startswith("cpu")
 
 
 class Predictor:
@@ -105,7 +130,10 @@ class Predictor:
 
         directory = Path(directory)
         device = device or default_device()
+        config = config or InferenceConfig()
         model, tokenizer, _ = load_model(directory, device)
+        if config.sparse_attention(device):
+            use_block_sparse_attention(model)
         setup = PromptSetup.load(directory)
         retriever = None
         if setup.uses_demonstrations:
@@ -165,6 +193,7 @@ class Predictor:
         logits = last_token_logits(
             self.model, sequences, self.tokenizer.pad_token_id, *self.config.sizes(self.device), self.device,
             groups=groups, direct_head=self._direct_head, split_branches=self.config.split_branches,
+            workers=self.config.worker_count(self.device),
         )
         if self.scorer.single_pass:
             table = self.scorer.batch_probabilities(torch.stack(logits)).tolist()

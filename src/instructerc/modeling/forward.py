@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from instructerc.modeling.sparse_attention import NAME as BLOCK_SPARSE
+
 
 def underlying_model(model: Any) -> Any:
     """The transformers model inside a distributed wrapper (DDP: ``.module``) and peft."""
@@ -18,12 +20,13 @@ def accepts_logits_to_keep(model: Any) -> bool:
 
 
 def model_mask(model: Any, allowed: Any) -> Any:
-    """The 4D mask in the form the model's attention takes: boolean for SDPA (valid whatever the
-    query dtype, so bf16 autocast works), additive in the weights' dtype for eager attention."""
+    """The 4D mask in the form the model's attention takes: boolean for SDPA and block-sparse
+    attention (valid whatever the query dtype, so bf16 autocast works), additive in the weights'
+    dtype for eager attention."""
     import torch
 
     target = underlying_model(model)
-    if getattr(target.config, "_attn_implementation", "sdpa") == "sdpa":
+    if getattr(target.config, "_attn_implementation", "sdpa") in ("sdpa", BLOCK_SPARSE):
         return allowed
     dtype = next(target.parameters()).dtype
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
