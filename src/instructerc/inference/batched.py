@@ -11,6 +11,11 @@ Savings, all exact:
 * optionally, where the prompts' private parts are long (the paper's template), each batch runs
   as its shared trunks, then its branches against them (:mod:`instructerc.inference.branches`),
   so attention skips the masked-out pairs that a dense packed row would compute.
+
+Two more live outside this module: models loaded for inference on a CPU compute a packed row's
+attention in blocks over only the keys each block may see
+(:mod:`instructerc.modeling.sparse_attention`), and the batches run on CPU worker threads
+(:mod:`instructerc.inference.parallel`).
 """
 
 from __future__ import annotations
