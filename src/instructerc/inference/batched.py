@@ -100,6 +100,7 @@ def last_token_logits(
         shared = 0
     past = prefix_cache(model, sequences[0][:shared], device) if shared else None
     packed = pack([s[shared:] for s in sequences], max_tokens, shared_prefix=True, groups=groups)
+
     def run(group: list[int]) -> list[tuple[int, Any]]:
         rows = [packed[i][0] for i in group]
         members = [packed[i][1] for i in group]
