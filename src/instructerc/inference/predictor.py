@@ -93,13 +93,13 @@ class InferenceConfig:
 
     def worker_count(self, device: Any) -> int:
         """Forward passes run side by side on ``device``."""
-        if not str(device).startswith("cpu"):
+        if not is_cpu(device):
             return 1
         return self.workers if self.workers is not None else default_workers()
 
     def sparse_attention(self, device: Any) -> bool:
         """Whether to use block-sparse attention on ``device``."""
-        return self.block_sparse_attention if self.block_sparse_attention is not None else str(device).startswith("cpu")
+        return self.block_sparse_attention if self.block_sparse_attention is not None else is_cpu(device)
 
 
 class Predictor:
@@ -242,6 +242,10 @@ class Predictor:
         words = list(self.label_set.verbalizers)
         closest = max(words, key=lambda w: difflib.SequenceMatcher(None, text.strip(), w).ratio())
         return self.label_set.parse_exact(closest)
+
+
+def is_cpu(device: Any) -> bool:
+    return str(device).startswith("cpu")
 
 
 def default_device() -> Any:
