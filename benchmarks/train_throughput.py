@@ -1,17 +1,31 @@
-"""Training throughput: instructerc's loop against a plain transformers.Trainer.
+"""Training throughput: instructerc's loop against a plain transformers.Trainer, per template and precision.
 
-Both train the embedded SmolLM2-135M-Instruct with the paper's LoRA (r=16, alpha=16, dropout
-0.05 on q/k/v of every layer) on the same examples (the InstructERC retrieval template on a fixed
-slice of MELD train), the same global batch and learning rate. The Trainer computes the full
-vocabulary logits at every position and pads each random batch to its longest example, as a
-plain setup does; instructerc packs each step's prompts as prefix trees and projects onto the
-vocabulary only at target positions.
+Every variant trains the same LoRA (the paper's: r=16, alpha=16, dropout 0.05 on q/k/v of every
+layer) on the same examples (a fixed slice of MELD train), with the same global batch and
+learning rate, at the same precision:
 
-Throughput counts the *examples' own tokens* (prompt + target, unpacked, unpadded) per second,
-so both variants are measured against the same amount of data. Each variant runs in its own
-process so that its peak memory (max RSS) is its own.
+``trainer``      transformers.Trainer, as a plain setup runs it: each random batch padded to its
+                 longest example, the vocabulary projected at every position (``bf16=True`` where
+                 the precision is bfloat16).
+``ours``         instructerc's step: each step's prompts packed as prefix trees, the vocabulary
+                 projected only at target positions (bf16 autocast where the precision is bfloat16).
+``ours-sparse``  the same with block-sparse attention over the packed rows (``packing.block_sparse_attention``).
+
+In every variant the frozen base weights are stored in the compute type and the LoRA weights and
+their optimizer state in float32, so the ratios compare methods, not precisions.
+
+Templates: ``instructerc`` (the paper's retrieval template) and ``dialogue-stream`` (the default
+model's: every prompt of a dialogue is a prefix of the next).
+
+Figures per variant: data tokens/s (the examples' own tokens, unpacked and unpadded: the same data
+for every variant), computed tokens/s (what the variant ran: packed rows, or padded batches),
+peak RSS, and MFU: the FLOPs of the computed tokens (forward, and backward through the frozen
+layers: 4 per weight of the decoder's matrices and of the vocabulary projection where it runs)
+over a peak measured here, in the same run, as the best matrix product of the model's shapes in
+fp32 and in bf16. Each variant runs in its own process so its peak memory is its own.
 
     python benchmarks/train_throughput.py --data ../shared/data
+    python benchmarks/train_throughput.py --data ../shared/data --templates dialogue-stream --dtypes bfloat16 --json out.json
 """
 
 from __future__ import annotations
@@ -24,147 +38,260 @@ import sys
 import time
 from pathlib import Path
 
+TEMPLATES = ("instructerc", "dialogue-stream")
+DTYPES = ("float32", "bfloat16")
+VARIANTS = ("trainer", "ours", "ours-sparse")
 
-def build_examples(data: Path, dialogues: int, max_length: int):
+
+def template_config(name: str):
+    from instructerc.prompts.templates import TemplateConfig
+
+    if name == "dialogue-stream":
+        # As the default model's recipe: no demonstration, history dropped 16 utterances at a time.
+        return TemplateConfig(name="dialogue-stream", demonstration=False, history_stride=16)
+    return TemplateConfig()
+
+
+def build_examples(data: Path, template: str, dialogues: int, pool_dialogues: int | None, max_length: int, model: str):
     from instructerc.data.registry import DataSource, label_set_of, load_dialogues
     from instructerc.modeling.backbone import BackboneConfig, load_tokenizer, resolve_model
     from instructerc.prompts.encoding import SegmentTokenizer
     from instructerc.prompts.example import Task
     from instructerc.prompts.setup import PromptSetup
-    from instructerc.prompts.templates import TemplateConfig
     from instructerc.retrieval.index import RetrievalConfig
-    from instructerc.retrieval.retriever import DemonstrationRetriever
 
     source = DataSource("meld", data)
     train = load_dialogues(source, "train")
     chosen = train[:dialogues]
-    setup = PromptSetup(TemplateConfig(), label_set_of(source), max_length, RetrievalConfig())
-    retriever = DemonstrationRetriever.build(train, setup.retrieval)
-    demonstrations = retriever.demonstrations(chosen, training=True)
-    path = resolve_model(BackboneConfig())
+    setup = PromptSetup(template_config(template), label_set_of(source), max_length, RetrievalConfig())
+    demonstrations = {}
+    if setup.uses_demonstrations:
+        from instructerc.retrieval.retriever import DemonstrationRetriever
+
+        pool = train[:pool_dialogues] if pool_dialogues else train
+        demonstrations = DemonstrationRetriever.build(pool, setup.retrieval).demonstrations(chosen, training=True)
+    path = resolve_model(BackboneConfig(model=model))
     tokenizer = load_tokenizer(path)
-    examples = setup.encode(list(setup.builder(demonstrations).examples(Task.ERC, chosen)), SegmentTokenizer(tokenizer))
+    examples = setup.encode(list(setup.builder(demonstrations).examples(Task.ERC, chosen, training=True)), SegmentTokenizer(tokenizer))
     return examples, tokenizer, path
 
 
-def lora_model(path: str):
+def lora_model(path: str, dtype: str):
+    """The paper's LoRA over a frozen base stored in ``dtype`` (peft keeps the adapters float32)."""
     from peft import LoraConfig, get_peft_model
 
     from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
 
-    model = load_causal_lm(path, BackboneConfig())
+    model = load_causal_lm(path, BackboneConfig(model=path), "cpu", dtype)
     return get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj"], task_type="CAUSAL_LM"))
 
 
-def run_ours(examples, tokenizer, path, batch_size: int, steps: int) -> dict:
+def matmul_weights(model) -> tuple[int, int]:
+    """(weights of the decoder's matrices, weights of the vocabulary projection)."""
+    import torch
+
+    from instructerc.modeling.forward import underlying_model
+
+    base = underlying_model(model)
+    head = base.get_output_embeddings().weight.numel()
+    decoder = sum(m.weight.numel() for m in base.get_decoder().modules() if isinstance(m, torch.nn.Linear))
+    return decoder, head
+
+
+def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: int, steps: int) -> dict:
     import torch
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
-    from instructerc.training.batches import epoch_order
-    from instructerc.training.config import TrainConfig
+    from instructerc.modeling.precision import mixed_precision
+    from instructerc.modeling.sparse_attention import use_block_sparse_attention
+    from instructerc.training.batches import collate, epoch_order
+    from instructerc.training.config import OptimConfig, PackingConfig, TrainConfig
     from instructerc.training.trainer import Trainer
 
     torch.manual_seed(0)
-    model = lora_model(path)
-    config = TrainConfig(optim=TrainConfig().optim.__class__(lr=2e-4, batch_size=batch_size, micro_batch_size=batch_size))
+    model = lora_model(path, dtype)
+    if sparse:
+        use_block_sparse_attention(model)
+    config = TrainConfig(optim=OptimConfig(lr=2e-4, batch_size=batch_size, micro_batch_size=batch_size), packing=PackingConfig(block_sparse_attention=sparse))
     trainer = Trainer(config, progress=False)
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator(cpu=True, mixed_precision=mixed_precision(dtype, "cpu"))
     model = accelerator.prepare(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, betas=(0.9, 0.95))
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps + 1)
     order = epoch_order(examples, 0, by_dialogue=True)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    decoder, head = matmul_weights(model)
     timings = []
     for step in range(steps + 1):
         batch = batches[step % len(batches)]
         started = time.perf_counter()
-        trainer._step(model, optimizer, scheduler, accelerator, examples, batch, 0, 1, tokenizer.pad_token_id)
+        _, computed = trainer._step(model, optimizer, scheduler, accelerator, examples, batch, 0, 1, tokenizer.pad_token_id)
+        seconds = time.perf_counter() - started
+        targets = int(collate([examples[i] for i in batch], tokenizer.pad_token_id, config.packing.max_tokens, True).keep.numel())
         if step:  # the first step warms up allocators and kernels
-            timings.append((time.perf_counter() - started, sum(len(examples[i]) for i in batch), len(batch)))
-    return summarize("instructerc", timings)
+            timings.append((seconds, sum(len(examples[i]) for i in batch), computed, 4 * (decoder * computed + head * targets), len(batch)))
+    return summarize(timings)
 
 
-def run_trainer(examples, tokenizer, path, batch_size: int, steps: int, output: Path) -> dict:
+def run_trainer(examples, tokenizer, path, dtype: str, batch_size: int, steps: int, output: Path) -> dict:
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     torch.manual_seed(0)
-    model = lora_model(path)
+    model = lora_model(path, dtype)
+    decoder, head = matmul_weights(model)
     rows = [{"input_ids": list(e.input_ids), "attention_mask": [1] * len(e), "labels": [-100] * len(e.prompt_ids) + list(e.target_ids)} for e in examples]
-    timings: list[tuple[float, int, int]] = []
+    pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    batches: list[tuple[int, int, int]] = []  # per collated batch: data tokens, padded tokens, examples
+
+    def collator(features):
+        batch = pad(features)
+        batches.append((int(batch["attention_mask"].sum()), int(batch["input_ids"].numel()), len(features)))
+        return batch
+
+    timings: list[tuple[float, int, int, int, int]] = []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            timings.append((time.perf_counter() - self.started, 0, batch_size))
+            data, padded, count = batches[len(timings)]
+            timings.append((time.perf_counter() - self.started, data, padded, 4 * (decoder + head) * padded, count))
 
     arguments = TrainingArguments(
         output_dir=str(output), per_device_train_batch_size=batch_size, learning_rate=2e-4, adam_beta2=0.95, max_steps=steps + 1,
         lr_scheduler_type="linear", logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
-        disable_tqdm=True,
+        disable_tqdm=True, bf16=dtype == "bfloat16",
     )
-    trainer = Trainer(model=model, args=arguments, train_dataset=rows, data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+    trainer = Trainer(model=model, args=arguments, train_dataset=rows, data_collator=collator, callbacks=[Timer()])
     trainer.train()
-    # Tokens per step: the Trainer samples randomly, so use the mean example length for its steps.
-    mean_length = sum(len(e) for e in examples) / len(examples)
-    timings = [(t, round(mean_length * n), n) for t, _, n in timings[1:]]
-    return summarize("transformers.Trainer (full-vocabulary logits)", timings)
+    if len(timings) < 2:
+        raise RuntimeError(f"the Trainer ran {len(timings)} timed steps")
+    return summarize(timings[1:])
 
 
-def summarize(name: str, timings: list[tuple[float, int, int]]) -> dict:
-    seconds = sum(t for t, _, _ in timings)
+def summarize(timings: list[tuple[float, int, int, int, int]]) -> dict:
+    if not timings:
+        raise RuntimeError("no step was timed")
+    seconds = sum(t[0] for t in timings)
     return {
-        "variant": name,
         "steps": len(timings),
         "seconds": seconds,
-        "examples_per_s": sum(n for _, _, n in timings) / seconds,
-        "data_tokens_per_s": sum(k for _, k, _ in timings) / seconds,
+        "examples_per_s": sum(t[4] for t in timings) / seconds,
+        "data_tokens_per_s": sum(t[1] for t in timings) / seconds,
+        "computed_tokens_per_s": sum(t[2] for t in timings) / seconds,
+        "flops_per_s": sum(t[3] for t in timings) / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def matmul_peaks(path: str) -> dict[str, float]:
+    """The best FLOP/s of the model's matrix products (1,024 tokens by each weight shape), per precision."""
+    import torch
+
+    from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
+
+    model = load_causal_lm(path, BackboneConfig(model=path), "cpu", "float32")
+    shapes = sorted({tuple(m.weight.shape) for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)})
+    peaks = {}
+    for dtype in DTYPES:
+        best = 0.0
+        for out_features, in_features in shapes:
+            x = torch.randn(1024, in_features, dtype=getattr(torch, dtype))
+            w = torch.randn(in_features, out_features, dtype=getattr(torch, dtype))
+            for _ in range(3):
+                x @ w
+            repeats, started = 20, time.perf_counter()
+            for _ in range(repeats):
+                x @ w
+            best = max(best, 2 * 1024 * in_features * out_features * repeats / (time.perf_counter() - started))
+        peaks[dtype] = best
+    return peaks
 
 
 def child(args: argparse.Namespace) -> None:
     import tempfile
 
-    examples, tokenizer, path = build_examples(args.data, args.dialogues, args.max_length)
-    if args.variant == "ours":
-        result = run_ours(examples, tokenizer, path, args.batch_size, args.steps)
+    if args.variant == "peaks":
+        from instructerc.modeling.backbone import BackboneConfig, resolve_model
+
+        print("RESULT " + json.dumps(matmul_peaks(resolve_model(BackboneConfig(model=args.model)))))
+        return
+    examples, tokenizer, path = build_examples(args.data, args.template, args.dialogues, args.pool_dialogues, args.max_length, args.model)
+    if args.variant == "trainer":
+        result = run_trainer(examples, tokenizer, path, args.dtype, args.batch_size, args.steps, Path(tempfile.mkdtemp()))
     else:
-        result = run_trainer(examples, tokenizer, path, args.batch_size, args.steps, Path(tempfile.mkdtemp()))
-    result["examples"] = len(examples)
-    result["mean_example_tokens"] = sum(len(e) for e in examples) / len(examples)
+        result = run_ours(examples, tokenizer, path, args.dtype, args.variant == "ours-sparse", args.batch_size, args.steps)
+    result.update(examples=len(examples), mean_example_tokens=sum(len(e) for e in examples) / len(examples))
     print("RESULT " + json.dumps(result))
 
 
-def main() -> None:
+def run_child(args: argparse.Namespace, **choice: str) -> dict:
+    command = [sys.executable, __file__, "--data", str(args.data), "--model", args.model, "--dialogues", str(args.dialogues),
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--max-length", str(args.max_length)]
+    if args.pool_dialogues:
+        command += ["--pool-dialogues", str(args.pool_dialogues)]
+    for key, value in choice.items():
+        command += [f"--{key}", value]
+    done = subprocess.run(command, capture_output=True, text=True)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if done.returncode != 0 or line is None:
+        sys.exit(f"{choice} failed:\n{done.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct", help="backbone (default: the embedded model)")
+    parser.add_argument("--templates", nargs="+", choices=TEMPLATES, default=list(TEMPLATES))
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--dialogues", type=int, default=16, help="the first N MELD training dialogues are the slice")
+    parser.add_argument("--pool-dialogues", type=int, help="demonstrations come from the first N training dialogues (default: all)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8, help="timed steps (after one warm-up step)")
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--variant", choices=["ours", "trainer"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--variant", choices=VARIANTS + ("peaks",), help=argparse.SUPPRESS)
+    parser.add_argument("--template", choices=TEMPLATES, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=DTYPES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     if args.variant:
         child(args)
         return
-    results = []
-    for variant in ("trainer", "ours"):
-        command = [sys.executable, __file__, "--variant", variant, "--data", str(args.data), "--dialogues", str(args.dialogues),
-                   "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--max-length", str(args.max_length)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if done.returncode != 0 or line is None:
-            sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(line[len("RESULT "):]))
-    print(f"MELD train slice: {results[0]['examples']} examples, mean {results[0]['mean_example_tokens']:.0f} tokens, batch {args.batch_size}, {args.steps} timed steps")
-    print(f"{'variant':50} {'examples/s':>11} {'data tok/s':>11} {'peak RSS MB':>12}")
-    for r in results:
-        print(f"{r['variant']:50} {r['examples_per_s']:11.2f} {r['data_tokens_per_s']:11.0f} {r['peak_rss_mb']:12.0f}")
-    print(f"speed-up of instructerc over the plain Trainer: {results[1]['examples_per_s'] / results[0]['examples_per_s']:.2f}x")
+    peaks = run_child(args, variant="peaks")
+    print(f"matrix-product peak at the model's shapes: fp32 {peaks['float32'] / 1e9:.0f} GFLOPS, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOPS")
+    rows = []
+    header = f"{'template':16} {'precision':9} {'variant':12} {'examples/s':>10} {'data tok/s':>10} {'comp tok/s':>10} {'MFU':>6} {'peak RSS MB':>11}"
+    print(header)
+    for template in args.templates:
+        for dtype in args.dtypes:
+            for variant in args.variants:
+                r = run_child(args, variant=variant, template=template, dtype=dtype)
+                r.update(template=template, dtype=dtype, variant=variant, mfu=r["flops_per_s"] / peaks[dtype])
+                rows.append(r)
+                print(f"{template:16} {dtype:9} {variant:12} {r['examples_per_s']:10.2f} {r['data_tokens_per_s']:10.0f} "
+                      f"{r['computed_tokens_per_s']:10.0f} {r['mfu']:6.1%} {r['peak_rss_mb']:11.0f}", flush=True)
+    print()
+    find = {(r["template"], r["dtype"], r["variant"]): r for r in rows}
+    for template in args.templates:
+        for dtype in args.dtypes:
+            base = find.get((template, dtype, "trainer"))
+            for variant in ("ours", "ours-sparse"):
+                mine = find.get((template, dtype, variant))
+                if base and mine:
+                    print(f"{template} {dtype}: {variant} / Trainer = {mine['data_tokens_per_s'] / base['data_tokens_per_s']:.2f}x")
+        for variant in VARIANTS:
+            low, high = find.get((template, "float32", variant)), find.get((template, "bfloat16", variant))
+            if low and high:
+                print(f"{template} {variant}: bf16 / fp32 = {high['data_tokens_per_s'] / low['data_tokens_per_s']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"peaks_flops_per_s": peaks, "settings": {k: str(v) for k, v in vars(args).items() if k not in ("variant", "template", "dtype", "json")},
+                                         "rows": rows}, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -68,3 +68,36 @@ def one_thread_for_tiny_models(request: pytest.FixtureRequest):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+_CPU_BF16: dict[str, bool | None] = {"native": False}  # None: ask the real CPU
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_cpu_capabilities():
+    """The CPU's bf16 capability as the current test pins it (see ``pinned_cpu_precision``);
+    session-wide, so models loaded by session fixtures see the pinned CPU too."""
+    from instructerc.modeling import precision
+
+    real = precision.cpu_capabilities
+
+    def pinned() -> dict:
+        native = _CPU_BF16["native"]
+        return real() if native is None else {"avx512_bf16": native, "amx_bf16": native}
+
+    precision.cpu_capabilities = pinned
+    yield
+    precision.cpu_capabilities = real
+
+
+@pytest.fixture(autouse=True)
+def pinned_cpu_precision(request: pytest.FixtureRequest):
+    """So that a test means the same on every machine: a CPU without native bf16 by default
+    (``auto`` is float32, and exactness tests compare float32 results), one with it for tests
+    marked ``native_bf16``; tests of the real models (marked slow) see the real CPU."""
+    if request.node.get_closest_marker("slow"):
+        _CPU_BF16["native"] = None
+    else:
+        _CPU_BF16["native"] = request.node.get_closest_marker("native_bf16") is not None
+    yield
+    _CPU_BF16["native"] = False

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+
+from instructerc.cli.options import add_dtype_option
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -14,6 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     experiment.add_argument("--list", action="store_true", help="list the runs and whether each is done, then stop")
     experiment.add_argument("--report-only", action="store_true", help="collect the finished runs into the report without training")
     experiment.add_argument("--no-progress", action="store_true")
+    add_dtype_option(experiment, "of every run, training and evaluation (overrides backbone.dtype)")
     experiment.set_defaults(handler=run_experiment)
 
 
@@ -23,6 +27,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     from instructerc.experiments.runner import RESULT_FILE, load_result, run_directory, run_grid
 
     config, root = load_experiment(args.grid)
+    if args.dtype:
+        config = replace(config, overrides={**config.overrides, "backbone.dtype": args.dtype})
     specs = expand(config)
     if args.list:
         for spec in specs:

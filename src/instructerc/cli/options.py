@@ -15,5 +15,12 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-set", metavar="NAME", help="JSONL only: the label set its emotions follow (meld, emorynlp, iemocap, uime)")
 
 
+def add_dtype_option(parser: argparse.ArgumentParser, what: str) -> None:
+    from instructerc.modeling.precision import DTYPES
+
+    parser.add_argument("--dtype", choices=DTYPES, help=f"precision {what}: auto (default: bf16 on GPUs and CPUs that compute it natively, "
+                        "else float32), float32, bfloat16 or float16")
+
+
 def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(name=args.dataset, path=args.data, labels=args.labels, label_set=args.label_set)

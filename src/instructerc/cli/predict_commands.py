@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from instructerc.cli.options import add_dtype_option
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="predict the emotion of every utterance in a JSONL file of dialogues")
@@ -23,6 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--label-set", metavar="NAME", help="the label set the input's gold emotions follow (checked and made canonical); default: passed through as written")
     predict.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dtype_option(predict, "the model computes in")
     predict.set_defaults(handler=run_predict)
 
 
@@ -54,7 +57,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if dialogues == 0:
         raise InputError("no dialogues in the file", path=args.input)
 
-    predictor = Predictor.from_directory(model)
+    predictor = Predictor.from_directory(model, dtype=args.dtype or "auto")
     invalid = 0
     try:
         with progress_bar(utterances, not args.no_progress) as bar, atomic_write(args.output) as handle:
@@ -64,7 +67,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 invalid += sum(p.label is None for ps in predicted for p in ps)
     except OSError as error:
         raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
-    print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output}")
+    print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision})")
     if args.mode == "generate":
         print(f"{invalid} of {utterances} generations are not a label (predicted_emotion null)"
               + (" after paper parsing" if args.paper_parsing else ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from instructerc.cli.options import add_dtype_option
 from instructerc.service.config import ServiceConfig
 
 # Flag groups: ServiceConfig field -> (type, help); defaults come from ServiceConfig itself.
@@ -36,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)", description="Serve a model directory over HTTP: /v1/predict, /v1/conversations, /v1/labels, /healthz, /openapi.json.")
     serve.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train' (default: the model shipped with the package)")
     serve.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    add_dtype_option(serve, "the model computes in")
     serve.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side")
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
@@ -62,7 +64,7 @@ def run_server(args: argparse.Namespace) -> int:
     config = service_config(args)
     model = args.model if args.model is not None else default_model_dir()
     print(f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
-    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, log_level=args.log_level, access_log=args.access_log)
+    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, dtype=args.dtype or "auto", log_level=args.log_level, access_log=args.access_log)
     return 0
 
 

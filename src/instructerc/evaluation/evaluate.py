@@ -24,12 +24,14 @@ def evaluate_model(
     chunk_size: int = 64,
     max_dialogues: int | None = None,
     progress: bool = True,
+    dtype: str = "auto",
 ) -> EvaluationResult:
     """Predict every utterance of ``split``, score it, and write metrics.json, predictions.jsonl,
     report.md and confusion matrices to ``out``. This is the only place a test split is read.
 
     ``max_dialogues``: score a fixed subset of at most that many dialogues per source dataset
     (seed 0, so every model is scored on the same dialogues); recorded in the result's data.
+    ``dtype``: the precision the model computes in (recorded in the settings).
     """
     from instructerc.evaluation.baselines import constant_predictions, run_baselines
     from instructerc.evaluation.harness import check_scorable, llm_result, predict_all, write_predictions
@@ -51,7 +53,7 @@ def evaluate_model(
             raise InputError("must be at least 1", field="max_dialogues")
         dialogues = per_dataset_subset(dialogues, max_dialogues, seed=0)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
-    predictor = Predictor.from_directory(model)
+    predictor = Predictor.from_directory(model, dtype=dtype)
     label_set = predictor.label_set
     check_scorable(dialogues, label_set)
     data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
@@ -65,7 +67,8 @@ def evaluate_model(
     computed = run_baselines(source, split, progress=progress) if with_baselines else None
 
     predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
-    settings = {"model": str(model), "mode": mode, "paper_parsing": paper_parsing, "template": predictor.setup.template.name}
+    settings = {"model": str(model), "mode": mode, "paper_parsing": paper_parsing, "template": predictor.setup.template.name,
+                "precision": predictor.precision}
     result = EvaluationResult(split, data, {"llm": llm_result(dialogues, predictions, label_set, settings)})
     if imported is not None:
         result = result.with_systems({n: replace(s, settings={**s.settings, "from": str(baselines_from)}) for n, s in imported.systems.items() if s.kind == "baseline"})

@@ -34,13 +34,23 @@ def run_key(train_config: Any) -> str:
     """A run's identity: a hash of its fully resolved training config (its output place aside).
 
     Two grids that contain the same run (say, fraction 1 of a data-scaling grid and the
-    single-dataset row of a label-space grid) share one directory and train it once.
+    single-dataset row of a label-space grid) share one directory and train it once. ``auto``
+    precision counts as the type it means on this machine, so runs in bf16 and in float32 differ.
     """
     import hashlib
 
+    from instructerc.modeling.precision import resolve_dtype
+
     data = train_config.to_dict()
     data.pop("output_dir", None)
+    data["backbone"]["dtype"] = resolve_dtype(train_config.backbone.dtype, _training_device())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _training_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _directory_of(config: ExperimentConfig, root: Path, train_config: Any) -> Path:
@@ -51,12 +61,13 @@ def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
     return _directory_of(config, root, resolved_config(config, root, spec))
 
 
-def evaluate_run(directory: Path, source: Any, split: str, progress: bool, max_dialogues: int | None = None) -> dict[str, Any]:
+def evaluate_run(directory: Path, source: Any, split: str, progress: bool, max_dialogues: int | None = None, dtype: str = "auto") -> dict[str, Any]:
     """Metrics per dataset of a run's dev-selected model on ``split`` (read only here), with the
-    full evaluation (predictions, confusion matrices, report) written beside the model."""
+    full evaluation (predictions, confusion matrices, report) written beside the model, in the
+    precision ``dtype``."""
     from instructerc.evaluation.evaluate import evaluate_model
 
-    result = evaluate_model(directory / "model", source, split, directory / f"eval-{split}", max_dialogues=max_dialogues, progress=progress)
+    result = evaluate_model(directory / "model", source, split, directory / f"eval-{split}", max_dialogues=max_dialogues, progress=progress, dtype=dtype)
     return {dataset: metrics.to_dict() for dataset, metrics in result.systems["llm"].by_dataset.items()}
 
 
@@ -78,7 +89,7 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
         resume = checkpoints.is_dir() and any(checkpoints.iterdir())
         Trainer(train_config, progress=progress).run(resume=resume)
     dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
-    test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues)
+    test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues, train_config.backbone.dtype)
     record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test,
               "evaluate_split": config.evaluate_split, "evaluate_max_dialogues": config.evaluate_max_dialogues}
     with atomic_write(done) as handle:

@@ -10,7 +10,7 @@ inside its operators), as CPU inference engines run several streams.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
 Item = TypeVar("Item")
@@ -30,14 +30,34 @@ def intra_op_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def with_callers_autocast(function: Callable[[Item], Result]) -> Callable[[Item], Result]:
+    """``function`` run under the autocast the calling thread is in (autocast is per thread, so
+    worker threads would otherwise compute in the weights' own type)."""
+    import torch
+
+    active = [(device, torch.get_autocast_dtype(device)) for device in ("cpu", "cuda") if torch.is_autocast_enabled(device)]
+    if not active:
+        return function
+
+    def wrapped(item: Item) -> Result:
+        with ExitStack() as stack:
+            for device, dtype in active:
+                stack.enter_context(torch.autocast(device, dtype=dtype))
+            return function(item)
+
+    return wrapped
+
+
 def completed(function: Callable[[Item], Result], items: Iterable[Item], workers: int) -> Iterator[Result]:
     """``function(item)`` for every item, in completion order, on ``workers`` threads sharing
-    this process's intra-op threads; one worker runs them here, in order, with nothing changed."""
+    this process's intra-op threads (and the caller's autocast); one worker runs them here, in
+    order, with nothing changed."""
     if workers <= 1:
         yield from map(function, items)
         return
     import torch
 
+    function = with_callers_autocast(function)
     with intra_op_threads(max(1, torch.get_num_threads() // workers)), ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(function, item) for item in items]
         try:

@@ -122,8 +122,17 @@ class Predictor:
     def label_set(self):
         return self.setup.label_set
 
+    @property
+    def precision(self) -> str:
+        """The type the model computes in (``float32``, ``bfloat16``...); probabilities are always float32."""
+        from instructerc.modeling.precision import dtype_name
+
+        return dtype_name(next(self.model.parameters()).dtype)
+
     @classmethod
-    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None) -> "Predictor":
+    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None, dtype: str = "auto") -> "Predictor":
+        """A predictor for a model directory, its weights in ``dtype`` (``auto``: bf16 where the
+        device computes it natively, see :mod:`instructerc.modeling.precision`)."""
         from instructerc.modeling.model_dir import load_model
         from instructerc.retrieval.encoder import SentenceEncoder
         from instructerc.retrieval.index import load_pool
@@ -132,7 +141,7 @@ class Predictor:
         directory = Path(directory)
         device = device or default_device()
         config = config or InferenceConfig()
-        model, tokenizer, _ = load_model(directory, device)
+        model, tokenizer, _ = load_model(directory, device, dtype=dtype)
         if config.sparse_attention(device):
             use_block_sparse_attention(model)
         setup = PromptSetup.load(directory)

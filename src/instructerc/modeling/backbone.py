@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
+from instructerc.modeling.precision import DTYPES, torch_dtype
 from instructerc.retrieval.cache import default_cache_dir
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -29,7 +30,9 @@ class BackboneConfig:
     Attributes:
         model: ``SmolLM2-135M-Instruct`` (embedded, offline) or a local path / hub id.
         trust_remote_code: allow a model's own Python code to run; off unless you trust it.
-        dtype: ``auto`` (bf16 on GPUs that support it, else fp32), ``float32``, ``bfloat16``, ``float16``.
+        dtype: ``auto`` (bf16 on GPUs and CPUs that compute it natively, else fp32; see
+            :mod:`instructerc.modeling.precision`), ``float32``, ``bfloat16``, ``float16``. In
+            training, the type the matrix products run in (trainable weights stay float32).
         attn_implementation: ``sdpa`` or ``eager``; packed training needs one of these (custom masks).
         cache_dir: where the embedded model's converted checkpoint lives; default ``~/.cache/instructerc``.
     """
@@ -41,7 +44,7 @@ class BackboneConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'", field="backbone.dtype")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise InputError("attn_implementation must be sdpa or eager (packed sequences need custom attention masks)", field="backbone.attn_implementation")
@@ -104,22 +107,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def torch_dtype(name: str, device: Any) -> Any:
-    import torch
-
-    if name == "auto":
-        if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, name)
-
-
-def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu") -> Any:
+def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu", dtype: str | None = None) -> Any:
+    """The model with its weights in ``dtype`` (default: ``config.dtype``), resolved for ``device``."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
         name_or_path,
-        dtype=torch_dtype(config.dtype, device),
+        dtype=torch_dtype(dtype or config.dtype, device),
         trust_remote_code=config.trust_remote_code,
         attn_implementation=config.attn_implementation,
     )

@@ -69,11 +69,12 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
-def load_model(directory: Path, device: Any = "cpu", merge: bool = True) -> tuple[Any, Any, Manifest]:
+def load_model(directory: Path, device: Any = "cpu", merge: bool = True, dtype: str = "auto") -> tuple[Any, Any, Manifest]:
     """(model in eval mode on ``device``, tokenizer, manifest) from a model directory.
 
     A LoRA adapter is merged into the base weights by default: inference then costs exactly
-    what the base model costs.
+    what the base model costs. ``dtype`` is the inference precision (``auto``: see
+    :mod:`instructerc.modeling.precision`), whatever precision the model was trained in.
     """
     manifest = Manifest.load(directory)
     # An adapter-only directory (the shipped default model) uses its backbone's tokenizer.
@@ -83,10 +84,10 @@ def load_model(directory: Path, device: Any = "cpu", merge: bool = True) -> tupl
     if manifest.method == "lora":
         from peft import PeftModel
 
-        base = load_causal_lm(resolve_model(manifest.backbone), manifest.backbone, device)
+        base = load_causal_lm(resolve_model(manifest.backbone), manifest.backbone, device, dtype)
         model = PeftModel.from_pretrained(base, str(directory))
         if merge:
             model = model.merge_and_unload()
     else:
-        model = load_causal_lm(str(directory), manifest.backbone, device)
+        model = load_causal_lm(str(directory), manifest.backbone, device, dtype)
     return model.to(device).eval(), tokenizer, manifest

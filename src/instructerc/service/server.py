@@ -28,12 +28,14 @@ def serve(
     port: int = DEFAULT_PORT,
     device: Any = None,
     threads: int | None = None,
+    dtype: str = "auto",
     log_level: str = "info",
     access_log: bool = True,
 ) -> None:
     """Serve ``model_dir`` until interrupted (Ctrl-C or SIGTERM stop it gracefully).
 
-    ``threads`` sets torch's CPU threads for the model (default: torch's choice, one per core).
+    ``threads`` sets torch's CPU threads for the model (default: torch's choice, one per core);
+    ``dtype`` its precision (:mod:`instructerc.modeling.precision`).
     """
     require_serve_extra()
     import uvicorn
@@ -46,6 +48,6 @@ def serve(
     from instructerc.inference.predictor import Predictor
     from instructerc.service.app import create_app
 
-    predictor = Predictor.from_directory(model_dir, device=device)
+    predictor = Predictor.from_directory(model_dir, device=device, dtype=dtype)
     app = create_app(predictor, config)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)

@@ -25,6 +25,8 @@ class TrainState:
     global_step: int = 0
     best_score: float | None = None
     best_step: int | None = None
+    # Seconds spent training and scoring dev, summed over interruptions (for the model card).
+    train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
 

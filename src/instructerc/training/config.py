@@ -153,11 +153,15 @@ class PackingConfig:
             utterances, often one mood) otherwise fill many consecutive steps, and a high learning
             rate chases the latest scene's emotion; chunks cost nothing extra, since a step
             recomputes its prefix anyway. Null keeps whole dialogues together.
+        block_sparse_attention: on a CPU, compute the attention of packed rows only over the
+            keys each block of queries may see (:mod:`instructerc.modeling.sparse_attention`;
+            exact). GPUs keep SDPA's fused kernels.
     """
 
     shared_prefix: bool = True
     max_tokens: int = 2048
     dialogue_chunk: int | None = None
+    block_sparse_attention: bool = False
 
     def __post_init__(self) -> None:
         if self.dialogue_chunk is not None and self.dialogue_chunk < 1:

@@ -28,10 +28,12 @@ def _adapters(config: Any) -> str:
     return f"LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout} on {', '.join(lora.target_modules)} of {layers}"
 
 
-def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None, *, location: str | None) -> None:
+def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None, *, location: str | None,
+                     precision: str | None = None, device: str | None = None) -> None:
     """``directory`` is where the card is written (possibly a staging folder); ``location`` is
     the path users will load the model from, for the usage line (``None``: the model shipped
-    in the package, used without ``--model``)."""
+    in the package, used without ``--model``). ``precision`` and ``device``: what the matrix
+    products ran in, and where."""
     template = setup.template
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
     stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
@@ -47,6 +49,7 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
         f"- stages: {stages}",
         f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, warmup {config.optim.warmup_ratio:g}, linear decay",
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
+        *_compute(precision, device, getattr(state, "train_seconds", 0.0)),
         f"- checkpoint selected on dev (step {state.best_step}" + (f" of {state.global_step}" if state.global_step else "") + "); the test split was not read during training.",
         "",
         "## Dev scores (what the checkpoint was selected on)",
@@ -67,6 +70,14 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
     lines += ["", "## Use", "", "```", "instructerc predict" + ("" if location is None else f" --model {location}") + " --input dialogues.jsonl --output predictions.jsonl", "```", ""]
     with atomic_write(directory / "README.md") as handle:
         handle.write("\n".join(lines))
+
+
+def _compute(precision: str | None, device: str | None, seconds: float) -> list[str]:
+    if precision is None:
+        return []
+    where = f" on {device}" if device else ""
+    time = f"; {seconds / 60:.1f} minutes of training and dev scoring{where}" if seconds else where
+    return [f"- precision: {precision} matrix products, float32 trainable weights{time}"]
 
 
 def _fractions(config: Any) -> str:

@@ -11,6 +11,15 @@ from instructerc.data.dialogue import Dialogue
 T = TypeVar("T")
 
 
+def stable_seed(*parts: object) -> int:
+    """A 32-bit seed from ``parts`` that is the same in every process (``hash()`` of a string
+    changes between processes, which would change a resumed run's data)."""
+    import hashlib
+
+    digest = hashlib.sha256("\x1f".join(map(repr, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
 def stratum(dialogue: Dialogue) -> tuple[str, str]:
     """A dialogue's stratum: its source dataset and its most frequent emotion."""
     counts = Counter(u.emotion for u in dialogue.utterances if u.emotion is not None)

@@ -29,7 +29,7 @@ from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from instructerc.training.config import TrainConfig
-from instructerc.training.sampling import per_dataset_subset, seeded_subset, stratified_fraction
+from instructerc.training.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,13 @@ def check_distributed_type(accelerator: Any) -> None:
             "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)", field="distributed_type")
 
 
+def _device_description(device: Any, processes: int) -> str:
+    import torch
+
+    where = f"{processes} processes on {device.type}" if processes > 1 else device.type
+    return f"{where}, {torch.get_num_threads()} threads" if device.type == "cpu" else where
+
+
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -101,15 +108,18 @@ class Trainer:
         self.progress = progress
         # For tests of resuming: end the process's work after this many global steps, as a kill would.
         self.stop_after_steps = stop_after_steps
+        self.precision: str | None = None  # resolved when the run starts
+        self.device_description: str | None = None
 
     # -- setup ------------------------------------------------------------------------------------
     def _accelerator(self) -> Any:
         import torch
         from accelerate import Accelerator
 
+        from instructerc.modeling.precision import mixed_precision
+
         cuda = torch.cuda.is_available()
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() and self.config.backbone.dtype in ("auto", "bfloat16") else "no"
-        return Accelerator(cpu=not cuda, mixed_precision=precision)
+        return Accelerator(cpu=not cuda, mixed_precision=mixed_precision(self.config.backbone.dtype, "cuda" if cuda else "cpu"))
 
     def _data(self) -> tuple[list[Dialogue], list[Dialogue]]:
         source = self.config.data.source()
@@ -130,7 +140,7 @@ class Trainer:
         for task_name, share in stage.tasks.items():
             task = Task(task_name)
             built = list(builder.examples(task, train, training=True))
-            examples += seeded_subset(built, share, hash((self.config.seed, stage_index, task_name)) & 0xFFFFFFFF)
+            examples += seeded_subset(built, share, stable_seed(self.config.seed, stage_index, task_name))
         # Keep each dialogue's examples together and in utterance order, so they pack as one tree.
         position = {(d.dataset, d.id): i for i, d in enumerate(train)}
         examples.sort(key=lambda e: (position[(e.dataset, e.dialogue_id)], e.index, e.task.value))
@@ -144,6 +154,8 @@ class Trainer:
 
         from instructerc.modeling.backbone import load_causal_lm, load_tokenizer, resolve_model
         from instructerc.modeling.finetune import count_parameters, load_trainable_state, make_trainable, trainable_state
+        from instructerc.modeling.precision import resolve_dtype
+        from instructerc.modeling.sparse_attention import use_block_sparse_attention
 
         config = self.config
         accelerator = self._accelerator()
@@ -173,20 +185,25 @@ class Trainer:
             train_demos = retriever.demonstrations(train, training=True)
             dev_demos = retriever.demonstrations(dev, training=False)
 
-        backbone = config.backbone
-        if config.finetune.method == "full" and backbone.dtype == "auto":
-            # Full fine-tuning keeps float32 master weights (AdamW on bf16 weights loses small
-            # updates); bf16 autocast still runs the matrix products in bf16 on GPUs.
-            backbone = replace(backbone, dtype="float32")
-        model = load_causal_lm(model_path, backbone, accelerator.device)
+        precision = self.precision = resolve_dtype(config.backbone.dtype, accelerator.device)
+        self.device_description = _device_description(accelerator.device, world)
+        # Trainable weights and their optimizer state stay float32 (AdamW on bf16 weights loses
+        # small updates): full fine-tuning loads float32 master weights, and peft keeps LoRA
+        # adapters float32 over a frozen base stored in the compute type. Autocast runs the
+        # matrix products in that type either way.
+        weights = "float32" if config.finetune.method == "full" else precision
+        model = load_causal_lm(model_path, config.backbone, accelerator.device, weights)
         model = make_trainable(model, config.finetune.method, config.finetune.lora)
+        if config.packing.block_sparse_attention and str(accelerator.device).startswith("cpu"):
+            use_block_sparse_attention(model)
         trainable, total = count_parameters(model)
         model = accelerator.prepare(model)
         if accelerator.is_main_process:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             self._write_yaml(self.paths.root / "config.yaml", config.to_dict())
             self._log({"event": "start", "trainable_parameters": trainable, "parameters": total, "train_dialogues": len(train),
-                       "dev_dialogues": len(dev), "processes": world, "device": str(accelerator.device)})
+                       "dev_dialogues": len(dev), "processes": world, "device": str(accelerator.device),
+                       "precision": precision, "trainable_precision": "float32"})
 
         optim_state = None
         if checkpoint is not None:
@@ -220,7 +237,7 @@ class Trainer:
                        disable=not (self.progress and accelerator.is_main_process), dynamic_ncols=True)
             for epoch in range(state.epoch, epochs):
                 state.epoch = epoch
-                order = epoch_order(examples, hash((config.seed, stage_index, epoch)) & 0xFFFFFFFF, by_dialogue, config.packing.dialogue_chunk)
+                order = epoch_order(examples, stable_seed(config.seed, stage_index, epoch), by_dialogue, config.packing.dialogue_chunk)
                 batches = steps(order, config.optim.batch_size, world)
                 for step_index in range(state.step_in_epoch, len(batches)):
                     if epoch * steps_per_epoch + step_index >= total_steps:
@@ -236,6 +253,7 @@ class Trainer:
                     if accelerator.is_main_process:
                         self._log({"event": "step", "step": state.global_step, "stage": stage_index, "epoch": epoch, "loss": loss_value,
                                    "lr": scheduler.get_last_lr()[0], "tokens": tokens, "tokens_per_s": tokens / elapsed, "examples": len(batch)})
+                    state.train_seconds += elapsed
                     if stage.evaluates_erc and self._evaluation_due(state, epoch * steps_per_epoch + step_index + 1, steps_per_epoch, total_steps):
                         self._evaluate(model, accelerator, dev_evaluator, state)
                     if state.global_step % config.checkpoint_every_steps == 0:
@@ -302,7 +320,9 @@ class Trainer:
     def _evaluate(self, model, accelerator, evaluator: "_DevEvaluator", state: TrainState) -> None:
         from instructerc.modeling.finetune import trainable_state
 
+        started = time.perf_counter()
         results = evaluator.run(model)
+        state.train_seconds += time.perf_counter() - started
         score = selection_score(results)
         record = {"event": "eval", "step": state.global_step, "stage": state.stage, "epoch": state.epoch, "dev_score": score,
                   **{f"dev_{d}_weighted_f1": m.weighted_f1 for d, m in results.items()}}
@@ -320,7 +340,8 @@ class Trainer:
                 torch.save(trainable_state(accelerator.unwrap_model(model)), self.paths.best / "trainable.pt.tmp")
                 (self.paths.best / "trainable.pt.tmp").replace(self.paths.best / "trainable.pt")
                 with open(self.paths.best / "dev_metrics.json.tmp", "w", encoding="utf-8") as handle:
-                    json.dump({"step": state.global_step, "score": score, "by_dataset": {d: m.to_dict() for d, m in results.items()}}, handle)
+                    json.dump({"step": state.global_step, "score": score, "precision": self.precision,
+                               "by_dataset": {d: m.to_dict() for d, m in results.items()}}, handle)
                 (self.paths.best / "dev_metrics.json.tmp").replace(self.paths.best / "dev_metrics.json")
         accelerator.wait_for_everyone()
 
@@ -357,7 +378,8 @@ class Trainer:
                 self._write_yaml(directory / "training_config.yaml", self.config.to_dict())
                 with open(directory / "dev_metrics.json", "w", encoding="utf-8") as handle:
                     json.dump(dev_metrics, handle, indent=2)
-                write_model_card(directory, self.config, setup, dev_metrics, state, location=str(self.paths.model))
+                write_model_card(directory, self.config, setup, dev_metrics, state, location=str(self.paths.model),
+                                 precision=self.precision, device=self.device_description)
 
             write_model_dir(self.paths.model, fill)
             self._log({"event": "done", "best_step": state.best_step, "best_dev_score": state.best_score, "model": str(self.paths.model)})
@@ -398,7 +420,9 @@ class _DevEvaluator:
         mine = self.dev[accelerator.process_index::accelerator.num_processes]
         predictor = Predictor(unwrapped, self.hf_tokenizer, replace(self.setup, template=replace(self.setup.template, demonstration=False)) if not self.demonstrations else self.setup,
                               retriever=_FixedDemonstrations(self.demonstrations) if self.demonstrations else None, device=accelerator.device)
-        predictions = predictor.predict(mine)
+        # Dev is scored in the training precision (autocast reaches the predictor's worker threads).
+        with accelerator.autocast():
+            predictions = predictor.predict(mine)
         gathered = accelerator.gather_for_metrics([(d.dataset, d.id, p) for d, p in zip(mine, predictions)], use_gather_object=True)
         by_key = {(dataset, dialogue_id): p for dataset, dialogue_id, p in gathered}
         unwrapped.train()
