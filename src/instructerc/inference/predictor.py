@@ -15,7 +15,7 @@ Both the CLI and the service use it. Two modes:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +27,7 @@ from instructerc.inference.parallel import default_workers
 from instructerc.modeling.forward import head_is_plain
 from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
+from instructerc.prompts.fitting import encode_fitting, unlabelled
 from instructerc.prompts.setup import PromptSetup
 
 MODES = ("score", "generate")
@@ -41,11 +42,14 @@ class Prediction:
             something that is not a label (invalid).
         scores: label -> probability (``score`` mode), in label-set order.
         generated: the raw generated text (``generate`` mode).
+        truncated: the utterance was longer than the prompt budget and was cut (its start and
+            end kept, :mod:`instructerc.prompts.fitting`) before it was labelled.
     """
 
     label: str | None
     scores: dict[str, float] = field(default_factory=dict)
     generated: str | None = None
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,14 @@ class Predictor:
     # -- prompts ----------------------------------------------------------------------------------
     def encoded_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         """Prompts for utterance ``index`` of ``dialogue``, for each (dialogue, index), budgeted."""
+        return self.fitted_prompts(items)[0]
+
+    def fitted_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> tuple[list[Any], list[bool]]:
+        """The prompts, and per item whether its utterance was cut to fit. Gold emotions are
+        removed first: predicting never needs them, whatever label set they are in."""
+        return encode_fitting(unlabelled(items), self._encode, self.segments)
+
+    def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         dialogues = list({(d.dataset, d.id): d for d, _ in items}.values())
         demonstrations = self.retriever.demonstrations(dialogues, training=False) if self.retriever is not None else {}
         builder = self.setup.builder(demonstrations)
@@ -167,10 +179,12 @@ class Predictor:
             raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
         if not items:
             return []
-        encoded = self.encoded_prompts(items)
+        encoded, truncated = self.fitted_prompts(items)
         if mode == "score":
-            return self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
-        return self._generate(encoded, paper_parsing, progress)
+            predictions = self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
+        else:
+            predictions = self._generate(encoded, paper_parsing, progress)
+        return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
         """The newest utterance of a growing conversation, reusing its key/value cache
