@@ -24,6 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--label-set", metavar="NAME", help="the label set the input's gold emotions follow (checked and made canonical); default: passed through as written")
     predict.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
     predict.set_defaults(handler=run_predict)
 
 
@@ -55,7 +56,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if dialogues == 0:
         raise InputError("no dialogues in the file", path=args.input)
 
-    predictor = Predictor.from_directory(model)
+    predictor = Predictor.from_directory(model, trust_remote_code=args.trust_remote_code)
     invalid = truncated = 0
     try:
         with progress_bar(utterances, not args.no_progress) as bar, atomic_write(args.output) as handle:

@@ -41,6 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
+    serve.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
     for title, options in _OPTIONS.items():
         group = serve.add_argument_group(title)
         if title == "batching":
@@ -62,7 +63,8 @@ def run_server(args: argparse.Namespace) -> int:
     config = service_config(args)
     model = args.model if args.model is not None else default_model_dir()
     print(f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
-    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, log_level=args.log_level, access_log=args.access_log)
+    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, log_level=args.log_level, access_log=args.access_log,
+          trust_remote_code=args.trust_remote_code)
     return 0
 
 

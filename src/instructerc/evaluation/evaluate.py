@@ -24,12 +24,14 @@ def evaluate_model(
     chunk_size: int = 64,
     max_dialogues: int | None = None,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> EvaluationResult:
     """Predict every utterance of ``split``, score it, and write metrics.json, predictions.jsonl,
     report.md and confusion matrices to ``out``. This is the only place a test split is read.
 
     ``max_dialogues``: score a fixed subset of at most that many dialogues per source dataset
     (seed 0, so every model is scored on the same dialogues); recorded in the result's data.
+    ``trust_remote_code``: let the model's own Python files run (never the model directory's choice).
     """
     from instructerc.evaluation.baselines import constant_predictions, run_baselines
     from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all, write_predictions
@@ -68,7 +70,7 @@ def evaluate_model(
         shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
         check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, baselines_from)
     computed = run_baselines(source, split, progress=progress) if with_baselines else None
-    predictor = Predictor.from_directory(model)
+    predictor = Predictor.from_directory(model, trust_remote_code=trust_remote_code)
 
     predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
     settings = {"model": str(model), "mode": mode, "paper_parsing": paper_parsing, "template": predictor.setup.template.name}

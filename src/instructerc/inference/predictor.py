@@ -127,7 +127,7 @@ class Predictor:
         return self.setup.label_set
 
     @classmethod
-    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None) -> "Predictor":
+    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None, trust_remote_code: bool = False) -> "Predictor":
         from instructerc.modeling.model_dir import load_model
         from instructerc.retrieval.encoder import SentenceEncoder
         from instructerc.retrieval.index import load_pool
@@ -136,7 +136,7 @@ class Predictor:
         directory = Path(directory)
         device = device or default_device()
         config = config or InferenceConfig()
-        model, tokenizer, _ = load_model(directory, device)
+        model, tokenizer, _ = load_model(directory, device, trust_remote_code=trust_remote_code)
         if config.sparse_attention(device):
             use_block_sparse_attention(model)
         setup = PromptSetup.load(directory)

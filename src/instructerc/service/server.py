@@ -30,6 +30,7 @@ def serve(
     threads: int | None = None,
     log_level: str = "info",
     access_log: bool = True,
+    trust_remote_code: bool = False,
 ) -> None:
     """Serve ``model_dir`` until interrupted (Ctrl-C or SIGTERM stop it gracefully).
 
@@ -46,6 +47,6 @@ def serve(
     from instructerc.inference.predictor import Predictor
     from instructerc.service.app import create_app
 
-    predictor = Predictor.from_directory(model_dir, device=device)
+    predictor = Predictor.from_directory(model_dir, device=device, trust_remote_code=trust_remote_code)
     app = create_app(predictor, config)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
