@@ -74,6 +74,7 @@ def test_resume_with_a_changed_config_is_refused_unless_forced(tiny_data: Path, 
 
     # The same config resumes without a word; --force resumes a changed one and records it.
     assert check_resumable(run / "config.yaml", recipe(tiny_data, backbone, run).to_dict()) == []
+    assert check_resumable(run / "config.yaml", recipe(tiny_data, backbone, run, checkpoint_every_steps=50).to_dict()) == []
     result = Trainer(changed, progress=False, force=True).run(resume=True)
     assert result.best_step is not None
     assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["optim"]["lr"] == 0.01
