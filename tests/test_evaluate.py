@@ -194,7 +194,7 @@ def test_data_in_other_classes_than_the_model_is_refused(run_cli, models: dict[s
     result = run_cli("evaluate", "--model", models["meld"], "--dataset", "jsonl", "--data", data, "--label-set", "emorynlp", "--split", "test", "--out", tmp_path / "o")
 
     assert result.code == 2
-    assert "is not one of the classes this model (label set meld) is scored on" in result.err
+    assert "not classes this model (label set meld) is scored on" in result.err and "'Joyful'" in result.err and "accepted: neutral" in result.err
 
 
 # -- baselines beside the LLM, and several runs -------------------------------------------------

@@ -234,3 +234,65 @@ def test_missing_empty_or_truncated_files_are_input_errors(tmp_path: Path, conte
     with pytest.raises(InputError, match=message) as error:
         load_data_pickle(file)
     assert error.value.path == str(file)
+
+
+# -- memory bombs: indexes and lengths bounded by the file's size -----------------------------------
+def _pack(fmt: str, value: int) -> bytes:
+    import struct
+
+    return struct.pack(fmt, value)
+
+
+MEMO_BOMB = b"\x80\x02N" + b"r" + _pack("<I", 2**24) + b"."  # PROTO 2, NONE, LONG_BINPUT 2**24, STOP: 9 bytes
+
+
+def test_the_memo_bomb_is_nine_bytes_and_does_allocate_with_a_plain_unpickler() -> None:
+    import tracemalloc
+
+    assert len(MEMO_BOMB) == 9
+    tracemalloc.start()
+    try:
+        assert pickle.loads(MEMO_BOMB) is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak > 100 * 2**20, "the payload is a real bomb: the stock unpickler allocates its memo"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (MEMO_BOMB, "memo index 16777216"),
+        (b"\x80\x02N" + b"p16777216\n" + b".", "memo index 16777216"),  # protocol 0's PUT, the index in text
+        (b"\x80\x02" + b"j" + _pack("<I", 2**30) + b".", "memo index"),  # LONG_BINGET of an index never stored
+        (b"\x80\x04\x8d" + _pack("<Q", 2**62) + b"abc.", "bytes"),  # BINUNICODE8
+        (b"\x80\x04\x8e" + _pack("<Q", 2**62) + b"abc.", "bytes"),  # BINBYTES8
+        (b"\x80\x05\x96" + _pack("<Q", 2**40) + b"abc.", "bytes"),  # BYTEARRAY8
+        (b"\x80\x04\x95" + _pack("<Q", 2**62) + b"N.", "frame of"),  # FRAME
+    ],
+    ids=["long-binput", "put", "long-binget", "binunicode8", "binbytes8", "bytearray8", "frame"],
+)
+def test_indexes_and_lengths_beyond_the_file_are_refused_without_allocating(tmp_path: Path, payload: bytes, message: str) -> None:
+    import tracemalloc
+
+    file = tmp_path / "bomb.pkl"
+    file.write_bytes(payload)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=message) as error:
+            load_data_pickle(file)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert error.value.path == str(file)
+    assert str(error.value).startswith(f"{file}: ") and "\n" not in str(error.value)
+    assert peak < 8 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+def test_a_pickle_using_its_memo_normally_still_loads(tmp_path: Path) -> None:
+    shared = ["x"] * 3
+    data = {"a": shared, "b": shared, "c": [shared, {"d": shared}]}
+    for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
+        file = tmp_path / f"p{protocol}.pkl"
+        file.write_bytes(pickle.dumps(data, protocol=protocol))
+        assert load_data_pickle(file) == data

@@ -29,7 +29,7 @@ TEXTS = [
 # Small limits, so each can be crossed with small requests.
 STRICT = ServiceConfig(
     max_body_bytes=20_000, max_dialogues=3, max_utterances=12, max_utterance_chars=200, max_speaker_chars=20,
-    max_conversations=4, max_conversation_utterances=12, max_batch_size=16, max_wait_ms=20,
+    max_conversations=4, max_conversation_utterances=12, max_batch_size=16, max_wait_ms=20, evict_after_idle_seconds=0,
 )
 
 
@@ -65,11 +65,12 @@ def serving(predictor: Any, config: ServiceConfig) -> Iterator[str]:
     import uvicorn
 
     from instructerc.service.app import create_app
+    from instructerc.service.server import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(predictor, config), log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(create_app(predictor, config), config, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -213,10 +214,10 @@ def test_a_body_over_the_limit_is_413_whatever_its_content_length_says(client: h
 
     host, port = base_url.removeprefix("http://").split(":")
     # A declared length over the limit is refused before any body arrives.
-    assert raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n").startswith(b"HTTP/1.1 413")
+    assert raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999\r\n\r\n").startswith(b"HTTP/1.1 413")
     # A length that understates the body: only the declared bytes are read as the body (here
     # not JSON), and the rest is not taken as a body at all.
-    answer = raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + big)
+    answer = raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n" + big)
     assert answer.startswith(b"HTTP/1.1 400")
     assert client.get("/healthz").status_code == 200
 
@@ -287,7 +288,7 @@ def test_bad_utterances_for_a_conversation_name_their_field(client: httpx.Client
     assert_error(client.post(path, json={"speaker": "Ann", "text": ["Hi"]}), 422, "invalid_request", "text")
     assert_error(client.post(path, json={"speaker": "Ann", "text": "x" * 201}), 422, "utterance_too_long", "text")
     assert_error(client.post(path, json=["Hi"]), 422, "invalid_request")
-    assert_error(client.post(path, content=b"{speaker"), 400, "malformed_json")
+    assert_error(client.post(path, content=b"{speaker", headers={"content-type": "application/json"}), 400, "malformed_json")
     assert_error(client.post("/v1/conversations", json={"utterances": "Hi"}), 422, "invalid_request", "utterances")
     assert_error(client.post("/v1/conversations", json={"utterances": [{"speaker": "Ann", "text": 1}]}), 422, "invalid_request", "utterances[0].text")
     # None of this stored anything.

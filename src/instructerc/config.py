@@ -19,9 +19,13 @@ T = TypeVar("T")
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses, checking types."""
-    data = dict(data or {})
-    if not isinstance(data, dict):
-        raise InputError(f"expected a mapping, got {type(data).__name__}", field=where or None)
+    if data is None:
+        data = {}
+    # Checked before any conversion: dict() would turn [[lr, 0.1]] into {lr: 0.1} silently and
+    # fail on 5 with a raw TypeError.
+    if not isinstance(data, Mapping):
+        raise InputError(f"expected a section of keys (a mapping), got {_shown(data)}", field=where or None)
+    data = dict(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
@@ -35,6 +39,11 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
         return cls(**values)
     except TypeError as error:
         raise InputError(str(error), field=where or None) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

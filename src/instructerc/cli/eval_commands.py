@@ -31,6 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_option(evaluate, "the model computes in")
+    evaluate.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
     evaluate.set_defaults(handler=run_evaluate)
 
     baseline = commands.add_parser("baseline", help="score the majority-class and MiniLM + logistic-regression baselines on a split")
@@ -85,7 +86,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or default_out(args.model, source.name, canonical_split(args.split), args.mode, args.paper_parsing)
     result = evaluate_model(args.model, source, args.split, out, mode=args.mode, paper_parsing=args.paper_parsing, baselines_from=args.baselines,
                             with_baselines=args.with_baselines, chunk_size=args.chunk_size, progress=not args.no_progress,
-                            dtype=args.dtype or "auto")
+                            dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
     for line in summary_lines(result):
         print(line)
     print(f"wrote metrics.json, predictions.jsonl, report.md and confusion matrices to {out}")

@@ -10,6 +10,7 @@ at the end: a failure never leaves a half-written or lost output.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from instructerc.cli.options import add_dtype_option
@@ -26,6 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_option(predict, "the model computes in")
+    predict.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
     predict.set_defaults(handler=run_predict)
 
 
@@ -57,16 +59,20 @@ def run_predict(args: argparse.Namespace) -> int:
     if dialogues == 0:
         raise InputError("no dialogues in the file", path=args.input)
 
-    predictor = Predictor.from_directory(model, dtype=args.dtype or "auto")
-    invalid = 0
+    predictor = Predictor.from_directory(model, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
+    invalid = truncated = 0
     try:
         with progress_bar(utterances, not args.no_progress) as bar, atomic_write(args.output) as handle:
             for batch in chunks(read(), args.chunk_size):
                 predicted = predictor.predict(batch, mode=args.mode, paper_parsing=args.paper_parsing, progress=bar)
                 write_prediction_records(handle, batch, predicted, args.mode, predictor.label_set)
                 invalid += sum(p.label is None for ps in predicted for p in ps)
+                truncated += sum(p.truncated for ps in predicted for p in ps)
     except OSError as error:
         raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
+    if truncated:
+        print(f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "
+              "and were cut (start and end kept); they are marked \"truncated\": true", file=sys.stderr)
     print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision})")
     if args.mode == "generate":
         print(f"{invalid} of {utterances} generations are not a label (predicted_emotion null)"

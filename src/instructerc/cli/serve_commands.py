@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from instructerc.cli.options import add_dtype_option
@@ -27,7 +28,20 @@ _OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
         "max_conversations": (int, "live conversations kept (least recently used evicted)"),
         "max_idle_seconds": (float, "a conversation unused this long is dropped"),
         "max_conversation_utterances": (int, "most utterances of one conversation"),
+        "evict_after_idle_seconds": (float, "a full store evicts only a conversation unused this long (503 otherwise)"),
+        "new_conversations_per_second": (float, "new conversations allowed per second on average (429 beyond)"),
+        "new_conversation_burst": (int, "new conversations allowed at once"),
     },
+    "connections": {
+        "request_timeout_seconds": (float, "time a client has to send a request's headers, and then its body (408)"),
+        "keep_alive_seconds": (float, "an idle kept-alive connection is closed after this long"),
+        "max_connections": (int, "most open connections and requests in flight (503 beyond)"),
+    },
+}
+# Repeatable flags for the list fields of ServiceConfig.
+_LISTS: dict[str, tuple[str, str]] = {
+    "allowed_hosts": ("--allowed-host", "a Host name to answer (repeat; default: the loopback names; * for any); needed with --host 0.0.0.0"),
+    "allowed_origins": ("--allow-origin", "a web origin whose cross-origin requests are answered, e.g. https://app.example (repeat; * for any; default: none)"),
 }
 
 
@@ -43,17 +57,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
+    serve.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
     for title, options in _OPTIONS.items():
         group = serve.add_argument_group(title)
         if title == "batching":
             group.add_argument("--batching", action=argparse.BooleanOptionalAction, default=ServiceConfig.batching, help="predict requests that arrive together in one model call (default: on)")
         for name, (kind, text) in options.items():
             group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(ServiceConfig, name), metavar="N", help=f"{text} (default: %(default)s)")
+    callers = serve.add_argument_group("who may call")
+    for name, (flag, text) in _LISTS.items():
+        callers.add_argument(flag, dest=name, action="append", metavar="NAME", help=text)
     serve.set_defaults(handler=run_server)
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
-    return ServiceConfig(batching=args.batching, **{name: getattr(args, name) for options in _OPTIONS.values() for name in options})
+    lists = {name: tuple(getattr(args, name)) for name in _LISTS if getattr(args, name) is not None}
+    return ServiceConfig(batching=args.batching, **lists, **{name: getattr(args, name) for options in _OPTIONS.values() for name in options})
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -62,9 +81,12 @@ def run_server(args: argparse.Namespace) -> int:
 
     require_serve_extra()
     config = service_config(args)
+    if args.allowed_hosts is None and args.host not in ("0.0.0.0", "::", "") and args.host not in config.allowed_hosts:
+        config = replace(config, allowed_hosts=config.allowed_hosts + (args.host.lower(),))  # the address it binds is its own name
     model = args.model if args.model is not None else default_model_dir()
     print(f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
-    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, dtype=args.dtype or "auto", log_level=args.log_level, access_log=args.access_log)
+    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, dtype=args.dtype or "auto",
+          log_level=args.log_level, access_log=args.access_log, trust_remote_code=args.trust_remote_code)
     return 0
 
 

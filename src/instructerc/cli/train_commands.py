@@ -19,6 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key, e.g. --set optim.lr=1e-4 (YAML value)")
     add_dtype_option(train, "of the matrix products (overrides backbone.dtype; trainable weights stay float32)")
     train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last checkpoint")
+    train.add_argument("--force", action="store_true", help="with --resume: continue even though the recipe differs from the one the run started with")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=run_training)
 
@@ -41,11 +42,14 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 
 def run_training(args: argparse.Namespace) -> int:
+    from instructerc.errors import InputError
     from instructerc.training.config import TrainConfig
     from instructerc.training.trainer import Trainer
 
+    if args.force and not args.resume:
+        raise InputError("--force only applies with --resume", field="force")
     config = TrainConfig.from_yaml(args.recipe, overrides_from(args))
-    result = Trainer(config, progress=not args.no_progress).run(resume=args.resume)
+    result = Trainer(config, progress=not args.no_progress, force=args.force).run(resume=args.resume)
     if result.main_process and result.best_dev_score is not None:
         print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")
     return 0

@@ -68,3 +68,9 @@ class Dialogue:
 
     def with_utterances(self, utterances: tuple[Utterance, ...]) -> "Dialogue":
         return replace(self, utterances=tuple(utterances))
+
+    def without_emotions(self) -> "Dialogue":
+        """The same dialogue with no gold emotion on any utterance (what a prediction may see)."""
+        if all(u.emotion is None for u in self.utterances):
+            return self
+        return self.with_utterances(tuple(replace(u, emotion=None) for u in self.utterances))

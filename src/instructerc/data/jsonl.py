@@ -14,6 +14,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, not_utf8, require_file
+from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.label_set import LabelSet
@@ -26,6 +27,10 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     """One JSONL record as a :class:`Dialogue`, or an :class:`InputError` naming line and field."""
     if not isinstance(record, dict):
         raise InputError("a line must be a JSON object", path=path, line=line)
+    try:
+        check_value(record)
+    except TextProblem as problem:
+        raise InputError(problem.message, path=path, line=line, field=problem.field) from None
     if "utterances" not in record:
         raise InputError("missing 'utterances'", path=path, line=line, field="utterances")
     raw_utterances = record["utterances"]
@@ -79,9 +84,9 @@ def iter_jsonl(path: Path, split: str = "test", label_set: LabelSet | None = Non
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(f"not valid JSON ({error.msg} at column {error.colno})", path=path, line=line_number) from None
+                    record = load_json(line)
+                except TextProblem as problem:
+                    raise InputError(problem.message, path=path, line=line_number) from None
                 yield line_number, parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
         except UnicodeDecodeError:
             raise not_utf8(path) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import struct
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,31 @@ class DataOnlyUnpickler(pickle.Unpickler):
         return stand_in
 
 
+# Opcodes that store into or read from the memo, with an explicit index as their argument.
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def check_bounds(raw: bytes) -> None:
+    """A :class:`pickle.UnpicklingError` unless every memo index and declared length fits the data.
+
+    Refusing code is not enough: the C unpickler sizes its memo by the largest index it is told
+    (a 9-byte pickle with index 2**24 allocates 256 MiB) and allocates a declared length before
+    reading it (2**62 is a MemoryError). A real pickle's memo holds at most one entry per opcode
+    and its strings fit in the file, so both are bounded by the file's size. The opcodes are read
+    without building anything (:func:`pickletools.genops`, which also refuses a length longer
+    than the bytes left).
+    """
+    size = len(raw)
+    try:
+        for opcode, argument, position in pickletools.genops(io.BytesIO(raw)):
+            if opcode.name in _MEMO_OPCODES and isinstance(argument, int) and not 0 <= argument <= size:
+                raise pickle.UnpicklingError(f"memo index {argument} at byte {position} is larger than the file ({size} bytes)")
+            if opcode.name == "FRAME" and isinstance(argument, int) and argument > size - (position or 0):
+                raise pickle.UnpicklingError(f"a frame of {argument} bytes at byte {position} is longer than the rest of the file")
+    except ValueError as error:  # genops: a declared length past the end, a bad opcode, a truncated argument
+        raise pickle.UnpicklingError(str(error)) from None
+
+
 def load_data_pickle(path: str | Path) -> Any:
     """Load a pickle of plain data, or fail with an :class:`InputError` naming the file."""
     path = Path(path)
@@ -73,9 +99,12 @@ def load_data_pickle(path: str | Path) -> Any:
     except OSError as error:
         raise InputError(f"cannot read: {error.strerror}", path=path) from None
     try:
+        check_bounds(raw)
         # latin1 keeps Python 2 byte strings byte-for-byte, as the COSMIC files need.
         return DataOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as error:
         raise InputError(f"unsafe or invalid pickle: {error}", path=path) from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as error:
         raise InputError(f"invalid pickle: {error}", path=path) from None
+    except MemoryError:
+        raise InputError("invalid pickle: it asks for more memory than this machine has", path=path) from None

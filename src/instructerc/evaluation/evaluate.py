@@ -25,6 +25,7 @@ def evaluate_model(
     max_dialogues: int | None = None,
     progress: bool = True,
     dtype: str = "auto",
+    trust_remote_code: bool = False,
 ) -> EvaluationResult:
     """Predict every utterance of ``split``, score it, and write metrics.json, predictions.jsonl,
     report.md and confusion matrices to ``out``. This is the only place a test split is read.
@@ -32,13 +33,16 @@ def evaluate_model(
     ``max_dialogues``: score a fixed subset of at most that many dialogues per source dataset
     (seed 0, so every model is scored on the same dialogues); recorded in the result's data.
     ``dtype``: the precision the model computes in (recorded in the settings).
+    ``trust_remote_code``: let the model's own Python files run (never the model directory's choice).
     """
     from instructerc.evaluation.baselines import constant_predictions, run_baselines
-    from instructerc.evaluation.harness import check_scorable, llm_result, predict_all, write_predictions
+    from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all, write_predictions
     from instructerc.evaluation.report import write_outputs
     from instructerc.evaluation.results import check_comparable
     from instructerc.evaluation.scoring import score_by_dataset
     from instructerc.inference.predictor import Predictor
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.prompts.setup import PromptSetup
 
     if paper_parsing and mode != "generate":
         raise InputError("--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing")
@@ -53,8 +57,11 @@ def evaluate_model(
             raise InputError("must be at least 1", field="max_dialogues")
         dialogues = per_dataset_subset(dialogues, max_dialogues, seed=0)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
-    predictor = Predictor.from_directory(model, dtype=dtype)
-    label_set = predictor.label_set
+    # The gold is checked against the model's labels before the model loads: a bad file fails fast.
+    Manifest.load(model)  # a clear error for a folder that is no model directory
+    label_set = PromptSetup.load(model).label_set
+    if source.name == "jsonl" and source.mapping is None and isinstance(source.label_set, str):
+        dialogues = gold_in_model_space(dialogues, source.label_set, label_set)
     check_scorable(dialogues, label_set)
     data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
     if max_dialogues is not None:
@@ -65,6 +72,7 @@ def evaluate_model(
         shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
         check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, baselines_from)
     computed = run_baselines(source, split, progress=progress) if with_baselines else None
+    predictor = Predictor.from_directory(model, dtype=dtype, trust_remote_code=trust_remote_code)
 
     predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
     settings = {"model": str(model), "mode": mode, "paper_parsing": paper_parsing, "template": predictor.setup.template.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
 
@@ -41,6 +42,8 @@ def prediction_fields(prediction: Prediction, mode: str) -> dict[str, Any]:
         fields["emotion_scores"] = dict(prediction.scores)
     else:
         fields["generated"] = prediction.generated
+    if prediction.truncated:
+        fields["truncated"] = True
     return fields
 
 
@@ -60,9 +63,12 @@ def predict_all(predictor: Any, dialogues: Sequence[Dialogue], mode: str, paper_
 
 
 def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet) -> None:
-    """An :class:`InputError` unless every gold emotion is a class a model of ``label_set`` is scored on."""
+    """An :class:`InputError` unless every gold emotion is a class a model of ``label_set`` is
+    scored on; it names every unknown label at once and the labels accepted."""
     mapping = mapping_of(label_set)
     labelled = False
+    unknown: dict[str, set[str]] = {}  # dataset -> gold labels outside its classes
+    accepted: dict[str, tuple[str, ...]] = {}
     for dialogue in dialogues:
         unified = mapping is not None and mapping.covers(dialogue.dataset)
         classes = BENCHMARK_LABEL_SETS[dialogue.dataset].labels if unified else label_set.labels
@@ -72,12 +78,30 @@ def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet) -> None:
             labelled = True
             gold = original_gold(utterance) if unified else utterance.emotion
             if gold not in classes:
-                raise InputError(
-                    f"dialogue '{dialogue.id}' ({dialogue.dataset}): gold emotion '{gold}' is not one of the classes this model "
-                    f"(label set {label_set.name}) is scored on: {', '.join(classes)} (for JSONL data, --label-set reads its emotions in a known label set)",
-                    field="emotion")
+                unknown.setdefault(dialogue.dataset, set()).add(str(gold))
+                accepted[dialogue.dataset] = classes
+    if unknown:
+        parts = [f"{', '.join(repr(g) for g in sorted(golds))} in '{dataset}' (accepted: {', '.join(accepted[dataset])})" for dataset, golds in unknown.items()]
+        known = ", ".join(n for n in BENCHMARK_LABEL_SETS if mapping is not None and mapping.covers(n))
+        hint = f"--label-set {known.replace(', ', '|')} maps a known dataset's labels onto this model's" if known else "--label-set NAME reads JSONL emotions in a known label set"
+        raise InputError(f"gold emotions that are not classes this model (label set {label_set.name}) is scored on: {'; '.join(parts)}; {hint}", field="emotion")
     if not labelled:
         raise InputError("the dialogues have no gold emotions to score against", field="emotion")
+
+
+def gold_in_model_space(dialogues: Sequence[Dialogue], gold_label_set: str | None, label_set: LabelSet) -> list[Dialogue]:
+    """User dialogues whose gold emotions are a known dataset's labels (``--label-set meld``),
+    put where a unified model is scored: each becomes a dialogue of that dataset with its gold
+    mapped through the registered mapping (the original kept), exactly as the benchmark's own
+    dialogues are. Anything else is returned as it is."""
+    from instructerc.data.registry import unify
+
+    mapping = mapping_of(label_set)
+    if gold_label_set not in BENCHMARK_LABEL_SETS or mapping is None or not mapping.covers(gold_label_set):
+        return list(dialogues)
+    if any("original_emotion" in u.extra for d in dialogues for u in d.utterances):
+        return list(dialogues)  # already unified (a file exported with --labels uime)
+    return unify([d if d.dataset == gold_label_set else replace(d, dataset=gold_label_set) for d in dialogues], mapping)
 
 
 def llm_result(dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], label_set: LabelSet, settings: dict[str, Any]) -> SystemResult:

@@ -15,7 +15,7 @@ Both the CLI and the service use it. Two modes:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +27,7 @@ from instructerc.inference.parallel import default_workers
 from instructerc.modeling.forward import head_is_plain
 from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
+from instructerc.prompts.fitting import encode_fitting, unlabelled
 from instructerc.prompts.setup import PromptSetup
 
 MODES = ("score", "generate")
@@ -41,11 +42,14 @@ class Prediction:
             something that is not a label (invalid).
         scores: label -> probability (``score`` mode), in label-set order.
         generated: the raw generated text (``generate`` mode).
+        truncated: the utterance was longer than the prompt budget and was cut (its start and
+            end kept, :mod:`instructerc.prompts.fitting`) before it was labelled.
     """
 
     label: str | None
     scores: dict[str, float] = field(default_factory=dict)
     generated: str | None = None
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,8 @@ class Predictor:
         return dtype_name(next(self.model.parameters()).dtype)
 
     @classmethod
-    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None, dtype: str = "auto") -> "Predictor":
+    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None, dtype: str = "auto",
+                       trust_remote_code: bool = False) -> "Predictor":
         """A predictor for a model directory, its weights in ``dtype`` (``auto``: bf16 where the
         device computes it natively, see :mod:`instructerc.modeling.precision`)."""
         from instructerc.modeling.model_dir import load_model
@@ -141,7 +146,7 @@ class Predictor:
         directory = Path(directory)
         device = device or default_device()
         config = config or InferenceConfig()
-        model, tokenizer, _ = load_model(directory, device, dtype=dtype)
+        model, tokenizer, _ = load_model(directory, device, dtype=dtype, trust_remote_code=trust_remote_code)
         if config.sparse_attention(device):
             use_block_sparse_attention(model)
         setup = PromptSetup.load(directory)
@@ -153,6 +158,14 @@ class Predictor:
     # -- prompts ----------------------------------------------------------------------------------
     def encoded_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         """Prompts for utterance ``index`` of ``dialogue``, for each (dialogue, index), budgeted."""
+        return self.fitted_prompts(items)[0]
+
+    def fitted_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> tuple[list[Any], list[bool]]:
+        """The prompts, and per item whether its utterance was cut to fit. Gold emotions are
+        removed first: predicting never needs them, whatever label set they are in."""
+        return encode_fitting(unlabelled(items), self._encode, self.segments)
+
+    def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         dialogues = list({(d.dataset, d.id): d for d, _ in items}.values())
         demonstrations = self.retriever.demonstrations(dialogues, training=False) if self.retriever is not None else {}
         builder = self.setup.builder(demonstrations)
@@ -176,10 +189,12 @@ class Predictor:
             raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
         if not items:
             return []
-        encoded = self.encoded_prompts(items)
+        encoded, truncated = self.fitted_prompts(items)
         if mode == "score":
-            return self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
-        return self._generate(encoded, paper_parsing, progress)
+            predictions = self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
+        else:
+            predictions = self._generate(encoded, paper_parsing, progress)
+        return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
         """The newest utterance of a growing conversation, reusing its key/value cache

@@ -8,12 +8,14 @@ with ``training_config.yaml`` and ``dev_metrics.json`` beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
@@ -21,6 +23,8 @@ from instructerc.modeling.backbone import BackboneConfig, load_causal_lm, load_t
 
 MANIFEST = "instructerc.json"
 FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,25 +73,52 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
-def load_model(directory: Path, device: Any = "cpu", merge: bool = True, dtype: str = "auto") -> tuple[Any, Any, Manifest]:
+def load_model(directory: Path, device: Any = "cpu", merge: bool = True, dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any, Manifest]:
     """(model in eval mode on ``device``, tokenizer, manifest) from a model directory.
 
     A LoRA adapter is merged into the base weights by default: inference then costs exactly
     what the base model costs. ``dtype`` is the inference precision (``auto``: see
     :mod:`instructerc.modeling.precision`), whatever precision the model was trained in.
+
+    ``trust_remote_code`` is the caller's decision alone (``--trust-remote-code``): a model
+    directory may come from anywhere, so what its manifest asks for never turns on the
+    execution of its Python files.
     """
     manifest = Manifest.load(directory)
+    if manifest.backbone.trust_remote_code and not trust_remote_code:
+        log.warning("%s asks for trust_remote_code; it stays off (pass --trust-remote-code if you trust the code of this model)", directory / MANIFEST)
+    backbone = replace(manifest.backbone, trust_remote_code=trust_remote_code)
     # An adapter-only directory (the shipped default model) uses its backbone's tokenizer.
     has_tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
-    source = str(directory) if has_tokenizer else resolve_model(manifest.backbone)
-    tokenizer = load_tokenizer(source, trust_remote_code=manifest.backbone.trust_remote_code)
-    if manifest.method == "lora":
-        from peft import PeftModel
+    with _loading(directory, backbone):
+        source = str(directory) if has_tokenizer else resolve_model(backbone)
+        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        if manifest.method == "lora":
+            from peft import PeftModel
 
-        base = load_causal_lm(resolve_model(manifest.backbone), manifest.backbone, device, dtype)
-        model = PeftModel.from_pretrained(base, str(directory))
-        if merge:
-            model = model.merge_and_unload()
-    else:
-        model = load_causal_lm(str(directory), manifest.backbone, device, dtype)
+            base = load_causal_lm(resolve_model(backbone), backbone, device, dtype)
+            model = PeftModel.from_pretrained(base, str(directory))
+            if merge:
+                model = model.merge_and_unload()
+        else:
+            model = load_causal_lm(str(directory), backbone, device, dtype)
     return model.to(device).eval(), tokenizer, manifest
+
+
+@contextlib.contextmanager
+def _loading(directory: Path, backbone: BackboneConfig) -> Iterator[None]:
+    """Loading failures as one line naming the model directory: a backbone that is neither a
+    local folder nor in the Hugging Face cache (offline), code that needs --trust-remote-code,
+    missing or corrupt files."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if "trust_remote_code" in reason:
+            raise InputError("this model needs its own Python code to load, which runs only with --trust-remote-code "
+                             "(trust_remote_code): pass it only if you trust the files of this model", path=directory) from None
+        local = Path(backbone.model).expanduser().exists()
+        what = "its backbone" if local else f"its backbone '{backbone.model}' (not a local folder, so it must be in the Hugging Face cache or downloadable)"
+        raise InputError(f"cannot load the model or {what}: {reason[:400]}", path=directory) from None

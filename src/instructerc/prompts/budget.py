@@ -15,6 +15,21 @@ from instructerc.prompts.encoding import EncodedExample, EncodedSegment, Segment
 from instructerc.prompts.example import Example, Part, Segment
 
 
+class PromptTooLong(InputError):
+    """A prompt that does not fit even with no history and no demonstration: the utterance asked
+    about (or the fixed wording around it) is longer than the budget.
+
+    Attributes:
+        example: the example that did not fit.
+        excess: how many tokens over the budget it still is.
+    """
+
+    def __init__(self, message: str, *, example: Example, excess: int) -> None:
+        super().__init__(message, field=f"dialogue '{example.dialogue_id}'")
+        self.example = example
+        self.excess = excess
+
+
 def _length(segments: list[EncodedSegment]) -> int:
     return sum(len(s.ids) for s in segments)
 
@@ -58,10 +73,10 @@ def encode_example(example: Example, tokenizer: SegmentTokenizer, max_length: in
     if _length(segments) > budget:
         segments = _shorten_demonstration(segments, budget, tokenizer)
     if _length(segments) > budget:
-        raise InputError(
+        raise PromptTooLong(
             f"utterance {example.index} needs {_length(segments) + len(target_ids) + len(tokenizer.prefix_ids)} tokens even without history "
             f"and demonstration, more than max_length={max_length}",
-            field=f"dialogue '{example.dialogue_id}'",
+            example=example, excess=_length(segments) - budget,
         )
     prompt_ids = tokenizer.prefix_ids + tuple(i for s in segments for i in s.ids)
     fitted = replace(example, segments=tuple(s.segment for s in segments))

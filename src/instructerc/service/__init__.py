@@ -27,20 +27,33 @@ Every error is ``{"error": {"code": ..., "message": ..., "field": ...}}`` (``fie
 field is at fault, e.g. ``dialogues[0].utterances[2].text``):
 
 ====  ===========================================================================================
-400   ``malformed_json``: the body is not UTF-8 JSON
+400   ``malformed_json``: the body is not UTF-8 JSON, or nests deeper than 64 levels;
+      ``host_not_allowed``: the ``Host`` is not an allowed name (``--allowed-host``)
+403   ``cross_origin_refused``: a browser request from another web origin (``--allow-origin``)
 404   ``unknown_conversation`` (never created, deleted, expired or evicted), ``not_found``
+408   ``request_timeout``: the body did not arrive within ``request_timeout_seconds``
 409   ``conversation_full``: the conversation has ``max_conversation_utterances`` utterances
 413   ``body_too_large``: over ``max_body_bytes``, counted as the body arrives
-422   ``invalid_request`` (wrong type, missing or empty field), ``too_many_dialogues``,
-      ``too_many_utterances``, ``utterance_too_long``, ``speaker_too_long``, ``not_predictable``
-      (the model's prompt cannot hold the utterance)
+415   ``unsupported_media_type``: a body not sent as ``Content-Type: application/json``
+422   ``invalid_request`` (wrong type, missing or empty field, a lone surrogate or NUL, a number
+      over 100 characters or not finite), ``too_many_dialogues``, ``too_many_utterances``,
+      ``utterance_too_long``, ``speaker_too_long``, ``not_predictable`` (the prompt's fixed
+      wording alone is over the model's budget; a long utterance is cut instead, ``truncated``)
+429   ``too_many_new_conversations``: conversations are created faster than allowed
 500   ``model_error``: the model failed on this request (other requests are unaffected)
-503   ``overloaded``: more than ``max_pending`` utterances are waiting; retry later
+503   ``overloaded``: more than ``max_pending`` utterances are waiting (or waiting for their
+      conversation); ``conversations_full``: every stored conversation is in use;
+      ``unavailable``: the batching worker has died (``/healthz`` answers 503 too)
 ====  ===========================================================================================
 
-Requests that arrive together are predicted in one model call (:mod:`.batching`). The server
-binds 127.0.0.1 unless told otherwise, takes no file paths from requests and never runs a
-model's remote code on a request's behalf.
+Every answer carries an ``X-Request-ID`` header (the client's own, when it sends a short plain
+one), and every log line written for a request names it.
+
+Requests that arrive together are predicted in one model call (:mod:`.batching`); a request
+whose client has gone is dropped before its model call. The server binds 127.0.0.1 unless told
+otherwise, answers only loopback ``Host`` names and same-origin browser requests by default
+(:mod:`.guard`), takes no file paths from requests and runs a model's own code only with
+``--trust-remote-code``.
 """
 
 from instructerc.service.config import ServiceConfig

@@ -1,4 +1,5 @@
-"""The FastAPI application: endpoints, error answers and the request-body limit.
+"""The FastAPI application: endpoints and error answers (what every request passes first, the
+host, origin, body and time checks, is :mod:`instructerc.service.guard`).
 
 :func:`create_app` takes a loaded predictor (anything with ``predict_at(items, mode)`` and
 ``label_set``), so tests can hand it an instrumented one; FastAPI is imported inside it.
@@ -15,10 +16,11 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 from instructerc import __version__
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.errors import InputError
-from instructerc.service.batching import Batcher, BatchingConfig, Item, Overloaded
+from instructerc.service.batching import Abandoned, Batcher, BatchingConfig, Item, Overloaded, WorkerDead
 from instructerc.service.config import ServiceConfig
+from instructerc.service.guard import DISCONNECTED, REQUEST_ID, RequestGuard
 from instructerc.service.requests import REQUEST_DATASET, ApiError, conversation_request, parse_json, predict_request, utterance_request
-from instructerc.service.store import ConversationStore, Turn
+from instructerc.service.store import ConversationStore, StoreFull, TokenBucket, Turn
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,7 +44,8 @@ class Service:
                 wait_share=config.wait_share, max_pending=config.max_pending,
             ),
         )
-        self.store = ConversationStore(config.max_conversations, config.max_idle_seconds)
+        self.store = ConversationStore(config.max_conversations, config.max_idle_seconds, evict_after_idle_seconds=config.evict_after_idle_seconds)
+        self.creations = TokenBucket(config.new_conversations_per_second, config.new_conversation_burst)
         self._ids = itertools.count()
 
     def internal(self, utterances: tuple[Utterance, ...]) -> Dialogue:
@@ -50,12 +53,19 @@ class Service:
         the predictor keys demonstrations and shared prefixes by dialogue id."""
         return Dialogue(id=f"request-{next(self._ids)}", dataset=REQUEST_DATASET, split="test", utterances=utterances)
 
-    async def predict(self, items: Sequence[Item]) -> list[Any]:
-        """Predictions for ``items``, or an :class:`ApiError` for this request alone."""
+    async def predict(self, items: Sequence[Item], request: Any = None, admitted: bool = False) -> list[Any]:
+        """Predictions for ``items``, or an :class:`ApiError` for this request alone. With the
+        ``request``, the items are dropped unpredicted if its client goes away first."""
+        abandoned = None if request is None else request.scope.get(DISCONNECTED)
         try:
-            return await self.batcher.submit(items)
+            predictions = await self.batcher.submit(items, admitted=admitted, abandoned=abandoned, request_id=REQUEST_ID.get())
         except Overloaded as error:
             raise ApiError(503, "overloaded", str(error)) from None
+        except WorkerDead as error:
+            raise ApiError(503, "unavailable", f"{error}; the service must be restarted") from None
+        except Abandoned:
+            log.info("the client went away before its %d utterance(s) were predicted; dropped", len(items))
+            raise ApiError(499, "client_closed_request", "the client closed the connection") from None
         except InputError as error:
             # The prompt builder's verdict on this request's text, e.g. an utterance longer than
             # the model's context even without history.
@@ -63,6 +73,10 @@ class Service:
         except Exception:
             log.exception("the model failed on a request")
             raise ApiError(500, "model_error", "the model failed on this request; other requests are unaffected") from None
+        cut = sum(bool(getattr(p, "truncated", False)) for p in predictions)
+        if cut:
+            log.warning("%d utterance(s) were longer than the prompt budget and were cut (start and end kept)", cut)
+        return predictions
 
 
 def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI":
@@ -91,14 +105,23 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    errors = {status: {"model": schemas.ErrorResponse} for status in (400, 404, 409, 413, 422, 500, 503)}
+    if limits.allowed_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in limits.allowed_origins else list(limits.allowed_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["content-type", "x-request-id"], expose_headers=["x-request-id"])
+    app.add_middleware(RequestGuard, config=limits)  # added last: outermost, before CORS
+    errors = {status: {"model": schemas.ErrorResponse} for status in (400, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503)}
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         # An overloaded server asks well-behaved clients to back off rather than retry at once.
-        headers = {"Retry-After": "1"} if error.status == 503 else None
+        headers = {"Retry-After": "1"} if error.status in (429, 503) else None
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, error: Overloaded) -> JSONResponse:
+        return await api_error(request, ApiError(503, "overloaded", str(error)))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -121,7 +144,7 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
         requested = predict_request(parse_json(await request.body()), limits)
         dialogues = [service.internal(d.utterances) for _, d in requested]
-        predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))])
+        predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
         out, start = [], 0
         for (client_id, dialogue) in requested:
             chunk = predictions[start:start + len(dialogue)]
@@ -135,9 +158,17 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         utterances = conversation_request(parse_json(await request.body(), allow_empty=True), limits)
         if len(utterances) > limits.max_conversation_utterances:
             raise ApiError(409, "conversation_full", f"at most {limits.max_conversation_utterances} utterances per conversation", field="utterances")
+        # Checked before any model time is spent: a full store of conversations in use, then the rate.
+        if not service.store.has_room():
+            raise _store_full()
+        if not service.creations.take():
+            raise ApiError(429, "too_many_new_conversations", f"at most {limits.new_conversations_per_second:g} new conversations per second; retry later")
         dialogue = service.internal(utterances)
-        predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))])
-        conversation = service.store.create([Turn(u, p) for u, p in zip(utterances, predictions)])
+        predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
+        try:
+            conversation = service.store.create([Turn(u, p) for u, p in zip(utterances, predictions)])
+        except StoreFull:
+            raise _store_full() from None
         return _conversation(conversation.id, conversation.turns)
 
     @app.post("/v1/conversations/{conversation_id}/utterances", response_model=schemas.AddedUtterance, responses=errors, openapi_extra=schemas.request_body(schemas.UtteranceIn))
@@ -145,15 +176,17 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         """Add the next utterance; it is predicted from the history the server keeps."""
         utterance = utterance_request(parse_json(await request.body()), limits)
         conversation = _known(service.store.get(conversation_id), conversation_id)
-        async with conversation.lock:
-            if conversation_id not in service.store:  # deleted or evicted while this request waited
-                raise _unknown(conversation_id)
-            index = len(conversation.turns)
-            if index >= limits.max_conversation_utterances:
-                raise ApiError(409, "conversation_full", f"the conversation has {index} utterances, the most allowed; start a new one")
-            history = tuple(turn.utterance for turn in conversation.turns)
-            [prediction] = await service.predict([(service.internal(history + (utterance,)), index)])
-            conversation.turns.append(Turn(utterance, prediction))
+        # Admitted before waiting for the lock: requests queued behind one conversation count too.
+        with service.batcher.admitted(1):  # Overloaded is answered 503 below
+            async with conversation.lock:
+                if conversation_id not in service.store:  # deleted or evicted while this request waited
+                    raise _unknown(conversation_id)
+                index = len(conversation.turns)
+                if index >= limits.max_conversation_utterances:
+                    raise ApiError(409, "conversation_full", f"the conversation has {index} utterances, the most allowed; start a new one")
+                history = tuple(turn.utterance for turn in conversation.turns)
+                [prediction] = await service.predict([(service.internal(history + (utterance,)), index)], request, admitted=True)
+                conversation.turns.append(Turn(utterance, prediction))
         return {"conversation_id": conversation.id, "index": index, **_utterance(utterance, prediction)}
 
     @app.get("/v1/conversations/{conversation_id}", response_model=schemas.ConversationOut, responses=errors)
@@ -174,15 +207,24 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         label_set = predictor.label_set
         return {"label_set": label_set.name, "labels": list(label_set.labels)}
 
-    @app.get("/healthz", response_model=schemas.HealthOut)
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "conversations": len(service.store), "pending": service.batcher.pending, "model_calls": service.batcher.model_calls}
+    @app.get("/healthz", response_model=schemas.HealthOut, responses={503: {"model": schemas.HealthOut}})
+    async def health() -> Any:
+        """``ok`` (200) while requests can be answered; ``failed`` (503) once the batching worker has died."""
+        alive = service.batcher.alive
+        body = {"status": "ok" if alive else "failed", "conversations": len(service.store), "pending": service.batcher.pending,
+                "model_calls": service.batcher.model_calls, "dropped": service.batcher.dropped}
+        return body if alive else JSONResponse(body, status_code=503)
 
     return app
 
 
 def _utterance(utterance: Utterance, prediction: Any) -> dict[str, Any]:
-    return {"speaker": utterance.speaker, "text": utterance.text, "predicted_emotion": prediction.label, "emotion_scores": prediction.scores}
+    return {"speaker": utterance.speaker, "text": utterance.text, "predicted_emotion": prediction.label, "emotion_scores": prediction.scores,
+            "truncated": bool(getattr(prediction, "truncated", False))}
+
+
+def _store_full() -> ApiError:
+    return ApiError(503, "conversations_full", "every stored conversation is in use; retry later")
 
 
 def _conversation(conversation_id: str, turns: Sequence[Turn]) -> dict[str, Any]:
@@ -197,59 +239,3 @@ def _known(conversation: Any, conversation_id: str) -> Any:
 
 def _unknown(conversation_id: str) -> ApiError:
     return ApiError(404, "unknown_conversation", "no such conversation (never created, deleted, expired or evicted)", field="conversation_id")
-
-
-class BodyLimit:
-    """ASGI middleware: reads the whole request body, answering 413 as soon as it passes
-    ``max_bytes``, then hands the body on. The bytes are counted as they arrive, so a missing
-    or false Content-Length changes nothing; a declared length over the limit is refused at once.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers", ())).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
-
-    async def _refuse(self, send: Any) -> None:
-        import json
-
-        body = json.dumps(ApiError(413, "body_too_large", f"the request body is over {self.max_bytes} bytes").body()).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    """A ``receive`` that yields the buffered body once, then defers to the real one (which
-    reports the client's disconnect)."""
-    sent = False
-
-    async def replayed() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed

@@ -13,16 +13,24 @@ half-size batches. Waiting a small share of a slow model call lets them join, fo
 share of added latency (with a fast model the fixed ``max_wait`` applies).
 
 A model error fails only the request that caused it: a failed batch of several jobs is run
-again job by job, and each job gets its own result or its own exception.
+again job by job, and each job gets its own result or its own exception. An error that is not an
+``Exception`` (``SystemExit``, ``KeyboardInterrupt``, or any other ``BaseException`` out of the
+model) ends the collector: every waiting request then fails with :class:`WorkerDead`, so does
+every later one, and :attr:`Batcher.alive` turns false for the health check.
+
+A job whose client has gone (``abandoned``) before its batch starts is dropped, not computed.
+Utterances count as pending from admission (which may be before a request waits for its
+conversation's lock) until their request has its answer, so ``max_pending`` bounds them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from instructerc.data.dialogue import Dialogue
 
@@ -34,6 +42,14 @@ log = logging.getLogger(__name__)
 
 class Overloaded(Exception):
     """More utterances are pending than the service accepts; the client should retry later."""
+
+
+class WorkerDead(Exception):
+    """The collector has stopped on an error it cannot recover from; no request can be answered."""
+
+
+class Abandoned(Exception):
+    """The request's client went away before its batch started: it was dropped, not computed."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class BatchingConfig:
 class _Job:
     items: Sequence[Item]
     future: asyncio.Future
+    request_id: str = "-"
 
 
 class Batcher:
@@ -70,7 +87,14 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self.pending = 0
         self.model_calls = 0
+        self.dropped = 0  # jobs abandoned by their clients before their batch started
+        self.failure: BaseException | None = None
         self._last_call_seconds = 0.0
+
+    @property
+    def alive(self) -> bool:
+        """Whether requests can be answered: started, not stopped and not dead."""
+        return self._task is not None and not self._task.done() and self.failure is None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -95,29 +119,74 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def submit(self, items: Sequence[Item]) -> list[Any]:
-        """One result per item; raises :class:`Overloaded`, or what the model raised for these items."""
+    @contextlib.contextmanager
+    def admitted(self, count: int) -> Iterator[None]:
+        """Count ``count`` utterances as pending while the block runs; :class:`Overloaded` when
+        that would pass ``max_pending`` (a request alone is always admitted)."""
+        if self.pending and self.pending + count > self.config.max_pending:
+            raise Overloaded(f"{self.pending} utterances are waiting for the model; retry later")
+        self.pending += count
+        try:
+            yield
+        finally:
+            self.pending -= count
+
+    async def submit(self, items: Sequence[Item], *, admitted: bool = False, abandoned: asyncio.Event | None = None, request_id: str = "-") -> list[Any]:
+        """One result per item; raises :class:`Overloaded`, :class:`WorkerDead`, :class:`Abandoned`
+        (when ``abandoned`` is set before the batch starts), or what the model raised for these
+        items. ``admitted``: the caller already holds :meth:`admitted` for these items."""
         if self._queue is None:
             raise RuntimeError("the batcher is not running")
+        if not self.alive:
+            raise WorkerDead(f"the batching worker has stopped ({type(self.failure).__name__ if self.failure else 'not running'})")
         if not items:
             return []
-        if self.pending and self.pending + len(items) > self.config.max_pending:
-            raise Overloaded(f"{self.pending} utterances are waiting for the model; retry later")
-        job = _Job(items, asyncio.get_running_loop().create_future())
-        self.pending += len(items)
+        if admitted:
+            return await self._submit(items, abandoned, request_id)
+        with self.admitted(len(items)):
+            return await self._submit(items, abandoned, request_id)
+
+    async def _submit(self, items: Sequence[Item], abandoned: asyncio.Event | None, request_id: str) -> list[Any]:
+        assert self._queue is not None
+        job = _Job(items, asyncio.get_running_loop().create_future(), request_id)
         self._queue.put_nowait(job)
-        return await job.future
+        if abandoned is None:
+            return await job.future
+        gone = asyncio.ensure_future(abandoned.wait())
+        try:
+            await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not job.future.done():
+            job.future.cancel()  # the collector skips a cancelled job; one already running finishes unread
+            raise Abandoned()
+        return job.future.result()
 
     # -- the collector task -----------------------------------------------------------------------
     async def _collect(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            self._running = batch
-            try:
+        try:
+            while True:
+                batch = await self._next_batch()
+                self._running = batch
                 await self._run(batch)
-            finally:
                 self._running = []
-                self.pending -= sum(len(job.items) for job in batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - whatever it was, no request may hang on it
+            self.failure = error
+            log.critical("the batching worker died on %s: %s; every request now fails until the service restarts", type(error).__name__, error)
+            self._fail_waiting(WorkerDead(f"the batching worker died ({type(error).__name__})"))
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        waiting = list(self._running)
+        self._running = []
+        if self._carry is not None:
+            waiting.append(self._carry)
+            self._carry = None
+        while self._queue is not None and not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for job in waiting:
+            _settle(job, error=error)
 
     async def _next_batch(self) -> list[_Job]:
         assert self._queue is not None
@@ -151,8 +220,9 @@ class Batcher:
             return None
 
     async def _run(self, batch: list[_Job]) -> None:
-        # A request cancelled while it waited (e.g. at shutdown) is not computed.
+        # A request cancelled while it waited (its client gone, or shutdown) is not computed.
         live = [job for job in batch if not job.future.done()]
+        self.dropped += len(batch) - len(live)
         if not live:
             return
         try:
@@ -161,7 +231,8 @@ class Batcher:
             if len(live) == 1:
                 _settle(live[0], error=error)
                 return
-            log.warning("a batch of %d requests failed (%s: %s); running them one by one", len(live), type(error).__name__, error)
+            log.warning("a batch of %d requests (%s) failed (%s: %s); running them one by one", len(live),
+                        " ".join(job.request_id for job in live), type(error).__name__, error)
             for job in live:
                 await self._run_alone(job)
             return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+
 from instructerc.errors import InputError
 
 
@@ -37,6 +39,27 @@ class ServiceConfig:
         max_conversations: live conversations; creating one more evicts the least recently used.
         max_idle_seconds: a conversation unused this long is dropped.
         max_conversation_utterances: the most utterances of one conversation (409 beyond).
+        evict_after_idle_seconds: a full store evicts only a conversation unused this long; when
+            every conversation was used more recently, creating one is refused (503), so new
+            conversations can never push out the ones in use.
+        new_conversations_per_second, new_conversation_burst: creating conversations is rate
+            bounded (a token bucket: this many per second on average, this many at once; 429
+            beyond), since an empty conversation costs its creator nothing.
+
+    Who may call (the server binds loopback; these stop web pages in a browser from reaching it):
+        allowed_hosts: the ``Host`` names answered (400 otherwise), which stops DNS rebinding;
+            loopback names by default, ``*`` for any.
+        allowed_origins: the browser origins (``https://app.example``) whose cross-origin
+            requests are answered, with CORS headers; none by default (403), ``*`` for any.
+            Same-origin requests (the ``/docs`` page) are always answered. Every request with a
+            body must also be ``Content-Type: application/json`` (415), which a plain HTML form
+            cannot send.
+
+    Connections:
+        request_timeout_seconds: the time a client has to send a request's headers and body
+            (408, or the connection is closed); a slow client cannot hold a connection for ever.
+        keep_alive_seconds: an idle kept-alive connection is closed after this long.
+        max_connections: the most open connections and requests in flight (503 beyond).
     """
 
     max_body_bytes: int = 1024 * 1024
@@ -54,6 +77,16 @@ class ServiceConfig:
     max_conversations: int = 1000
     max_idle_seconds: float = 1800.0
     max_conversation_utterances: int = 100
+    evict_after_idle_seconds: float = 60.0
+    new_conversations_per_second: float = 5.0
+    new_conversation_burst: int = 50
+
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    allowed_origins: tuple[str, ...] = ()
+
+    request_timeout_seconds: float = 30.0
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 128
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -61,7 +94,11 @@ class ServiceConfig:
             if spec.name == "batching":
                 if not isinstance(value, bool):
                     raise InputError("must be true or false", field=spec.name)
-            elif spec.name in ("max_wait_ms", "wait_share"):
+            elif spec.name in ("allowed_hosts", "allowed_origins"):
+                if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
+                    raise InputError("must be a list of non-empty names", field=spec.name)
+                object.__setattr__(self, spec.name, tuple(v.strip().lower().rstrip("/") for v in value))
+            elif spec.name in ("max_wait_ms", "wait_share", "evict_after_idle_seconds"):
                 if value < 0:
                     raise InputError("must be >= 0", field=spec.name)
             elif value <= 0:

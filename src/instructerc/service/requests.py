@@ -7,11 +7,11 @@ this module adds the service's limits and the field paths of a request body.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.jsonl import parse_dialogue
+from instructerc.data.validation import TextProblem, load_json
 from instructerc.errors import InputError
 from instructerc.service.config import ServiceConfig
 
@@ -42,13 +42,14 @@ def parse_json(body: bytes, allow_empty: bool = False) -> Any:
     if allow_empty and not body.strip():
         return {}
     try:
-        return json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "the body is not UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
-    except RecursionError:
-        raise ApiError(400, "malformed_json", "the body nests too deeply") from None
+    try:
+        # The JSONL reader's parser: bounded nesting; long numbers are refused with their field.
+        return load_json(text)
+    except TextProblem as problem:
+        raise ApiError(400, "malformed_json", f"the body is {problem.message}") from None
 
 
 def predict_request(payload: Any, config: ServiceConfig) -> list[tuple[str | None, Dialogue]]:

@@ -35,6 +35,7 @@ class UtterancePrediction(BaseModel):
     text: str
     predicted_emotion: str = Field(description="the most probable label of the model's label set")
     emotion_scores: dict[str, float] = Field(description="label -> probability, every label, summing to 1")
+    truncated: bool = Field(False, description="the text was longer than the model's prompt budget and was cut (start and end kept) to be labelled")
 
 
 class DialoguePrediction(BaseModel):
@@ -65,10 +66,11 @@ class LabelsOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: str = Field(description="ok, or failed (answered 503) once the batching worker has died: restart the service")
     conversations: int = Field(description="live conversations in the store")
     pending: int = Field(description="utterances queued or being predicted")
     model_calls: int = Field(description="model calls since start; requests per call shows how well batching works")
+    dropped: int = Field(0, description="requests dropped unpredicted because their client had gone")
 
 
 class ErrorDetail(BaseModel):

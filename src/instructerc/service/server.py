@@ -31,6 +31,7 @@ def serve(
     dtype: str = "auto",
     log_level: str = "info",
     access_log: bool = True,
+    trust_remote_code: bool = False,
 ) -> None:
     """Serve ``model_dir`` until interrupted (Ctrl-C or SIGTERM stop it gracefully).
 
@@ -48,6 +49,79 @@ def serve(
     from instructerc.inference.predictor import Predictor
     from instructerc.service.app import create_app
 
-    predictor = Predictor.from_directory(model_dir, device=device, dtype=dtype)
+    predictor = Predictor.from_directory(model_dir, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     app = create_app(predictor, config)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+    uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level, access_log=access_log)).run()
+
+
+def uvicorn_config(app: Any, config: ServiceConfig, **options: Any) -> Any:
+    """The uvicorn settings of the service: its connection cap and timeouts, and request ids in
+    the log. ``options`` go to ``uvicorn.Config`` as they are (host, port, log_level, ...)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, http=protocol_class(config.request_timeout_seconds), limit_concurrency=config.max_connections,
+        timeout_keep_alive=config.keep_alive_seconds, log_config=log_config(options.get("log_level", "info")), **options,
+    )
+
+
+def protocol_class(header_seconds: float) -> type:
+    """uvicorn's HTTP protocol (httptools when installed, as uvicorn itself chooses, else h11),
+    closing a connection whose request headers are not complete within ``header_seconds``.
+
+    uvicorn times a connection only while it is idle between requests (keep-alive); a client that
+    sends a header line now and then would otherwise hold its connection for ever. Once the
+    headers are in, the body has its own deadline (:class:`~instructerc.service.guard.RequestGuard`).
+    """
+    try:
+        import httptools  # noqa: F401
+
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class HeaderDeadline(Base):  # type: ignore[misc, valid-type]
+        _deadline: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request's headers get the same time
+
+        def connection_lost(self, exc: Any) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(header_seconds, self._expire)
+
+        def _expire(self) -> None:
+            self._deadline = None
+            in_progress = self.cycle is not None and not self.cycle.response_complete
+            if not in_progress and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
+
+
+def log_config(level: str = "info") -> dict[str, Any]:
+    """uvicorn's logging configuration with the request id on every line (``-`` outside a
+    request), and the service's own loggers on the same handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"request_id": {"()": "instructerc.service.guard.RequestIdFilter"}}
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = formatter["fmt"].replace("%(levelprefix)s", "%(levelprefix)s [%(request_id)s]", 1)
+    for handler in config["handlers"].values():
+        handler["filters"] = ["request_id"]
+    config["loggers"]["instructerc"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config

@@ -51,6 +51,31 @@ def new_conversation_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class StoreFull(Exception):
+    """Every conversation of a full store was used too recently to be evicted."""
+
+
+class TokenBucket:
+    """At most ``burst`` events at once and ``rate`` per second on average."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def take(self) -> bool:
+        """Whether one more event is allowed now (and count it if so)."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 class ConversationStore:
     """At most ``max_conversations`` conversations, each dropped after ``max_idle_seconds`` unused.
 
@@ -64,9 +89,12 @@ class ConversationStore:
         max_idle_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         new_id: Callable[[], str] = new_conversation_id,
+        evict_after_idle_seconds: float = 0.0,
     ) -> None:
         self.max_conversations = max_conversations
         self.max_idle_seconds = max_idle_seconds
+        # A full store evicts only conversations unused this long: new ones never push out those in use.
+        self.evict_after_idle_seconds = evict_after_idle_seconds
         self._clock = clock
         self._new_id = new_id
         self._conversations: OrderedDict[str, Conversation] = OrderedDict()
@@ -79,10 +107,21 @@ class ConversationStore:
     def __contains__(self, conversation_id: str) -> bool:
         return conversation_id in self._conversations
 
-    def create(self, turns: list[Turn] | None = None) -> Conversation:
-        """A new conversation; the least recently used one goes if the store is full."""
+    def has_room(self) -> bool:
+        """Whether :meth:`create` would succeed now (the store has room, or a conversation idle long enough to evict)."""
         now = self._clock()
         self._drop_expired(now)
+        if len(self._conversations) < self.max_conversations:
+            return True
+        oldest = next(iter(self._conversations.values()))
+        return now - oldest.last_used >= self.evict_after_idle_seconds
+
+    def create(self, turns: list[Turn] | None = None) -> Conversation:
+        """A new conversation; the least recently used one goes if the store is full and it has
+        been idle ``evict_after_idle_seconds``, else :class:`StoreFull`."""
+        if not self.has_room():
+            raise StoreFull(f"all {len(self._conversations)} conversations are in use; retry later")
+        now = self._clock()
         while len(self._conversations) >= self.max_conversations:
             self._conversations.popitem(last=False)
             self.evicted += 1

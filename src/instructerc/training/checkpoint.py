@@ -1,18 +1,29 @@
 """Training checkpoints: trainable weights, optimizer, scheduler, RNG states and position.
 
-Loaded with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+Loaded with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects. A
+checkpoint is written whole into a staging folder and renamed into place, and the previous one
+is pruned only after that, so a crash while saving always leaves a complete checkpoint behind; a
+damaged one (a disk error, a copy cut short) is an error naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instructerc.errors import InputError
 from instructerc.files import atomic_write
+
+CHECKPOINT_FILES = ("trainable.pt", "optim.pt", "state.json")
+# Keys a resumed run may change freely: how often checkpoints are saved changes nothing the run
+# computes (an interrupted run may have saved more often, to lose less).
+RESUME_FREE_KEYS = frozenset({"checkpoint_every_steps"})
 
 
 @dataclass
@@ -60,6 +71,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(directory: Path, state: TrainState, trainable: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+    """Write a checkpoint to ``directory`` through a staging folder renamed into place when
+    complete (and flushed to disk), so ``directory`` is never seen half-written."""
     import torch
 
     staging = directory.with_name(f".{directory.name}.tmp")
@@ -67,19 +80,99 @@ def save_checkpoint(directory: Path, state: TrainState, trainable: dict[str, Any
     staging.mkdir(parents=True)
     torch.save(trainable, staging / "trainable.pt")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}, staging / "optim.pt")
-    with atomic_write(staging / "state.json") as handle:
+    with atomic_write(staging / "state.json") as handle:  # last: its presence marks a complete checkpoint
         json.dump(asdict(state), handle, indent=2)
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
+    for name in CHECKPOINT_FILES:
+        _fsync(staging / name)
+    if directory.exists():  # the same step saved again: the old copy goes only once the new one is in place
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+        staging.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(directory)
+    _fsync(directory.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any], dict[str, Any]]:
+    """(state, trainable weights, optimizer/scheduler/RNG) of a checkpoint, or an
+    :class:`InputError` naming the missing or damaged file."""
     import torch
 
-    state = TrainState(**json.loads((directory / "state.json").read_text(encoding="utf-8")))
-    trainable = torch.load(directory / "trainable.pt", weights_only=True)
-    optim = torch.load(directory / "optim.pt", weights_only=True)
+    for name in CHECKPOINT_FILES:
+        if not (directory / name).is_file():
+            raise InputError(f"partial checkpoint: {name} is missing ({_remedy(directory)})", path=directory)
+    file = directory / "state.json"
+    try:
+        state = TrainState(**json.loads(file.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InputError(f"corrupt checkpoint file ({_one_line(error)}; {_remedy(directory)})", path=file) from None
+    loaded = []
+    for name in ("trainable.pt", "optim.pt"):
+        file = directory / name
+        try:
+            loaded.append(torch.load(file, weights_only=True))
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as error:
+            raise InputError(f"corrupt checkpoint file ({_one_line(error)}; {_remedy(directory)})", path=file) from None
+    trainable, optim = loaded
+    if not isinstance(trainable, dict) or not isinstance(optim, dict) or not {"optimizer", "scheduler", "rng"} <= set(optim):
+        raise InputError(f"corrupt checkpoint: not the files instructerc writes ({_remedy(directory)})", path=directory)
     return state, trainable, optim
+
+
+def _remedy(directory: Path) -> str:
+    return f"delete {directory.name} to resume from an earlier checkpoint, or start the run afresh"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]
+
+
+def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = False) -> list[str]:
+    """The differences between the config a run was started with (``saved_config``) and
+    ``config``; an :class:`InputError` listing them unless ``force``. Resuming under another
+    config mixes two runs in one set of weights and overwrites the record of the first."""
+    import yaml
+
+    if not saved_config.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as error:
+        raise InputError(f"cannot read the run's saved config ({_one_line(error)})", path=saved_config) from None
+    # Through YAML, so the new config compares in the form the saved one was written in.
+    differences = [d for d in config_differences(saved, yaml.safe_load(yaml.safe_dump(config))) if d.split(":", 1)[0] not in RESUME_FREE_KEYS]
+    if differences and not force:
+        shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+        raise InputError(f"the run was started with another config ({shown}): pass --force to resume it under the new one anyway, "
+                         "or choose another output_dir", path=saved_config)
+    return differences
+
+
+def config_differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs, with dotted keys."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            child = f"{where}.{key}" if where else str(key)
+            if key not in new:
+                out.append(f"{child}: {old[key]!r} -> (absent)")
+            elif key not in old:
+                out.append(f"{child}: (absent) -> {new[key]!r}")
+            else:
+                out += config_differences(old[key], new[key], child)
+        return out
+    return [] if old == new else [f"{where or 'config'}: {old!r} -> {new!r}"]
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:

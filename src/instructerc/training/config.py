@@ -212,8 +212,11 @@ class TrainConfig:
         for dotted, value in (overrides or {}).items():
             node = data
             *parents, leaf = dotted.split(".")
-            for parent in parents:
+            for depth, parent in enumerate(parents):
                 node = node.setdefault(parent, {})
+                if not isinstance(node, dict):
+                    where = ".".join(parents[:depth + 1])
+                    raise InputError(f"'{where}' is not a section of keys, so --set {dotted} cannot go into it", path=path, field=where)
             node[leaf] = value
         try:
             return from_mapping(cls, data)

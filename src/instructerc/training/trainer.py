@@ -27,7 +27,7 @@ from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
-from instructerc.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
+from instructerc.training.checkpoint import TrainState, check_resumable, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from instructerc.training.config import TrainConfig
 from instructerc.training.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 
@@ -102,8 +102,10 @@ def set_seed(seed: int) -> None:
 class Trainer:
     """Runs one :class:`TrainConfig`; see the module docstring."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None) -> None:
+    def __init__(self, config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None, force: bool = False) -> None:
         self.config = config
+        # Resume even when the config differs from the one the run was started with.
+        self.force = force
         self.paths = RunPaths(Path(config.output_dir))
         self.progress = progress
         # For tests of resuming: end the process's work after this many global steps, as a kill would.
@@ -169,6 +171,10 @@ class Trainer:
             print(f"no checkpoint under {self.paths.checkpoints}; starting from scratch")
         if not resume and self.paths.checkpoints.exists() and any(self.paths.checkpoints.iterdir()):
             raise InputError("this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir", path=self.paths.root)
+        if checkpoint is not None:
+            changed = check_resumable(self.paths.root / "config.yaml", config.to_dict(), self.force)
+            if changed and accelerator.is_main_process:
+                print(f"resuming under a changed config (--force): {'; '.join(changed)}")
 
         train, dev = self._data()
         label_set = label_set_of(config.data.source())

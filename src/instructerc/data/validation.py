@@ -1,0 +1,113 @@
+"""Checks every piece of user text passes, in JSONL files and in service requests alike.
+
+JSON that Python's parser accepts can still break what comes after it: a lone surrogate
+(``"\\ud800"``) passes ``json.loads`` but cannot be encoded, so it fails inside the tokenizer or
+when the output is written; a NUL character is no text; a number of 5,000 digits is refused by
+``int()`` with a bare ValueError; a line of 100,000 ``[`` exhausts the parser's recursion. Here
+each becomes a :class:`TextProblem` naming the field, before anything else reads the value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+MAX_DEPTH = 64
+"""The deepest nesting of arrays and objects accepted (a user-format line needs 3)."""
+MAX_NUMBER_CHARS = 100
+"""The longest number accepted, in characters (a float has at most 17 significant digits)."""
+
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+class TextProblem(ValueError):
+    """Input that is not acceptable text; ``field`` is where it is (``None``: the whole text)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class BadNumber:
+    """Stands in for a JSON number that is too long or not finite, so the check of the value it
+    belongs to can name its field (the parser's hooks do not know where they are)."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+
+
+def _integer(text: str) -> int | BadNumber:
+    if len(text) > MAX_NUMBER_CHARS:
+        return BadNumber(text, f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _float(text: str) -> float | BadNumber:
+    if len(text) > MAX_NUMBER_CHARS:
+        return BadNumber(text, f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text)
+    return value if math.isfinite(value) else BadNumber(text, f"the number {text} is out of range")
+
+
+def _constant(text: str) -> BadNumber:
+    return BadNumber(text, f"{text} is not a JSON number")
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` with bounded nesting; too long or non-finite numbers become :class:`BadNumber`
+    (refused by :func:`check_value`). Raises :class:`TextProblem` when ``text`` is not JSON."""
+    check_depth(text)
+    try:
+        return json.loads(text, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+    except json.JSONDecodeError as error:
+        raise TextProblem(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:  # bounded above; kept so no input can reach the parser's limit raw
+        raise TextProblem(f"not valid JSON: nested deeper than {MAX_DEPTH} levels") from None
+
+
+def check_depth(text: str) -> None:
+    """A :class:`TextProblem` when arrays and objects nest deeper than :data:`MAX_DEPTH`."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise TextProblem(f"not valid JSON: nested deeper than {MAX_DEPTH} levels")
+
+
+def check_value(value: Any, where: str = "") -> None:
+    """A :class:`TextProblem` naming the first field (``utterances[2].text``) that holds a lone
+    surrogate or a NUL character, in a key or a string, or a :class:`BadNumber`."""
+    if isinstance(value, str):
+        check_string(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                check_string(key, f"{where}.{printable(key)}" if where else printable(key))
+            check_value(item, f"{where}.{printable(str(key))}" if where else printable(str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_value(item, f"{where}[{index}]")
+    elif isinstance(value, BadNumber):
+        raise TextProblem(value.reason, where or None)
+
+
+def check_string(text: str, where: str = "") -> None:
+    bad = _BAD_CHARACTER.search(text)
+    if bad is None:
+        return
+    character = bad.group()
+    what = "a NUL character" if character == "\x00" else f"a lone surrogate (U+{ord(character):04X}), which is no text"
+    raise TextProblem(f"{what} at character {bad.start() + 1}", where or None)
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates and NUL escaped, so an error message naming it can be printed."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

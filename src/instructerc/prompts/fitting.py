@@ -1,0 +1,84 @@
+"""Cutting an utterance longer than the prompt budget, so that it still gets a label.
+
+The budget (:mod:`instructerc.prompts.budget`) drops history and the demonstration first; an
+utterance still too long on its own is cut here. Its start and its end are kept, joined by an
+ellipsis: a long turn's opening and its last words carry most of what it is answering and how
+it ends. The cut is made on the dialogue, not on one prompt, so every prompt of the dialogue
+shows the same shortened text and prompts keep sharing their prefixes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Callable, Sequence
+
+from instructerc.data.dialogue import Dialogue
+from instructerc.prompts.budget import PromptTooLong
+from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
+
+Item = tuple[Dialogue, int]
+ELLIPSIS = " … "
+# Each round removes what the last prompt was over by (plus a margin, since cut text tokenizes
+# a little differently); more rounds than this means the text is not what is too long.
+_MAX_ROUNDS = 8
+
+
+def unlabelled(items: Sequence[Item]) -> list[Item]:
+    """The items with their dialogues' gold emotions removed: a prediction never reads them, so
+    a gold label of any label set (or of none) cannot break it."""
+    stripped: dict[tuple[str, str], Dialogue] = {}
+    out = []
+    for dialogue, index in items:
+        key = (dialogue.dataset, dialogue.id)
+        if key not in stripped:
+            stripped[key] = dialogue.without_emotions()
+        out.append((stripped[key], index))
+    return out
+
+
+def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | None:
+    """``text`` with at least about ``drop_tokens`` tokens taken out of its middle (cut on
+    characters, so no character is split); ``None`` when too little would be left."""
+    ids = tokenizer.ids(text)
+    chars_per_token = len(text) / max(1, len(ids))
+    keep_tokens = len(ids) - drop_tokens - len(tokenizer.ids(ELLIPSIS)) - 2
+    keep = min(len(text) - 1, math.floor(keep_tokens * chars_per_token * 0.9))
+    if keep < 2:
+        return None
+    head, tail = text[:(keep + 1) // 2].rstrip(), text[len(text) - keep // 2:].lstrip()
+    return head + ELLIPSIS + tail
+
+
+def encode_fitting(items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample]], tokenizer: SegmentTokenizer) -> tuple[list[EncodedExample], list[bool]]:
+    """``encode(items)``, cutting every utterance whose prompt cannot fit; also, per item,
+    whether its own utterance was cut. A prompt that cannot fit even then (the fixed wording is
+    over the budget) raises the budget's error."""
+    items = list(items)
+    rounds: dict[tuple[str, str, int], int] = {}
+    while True:
+        try:
+            encoded = encode(items)
+        except PromptTooLong as error:
+            items = _cut(items, error, tokenizer, rounds)
+            continue
+        return encoded, [(d.dataset, d.id, i) in rounds for d, i in items]
+
+
+def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, rounds: dict[tuple[str, str, int], int]) -> list[Item]:
+    example = error.example
+    key = (example.dataset, example.dialogue_id, example.index)
+    dialogue = next((d for d, _ in items if (d.dataset, d.id) == key[:2]), None)
+    if dialogue is None or rounds.get(key, 0) >= _MAX_ROUNDS:
+        raise error
+    utterance = dialogue.utterances[example.index]
+    # The paper's template quotes the utterance twice (history line and question).
+    shown = max(1, sum(utterance.text in segment.text for segment in example.segments))
+    shorter = shorten(utterance.text, tokenizer, math.ceil(error.excess / shown))
+    if shorter is None:
+        raise error
+    rounds[key] = rounds.get(key, 0) + 1
+    utterances = list(dialogue.utterances)
+    utterances[example.index] = replace(utterance, text=shorter)
+    cut = dialogue.with_utterances(tuple(utterances))
+    return [(cut if (d.dataset, d.id) == key[:2] else d, i) for d, i in items]

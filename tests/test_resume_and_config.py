@@ -1,0 +1,142 @@
+"""Malformed recipes, resuming under a changed config, and damaged checkpoints: one clear line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from instructerc.errors import InputError
+from instructerc.training.checkpoint import TrainState, check_resumable, config_differences, latest_checkpoint, load_checkpoint, save_checkpoint
+from instructerc.training.config import TrainConfig
+from instructerc.training.trainer import Trainer
+from test_training import backbone, recipe, tiny_data  # noqa: F401  (fixtures)
+
+
+# -- malformed recipes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("section", "fragment"),
+    [("optim: 5", "int 5"), ("optim: [[lr, 0.1]]", "list [['lr', 0.1]]"), ("optim: lr", "str 'lr'"), ("finetune:\n  lora: [1, 2]", "list [1, 2]")],
+    ids=["number", "list-of-pairs", "string", "nested-list"],
+)
+def test_a_section_that_is_not_a_mapping_is_one_line_naming_the_key(run_cli, tmp_path: Path, section: str, fragment: str) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(section + "\n", encoding="utf-8")
+    key = "finetune.lora" if "lora" in section else "optim"
+
+    with pytest.raises(InputError, match="expected a section of keys") as error:
+        TrainConfig.from_yaml(path)
+    assert error.value.field == key and error.value.path == str(path) and fragment in error.value.message
+
+    result = run_cli("train", path)
+    assert result.code == 2 and result.out == ""
+    [line] = result.err.splitlines()
+    assert f"field '{key}'" in line and str(path) in line
+
+
+def test_set_into_a_key_that_is_not_a_section_is_one_line(run_cli, tmp_path: Path) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text("optim: 5\n", encoding="utf-8")
+
+    result = run_cli("train", path, "--set", "optim.lr=0.1")
+
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert "field 'optim'" in line and "--set optim.lr" in line
+
+
+def test_force_needs_resume(run_cli, tmp_path: Path) -> None:
+    result = run_cli("train", tmp_path / "recipe.yaml", "--force")
+    assert result.code == 2 and "--force only applies with --resume" in result.err
+
+
+# -- resuming under another config ------------------------------------------------------------------
+def test_config_differences_name_every_changed_leaf() -> None:
+    old = {"optim": {"lr": 0.02, "batch_size": 8}, "seed": 1, "stages": [{"epochs": 2}]}
+    new = {"optim": {"lr": 0.01, "batch_size": 8}, "seed": 1, "stages": [{"epochs": 3}], "extra": True}
+
+    assert config_differences(old, new) == ["optim.lr: 0.02 -> 0.01", "stages: [{'epochs': 2}] -> [{'epochs': 3}]", "extra: (absent) -> True"]
+    assert config_differences(old, old) == []
+
+
+def test_resume_with_a_changed_config_is_refused_unless_forced(tiny_data: Path, backbone: Path, tmp_path: Path) -> None:  # noqa: F811
+    run = tmp_path / "run"
+    Trainer(recipe(tiny_data, backbone, run), progress=False, stop_after_steps=5).run()
+    saved = (run / "config.yaml").read_bytes()
+    changed = recipe(tiny_data, backbone, run, optim__lr=0.01)
+
+    with pytest.raises(InputError) as error:
+        Trainer(changed, progress=False).run(resume=True)
+    assert "optim.lr: 0.02 -> 0.01" in str(error.value) and "--force" in str(error.value) and error.value.path == str(run / "config.yaml")
+    assert (run / "config.yaml").read_bytes() == saved, "the record of the first config is untouched"
+    assert latest_checkpoint(run / "checkpoints").name == "step-0000005"
+
+    # The same config resumes without a word; --force resumes a changed one and records it.
+    assert check_resumable(run / "config.yaml", recipe(tiny_data, backbone, run).to_dict()) == []
+    assert check_resumable(run / "config.yaml", recipe(tiny_data, backbone, run, checkpoint_every_steps=50).to_dict()) == []
+    result = Trainer(changed, progress=False, force=True).run(resume=True)
+    assert result.best_step is not None
+    assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["optim"]["lr"] == 0.01
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+class _Stub:
+    def state_dict(self) -> dict:
+        return {"step": 1}
+
+
+def _save(directory: Path, step: int) -> None:
+    import torch
+
+    save_checkpoint(directory / f"step-{step:07d}", TrainState(global_step=step), {"w": torch.ones(2) * step}, _Stub(), _Stub())
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "fragment"),
+    [
+        (lambda d: (d / "trainable.pt").write_bytes((d / "trainable.pt").read_bytes()[:100]), "trainable.pt", "corrupt checkpoint file"),
+        (lambda d: (d / "optim.pt").write_bytes(b"\x00" * 64), "optim.pt", "corrupt checkpoint file"),
+        (lambda d: (d / "state.json").write_text("{\"stage\": ", encoding="utf-8"), "state.json", "corrupt checkpoint file"),
+        (lambda d: (d / "state.json").write_text("{\"no_such_field\": 1}", encoding="utf-8"), "state.json", "corrupt checkpoint file"),
+        (lambda d: (d / "optim.pt").unlink(), None, "partial checkpoint: optim.pt is missing"),
+    ],
+    ids=["truncated-weights", "garbage-optimizer", "truncated-state", "foreign-state", "missing-file"],
+)
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path: Path, damage, file: str | None, fragment: str) -> None:
+    _save(tmp_path, 5)
+    checkpoint = tmp_path / "step-0000005"
+    damage(checkpoint)
+
+    with pytest.raises(InputError, match=fragment) as error:
+        load_checkpoint(checkpoint)
+    assert error.value.path == str(checkpoint / file if file else checkpoint)
+    assert "\n" not in str(error.value) and "delete step-0000005" in str(error.value)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    _save(tmp_path, 5)
+    real_save = torch.save
+    calls = []
+
+    def failing_save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save(tmp_path, 10)
+    monkeypatch.setattr(torch, "save", real_save)
+
+    assert latest_checkpoint(tmp_path) == tmp_path / "step-0000005"
+    assert not (tmp_path / "step-0000010").exists()
+    state, weights, _ = load_checkpoint(tmp_path / "step-0000005")
+    assert state.global_step == 5 and weights["w"].tolist() == [5.0, 5.0]
+
+    _save(tmp_path, 5)  # saving the same step again replaces it whole
+    assert load_checkpoint(tmp_path / "step-0000005")[0].global_step == 5
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["step-0000005"]
