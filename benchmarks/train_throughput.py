@@ -104,15 +104,18 @@ def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: in
     from transformers import get_linear_schedule_with_warmup
 
     from instructerc.modeling.precision import mixed_precision
-    from instructerc.modeling.sparse_attention import use_block_sparse_attention
+    from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
     from instructerc.training.batches import collate, epoch_order
     from instructerc.training.config import OptimConfig, PackingConfig, TrainConfig
     from instructerc.training.trainer import Trainer
 
     torch.manual_seed(0)
     model = lora_model(path, dtype)
+    # As the trainer does: block-sparse attention where asked, else SDPA with is_causal on chain rows.
     if sparse:
         use_block_sparse_attention(model)
+    else:
+        use_causal_sdpa_attention(model)
     config = TrainConfig(optim=OptimConfig(lr=2e-4, batch_size=batch_size, micro_batch_size=batch_size), packing=PackingConfig(block_sparse_attention=sparse))
     trainer = Trainer(config, progress=False)
     accelerator = Accelerator(cpu=True, mixed_precision=mixed_precision(dtype, "cpu"))

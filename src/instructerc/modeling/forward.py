@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from instructerc.modeling.sparse_attention import NAME as BLOCK_SPARSE
+from instructerc.modeling.sparse_attention import CAUSAL_NAME, NAME as BLOCK_SPARSE
 
 
 def underlying_model(model: Any) -> Any:
@@ -26,7 +26,7 @@ def model_mask(model: Any, allowed: Any) -> Any:
     import torch
 
     target = underlying_model(model)
-    if getattr(target.config, "_attn_implementation", "sdpa") in ("sdpa", BLOCK_SPARSE):
+    if getattr(target.config, "_attn_implementation", "sdpa") in ("sdpa", BLOCK_SPARSE, CAUSAL_NAME):
         return allowed
     dtype = next(target.parameters()).dtype
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)

@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 NAME = "instructerc_block_sparse"
+# SDPA, but with ``is_causal`` instead of the mask where the mask is causal (training rows).
+CAUSAL_NAME = "instructerc_causal_sdpa"
 BLOCK = 128
 # Above this share of the dense pairs, the per-block calls cost more than they save.
 MAX_WORK = 0.75
 
 _last_plan = threading.local()
+_last_causal = threading.local()
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,43 @@ def plan_for(mask: Any) -> tuple[list[QueryBlock], float]:
     return plan
 
 
+def causal_rows(mask: Any) -> bool:
+    """Whether a boolean ``[rows, 1, n, n]`` mask lets every real token see exactly the tokens
+    before it and itself: a row that is one chain, as the prompts of a ``dialogue-stream``
+    dialogue are (each a prefix of the next). Padding tokens (at a row's end, seeing neither
+    position 0 nor any real token) may differ: their outputs are never used, and under a causal
+    mask no real token sees them. Computed by the first layer and reused by the others."""
+    import torch
+
+    cached = getattr(_last_causal, "value", None)
+    if cached is not None and cached[0]() is mask:
+        return cached[1]
+    allowed = mask[:, 0]
+    real = allowed[:, :, 0]
+    tril = torch.ones(allowed.shape[-2:], dtype=torch.bool, device=mask.device).tril()
+    answer = bool(torch.equal(allowed & real[..., None], tril[None] & real[..., None]))
+    _last_causal.value = (weakref.ref(mask), answer)
+    return answer
+
+
+def causal_sdpa_attention(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0, scaling: float | None = None, **kwargs: Any
+) -> tuple[Any, None]:
+    """transformers' SDPA attention, run with ``is_causal`` where the mask is causal
+    (:func:`causal_rows`): exact for every real token, and the kernels skip the masked half
+    (a training step of ``dialogue-stream`` rows: 1.4x faster attention in bf16 on a CPU)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (
+        attention_mask is not None and attention_mask.dtype == torch.bool and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+        and query.shape[2] == key.shape[2] == attention_mask.shape[2] == attention_mask.shape[3] > 1 and causal_rows(attention_mask)
+    ):
+        kwargs.pop("is_causal", None)
+        return sdpa_attention_forward(module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
 def block_sparse_attention(
     module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0, scaling: float | None = None, **kwargs: Any
 ) -> tuple[Any, None]:
@@ -97,9 +137,18 @@ def block_sparse_attention(
 
 
 def use_block_sparse_attention(model: Any) -> bool:
-    """Switch ``model`` (a transformers model, possibly inside peft) to this attention where it
-    currently uses SDPA. Returns whether it did; models that do not dispatch through
+    """Switch ``model`` (a transformers model, possibly inside peft) to block-sparse attention
+    where it currently uses SDPA. Returns whether it did; models that do not dispatch through
     ``AttentionInterface`` keep their own attention."""
+    return _use_attention(model, NAME, block_sparse_attention)
+
+
+def use_causal_sdpa_attention(model: Any) -> bool:
+    """Switch ``model`` to :func:`causal_sdpa_attention` where it currently uses SDPA."""
+    return _use_attention(model, CAUSAL_NAME, causal_sdpa_attention)
+
+
+def _use_attention(model: Any, name: str, function: Any) -> bool:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -108,11 +157,11 @@ def use_block_sparse_attention(model: Any) -> bool:
     target = underlying_model(model)
     if getattr(target.config, "_attn_implementation", None) != "sdpa":
         return False
-    AttentionInterface.register(NAME, block_sparse_attention)
+    AttentionInterface.register(name, function)
     # Masks built by transformers itself (generation's padding masks) take SDPA's boolean form.
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
     try:
-        target.set_attn_implementation(NAME)
+        target.set_attn_implementation(name)
     except (ValueError, KeyError, NotImplementedError):
         return False
-    return target.config._attn_implementation == NAME
+    return target.config._attn_implementation == name

@@ -117,11 +117,19 @@ class Trainer:
     def _accelerator(self) -> Any:
         import torch
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
         from instructerc.modeling.precision import mixed_precision
 
         cuda = torch.cuda.is_available()
-        return Accelerator(cpu=not cuda, mixed_precision=mixed_precision(self.config.backbone.dtype, "cuda" if cuda else "cpu"))
+        wanted = mixed_precision(self.config.backbone.dtype, "cuda" if cuda else "cpu")
+        state = AcceleratorState._shared_state
+        if state and state.get("_mixed_precision", wanted) != wanted:
+            # accelerate keeps one precision per process; a process that trains several runs
+            # (an experiment grid with a precision axis) starts each from its own. The
+            # distributed state (PartialState) is kept.
+            AcceleratorState._reset_state()
+        return Accelerator(cpu=not cuda, mixed_precision=wanted)
 
     def _data(self) -> tuple[list[Dialogue], list[Dialogue]]:
         source = self.config.data.source()
@@ -157,7 +165,7 @@ class Trainer:
         from instructerc.modeling.backbone import load_causal_lm, load_tokenizer, resolve_model
         from instructerc.modeling.finetune import count_parameters, load_trainable_state, make_trainable, trainable_state
         from instructerc.modeling.precision import resolve_dtype
-        from instructerc.modeling.sparse_attention import use_block_sparse_attention
+        from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
 
         config = self.config
         accelerator = self._accelerator()
@@ -202,6 +210,8 @@ class Trainer:
         model = make_trainable(model, config.finetune.method, config.finetune.lora)
         if config.packing.block_sparse_attention and str(accelerator.device).startswith("cpu"):
             use_block_sparse_attention(model)
+        else:
+            use_causal_sdpa_attention(model)
         trainable, total = count_parameters(model)
         model = accelerator.prepare(model)
         if accelerator.is_main_process:
