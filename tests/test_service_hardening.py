@@ -240,7 +240,7 @@ def test_requests_waiting_for_a_conversations_lock_count_as_pending(model_dir: P
                 first = add("please wait")
                 await asyncio.get_running_loop().run_in_executor(None, predictor.entered.wait, 10)
                 second = add("second")
-                await asyncio.sleep(0.3)
+                await until_pending(client, 2)  # waiting for the conversation's lock, and counted
                 third = await add("third")  # 2 pending (running + waiting for the lock): refused at once
                 predictor.gate.set()
                 return [await first, await second, third]
@@ -252,6 +252,14 @@ def test_requests_waiting_for_a_conversations_lock_count_as_pending(model_dir: P
     assert "third" not in predictor.seen
 
 
+async def until_pending(client: httpx.AsyncClient, count: int, seconds: float = 20) -> None:
+    """Wait until the service counts ``count`` utterances waiting for or in the model."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (await client.get("/healthz")).json()["pending"] < count:
+        assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} pending after {seconds} s"
+        await asyncio.sleep(0.05)
+
+
 def test_a_request_whose_client_went_away_is_not_computed(model_dir: Path, predictor: GatedPredictor) -> None:
     with serving(predictor, ServiceConfig()) as url:
         async def scenario() -> httpx.Response:
@@ -261,8 +269,8 @@ def test_a_request_whose_client_went_away_is_not_computed(model_dir: Path, predi
                 body = json.dumps(one_dialogue("nobody is listening")).encode()
                 conn = socket.create_connection(address(url), timeout=10)
                 conn.sendall(post("localhost", body))
-                await asyncio.sleep(0.3)
-                conn.close()  # gone while its request waits behind the running batch
+                await until_pending(client, 2)  # queued behind the running batch (not by a fixed sleep: CI may be slow)
+                conn.close()  # gone while its request waits
                 await asyncio.sleep(0.5)
                 predictor.gate.set()
                 return await first
