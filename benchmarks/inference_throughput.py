@@ -11,10 +11,13 @@ Routes (each in its own process, so peak memory is its own), run for every model
                        the conversation's key/value cache between turns.
 
 Each model is one template, trained with the same recipe: ``--paper-model`` on ``instructerc``,
-``--prefix-model`` on ``dialogue-prefix``, ``--stream-model`` on ``dialogue-stream``. Speed-ups
-are given against the naive route of the same model and of the paper-template model.
+``--prefix-model`` on ``dialogue-prefix``, ``--stream-model`` on ``dialogue-stream``;
+``--default-model`` adds the model shipped in the package. Speed-ups are given against the naive
+route of the same model and of the paper-template model, in the same precision. ``--dtypes``
+runs every route in each precision (default: ``auto``, as ``instructerc predict`` does).
 
     python benchmarks/inference_throughput.py --paper-model A/model --prefix-model B/model --stream-model C/model --data ../shared/data --dialogues 40
+    python benchmarks/inference_throughput.py --default-model --dtypes float32 bfloat16 --routes default:score --json out.json
 """
 
 from __future__ import annotations
@@ -79,7 +82,16 @@ MODEL_ROUTES = {
     "paper": ("naive", "generate", "score", "score-split"),
     "prefix": ("naive", "score", "score-incremental"),
     "stream": ("naive", "score", "score-incremental"),
+    "default": ("naive", "score"),
 }
+
+
+def model_of(args: argparse.Namespace, kind: str) -> Path | None:
+    if kind == "default":
+        from instructerc.inference.default_model import default_model_dir
+
+        return default_model_dir() if args.default_model else None
+    return getattr(args, f"{kind}_model")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -91,7 +103,7 @@ def child(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route == "score-split",
         block_sparse_attention=False if route == "naive" else None,
     )
-    predictor = Predictor.from_directory(getattr(args, f"{kind}_model"), device="cpu", config=config)
+    predictor = Predictor.from_directory(model_of(args, kind), device="cpu", config=config, dtype=args.dtype or "auto")
     dialogues = test_dialogues(args.data, args.dialogues)
     # Demonstration retrieval embeds the test utterances once (then reads a disk cache): do that
     # before the clock starts, so no route pays it and every route builds its prompts alike.
@@ -102,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
         result = run_incremental(predictor, dialogues)
     else:
         result = run_predictor(predictor, dialogues, "score" if route == "score-split" else route)
-    result.update(route=args.route, template=predictor.setup.template.name, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result.update(route=args.route, template=predictor.setup.template.name, precision=predictor.precision, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result))
 
 
@@ -111,29 +123,35 @@ def main() -> None:
     parser.add_argument("--paper-model", type=Path, help="a model directory trained on the instructerc template")
     parser.add_argument("--prefix-model", type=Path, help="a model directory trained on the dialogue-prefix template")
     parser.add_argument("--stream-model", type=Path, help="a model directory trained on the dialogue-stream template")
+    parser.add_argument("--default-model", action="store_true", help="also run the model shipped in the package (routes default:*)")
+    parser.add_argument("--dtypes", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"], help="run every route in each precision")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dialogues", type=int, help="only the first N MELD test dialogues (default: all 280)")
     parser.add_argument("--max-tokens", type=int, help="tokens per packed row (default: the predictor's for the device)")
     parser.add_argument("--batch-tokens", type=int, help="padded tokens per forward pass (default: the predictor's for the device)")
     parser.add_argument("--routes", nargs="+", help="only these routes, e.g. paper:naive stream:score (default: all for the models given)")
     parser.add_argument("--route", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.route:
         child(args)
         return
-    routes = [f"{kind}:{route}" for kind, names in MODEL_ROUTES.items() if getattr(args, f"{kind}_model") for route in names]
+    routes = [f"{kind}:{route}" for kind, names in MODEL_ROUTES.items() if model_of(args, kind) for route in names]
     if args.routes:
         unknown = set(args.routes) - set(routes)
         if unknown:
             parser.error(f"unknown routes or models not given: {sorted(unknown)} (available: {routes})")
         routes = [r for r in routes if r in args.routes]
     if not routes:
-        parser.error("give at least one of --paper-model, --prefix-model, --stream-model")
+        parser.error("give at least one of --paper-model, --prefix-model, --stream-model, --default-model")
     results = {}
-    for route in routes:
-        command = [sys.executable, __file__, "--route", route, "--data", str(args.data)]
+    for route, dtype in [(route, dtype) for dtype in args.dtypes for route in routes]:
+        command = [sys.executable, __file__, "--route", route, "--data", str(args.data), "--dtype", dtype]
+        if args.default_model:
+            command.append("--default-model")
         for kind in MODEL_ROUTES:
-            if getattr(args, f"{kind}_model"):
+            if kind != "default" and getattr(args, f"{kind}_model"):
                 command += [f"--{kind}-model", str(getattr(args, f"{kind}_model"))]
         for option in ("dialogues", "max_tokens", "batch_tokens"):
             if getattr(args, option):
@@ -142,16 +160,23 @@ def main() -> None:
         line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
             sys.exit(f"{route} failed:\n{done.stderr[-3000:]}")
-        results[route] = r = json.loads(line[len("RESULT "):])
+        r = json.loads(line[len("RESULT "):])
+        results[f"{route}@{r['precision']}"] = r
         r["rate"] = r["utterances"] / r["seconds"]
-        print(f"{route:24} {r['template']:16} {r['rate']:8.2f} utt/s  {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  invalid {r['invalid']}/{r['utterances']}", flush=True)
+        print(f"{route:24} {r['precision']:9} {r['template']:16} {r['rate']:8.2f} utt/s  {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+              f"invalid {r['invalid']}/{r['utterances']}", flush=True)
     print()
-    print(f"{'route':24} {'x same model naive':>20} {'x paper naive':>15}")
-    for route, r in results.items():
-        own = results.get(route.split(":")[0] + ":naive")
-        paper = results.get("paper:naive")
-        ratio = lambda base: f"{r['rate'] / base['rate']:.1f}x" if base else "-"
-        print(f"{route:24} {ratio(own):>20} {ratio(paper):>15}")
+    print(f"{'route':34} {'x same model naive':>20} {'x paper naive':>15} {'x float32':>10}")
+    for key, r in results.items():
+        route, precision = key.split("@")
+        own = results.get(route.split(":")[0] + ":naive@" + precision)
+        paper = results.get("paper:naive@" + precision)
+        fp32 = results.get(f"{route}@float32")
+        ratio = lambda base: f"{r['rate'] / base['rate']:.2f}x" if base else "-"
+        print(f"{key:34} {ratio(own):>20} {ratio(paper):>15} {ratio(fp32):>10}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
