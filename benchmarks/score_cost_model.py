@@ -56,7 +56,7 @@ def main() -> None:
     from instructerc.data.registry import DataSource, load_dialogues
     from instructerc.inference.batched import shared_prefix_length
     from instructerc.inference.predictor import Predictor
-    from instructerc.training.packing import pack
+    from instructerc.modeling.packing import pack
 
     predictor = Predictor.from_directory(args.model, device="cpu")
     cost = LayerCost.of(predictor.model.config)

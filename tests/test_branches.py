@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from instructerc.inference import batched, branches
-from instructerc.training.packing import pack
+from instructerc.modeling.packing import pack
 
 
 def test_a_row_splits_into_its_shared_trunk_and_private_branches():

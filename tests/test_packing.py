@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from instructerc.training.packing import pack, row_tensors
+from instructerc.modeling.packing import pack, row_tensors
 
 
 def reference_mask(parents: list[int], length: int) -> np.ndarray:

@@ -147,7 +147,7 @@ def test_causal_sdpa_equals_masked_sdpa_on_chain_rows_and_falls_back_on_trees(ba
     from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
     from instructerc.modeling.forward import kept_logits
     from instructerc.modeling.sparse_attention import causal_rows, use_causal_sdpa_attention
-    from instructerc.training.packing import pack, row_tensors
+    from instructerc.modeling.packing import pack, row_tensors
 
     chain = [[5, 6, 7, 8], [5, 6, 7, 8, 9, 10, 11]]  # each a prefix of the next: one chain per row
     other = [[5, 6, 7, 12, 13, 14, 15, 16]]

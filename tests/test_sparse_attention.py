@@ -7,7 +7,7 @@ import torch
 from transformers.integrations import sdpa_attention
 
 from instructerc.modeling import sparse_attention
-from instructerc.training.packing import pack, row_tensors
+from instructerc.modeling.packing import pack, row_tensors
 
 
 class Attention(torch.nn.Module):

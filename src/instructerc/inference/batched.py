@@ -25,7 +25,7 @@ from typing import Any, Hashable, Iterator, Sequence
 from instructerc.inference.branches import split_pass, split_rows, worth_splitting
 from instructerc.inference.parallel import completed
 from instructerc.modeling.forward import accepts_logits_to_keep, after_prefix, cache_argument, cache_kwargs, pair_logits
-from instructerc.training.packing import PackedRow, pack, row_tensors
+from instructerc.modeling.packing import PackedRow, pack, row_tensors
 
 # Below this many tokens a shared prefix is not worth a separate forward pass.
 MIN_SHARED_PREFIX = 8

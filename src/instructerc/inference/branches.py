@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from instructerc.modeling.forward import after_prefix, pair_logits
-from instructerc.training.packing import PackedRow, row_tensors, subtree_sizes
+from instructerc.modeling.packing import PackedRow, row_tensors, subtree_sizes
 
 # Split a batch only when the estimated attention work falls below this share of the packed
 # pass's: the second pass has a fixed cost (a copy of the trunk cache, one more call per chunk).

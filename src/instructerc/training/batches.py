@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from instructerc.modeling.packing import PackedRow, pack, row_tensors
 from instructerc.prompts.encoding import EncodedExample
-from instructerc.training.packing import PackedRow, pack, row_tensors
 
 
 def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool, chunk: int | None = None) -> list[int]:
