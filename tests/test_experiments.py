@@ -89,7 +89,7 @@ def test_a_grid_can_score_a_fixed_subset_of_the_evaluation_split(grid_files):
     import json
 
     from instructerc.data.registry import DataSource, load_dialogues
-    from instructerc.training.sampling import per_dataset_subset
+    from instructerc.data.sampling import per_dataset_subset
 
     grid = yaml.safe_load((grid_files / "grid.yaml").read_text())
     grid.update({"name": "tiny-subset", "output_dir": "runs-subset", "seeds": [1], "evaluate_max_dialogues": 2,

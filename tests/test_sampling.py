@@ -9,7 +9,7 @@ import pytest
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.errors import InputError
 from instructerc.training.config import DataConfig
-from instructerc.training.sampling import stratified_fraction
+from instructerc.data.sampling import stratified_fraction
 
 
 def corpus() -> list[Dialogue]:

@@ -239,7 +239,7 @@ def test_sharded_strategies_are_refused_clearly():
 
 def test_per_dataset_subset_keeps_every_dataset_and_is_seeded():
     from instructerc.data.dialogue import Dialogue, Utterance
-    from instructerc.training.sampling import per_dataset_subset
+    from instructerc.data.sampling import per_dataset_subset
 
     dev = [Dialogue(f"{name}{i}", name, "dev", (Utterance("A", "hi"),)) for name, count in (("meld", 100), ("iemocap", 3)) for i in range(count)]
     kept = per_dataset_subset(dev, 10, seed=7)

@@ -51,7 +51,7 @@ def evaluate_model(
     split = canonical_split(split)
     dialogues = load_dialogues(source, split)
     if max_dialogues is not None:
-        from instructerc.training.sampling import per_dataset_subset
+        from instructerc.data.sampling import per_dataset_subset
 
         if max_dialogues < 1:
             raise InputError("must be at least 1", field="max_dialogues")

@@ -20,6 +20,7 @@ from typing import Any
 from instructerc.config import to_mapping
 from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import label_set_of, load_dialogues
+from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 from instructerc.errors import InputError
 from instructerc.evaluation.scoring import score_by_dataset, selection_score
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
@@ -29,7 +30,6 @@ from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import TrainState, check_resumable, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from instructerc.training.config import TrainConfig
-from instructerc.training.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 
 
 @dataclass(frozen=True)

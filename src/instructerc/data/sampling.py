@@ -1,4 +1,4 @@
-"""Choosing training dialogues and examples reproducibly."""
+"""Choosing dialogues and examples reproducibly: training subsets and evaluation's per-dataset subsets."""
 
 from __future__ import annotations
 
