@@ -16,6 +16,7 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
 from instructerc.prompts.example import Part, Segment
+from instructerc.retrieval.demonstration import Demonstration
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,6 @@ class TemplateConfig:
         if unknown:
             raise InputError(f"unknown template keys {sorted(unknown)} (known: {sorted(known)})", field="template")
         return cls(**data)
-
-
-@dataclass(frozen=True)
-class Demonstration:
-    """A retrieved training utterance shown with its emotion."""
-
-    text: str
-    label: str
 
 
 @dataclass(frozen=True)

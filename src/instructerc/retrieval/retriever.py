@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from instructerc.data.dialogue import Dialogue
-from instructerc.prompts.templates import Demonstration
 from instructerc.retrieval.cache import cached_array, content_key
+from instructerc.retrieval.demonstration import Demonstration
 from instructerc.retrieval.encoder import SentenceEncoder
 from instructerc.retrieval.index import DemonstrationIndex, RetrievalConfig
 
