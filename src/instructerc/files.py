@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def default_cache_dir() -> Path:
+    """The per-user cache folder (XDG's, else ``~/.cache``), shared by embeddings and backbones.
+
+    A base-level helper so modeling and retrieval both reach it without importing each other.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "instructerc"
+
+
 def _create_beside(path: Path) -> tuple[int, str]:
     """A new, exclusive temporary file beside ``path``.
 

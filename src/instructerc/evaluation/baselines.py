@@ -63,7 +63,8 @@ def load_encoder(name: str = EMBEDDED_ENCODER) -> Any:
 
 def utterance_embeddings(dialogues: Sequence[Dialogue], encoder: Any, cache_dir: Path | None = None, progress: bool = False) -> Any:
     """One unit-length row per utterance (dialogues in order), cached on disk by encoder and texts."""
-    from instructerc.retrieval.cache import cached_array, content_key, default_cache_dir
+    from instructerc.files import default_cache_dir
+    from instructerc.retrieval.cache import cached_array, content_key
 
     texts = [u.text for d in dialogues for u in d.utterances]
     key = content_key("baseline-utterances-v1", encoder.identity, texts)

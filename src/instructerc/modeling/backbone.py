@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
+from instructerc.files import default_cache_dir
 from instructerc.modeling.precision import DTYPES, torch_dtype
-from instructerc.retrieval.cache import default_cache_dir
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

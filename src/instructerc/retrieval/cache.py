@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from instructerc.files import atomic_write
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "instructerc"
 
 
 def content_key(*parts: str | list[str]) -> str:

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
-from instructerc.retrieval.cache import cached_array, content_key, default_cache_dir
+from instructerc.files import default_cache_dir
+from instructerc.retrieval.cache import cached_array, content_key
 from instructerc.retrieval.encoder import EMBEDDED_ENCODER, SentenceEncoder
 
 POLICIES = ("nearest", "same-label")
