@@ -90,7 +90,7 @@ def matmul_weights(model) -> tuple[int, int]:
     """(weights of the decoder's matrices, weights of the vocabulary projection)."""
     import torch
 
-    from instructerc.modeling.forward import underlying_model
+    from instructerc.modeling.wrappers import underlying_model
 
     base = underlying_model(model)
     head = base.get_output_embeddings().weight.numel()

@@ -93,7 +93,8 @@ def test_wrapped_models_still_skip_the_vocabulary_projection(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
-    from instructerc.modeling.forward import accepts_logits_to_keep, underlying_model
+    from instructerc.modeling.forward import accepts_logits_to_keep
+    from instructerc.modeling.wrappers import underlying_model
     from tiny import tiny_backbone
 
     path = str(tiny_backbone(tmp_path / "backbone"))

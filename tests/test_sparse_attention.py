@@ -95,7 +95,7 @@ def test_the_predictor_uses_it_on_cpu_and_scores_as_sdpa_does(tmp_path_factory, 
 
     from instructerc.inference.predictor import InferenceConfig, Predictor
     from instructerc.labels.benchmarks import MELD
-    from instructerc.modeling.forward import underlying_model
+    from instructerc.modeling.wrappers import underlying_model
     from instructerc.prompts.templates import TemplateConfig
 
     directory = tiny_model_dir(tmp_path_factory.mktemp("model"), MELD, TemplateConfig(name="instructerc", demonstration=False, window=3))

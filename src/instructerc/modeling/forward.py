@@ -6,13 +6,7 @@ import inspect
 from typing import Any
 
 from instructerc.modeling.sparse_attention import CAUSAL_NAME, NAME as BLOCK_SPARSE
-
-
-def underlying_model(model: Any) -> Any:
-    """The transformers model inside a distributed wrapper (DDP: ``.module``) and peft."""
-    while hasattr(model, "module") and not hasattr(model, "config"):
-        model = model.module
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from instructerc.modeling.wrappers import underlying_model
 
 
 def accepts_logits_to_keep(model: Any) -> bool:

@@ -170,7 +170,7 @@ def _use_attention(model: Any, name: str, function: Any) -> bool:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    from instructerc.modeling.forward import underlying_model
+    from instructerc.modeling.wrappers import underlying_model
 
     target = underlying_model(model)
     if getattr(target.config, "_attn_implementation", None) != "sdpa":
