@@ -13,8 +13,9 @@ from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, compute_metrics
 from instructerc.evaluation.results import EvaluationResult, SystemResult
 from instructerc.evaluation.scoring import score_by_dataset
-from instructerc.inference.predictor import Prediction, Predictor
+from instructerc.inference.predictor import Predictor
 from instructerc.labels.benchmarks import EMORYNLP, MELD
+from instructerc.labels.prediction import Prediction
 from instructerc.labels.unified import INSTRUCTERC
 from tiny import tiny_model_dir
 

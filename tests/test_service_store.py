@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from instructerc.data.dialogue import Utterance
-from instructerc.inference.predictor import Prediction
+from instructerc.labels.prediction import Prediction
 from instructerc.service.store import ConversationStore, Turn
 
 

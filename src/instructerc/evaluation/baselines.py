@@ -28,8 +28,8 @@ from instructerc.errors import InputError
 from instructerc.evaluation.harness import check_scorable
 from instructerc.evaluation.results import EvaluationResult, SystemResult
 from instructerc.evaluation.scoring import score_by_dataset, selection_score
-from instructerc.inference.predictor import Prediction
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.prediction import Prediction
 from instructerc.retrieval.encoder import EMBEDDED_ENCODER
 
 MAJORITY = "majority"

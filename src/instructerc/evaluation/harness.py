@@ -13,9 +13,9 @@ from instructerc.evaluation.metrics import OUTSIDE
 from instructerc.evaluation.results import SystemResult
 from instructerc.evaluation.scoring import mapping_of, original_gold, score_by_dataset
 from instructerc.files import atomic_write
-from instructerc.inference.predictor import Prediction
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.prediction import Prediction
 
 CHUNK = 64
 T = TypeVar("T")

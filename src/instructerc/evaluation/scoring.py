@@ -7,9 +7,9 @@ from typing import Sequence
 
 from instructerc.data.dialogue import Dialogue
 from instructerc.evaluation.metrics import OUTSIDE, Metrics, compute_metrics
-from instructerc.inference.predictor import Prediction
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.prediction import Prediction
 from instructerc.labels.unified import MAPPINGS, UnifiedMapping
 
 

@@ -15,7 +15,7 @@ Both the CLI and the service use it. Two modes:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +24,7 @@ from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
 from instructerc.inference.label_scoring import LabelScorer
 from instructerc.inference.parallel import default_workers
+from instructerc.labels.prediction import Prediction  # re-exported: callers long imported it from here
 from instructerc.modeling.forward import head_is_plain
 from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
@@ -31,25 +32,6 @@ from instructerc.prompts.fitting import encode_fitting, unlabelled
 from instructerc.prompts.setup import PromptSetup
 
 MODES = ("score", "generate")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The prediction for one utterance.
-
-    Attributes:
-        label: a canonical label of the model's label set; ``None`` when generation produced
-            something that is not a label (invalid).
-        scores: label -> probability (``score`` mode), in label-set order.
-        generated: the raw generated text (``generate`` mode).
-        truncated: the utterance was longer than the prompt budget and was cut (its start and
-            end kept, :mod:`instructerc.prompts.fitting`) before it was labelled.
-    """
-
-    label: str | None
-    scores: dict[str, float] = field(default_factory=dict)
-    generated: str | None = None
-    truncated: bool = False
 
 
 @dataclass(frozen=True)

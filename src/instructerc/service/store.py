@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from instructerc.data.dialogue import Utterance
 
 if TYPE_CHECKING:
-    from instructerc.inference.predictor import Prediction
+    from instructerc.labels.prediction import Prediction
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,28 @@
+"""The prediction for one utterance: a record, so scoring and storage need not import the predictor.
+
+It sits at the labels layer (a label of a label set, with its probabilities) so evaluation,
+baselines and the service store reach it without loading inference and its model code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one utterance.
+
+    Attributes:
+        label: a canonical label of the model's label set; ``None`` when generation produced
+            something that is not a label (invalid).
+        scores: label -> probability (``score`` mode), in label-set order.
+        generated: the raw generated text (``generate`` mode).
+        truncated: the utterance was longer than the prompt budget and was cut (its start and
+            end kept, :mod:`instructerc.prompts.fitting`) before it was labelled.
+    """
+
+    label: str | None
+    scores: dict[str, float] = field(default_factory=dict)
+    generated: str | None = None
+    truncated: bool = False
