@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.sampling import stratified_fraction
 from instructerc.errors import InputError
 from instructerc.training.config import DataConfig
-from instructerc.data.sampling import stratified_fraction
 
 
 def corpus() -> list[Dialogue]:
