@@ -72,13 +72,14 @@ def test_grid_runs_once_and_reports(grid_files, capsys):
 def test_an_interrupted_run_resumes(grid_files, tmp_path):
     from instructerc.experiments.runner import run_directory, run_one
     from instructerc.training.config import TrainConfig
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.trainer import Trainer
 
     config, root = load_experiment(grid_files / "grid.yaml")
     spec = next(s for s in expand(config) if s.values == {"fraction": "1", "history": "off"} and s.seed == 1)
     directory = run_directory(config, root, spec)
     train_config = TrainConfig.from_yaml(root / config.base, {**spec.overrides, "output_dir": str(directory), "checkpoint_every_steps": 1})
-    Trainer(train_config, progress=False, stop_after_steps=1).run()
+    Trainer(train_config, progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=1).run()
     assert any((directory / "checkpoints").iterdir()) and not (directory / "model").exists()
     result = run_one(config, root, spec, progress=False)
     assert (directory / "model" / "instructerc.json").is_file()

@@ -32,12 +32,7 @@ RANKS: dict[str, int] = {
 }
 
 # (importing file, imported module) pairs allowed to break the stack, each with its reason.
-ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    # Issue 19, first part: the trainer scores dev with the inference Predictor and evaluation's
-    # scoring. The one sibling/upward edge left; the next step injects dev scoring from above.
-    ("instructerc/training/trainer.py", "instructerc.evaluation.scoring"),
-    ("instructerc/training/trainer.py", "instructerc.inference.predictor"),
-})
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)

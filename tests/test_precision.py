@@ -102,10 +102,11 @@ def backbone(tmp_path_factory) -> Path:
 
 def _train(tiny_data: Path, backbone: Path, output: Path, method: str):
     from instructerc.modeling.finetune import make_trainable  # noqa: F401  (the trainer's own path)
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.trainer import Trainer
 
     config = recipe(tiny_data, backbone, output, finetune__method=method, stages=[{"tasks": {"erc": 1.0}, "epochs": 1}])
-    trainer = Trainer(config, progress=False)
+    trainer = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)
     captured = {}
     original = trainer._step
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from instructerc.errors import InputError
+from instructerc.evaluation.dev_scoring import predictor_dev_scoring
 from instructerc.training.checkpoint import TrainState, check_resumable, config_differences, latest_checkpoint, load_checkpoint, save_checkpoint
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
@@ -62,12 +63,12 @@ def test_config_differences_name_every_changed_leaf() -> None:
 
 def test_resume_with_a_changed_config_is_refused_unless_forced(tiny_data: Path, backbone: Path, tmp_path: Path) -> None:  # noqa: F811
     run = tmp_path / "run"
-    Trainer(recipe(tiny_data, backbone, run), progress=False, stop_after_steps=5).run()
+    Trainer(recipe(tiny_data, backbone, run), progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=5).run()
     saved = (run / "config.yaml").read_bytes()
     changed = recipe(tiny_data, backbone, run, optim__lr=0.01)
 
     with pytest.raises(InputError) as error:
-        Trainer(changed, progress=False).run(resume=True)
+        Trainer(changed, progress=False, dev_scoring=predictor_dev_scoring).run(resume=True)
     assert "optim.lr: 0.02 -> 0.01" in str(error.value) and "--force" in str(error.value) and error.value.path == str(run / "config.yaml")
     assert (run / "config.yaml").read_bytes() == saved, "the record of the first config is untouched"
     assert latest_checkpoint(run / "checkpoints").name == "step-0000005"
@@ -75,7 +76,7 @@ def test_resume_with_a_changed_config_is_refused_unless_forced(tiny_data: Path, 
     # The same config resumes without a word; --force resumes a changed one and records it.
     assert check_resumable(run / "config.yaml", recipe(tiny_data, backbone, run).to_dict()) == []
     assert check_resumable(run / "config.yaml", recipe(tiny_data, backbone, run, checkpoint_every_steps=50).to_dict()) == []
-    result = Trainer(changed, progress=False, force=True).run(resume=True)
+    result = Trainer(changed, progress=False, dev_scoring=predictor_dev_scoring, force=True).run(resume=True)
     assert result.best_step is not None
     assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["optim"]["lr"] == 0.01
 

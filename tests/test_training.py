@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from instructerc.config import from_mapping
+from instructerc.evaluation.dev_scoring import predictor_dev_scoring
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
 from tiny import tiny_backbone
@@ -80,7 +81,7 @@ def training_loss(config: TrainConfig, model) -> float:
     from instructerc.training.batches import collate
     from transformers import AutoTokenizer
 
-    trainer = Trainer(config, progress=False)
+    trainer = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)
     train = load_dialogues(config.data.source(), "train")
     setup = PromptSetup(config.template, label_set_of(config.data.source()), config.max_length, config.retrieval)
     tokenizer = AutoTokenizer.from_pretrained(config.backbone.model)
@@ -102,7 +103,7 @@ def test_every_trainable_parameter_changes_and_loss_falls(tiny_data, backbone, t
     before = {n: p.detach().clone() for n, p in before_model.named_parameters() if p.requires_grad}
     loss_before = training_loss(config, before_model)
 
-    trainer = Trainer(config, progress=False)
+    trainer = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)
     result = trainer.run()
     assert result.best_step is not None
 
@@ -121,14 +122,14 @@ def test_every_trainable_parameter_changes_and_loss_falls(tiny_data, backbone, t
 
 def test_resume_after_a_checkpoint_gives_the_same_weights(tiny_data, backbone, tmp_path):
     whole = recipe(tiny_data, backbone, tmp_path / "whole")
-    Trainer(whole, progress=False).run()
+    Trainer(whole, progress=False, dev_scoring=predictor_dev_scoring).run()
 
     interrupted = recipe(tiny_data, backbone, tmp_path / "interrupted")
-    Trainer(interrupted, progress=False, stop_after_steps=7).run()  # checkpoint at step 5, "killed" at 7
+    Trainer(interrupted, progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=7).run()  # checkpoint at step 5, "killed" at 7
     assert sorted(p.name for p in (tmp_path / "interrupted" / "checkpoints").iterdir()) == ["step-0000005"]
     torch.manual_seed(12345)  # whatever the process did since must not matter: resume restores RNG
     random.seed(12345)
-    Trainer(interrupted, progress=False).run(resume=True)
+    Trainer(interrupted, progress=False, dev_scoring=predictor_dev_scoring).run(resume=True)
 
     from safetensors.torch import load_file
 
@@ -147,9 +148,9 @@ def test_a_run_directory_with_checkpoints_needs_resume(tiny_data, backbone, tmp_
     from instructerc.errors import InputError
 
     config = recipe(tiny_data, backbone, tmp_path / "run")
-    Trainer(config, progress=False, stop_after_steps=5).run()
+    Trainer(config, progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=5).run()
     with pytest.raises(InputError, match="--resume"):
-        Trainer(config, progress=False).run()
+        Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
 
 
 def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_path):
@@ -157,7 +158,7 @@ def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_pat
     from instructerc.inference.predictor import Predictor
 
     config = recipe(tiny_data, backbone, tmp_path / "run", stages=[{"tasks": {"speaker": 1.0}, "epochs": 1}, {"tasks": {"erc": 1.0}, "epochs": 1}])
-    Trainer(config, progress=False).run()
+    Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
     model = tmp_path / "run" / "model"
     names = {p.name for p in model.iterdir()}
     assert {"instructerc.json", "prompting.json", "adapter_model.safetensors", "adapter_config.json", "README.md", "dev_metrics.json", "training_config.yaml"} <= names
@@ -206,7 +207,7 @@ def test_packed_and_unpacked_losses_agree(tiny_data, backbone, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(str(backbone))
     train = load_dialogues(config.data.source(), "train")
     setup = PromptSetup(config.template, label_set_of(config.data.source()), config.max_length, config.retrieval)
-    examples = Trainer(config, progress=False)._stage_examples(0, train, setup, {}, SegmentTokenizer(tokenizer))[:20]
+    examples = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)._stage_examples(0, train, setup, {}, SegmentTokenizer(tokenizer))[:20]
     with torch.no_grad():
         packed = collate(examples, tokenizer.pad_token_id, 4096, True)
         alone = collate(examples, tokenizer.pad_token_id, 4096, False)
@@ -248,3 +249,11 @@ def test_per_dataset_subset_keeps_every_dataset_and_is_seeded():
     assert [d.id for d in kept] == [d.id for d in per_dataset_subset(dev, 10, seed=7)]
     assert [d.id for d in kept] != [d.id for d in per_dataset_subset(dev, 10, seed=8)]
     assert kept == [d for d in dev if d in kept]  # original order
+
+
+def test_a_run_without_dev_scoring_is_refused_before_any_work(tmp_path):
+    # Dev scoring is injected (training may not import inference); without it no checkpoint could be selected.
+    config = TrainConfig(output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="dev_scoring"):
+        Trainer(config, progress=False).run()
+    assert not (tmp_path / "run").exists()

@@ -43,13 +43,14 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def run_training(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.config import TrainConfig
     from instructerc.training.trainer import Trainer
 
     if args.force and not args.resume:
         raise InputError("--force only applies with --resume", field="force")
     config = TrainConfig.from_yaml(args.recipe, overrides_from(args))
-    result = Trainer(config, progress=not args.no_progress, force=args.force).run(resume=args.resume)
+    result = Trainer(config, progress=not args.no_progress, force=args.force, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
     if result.main_process and result.best_dev_score is not None:
         print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")
     return 0

@@ -73,6 +73,7 @@ def evaluate_run(directory: Path, source: Any, split: str, progress: bool, max_d
 
 def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True) -> RunResult:
     """Train (or resume) one run, then score its dev-selected model on the evaluation split once."""
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.trainer import Trainer
 
     resolved = resolved_config(config, root, spec)
@@ -87,7 +88,7 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
     checkpoints = directory / "checkpoints"
     if not (directory / "model" / "instructerc.json").is_file():
         resume = checkpoints.is_dir() and any(checkpoints.iterdir())
-        Trainer(train_config, progress=progress).run(resume=resume)
+        Trainer(train_config, progress=progress, dev_scoring=predictor_dev_scoring).run(resume=resume)
     dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
     test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues, train_config.backbone.dtype)
     record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test,

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 from instructerc.errors import InputError
-from instructerc.evaluation.scoring import score_by_dataset, selection_score
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
@@ -30,6 +29,7 @@ from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import TrainState, check_resumable, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
 from instructerc.training.config import TrainConfig
+from instructerc.training.dev import DevScorer, DevScoring, DevSet
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,12 @@ def set_seed(seed: int) -> None:
 class Trainer:
     """Runs one :class:`TrainConfig`; see the module docstring."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None, force: bool = False) -> None:
+    def __init__(self, config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None, force: bool = False,
+                 dev_scoring: DevScoring | None = None) -> None:
         self.config = config
+        # Injected because scoring needs inference and evaluation, which training may not import;
+        # the CLI and the experiment runner pass evaluation.dev_scoring.predictor_dev_scoring.
+        self.dev_scoring = dev_scoring
         # Resume even when the config differs from the one the run was started with.
         self.force = force
         self.paths = RunPaths(Path(config.output_dir))
@@ -168,6 +172,9 @@ class Trainer:
         from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
 
         config = self.config
+        if self.dev_scoring is None:
+            raise ValueError("Trainer.run needs dev_scoring (instructerc.evaluation.dev_scoring.predictor_dev_scoring): "
+                             "checkpoints are selected on dev")
         accelerator = self._accelerator()
         check_distributed_type(accelerator)
         rank, world = accelerator.process_index, accelerator.num_processes
@@ -228,7 +235,7 @@ class Trainer:
             if accelerator.is_main_process:
                 print(f"resuming from {checkpoint.name}: stage {state.stage}, epoch {state.epoch}, step {state.step_in_epoch}")
 
-        dev_evaluator = _DevEvaluator(setup, tokenizer, hf_tokenizer, dev, dev_demos, accelerator)
+        dev_evaluator = self.dev_scoring(DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator))
         stopped = False
         for stage_index in range(state.stage, len(config.stages)):
             stage = config.stages[stage_index]
@@ -333,13 +340,13 @@ class Trainer:
         return float(summed[0]) / len(batch), int(summed[1])
 
     # -- evaluation, checkpoints, output -----------------------------------------------------------
-    def _evaluate(self, model, accelerator, evaluator: "_DevEvaluator", state: TrainState) -> None:
+    def _evaluate(self, model, accelerator, evaluator: DevScorer, state: TrainState) -> None:
         from instructerc.modeling.finetune import trainable_state
 
         started = time.perf_counter()
-        results = evaluator.run(model)
+        scores = evaluator(model)
         state.train_seconds += time.perf_counter() - started
-        score = selection_score(results)
+        score, results = scores.score, scores.by_dataset
         record = {"event": "eval", "step": state.global_step, "stage": state.stage, "epoch": state.epoch, "dev_score": score,
                   **{f"dev_{d}_weighted_f1": m.weighted_f1 for d, m in results.items()}}
         state.evaluations.append(record)
@@ -415,41 +422,3 @@ class Trainer:
 
         with atomic_write(path) as handle:
             yaml.safe_dump(to_mapping(data), handle, sort_keys=False)
-
-
-class _DevEvaluator:
-    """Scores the model on the dev dialogues, sharded over processes."""
-
-    def __init__(self, setup: PromptSetup, tokenizer: SegmentTokenizer, hf_tokenizer: Any, dev: list[Dialogue], demonstrations: dict, accelerator: Any) -> None:
-        self.setup = setup
-        self.hf_tokenizer = hf_tokenizer
-        self.dev = dev
-        self.demonstrations = demonstrations
-        self.accelerator = accelerator
-
-    def run(self, model: Any) -> dict[str, Any]:
-        from instructerc.inference.predictor import Predictor
-
-        accelerator = self.accelerator
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.eval()
-        mine = self.dev[accelerator.process_index::accelerator.num_processes]
-        predictor = Predictor(unwrapped, self.hf_tokenizer, replace(self.setup, template=replace(self.setup.template, demonstration=False)) if not self.demonstrations else self.setup,
-                              retriever=_FixedDemonstrations(self.demonstrations) if self.demonstrations else None, device=accelerator.device)
-        # Dev is scored in the training precision (autocast reaches the predictor's worker threads).
-        with accelerator.autocast():
-            predictions = predictor.predict(mine)
-        gathered = accelerator.gather_for_metrics([(d.dataset, d.id, p) for d, p in zip(mine, predictions)], use_gather_object=True)
-        by_key = {(dataset, dialogue_id): p for dataset, dialogue_id, p in gathered}
-        unwrapped.train()
-        return score_by_dataset(self.dev, [by_key[(d.dataset, d.id)] for d in self.dev], self.setup.label_set)
-
-
-class _FixedDemonstrations:
-    """A retriever stand-in that serves demonstrations chosen once, up front."""
-
-    def __init__(self, demonstrations: dict) -> None:
-        self._demonstrations = demonstrations
-
-    def demonstrations(self, dialogues, training: bool = False) -> dict:
-        return self._demonstrations
