@@ -16,7 +16,8 @@ Each model is one template, trained with the same recipe: ``--paper-model`` on `
 route of the same model and of the paper-template model, in the same precision. ``--dtypes``
 runs every route in each precision (default: ``auto``, as ``instructerc predict`` does).
 
-    python benchmarks/inference_throughput.py --paper-model A/model --prefix-model B/model --stream-model C/model --data ../shared/data --dialogues 40
+    python benchmarks/inference_throughput.py --paper-model A/model --prefix-model B/model --stream-model C/model \
+        --data ../shared/data --dialogues 40
     python benchmarks/inference_throughput.py --default-model --dtypes float32 bfloat16 --routes default:score --json out.json
 """
 
@@ -49,9 +50,15 @@ def run_naive(predictor, dialogues) -> dict:
     for encoded in predictor.encoded_prompts([(d, i) for d in dialogues for i in range(len(d))]):
         ids = tokenizer(encoded.example.prompt, return_tensors="pt").input_ids
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
         invalid += predictor.label_set.parse_exact(text) is None
         count += 1
     return {"seconds": time.perf_counter() - started, "utterances": count, "invalid": invalid}
@@ -100,7 +107,9 @@ def child(args: argparse.Namespace) -> None:
     kind, route = args.route.split(":")
     # The naive route is the paper's procedure on stock transformers: SDPA attention, as loaded.
     config = InferenceConfig(
-        max_tokens=args.max_tokens, batch_tokens=args.batch_tokens, split_branches=route == "score-split",
+        max_tokens=args.max_tokens,
+        batch_tokens=args.batch_tokens,
+        split_branches=route == "score-split",
         block_sparse_attention=False if route == "naive" else None,
     )
     predictor = Predictor.from_directory(model_of(args, kind), device="cpu", config=config, dtype=args.dtype or "auto")
@@ -114,7 +123,12 @@ def child(args: argparse.Namespace) -> None:
         result = run_incremental(predictor, dialogues)
     else:
         result = run_predictor(predictor, dialogues, "score" if route == "score-split" else route)
-    result.update(route=args.route, template=predictor.setup.template.name, precision=predictor.precision, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result.update(
+        route=args.route,
+        template=predictor.setup.template.name,
+        precision=predictor.precision,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     print("RESULT " + json.dumps(result))
 
 
@@ -124,7 +138,9 @@ def main() -> None:
     parser.add_argument("--prefix-model", type=Path, help="a model directory trained on the dialogue-prefix template")
     parser.add_argument("--stream-model", type=Path, help="a model directory trained on the dialogue-stream template")
     parser.add_argument("--default-model", action="store_true", help="also run the model shipped in the package (routes default:*)")
-    parser.add_argument("--dtypes", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"], help="run every route in each precision")
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"], help="run every route in each precision"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dialogues", type=int, help="only the first N MELD test dialogues (default: all 280)")
@@ -157,14 +173,18 @@ def main() -> None:
             if getattr(args, option):
                 command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
         done = subprocess.run(command, capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
         if done.returncode != 0 or line is None:
             sys.exit(f"{route} failed:\n{done.stderr[-3000:]}")
-        r = json.loads(line[len("RESULT "):])
+        r = json.loads(line[len("RESULT ") :])
         results[f"{route}@{r['precision']}"] = r
         r["rate"] = r["utterances"] / r["seconds"]
-        print(f"{route:24} {r['precision']:9} {r['template']:16} {r['rate']:8.2f} utt/s  {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
-              f"invalid {r['invalid']}/{r['utterances']}", flush=True)
+        print(
+            f"{route:24} {r['precision']:9} {r['template']:16} {r['rate']:8.2f} utt/s  {r['seconds']:8.1f} s  "
+            f"peak RSS {r['peak_rss_mb']:6.0f} MB  "
+            f"invalid {r['invalid']}/{r['utterances']}",
+            flush=True,
+        )
     print()
     print(f"{'route':34} {'x same model naive':>20} {'x paper naive':>15} {'x float32':>10}")
     for key, r in results.items():
@@ -172,7 +192,10 @@ def main() -> None:
         own = results.get(route.split(":")[0] + ":naive@" + precision)
         paper = results.get("paper:naive@" + precision)
         fp32 = results.get(f"{route}@float32")
-        ratio = lambda base: f"{r['rate'] / base['rate']:.2f}x" if base else "-"
+
+        def ratio(base: dict | None, r: dict = r) -> str:
+            return f"{r['rate'] / base['rate']:.2f}x" if base else "-"
+
         print(f"{key:34} {ratio(own):>20} {ratio(paper):>15} {ratio(fp32):>10}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")

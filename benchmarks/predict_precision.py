@@ -25,7 +25,22 @@ from pathlib import Path
 
 def export_meld_test(data: Path, target: Path) -> int:
     """MELD test as user JSONL in the default model's label space; returns its utterance count."""
-    command = [sys.executable, "-m", "instructerc", "data", "export", "meld", "--data", str(data), "--split", "test", "--labels", "uime", "--out", str(target)]
+    command = [
+        sys.executable,
+        "-m",
+        "instructerc",
+        "data",
+        "export",
+        "meld",
+        "--data",
+        str(data),
+        "--split",
+        "test",
+        "--labels",
+        "uime",
+        "--out",
+        str(target),
+    ]
     subprocess.run(command, check=True, capture_output=True, text=True)
     with target.open(encoding="utf-8") as handle:
         return sum(len(json.loads(line)["utterances"]) for line in handle)
@@ -42,14 +57,23 @@ def labelling_seconds(stderr: str) -> float | None:
 def run_predict(source: Path, output: Path, dtype: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "instructerc", "predict", "--input", str(source), "--output", str(output), "--dtype", dtype],
-                          capture_output=True, text=True, env={**os.environ, "TQDM_MININTERVAL": "0"})
+    done = subprocess.run(
+        [sys.executable, "-m", "instructerc", "predict", "--input", str(source), "--output", str(output), "--dtype", dtype],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TQDM_MININTERVAL": "0"},
+    )
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"predict --dtype {dtype} failed:\n{done.stderr[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"dtype": dtype, "wall_seconds": wall, "labelling_seconds": labelling_seconds(done.stderr),
-            "peak_rss_mb": peak / 1024 if peak > before else None, "stdout": done.stdout.strip()}
+    return {
+        "dtype": dtype,
+        "wall_seconds": wall,
+        "labelling_seconds": labelling_seconds(done.stderr),
+        "peak_rss_mb": peak / 1024 if peak > before else None,
+        "stdout": done.stdout.strip(),
+    }
 
 
 def labels(path: Path) -> list[str]:
@@ -75,15 +99,20 @@ def main(argv: list[str] | None = None) -> None:
             run["labels"] = labels(work / f"{dtype}-{repeat}.jsonl")
             runs.append(run)
             rate = "-" if not run["labelling_seconds"] else f"{utterances / run['labelling_seconds']:.1f}"
-            print(f"{dtype:8} run {repeat + 1}: wall {run['wall_seconds']:6.1f} s ({utterances / run['wall_seconds']:5.1f} utt/s), "
-                  f"labelling {rate} utt/s; {run['stdout'].splitlines()[-1]}", flush=True)
+            print(
+                f"{dtype:8} run {repeat + 1}: wall {run['wall_seconds']:6.1f} s ({utterances / run['wall_seconds']:5.1f} utt/s), "
+                f"labelling {rate} utt/s; {run['stdout'].splitlines()[-1]}",
+                flush=True,
+            )
     reference = next((r["labels"] for r in runs if r["dtype"] == "float32"), None)
     summary = {}
     for dtype in args.dtypes:
         mine = [r for r in runs if r["dtype"] == dtype]
         summary[dtype] = {
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
-            "median_labelling_utterances_per_s": statistics.median(utterances / r["labelling_seconds"] for r in mine if r["labelling_seconds"]),
+            "median_labelling_utterances_per_s": statistics.median(
+                utterances / r["labelling_seconds"] for r in mine if r["labelling_seconds"]
+            ),
             "labels_equal_to_float32": None if reference is None else sum(a == b for a, b in zip(mine[0]["labels"], reference)),
         }
     print(f"\nMELD test, {utterances} utterances, median of {args.repeats}:")
@@ -92,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {dtype:8} wall {s['median_wall_seconds']:6.1f} s, labelling {s['median_labelling_utterances_per_s']:6.1f} utt/s{agree}")
     if "float32" in summary:
         for dtype in (d for d in args.dtypes if d != "float32"):
-            print(f"  {dtype} / float32: wall {summary['float32']['median_wall_seconds'] / summary[dtype]['median_wall_seconds']:.2f}x, "
-                  f"labelling {summary[dtype]['median_labelling_utterances_per_s'] / summary['float32']['median_labelling_utterances_per_s']:.2f}x")
+            print(
+                f"  {dtype} / float32: wall {summary['float32']['median_wall_seconds'] / summary[dtype]['median_wall_seconds']:.2f}x, "
+                f"labelling {summary[dtype]['median_labelling_utterances_per_s'] / summary['float32']['median_labelling_utterances_per_s']:.2f}x"  # noqa: E501
+            )
     if args.json:
         for run in runs:
             run.pop("labels")

@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         np.testing.assert_array_equal(cached.embeddings, index.embeddings)
         state = "cold" if not index.was_cached else "already cached"
         print(f"MELD train index: {len(index)} utterances, encoder {index.encoder_identity}, cache {cache_dir}")
-        print(f"first build ({state}): {cold - loaded:.2f} s encoding ({cold_cpu:.1f} s CPU) + {loaded - start:.2f} s loading the encoder = {cold - start:.2f} s")
+        print(
+            f"first build ({state}): {cold - loaded:.2f} s encoding ({cold_cpu:.1f} s CPU) + "
+            f"{loaded - start:.2f} s loading the encoder = {cold - start:.2f} s"
+        )
         print(f"second build (cached): {warm - cold:.3f} s")
 
         utterances = [u for d in dev for u in d.utterances]

@@ -67,7 +67,10 @@ def main() -> None:
 
     naive = sum(cost.tokens([(n + 1) / 2] * n) for n in map(len, prompts))
     shared = shared_prefix_length(prompts)
-    print(f"{len(prompts)} prompts, {sum(map(len, prompts)):,} prompt tokens, {shared} shared by all; template {predictor.setup.template.name}")
+    print(
+        f"{len(prompts)} prompts, {sum(map(len, prompts)):,} prompt tokens, {shared} shared by all; "
+        f"template {predictor.setup.template.name}"
+    )
     print(f"{'row tokens':>10} {'rows':>6} {'tokens':>8} {'naive/dense':>12} {'naive/exact':>12}")
     for size in args.row_tokens:
         rows = [row for row, _ in pack([p[shared:] for p in prompts], size, shared_prefix=True, groups=groups)]

@@ -172,8 +172,21 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [
-            sys.executable, "-m", "instructerc", "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port),
-            "--batching" if batching else "--no-batching", "--no-access-log", "--log-level", "warning", *extra,
+            sys.executable,
+            "-m",
+            "instructerc",
+            "serve",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--batching" if batching else "--no-batching",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *extra,
         ]
         self._handle = log.open("w")
         self.process = subprocess.Popen(command, stdout=self._handle, stderr=subprocess.STDOUT)
@@ -291,8 +304,14 @@ def measure(model: Path, batching: bool, args: argparse.Namespace, logs: Path) -
     finally:
         server.stop()
     return Result(
-        mode=mode, seconds=elapsed, requests=len(tally.latencies), utterances=tally.utterances, errors=tally.errors,
-        p50_ms=1000 * percentile(tally.latencies, 0.50), p99_ms=1000 * percentile(tally.latencies, 0.99), model_calls=calls,
+        mode=mode,
+        seconds=elapsed,
+        requests=len(tally.latencies),
+        utterances=tally.utterances,
+        errors=tally.errors,
+        p50_ms=1000 * percentile(tally.latencies, 0.50),
+        p99_ms=1000 * percentile(tally.latencies, 0.99),
+        model_calls=calls,
         error_samples=tuple(tally.error_samples),
     )
 
@@ -303,7 +322,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, metavar="DIR", help="an instructerc model directory")
-    source.add_argument("--backbone", type=Path, metavar="CHECKPOINT", help="a plain HF checkpoint, copied into a temporary model directory")
+    source.add_argument(
+        "--backbone", type=Path, metavar="CHECKPOINT", help="a plain HF checkpoint, copied into a temporary model directory"
+    )
     parser.add_argument("--workload", choices=("conversation", "predict"), default="conversation")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per mode (default: %(default)s)")
@@ -311,7 +332,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = ServiceConfig()
     parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, help="the server's (default: %(default)s)")
     parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="the server's (default: %(default)s)")
-    parser.add_argument("--wait-share", type=float, default=defaults.wait_share, help="the server's (default: %(default)s; 0: a fixed --max-wait-ms)")
+    parser.add_argument(
+        "--wait-share", type=float, default=defaults.wait_share, help="the server's (default: %(default)s; 0: a fixed --max-wait-ms)"
+    )
     parser.add_argument("--threads", type=int, help="the server's CPU threads for the model (default: its default)")
     parser.add_argument("--timeout", type=float, default=120.0, help="a request taking longer counts as an error (default: %(default)s s)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
@@ -332,8 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             model, described = tiny_model(work / "model"), "tiny 2-layer Llama (tests/tiny.py)"
         print(f"model: {described}")
-        print(f"workload: {args.workload}, {args.clients} clients, {args.seconds:g} s per mode after {args.warmup:g} s warm-up, "
-              f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms or {args.wait_share:g} of the last model call", flush=True)
+        print(
+            f"workload: {args.workload}, {args.clients} clients, {args.seconds:g} s per mode after {args.warmup:g} s warm-up, "
+            f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms or {args.wait_share:g} of the last model call",
+            flush=True,
+        )
         results = []
         for batching in (True, False):
             result = measure(model, batching, args, work)

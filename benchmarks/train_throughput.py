@@ -83,7 +83,9 @@ def lora_model(path: str, dtype: str):
     from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
 
     model = load_causal_lm(path, BackboneConfig(model=path), "cpu", dtype)
-    return get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj"], task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
 
 
 def matmul_weights(model) -> tuple[int, int]:
@@ -116,14 +118,16 @@ def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: in
         use_block_sparse_attention(model)
     else:
         use_causal_sdpa_attention(model)
-    config = TrainConfig(optim=OptimConfig(lr=2e-4, batch_size=batch_size, micro_batch_size=batch_size), packing=PackingConfig(block_sparse_attention=sparse))
+    config = TrainConfig(
+        optim=OptimConfig(lr=2e-4, batch_size=batch_size, micro_batch_size=batch_size), packing=PackingConfig(block_sparse_attention=sparse)
+    )
     trainer = Trainer(config, progress=False)
     accelerator = Accelerator(cpu=True, mixed_precision=mixed_precision(dtype, "cpu"))
     model = accelerator.prepare(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, betas=(0.9, 0.95))
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps + 1)
     order = epoch_order(examples, 0, by_dialogue=True)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     decoder, head = matmul_weights(model)
     timings = []
     for step in range(steps + 1):
@@ -144,7 +148,10 @@ def run_trainer(examples, tokenizer, path, dtype: str, batch_size: int, steps: i
     torch.manual_seed(0)
     model = lora_model(path, dtype)
     decoder, head = matmul_weights(model)
-    rows = [{"input_ids": list(e.input_ids), "attention_mask": [1] * len(e), "labels": [-100] * len(e.prompt_ids) + list(e.target_ids)} for e in examples]
+    rows = [
+        {"input_ids": list(e.input_ids), "attention_mask": [1] * len(e), "labels": [-100] * len(e.prompt_ids) + list(e.target_ids)}
+        for e in examples
+    ]
     pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     batches: list[tuple[int, int, int]] = []  # per collated batch: data tokens, padded tokens, examples
 
@@ -164,9 +171,20 @@ def run_trainer(examples, tokenizer, path, dtype: str, batch_size: int, steps: i
             timings.append((time.perf_counter() - self.started, data, padded, 4 * (decoder + head) * padded, count))
 
     arguments = TrainingArguments(
-        output_dir=str(output), per_device_train_batch_size=batch_size, learning_rate=2e-4, adam_beta2=0.95, max_steps=steps + 1,
-        lr_scheduler_type="linear", logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0,
-        disable_tqdm=True, bf16=dtype == "bfloat16",
+        output_dir=str(output),
+        per_device_train_batch_size=batch_size,
+        learning_rate=2e-4,
+        adam_beta2=0.95,
+        max_steps=steps + 1,
+        lr_scheduler_type="linear",
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        bf16=dtype == "bfloat16",
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=rows, data_collator=collator, callbacks=[Timer()])
     trainer.train()
@@ -232,17 +250,31 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(args: argparse.Namespace, **choice: str) -> dict:
-    command = [sys.executable, __file__, "--data", str(args.data), "--model", args.model, "--dialogues", str(args.dialogues),
-               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--max-length", str(args.max_length)]
+    command = [
+        sys.executable,
+        __file__,
+        "--data",
+        str(args.data),
+        "--model",
+        args.model,
+        "--dialogues",
+        str(args.dialogues),
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--max-length",
+        str(args.max_length),
+    ]
     if args.pool_dialogues:
         command += ["--pool-dialogues", str(args.pool_dialogues)]
     for key, value in choice.items():
         command += [f"--{key}", value]
     done = subprocess.run(command, capture_output=True, text=True)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
         sys.exit(f"{choice} failed:\n{done.stderr[-3000:]}")
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,7 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     peaks = run_child(args, variant="peaks")
     print(f"matrix-product peak at the model's shapes: fp32 {peaks['float32'] / 1e9:.0f} GFLOPS, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOPS")
     rows = []
-    header = f"{'template':16} {'precision':9} {'variant':12} {'examples/s':>10} {'data tok/s':>10} {'comp tok/s':>10} {'MFU':>6} {'peak RSS MB':>11}"
+    header = (
+        f"{'template':16} {'precision':9} {'variant':12} {'examples/s':>10} {'data tok/s':>10} {'comp tok/s':>10} "
+        f"{'MFU':>6} {'peak RSS MB':>11}"
+    )
     print(header)
     for template in args.templates:
         for dtype in args.dtypes:
@@ -276,8 +311,11 @@ def main(argv: list[str] | None = None) -> None:
                 r = run_child(args, variant=variant, template=template, dtype=dtype)
                 r.update(template=template, dtype=dtype, variant=variant, mfu=r["flops_per_s"] / peaks[dtype])
                 rows.append(r)
-                print(f"{template:16} {dtype:9} {variant:12} {r['examples_per_s']:10.2f} {r['data_tokens_per_s']:10.0f} "
-                      f"{r['computed_tokens_per_s']:10.0f} {r['mfu']:6.1%} {r['peak_rss_mb']:11.0f}", flush=True)
+                print(
+                    f"{template:16} {dtype:9} {variant:12} {r['examples_per_s']:10.2f} {r['data_tokens_per_s']:10.0f} "
+                    f"{r['computed_tokens_per_s']:10.0f} {r['mfu']:6.1%} {r['peak_rss_mb']:11.0f}",
+                    flush=True,
+                )
     print()
     find = {(r["template"], r["dtype"], r["variant"]): r for r in rows}
     for template in args.templates:
@@ -292,8 +330,17 @@ def main(argv: list[str] | None = None) -> None:
             if low and high:
                 print(f"{template} {variant}: bf16 / fp32 = {high['data_tokens_per_s'] / low['data_tokens_per_s']:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"peaks_flops_per_s": peaks, "settings": {k: str(v) for k, v in vars(args).items() if k not in ("variant", "template", "dtype", "json")},
-                                         "rows": rows}, indent=2), encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "peaks_flops_per_s": peaks,
+                    "settings": {k: str(v) for k, v in vars(args).items() if k not in ("variant", "template", "dtype", "json")},
+                    "rows": rows,
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
         print(f"wrote {args.json}")
 
 

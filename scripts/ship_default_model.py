@@ -22,7 +22,9 @@ KEEP = ("instructerc.json", "prompting.json", "adapter_config.json", "training_c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a trained model directory (LoRA)")
-    parser.add_argument("--test-metrics", type=Path, action="append", default=[], help="metrics.json of instructerc evaluate on a test split (repeatable)")
+    parser.add_argument(
+        "--test-metrics", type=Path, action="append", default=[], help="metrics.json of instructerc evaluate on a test split (repeatable)"
+    )
     args = parser.parse_args()
 
     import torch

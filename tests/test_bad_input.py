@@ -15,7 +15,19 @@ from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.jsonl import write_jsonl
 from instructerc.errors import InputError
 
-MELD_COLUMNS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season", "Episode", "StartTime", "EndTime"]
+MELD_COLUMNS = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
 GOOD_ROWS = [
     ["1", "Did you water the fern?", "Ann", "neutral", "neutral", "0", "0", "1", "1", "00:00:01,000", "00:00:02,000"],
     ["2", "It looks thirsty.", "Ben", "sadness", "negative", "0", "1", "1", "1", "00:00:02,000", "00:00:03,000"],
@@ -71,7 +83,9 @@ def test_missing_folder(run_cli, tmp_path: Path) -> None:
 
 def test_missing_jsonl_file(run_cli, tmp_path: Path) -> None:
     missing = tmp_path / "gone.jsonl"
-    assert_input_error(run_cli("data", "export", "jsonl", "--split", "test", "--data", missing, "--out", tmp_path / "o.jsonl"), str(missing))
+    assert_input_error(
+        run_cli("data", "export", "jsonl", "--split", "test", "--data", missing, "--out", tmp_path / "o.jsonl"), str(missing)
+    )
 
 
 def test_missing_split_file_in_a_dataset_folder(run_cli, tmp_path: Path) -> None:
@@ -277,7 +291,10 @@ def test_writing_that_fails_midway_leaves_the_earlier_output_byte_identical(tmp_
 def _run_process(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "instructerc", *map(str, argv)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

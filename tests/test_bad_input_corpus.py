@@ -71,8 +71,26 @@ def test_predict_on_each_file_of_the_corpus(run_cli, model: Path, tmp_path: Path
 
 def test_a_real_process_prints_one_line_and_no_traceback_for_the_worst_files(tmp_path: Path) -> None:
     for name in ("error-lone-surrogate-in-extra-key.jsonl", "error-100000-brackets.jsonl", "error-5000-digit-number.jsonl"):
-        process = subprocess.run([sys.executable, "-m", "instructerc", "data", "export", "jsonl", "--split", "test", "--data", CORPUS / name,
-                                  "--out", tmp_path / "o.jsonl"], capture_output=True, text=True, timeout=120, check=False)
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "instructerc",
+                "data",
+                "export",
+                "jsonl",
+                "--split",
+                "test",
+                "--data",
+                CORPUS / name,
+                "--out",
+                tmp_path / "o.jsonl",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert process.returncode == 2, process.stderr
         assert len(process.stderr.splitlines()) == 1 and "Traceback" not in process.stderr, process.stderr
         assert not (tmp_path / "o.jsonl").exists()

@@ -44,8 +44,14 @@ class FakeEncoder:
 
 def dialogue_records(split: str, labels: list[list[str]]) -> list[dict[str, Any]]:
     return [
-        {"id": f"{split}{i}", "dataset": "meld", "utterances": [
-            {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": f"{WORDS[label]} ({split} {i}.{j})", "emotion": label} for j, label in enumerate(turns)]}
+        {
+            "id": f"{split}{i}",
+            "dataset": "meld",
+            "utterances": [
+                {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": f"{WORDS[label]} ({split} {i}.{j})", "emotion": label}
+                for j, label in enumerate(turns)
+            ],
+        }
         for i, turns in enumerate(labels)
     ]
 
@@ -103,7 +109,9 @@ def test_context_features_average_up_to_three_previous_utterances_of_the_same_di
     np.testing.assert_allclose(features[6, 2:], embeddings[3:6].mean(axis=0))  # only the last three
 
 
-def test_discriminative_baseline_chooses_c_on_dev_and_scores_the_split(small: DataSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_discriminative_baseline_chooses_c_on_dev_and_scores_the_split(
+    small: DataSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     encoder = FakeEncoder()
     monkeypatch.setattr(baselines, "load_encoder", lambda name: encoder)
 
@@ -117,7 +125,9 @@ def test_discriminative_baseline_chooses_c_on_dev_and_scores_the_split(small: Da
     assert settings["C"] == min(c for c, s in scores.items() if s == max(scores.values())), "best dev score, smallest C on ties"
     assert system.by_dataset["meld"].accuracy == 100.0, "the fake embeddings separate the classes"
     test_texts = [u["text"] for r in dialogue_records("test", SMALL["test"]) for u in r["utterances"]]
-    assert encoder.calls[-1] == test_texts and all(call != test_texts for call in encoder.calls[:-1]), "test is encoded only after C is chosen"
+    assert encoder.calls[-1] == test_texts and all(call != test_texts for call in encoder.calls[:-1]), (
+        "test is encoded only after C is chosen"
+    )
 
 
 def test_discriminative_probabilities_cover_every_label_and_sum_to_one(small: DataSource, tmp_path: Path) -> None:
@@ -136,8 +146,25 @@ def test_baseline_command_writes_the_evaluation_files(run_cli, small: DataSource
     monkeypatch.setattr(baselines, "load_encoder", lambda name: FakeEncoder())
     out = tmp_path / "baselines"
 
-    result = run_cli("baseline", "--dataset", "jsonl", "--data", small.path, "--label-set", "meld", "--split", "test", "--out", out,
-                     "--cache-dir", tmp_path / "cache", "--c-grid", "0.1", "1", "--no-progress")
+    result = run_cli(
+        "baseline",
+        "--dataset",
+        "jsonl",
+        "--data",
+        small.path,
+        "--label-set",
+        "meld",
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--c-grid",
+        "0.1",
+        "1",
+        "--no-progress",
+    )
 
     assert result.code == 0, result.err
     assert "majority   meld test: weighted F1 33.33" in result.out
@@ -150,19 +177,44 @@ def test_baseline_command_writes_the_evaluation_files(run_cli, small: DataSource
     assert "| majority class (neutral, the most frequent training label) | 33.33 |" in report
 
 
-def test_evaluate_with_baselines_puts_them_beside_the_llm(run_cli, small: DataSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_with_baselines_puts_them_beside_the_llm(
+    run_cli, small: DataSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(baselines, "load_encoder", lambda name: FakeEncoder())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = tiny_model_dir(tmp_path / "tiny-meld", MELD)
     out = tmp_path / "eval"
 
-    result = run_cli("evaluate", "--model", model, "--dataset", "jsonl", "--data", small.path, "--label-set", "meld", "--split", "test",
-                     "--out", out, "--with-baselines", "--no-progress")
+    result = run_cli(
+        "evaluate",
+        "--model",
+        model,
+        "--dataset",
+        "jsonl",
+        "--data",
+        small.path,
+        "--label-set",
+        "meld",
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--with-baselines",
+        "--no-progress",
+    )
 
     assert result.code == 0, result.err
     assert list(json.loads((out / "metrics.json").read_text(encoding="utf-8"))["systems"]) == ["llm", "majority", "minilm-logreg"]
-    rows = [line for line in (out / "report.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ") and "(test)" not in line and "---" not in line]
-    assert [row.split(" | ")[0].split(" (")[0] for row in rows[:3]] == ["| LLM tiny-meld", "| majority class", "| MiniLM-L6 embeddings + logistic regression"]
+    rows = [
+        line
+        for line in (out / "report.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and "(test)" not in line and "---" not in line
+    ]
+    assert [row.split(" | ")[0].split(" (")[0] for row in rows[:3]] == [
+        "| LLM tiny-meld",
+        "| majority class",
+        "| MiniLM-L6 embeddings + logistic regression",
+    ]
 
 
 @pytest.mark.slow
@@ -170,7 +222,9 @@ def test_real_discriminative_baseline_on_meld(data_root: Path, tmp_path: Path) -
     result = run_baselines(DataSource("meld", path=data_root), "test", progress=False)
 
     meld = result.systems["minilm-logreg"].by_dataset["meld"]
-    print(f"\nMELD test: majority weighted F1 {result.systems['majority'].by_dataset['meld'].weighted_f1:.2f}; "
-          f"MiniLM + logistic regression (C={result.systems['minilm-logreg'].settings['C']}) weighted F1 {meld.weighted_f1:.2f}, "
-          f"macro F1 {meld.macro_f1:.2f}, accuracy {meld.accuracy:.2f}")
+    print(
+        f"\nMELD test: majority weighted F1 {result.systems['majority'].by_dataset['meld'].weighted_f1:.2f}; "
+        f"MiniLM + logistic regression (C={result.systems['minilm-logreg'].settings['C']}) weighted F1 {meld.weighted_f1:.2f}, "
+        f"macro F1 {meld.macro_f1:.2f}, accuracy {meld.accuracy:.2f}"
+    )
     assert 45.0 < meld.weighted_f1 < 65.0

@@ -11,7 +11,7 @@ from instructerc.modeling.packing import pack
 
 def test_a_row_splits_into_its_shared_trunk_and_private_branches():
     sequences = [[1, 2, 3, 10, 11], [1, 2, 3, 4, 20, 21, 22], [1, 2, 3, 4], [1, 2, 3, 4, 5, 30]]
-    (row, members), = pack(sequences, 100, groups=[0, 0, 0, 0])
+    ((row, members),) = pack(sequences, 100, groups=[0, 0, 0, 0])
     split = branches.split_rows([row], [members])
     (trunk,) = split.trunks
     # 1 2 3 are on four paths, 4 on three; 5 only on the last, so it belongs to that branch.
@@ -26,11 +26,11 @@ def test_a_row_splits_into_its_shared_trunk_and_private_branches():
 
 def test_nested_prompts_are_not_split_and_long_branches_are():
     nested = [list(range(1, n)) for n in range(20, 60, 5)]  # each a prefix of the next
-    (row, members), = pack(nested, 1000, groups=[0] * len(nested))
+    ((row, members),) = pack(nested, 1000, groups=[0] * len(nested))
     split = branches.split_rows([row], [members])
     assert not branches.worth_splitting([row], split, prefix=0)
     bushy = [list(range(1, 11)) + [100 + k] * 40 for k in range(8)]  # a short trunk, long branches
-    (row, members), = pack(bushy, 1000, groups=[0] * len(bushy))
+    ((row, members),) = pack(bushy, 1000, groups=[0] * len(bushy))
     split = branches.split_rows([row], [members])
     assert branches.worth_splitting([row], split, prefix=0)
 
@@ -47,12 +47,11 @@ def test_chunks_respect_the_token_budget_and_keep_every_branch():
 @pytest.mark.parametrize("batch_tokens", [4096, 64])
 @pytest.mark.parametrize("common_prefix", [True, False])
 def test_two_pass_scoring_matches_scoring_each_sequence_alone(batch_tokens, common_prefix, tmp_path_factory, monkeypatch):
-    from test_inference import dialogue
-    from tiny import tiny_model_dir
-
     from instructerc.inference.predictor import Predictor
     from instructerc.labels.benchmarks import MELD
     from instructerc.prompts.templates import TemplateConfig
+    from test_inference import dialogue
+    from tiny import tiny_model_dir
 
     template = TemplateConfig(name="instructerc", demonstration=False, window=3)
     predictor = Predictor.from_directory(tiny_model_dir(tmp_path_factory.mktemp("model"), MELD, template))

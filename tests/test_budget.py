@@ -104,7 +104,9 @@ def test_oldest_history_is_dropped_first_and_only_as_much_as_needed(tokenizer: S
     assert parts_text(encoded, Part.DEMONSTRATION_TEXT) == [DEMO.text]  # history goes first
 
 
-@pytest.mark.parametrize(("stride", "kept"), [(1, list(range(2, 10))), (3, list(range(3, 10))), (4, list(range(4, 10))), (7, list(range(7, 10)))])
+@pytest.mark.parametrize(
+    ("stride", "kept"), [(1, list(range(2, 10))), (3, list(range(3, 10))), (4, list(range(4, 10))), (7, list(range(7, 10)))]
+)
 def test_history_stride_drops_in_multiples(tokenizer: SegmentTokenizer, stride: int, kept: list[int]) -> None:
     ex = example(stride)
     max_length = full_length(tokenizer, ex) + 2 - 5  # 5 tokens too many: two lines would do
@@ -141,7 +143,9 @@ def test_budget_rule_over_every_max_length(tokenizer: SegmentTokenizer, stride: 
             # the least that fits: the previous stride step would not have fitted
             restored = dropped - ((dropped - 1) // stride) * stride
             assert len(encoded) + 4 * restored > max_length
-        assert [s.segment.text for s in encoded.segments if s.segment.part in (Part.CURRENT, Part.QUESTION, Part.INSTRUCTION, Part.FIXED)] == fixed
+        assert [
+            s.segment.text for s in encoded.segments if s.segment.part in (Part.CURRENT, Part.QUESTION, Part.INSTRUCTION, Part.FIXED)
+        ] == fixed
         assert encoded.target_ids == tokenizer.target_ids("joyful")
     else:
         pytest.fail("no budget was impossible")

@@ -19,8 +19,9 @@ def load_script():
 def test_linear_cost_is_the_layers_matrix_weights_with_grouped_query_attention():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=48, intermediate_size=80, num_hidden_layers=1, num_attention_heads=6,
-                         num_key_value_heads=2, vocab_size=64)
+    config = LlamaConfig(
+        hidden_size=48, intermediate_size=80, num_hidden_layers=1, num_attention_heads=6, num_key_value_heads=2, vocab_size=64
+    )
     layer = LlamaForCausalLM(config).model.layers[0]
     weights = sum(p.numel() for name, p in layer.named_parameters() if name.endswith("proj.weight"))
     cost = load_script().LayerCost.of(config)

@@ -156,13 +156,29 @@ def test_emorynlp_speakers_are_names_in_csv_and_positions_in_pickle(data_root: P
 # frustrated -> joyful/mad/fear, MELD surprise/sadness/joy/anger -> powerful/sad/joyful/mad,
 # EmoryNLP Scared -> fear): joyful = 144 + 402 + 217, fear = 381 + 50 + 116, ...
 UIME_TEST_LABELS = {
-    "joyful": 763, "sad": 523, "neutral": 1928, "mad": 601, "excited": 299,
-    "fear": 547, "disgust": 68, "peaceful": 111, "powerful": 377,
+    "joyful": 763,
+    "sad": 523,
+    "neutral": 1928,
+    "mad": 601,
+    "excited": 299,
+    "fear": 547,
+    "disgust": 68,
+    "peaceful": 111,
+    "powerful": 377,
 }
 # The same for the feeling-wheel mapping (frustrated kept, scared = 50 + 116, surprise kept).
 WHEEL_TEST_LABELS = {
-    "neutral": 1928, "joyful": 763, "excited": 299, "peaceful": 111, "powerful": 96, "sad": 523,
-    "mad": 601, "frustrated": 381, "scared": 166, "disgust": 68, "surprise": 281,
+    "neutral": 1928,
+    "joyful": 763,
+    "excited": 299,
+    "peaceful": 111,
+    "powerful": 96,
+    "sad": 523,
+    "mad": 601,
+    "frustrated": 381,
+    "scared": 166,
+    "disgust": 68,
+    "surprise": 281,
 }
 
 

@@ -31,9 +31,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def labelled_dialogues(split: str, count: int, labels: tuple[str, ...], dataset: str = "meld") -> list[dict[str, Any]]:
     return [
-        {"id": f"{split}{i}", "dataset": dataset, "utterances": [
-            {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": TEXTS[(i + j) % len(TEXTS)], "emotion": labels[(i * 3 + j) % len(labels)]}
-            for j in range(1 + i % 3)]}
+        {
+            "id": f"{split}{i}",
+            "dataset": dataset,
+            "utterances": [
+                {
+                    "speaker": "Ann" if j % 2 == 0 else "Bob",
+                    "text": TEXTS[(i + j) % len(TEXTS)],
+                    "emotion": labels[(i * 3 + j) % len(labels)],
+                }
+                for j in range(1 + i % 3)
+            ],
+        }
         for i in range(count)
     ]
 
@@ -42,7 +51,9 @@ def write_folder(folder: Path, labels: tuple[str, ...] = MELD.labels, dataset: s
     """A JSONL data folder: train/dev/test.jsonl, every utterance labelled."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", 12), ("dev", 4), ("test", 6)):
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled_dialogues(split, count, labels, dataset)), encoding="utf-8")
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in labelled_dialogues(split, count, labels, dataset)), encoding="utf-8"
+        )
     return folder
 
 
@@ -52,7 +63,23 @@ def meld_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def evaluate(run_cli, model: Path, data: Path, out: Path, *more: Any):
-    return run_cli("evaluate", "--model", model, "--dataset", "jsonl", "--data", data, "--label-set", "meld", "--split", "test", "--out", out, "--no-progress", *more)
+    return run_cli(
+        "evaluate",
+        "--model",
+        model,
+        "--dataset",
+        "jsonl",
+        "--data",
+        data,
+        "--label-set",
+        "meld",
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--no-progress",
+        *more,
+    )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -66,7 +93,9 @@ def table_titles(report: str) -> list[str]:
 # -- score mode ---------------------------------------------------------------------------------
 def test_score_mode_is_never_invalid_and_its_probabilities_sum_to_one(models: dict[str, Path]) -> None:
     predictor = Predictor.from_directory(models["meld"])
-    dialogues = [Dialogue(f"d{i}", "meld", "test", tuple(Utterance(s, t) for s, t in zip(("Ann", "Bob", "Ann"), TEXTS[i:i + 3]))) for i in range(2)]
+    dialogues = [
+        Dialogue(f"d{i}", "meld", "test", tuple(Utterance(s, t) for s, t in zip(("Ann", "Bob", "Ann"), TEXTS[i : i + 3]))) for i in range(2)
+    ]
 
     predictions = [p for ps in predictor.predict(dialogues, mode="score") for p in ps]
 
@@ -105,8 +134,23 @@ def test_evaluate_writes_metrics_predictions_png_and_report(run_cli, models: dic
     assert "paper parsing" not in report
 
 
-def test_default_output_folder_is_inside_the_model_and_names_the_mode(run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path) -> None:
-    args = ("evaluate", "--model", models["meld"], "--dataset", "jsonl", "--data", meld_data, "--label-set", "meld", "--split", "valid", "--no-progress")
+def test_default_output_folder_is_inside_the_model_and_names_the_mode(
+    run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path
+) -> None:
+    args = (
+        "evaluate",
+        "--model",
+        models["meld"],
+        "--dataset",
+        "jsonl",
+        "--data",
+        meld_data,
+        "--label-set",
+        "meld",
+        "--split",
+        "valid",
+        "--no-progress",
+    )
 
     assert run_cli(*args).code == 0
     assert run_cli(*args, "--mode", "generate").code == 0
@@ -116,7 +160,9 @@ def test_default_output_folder_is_inside_the_model_and_names_the_mode(run_cli, m
 
 
 # -- generate mode ------------------------------------------------------------------------------
-def test_generate_mode_counts_invalid_outputs_in_their_own_column(run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path) -> None:
+def test_generate_mode_counts_invalid_outputs_in_their_own_column(
+    run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "generate"
 
     assert evaluate(run_cli, models["meld"], meld_data, out, "--mode", "generate").code == 0
@@ -155,8 +201,11 @@ def test_paper_parsing_without_generate_mode_is_refused(run_cli, models: dict[st
 
 # -- unified labels -----------------------------------------------------------------------------
 def test_unified_predictions_map_back_to_each_datasets_own_classes() -> None:
-    utterances = (Utterance("A", "x", "powerful", {"original_emotion": "surprise"}), Utterance("B", "y", "joyful", {"original_emotion": "joy"}),
-                  Utterance("A", "z", "neutral", {"original_emotion": "neutral"}))
+    utterances = (
+        Utterance("A", "x", "powerful", {"original_emotion": "surprise"}),
+        Utterance("B", "y", "joyful", {"original_emotion": "joy"}),
+        Utterance("A", "z", "neutral", {"original_emotion": "neutral"}),
+    )
     meld = Dialogue("m", "meld", "test", utterances)
     emory = Dialogue("e", "emorynlp", "test", (Utterance("A", "w", "peaceful", {"original_emotion": "Peaceful"}),))
     predictions = [[Prediction("powerful"), Prediction("excited"), Prediction(None)], [Prediction("peaceful")]]
@@ -164,18 +213,36 @@ def test_unified_predictions_map_back_to_each_datasets_own_classes() -> None:
     results = score_by_dataset([meld, emory], predictions, INSTRUCTERC.label_set)
 
     assert results["meld"].labels == list(MELD.labels) and results["emorynlp"].labels == list(EMORYNLP.labels)
-    assert results["meld"].columns[:len(MELD)] == list(MELD.labels) and set(results["meld"].columns[len(MELD):]) == {OUTSIDE, INVALID}
+    assert results["meld"].columns[: len(MELD)] == list(MELD.labels) and set(results["meld"].columns[len(MELD) :]) == {OUTSIDE, INVALID}
     assert results["meld"].accuracy == pytest.approx(100 / 3)
     assert results["meld"].confusion[MELD.labels.index("surprise")][MELD.labels.index("surprise")] == 1
-    assert results["meld"].confusion[MELD.labels.index("joy")][results["meld"].columns.index(OUTSIDE)] == 1, "excited is no MELD class: an error of its own"
+    assert results["meld"].confusion[MELD.labels.index("joy")][results["meld"].columns.index(OUTSIDE)] == 1, (
+        "excited is no MELD class: an error of its own"
+    )
     assert results["emorynlp"].accuracy == 100.0
 
 
 def test_a_unified_model_is_scored_on_the_original_classes(run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "unified"
 
-    result = run_cli("evaluate", "--model", models["uime"], "--dataset", "jsonl", "--data", meld_data, "--label-set", "meld", "--labels", "uime",
-                     "--split", "test", "--out", out, "--no-progress")
+    result = run_cli(
+        "evaluate",
+        "--model",
+        models["uime"],
+        "--dataset",
+        "jsonl",
+        "--data",
+        meld_data,
+        "--label-set",
+        "meld",
+        "--labels",
+        "uime",
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--no-progress",
+    )
 
     assert result.code == 0, result.err
     llm = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["systems"]["llm"]
@@ -192,17 +259,39 @@ def test_a_unified_model_is_scored_on_the_original_classes(run_cli, models: dict
 def test_data_in_other_classes_than_the_model_is_refused(run_cli, models: dict[str, Path], tmp_path: Path) -> None:
     data = write_folder(tmp_path / "emory-like", EMORYNLP.labels, dataset="emorynlp")
 
-    result = run_cli("evaluate", "--model", models["meld"], "--dataset", "jsonl", "--data", data, "--label-set", "emorynlp", "--split", "test", "--out", tmp_path / "o")
+    result = run_cli(
+        "evaluate",
+        "--model",
+        models["meld"],
+        "--dataset",
+        "jsonl",
+        "--data",
+        data,
+        "--label-set",
+        "emorynlp",
+        "--split",
+        "test",
+        "--out",
+        tmp_path / "o",
+    )
 
     assert result.code == 2
-    assert "not classes this model (label set meld) is scored on" in result.err and "'Joyful'" in result.err and "accepted: neutral" in result.err
+    assert (
+        "not classes this model (label set meld) is scored on" in result.err
+        and "'Joyful'" in result.err
+        and "accepted: neutral" in result.err
+    )
 
 
 # -- baselines beside the LLM, and several runs -------------------------------------------------
 def fake_result(split: str, accuracy_hits: int, kind: str = "llm", mode: str = "score") -> EvaluationResult:
     gold = ["joy", "joy", "anger", "neutral"]
     predicted = gold[:accuracy_hits] + ["sadness"] * (len(gold) - accuracy_hits)
-    system = SystemResult(kind, {"meld": compute_metrics(gold, predicted, MELD.labels)}, {"mode": mode, "paper_parsing": False} if kind == "llm" else {"label": "joy"})
+    system = SystemResult(
+        kind,
+        {"meld": compute_metrics(gold, predicted, MELD.labels)},
+        {"mode": mode, "paper_parsing": False} if kind == "llm" else {"label": "joy"},
+    )
     return EvaluationResult(split, {"dataset": "meld", "labels": "original"}, {"llm" if kind == "llm" else "majority": system})
 
 
@@ -211,7 +300,9 @@ def test_runs_are_aggregated_into_mean_and_standard_deviation(run_cli, tmp_path:
         (tmp_path / name).mkdir()
         fake_result("test", hits).save(tmp_path / name)
 
-    result = run_cli("evaluate", "--runs", tmp_path / "seed1", tmp_path / "seed2", tmp_path / "seed3" / "metrics.json", "--out", tmp_path / "agg")
+    result = run_cli(
+        "evaluate", "--runs", tmp_path / "seed1", tmp_path / "seed2", tmp_path / "seed3" / "metrics.json", "--out", tmp_path / "agg"
+    )
 
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / "agg" / "aggregate.json").read_text(encoding="utf-8"))
@@ -236,7 +327,9 @@ def test_runs_of_different_splits_or_modes_are_not_aggregated(run_cli, tmp_path:
     assert run_cli("evaluate", "--runs", tmp_path / "a", tmp_path / "a" / "metrics.json").code == 2, "the same run twice"
 
 
-def test_baselines_from_a_folder_join_the_report_only_on_the_same_split(run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path) -> None:
+def test_baselines_from_a_folder_join_the_report_only_on_the_same_split(
+    run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path
+) -> None:
     from instructerc.data.registry import DataSource
     from instructerc.evaluation.baselines import run_baselines
 
@@ -252,7 +345,9 @@ def test_baselines_from_a_folder_join_the_report_only_on_the_same_split(run_cli,
     assert right.code == 0, right.err
     report = (tmp_path / "y" / "report.md").read_text(encoding="utf-8")
     assert "| LLM tiny-meld (score mode) |" in report and "| majority class (" in report
-    assert json.loads((tmp_path / "y" / "metrics.json").read_text(encoding="utf-8"))["systems"]["majority"]["settings"]["from"] == str(tmp_path / "base-test")
+    assert json.loads((tmp_path / "y" / "metrics.json").read_text(encoding="utf-8"))["systems"]["majority"]["settings"]["from"] == str(
+        tmp_path / "base-test"
+    )
 
 
 def test_a_valid_label_the_dataset_lacks_is_an_error_but_not_invalid():

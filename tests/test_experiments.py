@@ -22,22 +22,33 @@ def grid_files(tmp_path_factory) -> Path:
     write_split(data / "dev.jsonl", 4, seed=2)
     write_split(data / "test.jsonl", 4, seed=3)
     backbone = tiny_backbone(root / "backbone")
-    (root / "base.yaml").write_text(yaml.safe_dump({
-        "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
-        "backbone": {"model": str(backbone)},
-        "template": {"name": "dialogue-prefix", "demonstration": False},
-        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
-        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
-        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
-    }))
-    (root / "grid.yaml").write_text(yaml.safe_dump({
-        "name": "tiny-scaling",
-        "base": "base.yaml",
-        "output_dir": "runs",
-        "seeds": [1, 2],
-        "axes": {"fraction": {"1": {"data.fraction": 1.0}, "1/2": {"data.fraction": 0.5}}, "history": {"on": {}, "off": {"template.history": False}}},
-        "plot": {"x": "fraction"},
-    }))
+    (root / "base.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
+                "backbone": {"model": str(backbone)},
+                "template": {"name": "dialogue-prefix", "demonstration": False},
+                "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
+                "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
+                "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
+            }
+        )
+    )
+    (root / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-scaling",
+                "base": "base.yaml",
+                "output_dir": "runs",
+                "seeds": [1, 2],
+                "axes": {
+                    "fraction": {"1": {"data.fraction": 1.0}, "1/2": {"data.fraction": 0.5}},
+                    "history": {"on": {}, "off": {"template.history": False}},
+                },
+                "plot": {"x": "fraction"},
+            }
+        )
+    )
     return root
 
 
@@ -70,9 +81,9 @@ def test_grid_runs_once_and_reports(grid_files, capsys):
 
 
 def test_an_interrupted_run_resumes(grid_files, tmp_path):
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.experiments.runner import run_directory, run_one
     from instructerc.training.config import TrainConfig
-    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.trainer import Trainer
 
     config, root = load_experiment(grid_files / "grid.yaml")
@@ -93,8 +104,15 @@ def test_a_grid_can_score_a_fixed_subset_of_the_evaluation_split(grid_files):
     from instructerc.data.sampling import per_dataset_subset
 
     grid = yaml.safe_load((grid_files / "grid.yaml").read_text())
-    grid.update({"name": "tiny-subset", "output_dir": "runs-subset", "seeds": [1], "evaluate_max_dialogues": 2,
-                 "axes": {"fraction": {"1/2": {"data.fraction": 0.5}}}})
+    grid.update(
+        {
+            "name": "tiny-subset",
+            "output_dir": "runs-subset",
+            "seeds": [1],
+            "evaluate_max_dialogues": 2,
+            "axes": {"fraction": {"1/2": {"data.fraction": 0.5}}},
+        }
+    )
     grid.pop("plot")
     (grid_files / "subset.yaml").write_text(yaml.safe_dump(grid))
     assert main(["experiment", str(grid_files / "subset.yaml"), "--no-progress"]) == 0
@@ -139,8 +157,16 @@ def test_identical_runs_in_two_grids_share_one_directory(grid_files):
     from instructerc.experiments.runner import run_directory
 
     other = grid_files / "other.yaml"
-    _yaml.safe_dump({"name": "other", "base": "base.yaml", "output_dir": "runs", "seeds": [1],
-                     "axes": {"share": {"all": {"data.fraction": 1.0}}, "with-history": {"yes": {"template.history": True}}}}, other.open("w"))
+    _yaml.safe_dump(
+        {
+            "name": "other",
+            "base": "base.yaml",
+            "output_dir": "runs",
+            "seeds": [1],
+            "axes": {"share": {"all": {"data.fraction": 1.0}}, "with-history": {"yes": {"template.history": True}}},
+        },
+        other.open("w"),
+    )
     first, first_root = load_experiment(grid_files / "grid.yaml")
     second, second_root = load_experiment(other)
     a = next(s for s in expand(first) if s.values == {"fraction": "1", "history": "on"} and s.seed == 1)

@@ -38,11 +38,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def gold_dialogue(name: str, label: str) -> dict[str, Any]:
-    return {"id": name, "utterances": [
-        {"speaker": "Ann", "text": TEXTS[0], "emotion": label},
-        {"speaker": "Bob", "text": TEXTS[1]},
-        {"speaker": "Ann", "text": TEXTS[2], "emotion": label},
-    ]}
+    return {
+        "id": name,
+        "utterances": [
+            {"speaker": "Ann", "text": TEXTS[0], "emotion": label},
+            {"speaker": "Bob", "text": TEXTS[1]},
+            {"speaker": "Ann", "text": TEXTS[2], "emotion": label},
+        ],
+    }
 
 
 # -- gold labels pass through predict ---------------------------------------------------------------
@@ -77,8 +80,13 @@ def test_gold_labels_do_not_change_a_prediction(uime_model: Path) -> None:
 def labelled_file(path: Path, labels: tuple[str, ...], dataset: str | None = None) -> Path:
     records = []
     for i in range(6):
-        record: dict[str, Any] = {"id": f"t{i}", "utterances": [
-            {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": TEXTS[(i + j) % 4], "emotion": labels[(i + j) % len(labels)]} for j in range(3)]}
+        record: dict[str, Any] = {
+            "id": f"t{i}",
+            "utterances": [
+                {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": TEXTS[(i + j) % 4], "emotion": labels[(i + j) % len(labels)]}
+                for j in range(3)
+            ],
+        }
         if dataset is not None:
             record["dataset"] = dataset
         records.append(record)
@@ -90,8 +98,22 @@ def test_evaluate_maps_a_known_datasets_gold_onto_a_unified_model(run_cli, uime_
     data = labelled_file(tmp_path / "mine.jsonl", label_set.labels)  # no dataset key: the file's name
     out = tmp_path / "eval"
 
-    result = run_cli("evaluate", "--model", uime_model, "--dataset", "jsonl", "--data", data, "--label-set", label_set.name,
-                     "--split", "test", "--out", out, "--no-progress")
+    result = run_cli(
+        "evaluate",
+        "--model",
+        uime_model,
+        "--dataset",
+        "jsonl",
+        "--data",
+        data,
+        "--label-set",
+        label_set.name,
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--no-progress",
+    )
 
     assert result.code == 0, result.err
     llm = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["systems"]["llm"]
@@ -107,7 +129,9 @@ def test_evaluate_names_every_unknown_gold_label_and_the_accepted_ones(run_cli, 
     data = labelled_file(tmp_path / "mine.jsonl", ("joy", "grumpy", "neutral"))
     out = tmp_path / "eval"
 
-    result = run_cli("evaluate", "--model", uime_model, "--dataset", "jsonl", "--data", data, "--split", "test", "--out", out, "--no-progress")
+    result = run_cli(
+        "evaluate", "--model", uime_model, "--dataset", "jsonl", "--data", data, "--split", "test", "--out", out, "--no-progress"
+    )
 
     assert result.code == 2 and result.out == ""
     [line] = result.err.splitlines()
@@ -135,7 +159,9 @@ def test_an_utterance_over_the_budget_is_cut_keeping_its_start_and_end(tmp_path:
     [encoded] = predictor.encoded_prompts([(dialogue, 1)])
     assert len(encoded.prompt_ids) <= 160
     prompt = encoded.example.prompt
-    assert ELLIPSIS in prompt and "Sentence 0: I have" in prompt and "Sentence 399:" not in MONOLOGUE[:100] and "fern and the leaf." in prompt
+    assert (
+        ELLIPSIS in prompt and "Sentence 0: I have" in prompt and "Sentence 399:" not in MONOLOGUE[:100] and "fern and the leaf." in prompt
+    )
     # The cut is the same in every prompt of the dialogue, so the later prompt sees the same text.
     later = predictor.encoded_prompts([(dialogue, 1), (dialogue, 2)])
     assert later[0].prompt_ids == encoded.prompt_ids
@@ -143,7 +169,10 @@ def test_an_utterance_over_the_budget_is_cut_keeping_its_start_and_end(tmp_path:
 
 def test_predict_labels_every_utterance_of_a_dialogue_with_a_monologue_and_says_what_it_cut(run_cli, tmp_path: Path) -> None:
     model = tiny_model_dir(tmp_path / "model", MELD, max_length=200)
-    record = {"id": "m", "utterances": [{"speaker": "Ann", "text": TEXTS[0]}, {"speaker": "Bob", "text": MONOLOGUE}, {"speaker": "Ann", "text": TEXTS[1]}]}
+    record = {
+        "id": "m",
+        "utterances": [{"speaker": "Ann", "text": TEXTS[0]}, {"speaker": "Bob", "text": MONOLOGUE}, {"speaker": "Ann", "text": TEXTS[1]}],
+    }
     source = write_lines(tmp_path / "monologue.jsonl", [record, gold_dialogue("short", "joy")])
     out = tmp_path / "out.jsonl"
 

@@ -100,8 +100,13 @@ def test_the_release_folder_is_found_inside_a_data_root(tmp_path: Path) -> None:
 def test_a_dialogue_with_no_kept_turn_is_left_out(tmp_path: Path) -> None:
     copy = _copy(tmp_path)
     evaluation = copy / "Session5" / "dialog" / "EmoEvaluation" / "Ses05F_impro01.txt"
-    evaluation.write_text(evaluation.read_text().replace("\texc\t", "\txxx\t").replace("\thap\t", "\txxx\t")
-                          .replace("\tsad\t", "\txxx\t").replace("\tneu\t", "\txxx\t"))
+    evaluation.write_text(
+        evaluation.read_text()
+        .replace("\texc\t", "\txxx\t")
+        .replace("\thap\t", "\txxx\t")
+        .replace("\tsad\t", "\txxx\t")
+        .replace("\tneu\t", "\txxx\t")
+    )
 
     assert load_dialogues(DataSource("iemocap", path=copy), "test") == []
 
@@ -126,7 +131,12 @@ def test_empty_text_of_a_labelled_turn_names_the_line(tmp_path: Path) -> None:
 
 
 def test_split_rule() -> None:
-    assert [split_of(d) for d in ("Ses01F_impro02", "Ses01M_impro01", "Ses04F_script02_1", "Ses05M_script01_1")] == ["train", "dev", "dev", "test"]
+    assert [split_of(d) for d in ("Ses01F_impro02", "Ses01M_impro01", "Ses04F_script02_1", "Ses05M_script01_1")] == [
+        "train",
+        "dev",
+        "dev",
+        "test",
+    ]
 
 
 def test_dev_dialogues_are_exactly_the_cosmic_validation_ids(data_root: Path) -> None:

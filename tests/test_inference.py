@@ -69,10 +69,10 @@ def test_labels_sharing_first_tokens_need_more_branch_points_and_still_sum_to_on
     assert answers[0][0] == answers[1][0], "these labels should share their first token"
     assert len(scorer.branch_points) >= 2 and not scorer.single_pass
     template = predictor.setup.template
-    from tiny import tiny_model_dir as build  # a second model with this label set
-
     import tempfile
     from pathlib import Path
+
+    from tiny import tiny_model_dir as build  # a second model with this label set
 
     other = Predictor.from_directory(build(Path(tempfile.mkdtemp()) / "m", shared, template))
     batched = other.predict([dialogue(4)])[0]
@@ -94,7 +94,7 @@ def test_constrained_probabilities_follow_the_trie(predictor):
     for answer in scorer.answers:
         p = 1.0
         for point, row in zip(scorer.branch_points, logits):
-            if answer[:len(point.path)] == point.path and len(answer) > len(point.path):
+            if answer[: len(point.path)] == point.path and len(answer) > len(point.path):
                 allowed = torch.softmax(row[list(point.children)], -1)
                 p *= float(allowed[point.children.index(answer[len(point.path)])])
         expected.append(p)

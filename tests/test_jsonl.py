@@ -94,10 +94,17 @@ def test_unknown_keys_are_written_back_unchanged(run_cli, tmp_path: Path) -> Non
 
 
 def test_verbalizers_and_case_are_read_as_canonical_labels(tmp_path: Path) -> None:
-    source = write_lines(tmp_path / "in.jsonl", [{"utterances": [
-        {"speaker": "A", "text": "x", "emotion": "Joyful"},
-        {"speaker": "B", "text": "y", "emotion": " ANGER "},
-    ]}])
+    source = write_lines(
+        tmp_path / "in.jsonl",
+        [
+            {
+                "utterances": [
+                    {"speaker": "A", "text": "x", "emotion": "Joyful"},
+                    {"speaker": "B", "text": "y", "emotion": " ANGER "},
+                ]
+            }
+        ],
+    )
 
     dialogue = load_dialogues(DataSource("jsonl", path=source, label_set="meld"), "test")[0]
 
@@ -105,10 +112,13 @@ def test_verbalizers_and_case_are_read_as_canonical_labels(tmp_path: Path) -> No
 
 
 def test_unlabelled_dialogues_load_and_export_without_emotions(run_cli, tmp_path: Path) -> None:
-    source = write_lines(tmp_path / "chat.jsonl", [
-        {"utterances": [{"speaker": "A", "text": "Hello there."}, {"speaker": "B", "text": "Hi.", "emotion": None}]},
-        {"utterances": [{"speaker": "A", "text": "Bye."}]},
-    ])
+    source = write_lines(
+        tmp_path / "chat.jsonl",
+        [
+            {"utterances": [{"speaker": "A", "text": "Hello there."}, {"speaker": "B", "text": "Hi.", "emotion": None}]},
+            {"utterances": [{"speaker": "A", "text": "Bye."}]},
+        ],
+    )
 
     dialogues = load_dialogues(DataSource("jsonl", path=source), "test")
 
@@ -134,10 +144,13 @@ def utterance(text: str, emotion: str) -> dict[str, str]:
 def _folder(tmp_path: Path) -> Path:
     folder = tmp_path / "mydata"
     folder.mkdir()
-    write_lines(folder / "train.jsonl", [
-        {"id": "t1", "utterances": [utterance("a", "calm"), utterance("b", "upset")]},
-        {"id": "t2", "utterances": [utterance("c", "calm")]},
-    ])
+    write_lines(
+        folder / "train.jsonl",
+        [
+            {"id": "t1", "utterances": [utterance("a", "calm"), utterance("b", "upset")]},
+            {"id": "t2", "utterances": [utterance("c", "calm")]},
+        ],
+    )
     write_lines(folder / "dev.jsonl", [{"id": "v1", "utterances": [utterance("d", "upset")]}])
     write_lines(folder / "test.jsonl", [{"id": "s1", "utterances": [utterance("e", "calm"), utterance("f", "calm")]}])
     return folder
@@ -199,7 +212,9 @@ def test_exported_uime_file_cannot_be_unified_twice(data_root: Path, run_cli, tm
 
 def test_write_jsonl_of_hand_built_dialogues_round_trips(tmp_path: Path) -> None:
     dialogue = Dialogue(
-        id="x1", dataset="mine", split="test",
+        id="x1",
+        dataset="mine",
+        split="test",
         utterances=(Utterance("Zoë", "Ça va? “Yes” — fine.", "calm", {"k": [1, 2]}), Utterance("Al", "…", None)),
         extra={"source": "hand"},
     )

@@ -33,13 +33,30 @@ def test_instructerc_mapping_is_exactly_the_papers() -> None:
     assert INSTRUCTERC.label_set.verbalizers == INSTRUCTERC.label_set.labels
     assert INSTRUCTERC.label_set.name == "uime"
     assert dict(INSTRUCTERC.forward["iemocap"]) == {
-        "happy": "joyful", "sad": "sad", "neutral": "neutral", "angry": "mad", "excited": "excited", "frustrated": "fear",
+        "happy": "joyful",
+        "sad": "sad",
+        "neutral": "neutral",
+        "angry": "mad",
+        "excited": "excited",
+        "frustrated": "fear",
     }
     assert dict(INSTRUCTERC.forward["meld"]) == {
-        "neutral": "neutral", "surprise": "powerful", "fear": "fear", "sadness": "sad", "joy": "joyful", "disgust": "disgust", "anger": "mad",
+        "neutral": "neutral",
+        "surprise": "powerful",
+        "fear": "fear",
+        "sadness": "sad",
+        "joy": "joyful",
+        "disgust": "disgust",
+        "anger": "mad",
     }
     assert dict(INSTRUCTERC.forward["emorynlp"]) == {
-        "Joyful": "joyful", "Mad": "mad", "Peaceful": "peaceful", "Neutral": "neutral", "Sad": "sad", "Powerful": "powerful", "Scared": "fear",
+        "Joyful": "joyful",
+        "Mad": "mad",
+        "Peaceful": "peaceful",
+        "Neutral": "neutral",
+        "Sad": "sad",
+        "Powerful": "powerful",
+        "Scared": "fear",
     }
 
 
@@ -135,12 +152,16 @@ def test_label_sets_by_name() -> None:
 # --- LabelSet: strict parsing of model output, lenient reading of user spellings -----------------
 
 
-@pytest.mark.parametrize(("text", "label"), [("angry", "anger"), (" angry\n", "anger"), ("\tsad ", "sadness"), ("joyful", "joy"), ("neutral", "neutral")])
+@pytest.mark.parametrize(
+    ("text", "label"), [("angry", "anger"), (" angry\n", "anger"), ("\tsad ", "sadness"), ("joyful", "joy"), ("neutral", "neutral")]
+)
 def test_parse_exact_accepts_exactly_a_verbalizer(text: str, label: str) -> None:
     assert MELD.parse_exact(text) == label
 
 
-@pytest.mark.parametrize("text", ["angry.", "anger", "Angry", "ANGRY", "angry!", "'angry'", "an gry", "angry angry", "I feel angry", "sadness", "joy", "", "  "])
+@pytest.mark.parametrize(
+    "text", ["angry.", "anger", "Angry", "ANGRY", "angry!", "'angry'", "an gry", "angry angry", "I feel angry", "sadness", "joy", "", "  "]
+)
 def test_parse_exact_refuses_anything_else(text: str) -> None:
     """Generated text that is not exactly a verbalizer is invalid: never snapped to the nearest label."""
     assert MELD.parse_exact(text) is None
@@ -151,10 +172,19 @@ def test_parse_exact_is_case_sensitive_to_the_verbalizer() -> None:
     assert EMORYNLP.parse_exact("joyful") is None
 
 
-@pytest.mark.parametrize(("spelling", "label"), [
-    ("anger", "anger"), ("ANGER", "anger"), ("angry", "anger"), ("Angry", "anger"), (" Sad ", "sadness"),
-    ("SADNESS", "sadness"), ("Joyful", "joy"), ("joy", "joy"),
-])
+@pytest.mark.parametrize(
+    ("spelling", "label"),
+    [
+        ("anger", "anger"),
+        ("ANGER", "anger"),
+        ("angry", "anger"),
+        ("Angry", "anger"),
+        (" Sad ", "sadness"),
+        ("SADNESS", "sadness"),
+        ("Joyful", "joy"),
+        ("joy", "joy"),
+    ],
+)
 def test_canonical_accepts_names_and_verbalizers_in_any_case(spelling: str, label: str) -> None:
     assert MELD.canonical(spelling) == label
 
@@ -174,15 +204,18 @@ def test_contains_means_canonical_labels_only() -> None:
     assert "Sadness" not in MELD
 
 
-@pytest.mark.parametrize(("labels", "verbalizers", "message"), [
-    (("a", "A"), ("a", "b"), "duplicate labels"),
-    (("a", "b"), ("x", "X"), "duplicate verbalizers"),
-    (("a", " b"), ("a", "b"), "unpadded"),
-    (("a", "b"), ("a", ""), "non-empty"),
-    (("a", "b"), ("a",), "2 labels but 1 verbalizers"),
-    ((), (), "empty"),
-    (("a", "b"), ("b", "c"), "names two labels"),
-])
+@pytest.mark.parametrize(
+    ("labels", "verbalizers", "message"),
+    [
+        (("a", "A"), ("a", "b"), "duplicate labels"),
+        (("a", "b"), ("x", "X"), "duplicate verbalizers"),
+        (("a", " b"), ("a", "b"), "unpadded"),
+        (("a", "b"), ("a", ""), "non-empty"),
+        (("a", "b"), ("a",), "2 labels but 1 verbalizers"),
+        ((), (), "empty"),
+        (("a", "b"), ("b", "c"), "names two labels"),
+    ],
+)
 def test_invalid_label_sets_are_rejected(labels: tuple[str, ...], verbalizers: tuple[str, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LabelSet("bad", labels, verbalizers)

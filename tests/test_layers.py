@@ -132,7 +132,11 @@ def test_the_checker_resolves_relative_and_function_level_imports(tmp_path):
         "    import instructerc.training.trainer\n"
     )
     assert [f.module for f in imports_of(module, root)] == [
-        "instructerc.modeling.forward", "instructerc.modeling.wrappers", "instructerc.data",
-        "instructerc.cli", "instructerc.training.trainer"]
+        "instructerc.modeling.forward",
+        "instructerc.modeling.wrappers",
+        "instructerc.data",
+        "instructerc.cli",
+        "instructerc.training.trainer",
+    ]
     assert layer_of_module("instructerc") == "base" and layer_of_module("instructerc.errors") == "base"
     assert layer_of_module("instructerc.__main__") == "cli"

@@ -116,7 +116,11 @@ def test_wrapped_models_still_skip_the_vocabulary_projection(tmp_path):
 def _encoded(dialogue_sizes: dict[str, int]):
     from types import SimpleNamespace
 
-    return [SimpleNamespace(example=SimpleNamespace(dataset="d", dialogue_id=name, index=i)) for name, size in dialogue_sizes.items() for i in range(size)]
+    return [
+        SimpleNamespace(example=SimpleNamespace(dataset="d", dialogue_id=name, index=i))
+        for name, size in dialogue_sizes.items()
+        for i in range(size)
+    ]
 
 
 def test_epoch_order_keeps_dialogues_whole_or_in_chunks():
@@ -132,7 +136,11 @@ def test_epoch_order_keeps_dialogues_whole_or_in_chunks():
     assert sorted(chunked) == list(range(len(examples)))
     runs, start = [], 0
     for end in range(1, len(chunked) + 1):
-        if end == len(chunked) or examples[chunked[end]].example.dialogue_id != examples[chunked[start]].example.dialogue_id or end - start == 4:
+        if (
+            end == len(chunked)
+            or examples[chunked[end]].example.dialogue_id != examples[chunked[start]].example.dialogue_id
+            or end - start == 4
+        ):
             runs.append(chunked[start:end])
             start = end
     for run in runs:  # consecutive utterances of one dialogue, at most 4

@@ -52,12 +52,11 @@ def test_a_failing_item_raises_and_restores_the_threads(two_threads):
 
 
 def test_the_predictor_scores_the_same_with_two_workers(tmp_path_factory, two_threads):
-    from test_inference import dialogue
-    from tiny import tiny_model_dir
-
     from instructerc.inference.predictor import InferenceConfig, Predictor
     from instructerc.labels.benchmarks import MELD
     from instructerc.prompts.templates import TemplateConfig
+    from test_inference import dialogue
+    from tiny import tiny_model_dir
 
     directory = tiny_model_dir(tmp_path_factory.mktemp("model"), MELD, TemplateConfig(name="instructerc", demonstration=False, window=3))
     dialogues = [dialogue(n, f"d{n}") for n in (9, 7, 3, 5)]

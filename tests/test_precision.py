@@ -100,12 +100,11 @@ def backbone(tmp_path_factory) -> Path:
     return tiny_backbone(tmp_path_factory.mktemp("backbone"))
 
 
-def _train(tiny_data: Path, backbone: Path, output: Path, method: str):
-    from instructerc.modeling.finetune import make_trainable  # noqa: F401  (the trainer's own path)
+def _train(data: Path, backbone: Path, output: Path, method: str):
     from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.trainer import Trainer
 
-    config = recipe(tiny_data, backbone, output, finetune__method=method, stages=[{"tasks": {"erc": 1.0}, "epochs": 1}])
+    config = recipe(data, backbone, output, finetune__method=method, stages=[{"tasks": {"erc": 1.0}, "epochs": 1}])
     trainer = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)
     captured = {}
     original = trainer._step
@@ -113,7 +112,9 @@ def _train(tiny_data: Path, backbone: Path, output: Path, method: str):
     def step(model, optimizer, *rest):
         captured["trainable"] = {p.dtype for p in model.parameters() if p.requires_grad}
         captured["frozen"] = {p.dtype for p in model.parameters() if not p.requires_grad}
-        captured["optimizer"] = {t.dtype for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t) and t.dim() > 0}
+        captured["optimizer"] = {
+            t.dtype for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t) and t.dim() > 0
+        }
         return original(model, optimizer, *rest)
 
     trainer._step = step
@@ -147,8 +148,8 @@ def test_training_without_native_bf16_is_float32(tiny_data, backbone, tmp_path):
 def test_causal_sdpa_equals_masked_sdpa_on_chain_rows_and_falls_back_on_trees(backbone):
     from instructerc.modeling.backbone import BackboneConfig, load_causal_lm
     from instructerc.modeling.forward import kept_logits
-    from instructerc.modeling.sparse_attention import causal_rows, use_causal_sdpa_attention
     from instructerc.modeling.packing import pack, row_tensors
+    from instructerc.modeling.sparse_attention import causal_rows, use_causal_sdpa_attention
 
     chain = [[5, 6, 7, 8], [5, 6, 7, 8, 9, 10, 11]]  # each a prefix of the next: one chain per row
     other = [[5, 6, 7, 12, 13, 14, 15, 16]]
@@ -181,8 +182,29 @@ def test_training_benchmark_runs_its_smallest_configuration(data_root, backbone,
     finally:
         sys.path.pop(0)
     out = tmp_path / "train.json"
-    train_throughput.main(["--data", str(data_root), "--model", str(backbone), "--templates", "dialogue-stream", "--dtypes", "bfloat16",
-                           "--variants", "trainer", "ours", "--dialogues", "2", "--steps", "1", "--batch-size", "2", "--json", str(out)])
+    train_throughput.main(
+        [
+            "--data",
+            str(data_root),
+            "--model",
+            str(backbone),
+            "--templates",
+            "dialogue-stream",
+            "--dtypes",
+            "bfloat16",
+            "--variants",
+            "trainer",
+            "ours",
+            "--dialogues",
+            "2",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["peaks_flops_per_s"]) == {"float32", "bfloat16"}
     rows = {row["variant"]: row for row in result["rows"]}

@@ -23,8 +23,13 @@ def meld_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def unlabelled_dialogues(count: int) -> list[dict[str, Any]]:
     """``count`` dialogues of 1-4 utterances, no emotions, with keys the toolkit does not know."""
     return [
-        {"id": f"d{i}", "topic": f"topic {i}", "utterances": [
-            {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": TEXTS[(i + j) % len(TEXTS)], "turn": j} for j in range(1 + i % 4)]}
+        {
+            "id": f"d{i}",
+            "topic": f"topic {i}",
+            "utterances": [
+                {"speaker": "Ann" if j % 2 == 0 else "Bob", "text": TEXTS[(i + j) % len(TEXTS)], "turn": j} for j in range(1 + i % 4)
+            ],
+        }
         for i in range(count)
     ]
 
@@ -89,7 +94,9 @@ def test_malformed_line_names_file_and_line_and_keeps_the_old_output(run_cli, me
 def test_a_record_without_utterances_is_reported_with_its_line(run_cli, meld_model: Path, tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.jsonl", [json.dumps(unlabelled_dialogues(1)[0]), json.dumps({"id": "x", "turns": []})])
 
-    assert_one_line_error(run_cli("predict", "--input", source, "--output", tmp_path / "o.jsonl", "--model", meld_model), f"{source}:2", "utterances")
+    assert_one_line_error(
+        run_cli("predict", "--input", source, "--output", tmp_path / "o.jsonl", "--model", meld_model), f"{source}:2", "utterances"
+    )
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -117,14 +124,21 @@ def test_gold_emotions_are_kept_and_read_in_a_named_label_set(run_cli, meld_mode
 
     first, second = read_jsonl(out)[0]["utterances"]
     assert first["emotion"] == "joy" and "emotion" not in second
-    bad = write_lines(tmp_path / "bad.jsonl", [json.dumps(record), json.dumps({**record, "utterances": [{"speaker": "A", "text": "x", "emotion": "glee"}]})])
-    assert_one_line_error(run_cli("predict", "--input", bad, "--output", out, "--model", meld_model, "--label-set", "meld"), f"{bad}:2", "glee")
+    bad = write_lines(
+        tmp_path / "bad.jsonl",
+        [json.dumps(record), json.dumps({**record, "utterances": [{"speaker": "A", "text": "x", "emotion": "glee"}]})],
+    )
+    assert_one_line_error(
+        run_cli("predict", "--input", bad, "--output", out, "--model", meld_model, "--label-set", "meld"), f"{bad}:2", "glee"
+    )
 
 
 def test_paper_parsing_needs_generate_mode(run_cli, meld_model: Path, tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.jsonl", [json.dumps(unlabelled_dialogues(1)[0])])
 
-    assert_one_line_error(run_cli("predict", "--input", source, "--output", tmp_path / "o.jsonl", "--model", meld_model, "--paper-parsing"), "--mode generate")
+    assert_one_line_error(
+        run_cli("predict", "--input", source, "--output", tmp_path / "o.jsonl", "--model", meld_model, "--paper-parsing"), "--mode generate"
+    )
 
 
 def test_without_model_the_shipped_default_is_used(run_cli, meld_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -207,9 +207,7 @@ def test_window_keeps_the_last_w_past_utterances(window: int, history: str) -> N
     example = builder(demonstrations=False, window=window).erc(DIALOGUE, LAST)
     assert example.prompt == (
         "Now you are expert of sentiment and emotional analysis. "
-        "The following conversation noted between '### ###' involves several speakers. ### "
-        + history
-        + " ### "
+        "The following conversation noted between '### ###' involves several speakers. ### " + history + " ### "
         'Please select the emotional label of < Bob:"Nothing at all."> from <neutral, surprise, fear, sad, joyful, disgust, angry>:'
     )
     assert [s.part for s in example.segments].count(Part.HISTORY) == min(window, LAST)
@@ -256,7 +254,7 @@ def test_speaker_task_paper_variant() -> None:
 def test_speaker_task_paper_variant_offers_the_slots_or_more() -> None:
     nine = builder().speaker(DIALOGUE, LAST)
     assert nine.prompt.endswith(
-        "<Speaker: Nothing at all.> from <Speaker_0, Speaker_1, Speaker_2, Speaker_3, Speaker_4, Speaker_5, Speaker_6, Speaker_7, Speaker_8>:"
+        "<Speaker: Nothing at all.> from <Speaker_0, Speaker_1, Speaker_2, Speaker_3, Speaker_4, Speaker_5, Speaker_6, Speaker_7, Speaker_8>:"  # noqa: E501
     )
     assert nine.target == "Speaker_1"
     # Fewer slots than the dialogue has speakers would make the gold impossible to answer.

@@ -62,7 +62,7 @@ def test_prompts_show_prints_the_library_prompt(run_cli, data_root: Path, tmp_pa
         "Now you are expert of sentiment and emotional analysis. "
         "The following conversation noted between '### ###' involves several speakers. ### "
         f'\t {first.speaker}:"{first.text}" ### '
-        f'Please select the emotional label of < {first.speaker}:"{first.text}"> from <neutral, surprise, fear, sad, joyful, disgust, angry>:'
+        f'Please select the emotional label of < {first.speaker}:"{first.text}"> from <neutral, surprise, fear, sad, joyful, disgust, angry>:'  # noqa: E501
     )
     assert target == example.target == MELD.verbalize(first.emotion)
     encoded = setup.encode([example], SegmentTokenizer(load_tokenizer(str(backbone))))[0]
@@ -77,8 +77,22 @@ def test_prompts_show_locates_the_utterance_and_applies_switches(run_cli, data_r
     recipe = write_recipe(tmp_path, backbone)
     position = len(dev[0]) + 2  # the third utterance of the second dev dialogue
     result = run_cli(
-        "prompts", "show", "meld", "--data", data_root, "--split", "dev", "--index", str(position), "--config", recipe,
-        "--task", "emotion_prediction", "--template", "dialogue-prefix", "--no-label-statement",
+        "prompts",
+        "show",
+        "meld",
+        "--data",
+        data_root,
+        "--split",
+        "dev",
+        "--index",
+        str(position),
+        "--config",
+        recipe,
+        "--task",
+        "emotion_prediction",
+        "--template",
+        "dialogue-prefix",
+        "--no-label-statement",
     )
     assert result.code == 0, result.err
     head, prompt, target = printed(result.out)

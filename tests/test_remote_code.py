@@ -23,7 +23,7 @@ def booby_trapped(directory: Path, marker: Path, model_type: str) -> Path:
     ``modeling_trap.py`` that writes ``marker`` as soon as it is imported."""
     tiny_model_dir(directory, MELD)
     code = f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
-    code += "from transformers import LlamaConfig, LlamaForCausalLM\nclass TrapConfig(LlamaConfig):\n    model_type = 'trap'\nclass TrapForCausalLM(LlamaForCausalLM):\n    config_class = TrapConfig\n"
+    code += "from transformers import LlamaConfig, LlamaForCausalLM\nclass TrapConfig(LlamaConfig):\n    model_type = 'trap'\nclass TrapForCausalLM(LlamaForCausalLM):\n    config_class = TrapConfig\n"  # noqa: E501
     (directory / "modeling_trap.py").write_text(code, encoding="utf-8")
     (directory / "configuration_trap.py").write_text(code, encoding="utf-8")
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
@@ -39,8 +39,14 @@ def booby_trapped(directory: Path, marker: Path, model_type: str) -> Path:
 
 
 def run_process(*argv: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "instructerc", *map(str, argv)], capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "instructerc", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("model_type", ["llama", "trap"], ids=["known-architecture", "unknown-architecture"])
@@ -90,10 +96,23 @@ def test_a_hub_backbone_missing_offline_is_one_clear_error(tmp_path: Path) -> No
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps(DIALOGUE) + "\n", encoding="utf-8")
 
-    process = run_process("predict", "--input", source, "--output", tmp_path / "o.jsonl", "--model", model, "--no-progress",
-                          env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    process = run_process(
+        "predict",
+        "--input",
+        source,
+        "--output",
+        tmp_path / "o.jsonl",
+        "--model",
+        model,
+        "--no-progress",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
 
     assert process.returncode == 2, process.stderr
     assert "Traceback" not in process.stderr
     [line] = process.stderr.splitlines()
-    assert line.startswith(f"instructerc: error: {model}: cannot load") and "'no-such-org/no-such-model-xyz'" in line and "Hugging Face cache" in line
+    assert (
+        line.startswith(f"instructerc: error: {model}: cannot load")
+        and "'no-such-org/no-such-model-xyz'" in line
+        and "Hugging Face cache" in line
+    )

@@ -9,7 +9,14 @@ import yaml
 
 from instructerc.errors import InputError
 from instructerc.evaluation.dev_scoring import predictor_dev_scoring
-from instructerc.training.checkpoint import TrainState, check_resumable, config_differences, latest_checkpoint, load_checkpoint, save_checkpoint
+from instructerc.training.checkpoint import (
+    TrainState,
+    check_resumable,
+    config_differences,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
 from test_training import backbone, recipe, tiny_data  # noqa: F401  (fixtures)
@@ -18,7 +25,12 @@ from test_training import backbone, recipe, tiny_data  # noqa: F401  (fixtures)
 # -- malformed recipes ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("section", "fragment"),
-    [("optim: 5", "int 5"), ("optim: [[lr, 0.1]]", "list [['lr', 0.1]]"), ("optim: lr", "str 'lr'"), ("finetune:\n  lora: [1, 2]", "list [1, 2]")],
+    [
+        ("optim: 5", "int 5"),
+        ("optim: [[lr, 0.1]]", "list [['lr', 0.1]]"),
+        ("optim: lr", "str 'lr'"),
+        ("finetune:\n  lora: [1, 2]", "list [1, 2]"),
+    ],
     ids=["number", "list-of-pairs", "string", "nested-list"],
 )
 def test_a_section_that_is_not_a_mapping_is_one_line_naming_the_key(run_cli, tmp_path: Path, section: str, fragment: str) -> None:
@@ -57,7 +69,11 @@ def test_config_differences_name_every_changed_leaf() -> None:
     old = {"optim": {"lr": 0.02, "batch_size": 8}, "seed": 1, "stages": [{"epochs": 2}]}
     new = {"optim": {"lr": 0.01, "batch_size": 8}, "seed": 1, "stages": [{"epochs": 3}], "extra": True}
 
-    assert config_differences(old, new) == ["optim.lr: 0.02 -> 0.01", "stages: [{'epochs': 2}] -> [{'epochs': 3}]", "extra: (absent) -> True"]
+    assert config_differences(old, new) == [
+        "optim.lr: 0.02 -> 0.01",
+        "stages: [{'epochs': 2}] -> [{'epochs': 3}]",
+        "extra: (absent) -> True",
+    ]
     assert config_differences(old, old) == []
 
 
@@ -98,8 +114,8 @@ def _save(directory: Path, step: int) -> None:
     [
         (lambda d: (d / "trainable.pt").write_bytes((d / "trainable.pt").read_bytes()[:100]), "trainable.pt", "corrupt checkpoint file"),
         (lambda d: (d / "optim.pt").write_bytes(b"\x00" * 64), "optim.pt", "corrupt checkpoint file"),
-        (lambda d: (d / "state.json").write_text("{\"stage\": ", encoding="utf-8"), "state.json", "corrupt checkpoint file"),
-        (lambda d: (d / "state.json").write_text("{\"no_such_field\": 1}", encoding="utf-8"), "state.json", "corrupt checkpoint file"),
+        (lambda d: (d / "state.json").write_text('{"stage": ', encoding="utf-8"), "state.json", "corrupt checkpoint file"),
+        (lambda d: (d / "state.json").write_text('{"no_such_field": 1}', encoding="utf-8"), "state.json", "corrupt checkpoint file"),
         (lambda d: (d / "optim.pt").unlink(), None, "partial checkpoint: optim.pt is missing"),
     ],
     ids=["truncated-weights", "garbage-optimizer", "truncated-state", "foreign-state", "missing-file"],

@@ -146,9 +146,7 @@ def test_same_label_at_training_time_always_shows_the_gold(tmp_path: Path) -> No
     same = retriever(tmp_path, "same-label").demonstrations(TRAIN, training=True)
     nearest = retriever(tmp_path, "nearest").demonstrations(TRAIN, training=True)
     gold = {key: u.emotion for key, u in zip(keys(TRAIN), (u for d in TRAIN for u in d.utterances))}
-    candidates = {
-        key: any(u.emotion == gold[key] for d in TRAIN if d.id != key[1] for u in d.utterances) for key in gold
-    }
+    candidates = {key: any(u.emotion == gold[key] for d in TRAIN if d.id != key[1] for u in d.utterances) for key in gold}
     assert set(same) == {key for key, has in candidates.items() if has}
     assert all(same[key].label == gold[key] for key in same)  # the leak: the answer is shown
     agree = sum(nearest[key].label == gold[key] for key in nearest)

@@ -81,7 +81,9 @@ def test_the_cli_refuses_a_cosmic_pickle_that_would_run_code(run_cli, tmp_path: 
     result = run_cli("data", "stats", "cosmic-meld", "--data", tmp_path)
 
     assert result.code == 2
-    assert result.err.splitlines() == [f"instructerc: error: {file}: unsafe or invalid pickle: refused to load global '{os.system.__module__}.system': this pickle may run code"]
+    assert result.err.splitlines() == [
+        f"instructerc: error: {file}: unsafe or invalid pickle: refused to load global '{os.system.__module__}.system': this pickle may run code"  # noqa: E501
+    ]
     assert not marker.exists()
 
 
@@ -137,6 +139,7 @@ def test_every_other_global_is_refused(tmp_path: Path, global_name: str) -> None
 @pytest.mark.parametrize(("protocol", "refused"), [(2, "multiarray._reconstruct"), (5, "numeric._frombuffer")])
 def test_a_real_numpy_array_is_refused(tmp_path: Path, protocol: int, refused: str) -> None:
     import numpy
+
     file = write_pickle(tmp_path / "array.pkl", numpy.arange(3), protocol)
 
     with pytest.raises(InputError, match=rf"refused to load global 'numpy\._?core\.{refused}'"):
@@ -158,6 +161,7 @@ def _assert_plain(value: Any) -> None:
 
 def test_numpy_scalars_decode_to_plain_numbers(tmp_path: Path) -> None:
     import numpy
+
     value = {
         "speakers": [[numpy.int32(1), numpy.int32(0)], [numpy.int32(0), numpy.int32(1)]],
         "others": [numpy.int64(-3), numpy.uint8(255), numpy.float32(0.5), numpy.float64(-2.25), numpy.bool_(True)],
@@ -175,6 +179,7 @@ def test_numpy_scalars_decode_to_plain_numbers(tmp_path: Path) -> None:
 def test_numpy_1_module_name_decodes_too(tmp_path: Path) -> None:
     """The EmoryNLP pickle was written by numpy 1 (``numpy.core.multiarray.scalar``); numpy 2 writes ``numpy._core``."""
     import numpy
+
     raw = pickle.dumps([numpy.int32(1), numpy.int32(-5)], protocol=3)  # protocol 3: text GLOBAL opcodes
     raw = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
     assert b"numpy.core.multiarray\nscalar" in raw

@@ -23,7 +23,12 @@ def corpus() -> list[Dialogue]:
 
 def test_one_fraction_keeps_each_stratum_share_in_input_order():
     chosen = stratified_fraction(corpus(), 0.25, seed=3)
-    assert Counter((d.dataset, d.utterances[0].emotion) for d in chosen) == {("meld", "joy"): 5, ("meld", "anger"): 5, ("iemocap", "joy"): 2, ("iemocap", "anger"): 2}
+    assert Counter((d.dataset, d.utterances[0].emotion) for d in chosen) == {
+        ("meld", "joy"): 5,
+        ("meld", "anger"): 5,
+        ("iemocap", "joy"): 2,
+        ("iemocap", "anger"): 2,
+    }
     order = [d.id for d in corpus()]
     assert [d.id for d in chosen] == sorted((d.id for d in chosen), key=order.index)
     assert chosen == stratified_fraction(corpus(), 0.25, seed=3)

@@ -16,20 +16,35 @@ from typing import Any, Iterator, Sequence
 import httpx
 import pytest
 
-from tiny import tiny_model_dir  # noqa: E402
-
 from instructerc.errors import InputError  # noqa: E402
 from instructerc.labels.benchmarks import MELD  # noqa: E402
 from instructerc.service.config import ServiceConfig  # noqa: E402
+from tiny import tiny_model_dir  # noqa: E402
 
 TEXTS = [
-    "Hi! How are you?", "I am fine, thanks.", "Oh no, that is terrible.", "Great news!", "Did you water the fern?",
-    "It looks thirsty.", "Splendid, a new leaf!", "I am so angry right now.", "Why would you say that?", "Sorry, my fault.",
+    "Hi! How are you?",
+    "I am fine, thanks.",
+    "Oh no, that is terrible.",
+    "Great news!",
+    "Did you water the fern?",
+    "It looks thirsty.",
+    "Splendid, a new leaf!",
+    "I am so angry right now.",
+    "Why would you say that?",
+    "Sorry, my fault.",
 ]
 # Small limits, so each can be crossed with small requests.
 STRICT = ServiceConfig(
-    max_body_bytes=20_000, max_dialogues=3, max_utterances=12, max_utterance_chars=200, max_speaker_chars=20,
-    max_conversations=4, max_conversation_utterances=12, max_batch_size=16, max_wait_ms=20, evict_after_idle_seconds=0,
+    max_body_bytes=20_000,
+    max_dialogues=3,
+    max_utterances=12,
+    max_utterance_chars=200,
+    max_speaker_chars=20,
+    max_conversations=4,
+    max_conversation_utterances=12,
+    max_batch_size=16,
+    max_wait_ms=20,
+    evict_after_idle_seconds=0,
 )
 
 
@@ -141,7 +156,9 @@ def test_predict_labels_every_utterance_with_probabilities_that_sum_to_one(clien
     assert (first["id"], second["id"]) == ("d1", None)
     assert [u["text"] for u in first["utterances"]] == TEXTS[:4]
     assert len(second["utterances"]) == 2
-    expected = predictor.inner.predict([parse_dialogue(body["dialogues"][0], path="t", line=1, split="test", label_set=None, default_dataset="t")])[0]
+    expected = predictor.inner.predict(
+        [parse_dialogue(body["dialogues"][0], path="t", line=1, split="test", label_set=None, default_dataset="t")]
+    )[0]
     for got, want in zip(first["utterances"], expected):
         assert_distribution(got["emotion_scores"], got["predicted_emotion"])
         assert_same_scores(got["emotion_scores"], want.scores)
@@ -151,7 +168,14 @@ def test_labels_health_and_the_openapi_document(client: httpx.Client) -> None:
     assert client.get("/v1/labels").json() == {"label_set": "meld", "labels": list(MELD.labels)}
     assert client.get("/healthz").json()["status"] == "ok"
     spec = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/conversations", "/v1/conversations/{conversation_id}", "/v1/conversations/{conversation_id}/utterances", "/v1/labels", "/healthz"} <= set(spec["paths"])
+    assert {
+        "/v1/predict",
+        "/v1/conversations",
+        "/v1/conversations/{conversation_id}",
+        "/v1/conversations/{conversation_id}/utterances",
+        "/v1/labels",
+        "/healthz",
+    } <= set(spec["paths"])
     body_schema = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "$defs" not in json.dumps(body_schema)  # nested models are inlined, so the document resolves
     assert body_schema["properties"]["dialogues"]["items"]["properties"]["utterances"]["items"]["required"] == ["speaker", "text"]
@@ -163,8 +187,18 @@ def test_labels_health_and_the_openapi_document(client: httpx.Client) -> None:
     [
         ({"dialogues": [{"utterances": utterances(1)}] * 4}, 422, "too_many_dialogues", "dialogues"),
         ({"dialogues": [{"utterances": utterances(13)}]}, 422, "too_many_utterances", "dialogues[0].utterances"),
-        ({"dialogues": [{"utterances": [{"speaker": "Ann", "text": "x" * 201}]}]}, 422, "utterance_too_long", "dialogues[0].utterances[0].text"),
-        ({"dialogues": [{"utterances": [{"speaker": "A" * 21, "text": "Hi"}]}]}, 422, "speaker_too_long", "dialogues[0].utterances[0].speaker"),
+        (
+            {"dialogues": [{"utterances": [{"speaker": "Ann", "text": "x" * 201}]}]},
+            422,
+            "utterance_too_long",
+            "dialogues[0].utterances[0].text",
+        ),
+        (
+            {"dialogues": [{"utterances": [{"speaker": "A" * 21, "text": "Hi"}]}]},
+            422,
+            "speaker_too_long",
+            "dialogues[0].utterances[0].speaker",
+        ),
         ({"dialogues": [{"utterances": [{"speaker": "Ann", "text": 5}]}]}, 422, "invalid_request", "dialogues[0].utterances[0].text"),
         ({"dialogues": [{"utterances": utterances(1) + [{"speaker": "Bob"}]}]}, 422, "invalid_request", "dialogues[0].utterances[1].text"),
         ({"dialogues": [{"utterances": [{"speaker": "Ann", "text": "   "}]}]}, 422, "invalid_request", "dialogues[0].utterances[0].text"),
@@ -179,12 +213,27 @@ def test_labels_health_and_the_openapi_document(client: httpx.Client) -> None:
         ([], 422, "invalid_request", None),
     ],
     ids=[
-        "too-many-dialogues", "too-many-utterances", "too-long-text", "too-long-speaker", "text-not-a-string", "missing-text",
-        "blank-text", "empty-speaker", "utterances-not-a-list", "no-utterances", "id-not-a-string", "dialogue-not-an-object",
-        "dialogues-not-a-list", "no-dialogues", "bare-dialogue", "body-not-an-object",
+        "too-many-dialogues",
+        "too-many-utterances",
+        "too-long-text",
+        "too-long-speaker",
+        "text-not-a-string",
+        "missing-text",
+        "blank-text",
+        "empty-speaker",
+        "utterances-not-a-list",
+        "no-utterances",
+        "id-not-a-string",
+        "dialogue-not-an-object",
+        "dialogues-not-a-list",
+        "no-dialogues",
+        "bare-dialogue",
+        "body-not-an-object",
     ],
 )
-def test_each_bad_predict_request_gets_a_4xx_naming_the_field(client: httpx.Client, body: Any, status: int, code: str, field: str | None) -> None:
+def test_each_bad_predict_request_gets_a_4xx_naming_the_field(
+    client: httpx.Client, body: Any, status: int, code: str, field: str | None
+) -> None:
     assert_error(client.post("/v1/predict", json=body), status, code, field)
 
 
@@ -193,7 +242,11 @@ def test_a_bare_dialogue_is_told_how_to_wrap_itself(client: httpx.Client) -> Non
     assert '{"dialogues": [dialogue]}' in error["message"]
 
 
-@pytest.mark.parametrize("raw", [b'{"dialogues": [', b"not json", b"\xff\xfe{}", b"", b"[" * 15_000], ids=["truncated", "text", "not-utf8", "empty", "deeply-nested"])
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"dialogues": [', b"not json", b"\xff\xfe{}", b"", b"[" * 15_000],
+    ids=["truncated", "text", "not-utf8", "empty", "deeply-nested"],
+)
 def test_malformed_json_is_400(client: httpx.Client, raw: bytes) -> None:
     response = client.post("/v1/predict", content=raw, headers={"content-type": "application/json"})
     assert_error(response, 400, "malformed_json")
@@ -206,7 +259,7 @@ def test_a_body_over_the_limit_is_413_whatever_its_content_length_says(client: h
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: chunked transfer encoding
         for start in range(0, len(big), 4096):
-            yield big[start:start + 4096]
+            yield big[start : start + 4096]
 
     response = client.post("/v1/predict", content=chunks())
     assert "content-length" not in response.request.headers
@@ -214,10 +267,16 @@ def test_a_body_over_the_limit_is_413_whatever_its_content_length_says(client: h
 
     host, port = base_url.removeprefix("http://").split(":")
     # A declared length over the limit is refused before any body arrives.
-    assert raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999\r\n\r\n").startswith(b"HTTP/1.1 413")
+    assert raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 999999999\r\n\r\n").startswith(
+        b"HTTP/1.1 413"
+    )
     # A length that understates the body: only the declared bytes are read as the body (here
     # not JSON), and the rest is not taken as a body at all.
-    answer = raw_http(host, int(port), b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n" + big)
+    answer = raw_http(
+        host,
+        int(port),
+        b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n" + big,
+    )
     assert answer.startswith(b"HTTP/1.1 400")
     assert client.get("/healthz").status_code == 200
 
@@ -290,7 +349,9 @@ def test_bad_utterances_for_a_conversation_name_their_field(client: httpx.Client
     assert_error(client.post(path, json=["Hi"]), 422, "invalid_request")
     assert_error(client.post(path, content=b"{speaker", headers={"content-type": "application/json"}), 400, "malformed_json")
     assert_error(client.post("/v1/conversations", json={"utterances": "Hi"}), 422, "invalid_request", "utterances")
-    assert_error(client.post("/v1/conversations", json={"utterances": [{"speaker": "Ann", "text": 1}]}), 422, "invalid_request", "utterances[0].text")
+    assert_error(
+        client.post("/v1/conversations", json={"utterances": [{"speaker": "Ann", "text": 1}]}), 422, "invalid_request", "utterances[0].text"
+    )
     # None of this stored anything.
     assert client.get(path.removesuffix("/utterances")).json()["utterances"] == []
 
@@ -298,7 +359,9 @@ def test_bad_utterances_for_a_conversation_name_their_field(client: httpx.Client
 def test_a_conversation_stops_at_its_utterance_limit(client: httpx.Client) -> None:
     created = client.post("/v1/conversations", json={"utterances": utterances(12)}).json()
 
-    assert_error(client.post(f"/v1/conversations/{created['id']}/utterances", json={"speaker": "Ann", "text": "One more."}), 409, "conversation_full")
+    assert_error(
+        client.post(f"/v1/conversations/{created['id']}/utterances", json={"speaker": "Ann", "text": "One more."}), 409, "conversation_full"
+    )
     assert len(client.get(f"/v1/conversations/{created['id']}").json()["utterances"]) == 12
 
 
@@ -341,7 +404,9 @@ def test_concurrent_requests_share_model_calls_when_batching_is_on_and_not_when_
     assert calls_off == [1] * 16
     for on, off in zip(batched, alone):  # batching changes nothing but speed
         assert on.json()["dialogues"][0]["id"] == off.json()["dialogues"][0]["id"]
-        assert_same_scores(on.json()["dialogues"][0]["utterances"][0]["emotion_scores"], off.json()["dialogues"][0]["utterances"][0]["emotion_scores"])
+        assert_same_scores(
+            on.json()["dialogues"][0]["utterances"][0]["emotion_scores"], off.json()["dialogues"][0]["utterances"][0]["emotion_scores"]
+        )
 
 
 def test_a_model_failure_fails_only_its_own_request(base_url: str) -> None:
@@ -367,7 +432,9 @@ def test_serve_flags_map_onto_the_config(run_cli) -> None:
     from instructerc.cli.main import build_parser
     from instructerc.cli.serve_commands import service_config
 
-    args = build_parser().parse_args(["serve", "--model", "m", "--no-batching", "--max-dialogues", "5", "--max-wait-ms", "2.5", "--max-idle-seconds", "9"])
+    args = build_parser().parse_args(
+        ["serve", "--model", "m", "--no-batching", "--max-dialogues", "5", "--max-wait-ms", "2.5", "--max-idle-seconds", "9"]
+    )
 
     config = service_config(args)
     assert (config.batching, config.max_dialogues, config.max_wait_ms, config.max_idle_seconds) == (False, 5, 2.5, 9.0)

@@ -87,8 +87,10 @@ def raw(url: str, request: bytes, timeout: float = 10) -> bytes:
 
 
 def post(host: str, body: bytes, content_type: str = "application/json", extra: str = "") -> bytes:
-    return (f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
+    ).encode() + body
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -127,11 +129,20 @@ def test_cross_origin_requests_are_refused_unless_allowed(shared: str, predictor
         preflight = client.options("/v1/predict", headers={"origin": "https://evil.example", "access-control-request-method": "POST"})
         assert preflight.status_code == 403
 
-    with serving(predictor, ServiceConfig(allowed_origins=("https://app.example",))) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        serving(predictor, ServiceConfig(allowed_origins=("https://app.example",))) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         allowed = client.post("/v1/predict", json=one_dialogue(), headers={"origin": "https://app.example"})
         assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
-        preflight = client.options("/v1/predict", headers={"origin": "https://app.example", "access-control-request-method": "POST",
-                                                            "access-control-request-headers": "content-type"})
+        preflight = client.options(
+            "/v1/predict",
+            headers={
+                "origin": "https://app.example",
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type",
+            },
+        )
         assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
         error_of(client.post("/v1/predict", json=one_dialogue(), headers={"origin": "https://evil.example"}), 403, "cross_origin_refused")
 
@@ -159,9 +170,13 @@ def test_every_response_carries_a_request_id_and_so_do_its_log_lines(shared: str
     logger.addHandler(handler)
     try:
         with httpx.Client(base_url=shared, timeout=30) as client:
-            responses = [client.post("/v1/predict", json=one_dialogue()), client.get("/healthz"), client.get("/v1/nothing"),
-                         client.post("/v1/predict", content=b"x", headers={"content-type": "text/plain"}),
-                         client.post("/v1/predict", json=one_dialogue("boom"))]
+            responses = [
+                client.post("/v1/predict", json=one_dialogue()),
+                client.get("/healthz"),
+                client.get("/v1/nothing"),
+                client.post("/v1/predict", content=b"x", headers={"content-type": "text/plain"}),
+                client.post("/v1/predict", json=one_dialogue("boom")),
+            ]
             echoed = client.get("/healthz", headers={"x-request-id": "client-trace.42"})
             replaced = client.get("/healthz", headers={"x-request-id": "bad id\twith tab"})
     finally:
@@ -234,6 +249,7 @@ def test_requests_waiting_for_a_conversations_lock_count_as_pending(model_dir: P
 
         async def scenario() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
                 def add(text: str):
                     return asyncio.ensure_future(client.post(f"/v1/conversations/{path}/utterances", json={"speaker": "Ann", "text": text}))
 
@@ -262,6 +278,7 @@ async def until_pending(client: httpx.AsyncClient, count: int, seconds: float = 
 
 def test_a_request_whose_client_went_away_is_not_computed(model_dir: Path, predictor: GatedPredictor) -> None:
     with serving(predictor, ServiceConfig()) as url:
+
         async def scenario() -> httpx.Response:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 first = asyncio.ensure_future(client.post("/v1/predict", json=one_dialogue("please wait")))
@@ -305,7 +322,10 @@ def test_creating_conversations_is_rate_bounded(model_dir: Path, predictor: Gate
 
 
 def test_a_full_store_never_evicts_conversations_in_use(model_dir: Path, predictor: GatedPredictor) -> None:
-    with serving(predictor, ServiceConfig(max_conversations=2, evict_after_idle_seconds=60)) as url, httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        serving(predictor, ServiceConfig(max_conversations=2, evict_after_idle_seconds=60)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         live = [client.post("/v1/conversations").json()["id"] for _ in range(2)]
         for _ in range(5):
             error_of(client.post("/v1/conversations"), 503, "conversations_full")
@@ -318,7 +338,11 @@ def test_a_full_store_never_evicts_conversations_in_use(model_dir: Path, predict
     [
         ('{"dialogues": [{"utterances": [{"speaker": "Ann", "text": "a \\ud800 b"}]}]}', 422, "dialogues[0].utterances[0].text"),
         ('{"dialogues": [{"utterances": [{"speaker": "A\\u0000nn", "text": "Hi"}]}]}', 422, "dialogues[0].utterances[0].speaker"),
-        ('{"dialogues": [{"utterances": [{"speaker": "Ann", "text": "Hi", "n": ' + "7" * 5000 + "}]}]}", 422, "dialogues[0].utterances[0].n"),
+        (
+            '{"dialogues": [{"utterances": [{"speaker": "Ann", "text": "Hi", "n": ' + "7" * 5000 + "}]}]}",
+            422,
+            "dialogues[0].utterances[0].n",
+        ),
         ('{"dialogues": [{"utterances": [{"speaker": "Ann", "text": "Hi", "n": 1e999}]}]}', 422, "dialogues[0].utterances[0].n"),
         ('{"dialogues": [{"x": ' + "[" * 100 + "]" * 100 + ', "utterances": [{"speaker": "Ann", "text": "Hi"}]}]}', 400, None),
     ],
@@ -338,7 +362,9 @@ def test_bad_text_is_a_4xx_naming_the_field(shared: str, raw_body: str, status: 
 def test_an_utterance_over_the_budget_is_labelled_and_marked(shared: str) -> None:
     long_text = " ".join(f"Sentence {k}: the fern has a new leaf." for k in range(300))
     with httpx.Client(base_url=shared, timeout=60) as client:
-        response = client.post("/v1/predict", json={"dialogues": [{"utterances": [{"speaker": "Ann", "text": "Hi!"}, {"speaker": "Bob", "text": long_text}]}]})
+        response = client.post(
+            "/v1/predict", json={"dialogues": [{"utterances": [{"speaker": "Ann", "text": "Hi!"}, {"speaker": "Bob", "text": long_text}]}]}
+        )
         assert response.status_code == 200, response.text
         first, second = response.json()["dialogues"][0]["utterances"]
         assert (first["truncated"], second["truncated"]) == (False, True)

@@ -24,7 +24,7 @@ def tree_mask(prefix: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     trunk = torch.randint(3, 50, (40,), generator=generator).tolist()
     sequences = [trunk[: 10 + 3 * k] + torch.randint(50, 99, (30,), generator=generator).tolist() for k in range(10)]
-    (row, _), = pack(sequences, 2048, groups=[0] * len(sequences))
+    ((row, _),) = pack(sequences, 2048, groups=[0] * len(sequences))
     _, _, mask = row_tensors([row], 0)
     return torch.cat([torch.ones(mask.shape[:3] + (prefix,), dtype=torch.bool), mask], dim=-1)
 
@@ -50,7 +50,7 @@ def test_each_query_block_gathers_exactly_the_keys_it_may_see():
     queries, keys = mask.shape[2:]
     assert [(b.start, b.end) for b in blocks] == [(s, min(queries, s + 32)) for s in range(0, queries, 32)]
     for block in blocks:
-        visible = mask[0, 0, block.start:block.end]
+        visible = mask[0, 0, block.start : block.end]
         assert block.keys.tolist() == visible.any(0).nonzero().squeeze(1).tolist()
         assert torch.equal(block.mask[0, 0], visible[:, block.keys])
     assert work == sum((b.end - b.start) * len(b.keys) for b in blocks) / (queries * keys)
@@ -90,13 +90,12 @@ def test_anything_else_goes_to_sdpa_unchanged(case, fallbacks):
 
 
 def test_the_predictor_uses_it_on_cpu_and_scores_as_sdpa_does(tmp_path_factory, monkeypatch):
-    from test_inference import dialogue
-    from tiny import tiny_model_dir
-
     from instructerc.inference.predictor import InferenceConfig, Predictor
     from instructerc.labels.benchmarks import MELD
     from instructerc.modeling.wrappers import underlying_model
     from instructerc.prompts.templates import TemplateConfig
+    from test_inference import dialogue
+    from tiny import tiny_model_dir
 
     directory = tiny_model_dir(tmp_path_factory.mktemp("model"), MELD, TemplateConfig(name="instructerc", demonstration=False, window=3))
     plans: list[float] = []

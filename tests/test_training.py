@@ -7,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,12 +73,13 @@ def recipe(tiny_data: Path, backbone: Path, output: Path, **changes) -> TrainCon
 
 def training_loss(config: TrainConfig, model) -> float:
     """Mean target loss of the first stage's examples under ``model``."""
+    from transformers import AutoTokenizer
+
     from instructerc.data.registry import label_set_of, load_dialogues
     from instructerc.modeling.forward import example_losses
     from instructerc.prompts.encoding import SegmentTokenizer
     from instructerc.prompts.setup import PromptSetup
     from instructerc.training.batches import collate
-    from transformers import AutoTokenizer
 
     trainer = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)
     train = load_dialogues(config.data.source(), "train")
@@ -138,10 +138,14 @@ def test_resume_after_a_checkpoint_gives_the_same_weights(tiny_data, backbone, t
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    steps_whole = [json.loads(l)["loss"] for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines() if '"event": "step"' in l]
-    steps_resumed = [json.loads(l) for l in (tmp_path / "interrupted" / "metrics.jsonl").read_text().splitlines() if '"event": "step"' in l]
+    steps_whole = [
+        json.loads(text)["loss"] for text in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines() if '"event": "step"' in text
+    ]
+    steps_resumed = [
+        json.loads(text) for text in (tmp_path / "interrupted" / "metrics.jsonl").read_text().splitlines() if '"event": "step"' in text
+    ]
     # Steps 6-7 ran twice (before the "kill" and after resuming); the last losses must match the whole run.
-    assert [s["loss"] for s in steps_resumed][-len(steps_whole) + 5:] == steps_whole[5:]
+    assert [s["loss"] for s in steps_resumed][-len(steps_whole) + 5 :] == steps_whole[5:]
 
 
 def test_a_run_directory_with_checkpoints_needs_resume(tiny_data, backbone, tmp_path):
@@ -157,11 +161,21 @@ def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_pat
     from instructerc.data.registry import load_dialogues
     from instructerc.inference.predictor import Predictor
 
-    config = recipe(tiny_data, backbone, tmp_path / "run", stages=[{"tasks": {"speaker": 1.0}, "epochs": 1}, {"tasks": {"erc": 1.0}, "epochs": 1}])
+    config = recipe(
+        tiny_data, backbone, tmp_path / "run", stages=[{"tasks": {"speaker": 1.0}, "epochs": 1}, {"tasks": {"erc": 1.0}, "epochs": 1}]
+    )
     Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
     model = tmp_path / "run" / "model"
     names = {p.name for p in model.iterdir()}
-    assert {"instructerc.json", "prompting.json", "adapter_model.safetensors", "adapter_config.json", "README.md", "dev_metrics.json", "training_config.yaml"} <= names
+    assert {
+        "instructerc.json",
+        "prompting.json",
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "README.md",
+        "dev_metrics.json",
+        "training_config.yaml",
+    } <= names
     assert not {"checkpoints", "metrics.jsonl", "best", "trainable.pt"} & names
     assert model.stat().st_mode & 0o777 == 0o755 and all(p.stat().st_mode & 0o777 == 0o644 for p in model.iterdir())
     card = (model / "README.md").read_text()
@@ -181,8 +195,20 @@ def test_ddp_two_processes_on_cpu(tiny_data, backbone, tmp_path):
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text(yaml.safe_dump(to_mapping(config)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
-               "-m", "instructerc", "train", str(recipe_file), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "instructerc",
+        "train",
+        str(recipe_file),
+        "--no-progress",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -194,20 +220,23 @@ def test_ddp_two_processes_on_cpu(tiny_data, backbone, tmp_path):
 
 
 def test_packed_and_unpacked_losses_agree(tiny_data, backbone, tmp_path):
+    from transformers import AutoTokenizer
+
     from instructerc.data.registry import label_set_of, load_dialogues
     from instructerc.modeling.backbone import load_causal_lm
     from instructerc.modeling.forward import example_losses
     from instructerc.prompts.encoding import SegmentTokenizer
     from instructerc.prompts.setup import PromptSetup
     from instructerc.training.batches import collate
-    from transformers import AutoTokenizer
 
     config = recipe(tiny_data, backbone, tmp_path / "run", template={"name": "instructerc", "demonstration": False, "window": 2})
     model = load_causal_lm(str(backbone), config.backbone).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(backbone))
     train = load_dialogues(config.data.source(), "train")
     setup = PromptSetup(config.template, label_set_of(config.data.source()), config.max_length, config.retrieval)
-    examples = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)._stage_examples(0, train, setup, {}, SegmentTokenizer(tokenizer))[:20]
+    examples = Trainer(config, progress=False, dev_scoring=predictor_dev_scoring)._stage_examples(
+        0, train, setup, {}, SegmentTokenizer(tokenizer)
+    )[:20]
     with torch.no_grad():
         packed = collate(examples, tokenizer.pad_token_id, 4096, True)
         alone = collate(examples, tokenizer.pad_token_id, 4096, False)
@@ -242,7 +271,11 @@ def test_per_dataset_subset_keeps_every_dataset_and_is_seeded():
     from instructerc.data.dialogue import Dialogue, Utterance
     from instructerc.data.sampling import per_dataset_subset
 
-    dev = [Dialogue(f"{name}{i}", name, "dev", (Utterance("A", "hi"),)) for name, count in (("meld", 100), ("iemocap", 3)) for i in range(count)]
+    dev = [
+        Dialogue(f"{name}{i}", name, "dev", (Utterance("A", "hi"),))
+        for name, count in (("meld", 100), ("iemocap", 3))
+        for i in range(count)
+    ]
     kept = per_dataset_subset(dev, 10, seed=7)
     assert sum(d.dataset == "meld" for d in kept) == 10
     assert sum(d.dataset == "iemocap" for d in kept) == 3

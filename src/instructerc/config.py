@@ -121,7 +121,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(error, 'problem', error)}", path=path, line=None if mark is None else mark.line + 1) from None
+        raise InputError(
+            f"invalid YAML: {getattr(error, 'problem', error)}", path=path, line=None if mark is None else mark.line + 1
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

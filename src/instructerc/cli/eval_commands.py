@@ -22,22 +22,47 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train'")
     _add_data_flags(evaluate)
     evaluate.add_argument("--split", help="train, dev or test")
-    evaluate.add_argument("--mode", default="score", choices=["score", "generate"], help="score every label (default; never invalid) or generate freely")
-    evaluate.add_argument("--paper-parsing", action="store_true", help="generate mode: snap non-label generations to the closest label (the paper's repair; labelled in the report)")
+    evaluate.add_argument(
+        "--mode", default="score", choices=["score", "generate"], help="score every label (default; never invalid) or generate freely"
+    )
+    evaluate.add_argument(
+        "--paper-parsing",
+        action="store_true",
+        help="generate mode: snap non-label generations to the closest label (the paper's repair; labelled in the report)",
+    )
     evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder (default MODEL/eval-DATASET-SPLIT)")
-    evaluate.add_argument("--baselines", type=Path, metavar="DIR", help="show the baselines of this folder (written by 'instructerc baseline' on the same split) beside the LLM")
-    evaluate.add_argument("--with-baselines", action="store_true", help="train and score the baselines here too (needs the train and dev splits)")
-    evaluate.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="aggregate these evaluation folders (seeds) into mean and standard deviation instead")
+    evaluate.add_argument(
+        "--baselines",
+        type=Path,
+        metavar="DIR",
+        help="show the baselines of this folder (written by 'instructerc baseline' on the same split) beside the LLM",
+    )
+    evaluate.add_argument(
+        "--with-baselines", action="store_true", help="train and score the baselines here too (needs the train and dev splits)"
+    )
+    evaluate.add_argument(
+        "--runs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="aggregate these evaluation folders (seeds) into mean and standard deviation instead",
+    )
     evaluate.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_option(evaluate, "the model computes in")
-    evaluate.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
+    evaluate.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model's own Python files run (off: a model directory never turns it on itself)",
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
     baseline = commands.add_parser("baseline", help="score the majority-class and MiniLM + logistic-regression baselines on a split")
     _add_data_flags(baseline)
     baseline.add_argument("--split", required=True, help="train, dev or test (C is always chosen on dev)")
-    baseline.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices")
+    baseline.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices"
+    )
     baseline.add_argument("--only", nargs="+", choices=["majority", "minilm-logreg"], help="run only these baselines (default: both)")
     baseline.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence encoder (default: the embedded all-MiniLM-L6-v2)")
     baseline.add_argument("--c-grid", nargs="+", type=float, metavar="C", help="the logistic regression's C values to choose from on dev")
@@ -48,7 +73,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", metavar="NAME", help="a registered dataset: meld, emorynlp, iemocap, cosmic-*, uime, jsonl")
-    parser.add_argument("--data", type=Path, metavar="PATH", help="data root (holding meld/, emorynlp/, cosmic/), a dataset folder, or a JSONL file")
+    parser.add_argument(
+        "--data", type=Path, metavar="PATH", help="data root (holding meld/, emorynlp/, cosmic/), a dataset folder, or a JSONL file"
+    )
     parser.add_argument("--labels", default="original", metavar="SPACE", help="original (default), uime or uime:feeling-wheel")
     parser.add_argument("--label-set", metavar="NAME", help="JSONL only: the label set its emotions follow (meld, emorynlp, iemocap, uime)")
 
@@ -73,7 +100,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from instructerc.evaluation.report import summary_lines
 
     if args.runs:
-        given = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is not None]
+        given = [
+            flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is not None
+        ]
         if given:
             raise InputError(f"--runs aggregates finished evaluations: it takes no {', '.join(given)}", field="runs")
         return aggregate_runs(args)
@@ -84,9 +113,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     source = _source(args)
     out = args.out or default_out(args.model, source.name, canonical_split(args.split), args.mode, args.paper_parsing)
-    result = evaluate_model(args.model, source, args.split, out, mode=args.mode, paper_parsing=args.paper_parsing, baselines_from=args.baselines,
-                            with_baselines=args.with_baselines, chunk_size=args.chunk_size, progress=not args.no_progress,
-                            dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
+    result = evaluate_model(
+        args.model,
+        source,
+        args.split,
+        out,
+        mode=args.mode,
+        paper_parsing=args.paper_parsing,
+        baselines_from=args.baselines,
+        with_baselines=args.with_baselines,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+        dtype=args.dtype or "auto",
+        trust_remote_code=args.trust_remote_code,
+    )
     for line in summary_lines(result):
         print(line)
     print(f"wrote metrics.json, predictions.jsonl, report.md and confusion matrices to {out}")
@@ -116,8 +156,15 @@ def run_baseline(args: argparse.Namespace) -> int:
     from instructerc.evaluation.baselines import BASELINES, C_GRID, run_baselines
     from instructerc.evaluation.report import summary_lines, write_outputs
 
-    result = run_baselines(_source(args), args.split, which=args.only or BASELINES, encoder_name=args.encoder,
-                           c_grid=tuple(args.c_grid) if args.c_grid else C_GRID, cache_dir=args.cache_dir, progress=not args.no_progress)
+    result = run_baselines(
+        _source(args),
+        args.split,
+        which=args.only or BASELINES,
+        encoder_name=args.encoder,
+        c_grid=tuple(args.c_grid) if args.c_grid else C_GRID,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
     try:
         write_outputs(result, args.out)
     except OSError as error:

@@ -13,7 +13,15 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from instructerc.cli import data_commands, eval_commands, experiment_commands, predict_commands, prompt_commands, serve_commands, train_commands
+    from instructerc.cli import (
+        data_commands,
+        eval_commands,
+        experiment_commands,
+        predict_commands,
+        prompt_commands,
+        serve_commands,
+        train_commands,
+    )
 
     parser = argparse.ArgumentParser(prog="instructerc", description="Emotion recognition in conversation with instruction-tuned LLMs.")
     parser.add_argument("--version", action="version", version=f"instructerc {__version__}")

@@ -18,16 +18,43 @@ from instructerc.cli.options import add_dtype_option
 
 def register(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="predict the emotion of every utterance in a JSONL file of dialogues")
-    predict.add_argument("--input", type=Path, required=True, metavar="FILE.jsonl", help="dialogues in the user format, one per line (gold emotions optional)")
-    predict.add_argument("--output", type=Path, required=True, metavar="FILE.jsonl", help="the same dialogues, each utterance with predicted_emotion and emotion_scores (or generated)")
+    predict.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        metavar="FILE.jsonl",
+        help="dialogues in the user format, one per line (gold emotions optional)",
+    )
+    predict.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE.jsonl",
+        help="the same dialogues, each utterance with predicted_emotion and emotion_scores (or generated)",
+    )
     predict.add_argument("--model", type=Path, metavar="DIR", help="a model directory (default: the model shipped with instructerc)")
-    predict.add_argument("--mode", default="score", choices=["score", "generate"], help="score every label (default; always valid, with probabilities) or generate freely")
-    predict.add_argument("--paper-parsing", action="store_true", help="generate mode: snap non-label generations to the closest label (the paper's repair)")
-    predict.add_argument("--label-set", metavar="NAME", help="the label set the input's gold emotions follow (checked and made canonical); default: passed through as written")
+    predict.add_argument(
+        "--mode",
+        default="score",
+        choices=["score", "generate"],
+        help="score every label (default; always valid, with probabilities) or generate freely",
+    )
+    predict.add_argument(
+        "--paper-parsing", action="store_true", help="generate mode: snap non-label generations to the closest label (the paper's repair)"
+    )
+    predict.add_argument(
+        "--label-set",
+        metavar="NAME",
+        help="the label set the input's gold emotions follow (checked and made canonical); default: passed through as written",
+    )
     predict.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_option(predict, "the model computes in")
-    predict.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
+    predict.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model's own Python files run (off: a model directory never turns it on itself)",
+    )
     predict.set_defaults(handler=run_predict)
 
 
@@ -41,7 +68,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from instructerc.inference.predictor import Predictor
 
     if args.paper_parsing and args.mode != "generate":
-        raise InputError("--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing")
+        raise InputError(
+            "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
+        )
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be at least 1", field="chunk-size")
     if args.output.is_dir():
@@ -71,10 +100,15 @@ def run_predict(args: argparse.Namespace) -> int:
     except OSError as error:
         raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
     if truncated:
-        print(f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "
-              "and were cut (start and end kept); they are marked \"truncated\": true", file=sys.stderr)
+        print(
+            f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "
+            'and were cut (start and end kept); they are marked "truncated": true',
+            file=sys.stderr,
+        )
     print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision})")
     if args.mode == "generate":
-        print(f"{invalid} of {utterances} generations are not a label (predicted_emotion null)"
-              + (" after paper parsing" if args.paper_parsing else ""))
+        print(
+            f"{invalid} of {utterances} generations are not a label (predicted_emotion null)"
+            + (" after paper parsing" if args.paper_parsing else "")
+        )
     return 0

@@ -40,30 +40,66 @@ _OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
 }
 # Repeatable flags for the list fields of ServiceConfig.
 _LISTS: dict[str, tuple[str, str]] = {
-    "allowed_hosts": ("--allowed-host", "a Host name to answer (repeat; default: the loopback names; * for any); needed with --host 0.0.0.0"),
-    "allowed_origins": ("--allow-origin", "a web origin whose cross-origin requests are answered, e.g. https://app.example (repeat; * for any; default: none)"),
+    "allowed_hosts": (
+        "--allowed-host",
+        "a Host name to answer (repeat; default: the loopback names; * for any); needed with --host 0.0.0.0",
+    ),
+    "allowed_origins": (
+        "--allow-origin",
+        "a web origin whose cross-origin requests are answered, e.g. https://app.example (repeat; * for any; default: none)",
+    ),
 }
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     from instructerc.service.server import DEFAULT_HOST, DEFAULT_PORT
 
-    serve = commands.add_parser("serve", help="serve a model over HTTP (needs the 'serve' extra)", description="Serve a model directory over HTTP: /v1/predict, /v1/conversations, /v1/labels, /healthz, /openapi.json.")
-    serve.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train' (default: the model shipped with the package)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model over HTTP (needs the 'serve' extra)",
+        description="Serve a model directory over HTTP: /v1/predict, /v1/conversations, /v1/labels, /healthz, /openapi.json.",
+    )
+    serve.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="a model directory written by 'instructerc train' (default: the model shipped with the package)",
+    )
     serve.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     add_dtype_option(serve, "the model computes in")
-    serve.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side")
+    serve.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side",
+    )
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
-    serve.add_argument("--trust-remote-code", action="store_true", help="let the model's own Python files run (off: a model directory never turns it on itself)")
+    serve.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model's own Python files run (off: a model directory never turns it on itself)",
+    )
     for title, options in _OPTIONS.items():
         group = serve.add_argument_group(title)
         if title == "batching":
-            group.add_argument("--batching", action=argparse.BooleanOptionalAction, default=ServiceConfig.batching, help="predict requests that arrive together in one model call (default: on)")
+            group.add_argument(
+                "--batching",
+                action=argparse.BooleanOptionalAction,
+                default=ServiceConfig.batching,
+                help="predict requests that arrive together in one model call (default: on)",
+            )
         for name, (kind, text) in options.items():
-            group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=getattr(ServiceConfig, name), metavar="N", help=f"{text} (default: %(default)s)")
+            group.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                type=kind,
+                default=getattr(ServiceConfig, name),
+                metavar="N",
+                help=f"{text} (default: %(default)s)",
+            )
     callers = serve.add_argument_group("who may call")
     for name, (flag, text) in _LISTS.items():
         callers.add_argument(flag, dest=name, action="append", metavar="NAME", help=text)
@@ -72,7 +108,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     lists = {name: tuple(getattr(args, name)) for name in _LISTS if getattr(args, name) is not None}
-    return ServiceConfig(batching=args.batching, **lists, **{name: getattr(args, name) for options in _OPTIONS.values() for name in options})
+    return ServiceConfig(
+        batching=args.batching, **lists, **{name: getattr(args, name) for options in _OPTIONS.values() for name in options}
+    )
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -84,9 +122,22 @@ def run_server(args: argparse.Namespace) -> int:
     if args.allowed_hosts is None and args.host not in ("0.0.0.0", "::", "") and args.host not in config.allowed_hosts:
         config = replace(config, allowed_hosts=config.allowed_hosts + (args.host.lower(),))  # the address it binds is its own name
     model = args.model if args.model is not None else default_model_dir()
-    print(f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})", flush=True)
-    serve(model, config, host=args.host, port=args.port, device=args.device, threads=args.threads, dtype=args.dtype or "auto",
-          log_level=args.log_level, access_log=args.access_log, trust_remote_code=args.trust_remote_code)
+    print(
+        f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})",
+        flush=True,
+    )
+    serve(
+        model,
+        config,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        threads=args.threads,
+        dtype=args.dtype or "auto",
+        log_level=args.log_level,
+        access_log=args.access_log,
+        trust_remote_code=args.trust_remote_code,
+    )
     return 0
 
 

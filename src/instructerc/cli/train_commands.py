@@ -16,10 +16,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data-fraction", type=float, help="train on this stratified fraction of the training dialogues")
     train.add_argument("--seed", type=int, help="random seed (data order, sampling, initialisation)")
     train.add_argument("--model", help="backbone: a local path or hub id (overrides backbone.model)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key, e.g. --set optim.lr=1e-4 (YAML value)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key, e.g. --set optim.lr=1e-4 (YAML value)"
+    )
     add_dtype_option(train, "of the matrix products (overrides backbone.dtype; trainable weights stay float32)")
     train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last checkpoint")
-    train.add_argument("--force", action="store_true", help="with --resume: continue even though the recipe differs from the one the run started with")
+    train.add_argument(
+        "--force", action="store_true", help="with --resume: continue even though the recipe differs from the one the run started with"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=run_training)
 
@@ -35,7 +39,14 @@ def overrides_from(args: argparse.Namespace) -> dict:
         if not sep or not key:
             raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="--set")
         overrides[key] = yaml.safe_load(value)
-    for key, value in (("output_dir", args.output), ("data.path", args.data), ("data.fraction", args.data_fraction), ("seed", args.seed), ("backbone.model", args.model), ("backbone.dtype", args.dtype)):
+    for key, value in (
+        ("output_dir", args.output),
+        ("data.path", args.data),
+        ("data.fraction", args.data_fraction),
+        ("seed", args.seed),
+        ("backbone.model", args.model),
+        ("backbone.dtype", args.dtype),
+    ):
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
     return overrides

@@ -70,8 +70,12 @@ def read_cosmic(path: Path, split: str, label_set: LabelSet | None = None, *, da
             text = repair_cp1252_mojibake(str(sentence)).strip()
             if not text:
                 raise InputError("empty utterance text", path=file, field=f"{where}.sentences[{position}]")
-            emotion = canonical_emotion(label_set, LABEL_SETS[dataset].labels[label], path=file, line=0, field=f"{where}.labels[{position}]")
-            utterances.append(Utterance(speaker=_speaker(speaker, file=file, field=f"{where}.speakers[{position}]"), text=text, emotion=emotion))
+            emotion = canonical_emotion(
+                label_set, LABEL_SETS[dataset].labels[label], path=file, line=0, field=f"{where}.labels[{position}]"
+            )
+            utterances.append(
+                Utterance(speaker=_speaker(speaker, file=file, field=f"{where}.speakers[{position}]"), text=text, emotion=emotion)
+            )
         dialogue_id = str(key - MELD_ID_OFFSETS[split]) if dataset == "meld" else str(key)
         dialogues.append(Dialogue(id=dialogue_id, dataset=dataset, split=split, utterances=tuple(utterances), extra={"cosmic_id": key}))
     return dialogues

@@ -49,4 +49,6 @@ def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORY
     return collector.dialogues()
 
 
-LOADER = Loader(name="emorynlp", description="EmoryNLP CSVs (dialogue = Season/Episode/Scene_ID)", read=read_emorynlp_csv, label_set=EMORYNLP)
+LOADER = Loader(
+    name="emorynlp", description="EmoryNLP CSVs (dialogue = Season/Episode/Scene_ID)", read=read_emorynlp_csv, label_set=EMORYNLP
+)

@@ -22,10 +22,22 @@ from instructerc.labels.benchmarks import IEMOCAP
 from instructerc.labels.label_set import LabelSet
 
 CODES = {"hap": "happy", "sad": "sad", "neu": "neutral", "ang": "angry", "exc": "excited", "fru": "frustrated"}
-COSMIC_DEV_DIALOGUES = frozenset({
-    "Ses01M_impro01", "Ses01M_script03_1", "Ses02F_impro02", "Ses02F_impro07", "Ses02M_script01_2", "Ses03F_impro01",
-    "Ses03M_impro02", "Ses03M_impro08a", "Ses03M_script02_2", "Ses03M_script03_2", "Ses04F_impro07", "Ses04F_script02_1",
-})
+COSMIC_DEV_DIALOGUES = frozenset(
+    {
+        "Ses01M_impro01",
+        "Ses01M_script03_1",
+        "Ses02F_impro02",
+        "Ses02F_impro07",
+        "Ses02M_script01_2",
+        "Ses03F_impro01",
+        "Ses03M_impro02",
+        "Ses03M_impro08a",
+        "Ses03M_script02_2",
+        "Ses03M_script03_2",
+        "Ses04F_impro07",
+        "Ses04F_script02_1",
+    }
+)
 _TRANSCRIPT_LINE = re.compile(r"^(?P<turn>Ses\S+) \[[\d.]+-[\d.]+\]:\s?(?P<text>.*)$")
 _EVALUATION_LINE = re.compile(r"^\[[\d.]+ - [\d.]+\]\t(?P<turn>\S+)\t(?P<code>\S+)\t\[")
 

@@ -67,14 +67,18 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             raise InputError("'emotion' must be a string", path=path, line=line, field=f"{where}.emotion")
         emotion = emotion.strip()
         if not emotion:
-            raise InputError("empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion")
+            raise InputError(
+                "empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion"
+            )
         if label_set is not None:
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
     extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
     return Utterance(speaker=raw["speaker"].strip(), text=text, emotion=emotion, extra=extra)
 
 
-def iter_jsonl(path: Path, split: str = "test", label_set: LabelSet | None = None, default_dataset: str | None = None) -> Iterator[tuple[int, Dialogue]]:
+def iter_jsonl(
+    path: Path, split: str = "test", label_set: LabelSet | None = None, default_dataset: str | None = None
+) -> Iterator[tuple[int, Dialogue]]:
     """(line number, dialogue) for every non-blank line, read lazily: a file of any size works."""
     require_file(path)
     dataset = default_dataset or path.stem
@@ -87,7 +91,10 @@ def iter_jsonl(path: Path, split: str = "test", label_set: LabelSet | None = Non
                     record = load_json(line)
                 except TextProblem as problem:
                     raise InputError(problem.message, path=path, line=line_number) from None
-                yield line_number, parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
+                yield (
+                    line_number,
+                    parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset),
+                )
         except UnicodeDecodeError:
             raise not_utf8(path) from None
 
@@ -124,7 +131,9 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
     try:
         return LabelSet.from_names(_dataset_name(path), emotions)
     except ValueError as error:
-        raise InputError(f"its emotions do not form a label set ({error}): fix them or pass --label-set", path=file, field="emotion") from None
+        raise InputError(
+            f"its emotions do not form a label set ({error}): fix them or pass --label-set", path=file, field="emotion"
+        ) from None
 
 
 def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -155,4 +164,6 @@ def write_jsonl(dialogues: Iterable[Dialogue], path: Path) -> int:
     return count
 
 
-LOADER = Loader(name="jsonl", description="user format: a .jsonl file, or a folder of {train,dev,test}.jsonl", read=read_jsonl, label_set=None)
+LOADER = Loader(
+    name="jsonl", description="user format: a .jsonl file, or a folder of {train,dev,test}.jsonl", read=read_jsonl, label_set=None
+)

@@ -52,7 +52,9 @@ def canonical_emotion(label_set: LabelSet, raw: str, *, path: Path, line: int, f
     if label is None:
         raise InputError(
             f"unknown emotion '{raw}' for label set {label_set.name} (expected one of: {', '.join(label_set.labels)})",
-            path=path, line=line, field=field,
+            path=path,
+            line=line,
+            field=field,
         )
     return label
 
@@ -70,7 +72,9 @@ def not_utf8(path: Path) -> InputError:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return InputError(f"not UTF-8 text (byte {raw[error.start]:#04x}): save the file as UTF-8", path=path, line=raw.count(b"\n", 0, error.start) + 1)
+        return InputError(
+            f"not UTF-8 text (byte {raw[error.start]:#04x}): save the file as UTF-8", path=path, line=raw.count(b"\n", 0, error.start) + 1
+        )
     return InputError("not UTF-8 text: save the file as UTF-8", path=path)
 
 
@@ -103,11 +107,15 @@ class TurnCollector:
         try:
             order = int(row["Utterance_ID"])
         except ValueError:
-            raise InputError(f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=self.file, line=line, field="Utterance_ID") from None
+            raise InputError(
+                f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=self.file, line=line, field="Utterance_ID"
+            ) from None
         self._turns.setdefault(dialogue_id, []).append((order, utterance))
 
     def dialogues(self) -> list[Dialogue]:
         return [
-            Dialogue(id=key, dataset=self.dataset, split=self.split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0])))
+            Dialogue(
+                id=key, dataset=self.dataset, split=self.split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0]))
+            )
             for key, items in self._turns.items()
         ]

@@ -66,7 +66,9 @@ class DataSource:
 
     def root(self) -> Path:
         if self.path is None:
-            raise InputError(f"no data path for '{self.name}': pass --data (the folder holding meld/, emorynlp/, cosmic/) or a file", field="path")
+            raise InputError(
+                f"no data path for '{self.name}': pass --data (the folder holding meld/, emorynlp/, cosmic/) or a file", field="path"
+            )
         if not self.path.exists():
             raise InputError("no such file or folder", path=self.path)
         return self.path
@@ -110,7 +112,9 @@ def unify(dialogues: list[Dialogue], mapping: UnifiedMapping) -> list[Dialogue]:
         if not mapping.covers(dialogue.dataset):
             raise InputError(
                 f"dialogue '{dialogue.id}' is from '{dialogue.dataset}', which the {mapping.name} mapping does not cover "
-                f"(it covers {', '.join(mapping.forward)})", field="dataset")
+                f"(it covers {', '.join(mapping.forward)})",
+                field="dataset",
+            )
         utterances = tuple(u if u.emotion is None else _unify_utterance(u, dialogue, mapping) for u in dialogue.utterances)
         unified.append(dialogue.with_utterances(utterances))
     return unified
@@ -123,8 +127,12 @@ def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedM
     if original is None:
         raise InputError(
             f"dialogue '{dialogue.id}': emotion '{utterance.emotion}' is not a {dialogue.dataset} label "
-            f"(expected one of: {', '.join(labels.labels)})", field="emotion")
-    return replace(utterance, emotion=mapping.to_unified(dialogue.dataset, original), extra={**utterance.extra, "original_emotion": original})
+            f"(expected one of: {', '.join(labels.labels)})",
+            field="emotion",
+        )
+    return replace(
+        utterance, emotion=mapping.to_unified(dialogue.dataset, original), extra={**utterance.extra, "original_emotion": original}
+    )
 
 
 def load_dialogues(source: DataSource, split: str) -> list[Dialogue]:

@@ -27,9 +27,7 @@ def stratum(dialogue: Dialogue) -> tuple[str, str]:
     return dialogue.dataset, top
 
 
-def stratified_fraction(
-    dialogues: Sequence[Dialogue], fraction: float | Callable[[str], float], seed: int
-) -> list[Dialogue]:
+def stratified_fraction(dialogues: Sequence[Dialogue], fraction: float | Callable[[str], float], seed: int) -> list[Dialogue]:
     """A fraction of the dialogues, sampled per stratum (dataset x dominant emotion), in input order.
 
     ``fraction`` is one share for all, or a function from a dialogue's dataset to its share.

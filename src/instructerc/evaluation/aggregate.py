@@ -47,7 +47,9 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
         for result, name in zip(results, names):
             theirs = {key: result.systems[system].settings.get(key) for key in settings}
             if theirs != settings:
-                raise InputError(f"system '{system}' ran with {theirs} here but {settings} in {names[0]}: aggregate like with like", path=name)
+                raise InputError(
+                    f"system '{system}' ran with {theirs} here but {settings} in {names[0]}: aggregate like with like", path=name
+                )
         by_dataset: dict[str, Any] = {}
         for dataset, metrics in first.systems[system].by_dataset.items():
             runs = [r.systems[system].by_dataset[dataset] for r in results]
@@ -56,7 +58,15 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
             summary["count"] = metrics.count
             by_dataset[dataset] = summary
         systems[system] = {"kind": first.systems[system].kind, "settings": settings, "by_dataset": by_dataset}
-    return {"format": FORMAT, "split": first.split, "data": first.data, "runs": list(names), "n": len(results), "systems": systems, "skipped": skipped}
+    return {
+        "format": FORMAT,
+        "split": first.split,
+        "data": first.data,
+        "runs": list(names),
+        "n": len(results),
+        "systems": systems,
+        "skipped": skipped,
+    }
 
 
 def load_runs(locations: Sequence[Path]) -> list[EvaluationResult]:
@@ -74,8 +84,10 @@ def render_aggregate(summary: dict[str, Any]) -> str:
     datasets = list(dict.fromkeys(d for s in summary["systems"].values() for d in s["by_dataset"]))
     for dataset in datasets:
         lines += ["", f"## {dataset_title(dataset)} ({split} split, {n} runs){note}", ""]
-        lines += [f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for name, system in summary["systems"].items():
             if dataset not in system["by_dataset"]:
                 continue

@@ -83,7 +83,7 @@ def context_features(embeddings: Any, lengths: Sequence[int], context: int = CON
     start = 0
     for length in lengths:
         for i in range(1, length):
-            history[start + i] = embeddings[start + max(0, i - context):start + i].mean(axis=0)
+            history[start + i] = embeddings[start + max(0, i - context) : start + i].mean(axis=0)
         start += length
     return np.concatenate([embeddings.astype(np.float32), history], axis=1)
 
@@ -109,8 +109,16 @@ class DiscriminativeBaseline:
     c_grid: tuple[float, ...] = field(default=C_GRID)
 
     @classmethod
-    def fit(cls, train: Sequence[Dialogue], dev: Sequence[Dialogue], label_set: LabelSet, encoder: Any, c_grid: Sequence[float] = C_GRID,
-            cache_dir: Path | None = None, progress: bool = False) -> "DiscriminativeBaseline":
+    def fit(
+        cls,
+        train: Sequence[Dialogue],
+        dev: Sequence[Dialogue],
+        label_set: LabelSet,
+        encoder: Any,
+        c_grid: Sequence[float] = C_GRID,
+        cache_dir: Path | None = None,
+        progress: bool = False,
+    ) -> "DiscriminativeBaseline":
         from sklearn.linear_model import LogisticRegression
 
         if not c_grid:
@@ -128,7 +136,9 @@ class DiscriminativeBaseline:
             if best is None or scores[c] > best[0]:
                 best = (scores[c], c, classifier)
         _, chosen, classifier = best
-        return cls(classifier, chosen, scores, label_set, encoder, cache_dir, len(gold), int(max(classifier.n_iter_)), tuple(sorted(c_grid)))
+        return cls(
+            classifier, chosen, scores, label_set, encoder, cache_dir, len(gold), int(max(classifier.n_iter_)), tuple(sorted(c_grid))
+        )
 
     def predict(self, dialogues: Sequence[Dialogue], progress: bool = False) -> list[list[Prediction]]:
         features = context_features(utterance_embeddings(dialogues, self.encoder, self.cache_dir, progress), [len(d) for d in dialogues])
@@ -136,10 +146,20 @@ class DiscriminativeBaseline:
 
     def settings(self) -> dict[str, Any]:
         return {
-            "encoder": getattr(self.encoder, "identity", str(self.encoder)), "features": FEATURES, "context": CONTEXT,
-            "classifier": "LogisticRegression(lbfgs)", "class_weight": None, "max_iter": MAX_ITER, "iterations": self.iterations,
-            "converged": self.iterations < MAX_ITER, "C": self.C, "c_grid": list(self.c_grid), "selected_on": "dev",
-            "dev_weighted_f1_by_C": {str(c): s for c, s in self.dev_scores.items()}, "trained_on": "train", "train_utterances": self.train_utterances,
+            "encoder": getattr(self.encoder, "identity", str(self.encoder)),
+            "features": FEATURES,
+            "context": CONTEXT,
+            "classifier": "LogisticRegression(lbfgs)",
+            "class_weight": None,
+            "max_iter": MAX_ITER,
+            "iterations": self.iterations,
+            "converged": self.iterations < MAX_ITER,
+            "C": self.C,
+            "c_grid": list(self.c_grid),
+            "selected_on": "dev",
+            "dev_weighted_f1_by_C": {str(c): s for c, s in self.dev_scores.items()},
+            "trained_on": "train",
+            "train_utterances": self.train_utterances,
         }
 
 
@@ -155,7 +175,7 @@ def classifier_predictions(classifier: Any, label_set: LabelSet, dialogues: Sequ
         flat.append(Prediction(label=classes[int(row.argmax())], scores=scores))
     out, start = [], 0
     for dialogue in dialogues:
-        out.append(flat[start:start + len(dialogue)])
+        out.append(flat[start : start + len(dialogue)])
         start += len(dialogue)
     return out
 
@@ -169,8 +189,16 @@ def _labelled(dialogues: Sequence[Dialogue], encoder: Any, cache_dir: Path | Non
 
 
 # -- running them ---------------------------------------------------------------------------------
-def run_baselines(source: DataSource, split: str, which: Sequence[str] = BASELINES, encoder: Any = None, encoder_name: str = EMBEDDED_ENCODER,
-                  c_grid: Sequence[float] = C_GRID, cache_dir: Path | None = None, progress: bool = True) -> EvaluationResult:
+def run_baselines(
+    source: DataSource,
+    split: str,
+    which: Sequence[str] = BASELINES,
+    encoder: Any = None,
+    encoder_name: str = EMBEDDED_ENCODER,
+    c_grid: Sequence[float] = C_GRID,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
     """Train the chosen baselines on ``source``'s train split (C on dev) and score them on ``split``."""
     from instructerc.data.dialogue import canonical_split
 
@@ -187,12 +215,23 @@ def run_baselines(source: DataSource, split: str, which: Sequence[str] = BASELIN
     systems: dict[str, SystemResult] = {}
     if MAJORITY in which:
         label = majority_label(train, label_set)
-        systems[MAJORITY] = SystemResult("baseline", score_by_dataset(target, constant_predictions(target, label), label_set),
-                                         {"label": label, "label_set": label_set.name, "trained_on": "train"})
+        systems[MAJORITY] = SystemResult(
+            "baseline",
+            score_by_dataset(target, constant_predictions(target, label), label_set),
+            {"label": label, "label_set": label_set.name, "trained_on": "train"},
+        )
     if DISCRIMINATIVE in which:
         dev = target if split == "dev" else load_dialogues(source, "dev")
         model = DiscriminativeBaseline.fit(train, dev, label_set, encoder or load_encoder(encoder_name), c_grid, cache_dir, progress)
-        systems[DISCRIMINATIVE] = SystemResult("baseline", score_by_dataset(target, model.predict(target, progress), label_set),
-                                               {**model.settings(), "label_set": label_set.name})
-    data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path), "label_set": label_set.name}
+        systems[DISCRIMINATIVE] = SystemResult(
+            "baseline",
+            score_by_dataset(target, model.predict(target, progress), label_set),
+            {**model.settings(), "label_set": label_set.name},
+        )
+    data = {
+        "dataset": source.name,
+        "labels": source.labels,
+        "path": None if source.path is None else str(source.path),
+        "label_set": label_set.name,
+    }
     return EvaluationResult(split=split, data=data, systems=systems)

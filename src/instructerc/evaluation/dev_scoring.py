@@ -31,7 +31,7 @@ class _DevEvaluator:
         accelerator = dev.accelerator
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.eval()
-        mine = dev.dialogues[accelerator.process_index::accelerator.num_processes]
+        mine = dev.dialogues[accelerator.process_index :: accelerator.num_processes]
         setup = dev.setup if dev.demonstrations else replace(dev.setup, template=replace(dev.setup.template, demonstration=False))
         retriever = _FixedDemonstrations(dev.demonstrations) if dev.demonstrations else None
         predictor = Predictor(unwrapped, dev.hf_tokenizer, setup, retriever=retriever, device=accelerator.device)

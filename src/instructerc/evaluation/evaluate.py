@@ -45,7 +45,9 @@ def evaluate_model(
     from instructerc.prompts.setup import PromptSetup
 
     if paper_parsing and mode != "generate":
-        raise InputError("--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing")
+        raise InputError(
+            "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
+        )
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)
@@ -75,11 +77,22 @@ def evaluate_model(
     predictor = Predictor.from_directory(model, dtype=dtype, trust_remote_code=trust_remote_code)
 
     predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
-    settings = {"model": str(model), "mode": mode, "paper_parsing": paper_parsing, "template": predictor.setup.template.name,
-                "precision": predictor.precision}
+    settings = {
+        "model": str(model),
+        "mode": mode,
+        "paper_parsing": paper_parsing,
+        "template": predictor.setup.template.name,
+        "precision": predictor.precision,
+    }
     result = EvaluationResult(split, data, {"llm": llm_result(dialogues, predictions, label_set, settings)})
     if imported is not None:
-        result = result.with_systems({n: replace(s, settings={**s.settings, "from": str(baselines_from)}) for n, s in imported.systems.items() if s.kind == "baseline"})
+        result = result.with_systems(
+            {
+                n: replace(s, settings={**s.settings, "from": str(baselines_from)})
+                for n, s in imported.systems.items()
+                if s.kind == "baseline"
+            }
+        )
     if computed is not None:
         result = result.with_systems(computed.systems)
     try:

@@ -53,7 +53,9 @@ def progress_bar(total: int | None, enabled: bool, unit: str = "utt") -> Any:
     return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
-def predict_all(predictor: Any, dialogues: Sequence[Dialogue], mode: str, paper_parsing: bool, chunk: int = CHUNK, progress: bool = True) -> list[list[Prediction]]:
+def predict_all(
+    predictor: Any, dialogues: Sequence[Dialogue], mode: str, paper_parsing: bool, chunk: int = CHUNK, progress: bool = True
+) -> list[list[Prediction]]:
     """Predictions for every utterance, ``chunk`` dialogues at a time, with a progress bar."""
     predictions: list[list[Prediction]] = []
     with progress_bar(sum(len(d) for d in dialogues), progress) as bar:
@@ -81,10 +83,20 @@ def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet) -> None:
                 unknown.setdefault(dialogue.dataset, set()).add(str(gold))
                 accepted[dialogue.dataset] = classes
     if unknown:
-        parts = [f"{', '.join(repr(g) for g in sorted(golds))} in '{dataset}' (accepted: {', '.join(accepted[dataset])})" for dataset, golds in unknown.items()]
+        parts = [
+            f"{', '.join(repr(g) for g in sorted(golds))} in '{dataset}' (accepted: {', '.join(accepted[dataset])})"
+            for dataset, golds in unknown.items()
+        ]
         known = ", ".join(n for n in BENCHMARK_LABEL_SETS if mapping is not None and mapping.covers(n))
-        hint = f"--label-set {known.replace(', ', '|')} maps a known dataset's labels onto this model's" if known else "--label-set NAME reads JSONL emotions in a known label set"
-        raise InputError(f"gold emotions that are not classes this model (label set {label_set.name}) is scored on: {'; '.join(parts)}; {hint}", field="emotion")
+        hint = (
+            f"--label-set {known.replace(', ', '|')} maps a known dataset's labels onto this model's"
+            if known
+            else "--label-set NAME reads JSONL emotions in a known label set"
+        )
+        raise InputError(
+            f"gold emotions that are not classes this model (label set {label_set.name}) is scored on: {'; '.join(parts)}; {hint}",
+            field="emotion",
+        )
     if not labelled:
         raise InputError("the dialogues have no gold emotions to score against", field="emotion")
 
@@ -104,12 +116,20 @@ def gold_in_model_space(dialogues: Sequence[Dialogue], gold_label_set: str | Non
     return unify([d if d.dataset == gold_label_set else replace(d, dataset=gold_label_set) for d in dialogues], mapping)
 
 
-def llm_result(dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], label_set: LabelSet, settings: dict[str, Any]) -> SystemResult:
+def llm_result(
+    dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], label_set: LabelSet, settings: dict[str, Any]
+) -> SystemResult:
     unified = mapping_of(label_set) is not None
-    return SystemResult(kind="llm", by_dataset=score_by_dataset(dialogues, predictions, label_set), settings={**settings, "label_set": label_set.name, "unified": unified})
+    return SystemResult(
+        kind="llm",
+        by_dataset=score_by_dataset(dialogues, predictions, label_set),
+        settings={**settings, "label_set": label_set.name, "unified": unified},
+    )
 
 
-def write_predictions(path: Path, dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], mode: str, label_set: LabelSet) -> Path:
+def write_predictions(
+    path: Path, dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], mode: str, label_set: LabelSet
+) -> Path:
     """The user format with gold and predictions; a unified model's prediction is also given in
     the dataset's own classes (``predicted_original_emotion``, ``<outside>`` where it has none)."""
     with atomic_write(path) as handle:
@@ -117,11 +137,19 @@ def write_predictions(path: Path, dialogues: Sequence[Dialogue], predictions: Se
     return path
 
 
-def write_prediction_records(handle: IO[str], dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], mode: str, label_set: LabelSet | None = None) -> None:
+def write_prediction_records(
+    handle: IO[str],
+    dialogues: Sequence[Dialogue],
+    predictions: Sequence[Sequence[Prediction]],
+    mode: str,
+    label_set: LabelSet | None = None,
+) -> None:
     mapping = mapping_of(label_set) if label_set is not None else None
     for dialogue, predicted in zip(dialogues, predictions):
         fields = [prediction_fields(p, mode) for p in predicted]
         if mapping is not None and mapping.covers(dialogue.dataset):
             for field, p in zip(fields, predicted):
-                field["predicted_original_emotion"] = None if p.label is None else (mapping.to_original(dialogue.dataset, p.label) or OUTSIDE)
+                field["predicted_original_emotion"] = (
+                    None if p.label is None else (mapping.to_original(dialogue.dataset, p.label) or OUTSIDE)
+                )
         write_record(handle, dialogue_record(dialogue, fields))

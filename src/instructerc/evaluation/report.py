@@ -27,7 +27,9 @@ def write_outputs(result: EvaluationResult, out: Path) -> list[Path]:
         if "from" in system.settings:
             continue
         for dataset, metrics in system.by_dataset.items():
-            written.append(confusion_png(metrics, confusion_title(name, system, dataset, result.split), out / confusion_file(name, dataset)))
+            written.append(
+                confusion_png(metrics, confusion_title(name, system, dataset, result.split), out / confusion_file(name, dataset))
+            )
     report = out / REPORT_FILE
     with atomic_write(report) as handle:
         handle.write(render_report(result))
@@ -82,7 +84,10 @@ def render_report(result: EvaluationResult) -> str:
             f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
-        lines += [f"| {system_title(n, s)} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |" for n, s, m in scored]
+        lines += [
+            f"| {system_title(n, s)} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
+            for n, s, m in scored
+        ]
         lines += ["", f"### Per-class F1, {dataset_title(dataset)} ({split} split){note}", ""]
         lines += [
             f"| class | support ({split}) | " + " | ".join(f"{SHORT_NAMES.get(n, n)} F1 ({split})" for n, _, _ in scored) + " |",
@@ -98,9 +103,14 @@ def render_report(result: EvaluationResult) -> str:
 
 
 def _notes(result: EvaluationResult) -> list[str]:
-    notes = [f"data: {result.data.get('dataset')} (labels: {result.data.get('labels', 'original')}), {result.split} split; all figures in percent"]
+    notes = [
+        f"data: {result.data.get('dataset')} (labels: {result.data.get('labels', 'original')}), "
+        f"{result.split} split; all figures in percent"
+    ]
     if result.data.get("max_dialogues_per_dataset") is not None:
-        notes.append(f"a fixed subset (seed 0) of at most {result.data['max_dialogues_per_dataset']} dialogues per dataset, not the whole split")
+        notes.append(
+            f"a fixed subset (seed 0) of at most {result.data['max_dialogues_per_dataset']} dialogues per dataset, not the whole split"
+        )
     for name, system in result.systems.items():
         settings = system.settings
         if system.kind == "llm":
@@ -108,17 +118,28 @@ def _notes(result: EvaluationResult) -> list[str]:
             if settings.get("mode") == "score":
                 notes.append("score mode: every label is scored and the most probable one taken, so no output is invalid by construction")
             elif system.paper_parsing:
-                notes.append("**paper parsing**: generations that are not exactly a label were snapped to the closest label "
-                             "(the paper's repair, for comparison only); the invalid rate is therefore 0 and the true invalid outputs are hidden")
+                notes.append(
+                    "**paper parsing**: generations that are not exactly a label were snapped to the closest label "
+                    "(the paper's repair, for comparison only); the invalid rate is therefore 0 and the true invalid outputs are hidden"
+                )
             else:
-                notes.append(f"generate mode, strict parsing: a generation that is not exactly a label is invalid (column {INVALID}) and counts as an error")
+                notes.append(
+                    "generate mode, strict parsing: a generation that is not exactly a label is invalid "
+                    f"(column {INVALID}) and counts as an error"
+                )
             if settings.get("unified"):
-                notes.append(f"unified-label model, scored on each dataset's own classes: a unified label the dataset lacks counts as an error (column {OUTSIDE})")
+                notes.append(
+                    "unified-label model, scored on each dataset's own classes: a unified label the dataset lacks "
+                    f"counts as an error (column {OUTSIDE})"
+                )
         elif "from" in settings:
             notes.append(f"{SHORT_NAMES.get(name, name)}: read from {settings['from']}")
         if name == "minilm-logreg":
-            notes.append(f"{SHORT_NAMES[name]}: {settings.get('features', '')}; trained on train, C chosen by {settings.get('selected_on', 'dev')} weighted F1 "
-                         f"from {settings.get('c_grid')}")
+            notes.append(
+                f"{SHORT_NAMES[name]}: {settings.get('features', '')}; trained on train, "
+                f"C chosen by {settings.get('selected_on', 'dev')} weighted F1 "
+                f"from {settings.get('c_grid')}"
+            )
             if settings.get("selected_on") == result.split:
                 notes.append(f"{SHORT_NAMES[name]}: C was chosen on the {result.split} split itself, so its figure here is optimistic")
     return notes
@@ -162,6 +183,8 @@ def summary_lines(result: EvaluationResult) -> list[str]:
         for dataset, m in system.by_dataset.items():
             lines.append(
                 f"{SHORT_NAMES.get(name, name):10} {dataset} {result.split}: weighted F1 {m.weighted_f1:.2f}  macro F1 {m.macro_f1:.2f}  "
-                f"accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%" + (f"  outside the dataset's classes {m.outside_rate:.2f}%" if m.outside_rate else "") + ("  (paper parsing)" if system.paper_parsing else ""))
+                f"accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%"
+                + (f"  outside the dataset's classes {m.outside_rate:.2f}%" if m.outside_rate else "")
+                + ("  (paper parsing)" if system.paper_parsing else "")
+            )
     return lines
-

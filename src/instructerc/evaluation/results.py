@@ -52,7 +52,11 @@ class SystemResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SystemResult":
-        return cls(kind=data["kind"], settings=dict(data.get("settings", {})), by_dataset={d: Metrics.from_dict(m) for d, m in data["by_dataset"].items()})
+        return cls(
+            kind=data["kind"],
+            settings=dict(data.get("settings", {})),
+            by_dataset={d: Metrics.from_dict(m) for d, m in data["by_dataset"].items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,9 @@ def check_comparable(base: EvaluationResult, other: EvaluationResult, where: Pat
         if theirs[dataset] != shape:
             raise InputError(
                 f"{dataset}: these scores are on {theirs[dataset][1]} utterances in classes {list(theirs[dataset][0])}, "
-                f"not {shape[1]} in {list(shape[0])}", path=where)
+                f"not {shape[1]} in {list(shape[0])}",
+                path=where,
+            )
 
 
 def _shapes(result: EvaluationResult) -> dict[str, tuple[tuple[str, ...], int]]:

@@ -114,8 +114,11 @@ def write_report(config: ExperimentConfig, results: list[RunResult], directory: 
     written = [directory / f"{config.name}.csv", directory / f"{config.name}.md"]
     write_csv(table, written[0])
     with atomic_write(written[1]) as handle:
-        scope = split if config.evaluate_max_dialogues is None else (
-            f"{split} (a fixed subset of at most {config.evaluate_max_dialogues} {split} dialogues per dataset)")
+        scope = (
+            split
+            if config.evaluate_max_dialogues is None
+            else (f"{split} (a fixed subset of at most {config.evaluate_max_dialogues} {split} dialogues per dataset)")
+        )
         handle.write(f"# {config.name}\n\n{len(results)} runs; {scope} scores of dev-selected checkpoints; mean ± std over seeds.\n\n")
         handle.write(markdown_table(config, table, split))
     if config.plot is not None and table:

@@ -61,13 +61,17 @@ def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
     return _directory_of(config, root, resolved_config(config, root, spec))
 
 
-def evaluate_run(directory: Path, source: Any, split: str, progress: bool, max_dialogues: int | None = None, dtype: str = "auto") -> dict[str, Any]:
+def evaluate_run(
+    directory: Path, source: Any, split: str, progress: bool, max_dialogues: int | None = None, dtype: str = "auto"
+) -> dict[str, Any]:
     """Metrics per dataset of a run's dev-selected model on ``split`` (read only here), with the
     full evaluation (predictions, confusion matrices, report) written beside the model, in the
     precision ``dtype``."""
     from instructerc.evaluation.evaluate import evaluate_model
 
-    result = evaluate_model(directory / "model", source, split, directory / f"eval-{split}", max_dialogues=max_dialogues, progress=progress, dtype=dtype)
+    result = evaluate_model(
+        directory / "model", source, split, directory / f"eval-{split}", max_dialogues=max_dialogues, progress=progress, dtype=dtype
+    )
     return {dataset: metrics.to_dict() for dataset, metrics in result.systems["llm"].by_dataset.items()}
 
 
@@ -84,15 +88,28 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
     train_config = replace(resolved, output_dir=str(directory))
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_write(directory / "spec.json") as handle:
-        json.dump({"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides}, handle, indent=2)
+        json.dump(
+            {"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides},
+            handle,
+            indent=2,
+        )
     checkpoints = directory / "checkpoints"
     if not (directory / "model" / "instructerc.json").is_file():
         resume = checkpoints.is_dir() and any(checkpoints.iterdir())
         Trainer(train_config, progress=progress, dev_scoring=predictor_dev_scoring).run(resume=resume)
     dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
-    test = evaluate_run(directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues, train_config.backbone.dtype)
-    record = {"name": spec.name, "values": spec.values, "seed": spec.seed, "dev": dev, config.evaluate_split: test,
-              "evaluate_split": config.evaluate_split, "evaluate_max_dialogues": config.evaluate_max_dialogues}
+    test = evaluate_run(
+        directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues, train_config.backbone.dtype
+    )
+    record = {
+        "name": spec.name,
+        "values": spec.values,
+        "seed": spec.seed,
+        "dev": dev,
+        config.evaluate_split: test,
+        "evaluate_split": config.evaluate_split,
+        "evaluate_max_dialogues": config.evaluate_max_dialogues,
+    }
     with atomic_write(done) as handle:
         json.dump(record, handle, indent=2)
     return RunResult(spec, dev, test)

@@ -93,7 +93,6 @@ def last_token_logits(
     see :class:`~instructerc.inference.predictor.InferenceConfig` for when that pays).
     ``workers``: run the batches on that many CPU threads (:mod:`instructerc.inference.parallel`).
     """
-    import torch
 
     shared = shared_prefix_length(sequences) if len(sequences) > 1 else 0
     if shared < MIN_SHARED_PREFIX:
@@ -119,7 +118,14 @@ def last_token_logits(
 
 
 def packed_pass(
-    model: Any, rows: Sequence[PackedRow], members: Sequence[Sequence[int]], past: Any, prefix: int, pad_id: int, device: Any, direct_head: bool
+    model: Any,
+    rows: Sequence[PackedRow],
+    members: Sequence[Sequence[int]],
+    past: Any,
+    prefix: int,
+    pad_id: int,
+    device: Any,
+    direct_head: bool,
 ) -> list[tuple[int, Any]]:
     """(sequence index, next-token logits) for every sequence of the rows, in one pass over them."""
     import torch
@@ -132,5 +138,7 @@ def packed_pass(
     row_index = torch.tensor([b for b, _, _ in ends], device=device)
     column_index = torch.tensor([position for _, position, _ in ends], device=device)
     with torch.inference_mode():
-        logits = pair_logits(model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head)
+        logits = pair_logits(
+            model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head
+        )
     return [(sequence, logits[k]) for k, (_, _, sequence) in enumerate(ends)]

@@ -155,7 +155,9 @@ def split_pass(
     column_index = torch.tensor([c for _, c, _ in ends], device=device)
     results: list[tuple[int, Any]] = []
     with torch.inference_mode():
-        logits = pair_logits(model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head)
+        logits = pair_logits(
+            model, ids.to(device), mask.to(device), positions.to(device), row_index, column_index, cache=cache, direct_head=direct_head
+        )
     results += [(sequence, logits[k]) for k, (_, _, sequence) in enumerate(ends) if sequence >= 0]
 
     trunk_sizes = [np.asarray(subtree_sizes(trunk.parents), dtype=np.int64) for trunk in batch.trunks]
@@ -180,9 +182,14 @@ def split_pass(
         last = torch.tensor([len(b.tokens) - 1 for b in chunk], device=device)
         with torch.inference_mode():
             logits = pair_logits(
-                model, branch_ids.to(device), torch.from_numpy(allowed)[:, None].to(device), branch_positions.to(device),
-                torch.arange(len(chunk), device=device), last, cache=chunk_cache, direct_head=direct_head,
+                model,
+                branch_ids.to(device),
+                torch.from_numpy(allowed)[:, None].to(device),
+                branch_positions.to(device),
+                torch.arange(len(chunk), device=device),
+                last,
+                cache=chunk_cache,
+                direct_head=direct_head,
             )
         results += [(branch.sequence, logits[k]) for k, branch in enumerate(chunk)]
     return results
-

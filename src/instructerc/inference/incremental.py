@@ -77,5 +77,5 @@ def score_incrementally(model: Any, scorer: Any, cache: ConversationCache, promp
     logits = [next_token_logits(model, cache, sequence, device) for sequence in scorer.sequences(tuple(prompt_ids))]
     if len(logits) > 1:  # deeper branch points left their answer tokens in the cache: drop them
         crop_cache(cache.past, len(prompt_ids))
-        cache.ids = cache.ids[:len(prompt_ids)]
+        cache.ids = cache.ids[: len(prompt_ids)]
     return scorer.probabilities(logits)

@@ -91,7 +91,15 @@ class InferenceConfig:
 class Predictor:
     """Labels dialogues with a model; see the module docstring for the two modes."""
 
-    def __init__(self, model: Any, tokenizer: Any, setup: PromptSetup, retriever: Any = None, device: Any = "cpu", config: InferenceConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        setup: PromptSetup,
+        retriever: Any = None,
+        device: Any = "cpu",
+        config: InferenceConfig | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.segments = SegmentTokenizer(tokenizer)
@@ -116,8 +124,14 @@ class Predictor:
         return dtype_name(next(self.model.parameters()).dtype)
 
     @classmethod
-    def from_directory(cls, directory: str | Path, device: Any = None, config: InferenceConfig | None = None, dtype: str = "auto",
-                       trust_remote_code: bool = False) -> "Predictor":
+    def from_directory(
+        cls,
+        directory: str | Path,
+        device: Any = None,
+        config: InferenceConfig | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ) -> "Predictor":
         """A predictor for a model directory, its weights in ``dtype`` (``auto``: bf16 where the
         device computes it natively, see :mod:`instructerc.modeling.precision`)."""
         from instructerc.modeling.model_dir import load_model
@@ -155,16 +169,20 @@ class Predictor:
         return self.setup.encode(examples, self.segments, with_target=False, reserve=self.scorer.max_answer_tokens)
 
     # -- prediction -------------------------------------------------------------------------------
-    def predict(self, dialogues: Sequence[Dialogue], mode: str = "score", paper_parsing: bool = False, progress: Any = None) -> list[list[Prediction]]:
+    def predict(
+        self, dialogues: Sequence[Dialogue], mode: str = "score", paper_parsing: bool = False, progress: Any = None
+    ) -> list[list[Prediction]]:
         """One list of predictions per dialogue, one prediction per utterance."""
         flat = self.predict_at([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
         out, start = [], 0
         for dialogue in dialogues:
-            out.append(flat[start:start + len(dialogue)])
+            out.append(flat[start : start + len(dialogue)])
             start += len(dialogue)
         return out
 
-    def predict_at(self, items: Sequence[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None) -> list[Prediction]:
+    def predict_at(
+        self, items: Sequence[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None
+    ) -> list[Prediction]:
         """Predictions for chosen utterances, e.g. the newest turn of several live conversations
         at once. Items of one dialogue should be adjacent, so their prompts share a prefix."""
         if mode not in MODES:
@@ -198,14 +216,20 @@ class Predictor:
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         logits = last_token_logits(
-            self.model, sequences, self.tokenizer.pad_token_id, *self.config.sizes(self.device), self.device,
-            groups=groups, direct_head=self._direct_head, split_branches=self.config.split_branches,
+            self.model,
+            sequences,
+            self.tokenizer.pad_token_id,
+            *self.config.sizes(self.device),
+            self.device,
+            groups=groups,
+            direct_head=self._direct_head,
+            split_branches=self.config.split_branches,
             workers=self.config.worker_count(self.device),
         )
         if self.scorer.single_pass:
             table = self.scorer.batch_probabilities(torch.stack(logits)).tolist()
         else:
-            table = [self.scorer.probabilities(logits[i * per_prompt:(i + 1) * per_prompt]).tolist() for i in range(len(encoded))]
+            table = [self.scorer.probabilities(logits[i * per_prompt : (i + 1) * per_prompt]).tolist() for i in range(len(encoded))]
         labels = self.label_set.labels
         predictions = []
         for probabilities in table:
@@ -223,15 +247,19 @@ class Predictor:
         pad = self.tokenizer.pad_token_id
         size = self.config.generate_batch_size
         for start in range(0, len(order), size):
-            chunk = order[start:start + size]
+            chunk = order[start : start + size]
             prompts = [encoded[i].prompt_ids for i in chunk]
             width = max(len(p) for p in prompts)
             ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=self.device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
             with torch.inference_mode():
                 out = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=self.scorer.max_answer_tokens + 2, do_sample=False,
-                    pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=self.scorer.max_answer_tokens + 2,
+                    do_sample=False,
+                    pad_token_id=pad,
+                    eos_token_id=self.tokenizer.eos_token_id,
                 )
             for row, i in enumerate(chunk):
                 text = self.tokenizer.decode(out[row, width:], skip_special_tokens=True)

@@ -47,7 +47,10 @@ class BackboneConfig:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'", field="backbone.dtype")
         if self.attn_implementation not in ("sdpa", "eager"):
-            raise InputError("attn_implementation must be sdpa or eager (packed sequences need custom attention masks)", field="backbone.attn_implementation")
+            raise InputError(
+                "attn_implementation must be sdpa or eager (packed sequences need custom attention masks)",
+                field="backbone.attn_implementation",
+            )
 
 
 def embedded_gguf() -> Path:

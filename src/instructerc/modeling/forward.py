@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from instructerc.modeling.sparse_attention import CAUSAL_NAME, NAME as BLOCK_SPARSE
+from instructerc.modeling.sparse_attention import CAUSAL_NAME
+from instructerc.modeling.sparse_attention import NAME as BLOCK_SPARSE
 from instructerc.modeling.wrappers import underlying_model
 
 
@@ -90,7 +91,16 @@ def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def pair_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: Any, rows: Any, columns: Any, cache: Any = None, direct_head: bool = False) -> Any:
+def pair_logits(
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    position_ids: Any,
+    rows: Any,
+    columns: Any,
+    cache: Any = None,
+    direct_head: bool = False,
+) -> Any:
     """Logits ``[n, vocab]`` at the ``n`` (row, column) pairs, for rows that each need different positions.
 
     ``direct_head`` runs the decoder stack and projects only the chosen hidden states (see
@@ -105,7 +115,9 @@ def pair_logits(model: Any, input_ids: Any, attention_mask: Any, position_ids: A
         logits = kept_logits(model, input_ids, attention_mask, position_ids, keep, cache=cache)
         return logits[rows, torch.searchsorted(keep, columns)]
     decoder, head = parts
-    hidden = decoder(input_ids=input_ids, attention_mask=model_mask(model, attention_mask), position_ids=position_ids, **cache_kwargs(decoder, cache)).last_hidden_state
+    hidden = decoder(
+        input_ids=input_ids, attention_mask=model_mask(model, attention_mask), position_ids=position_ids, **cache_kwargs(decoder, cache)
+    ).last_hidden_state
     return head(hidden[rows, columns])
 
 

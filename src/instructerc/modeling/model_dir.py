@@ -73,7 +73,9 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
-def load_model(directory: Path, device: Any = "cpu", merge: bool = True, dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any, Manifest]:
+def load_model(
+    directory: Path, device: Any = "cpu", merge: bool = True, dtype: str = "auto", trust_remote_code: bool = False
+) -> tuple[Any, Any, Manifest]:
     """(model in eval mode on ``device``, tokenizer, manifest) from a model directory.
 
     A LoRA adapter is merged into the base weights by default: inference then costs exactly
@@ -86,7 +88,10 @@ def load_model(directory: Path, device: Any = "cpu", merge: bool = True, dtype: 
     """
     manifest = Manifest.load(directory)
     if manifest.backbone.trust_remote_code and not trust_remote_code:
-        log.warning("%s asks for trust_remote_code; it stays off (pass --trust-remote-code if you trust the code of this model)", directory / MANIFEST)
+        log.warning(
+            "%s asks for trust_remote_code; it stays off (pass --trust-remote-code if you trust the code of this model)",
+            directory / MANIFEST,
+        )
     backbone = replace(manifest.backbone, trust_remote_code=trust_remote_code)
     # An adapter-only directory (the shipped default model) uses its backbone's tokenizer.
     has_tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
@@ -117,8 +122,15 @@ def _loading(directory: Path, backbone: BackboneConfig) -> Iterator[None]:
             raise
         reason = " ".join(str(error).split()) or type(error).__name__
         if "trust_remote_code" in reason:
-            raise InputError("this model needs its own Python code to load, which runs only with --trust-remote-code "
-                             "(trust_remote_code): pass it only if you trust the files of this model", path=directory) from None
+            raise InputError(
+                "this model needs its own Python code to load, which runs only with --trust-remote-code "
+                "(trust_remote_code): pass it only if you trust the files of this model",
+                path=directory,
+            ) from None
         local = Path(backbone.model).expanduser().exists()
-        what = "its backbone" if local else f"its backbone '{backbone.model}' (not a local folder, so it must be in the Hugging Face cache or downloadable)"
+        what = (
+            "its backbone"
+            if local
+            else f"its backbone '{backbone.model}' (not a local folder, so it must be in the Hugging Face cache or downloadable)"
+        )
         raise InputError(f"cannot load the model or {what}: {reason[:400]}", path=directory) from None

@@ -56,7 +56,7 @@ def attention_plan(mask: Any, block: int = BLOCK) -> tuple[list[QueryBlock], flo
         for start in range(0, queries, block):
             end = min(queries, start + block)
             seen = mask[row, 0, start:end].any(0).nonzero().squeeze(1)
-            blocks.append(QueryBlock(row, start, end, seen, mask[row:row + 1, :, start:end].index_select(-1, seen)))
+            blocks.append(QueryBlock(row, start, end, seen, mask[row : row + 1, :, start:end].index_select(-1, seen)))
             work += (end - start) * len(seen)
     return blocks, work / max(1, rows * queries * keys)
 
@@ -114,8 +114,12 @@ def causal_sdpa_attention(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if (
-        attention_mask is not None and attention_mask.dtype == torch.bool and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
-        and query.shape[2] == key.shape[2] == attention_mask.shape[2] == attention_mask.shape[3] > 1 and causal_rows(attention_mask)
+        attention_mask is not None
+        and attention_mask.dtype == torch.bool
+        and attention_mask.dim() == 4
+        and attention_mask.shape[1] == 1
+        and query.shape[2] == key.shape[2] == attention_mask.shape[2] == attention_mask.shape[3] > 1
+        and causal_rows(attention_mask)
     ):
         kwargs.pop("is_causal", None)
         return sdpa_attention_forward(module, query, key, value, None, dropout=dropout, scaling=scaling, is_causal=True, **kwargs)
@@ -131,9 +135,14 @@ def block_sparse_attention(
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     usable = (
-        attention_mask is not None and attention_mask.dtype == torch.bool and attention_mask.dim() == 4
-        and attention_mask.shape[1] == 1 and attention_mask.shape[2] == query.shape[2] >= 2 * BLOCK
-        and not (dropout and module.training) and kwargs.get("position_bias") is None and kwargs.get("softcap") is None
+        attention_mask is not None
+        and attention_mask.dtype == torch.bool
+        and attention_mask.dim() == 4
+        and attention_mask.shape[1] == 1
+        and attention_mask.shape[2] == query.shape[2] >= 2 * BLOCK
+        and not (dropout and module.training)
+        and kwargs.get("position_bias") is None
+        and kwargs.get("softcap") is None
     )
     plan = plan_for(attention_mask) if usable else None
     if plan is None or plan[1] > MAX_WORK:
@@ -148,8 +157,13 @@ def block_sparse_attention(
         keys, values = key[row].index_select(2, part.keys), value[row].index_select(2, part.keys)
         if not native_gqa:
             keys, values = repeat_kv(keys, groups), repeat_kv(values, groups)
-        out[row, :, part.start:part.end] = torch.nn.functional.scaled_dot_product_attention(
-            query[row, :, part.start:part.end], keys, values, attn_mask=part.mask, scale=scaling, **({"enable_gqa": True} if native_gqa else {})
+        out[row, :, part.start : part.end] = torch.nn.functional.scaled_dot_product_attention(
+            query[row, :, part.start : part.end],
+            keys,
+            values,
+            attn_mask=part.mask,
+            scale=scaling,
+            **({"enable_gqa": True} if native_gqa else {}),
         )
     return out.transpose(1, 2).contiguous(), None
 

@@ -61,7 +61,9 @@ def _shorten_demonstration(segments: list[EncodedSegment], budget: int, tokenize
     return segments
 
 
-def encode_example(example: Example, tokenizer: SegmentTokenizer, max_length: int, history_stride: int = 1, with_target: bool = True) -> EncodedExample:
+def encode_example(
+    example: Example, tokenizer: SegmentTokenizer, max_length: int, history_stride: int = 1, with_target: bool = True
+) -> EncodedExample:
     """Tokenize an example, fitting prompt (+ target, when training) into ``max_length`` tokens."""
     target_ids = tokenizer.target_ids(example.target) if with_target and example.target is not None else ()
     # At inference the answer is not known; reserve room for the longest answer the caller allows
@@ -74,9 +76,11 @@ def encode_example(example: Example, tokenizer: SegmentTokenizer, max_length: in
         segments = _shorten_demonstration(segments, budget, tokenizer)
     if _length(segments) > budget:
         raise PromptTooLong(
-            f"utterance {example.index} needs {_length(segments) + len(target_ids) + len(tokenizer.prefix_ids)} tokens even without history "
+            f"utterance {example.index} needs {_length(segments) + len(target_ids) + len(tokenizer.prefix_ids)} "
+            "tokens even without history "
             f"and demonstration, more than max_length={max_length}",
-            example=example, excess=_length(segments) - budget,
+            example=example,
+            excess=_length(segments) - budget,
         )
     prompt_ids = tokenizer.prefix_ids + tuple(i for s in segments for i in s.ids)
     fitted = replace(example, segments=tuple(s.segment for s in segments))

@@ -52,7 +52,7 @@ class SegmentTokenizer:
         with_special = list(tokenizer("a")["input_ids"])
         plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
         # The special tokens before the text (BOS), also when the tokenizer appends some (EOS) too.
-        cut = next((c for c in range(len(with_special) - len(plain) + 1) if with_special[c:c + len(plain)] == plain), 0)
+        cut = next((c for c in range(len(with_special) - len(plain) + 1) if with_special[c : c + len(plain)] == plain), 0)
         self.prefix_ids: tuple[int, ...] = tuple(with_special[:cut])
         self.eos_id: int | None = tokenizer.eos_token_id
 

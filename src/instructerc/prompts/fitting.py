@@ -46,11 +46,13 @@ def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | N
     keep = min(len(text) - 1, math.floor(keep_tokens * chars_per_token * 0.9))
     if keep < 2:
         return None
-    head, tail = text[:(keep + 1) // 2].rstrip(), text[len(text) - keep // 2:].lstrip()
+    head, tail = text[: (keep + 1) // 2].rstrip(), text[len(text) - keep // 2 :].lstrip()
     return head + ELLIPSIS + tail
 
 
-def encode_fitting(items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample]], tokenizer: SegmentTokenizer) -> tuple[list[EncodedExample], list[bool]]:
+def encode_fitting(
+    items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample]], tokenizer: SegmentTokenizer
+) -> tuple[list[EncodedExample], list[bool]]:
     """``encode(items)``, cutting every utterance whose prompt cannot fit; also, per item,
     whether its own utterance was cut. A prompt that cannot fit even then (the fixed wording is
     over the budget) raises the budget's error."""

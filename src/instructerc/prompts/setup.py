@@ -46,7 +46,9 @@ class PromptSetup:
     def builder(self, demonstrations: dict[tuple[str, str, int], Demonstration] | None = None) -> ExampleBuilder:
         return ExampleBuilder(build_template(self.template, self.label_set), demonstrations or {}, self.speaker_slots, self.speaker_variant)
 
-    def encode(self, examples: Sequence[Example] | Iterator[Example], tokenizer: SegmentTokenizer, with_target: bool = True, reserve: int = 0) -> list[EncodedExample]:
+    def encode(
+        self, examples: Sequence[Example] | Iterator[Example], tokenizer: SegmentTokenizer, with_target: bool = True, reserve: int = 0
+    ) -> list[EncodedExample]:
         """Tokenize and budget; ``reserve`` keeps room for an answer that is not in the example."""
         return [encode_example(e, tokenizer, self.max_length - reserve, self.template.history_stride, with_target) for e in examples]
 
@@ -84,5 +86,7 @@ class PromptSetup:
         return cls.from_dict(json.loads((directory / PROMPTING_FILE).read_text(encoding="utf-8")))
 
 
-def erc_examples(setup: PromptSetup, dialogues: Sequence[Dialogue], demonstrations: dict | None = None, training: bool = False) -> list[Example]:
+def erc_examples(
+    setup: PromptSetup, dialogues: Sequence[Dialogue], demonstrations: dict | None = None, training: bool = False
+) -> list[Example]:
     return list(setup.builder(demonstrations).examples(Task.ERC, dialogues, training=training))

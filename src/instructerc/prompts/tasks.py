@@ -38,7 +38,9 @@ class ExampleBuilder:
 
     def __post_init__(self) -> None:
         if self.speaker_variant not in SPEAKER_VARIANTS:
-            raise InputError(f"unknown speaker task variant '{self.speaker_variant}' (known: {', '.join(SPEAKER_VARIANTS)})", field="speaker_variant")
+            raise InputError(
+                f"unknown speaker task variant '{self.speaker_variant}' (known: {', '.join(SPEAKER_VARIANTS)})", field="speaker_variant"
+            )
 
     def erc(self, dialogue: Dialogue, index: int) -> Example:
         utterance = dialogue.utterances[index]

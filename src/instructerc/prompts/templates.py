@@ -88,7 +88,7 @@ class Wording:
     speaker_question: str = "Please select the Speaker label of the utterance <Speaker: {text}>{options}:"
     speaker_in_context_question: str = 'Please select the speaker of the next utterance <"{text}">{options}:'
     prediction_close: str = "###"
-    prediction_question: str = "Based on the above historical utterances, next utterance is spoken by <{speaker}>, please predict the emotion states of <{speaker}>{labels}:"
+    prediction_question: str = "Based on the above historical utterances, next utterance is spoken by <{speaker}>, please predict the emotion states of <{speaker}>{labels}:"  # noqa: E501
     prefix_labels: str = "Label the emotion of each utterance with one of <{options}>. "
     prefix_question: str = "The emotional label of the last utterance is:"
 
@@ -159,7 +159,9 @@ class PromptTemplate:
             segments.append(Segment(w.history_open, Part.FIXED))
             segments += self.history_lines(dialogue, self.window_start(index), index)
         speaker = self.speaker_name(dialogue, index)
-        segments.append(Segment(w.prediction_close + w.prediction_question.format(speaker=speaker, labels=self.label_options()), Part.QUESTION))
+        segments.append(
+            Segment(w.prediction_close + w.prediction_question.format(speaker=speaker, labels=self.label_options()), Part.QUESTION)
+        )
         return segments
 
     def speaker(self, dialogue: Dialogue, index: int, slots: int) -> tuple[list[Segment], str]:

@@ -55,4 +55,6 @@ class SentenceEncoder:
 
     def encode(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> Any:
         """Unit-length float32 embeddings, one row per text."""
-        return self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress).astype("float32")
+        return self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress
+        ).astype("float32")

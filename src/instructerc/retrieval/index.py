@@ -84,7 +84,9 @@ class DemonstrationIndex:
         import numpy as np
 
         group_ids: dict[DialogueKey, int] = {}
-        self._groups = np.array([group_ids.setdefault((e.dataset, e.split, e.dialogue_id), len(group_ids)) for e in self.entries], dtype=np.int64)
+        self._groups = np.array(
+            [group_ids.setdefault((e.dataset, e.split, e.dialogue_id), len(group_ids)) for e in self.entries], dtype=np.int64
+        )
         self._group_ids = group_ids
         label_ids: dict[str, int] = {}
         self._labels = np.array([label_ids.setdefault(e.label, len(label_ids)) for e in self.entries], dtype=np.int64)
@@ -94,16 +96,22 @@ class DemonstrationIndex:
         return len(self.entries)
 
     @classmethod
-    def build(cls, dialogues: Sequence[Dialogue], encoder: SentenceEncoder, config: RetrievalConfig, progress: bool = False) -> "DemonstrationIndex":
+    def build(
+        cls, dialogues: Sequence[Dialogue], encoder: SentenceEncoder, config: RetrievalConfig, progress: bool = False
+    ) -> "DemonstrationIndex":
         entries = [
             Entry(d.dataset, d.id, i, u.text, u.emotion, d.split)
-            for d in dialogues for i, u in enumerate(d.utterances) if u.emotion is not None
+            for d in dialogues
+            for i, u in enumerate(d.utterances)
+            if u.emotion is not None
         ]
         if not entries:
             raise InputError("no labelled utterances to retrieve demonstrations from", field="retrieval")
         texts = [e.text for e in entries]
         key = content_key("index-v1", encoder.identity, texts)
-        embeddings, cached = cached_array(config.cache_path() / "embeddings", key, lambda: encoder.encode(texts, config.batch_size, progress))
+        embeddings, cached = cached_array(
+            config.cache_path() / "embeddings", key, lambda: encoder.encode(texts, config.batch_size, progress)
+        )
         return cls(entries=entries, embeddings=embeddings, encoder_identity=encoder.identity, was_cached=cached)
 
     def search(
@@ -123,15 +131,21 @@ class DemonstrationIndex:
         results: list[list[tuple[int, float]]] = []
         k = min(k, len(self.entries))
         for start in range(0, len(queries), chunk):
-            block = queries[start:start + chunk]
+            block = queries[start : start + chunk]
             scores = block @ self.embeddings.T
-            own = np.array([self._group_ids.get(key, -1) for key in query_dialogues[start:start + chunk]])
+            own = np.array([self._group_ids.get(key, -1) for key in query_dialogues[start : start + chunk]])
             scores[self._groups[None, :] == own[:, None]] = -np.inf
             if required_labels is not None:
-                wanted = np.array([self._label_ids.get(lbl, -2) if lbl is not None else -1 for lbl in required_labels[start:start + chunk]])
+                wanted = np.array(
+                    [self._label_ids.get(lbl, -2) if lbl is not None else -1 for lbl in required_labels[start : start + chunk]]
+                )
                 restrict = wanted[:, None] != -1
                 scores[restrict & (self._labels[None, :] != wanted[:, None])] = -np.inf
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(np.arange(scores.shape[1]), (len(block), 1))
+            top = (
+                np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                if k < scores.shape[1]
+                else np.tile(np.arange(scores.shape[1]), (len(block), 1))
+            )
             for row, candidates in enumerate(top):
                 ranked = sorted(candidates, key=lambda c: -scores[row, c])
                 results.append([(int(c), float(scores[row, c])) for c in ranked if np.isfinite(scores[row, c])])
@@ -154,7 +168,20 @@ def save_pool(index: DemonstrationIndex, directory: Path) -> None:
     with atomic_write(directory / POOL_TEXTS) as handle:
         handle.write(json.dumps({"encoder": index.encoder_identity}) + "\n")
         for e in index.entries:
-            handle.write(json.dumps({"dataset": e.dataset, "dialogue_id": e.dialogue_id, "index": e.index, "text": e.text, "label": e.label, "split": e.split}, ensure_ascii=False) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "dataset": e.dataset,
+                        "dialogue_id": e.dialogue_id,
+                        "index": e.index,
+                        "text": e.text,
+                        "label": e.label,
+                        "split": e.split,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     buffer = io.BytesIO()
     np.save(buffer, index.embeddings.astype(np.float16), allow_pickle=False)
     with atomic_write(directory / POOL_EMBEDDINGS, "wb") as handle:

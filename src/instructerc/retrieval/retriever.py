@@ -29,7 +29,9 @@ class DemonstrationRetriever:
 
     def embed(self, texts: list[str]):
         key = content_key("queries-v1", self.encoder.identity, texts)
-        embeddings, _ = cached_array(self.config.cache_path() / "embeddings", key, lambda: self.encoder.encode(texts, self.config.batch_size))
+        embeddings, _ = cached_array(
+            self.config.cache_path() / "embeddings", key, lambda: self.encoder.encode(texts, self.config.batch_size)
+        )
         return embeddings
 
     def neighbours(self, dialogues: Sequence[Dialogue], k: int = 1, training: bool = False) -> dict[UtteranceKey, list[tuple[int, float]]]:
@@ -40,7 +42,9 @@ class DemonstrationRetriever:
             return {}
         same_label = training and self.config.policy == "same-label"
         labels = [u.emotion for d in dialogues for u in d.utterances] if same_label else None
-        found = self.index.search(self.embed(texts), [(d.dataset, d.split, d.id) for d in dialogues for _ in d.utterances], k=k, required_labels=labels)
+        found = self.index.search(
+            self.embed(texts), [(d.dataset, d.split, d.id) for d in dialogues for _ in d.utterances], k=k, required_labels=labels
+        )
         return dict(zip(keys, found))
 
     def demonstrations(self, dialogues: Sequence[Dialogue], training: bool = False) -> dict[UtteranceKey, Demonstration]:

@@ -40,11 +40,16 @@ class Service:
         self.batcher = Batcher(
             lambda items: predictor.predict_at(items, mode=MODE),
             BatchingConfig(
-                enabled=config.batching, max_batch_size=config.max_batch_size, max_wait=config.max_wait_ms / 1000,
-                wait_share=config.wait_share, max_pending=config.max_pending,
+                enabled=config.batching,
+                max_batch_size=config.max_batch_size,
+                max_wait=config.max_wait_ms / 1000,
+                wait_share=config.wait_share,
+                max_pending=config.max_pending,
             ),
         )
-        self.store = ConversationStore(config.max_conversations, config.max_idle_seconds, evict_after_idle_seconds=config.evict_after_idle_seconds)
+        self.store = ConversationStore(
+            config.max_conversations, config.max_idle_seconds, evict_after_idle_seconds=config.evict_after_idle_seconds
+        )
         self.creations = TokenBucket(config.new_conversations_per_second, config.new_conversation_burst)
         self._ids = itertools.count()
 
@@ -108,8 +113,13 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     if limits.allowed_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in limits.allowed_origins else list(limits.allowed_origins),
-                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["content-type", "x-request-id"], expose_headers=["x-request-id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if "*" in limits.allowed_origins else list(limits.allowed_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
+        )
     app.add_middleware(RequestGuard, config=limits)  # added last: outermost, before CORS
     errors = {status: {"model": schemas.ErrorResponse} for status in (400, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503)}
 
@@ -126,7 +136,9 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return JSONResponse(ApiError(error.status_code, code, str(error.detail)).body(), status_code=error.status_code, headers=error.headers)
+        return JSONResponse(
+            ApiError(error.status_code, code, str(error.detail)).body(), status_code=error.status_code, headers=error.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -139,30 +151,44 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(ApiError(500, "internal_error", "internal error").body(), status_code=500)
 
-    @app.post("/v1/predict", response_model=schemas.PredictResponse, responses=errors, openapi_extra=schemas.request_body(schemas.PredictRequest))
+    @app.post(
+        "/v1/predict", response_model=schemas.PredictResponse, responses=errors, openapi_extra=schemas.request_body(schemas.PredictRequest)
+    )
     async def predict(request: Request) -> dict[str, Any]:
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
         requested = predict_request(parse_json(await request.body()), limits)
         dialogues = [service.internal(d.utterances) for _, d in requested]
         predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
         out, start = [], 0
-        for (client_id, dialogue) in requested:
-            chunk = predictions[start:start + len(dialogue)]
+        for client_id, dialogue in requested:
+            chunk = predictions[start : start + len(dialogue)]
             start += len(dialogue)
             out.append({"id": client_id, "utterances": [_utterance(u, p) for u, p in zip(dialogue.utterances, chunk)]})
         return {"dialogues": out}
 
-    @app.post("/v1/conversations", status_code=201, response_model=schemas.ConversationOut, responses=errors, openapi_extra=schemas.request_body(schemas.NewConversation))
+    @app.post(
+        "/v1/conversations",
+        status_code=201,
+        response_model=schemas.ConversationOut,
+        responses=errors,
+        openapi_extra=schemas.request_body(schemas.NewConversation),
+    )
     async def create_conversation(request: Request) -> dict[str, Any]:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
         utterances = conversation_request(parse_json(await request.body(), allow_empty=True), limits)
         if len(utterances) > limits.max_conversation_utterances:
-            raise ApiError(409, "conversation_full", f"at most {limits.max_conversation_utterances} utterances per conversation", field="utterances")
+            raise ApiError(
+                409, "conversation_full", f"at most {limits.max_conversation_utterances} utterances per conversation", field="utterances"
+            )
         # Checked before any model time is spent: a full store of conversations in use, then the rate.
         if not service.store.has_room():
             raise _store_full()
         if not service.creations.take():
-            raise ApiError(429, "too_many_new_conversations", f"at most {limits.new_conversations_per_second:g} new conversations per second; retry later")
+            raise ApiError(
+                429,
+                "too_many_new_conversations",
+                f"at most {limits.new_conversations_per_second:g} new conversations per second; retry later",
+            )
         dialogue = service.internal(utterances)
         predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
         try:
@@ -171,7 +197,12 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
             raise _store_full() from None
         return _conversation(conversation.id, conversation.turns)
 
-    @app.post("/v1/conversations/{conversation_id}/utterances", response_model=schemas.AddedUtterance, responses=errors, openapi_extra=schemas.request_body(schemas.UtteranceIn))
+    @app.post(
+        "/v1/conversations/{conversation_id}/utterances",
+        response_model=schemas.AddedUtterance,
+        responses=errors,
+        openapi_extra=schemas.request_body(schemas.UtteranceIn),
+    )
     async def add_utterance(conversation_id: str, request: Request) -> dict[str, Any]:
         """Add the next utterance; it is predicted from the history the server keeps."""
         utterance = utterance_request(parse_json(await request.body()), limits)
@@ -211,16 +242,26 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     async def health() -> Any:
         """``ok`` (200) while requests can be answered; ``failed`` (503) once the batching worker has died."""
         alive = service.batcher.alive
-        body = {"status": "ok" if alive else "failed", "conversations": len(service.store), "pending": service.batcher.pending,
-                "model_calls": service.batcher.model_calls, "dropped": service.batcher.dropped}
+        body = {
+            "status": "ok" if alive else "failed",
+            "conversations": len(service.store),
+            "pending": service.batcher.pending,
+            "model_calls": service.batcher.model_calls,
+            "dropped": service.batcher.dropped,
+        }
         return body if alive else JSONResponse(body, status_code=503)
 
     return app
 
 
 def _utterance(utterance: Utterance, prediction: Any) -> dict[str, Any]:
-    return {"speaker": utterance.speaker, "text": utterance.text, "predicted_emotion": prediction.label, "emotion_scores": prediction.scores,
-            "truncated": bool(getattr(prediction, "truncated", False))}
+    return {
+        "speaker": utterance.speaker,
+        "text": utterance.text,
+        "predicted_emotion": prediction.label,
+        "emotion_scores": prediction.scores,
+        "truncated": bool(getattr(prediction, "truncated", False)),
+    }
 
 
 def _store_full() -> ApiError:
@@ -238,4 +279,6 @@ def _known(conversation: Any, conversation_id: str) -> Any:
 
 
 def _unknown(conversation_id: str) -> ApiError:
-    return ApiError(404, "unknown_conversation", "no such conversation (never created, deleted, expired or evicted)", field="conversation_id")
+    return ApiError(
+        404, "unknown_conversation", "no such conversation (never created, deleted, expired or evicted)", field="conversation_id"
+    )

@@ -131,7 +131,9 @@ class Batcher:
         finally:
             self.pending -= count
 
-    async def submit(self, items: Sequence[Item], *, admitted: bool = False, abandoned: asyncio.Event | None = None, request_id: str = "-") -> list[Any]:
+    async def submit(
+        self, items: Sequence[Item], *, admitted: bool = False, abandoned: asyncio.Event | None = None, request_id: str = "-"
+    ) -> list[Any]:
         """One result per item; raises :class:`Overloaded`, :class:`WorkerDead`, :class:`Abandoned`
         (when ``abandoned`` is set before the batch starts), or what the model raised for these
         items. ``admitted``: the caller already holds :meth:`admitted` for these items."""
@@ -174,7 +176,9 @@ class Batcher:
             raise
         except BaseException as error:  # noqa: BLE001 - whatever it was, no request may hang on it
             self.failure = error
-            log.critical("the batching worker died on %s: %s; every request now fails until the service restarts", type(error).__name__, error)
+            log.critical(
+                "the batching worker died on %s: %s; every request now fails until the service restarts", type(error).__name__, error
+            )
             self._fail_waiting(WorkerDead(f"the batching worker died ({type(error).__name__})"))
 
     def _fail_waiting(self, error: BaseException) -> None:
@@ -231,14 +235,19 @@ class Batcher:
             if len(live) == 1:
                 _settle(live[0], error=error)
                 return
-            log.warning("a batch of %d requests (%s) failed (%s: %s); running them one by one", len(live),
-                        " ".join(job.request_id for job in live), type(error).__name__, error)
+            log.warning(
+                "a batch of %d requests (%s) failed (%s: %s); running them one by one",
+                len(live),
+                " ".join(job.request_id for job in live),
+                type(error).__name__,
+                error,
+            )
             for job in live:
                 await self._run_alone(job)
             return
         start = 0
         for job in live:
-            _settle(job, results=results[start:start + len(job.items)])
+            _settle(job, results=results[start : start + len(job.items)])
             start += len(job.items)
 
     async def _run_alone(self, job: _Job) -> None:

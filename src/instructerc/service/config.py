@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-
 from instructerc.errors import InputError
+
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)

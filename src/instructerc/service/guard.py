@@ -49,7 +49,7 @@ def host_name(header: str) -> str:
     """The name of a ``Host`` header without its port, lower case: ``[::1]:8000`` is ``::1``."""
     header = header.strip().lower()
     if header.startswith("["):
-        return header[1:header.find("]")] if "]" in header else header
+        return header[1 : header.find("]")] if "]" in header else header
     name, _, port = header.rpartition(":")
     if name and port.isdigit() and ":" not in name:
         return name.rstrip(".")
@@ -90,7 +90,9 @@ class RequestGuard:
         if body is None:
             return
         if body.strip() and scope["method"] in _BODY_METHODS and not _is_json(headers.get("content-type", "")):
-            await answer(send, 415, "unsupported_media_type", "the body must be sent as Content-Type: application/json", field="content-type")
+            await answer(
+                send, 415, "unsupported_media_type", "the body must be sent as Content-Type: application/json", field="content-type"
+            )
             return
         disconnected = asyncio.Event()
         watcher = asyncio.ensure_future(_watch(receive, disconnected))
@@ -124,7 +126,9 @@ class RequestGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                await answer(send, 408, "request_timeout", f"the request body did not arrive within {self.config.request_timeout_seconds:g} seconds")
+                await answer(
+                    send, 408, "request_timeout", f"the request body did not arrive within {self.config.request_timeout_seconds:g} seconds"
+                )
                 return None
             if message["type"] == "http.disconnect":
                 return None

@@ -55,9 +55,9 @@ def parse_json(body: bytes, allow_empty: bool = False) -> Any:
 def predict_request(payload: Any, config: ServiceConfig) -> list[tuple[str | None, Dialogue]]:
     """``{"dialogues": [...]}`` as (the client's id or None, dialogue) pairs."""
     if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_request", "the body must be a JSON object {\"dialogues\": [...]}")
+        raise ApiError(422, "invalid_request", 'the body must be a JSON object {"dialogues": [...]}')
     if "dialogues" not in payload:
-        hint = " (wrap a single dialogue as {\"dialogues\": [dialogue]})" if "utterances" in payload else ""
+        hint = ' (wrap a single dialogue as {"dialogues": [dialogue]})' if "utterances" in payload else ""
         raise ApiError(422, "invalid_request", f"missing 'dialogues'{hint}", field="dialogues")
     raw = payload["dialogues"]
     if not isinstance(raw, list) or not raw:
@@ -75,7 +75,7 @@ def predict_request(payload: Any, config: ServiceConfig) -> list[tuple[str | Non
 def conversation_request(payload: Any, config: ServiceConfig) -> tuple[Utterance, ...]:
     """The initial utterances of a new conversation: ``{}`` or ``{"utterances": [...]}``."""
     if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_request", "the body must be a JSON object {\"utterances\": [...]} (or empty)")
+        raise ApiError(422, "invalid_request", 'the body must be a JSON object {"utterances": [...]} (or empty)')
     raw = payload.get("utterances")
     if raw is None or raw == []:
         return ()
@@ -87,7 +87,7 @@ def conversation_request(payload: Any, config: ServiceConfig) -> tuple[Utterance
 def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:
     """One utterance to add to a conversation: ``{"speaker": ..., "text": ...}``."""
     if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_request", "the body must be a JSON object {\"speaker\": ..., \"text\": ...}")
+        raise ApiError(422, "invalid_request", 'the body must be a JSON object {"speaker": ..., "text": ...}')
     try:
         dialogue = _dialogue({"utterances": [payload]}, "", config)
     except ApiError as error:
@@ -103,7 +103,9 @@ def _dialogue(record: Any, where: str, config: ServiceConfig) -> Dialogue:
         raise ApiError(422, "invalid_request", "a dialogue must be a JSON object", field=where or None)
     if isinstance(record, dict) and isinstance(record.get("utterances"), list) and len(record["utterances"]) > config.max_utterances:
         count = len(record["utterances"])
-        raise ApiError(422, "too_many_utterances", f"{count} utterances; at most {config.max_utterances} per dialogue", field=f"{prefix}utterances")
+        raise ApiError(
+            422, "too_many_utterances", f"{count} utterances; at most {config.max_utterances} per dialogue", field=f"{prefix}utterances"
+        )
     try:
         dialogue = parse_dialogue(record, path="request", line=0, split="test", label_set=None, default_dataset=REQUEST_DATASET)
     except InputError as error:
@@ -113,12 +115,16 @@ def _dialogue(record: Any, where: str, config: ServiceConfig) -> Dialogue:
     for index, utterance in enumerate(utterances):
         if len(utterance.text) > config.max_utterance_chars:
             raise ApiError(
-                422, "utterance_too_long", f"{len(utterance.text)} characters; at most {config.max_utterance_chars} per utterance",
+                422,
+                "utterance_too_long",
+                f"{len(utterance.text)} characters; at most {config.max_utterance_chars} per utterance",
                 field=f"{prefix}utterances[{index}].text",
             )
         if len(utterance.speaker) > config.max_speaker_chars:
             raise ApiError(
-                422, "speaker_too_long", f"{len(utterance.speaker)} characters; at most {config.max_speaker_chars} per speaker name",
+                422,
+                "speaker_too_long",
+                f"{len(utterance.speaker)} characters; at most {config.max_speaker_chars} per speaker name",
                 field=f"{prefix}utterances[{index}].speaker",
             )
     return Dialogue(id=dialogue.id, dataset=REQUEST_DATASET, split="test", utterances=utterances)

@@ -35,7 +35,9 @@ class UtterancePrediction(BaseModel):
     text: str
     predicted_emotion: str = Field(description="the most probable label of the model's label set")
     emotion_scores: dict[str, float] = Field(description="label -> probability, every label, summing to 1")
-    truncated: bool = Field(False, description="the text was longer than the model's prompt budget and was cut (start and end kept) to be labelled")
+    truncated: bool = Field(
+        False, description="the text was longer than the model's prompt budget and was cut (start and end kept) to be labelled"
+    )
 
 
 class DialoguePrediction(BaseModel):

@@ -60,8 +60,12 @@ def uvicorn_config(app: Any, config: ServiceConfig, **options: Any) -> Any:
     import uvicorn
 
     return uvicorn.Config(
-        app, http=protocol_class(config.request_timeout_seconds), limit_concurrency=config.max_connections,
-        timeout_keep_alive=config.keep_alive_seconds, log_config=log_config(options.get("log_level", "info")), **options,
+        app,
+        http=protocol_class(config.request_timeout_seconds),
+        limit_concurrency=config.max_connections,
+        timeout_keep_alive=config.keep_alive_seconds,
+        log_config=log_config(options.get("log_level", "info")),
+        **options,
     )
 
 
@@ -75,7 +79,6 @@ def protocol_class(header_seconds: float) -> type:
     """
     try:
         import httptools  # noqa: F401
-
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol as Base

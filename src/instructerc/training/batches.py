@@ -28,7 +28,7 @@ def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool
         groups.setdefault((encoded.example.dataset, encoded.example.dialogue_id), []).append(position)
     runs = list(groups.values())
     if chunk is not None:
-        runs = [run[start:start + chunk] for run in runs for start in range(0, len(run), chunk)]
+        runs = [run[start : start + chunk] for run in runs for start in range(0, len(run), chunk)]
     rng.shuffle(runs)
     return [position for run in runs for position in run]
 
@@ -36,7 +36,7 @@ def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool
 def steps(order: list[int], batch_size: int, world_size: int) -> list[list[int]]:
     """Global batches of ``batch_size`` examples; a last batch too small to give every process
     an example is dropped (a process without data would stall the gradient all-reduce)."""
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if batches and len(batches[-1]) < world_size:
         batches.pop()
     return batches
@@ -46,7 +46,7 @@ def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
     """This process's contiguous share of a global batch (contiguous keeps dialogues together)."""
     size, extra = divmod(len(batch), world_size)
     start = rank * size + min(rank, extra)
-    return batch[start:start + size + (1 if rank < extra else 0)]
+    return batch[start : start + size + (1 if rank < extra else 0)]
 
 
 @dataclass
@@ -112,4 +112,4 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, max_tokens: int, sh
 
 
 def micro_batches(indices: list[int], examples: Sequence[EncodedExample], micro_batch_size: int) -> list[list[EncodedExample]]:
-    return [[examples[i] for i in indices[j:j + micro_batch_size]] for j in range(0, len(indices), micro_batch_size)]
+    return [[examples[i] for i in indices[j : j + micro_batch_size]] for j in range(0, len(indices), micro_batch_size)]

@@ -151,11 +151,16 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
     except (yaml.YAMLError, ValueError) as error:
         raise InputError(f"cannot read the run's saved config ({_one_line(error)})", path=saved_config) from None
     # Through YAML, so the new config compares in the form the saved one was written in.
-    differences = [d for d in config_differences(saved, yaml.safe_load(yaml.safe_dump(config))) if d.split(":", 1)[0] not in RESUME_FREE_KEYS]
+    differences = [
+        d for d in config_differences(saved, yaml.safe_load(yaml.safe_dump(config))) if d.split(":", 1)[0] not in RESUME_FREE_KEYS
+    ]
     if differences and not force:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
-        raise InputError(f"the run was started with another config ({shown}): pass --force to resume it under the new one anyway, "
-                         "or choose another output_dir", path=saved_config)
+        raise InputError(
+            f"the run was started with another config ({shown}): pass --force to resume it under the new one anyway, "
+            "or choose another output_dir",
+            path=saved_config,
+        )
     return differences
 
 

@@ -215,7 +215,7 @@ class TrainConfig:
             for depth, parent in enumerate(parents):
                 node = node.setdefault(parent, {})
                 if not isinstance(node, dict):
-                    where = ".".join(parents[:depth + 1])
+                    where = ".".join(parents[: depth + 1])
                     raise InputError(f"'{where}' is not a section of keys, so --set {dotted} cannot go into it", path=path, field=where)
             node[leaf] = value
         try:

@@ -28,8 +28,18 @@ def _adapters(config: Any) -> str:
     return f"LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout} on {', '.join(lora.target_modules)} of {layers}"
 
 
-def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict[str, Any], state: Any, test_metrics: dict[str, Any] | None = None, *, location: str | None,
-                     precision: str | None = None, device: str | None = None) -> None:
+def write_model_card(
+    directory: Path,
+    config: Any,
+    setup: Any,
+    dev_metrics: dict[str, Any],
+    state: Any,
+    test_metrics: dict[str, Any] | None = None,
+    *,
+    location: str | None,
+    precision: str | None = None,
+    device: str | None = None,
+) -> None:
     """``directory`` is where the card is written (possibly a staging folder); ``location`` is
     the path users will load the model from, for the usage line (``None``: the model shipped
     in the package, used without ``--model``). ``precision`` and ``device``: what the matrix
@@ -47,10 +57,13 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
         f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}, seed {config.seed}",
         f"- template: `{template.name}` with {', '.join(parts)}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
-        f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, warmup {config.optim.warmup_ratio:g}, linear decay",
+        f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, "
+        f"warmup {config.optim.warmup_ratio:g}, linear decay",
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
         *_compute(precision, device, getattr(state, "train_seconds", 0.0)),
-        f"- checkpoint selected on dev (step {state.best_step}" + (f" of {state.global_step}" if state.global_step else "") + "); the test split was not read during training.",
+        f"- checkpoint selected on dev (step {state.best_step}"
+        + (f" of {state.global_step}" if state.global_step else "")
+        + "); the test split was not read during training.",
         "",
         "## Dev scores (what the checkpoint was selected on)",
         "",
@@ -60,14 +73,32 @@ def write_model_card(directory: Path, config: Any, setup: Any, dev_metrics: dict
     for dataset, m in dev_metrics.get("by_dataset", {}).items():
         lines.append(f"| {dataset} | {m['weighted_f1']:.2f} | {m['macro_f1']:.2f} | {m['accuracy']:.2f} | {m['count']} |")
     if test_metrics:
-        lines += ["", "## Test scores (reported once, for the dev-selected checkpoint)", "",
-                  "| dataset | weighted F1 | macro F1 | accuracy | utterances |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Test scores (reported once, for the dev-selected checkpoint)",
+            "",
+            "| dataset | weighted F1 | macro F1 | accuracy | utterances |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for dataset, m in test_metrics.items():
             lines.append(f"| {dataset} | {m['weighted_f1']:.2f} | {m['macro_f1']:.2f} | {m['accuracy']:.2f} | {m['count']} |")
     if config.data.max_dev_dialogues is not None:
-        lines += ["", f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues per dataset; "
-                  "`instructerc evaluate --split dev` scores the whole split."]
-    lines += ["", "## Use", "", "```", "instructerc predict" + ("" if location is None else f" --model {location}") + " --input dialogues.jsonl --output predictions.jsonl", "```", ""]
+        lines += [
+            "",
+            f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues per dataset; "
+            "`instructerc evaluate --split dev` scores the whole split.",
+        ]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```",
+        "instructerc predict"
+        + ("" if location is None else f" --model {location}")
+        + " --input dialogues.jsonl --output predictions.jsonl",
+        "```",
+        "",
+    ]
     with atomic_write(directory / "README.md") as handle:
         handle.write("\n".join(lines))
 

@@ -27,7 +27,15 @@ from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
-from instructerc.training.checkpoint import TrainState, check_resumable, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, set_rng_state
+from instructerc.training.checkpoint import (
+    TrainState,
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    set_rng_state,
+)
 from instructerc.training.config import TrainConfig
 from instructerc.training.dev import DevScorer, DevScoring, DevSet
 
@@ -78,7 +86,9 @@ def check_distributed_type(accelerator: Any) -> None:
     if accelerator.distributed_type not in supported:
         raise InputError(
             f"training under {accelerator.distributed_type.value} is not supported; use one device or data parallel "
-            "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)", field="distributed_type")
+            "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)",
+            field="distributed_type",
+        )
 
 
 def _device_description(device: Any, processes: int) -> str:
@@ -102,8 +112,14 @@ def set_seed(seed: int) -> None:
 class Trainer:
     """Runs one :class:`TrainConfig`; see the module docstring."""
 
-    def __init__(self, config: TrainConfig, progress: bool = True, stop_after_steps: int | None = None, force: bool = False,
-                 dev_scoring: DevScoring | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        progress: bool = True,
+        stop_after_steps: int | None = None,
+        force: bool = False,
+        dev_scoring: DevScoring | None = None,
+    ) -> None:
         self.config = config
         # Injected because scoring needs inference and evaluation, which training may not import;
         # the CLI and the experiment runner pass evaluation.dev_scoring.predictor_dev_scoring.
@@ -147,7 +163,9 @@ class Trainer:
             raise InputError("no dev dialogues to select a checkpoint on", field="data")
         return train, dev
 
-    def _stage_examples(self, stage_index: int, train: list[Dialogue], setup: PromptSetup, demonstrations: dict, tokenizer: SegmentTokenizer) -> list[EncodedExample]:
+    def _stage_examples(
+        self, stage_index: int, train: list[Dialogue], setup: PromptSetup, demonstrations: dict, tokenizer: SegmentTokenizer
+    ) -> list[EncodedExample]:
         stage = self.config.stages[stage_index]
         builder = setup.builder(demonstrations)
         examples = []
@@ -167,14 +185,15 @@ class Trainer:
         from transformers import get_linear_schedule_with_warmup
 
         from instructerc.modeling.backbone import load_causal_lm, load_tokenizer, resolve_model
-        from instructerc.modeling.finetune import count_parameters, load_trainable_state, make_trainable, trainable_state
+        from instructerc.modeling.finetune import count_parameters, load_trainable_state, make_trainable
         from instructerc.modeling.precision import resolve_dtype
         from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
 
         config = self.config
         if self.dev_scoring is None:
-            raise ValueError("Trainer.run needs dev_scoring (instructerc.evaluation.dev_scoring.predictor_dev_scoring): "
-                             "checkpoints are selected on dev")
+            raise ValueError(
+                "Trainer.run needs dev_scoring (instructerc.evaluation.dev_scoring.predictor_dev_scoring): checkpoints are selected on dev"
+            )
         accelerator = self._accelerator()
         check_distributed_type(accelerator)
         rank, world = accelerator.process_index, accelerator.num_processes
@@ -185,7 +204,10 @@ class Trainer:
         if resume and checkpoint is None and accelerator.is_main_process:
             print(f"no checkpoint under {self.paths.checkpoints}; starting from scratch")
         if not resume and self.paths.checkpoints.exists() and any(self.paths.checkpoints.iterdir()):
-            raise InputError("this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir", path=self.paths.root)
+            raise InputError(
+                "this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir",
+                path=self.paths.root,
+            )
         if checkpoint is not None:
             changed = check_resumable(self.paths.root / "config.yaml", config.to_dict(), self.force)
             if changed and accelerator.is_main_process:
@@ -224,9 +246,19 @@ class Trainer:
         if accelerator.is_main_process:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             self._write_yaml(self.paths.root / "config.yaml", config.to_dict())
-            self._log({"event": "start", "trainable_parameters": trainable, "parameters": total, "train_dialogues": len(train),
-                       "dev_dialogues": len(dev), "processes": world, "device": str(accelerator.device),
-                       "precision": precision, "trainable_precision": "float32"})
+            self._log(
+                {
+                    "event": "start",
+                    "trainable_parameters": trainable,
+                    "parameters": total,
+                    "train_dialogues": len(train),
+                    "dev_dialogues": len(dev),
+                    "processes": world,
+                    "device": str(accelerator.device),
+                    "precision": precision,
+                    "trainable_precision": "float32",
+                }
+            )
 
         optim_state = None
         if checkpoint is not None:
@@ -245,7 +277,9 @@ class Trainer:
             total_steps = max(1, math.ceil(stage.epochs * steps_per_epoch))
             epochs = math.ceil(total_steps / max(1, steps_per_epoch))
             params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay)
+            optimizer = torch.optim.AdamW(
+                params, lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay
+            )
             scheduler = get_linear_schedule_with_warmup(optimizer, round(config.optim.warmup_ratio * total_steps), total_steps)
             optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
             if optim_state is not None and stage_index == state.stage:
@@ -256,8 +290,13 @@ class Trainer:
                 state.epoch, state.step_in_epoch = 0, 0
             state.stage = stage_index
             done_in_stage = state.epoch * steps_per_epoch + state.step_in_epoch
-            bar = tqdm(total=total_steps, initial=done_in_stage, desc=f"stage {stage_index + 1}/{len(config.stages)} ({'+'.join(stage.tasks)})",
-                       disable=not (self.progress and accelerator.is_main_process), dynamic_ncols=True)
+            bar = tqdm(
+                total=total_steps,
+                initial=done_in_stage,
+                desc=f"stage {stage_index + 1}/{len(config.stages)} ({'+'.join(stage.tasks)})",
+                disable=not (self.progress and accelerator.is_main_process),
+                dynamic_ncols=True,
+            )
             for epoch in range(state.epoch, epochs):
                 state.epoch = epoch
                 order = epoch_order(examples, stable_seed(config.seed, stage_index, epoch), by_dialogue, config.packing.dialogue_chunk)
@@ -267,17 +306,32 @@ class Trainer:
                         break
                     started = time.perf_counter()
                     batch = batches[step_index]
-                    loss_value, tokens = self._step(model, optimizer, scheduler, accelerator, examples, batch, rank, world, hf_tokenizer.pad_token_id)
+                    loss_value, tokens = self._step(
+                        model, optimizer, scheduler, accelerator, examples, batch, rank, world, hf_tokenizer.pad_token_id
+                    )
                     state.step_in_epoch = step_index + 1
                     state.global_step += 1
                     elapsed = time.perf_counter() - started
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / elapsed:.0f}")
                     if accelerator.is_main_process:
-                        self._log({"event": "step", "step": state.global_step, "stage": stage_index, "epoch": epoch, "loss": loss_value,
-                                   "lr": scheduler.get_last_lr()[0], "tokens": tokens, "tokens_per_s": tokens / elapsed, "examples": len(batch)})
+                        self._log(
+                            {
+                                "event": "step",
+                                "step": state.global_step,
+                                "stage": stage_index,
+                                "epoch": epoch,
+                                "loss": loss_value,
+                                "lr": scheduler.get_last_lr()[0],
+                                "tokens": tokens,
+                                "tokens_per_s": tokens / elapsed,
+                                "examples": len(batch),
+                            }
+                        )
                     state.train_seconds += elapsed
-                    if stage.evaluates_erc and self._evaluation_due(state, epoch * steps_per_epoch + step_index + 1, steps_per_epoch, total_steps):
+                    if stage.evaluates_erc and self._evaluation_due(
+                        state, epoch * steps_per_epoch + step_index + 1, steps_per_epoch, total_steps
+                    ):
                         self._evaluate(model, accelerator, dev_evaluator, state)
                     if state.global_step % config.checkpoint_every_steps == 0:
                         self._checkpoint(model, optimizer, scheduler, accelerator, state)
@@ -324,7 +378,7 @@ class Trainer:
         for position, chunk in enumerate(chunks):
             micro = collate(chunk, pad_id, self.config.packing.max_tokens, self.config.packing.shared_prefix).to(accelerator.device)
             last = position == len(chunks) - 1
-            with (nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
+            with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
                 losses = example_losses(model, micro)
                 # Mean over the global batch: DDP averages over processes, hence * world.
                 loss = losses.sum() * world / len(batch)
@@ -347,15 +401,24 @@ class Trainer:
         scores = evaluator(model)
         state.train_seconds += time.perf_counter() - started
         score, results = scores.score, scores.by_dataset
-        record = {"event": "eval", "step": state.global_step, "stage": state.stage, "epoch": state.epoch, "dev_score": score,
-                  **{f"dev_{d}_weighted_f1": m.weighted_f1 for d, m in results.items()}}
+        record = {
+            "event": "eval",
+            "step": state.global_step,
+            "stage": state.stage,
+            "epoch": state.epoch,
+            "dev_score": score,
+            **{f"dev_{d}_weighted_f1": m.weighted_f1 for d, m in results.items()},
+        }
         state.evaluations.append(record)
         improved = state.best_score is None or score > state.best_score
         if improved:
             state.best_score, state.best_step = score, state.global_step
         if accelerator.is_main_process:
             self._log(record)
-            print(f"step {state.global_step}: dev weighted F1 {score:.2f}" + (" (best)" if improved else f" (best {state.best_score:.2f} at step {state.best_step})"))
+            print(
+                f"step {state.global_step}: dev weighted F1 {score:.2f}"
+                + (" (best)" if improved else f" (best {state.best_score:.2f} at step {state.best_step})")
+            )
             if improved:
                 import torch
 
@@ -363,8 +426,15 @@ class Trainer:
                 torch.save(trainable_state(accelerator.unwrap_model(model)), self.paths.best / "trainable.pt.tmp")
                 (self.paths.best / "trainable.pt.tmp").replace(self.paths.best / "trainable.pt")
                 with open(self.paths.best / "dev_metrics.json.tmp", "w", encoding="utf-8") as handle:
-                    json.dump({"step": state.global_step, "score": score, "precision": self.precision,
-                               "by_dataset": {d: m.to_dict() for d, m in results.items()}}, handle)
+                    json.dump(
+                        {
+                            "step": state.global_step,
+                            "score": score,
+                            "precision": self.precision,
+                            "by_dataset": {d: m.to_dict() for d, m in results.items()},
+                        },
+                        handle,
+                    )
                 (self.paths.best / "dev_metrics.json.tmp").replace(self.paths.best / "dev_metrics.json")
         accelerator.wait_for_everyone()
 
@@ -401,8 +471,16 @@ class Trainer:
                 self._write_yaml(directory / "training_config.yaml", self.config.to_dict())
                 with open(directory / "dev_metrics.json", "w", encoding="utf-8") as handle:
                     json.dump(dev_metrics, handle, indent=2)
-                write_model_card(directory, self.config, setup, dev_metrics, state, location=str(self.paths.model),
-                                 precision=self.precision, device=self.device_description)
+                write_model_card(
+                    directory,
+                    self.config,
+                    setup,
+                    dev_metrics,
+                    state,
+                    location=str(self.paths.model),
+                    precision=self.precision,
+                    device=self.device_description,
+                )
 
             write_model_dir(self.paths.model, fill)
             self._log({"event": "done", "best_step": state.best_step, "best_dev_score": state.best_score, "model": str(self.paths.model)})
