@@ -9,6 +9,21 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def replace_directory(staging: Path, target: Path) -> None:
+    """Put the complete folder ``staging`` at ``target``; an existing ``target`` is removed only
+    once the new one is in place, so a crash midway never leaves neither."""
+    import shutil
+
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
 def default_cache_dir() -> Path:
     """The per-user cache folder (XDG's, else ``~/.cache``), shared by embeddings and backbones.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from instructerc.cli.options import add_dtype_option
+from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,11 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_option(evaluate, "the model computes in")
-    evaluate.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="let the model's own Python files run (off: a model directory never turns it on itself)",
-    )
+    add_trust_remote_code_option(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
     baseline = commands.add_parser("baseline", help="score the majority-class and MiniLM + logistic-regression baselines on a split")

@@ -34,5 +34,13 @@ def add_dtype_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_trust_remote_code_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model's own Python files run (off: a model directory never turns it on itself)",
+    )
+
+
 def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(name=args.dataset, path=args.data, labels=args.labels, label_set=args.label_set)

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from instructerc.cli.options import add_dtype_option
+from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
 from instructerc.service.config import ServiceConfig
 
 # Flag groups: ServiceConfig field -> (type, help); defaults come from ServiceConfig itself.
@@ -77,11 +77,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
-    serve.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="let the model's own Python files run (off: a model directory never turns it on itself)",
-    )
+    add_trust_remote_code_option(serve)
     for title, options in _OPTIONS.items():
         group = serve.add_argument_group(title)
         if title == "batching":

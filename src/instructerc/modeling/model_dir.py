@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import atomic_write
+from instructerc.files import atomic_write, replace_directory
 from instructerc.modeling.backbone import BackboneConfig, load_causal_lm, load_tokenizer, resolve_model
 
 MANIFEST = "instructerc.json"
@@ -60,14 +60,7 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
         staging.chmod(0o755)
         for path in staging.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
+        replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
-from instructerc.files import atomic_write
+from instructerc.files import atomic_write, replace_directory
 
 CHECKPOINT_FILES = ("trainable.pt", "optim.pt", "state.json")
 # Keys a resumed run may change freely: how often checkpoints are saved changes nothing the run
@@ -84,14 +84,7 @@ def save_checkpoint(directory: Path, state: TrainState, trainable: dict[str, Any
         json.dump(asdict(state), handle, indent=2)
     for name in CHECKPOINT_FILES:
         _fsync(staging / name)
-    if directory.exists():  # the same step saved again: the old copy goes only once the new one is in place
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-        staging.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(directory)
+    replace_directory(staging, directory)  # the same step saved again: the old copy goes only once the new one is in place
     _fsync(directory.parent)
 
 
