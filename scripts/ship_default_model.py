@@ -6,6 +6,9 @@ test scores given with --test-metrics (from ``instructerc evaluate``), which are
 training, for the dev-selected checkpoint.
 
     python scripts/ship_default_model.py runs/cpu/run-XXXX/model --test-metrics EVAL_DIR/metrics.json
+
+The card's precision, device and wall time come from the run's ``metrics.jsonl`` (its start and
+done events), read from the model directory's parent run directory.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import shutil
 from pathlib import Path
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "instructerc" / "resources" / "default_model"
-KEEP = ("instructerc.json", "prompting.json", "adapter_config.json", "training_config.yaml", "dev_metrics.json")
 
 
 def main() -> None:
@@ -25,13 +27,15 @@ def main() -> None:
     parser.add_argument(
         "--test-metrics", type=Path, action="append", default=[], help="metrics.json of instructerc evaluate on a test split (repeatable)"
     )
+    parser.add_argument("--label-note", help="why the model speaks its label set (a paragraph of the model card)")
     args = parser.parse_args()
+    run = _run_summary(args.model.resolve().parent / "metrics.jsonl")
 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from instructerc.modeling.model_dir import Manifest, write_model_dir
-    from instructerc.prompts.setup import PromptSetup
+    from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG, Manifest, write_model_dir
+    from instructerc.prompts.setup import PROMPTING_FILE, PromptSetup
     from instructerc.training.checkpoint import TrainState
     from instructerc.training.config import TrainConfig
     from instructerc.training.model_card import write_model_card
@@ -43,20 +47,44 @@ def main() -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
         system = data["systems"]["llm"] if "systems" in data else data
         test.update(system["by_dataset"])
-    dev = json.loads((args.model / "dev_metrics.json").read_text(encoding="utf-8"))
-    config = TrainConfig.from_yaml(args.model / "training_config.yaml")
+    dev = json.loads((args.model / DEV_METRICS).read_text(encoding="utf-8"))
+    config = TrainConfig.from_yaml(args.model / TRAINING_CONFIG)
     setup = PromptSetup.load(args.model)
 
     def fill(staging: Path) -> None:
-        for name in KEEP:
+        for name in (MANIFEST, PROMPTING_FILE, "adapter_config.json", TRAINING_CONFIG, DEV_METRICS):
             shutil.copy2(args.model / name, staging / name)
         weights = load_file(args.model / "adapter_model.safetensors")
         save_file({k: v.to(torch.float16) for k, v in weights.items()}, staging / "adapter_model.safetensors")
-        write_model_card(staging, config, setup, dev, TrainState(best_step=dev.get("step")), test_metrics=test or None, location=None)
+        write_model_card(
+            staging,
+            config,
+            setup,
+            dev,
+            TrainState(best_step=dev.get("step"), train_seconds=run["seconds"]),
+            test_metrics=test or None,
+            location=None,
+            precision=run["precision"],
+            device=run["device"],
+            label_note=args.label_note,
+        )
 
     write_model_dir(TARGET, fill)
     size = sum(p.stat().st_size for p in TARGET.iterdir())
     print(f"shipped {TARGET} ({size / 1e6:.1f} MB)")
+
+
+def _run_summary(metrics: Path) -> dict:
+    """Precision, device and wall time (start to done) of the run that trained the model."""
+    if not metrics.is_file():
+        raise SystemExit(f"{metrics}: not found; the model directory must sit in its run directory")
+    events = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    start = next(e for e in events if e["event"] == "start")
+    done = [e for e in events if e["event"] == "done"]
+    if not done:
+        raise SystemExit(f"{metrics}: the run has not finished")
+    where = f"{start['processes']} processes on {start['device']}" if start["processes"] > 1 else start["device"]
+    return {"seconds": done[-1]["time"] - start["time"], "precision": start.get("precision"), "device": where}
 
 
 if __name__ == "__main__":

@@ -256,6 +256,27 @@ def test_a_unified_model_is_scored_on_the_original_classes(run_cli, models: dict
     assert OUTSIDE in (out / "report.md").read_text(encoding="utf-8")
 
 
+def test_predict_answers_a_dialogue_that_names_its_dataset_in_that_datasets_classes(
+    run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "predictions.jsonl"
+
+    result = run_cli("predict", "--model", models["uime"], "--input", meld_data / "test.jsonl", "--output", out, "--no-progress")
+
+    assert result.code == 0, result.err
+    for utterance in (u for d in read_jsonl(out) for u in d["utterances"]):
+        scores = utterance["emotion_scores"]
+        best = max(MELD.labels, key=lambda label: scores[INSTRUCTERC.to_unified("meld", label)])
+        assert utterance["predicted_original_emotion"] == best
+        assert utterance["predicted_emotion"] == max(scores, key=scores.get)
+
+
+def test_the_best_original_label_ignores_unified_labels_the_dataset_lacks() -> None:
+    scores = {"peaceful": 0.5, "mad": 0.3, "joyful": 0.2}  # MELD has no class mapped to peaceful
+    assert INSTRUCTERC.best_original("meld", scores) == "anger"
+    assert INSTRUCTERC.best_original("emorynlp", scores) == "Peaceful"
+
+
 def test_data_in_other_classes_than_the_model_is_refused(run_cli, models: dict[str, Path], tmp_path: Path) -> None:
     data = write_folder(tmp_path / "emory-like", EMORYNLP.labels, dataset="emorynlp")
 

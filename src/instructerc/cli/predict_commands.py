@@ -90,7 +90,7 @@ def run_predict(args: argparse.Namespace) -> int:
         with progress_bar(utterances, not args.no_progress) as bar, atomic_write(args.output) as handle:
             for batch in chunks(read(), args.chunk_size):
                 predicted = predictor.predict(batch, mode=args.mode, paper_parsing=args.paper_parsing, progress=bar)
-                write_prediction_records(handle, batch, predicted, args.mode, predictor.label_set)
+                write_prediction_records(handle, batch, predicted, args.mode, predictor.label_set, restrict_to_dataset=True)
                 invalid += sum(p.label is None for ps in predicted for p in ps)
                 truncated += sum(p.truncated for ps in predicted for p in ps)
     except OSError as error:

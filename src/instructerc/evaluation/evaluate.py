@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from instructerc.data.dialogue import canonical_split
+from instructerc.data.dialogue import Dialogue, canonical_split
 from instructerc.data.registry import DataSource, load_dialogues
 from instructerc.errors import InputError
 from instructerc.evaluation.results import EvaluationResult, SystemResult
+from instructerc.labels.label_set import LabelSet
 
 
 def evaluate_model(
@@ -35,11 +36,8 @@ def evaluate_model(
     ``dtype``: the precision the model computes in (recorded in the settings).
     ``trust_remote_code``: let the model's own Python files run (never the model directory's choice).
     """
-    from instructerc.evaluation.baselines import constant_predictions, run_baselines
-    from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all, write_predictions
-    from instructerc.evaluation.report import write_outputs
-    from instructerc.evaluation.results import check_comparable
-    from instructerc.evaluation.scoring import score_by_dataset
+    from instructerc.evaluation.baselines import run_baselines
+    from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all
     from instructerc.inference.predictor import Predictor
     from instructerc.modeling.model_dir import Manifest
     from instructerc.prompts.setup import PromptSetup
@@ -51,13 +49,7 @@ def evaluate_model(
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)
-    dialogues = load_dialogues(source, split)
-    if max_dialogues is not None:
-        from instructerc.data.sampling import per_dataset_subset
-
-        if max_dialogues < 1:
-            raise InputError("must be at least 1", field="max_dialogues")
-        dialogues = per_dataset_subset(dialogues, max_dialogues, seed=0)
+    dialogues = _dialogues(source, split, max_dialogues)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
     # The gold is checked against the model's labels before the model loads: a bad file fails fast.
     Manifest.load(model)  # a clear error for a folder that is no model directory
@@ -69,10 +61,7 @@ def evaluate_model(
     if max_dialogues is not None:
         data["max_dialogues_per_dataset"] = max_dialogues
     if imported is not None:
-        if not any(s.kind == "baseline" for s in imported.systems.values()):
-            raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=baselines_from)
-        shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
-        check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, baselines_from)
+        _check_imported_baselines(imported, baselines_from, split, data, dialogues, label_set)
     computed = run_baselines(source, split, progress=progress) if with_baselines else None
     predictor = Predictor.from_directory(model, dtype=dtype, trust_remote_code=trust_remote_code)
 
@@ -95,10 +84,43 @@ def evaluate_model(
         )
     if computed is not None:
         result = result.with_systems(computed.systems)
+    _write(out, result, dialogues, predictions, mode, label_set)
+    return result
+
+
+def _dialogues(source: DataSource, split: str, max_dialogues: int | None) -> list[Dialogue]:
+    """The split's dialogues, or a fixed subset (seed 0) of at most ``max_dialogues`` per dataset."""
+    dialogues = load_dialogues(source, split)
+    if max_dialogues is None:
+        return dialogues
+    from instructerc.data.sampling import per_dataset_subset
+
+    if max_dialogues < 1:
+        raise InputError("must be at least 1", field="max_dialogues")
+    return per_dataset_subset(dialogues, max_dialogues, seed=0)
+
+
+def _check_imported_baselines(
+    imported: EvaluationResult, path: Path | None, split: str, data: dict, dialogues: list[Dialogue], label_set: LabelSet
+) -> None:
+    """Imported baseline results must hold baselines scored on the same split, data and labels."""
+    from instructerc.evaluation.baselines import constant_predictions
+    from instructerc.evaluation.results import check_comparable
+    from instructerc.evaluation.scoring import score_by_dataset
+
+    if not any(s.kind == "baseline" for s in imported.systems.values()):
+        raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=path)
+    shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
+    check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, path)
+
+
+def _write(out: Path, result: EvaluationResult, dialogues: list[Dialogue], predictions: list, mode: str, label_set: LabelSet) -> None:
+    from instructerc.evaluation.harness import write_predictions
+    from instructerc.evaluation.report import write_outputs
+
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / "predictions.jsonl", dialogues, predictions, mode, label_set)
         write_outputs(result, out)
     except OSError as error:
         raise InputError(f"cannot write: {error.strerror or error}", path=out) from None
-    return result

@@ -16,6 +16,7 @@ from instructerc.files import atomic_write
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.prediction import Prediction
+from instructerc.labels.unified import UnifiedMapping
 
 CHUNK = 64
 T = TypeVar("T")
@@ -137,19 +138,31 @@ def write_predictions(
     return path
 
 
+def original_emotion(mapping: UnifiedMapping, dataset: str, prediction: Prediction, restrict: bool) -> str | None:
+    """A unified prediction in the words of the dataset the dialogue names; a label outside the
+    dataset's classes is :data:`OUTSIDE` (scoring counts it as an error). ``restrict`` (what
+    ``predict`` shows users): with label scores, the best of the dataset's own classes instead,
+    so a MELD user never reads a label MELD lacks."""
+    if prediction.label is None:
+        return None
+    if restrict and prediction.scores:
+        return mapping.best_original(dataset, prediction.scores)
+    return mapping.to_original(dataset, prediction.label) or OUTSIDE
+
+
 def write_prediction_records(
     handle: IO[str],
     dialogues: Sequence[Dialogue],
     predictions: Sequence[Sequence[Prediction]],
     mode: str,
     label_set: LabelSet | None = None,
+    restrict_to_dataset: bool = False,
 ) -> None:
+    """``restrict_to_dataset``: see :func:`original_emotion`."""
     mapping = mapping_of(label_set) if label_set is not None else None
     for dialogue, predicted in zip(dialogues, predictions):
         fields = [prediction_fields(p, mode) for p in predicted]
         if mapping is not None and mapping.covers(dialogue.dataset):
             for field, p in zip(fields, predicted):
-                field["predicted_original_emotion"] = (
-                    None if p.label is None else (mapping.to_original(dialogue.dataset, p.label) or OUTSIDE)
-                )
+                field["predicted_original_emotion"] = original_emotion(mapping, dialogue.dataset, p, restrict_to_dataset)
         write_record(handle, dialogue_record(dialogue, fields))

@@ -78,7 +78,8 @@ def evaluate_run(
 def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True) -> RunResult:
     """Train (or resume) one run, then score its dev-selected model on the evaluation split once."""
     from instructerc.evaluation.dev_scoring import predictor_dev_scoring
-    from instructerc.training.trainer import Trainer
+    from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST
+    from instructerc.training.trainer import RunPaths, Trainer
 
     resolved = resolved_config(config, root, spec)
     directory = _directory_of(config, root, resolved)
@@ -93,11 +94,11 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
             handle,
             indent=2,
         )
-    checkpoints = directory / "checkpoints"
-    if not (directory / "model" / "instructerc.json").is_file():
-        resume = checkpoints.is_dir() and any(checkpoints.iterdir())
+    paths = RunPaths(directory)
+    if not (paths.model / MANIFEST).is_file():
+        resume = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
         Trainer(train_config, progress=progress, dev_scoring=predictor_dev_scoring).run(resume=resume)
-    dev = json.loads((directory / "model" / "dev_metrics.json").read_text(encoding="utf-8"))
+    dev = json.loads((paths.model / DEV_METRICS).read_text(encoding="utf-8"))
     test = evaluate_run(
         directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues, train_config.backbone.dtype
     )

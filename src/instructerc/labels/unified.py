@@ -75,6 +75,12 @@ class UnifiedMapping:
                 return original
         return None
 
+    def best_original(self, dataset: str, scores: Mapping[str, float]) -> str:
+        """The dataset's own label whose unified label scores highest: the answer restricted to
+        the classes the dataset has (ties go to the dataset's first class)."""
+        table = self.forward[dataset]
+        return max(table, key=lambda original: scores.get(table[original], float("-inf")))
+
     def covers(self, dataset: str) -> bool:
         return dataset in self.forward
 

@@ -22,6 +22,8 @@ from instructerc.files import atomic_write, replace_directory
 from instructerc.modeling.backbone import BackboneConfig, load_causal_lm, load_tokenizer, resolve_model
 
 MANIFEST = "instructerc.json"
+DEV_METRICS = "dev_metrics.json"  # the dev scores the checkpoint was selected on
+TRAINING_CONFIG = "training_config.yaml"
 FORMAT = 1
 
 log = logging.getLogger(__name__)

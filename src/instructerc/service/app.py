@@ -85,15 +85,9 @@ class Service:
 
 
 def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI":
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException
-
-    from instructerc.service import schemas
+    from fastapi import FastAPI
 
     service = Service(predictor, config or ServiceConfig())
-    limits = service.config
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,6 +104,22 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         lifespan=lifespan,
     )
     app.state.service = service
+    _add_middleware(app, service.config)
+    _add_error_handlers(app)
+    _add_predict_route(app, service)
+    _add_conversation_routes(app, service)
+    _add_status_routes(app, service)
+    return app
+
+
+def _error_responses() -> dict[int, dict[str, Any]]:
+    """The error statuses every endpoint documents in the OpenAPI schema."""
+    from instructerc.service import schemas
+
+    return {status: {"model": schemas.ErrorResponse} for status in (400, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503)}
+
+
+def _add_middleware(app: "FastAPI", limits: ServiceConfig) -> None:
     if limits.allowed_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -121,7 +131,14 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
             expose_headers=["x-request-id"],
         )
     app.add_middleware(RequestGuard, config=limits)  # added last: outermost, before CORS
-    errors = {status: {"model": schemas.ErrorResponse} for status in (400, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503)}
+
+
+def _add_error_handlers(app: "FastAPI") -> None:
+    """Every error is answered as an :class:`ApiError` body: status, code, message, field."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -151,12 +168,21 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(ApiError(500, "internal_error", "internal error").body(), status_code=500)
 
+
+def _add_predict_route(app: "FastAPI", service: Service) -> None:
+    from fastapi import Request
+
+    from instructerc.service import schemas
+
     @app.post(
-        "/v1/predict", response_model=schemas.PredictResponse, responses=errors, openapi_extra=schemas.request_body(schemas.PredictRequest)
+        "/v1/predict",
+        response_model=schemas.PredictResponse,
+        responses=_error_responses(),
+        openapi_extra=schemas.request_body(schemas.PredictRequest),
     )
     async def predict(request: Request) -> dict[str, Any]:
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
-        requested = predict_request(parse_json(await request.body()), limits)
+        requested = predict_request(parse_json(await request.body()), service.config)
         dialogues = [service.internal(d.utterances) for _, d in requested]
         predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
         out, start = [], 0
@@ -165,6 +191,15 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
             start += len(dialogue)
             out.append({"id": client_id, "utterances": [_utterance(u, p) for u, p in zip(dialogue.utterances, chunk)]})
         return {"dialogues": out}
+
+
+def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
+    from fastapi import Request
+    from fastapi.responses import Response
+
+    from instructerc.service import schemas
+
+    limits, errors = service.config, _error_responses()
 
     @app.post(
         "/v1/conversations",
@@ -176,19 +211,7 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     async def create_conversation(request: Request) -> dict[str, Any]:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
         utterances = conversation_request(parse_json(await request.body(), allow_empty=True), limits)
-        if len(utterances) > limits.max_conversation_utterances:
-            raise ApiError(
-                409, "conversation_full", f"at most {limits.max_conversation_utterances} utterances per conversation", field="utterances"
-            )
-        # Checked before any model time is spent: a full store of conversations in use, then the rate.
-        if not service.store.has_room():
-            raise _store_full()
-        if not service.creations.take():
-            raise ApiError(
-                429,
-                "too_many_new_conversations",
-                f"at most {limits.new_conversations_per_second:g} new conversations per second; retry later",
-            )
+        _check_new_conversation(service, len(utterances))
         dialogue = service.internal(utterances)
         predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
         try:
@@ -208,7 +231,7 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         utterance = utterance_request(parse_json(await request.body()), limits)
         conversation = _known(service.store.get(conversation_id), conversation_id)
         # Admitted before waiting for the lock: requests queued behind one conversation count too.
-        with service.batcher.admitted(1):  # Overloaded is answered 503 below
+        with service.batcher.admitted(1):  # Overloaded is answered 503 by its handler
             async with conversation.lock:
                 if conversation_id not in service.store:  # deleted or evicted while this request waited
                     raise _unknown(conversation_id)
@@ -232,10 +255,31 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
             raise _unknown(conversation_id)
         return Response(status_code=204)
 
+
+def _check_new_conversation(service: Service, utterances: int) -> None:
+    """Refuses a new conversation before any model time is spent: too long, no room, or too fast."""
+    limits = service.config
+    if utterances > limits.max_conversation_utterances:
+        raise ApiError(
+            409, "conversation_full", f"at most {limits.max_conversation_utterances} utterances per conversation", field="utterances"
+        )
+    if not service.store.has_room():
+        raise _store_full()
+    if not service.creations.take():
+        raise ApiError(
+            429, "too_many_new_conversations", f"at most {limits.new_conversations_per_second:g} new conversations per second; retry later"
+        )
+
+
+def _add_status_routes(app: "FastAPI", service: Service) -> None:
+    from fastapi.responses import JSONResponse
+
+    from instructerc.service import schemas
+
     @app.get("/v1/labels", response_model=schemas.LabelsOut)
     async def labels() -> dict[str, Any]:
         """The labels the model answers in, in the order of ``emotion_scores``."""
-        label_set = predictor.label_set
+        label_set = service.predictor.label_set
         return {"label_set": label_set.name, "labels": list(label_set.labels)}
 
     @app.get("/healthz", response_model=schemas.HealthOut, responses={503: {"model": schemas.HealthOut}})
@@ -250,8 +294,6 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
             "dropped": service.batcher.dropped,
         }
         return body if alive else JSONResponse(body, status_code=503)
-
-    return app
 
 
 def _utterance(utterance: Utterance, prediction: Any) -> dict[str, Any]:

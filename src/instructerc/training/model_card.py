@@ -39,11 +39,12 @@ def write_model_card(
     location: str | None,
     precision: str | None = None,
     device: str | None = None,
+    label_note: str | None = None,
 ) -> None:
     """``directory`` is where the card is written (possibly a staging folder); ``location`` is
     the path users will load the model from, for the usage line (``None``: the model shipped
     in the package, used without ``--model``). ``precision`` and ``device``: what the matrix
-    products ran in, and where."""
+    products ran in, and where. ``label_note``: why the model speaks its label set."""
     template = setup.template
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
     stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
@@ -88,6 +89,7 @@ def write_model_card(
             f"Selection used a fixed, seeded subset of at most {config.data.max_dev_dialogues} dev dialogues per dataset; "
             "`instructerc evaluate --split dev` scores the whole split.",
         ]
+    lines += _labels_section(setup.label_set, label_note)
     lines += [
         "",
         "## Use",
@@ -101,6 +103,29 @@ def write_model_card(
     ]
     with atomic_write(directory / "README.md") as handle:
         handle.write("\n".join(lines))
+
+
+def _labels_section(label_set: Any, note: str | None) -> list[str]:
+    """For a unified label set: what each label stands for in each benchmark, and how to read answers in a dataset's own words."""
+    from instructerc.labels.unified import MAPPINGS
+
+    mapping = next((m for m in MAPPINGS.values() if m.label_set.name == label_set.name), None)
+    if mapping is None:
+        return []
+    lines = ["", "## Labels", "", f"The model answers in the `{label_set.name}` labels ({mapping.name} mapping). Each stands for:", ""]
+    for label in label_set.labels:
+        sources = [
+            f"{dataset} `{original}`" for dataset, table in mapping.forward.items() for original, target in table.items() if target == label
+        ]
+        lines.append(f"- `{label}`: {', '.join(sources) or 'no benchmark class'}")
+    lines += [
+        "",
+        'A dialogue that names its dataset (`"dataset": "meld"`, `"iemocap"` or `"emorynlp"`) also gets, from `instructerc predict`, '
+        "`predicted_original_emotion`: the best-scoring of that dataset's own classes, in its own words.",
+    ]
+    if note:
+        lines += ["", note]
+    return lines
 
 
 def _compute(precision: str | None, device: str | None, seconds: float) -> list[str]:

@@ -22,6 +22,7 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 from instructerc.errors import InputError
+from instructerc.modeling.model_dir import DEV_METRICS, TRAINING_CONFIG
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
@@ -38,6 +39,11 @@ from instructerc.training.checkpoint import (
 )
 from instructerc.training.config import TrainConfig
 from instructerc.training.dev import DevScorer, DevScoring, DevSet
+
+
+def record_metrics(step: int, score: float, precision: str | None, by_dataset: dict[str, Any]) -> dict[str, Any]:
+    """The dev metrics of the best checkpoint, as written beside it and into the model directory."""
+    return {"step": step, "score": score, "precision": precision, "by_dataset": {d: m.to_dict() for d, m in by_dataset.items()}}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,18 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
 
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.best / "trainable.pt"
+
+    @property
+    def best_dev_metrics(self) -> Path:
+        return self.best / DEV_METRICS
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -71,6 +89,47 @@ class TrainResult:
     global_step: int
     dev_metrics: dict[str, Any]
     main_process: bool = True
+
+
+@dataclass
+class _Session:
+    """What a run's setup builds and its stages share."""
+
+    accelerator: Any
+    model: Any
+    setup: PromptSetup
+    hf_tokenizer: Any
+    train: list[Dialogue]
+    train_demos: dict
+    retriever: Any
+    dev_scorer: DevScorer
+    state: TrainState
+    optim_state: dict[str, Any] | None  # the optimizer, scheduler and RNG state of a resumed stage
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+
+@dataclass(frozen=True)
+class _StagePlan:
+    """One stage's examples and step budget (``stage.epochs`` may be fractional)."""
+
+    index: int
+    examples: list[EncodedExample]
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / max(1, self.steps_per_epoch))
+
+    def done(self, epoch: int, step_in_epoch: int) -> int:
+        return epoch * self.steps_per_epoch + step_in_epoch
 
 
 def check_distributed_type(accelerator: Any) -> None:
@@ -180,56 +239,88 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
-        import torch
-        from tqdm.auto import tqdm
-        from transformers import get_linear_schedule_with_warmup
+        session = self._start(resume)
+        for stage_index in range(session.state.stage, len(self.config.stages)):
+            if not self._run_stage(session, stage_index):
+                session.accelerator.wait_for_everyone()
+                return self._result(session, {})
+        if session.state.best_step is None:
+            self._evaluate(session)
+        return self._result(session, self._finish(session))
 
-        from instructerc.modeling.backbone import load_causal_lm, load_tokenizer, resolve_model
-        from instructerc.modeling.finetune import count_parameters, load_trainable_state, make_trainable
-        from instructerc.modeling.precision import resolve_dtype
-        from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
+    def _result(self, session: _Session, dev_metrics: dict[str, Any]) -> TrainResult:
+        state = session.state
+        return TrainResult(
+            self.paths.model, state.best_score, state.best_step, state.global_step, dev_metrics, session.accelerator.is_main_process
+        )
 
-        config = self.config
+    def _start(self, resume: bool) -> _Session:
+        """Everything the stages share: the accelerator, data, prompts, model, and a resumed state."""
+        from instructerc.modeling.backbone import load_tokenizer, resolve_model
+
         if self.dev_scoring is None:
             raise ValueError(
                 "Trainer.run needs dev_scoring (instructerc.evaluation.dev_scoring.predictor_dev_scoring): checkpoints are selected on dev"
             )
         accelerator = self._accelerator()
         check_distributed_type(accelerator)
-        rank, world = accelerator.process_index, accelerator.num_processes
-        set_seed(config.seed)
-
-        state = TrainState()
-        checkpoint = latest_checkpoint(self.paths.checkpoints) if resume else None
-        if resume and checkpoint is None and accelerator.is_main_process:
-            print(f"no checkpoint under {self.paths.checkpoints}; starting from scratch")
-        if not resume and self.paths.checkpoints.exists() and any(self.paths.checkpoints.iterdir()):
-            raise InputError(
-                "this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir",
-                path=self.paths.root,
-            )
-        if checkpoint is not None:
-            changed = check_resumable(self.paths.root / "config.yaml", config.to_dict(), self.force)
-            if changed and accelerator.is_main_process:
-                print(f"resuming under a changed config (--force): {'; '.join(changed)}")
+        set_seed(self.config.seed)
+        checkpoint = self._checkpoint_to_resume(accelerator, resume)
 
         train, dev = self._data()
+        config = self.config
         label_set = label_set_of(config.data.source())
         setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
         model_path = resolve_model(config.backbone)
         hf_tokenizer = load_tokenizer(model_path, config.backbone.trust_remote_code)
-        tokenizer = SegmentTokenizer(hf_tokenizer)
+        retriever, train_demos, dev_demos = self._demonstrations(setup, train, dev, accelerator)
+        model = self._model(model_path, accelerator, len(train), len(dev))
 
-        retriever, train_demos, dev_demos = None, {}, {}
-        if setup.uses_demonstrations:
-            from instructerc.retrieval.retriever import DemonstrationRetriever
+        state, optim_state = TrainState(), None
+        if checkpoint is not None:
+            state, optim_state = self._restore(checkpoint, model, accelerator)
+        dev_scorer = self.dev_scoring(DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator))
+        return _Session(accelerator, model, setup, hf_tokenizer, train, train_demos, retriever, dev_scorer, state, optim_state)
 
-            retriever = DemonstrationRetriever.build(train, config.retrieval, progress=self.progress and accelerator.is_main_process)
-            train_demos = retriever.demonstrations(train, training=True)
-            dev_demos = retriever.demonstrations(dev, training=False)
+    def _checkpoint_to_resume(self, accelerator: Any, resume: bool) -> Path | None:
+        """The latest checkpoint when resuming; refuses to start over a run that has checkpoints."""
+        checkpoints = self.paths.checkpoints
+        if not resume:
+            if checkpoints.exists() and any(checkpoints.iterdir()):
+                raise InputError(
+                    "this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir",
+                    path=self.paths.root,
+                )
+            return None
+        checkpoint = latest_checkpoint(checkpoints)
+        if checkpoint is None:
+            if accelerator.is_main_process:
+                print(f"no checkpoint under {checkpoints}; starting from scratch")
+            return None
+        changed = check_resumable(self.paths.config, self.config.to_dict(), self.force)
+        if changed and accelerator.is_main_process:
+            print(f"resuming under a changed config (--force): {'; '.join(changed)}")
+        return checkpoint
 
+    def _demonstrations(self, setup: PromptSetup, train: list[Dialogue], dev: list[Dialogue], accelerator: Any) -> tuple[Any, dict, dict]:
+        """The retriever and each utterance's demonstration, for templates that show one."""
+        if not setup.uses_demonstrations:
+            return None, {}, {}
+        from instructerc.retrieval.retriever import DemonstrationRetriever
+
+        retriever = DemonstrationRetriever.build(train, self.config.retrieval, progress=self.progress and accelerator.is_main_process)
+        return retriever, retriever.demonstrations(train, training=True), retriever.demonstrations(dev, training=False)
+
+    def _model(self, model_path: str, accelerator: Any, train_dialogues: int, dev_dialogues: int) -> Any:
+        """The backbone made trainable in the run's precision, prepared by accelerate; logs the start."""
+        from instructerc.modeling.backbone import load_causal_lm
+        from instructerc.modeling.finetune import count_parameters, make_trainable
+        from instructerc.modeling.precision import resolve_dtype
+        from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
+
+        config = self.config
         precision = self.precision = resolve_dtype(config.backbone.dtype, accelerator.device)
-        self.device_description = _device_description(accelerator.device, world)
+        self.device_description = _device_description(accelerator.device, accelerator.num_processes)
         # Trainable weights and their optimizer state stay float32 (AdamW on bf16 weights loses
         # small updates): full fine-tuning loads float32 master weights, and peft keeps LoRA
         # adapters float32 over a frozen base stored in the compute type. Autocast runs the
@@ -245,116 +336,134 @@ class Trainer:
         model = accelerator.prepare(model)
         if accelerator.is_main_process:
             self.paths.root.mkdir(parents=True, exist_ok=True)
-            self._write_yaml(self.paths.root / "config.yaml", config.to_dict())
+            self._write_yaml(self.paths.config, config.to_dict())
             self._log(
                 {
                     "event": "start",
                     "trainable_parameters": trainable,
                     "parameters": total,
-                    "train_dialogues": len(train),
-                    "dev_dialogues": len(dev),
-                    "processes": world,
+                    "train_dialogues": train_dialogues,
+                    "dev_dialogues": dev_dialogues,
+                    "processes": accelerator.num_processes,
                     "device": str(accelerator.device),
                     "precision": precision,
                     "trainable_precision": "float32",
                 }
             )
+        return model
 
-        optim_state = None
-        if checkpoint is not None:
-            state, weights, optim_state = load_checkpoint(checkpoint)
-            load_trainable_state(accelerator.unwrap_model(model), weights)
-            if accelerator.is_main_process:
-                print(f"resuming from {checkpoint.name}: stage {state.stage}, epoch {state.epoch}, step {state.step_in_epoch}")
+    def _restore(self, checkpoint: Path, model: Any, accelerator: Any) -> tuple[TrainState, dict[str, Any]]:
+        from instructerc.modeling.finetune import load_trainable_state
 
-        dev_evaluator = self.dev_scoring(DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator))
-        stopped = False
-        for stage_index in range(state.stage, len(config.stages)):
-            stage = config.stages[stage_index]
-            examples = self._stage_examples(stage_index, train, setup, train_demos, tokenizer)
-            by_dialogue = config.packing.shared_prefix
-            steps_per_epoch = len(steps(list(range(len(examples))), config.optim.batch_size, world))
-            total_steps = max(1, math.ceil(stage.epochs * steps_per_epoch))
-            epochs = math.ceil(total_steps / max(1, steps_per_epoch))
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(
-                params, lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay
-            )
-            scheduler = get_linear_schedule_with_warmup(optimizer, round(config.optim.warmup_ratio * total_steps), total_steps)
-            optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-            if optim_state is not None and stage_index == state.stage:
-                optimizer.load_state_dict(optim_state["optimizer"])
-                scheduler.load_state_dict(optim_state["scheduler"])
-                set_rng_state(optim_state["rng"])
-            else:
-                state.epoch, state.step_in_epoch = 0, 0
-            state.stage = stage_index
-            done_in_stage = state.epoch * steps_per_epoch + state.step_in_epoch
-            bar = tqdm(
-                total=total_steps,
-                initial=done_in_stage,
-                desc=f"stage {stage_index + 1}/{len(config.stages)} ({'+'.join(stage.tasks)})",
-                disable=not (self.progress and accelerator.is_main_process),
-                dynamic_ncols=True,
-            )
-            for epoch in range(state.epoch, epochs):
+        state, weights, optim_state = load_checkpoint(checkpoint)
+        load_trainable_state(accelerator.unwrap_model(model), weights)
+        if accelerator.is_main_process:
+            print(f"resuming from {checkpoint.name}: stage {state.stage}, epoch {state.epoch}, step {state.step_in_epoch}")
+        return state, optim_state
+
+    # -- one stage --------------------------------------------------------------------------------
+    def _run_stage(self, session: _Session, stage_index: int) -> bool:
+        """Trains one stage to its end; False when the run stops early (``stop_after_steps``)."""
+        from tqdm.auto import tqdm
+
+        stage, state = self.config.stages[stage_index], session.state
+        examples = self._stage_examples(
+            stage_index, session.train, session.setup, session.train_demos, SegmentTokenizer(session.hf_tokenizer)
+        )
+        steps_per_epoch = len(steps(list(range(len(examples))), self.config.optim.batch_size, session.world))
+        plan = _StagePlan(stage_index, examples, steps_per_epoch, max(1, math.ceil(stage.epochs * steps_per_epoch)))
+        optimizer, scheduler = self._stage_optimizer(session, plan)
+        bar = tqdm(
+            total=plan.total_steps,
+            initial=plan.done(state.epoch, state.step_in_epoch),
+            desc=f"stage {stage_index + 1}/{len(self.config.stages)} ({'+'.join(stage.tasks)})",
+            disable=not (self.progress and session.accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
+        try:
+            for epoch in range(state.epoch, plan.epochs):
                 state.epoch = epoch
-                order = epoch_order(examples, stable_seed(config.seed, stage_index, epoch), by_dialogue, config.packing.dialogue_chunk)
-                batches = steps(order, config.optim.batch_size, world)
+                order = epoch_order(
+                    examples,
+                    stable_seed(self.config.seed, stage_index, epoch),
+                    self.config.packing.shared_prefix,
+                    self.config.packing.dialogue_chunk,
+                )
+                batches = steps(order, self.config.optim.batch_size, session.world)
                 for step_index in range(state.step_in_epoch, len(batches)):
-                    if epoch * steps_per_epoch + step_index >= total_steps:
+                    if plan.done(epoch, step_index) >= plan.total_steps:
                         break
-                    started = time.perf_counter()
-                    batch = batches[step_index]
-                    loss_value, tokens = self._step(
-                        model, optimizer, scheduler, accelerator, examples, batch, rank, world, hf_tokenizer.pad_token_id
-                    )
-                    state.step_in_epoch = step_index + 1
-                    state.global_step += 1
-                    elapsed = time.perf_counter() - started
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / elapsed:.0f}")
-                    if accelerator.is_main_process:
-                        self._log(
-                            {
-                                "event": "step",
-                                "step": state.global_step,
-                                "stage": stage_index,
-                                "epoch": epoch,
-                                "loss": loss_value,
-                                "lr": scheduler.get_last_lr()[0],
-                                "tokens": tokens,
-                                "tokens_per_s": tokens / elapsed,
-                                "examples": len(batch),
-                            }
-                        )
-                    state.train_seconds += elapsed
-                    if stage.evaluates_erc and self._evaluation_due(
-                        state, epoch * steps_per_epoch + step_index + 1, steps_per_epoch, total_steps
-                    ):
-                        self._evaluate(model, accelerator, dev_evaluator, state)
-                    if state.global_step % config.checkpoint_every_steps == 0:
-                        self._checkpoint(model, optimizer, scheduler, accelerator, state)
+                    self._train_step(session, plan, optimizer, scheduler, batches[step_index], bar)
                     if self.stop_after_steps is not None and state.global_step >= self.stop_after_steps:
-                        stopped = True
-                        break
-                if stopped:
-                    break
+                        return False
                 state.step_in_epoch = 0
+        finally:
             bar.close()
-            if stopped:
-                break
+        state.epoch, state.step_in_epoch = 0, 0
+        session.optim_state = None
+        if stage_index + 1 < len(self.config.stages):
+            state.stage = stage_index + 1
+        return True
+
+    def _stage_optimizer(self, session: _Session, plan: _StagePlan) -> tuple[Any, Any]:
+        """AdamW with linear warmup and decay over the stage; restored when resuming inside it."""
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        optim, state = self.config.optim, session.state
+        params = [p for p in session.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(optim.warmup_ratio * plan.total_steps), plan.total_steps)
+        optimizer, scheduler = session.accelerator.prepare(optimizer, scheduler)
+        if session.optim_state is not None and plan.index == state.stage:
+            optimizer.load_state_dict(session.optim_state["optimizer"])
+            scheduler.load_state_dict(session.optim_state["scheduler"])
+            set_rng_state(session.optim_state["rng"])
+        else:
             state.epoch, state.step_in_epoch = 0, 0
-            optim_state = None
-            if stage_index + 1 < len(config.stages):
-                state.stage = stage_index + 1
-        if stopped:
-            accelerator.wait_for_everyone()
-            return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, {}, accelerator.is_main_process)
-        if state.best_step is None:
-            self._evaluate(model, accelerator, dev_evaluator, state)
-        dev_metrics = self._finish(accelerator, model, setup, retriever, state, hf_tokenizer)
-        return TrainResult(self.paths.model, state.best_score, state.best_step, state.global_step, dev_metrics, accelerator.is_main_process)
+        state.stage = plan.index
+        return optimizer, scheduler
+
+    def _train_step(self, session: _Session, plan: _StagePlan, optimizer: Any, scheduler: Any, batch: list[int], bar: Any) -> None:
+        """One optimizer step, then its log line, and the dev evaluation and checkpoint when due."""
+        state, accelerator = session.state, session.accelerator
+        done = plan.done(state.epoch, state.step_in_epoch) + 1
+        started = time.perf_counter()
+        loss_value, tokens = self._step(
+            session.model,
+            optimizer,
+            scheduler,
+            accelerator,
+            plan.examples,
+            batch,
+            session.rank,
+            session.world,
+            session.hf_tokenizer.pad_token_id,
+        )
+        elapsed = time.perf_counter() - started
+        state.step_in_epoch += 1
+        state.global_step += 1
+        state.train_seconds += elapsed
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens / elapsed:.0f}")
+        if accelerator.is_main_process:
+            self._log(
+                {
+                    "event": "step",
+                    "step": state.global_step,
+                    "stage": plan.index,
+                    "epoch": state.epoch,
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens": tokens,
+                    "tokens_per_s": tokens / elapsed,
+                    "examples": len(batch),
+                }
+            )
+        if self.config.stages[plan.index].evaluates_erc and self._evaluation_due(state, done, plan.steps_per_epoch, plan.total_steps):
+            self._evaluate(session)
+        if state.global_step % self.config.checkpoint_every_steps == 0:
+            self._checkpoint(session, optimizer, scheduler)
 
     def _evaluation_due(self, state: TrainState, done: int, steps_per_epoch: int, total_steps: int) -> bool:
         """Whether to score dev after ``done`` steps of the current stage."""
@@ -394,11 +503,11 @@ class Trainer:
         return float(summed[0]) / len(batch), int(summed[1])
 
     # -- evaluation, checkpoints, output -----------------------------------------------------------
-    def _evaluate(self, model, accelerator, evaluator: DevScorer, state: TrainState) -> None:
-        from instructerc.modeling.finetune import trainable_state
-
+    def _evaluate(self, session: _Session) -> None:
+        """Scores dev, logs it, and keeps the weights when they are the best so far."""
+        model, accelerator, state = session.model, session.accelerator, session.state
         started = time.perf_counter()
-        scores = evaluator(model)
+        scores = session.dev_scorer(model)
         state.train_seconds += time.perf_counter() - started
         score, results = scores.score, scores.by_dataset
         record = {
@@ -420,34 +529,33 @@ class Trainer:
                 + (" (best)" if improved else f" (best {state.best_score:.2f} at step {state.best_step})")
             )
             if improved:
-                import torch
-
-                self.paths.best.mkdir(parents=True, exist_ok=True)
-                torch.save(trainable_state(accelerator.unwrap_model(model)), self.paths.best / "trainable.pt.tmp")
-                (self.paths.best / "trainable.pt.tmp").replace(self.paths.best / "trainable.pt")
-                with open(self.paths.best / "dev_metrics.json.tmp", "w", encoding="utf-8") as handle:
-                    json.dump(
-                        {
-                            "step": state.global_step,
-                            "score": score,
-                            "precision": self.precision,
-                            "by_dataset": {d: m.to_dict() for d, m in results.items()},
-                        },
-                        handle,
-                    )
-                (self.paths.best / "dev_metrics.json.tmp").replace(self.paths.best / "dev_metrics.json")
+                self._save_best(accelerator.unwrap_model(model), record_metrics(state.global_step, score, self.precision, results))
         accelerator.wait_for_everyone()
 
-    def _checkpoint(self, model, optimizer, scheduler, accelerator, state: TrainState) -> None:
+    def _save_best(self, model: Any, dev_metrics: dict[str, Any]) -> None:
+        import torch
+
+        from instructerc.files import atomic_write
         from instructerc.modeling.finetune import trainable_state
 
+        self.paths.best.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.paths.best_weights, "wb") as handle:
+            torch.save(trainable_state(model), handle)
+        with atomic_write(self.paths.best_dev_metrics) as handle:
+            json.dump(dev_metrics, handle)
+
+    def _checkpoint(self, session: _Session, optimizer: Any, scheduler: Any) -> None:
+        from instructerc.modeling.finetune import trainable_state
+
+        model, accelerator, state = session.model, session.accelerator, session.state
         if accelerator.is_main_process:
             target = self.paths.checkpoints / f"step-{state.global_step:07d}"
             save_checkpoint(target, state, trainable_state(accelerator.unwrap_model(model)), optimizer, scheduler)
             prune_checkpoints(self.paths.checkpoints, keep=1)
         accelerator.wait_for_everyone()
 
-    def _finish(self, accelerator, model, setup, retriever, state: TrainState, hf_tokenizer) -> dict[str, Any]:
+    def _finish(self, session: _Session) -> dict[str, Any]:
+        """Writes the model directory from the dev-selected weights; returns their dev metrics."""
         import torch
 
         from instructerc.modeling.finetune import load_trainable_state
@@ -455,21 +563,22 @@ class Trainer:
         from instructerc.retrieval.index import save_pool
         from instructerc.training.model_card import write_model_card
 
+        accelerator, setup, retriever, state = session.accelerator, session.setup, session.retriever, session.state
         accelerator.wait_for_everyone()
-        dev_metrics = json.loads((self.paths.best / "dev_metrics.json").read_text(encoding="utf-8"))
+        dev_metrics = json.loads(self.paths.best_dev_metrics.read_text(encoding="utf-8"))
         if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
-            load_trainable_state(unwrapped, torch.load(self.paths.best / "trainable.pt", weights_only=True))
+            unwrapped = accelerator.unwrap_model(session.model)
+            load_trainable_state(unwrapped, torch.load(self.paths.best_weights, weights_only=True))
 
             def fill(directory: Path) -> None:
                 unwrapped.save_pretrained(directory, safe_serialization=True)
-                hf_tokenizer.save_pretrained(directory)
+                session.hf_tokenizer.save_pretrained(directory)
                 Manifest(backbone=self.config.backbone, method=self.config.finetune.method).save(directory)
                 setup.save(directory)
                 if retriever is not None:
                     save_pool(retriever.index, directory)
-                self._write_yaml(directory / "training_config.yaml", self.config.to_dict())
-                with open(directory / "dev_metrics.json", "w", encoding="utf-8") as handle:
+                self._write_yaml(directory / TRAINING_CONFIG, self.config.to_dict())
+                with open(directory / DEV_METRICS, "w", encoding="utf-8") as handle:
                     json.dump(dev_metrics, handle, indent=2)
                 write_model_card(
                     directory,
