@@ -45,13 +45,6 @@ class InferenceConfig:
             ``dialogue-stream`` model, 40 MELD test dialogues took 31.8 s at 1,024 tokens and
             45.4 s at 4,096 (one thread).
         generate_batch_size: prompts generated together in ``generate`` mode.
-        split_branches: run each batch as its dialogues' shared trunks, then the prompts'
-            private parts against the trunks' cache (:mod:`instructerc.inference.branches`).
-            Off by default: measured with the paper's template on MELD test (one CPU thread),
-            it pays only with long dialogues and long rows: with ``max_tokens=2048``, 147.9 s
-            against 179.7 s on 5 dialogues of 14 or more utterances and 244.5 s against 252.6 s
-            on the first 40 dialogues; at 1,024-token rows it was 4% slower on those 40.
-            Measured before block-sparse attention, which skips the same pairs within one pass.
         block_sparse_attention: compute attention only over the keys each block of queries may
             see (:mod:`instructerc.modeling.sparse_attention`), for models loaded by
             :meth:`Predictor.from_directory`. ``None``: on a CPU, off on a GPU (where SDPA's
@@ -64,7 +57,6 @@ class InferenceConfig:
     max_tokens: int | None = None
     batch_tokens: int | None = None
     generate_batch_size: int = 8
-    split_branches: bool = False
     block_sparse_attention: bool | None = None
     workers: int | None = None
 
@@ -223,7 +215,6 @@ class Predictor:
             self.device,
             groups=groups,
             direct_head=self._direct_head,
-            split_branches=self.config.split_branches,
             workers=self.config.worker_count(self.device),
         )
         if self.scorer.single_pass:
