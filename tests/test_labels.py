@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instructerc.data.registry import named_label_set
 from instructerc.errors import InputError
-from instructerc.labels import MAPPINGS, LabelSet, get_mapping, label_set_names, resolve_label_space
+from instructerc.labels import MAPPINGS, LabelSet, get_mapping, label_set_names, named_label_set, resolve_label_space
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS, EMORYNLP, IEMOCAP, MELD
 from instructerc.labels.unified import FEELING_WHEEL, INSTRUCTERC, UnifiedMapping
 
@@ -145,8 +144,19 @@ def test_label_sets_by_name() -> None:
     assert named_label_set("meld") is MELD
     assert named_label_set("uime") is INSTRUCTERC.label_set
     assert named_label_set("uime:feeling-wheel") is FEELING_WHEEL.label_set
-    with pytest.raises(InputError, match="unknown label set 'MELD'"):
+    for name in label_set_names():
+        assert named_label_set(name).name == name
+    with pytest.raises(InputError, match="unknown label set 'MELD'.*known: iemocap, meld") as error:
         named_label_set("MELD")
+    assert error.value.field == "label_set"
+
+
+def test_the_cosmic_loaders_use_the_named_benchmark_label_sets() -> None:
+    from instructerc.data.cosmic import LOADERS
+
+    assert {loader.name: loader.label_set for loader in LOADERS} == {
+        f"cosmic-{name}": BENCHMARK_LABEL_SETS[name] for name in BENCHMARK_LABEL_SETS
+    }
 
 
 # --- LabelSet: strict parsing of model output, lenient reading of user spellings -----------------

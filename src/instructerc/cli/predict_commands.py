@@ -56,12 +56,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import iter_jsonl
-    from instructerc.data.registry import named_label_set
     from instructerc.errors import InputError
     from instructerc.evaluation.harness import chunks, progress_bar, write_prediction_records
     from instructerc.files import atomic_write
     from instructerc.inference.default_model import default_model_dir
     from instructerc.inference.predictor import Predictor
+    from instructerc.labels.registry import named_label_set
 
     if args.paper_parsing and args.mode != "generate":
         raise InputError(
