@@ -7,6 +7,7 @@ import pytest
 from instructerc.errors import InputError
 from instructerc.labels import MAPPINGS, LabelSet, get_mapping, label_set_names, named_label_set, resolve_label_space
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS, EMORYNLP, IEMOCAP, MELD
+from instructerc.labels.prediction import Prediction, per_dialogue
 from instructerc.labels.unified import FEELING_WHEEL, INSTRUCTERC, UnifiedMapping
 
 # --- the benchmarks' own labels, in the COSMIC pickles' id order (../shared/data/README.md) ---
@@ -234,3 +235,18 @@ def test_invalid_label_sets_are_rejected(labels: tuple[str, ...], verbalizers: t
 def test_label_set_dict_round_trip() -> None:
     assert LabelSet.from_dict(MELD.to_dict()) == MELD
     assert MELD.to_dict() == {"name": "meld", "labels": list(MELD.labels), "verbalizers": list(MELD.verbalizers)}
+
+
+# --- Prediction records: flat results back per dialogue ------------------------------------------
+
+
+def test_flat_predictions_go_back_to_their_dialogues_in_order() -> None:
+    flat = [Prediction(label) for label in ("joy", "anger", "fear", "neutral", "sadness", "surprise")]
+    grouped = per_dialogue(flat, ["abc", "", "d", "ef"])  # anything with a length stands for a dialogue
+    assert grouped == [flat[0:3], [], flat[3:4], flat[4:6]]
+
+
+@pytest.mark.parametrize("count", [4, 6])
+def test_flat_predictions_out_of_step_with_the_dialogues_are_refused(count: int) -> None:
+    with pytest.raises(ValueError, match=f"{count} results for 5 utterances in 2 dialogues"):
+        per_dialogue([Prediction("joy")] * count, ["abc", "de"])

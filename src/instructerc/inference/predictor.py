@@ -24,7 +24,7 @@ from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
 from instructerc.inference.label_scoring import LabelScorer
 from instructerc.inference.parallel import default_workers
-from instructerc.labels.prediction import Prediction  # re-exported: callers long imported it from here
+from instructerc.labels.prediction import Prediction, per_dialogue  # Prediction re-exported: callers long imported it from here
 from instructerc.modeling.forward import head_is_plain
 from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
@@ -166,11 +166,7 @@ class Predictor:
     ) -> list[list[Prediction]]:
         """One list of predictions per dialogue, one prediction per utterance."""
         flat = self.predict_at([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
-        out, start = [], 0
-        for dialogue in dialogues:
-            out.append(flat[start : start + len(dialogue)])
-            start += len(dialogue)
-        return out
+        return per_dialogue(flat, dialogues)
 
     def predict_at(
         self, items: Sequence[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None
