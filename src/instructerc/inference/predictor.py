@@ -34,6 +34,17 @@ from instructerc.prompts.setup import PromptSetup
 MODES = ("score", "generate")
 
 
+def check_mode(mode: str, paper_parsing: bool = False) -> None:
+    """Refuse an unknown mode, and the paper's parsing outside ``generate`` mode, where it would
+    silently do nothing (score mode never produces an invalid output to repair)."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+    if paper_parsing and mode != "generate":
+        raise InputError(
+            "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
+        )
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """Throughput knobs that do not change results.
@@ -173,8 +184,7 @@ class Predictor:
     ) -> list[Prediction]:
         """Predictions for chosen utterances, e.g. the newest turn of several live conversations
         at once. Items of one dialogue should be adjacent, so their prompts share a prefix."""
-        if mode not in MODES:
-            raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+        check_mode(mode, paper_parsing)
         if not items:
             return []
         encoded, truncated = self.fitted_prompts(items)
