@@ -6,9 +6,11 @@ Routes (each in its own process, so peak memory is its own), run for every model
 ``generate``           instructerc's generate mode: greedy decoding batched by length, strict parsing.
 ``score``              instructerc's score mode: every label scored as a continuation; prompts of a
                        dialogue packed as a prefix tree (the shared prefix is computed once).
-``score-split``        score mode run as trunks, then branches (``InferenceConfig.split_branches``).
 ``score-incremental``  score mode one utterance at a time, as a live conversation grows, reusing
                        the conversation's key/value cache between turns.
+
+(An older ``score-split`` route, trunks then branches, was removed with its code; its figures in
+``results/speed/`` stay as measured.)
 
 Each model is one template, trained with the same recipe: ``--paper-model`` on ``instructerc``,
 ``--prefix-model`` on ``dialogue-prefix``, ``--stream-model`` on ``dialogue-stream``;
@@ -86,7 +88,7 @@ def run_incremental(predictor, dialogues) -> dict:
 
 
 MODEL_ROUTES = {
-    "paper": ("naive", "generate", "score", "score-split"),
+    "paper": ("naive", "generate", "score"),
     "prefix": ("naive", "score", "score-incremental"),
     "stream": ("naive", "score", "score-incremental"),
     "default": ("naive", "score"),
@@ -109,7 +111,6 @@ def child(args: argparse.Namespace) -> None:
     config = InferenceConfig(
         max_tokens=args.max_tokens,
         batch_tokens=args.batch_tokens,
-        split_branches=route == "score-split",
         block_sparse_attention=False if route == "naive" else None,
     )
     predictor = Predictor.from_directory(model_of(args, kind), device="cpu", config=config, dtype=args.dtype or "auto")
@@ -122,7 +123,7 @@ def child(args: argparse.Namespace) -> None:
     elif route == "score-incremental":
         result = run_incremental(predictor, dialogues)
     else:
-        result = run_predictor(predictor, dialogues, "score" if route == "score-split" else route)
+        result = run_predictor(predictor, dialogues, route)
     result.update(
         route=args.route,
         template=predictor.setup.template.name,

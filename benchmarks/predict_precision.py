@@ -31,6 +31,7 @@ def export_meld_test(data: Path, target: Path) -> int:
         "instructerc",
         "data",
         "export",
+        "--dataset",
         "meld",
         "--data",
         str(data),

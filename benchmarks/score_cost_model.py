@@ -7,8 +7,7 @@ template, three ways:
 ``dense``   score mode's packed prefix-tree rows, attention over the whole row under a mask
             (what one forward pass per row computes);
 ``exact``   the same rows, each token attending only to its ancestors and the shared prefix
-            (what block-sparse attention and the trunk/branch split approach, minus their
-            own overhead).
+            (what block-sparse attention approaches, minus its own overhead).
 
 The ratios naive/dense and naive/exact are ceilings at equal cost per multiply-add; they ignore
 the naive route's decoding steps, which the measured ratio includes. Compare them with

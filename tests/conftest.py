@@ -43,7 +43,7 @@ class CliRun:
 
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
-    """Run ``instructerc.cli.main.main`` in-process: ``run_cli("data", "stats", "meld", "--data", root)``."""
+    """Run ``instructerc.cli.main.main`` in-process: ``run_cli("data", "stats", "--dataset", "meld", "--data", root)``."""
     from instructerc.cli.main import main
 
     def run(*argv: str | Path) -> CliRun:

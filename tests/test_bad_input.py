@@ -67,7 +67,7 @@ def write_text(path: Path, text: str) -> Path:
 def test_the_meld_like_fixture_itself_loads(run_cli, tmp_path: Path) -> None:
     folder = write_meld_csvs(tmp_path / "meld")
 
-    result = run_cli("data", "stats", "meld", "--data", folder)
+    result = run_cli("data", "stats", "--dataset", "meld", "--data", folder)
 
     assert result.code == 0, result.err
     assert result.out.splitlines()[2].split()[:3] == ["train", "2", "3"]
@@ -78,13 +78,13 @@ def test_the_meld_like_fixture_itself_loads(run_cli, tmp_path: Path) -> None:
 
 def test_missing_folder(run_cli, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    assert_input_error(run_cli("data", "stats", "meld", "--data", missing), str(missing), "no such file or folder")
+    assert_input_error(run_cli("data", "stats", "--dataset", "meld", "--data", missing), str(missing), "no such file or folder")
 
 
 def test_missing_jsonl_file(run_cli, tmp_path: Path) -> None:
     missing = tmp_path / "gone.jsonl"
     assert_input_error(
-        run_cli("data", "export", "jsonl", "--split", "test", "--data", missing, "--out", tmp_path / "o.jsonl"), str(missing)
+        run_cli("data", "export", "--dataset", "jsonl", "--split", "test", "--data", missing, "--out", tmp_path / "o.jsonl"), str(missing)
     )
 
 
@@ -92,19 +92,23 @@ def test_missing_split_file_in_a_dataset_folder(run_cli, tmp_path: Path) -> None
     folder = write_meld_csvs(tmp_path / "meld")
     (folder / "dev_sent_emo.csv").unlink()
 
-    assert_input_error(run_cli("data", "stats", "meld", "--data", folder), str(folder), "dev_sent_emo.csv", "not found")
+    assert_input_error(run_cli("data", "stats", "--dataset", "meld", "--data", folder), str(folder), "dev_sent_emo.csv", "not found")
 
 
 def test_missing_data_option(run_cli) -> None:
-    assert_input_error(run_cli("data", "stats", "meld"), "field 'path'", "--data ")
+    assert_input_error(run_cli("data", "stats", "--dataset", "meld"), "field 'path'", "--data ")
 
 
 def test_unknown_dataset_name(run_cli, tmp_path: Path) -> None:
-    assert_input_error(run_cli("data", "stats", "meld2", "--data", tmp_path), "field 'dataset'", "unknown dataset 'meld2'", "cosmic-meld")
+    assert_input_error(
+        run_cli("data", "stats", "--dataset", "meld2", "--data", tmp_path), "field 'dataset'", "unknown dataset 'meld2'", "cosmic-meld"
+    )
 
 
 def test_unknown_label_space(run_cli, tmp_path: Path) -> None:
-    assert_input_error(run_cli("data", "stats", "meld", "--labels", "uime:rainbow", "--data", tmp_path), "field 'labels'", "rainbow")
+    assert_input_error(
+        run_cli("data", "stats", "--dataset", "meld", "--labels", "uime:rainbow", "--data", tmp_path), "field 'labels'", "rainbow"
+    )
 
 
 # --- CSV --------------------------------------------------------------------------------
@@ -113,7 +117,7 @@ def test_unknown_label_space(run_cli, tmp_path: Path) -> None:
 def test_csv_missing_column(run_cli, tmp_path: Path) -> None:
     folder = write_meld_csvs(tmp_path / "meld", columns=[c for c in MELD_COLUMNS if c != "Emotion"])
 
-    result = run_cli("data", "export", "meld", "--split", "dev", "--data", folder, "--out", tmp_path / "o.jsonl")
+    result = run_cli("data", "export", "--dataset", "meld", "--split", "dev", "--data", folder, "--out", tmp_path / "o.jsonl")
 
     assert_input_error(result, f"{folder / 'dev_sent_emo.csv'}:1", "field 'Emotion'", "missing column")
 
@@ -122,7 +126,7 @@ def test_csv_empty_utterance(run_cli, tmp_path: Path) -> None:
     rows = [GOOD_ROWS[0], [GOOD_ROWS[1][0], "   ", *GOOD_ROWS[1][2:]]]
     folder = write_meld_csvs(tmp_path / "meld", {"test": rows})
 
-    result = run_cli("data", "export", "meld", "--split", "test", "--data", folder, "--out", tmp_path / "o.jsonl")
+    result = run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", tmp_path / "o.jsonl")
 
     assert_input_error(result, f"{folder / 'test_sent_emo.csv'}:3", "field 'Utterance'", "empty utterance text")
 
@@ -131,7 +135,7 @@ def test_csv_unknown_emotion(run_cli, tmp_path: Path) -> None:
     rows = [*GOOD_ROWS[:2], [GOOD_ROWS[2][0], GOOD_ROWS[2][1], "Ann", "happy", *GOOD_ROWS[2][4:]]]
     folder = write_meld_csvs(tmp_path / "meld", {"train": rows})
 
-    result = run_cli("data", "stats", "meld", "--data", folder)
+    result = run_cli("data", "stats", "--dataset", "meld", "--data", folder)
 
     assert_input_error(result, f"{folder / 'train_sent_emo.csv'}:4", "field 'Emotion'", "unknown emotion 'happy'", "label set meld")
 
@@ -141,7 +145,7 @@ def test_csv_not_utf8_names_the_line(run_cli, tmp_path: Path) -> None:
     test_csv = folder / "test_sent_emo.csv"
     test_csv.write_bytes(test_csv.read_bytes().replace(b"Splendid", b"Caf\xe9 splendid"))  # cp1252 e-acute
 
-    result = run_cli("data", "export", "meld", "--split", "test", "--data", folder, "--out", tmp_path / "o.jsonl")
+    result = run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", tmp_path / "o.jsonl")
 
     assert_input_error(result, f"{test_csv}:4", "not UTF-8")
 
@@ -152,7 +156,7 @@ def test_csv_with_a_byte_order_mark_loads(run_cli, tmp_path: Path) -> None:
     for file in folder.iterdir():
         file.write_bytes(b"\xef\xbb\xbf" + file.read_bytes())
 
-    assert run_cli("data", "stats", "meld", "--data", folder).code == 0
+    assert run_cli("data", "stats", "--dataset", "meld", "--data", folder).code == 0
 
 
 def test_emorynlp_csv_bad_speaker_literal(run_cli, tmp_path: Path) -> None:
@@ -163,7 +167,7 @@ def test_emorynlp_csv_bad_speaker_literal(run_cli, tmp_path: Path) -> None:
         write_text(folder / f"emorynlp_{split}_final.csv", header + "Hi.,\"['Ross Geller']\",Joyful,1,0,1,1,a,b\n")
     write_text(folder / "emorynlp_test_final.csv", header + "Hi.,\"['Ross Geller']\",Joyful,1,0,1,1,a,b\nYo.,Ross Geller,Mad,1,1,1,1,a,b\n")
 
-    result = run_cli("data", "stats", "emorynlp", "--data", folder)
+    result = run_cli("data", "stats", "--dataset", "emorynlp", "--data", folder)
 
     assert_input_error(result, f"{folder / 'emorynlp_test_final.csv'}:3", "field 'Speaker'")
 
@@ -174,7 +178,9 @@ GOOD_LINE = json.dumps({"id": "d1", "utterances": [{"speaker": "A", "text": "Fin
 
 
 def _export_jsonl(run_cli, file: Path, *options: str):
-    return run_cli("data", "export", "jsonl", "--split", "test", "--data", file, "--out", file.with_suffix(".out.jsonl"), *options)
+    return run_cli(
+        "data", "export", "--dataset", "jsonl", "--split", "test", "--data", file, "--out", file.with_suffix(".out.jsonl"), *options
+    )
 
 
 def test_jsonl_line_not_json(run_cli, tmp_path: Path) -> None:
@@ -251,17 +257,19 @@ def test_export_to_an_unwritable_place(run_cli, tmp_path: Path) -> None:
     blocker = write_text(tmp_path / "plain-file", "not a folder")
     out = blocker / "o.jsonl"
 
-    assert_input_error(run_cli("data", "export", "meld", "--split", "test", "--data", folder, "--out", out), str(out), "cannot write")
+    assert_input_error(
+        run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", out), str(out), "cannot write"
+    )
 
 
 def test_failed_export_leaves_the_earlier_output_byte_identical(run_cli, tmp_path: Path) -> None:
     folder = write_meld_csvs(tmp_path / "meld")
     out = tmp_path / "out" / "test.jsonl"
-    assert run_cli("data", "export", "meld", "--split", "test", "--data", folder, "--out", out).code == 0
+    assert run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", out).code == 0
     before = out.read_bytes()
     write_meld_csvs(folder, {"test": [GOOD_ROWS[0], [*GOOD_ROWS[1][:3], "grumpy", *GOOD_ROWS[1][4:]]]})
 
-    result = run_cli("data", "export", "meld", "--split", "test", "--data", folder, "--out", out)
+    result = run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", out)
 
     assert_input_error(result, "test_sent_emo.csv:3", "unknown emotion 'grumpy'")
     assert out.read_bytes() == before
@@ -301,7 +309,7 @@ def _run_process(*argv: str | Path) -> subprocess.CompletedProcess[str]:
 def test_process_exit_code_and_no_traceback_for_bad_jsonl(tmp_path: Path) -> None:
     file = write_text(tmp_path / "in.jsonl", GOOD_LINE + "\n" + "{not json}\n")
 
-    process = _run_process("data", "export", "jsonl", "--split", "test", "--data", file, "--out", tmp_path / "o.jsonl")
+    process = _run_process("data", "export", "--dataset", "jsonl", "--split", "test", "--data", file, "--out", tmp_path / "o.jsonl")
 
     assert process.returncode == 2
     assert process.stdout == ""
@@ -312,7 +320,7 @@ def test_process_exit_code_and_no_traceback_for_bad_jsonl(tmp_path: Path) -> Non
 
 
 def test_process_exit_code_and_no_traceback_for_a_missing_folder(tmp_path: Path) -> None:
-    process = _run_process("data", "stats", "cosmic-iemocap", "--data", tmp_path / "absent")
+    process = _run_process("data", "stats", "--dataset", "cosmic-iemocap", "--data", tmp_path / "absent")
 
     assert process.returncode == 2
     assert process.stderr.strip() == f"instructerc: error: {tmp_path / 'absent'}: no such file or folder"

@@ -78,6 +78,7 @@ def test_a_real_process_prints_one_line_and_no_traceback_for_the_worst_files(tmp
                 "instructerc",
                 "data",
                 "export",
+                "--dataset",
                 "jsonl",
                 "--split",
                 "test",

@@ -96,7 +96,7 @@ def _parse_stats_table(out: str) -> tuple[str, dict[str, dict[str, int]]]:
 
 @pytest.mark.parametrize("name", SOURCES)
 def test_cli_stats_prints_the_readme_table(data_root: Path, run_cli, name: str) -> None:
-    result = run_cli("data", "stats", name, "--data", data_root)
+    result = run_cli("data", "stats", "--dataset", name, "--data", data_root)
 
     assert (result.code, result.err) == (0, "")
     title, table = _parse_stats_table(result.out)
@@ -223,7 +223,7 @@ def test_uime_feeling_wheel(data_root: Path) -> None:
 
 
 def test_cli_stats_of_uime_feeling_wheel(data_root: Path, run_cli) -> None:
-    result = run_cli("data", "stats", "uime", "--labels", "uime:feeling-wheel", "--data", data_root)
+    result = run_cli("data", "stats", "--dataset", "uime", "--labels", "uime:feeling-wheel", "--data", data_root)
 
     assert result.code == 0
     title, table = _parse_stats_table(result.out)

@@ -67,7 +67,7 @@ def test_happy_and_excited_stay_apart_and_dropped_codes_never_appear() -> None:
 
 
 def test_cli_stats_of_the_raw_release(run_cli) -> None:
-    result = run_cli("data", "stats", "iemocap", "--data", RAW)
+    result = run_cli("data", "stats", "--dataset", "iemocap", "--data", RAW)
 
     assert result.code == 0, result.err
     lines = result.out.splitlines()

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.errors import InputError
 from instructerc.inference.incremental import ConversationCache
 from instructerc.inference.label_scoring import LabelScorer
-from instructerc.inference.predictor import InferenceConfig, Predictor
+from instructerc.inference.predictor import InferenceConfig, Predictor, check_mode
 from instructerc.labels.benchmarks import MELD
 from instructerc.labels.label_set import LabelSet
 from instructerc.prompts.templates import TemplateConfig
@@ -110,6 +111,22 @@ def test_generation_is_parsed_strictly_and_batching_does_not_change_it(predictor
         assert (p.label is None) == (MELD.parse_exact(p.generated) is None)
     snapped = predictor.predict([d], mode="generate", paper_parsing=True)[0]
     assert all(p.label in MELD.labels for p in snapped)
+
+
+def test_paper_parsing_is_refused_outside_generate_mode_and_unknown_modes_too():
+    check_mode("generate", paper_parsing=True)
+    check_mode("score")
+    with pytest.raises(InputError, match="--paper-parsing only applies to --mode generate") as error:
+        check_mode("score", paper_parsing=True)
+    assert error.value.field == "paper-parsing"
+    with pytest.raises(InputError, match="unknown mode 'sample'") as error:
+        check_mode("sample")
+    assert error.value.field == "mode"
+
+
+def test_the_predictor_applies_the_mode_checks_itself(predictor):
+    with pytest.raises(InputError, match="--paper-parsing only applies"):
+        predictor.predict([dialogue(2)], paper_parsing=True)
 
 
 def test_batched_label_probabilities_equal_prompt_by_prompt(predictor):

@@ -31,7 +31,7 @@ def test_export_then_load_gives_back_the_same_dialogues(data_root: Path, run_cli
     out = tmp_path / "test.jsonl"
     original = load_dialogues(DataSource(name, path=data_root), "test")
 
-    result = run_cli("data", "export", name, "--split", "test", "--out", out, "--data", data_root)
+    result = run_cli("data", "export", "--dataset", name, "--split", "test", "--out", out, "--data", data_root)
 
     assert (result.code, result.err) == (0, "")
     assert f"wrote {len(original)} dialogues ({sum(len(d) for d in original)} utterances)" in result.out
@@ -41,7 +41,7 @@ def test_export_then_load_gives_back_the_same_dialogues(data_root: Path, run_cli
 
 def test_export_keeps_real_meld_text_and_extra_columns(data_root: Path, run_cli, tmp_path: Path) -> None:
     out = tmp_path / "meld.jsonl"
-    run_cli("data", "export", "meld", "--split", "test", "--out", out, "--data", data_root)
+    run_cli("data", "export", "--dataset", "meld", "--split", "test", "--out", out, "--data", data_root)
 
     first = read_lines(out)[0]
     assert (first["id"], first["dataset"]) == ("0", "meld")
@@ -53,7 +53,7 @@ def test_export_writes_a_file_with_the_usual_permissions(data_root: Path, run_cl
     umask = os.umask(0)
     os.umask(umask)
     out = tmp_path / "meld.jsonl"
-    run_cli("data", "export", "meld", "--split", "dev", "--out", out, "--data", data_root)
+    run_cli("data", "export", "--dataset", "meld", "--split", "dev", "--out", out, "--data", data_root)
 
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
 
@@ -87,7 +87,7 @@ def test_unknown_keys_are_written_back_unchanged(run_cli, tmp_path: Path) -> Non
     source = write_lines(tmp_path / "in.jsonl", RECORDS)
     out = tmp_path / "out.jsonl"
 
-    result = run_cli("data", "export", "jsonl", "--label-set", "meld", "--split", "test", "--data", source, "--out", out)
+    result = run_cli("data", "export", "--dataset", "jsonl", "--label-set", "meld", "--split", "test", "--data", source, "--out", out)
 
     assert result.code == 0
     assert read_lines(out) == RECORDS
@@ -127,13 +127,13 @@ def test_unlabelled_dialogues_load_and_export_without_emotions(run_cli, tmp_path
     assert all(u.emotion is None for d in dialogues for u in d.utterances)
     assert label_set_of(DataSource("jsonl", path=source)) is None
 
-    stats = run_cli("data", "stats", "jsonl", "--data", source)
+    stats = run_cli("data", "stats", "--dataset", "jsonl", "--data", source)
     assert stats.code == 0
     assert stats.out.splitlines()[0] == "jsonl (unlabelled)"
     assert stats.out.split()[-2:] == ["2", "3"]  # chat.jsonl: 2 dialogues, 3 utterances
 
     out = tmp_path / "out.jsonl"
-    assert run_cli("data", "export", "jsonl", "--split", "test", "--data", source, "--out", out).code == 0
+    assert run_cli("data", "export", "--dataset", "jsonl", "--split", "test", "--data", source, "--out", out).code == 0
     assert all("emotion" not in u for record in read_lines(out) for u in record["utterances"])
 
 
@@ -166,7 +166,7 @@ def test_a_folder_of_three_split_files(run_cli, tmp_path: Path) -> None:
         assert [d.id for d in dialogues] == ids
         assert {(d.dataset, d.split) for d in dialogues} == {("mydata", "dev" if split == "valid" else split)}
 
-    result = run_cli("data", "stats", "jsonl", "--data", folder)
+    result = run_cli("data", "stats", "--dataset", "jsonl", "--data", folder)
     rows = [line.split() for line in result.out.splitlines()[2:]]
     assert rows == [["train", "2", "3", "2", "1"], ["dev", "1", "1", "0", "1"], ["test", "1", "2", "2", "0"]]
 
@@ -185,7 +185,7 @@ def test_a_folder_rejects_an_emotion_its_train_file_lacks(tmp_path: Path) -> Non
 def test_export_with_uime_labels_writes_unified_and_original_emotions(data_root: Path, run_cli, tmp_path: Path) -> None:
     out = tmp_path / "uime.jsonl"
 
-    result = run_cli("data", "export", "meld", "--labels", "uime", "--split", "test", "--out", out, "--data", data_root)
+    result = run_cli("data", "export", "--dataset", "meld", "--labels", "uime", "--split", "test", "--out", out, "--data", data_root)
 
     assert result.code == 0
     utterances = [u for record in read_lines(out) for u in record["utterances"]]
@@ -202,9 +202,9 @@ def test_export_with_uime_labels_writes_unified_and_original_emotions(data_root:
 def test_exported_uime_file_cannot_be_unified_twice(data_root: Path, run_cli, tmp_path: Path) -> None:
     """A file already in unified labels, read as ``--labels uime``, is an input error, not a crash."""
     out = tmp_path / "uime.jsonl"
-    run_cli("data", "export", "meld", "--labels", "uime", "--split", "dev", "--out", out, "--data", data_root)
+    run_cli("data", "export", "--dataset", "meld", "--labels", "uime", "--split", "dev", "--out", out, "--data", data_root)
 
-    result = run_cli("data", "stats", "jsonl", "--labels", "uime", "--data", out)
+    result = run_cli("data", "stats", "--dataset", "jsonl", "--labels", "uime", "--data", out)
 
     assert result.code == 2
     assert "is not a meld label" in result.err and "Traceback" not in result.err

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from instructerc.data.registry import named_label_set
 from instructerc.errors import InputError
-from instructerc.labels import MAPPINGS, LabelSet, get_mapping, label_set_names, resolve_label_space
+from instructerc.labels import MAPPINGS, LabelSet, get_mapping, label_set_names, named_label_set, resolve_label_space
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS, EMORYNLP, IEMOCAP, MELD
+from instructerc.labels.prediction import Prediction, per_dialogue
 from instructerc.labels.unified import FEELING_WHEEL, INSTRUCTERC, UnifiedMapping
 
 # --- the benchmarks' own labels, in the COSMIC pickles' id order (../shared/data/README.md) ---
@@ -145,8 +145,19 @@ def test_label_sets_by_name() -> None:
     assert named_label_set("meld") is MELD
     assert named_label_set("uime") is INSTRUCTERC.label_set
     assert named_label_set("uime:feeling-wheel") is FEELING_WHEEL.label_set
-    with pytest.raises(InputError, match="unknown label set 'MELD'"):
+    for name in label_set_names():
+        assert named_label_set(name).name == name
+    with pytest.raises(InputError, match="unknown label set 'MELD'.*known: iemocap, meld") as error:
         named_label_set("MELD")
+    assert error.value.field == "label_set"
+
+
+def test_the_cosmic_loaders_use_the_named_benchmark_label_sets() -> None:
+    from instructerc.data.cosmic import LOADERS
+
+    assert {loader.name: loader.label_set for loader in LOADERS} == {
+        f"cosmic-{name}": BENCHMARK_LABEL_SETS[name] for name in BENCHMARK_LABEL_SETS
+    }
 
 
 # --- LabelSet: strict parsing of model output, lenient reading of user spellings -----------------
@@ -224,3 +235,18 @@ def test_invalid_label_sets_are_rejected(labels: tuple[str, ...], verbalizers: t
 def test_label_set_dict_round_trip() -> None:
     assert LabelSet.from_dict(MELD.to_dict()) == MELD
     assert MELD.to_dict() == {"name": "meld", "labels": list(MELD.labels), "verbalizers": list(MELD.verbalizers)}
+
+
+# --- Prediction records: flat results back per dialogue ------------------------------------------
+
+
+def test_flat_predictions_go_back_to_their_dialogues_in_order() -> None:
+    flat = [Prediction(label) for label in ("joy", "anger", "fear", "neutral", "sadness", "surprise")]
+    grouped = per_dialogue(flat, ["abc", "", "d", "ef"])  # anything with a length stands for a dialogue
+    assert grouped == [flat[0:3], [], flat[3:4], flat[4:6]]
+
+
+@pytest.mark.parametrize("count", [4, 6])
+def test_flat_predictions_out_of_step_with_the_dialogues_are_refused(count: int) -> None:
+    with pytest.raises(ValueError, match=f"{count} results for 5 utterances in 2 dialogues"):
+        per_dialogue([Prediction("joy")] * count, ["abc", "de"])

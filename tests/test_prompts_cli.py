@@ -50,7 +50,7 @@ def printed(out: str) -> tuple[list[str], str, str]:
 def test_prompts_show_prints_the_library_prompt(run_cli, data_root: Path, tmp_path: Path, backbone: Path, meld) -> None:
     train, dev = meld
     recipe = write_recipe(tmp_path, backbone)
-    result = run_cli("prompts", "show", "meld", "--data", data_root, "--split", "dev", "--index", "0", "--config", recipe)
+    result = run_cli("prompts", "show", "--dataset", "meld", "--data", data_root, "--split", "dev", "--index", "0", "--config", recipe)
     assert result.code == 0, result.err
     head, prompt, target = printed(result.out)
 
@@ -79,6 +79,7 @@ def test_prompts_show_locates_the_utterance_and_applies_switches(run_cli, data_r
     result = run_cli(
         "prompts",
         "show",
+        "--dataset",
         "meld",
         "--data",
         data_root,
@@ -108,6 +109,8 @@ def test_prompts_show_rejects_an_index_outside_the_split(run_cli, data_root: Pat
     _, dev = meld
     recipe = write_recipe(tmp_path, backbone)
     total = sum(len(d) for d in dev)
-    result = run_cli("prompts", "show", "meld", "--data", data_root, "--split", "dev", "--index", str(total), "--config", recipe)
+    result = run_cli(
+        "prompts", "show", "--dataset", "meld", "--data", data_root, "--split", "dev", "--index", str(total), "--config", recipe
+    )
     assert result.code == 2
     assert f"outside the split's {total} utterances" in result.err

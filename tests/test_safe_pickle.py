@@ -78,7 +78,7 @@ def test_the_cli_refuses_a_cosmic_pickle_that_would_run_code(run_cli, tmp_path: 
     (tmp_path / "cosmic").mkdir()
     file = write_pickle(tmp_path / "cosmic" / "meld.pkl", [RunsShell(marker)])
 
-    result = run_cli("data", "stats", "cosmic-meld", "--data", tmp_path)
+    result = run_cli("data", "stats", "--dataset", "cosmic-meld", "--data", tmp_path)
 
     assert result.code == 2
     assert result.err.splitlines() == [

@@ -16,11 +16,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=list_sources)
 
     stats = verbs.add_parser("stats", help="dialogues, utterances and label counts per split")
-    add_data_options(stats)
+    add_data_options(stats, positional_dataset=True)
     stats.set_defaults(handler=show_stats)
 
     export = verbs.add_parser("export", help="write one split in the user JSONL format")
-    add_data_options(export)
+    add_data_options(export, positional_dataset=True)
     export.add_argument("--split", required=True, help="train, dev or test")
     export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
     export.set_defaults(handler=export_split)

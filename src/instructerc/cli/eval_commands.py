@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
+from instructerc.cli.options import add_data_options, add_dtype_option, add_trust_remote_code_option, data_source
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split (or aggregate several runs with --runs)")
     evaluate.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train'")
-    _add_data_flags(evaluate)
+    add_data_options(evaluate)
     evaluate.add_argument("--split", help="train, dev or test")
     evaluate.add_argument(
         "--mode", default="score", choices=["score", "generate"], help="score every label (default; never invalid) or generate freely"
@@ -54,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=run_evaluate)
 
     baseline = commands.add_parser("baseline", help="score the majority-class and MiniLM + logistic-regression baselines on a split")
-    _add_data_flags(baseline)
+    add_data_options(baseline)
     baseline.add_argument("--split", required=True, help="train, dev or test (C is always chosen on dev)")
     baseline.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices"
@@ -65,24 +65,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     baseline.add_argument("--cache-dir", type=Path, metavar="DIR", help="embedding cache (default ~/.cache/instructerc)")
     baseline.add_argument("--no-progress", action="store_true", help="no progress bars")
     baseline.set_defaults(handler=run_baseline)
-
-
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", metavar="NAME", help="a registered dataset: meld, emorynlp, iemocap, cosmic-*, uime, jsonl")
-    parser.add_argument(
-        "--data", type=Path, metavar="PATH", help="data root (holding meld/, emorynlp/, cosmic/), a dataset folder, or a JSONL file"
-    )
-    parser.add_argument("--labels", default="original", metavar="SPACE", help="original (default), uime or uime:feeling-wheel")
-    parser.add_argument("--label-set", metavar="NAME", help="JSONL only: the label set its emotions follow (meld, emorynlp, iemocap, uime)")
-
-
-def _source(args: argparse.Namespace):
-    from instructerc.cli.options import data_source
-    from instructerc.errors import InputError
-
-    if not args.dataset:
-        raise InputError("--dataset is required", field="dataset")
-    return data_source(args)
 
 
 def default_out(model: Path, dataset: str, split: str, mode: str, paper_parsing: bool) -> Path:
@@ -107,7 +89,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"evaluate needs {', '.join(missing)} (or --runs DIR DIR ... to aggregate earlier evaluations)")
     from instructerc.data.dialogue import canonical_split
 
-    source = _source(args)
+    source = data_source(args)
     out = args.out or default_out(args.model, source.name, canonical_split(args.split), args.mode, args.paper_parsing)
     result = evaluate_model(
         args.model,
@@ -153,7 +135,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     from instructerc.evaluation.report import summary_lines, write_outputs
 
     result = run_baselines(
-        _source(args),
+        data_source(args),
         args.split,
         which=args.only or BASELINES,
         encoder_name=args.encoder,

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from instructerc.data.registry import DataSource
+from instructerc.errors import InputError
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: bool = False) -> None:
+    """``--dataset``, ``--data``, ``--labels`` and ``--label-set``, the same for every command
+    that reads a dataset. ``positional_dataset``: also accept the dataset as the first argument,
+    the older spelling of ``data`` and ``prompts``, with a deprecation message (see :func:`dataset_name`)."""
+    if positional_dataset:
+        # Hidden from the help: new users learn --dataset only.
+        parser.add_argument("positional_dataset", nargs="?", metavar="DATASET", help=argparse.SUPPRESS)
     parser.add_argument(
-        "dataset",
+        "--dataset",
         metavar="NAME",
         help="a registered dataset: meld, emorynlp, iemocap, cosmic-meld, cosmic-emorynlp, cosmic-iemocap, uime, jsonl",
     )
@@ -42,5 +50,21 @@ def add_trust_remote_code_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def dataset_name(args: argparse.Namespace) -> str:
+    """The dataset of :func:`add_data_options`: ``--dataset``, or the deprecated positional one
+    (announced on stderr, so scripts keep working while their authors learn the new spelling)."""
+    positional = getattr(args, "positional_dataset", None)
+    if positional is not None:
+        if args.dataset is not None and args.dataset != positional:
+            raise InputError(
+                f"the positional DATASET '{positional}' and --dataset {args.dataset} differ: give --dataset only", field="dataset"
+            )
+        print(f"instructerc: the positional DATASET is deprecated; use --dataset {positional}", file=sys.stderr)
+        return positional
+    if args.dataset is None:
+        raise InputError("--dataset is required (for example --dataset meld; 'instructerc data list' shows them all)", field="dataset")
+    return args.dataset
+
+
 def data_source(args: argparse.Namespace) -> DataSource:
-    return DataSource(name=args.dataset, path=args.data, labels=args.labels, label_set=args.label_set)
+    return DataSource(name=dataset_name(args), path=args.data, labels=args.labels, label_set=args.label_set)

@@ -56,17 +56,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import iter_jsonl
-    from instructerc.data.registry import named_label_set
     from instructerc.errors import InputError
     from instructerc.evaluation.harness import chunks, progress_bar, write_prediction_records
     from instructerc.files import atomic_write
     from instructerc.inference.default_model import default_model_dir
-    from instructerc.inference.predictor import Predictor
+    from instructerc.inference.predictor import Predictor, check_mode
+    from instructerc.labels.registry import named_label_set
 
-    if args.paper_parsing and args.mode != "generate":
-        raise InputError(
-            "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
-        )
+    check_mode(args.mode, args.paper_parsing)
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be at least 1", field="chunk-size")
     if args.output.is_dir():

@@ -12,7 +12,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     prompts = commands.add_parser("prompts", help="see the prompts a model is trained and queried with")
     verbs = prompts.add_subparsers(dest="verb", metavar="VERB", required=True)
     show = verbs.add_parser("show", help="print one example's prompt and target")
-    add_data_options(show)
+    add_data_options(show, positional_dataset=True)
     show.add_argument("--split", default="train", help="train, dev or test")
     show.add_argument("--index", type=int, default=0, help="the utterance's position in the split (dialogues in order)")
     show.add_argument("--task", default="erc", choices=["erc", "speaker", "emotion_prediction"])

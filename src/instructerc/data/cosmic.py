@@ -14,15 +14,14 @@ from instructerc.data.loader import Loader, canonical_emotion, find_in
 from instructerc.data.safe_pickle import load_data_pickle
 from instructerc.data.text import repair_cp1252_mojibake
 from instructerc.errors import InputError
-from instructerc.labels.benchmarks import EMORYNLP, IEMOCAP, MELD
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.registry import named_label_set
 
 FIELDS: dict[str, tuple[str, ...]] = {
     "iemocap": ("speakers", "labels", "sentences", "train", "test", "dev"),
     "meld": ("speakers", "labels", "sentiment", "sentences", "train", "test", "dev"),
     "emorynlp": ("speakers", "labels", "sentences", "train", "test", "dev"),
 }
-LABEL_SETS: dict[str, LabelSet] = {"iemocap": IEMOCAP, "meld": MELD, "emorynlp": EMORYNLP}
 # MELD's pickle shifts the CSV Dialogue_ID of dev and test by these offsets.
 MELD_ID_OFFSETS = {"train": 0, "dev": 1039, "test": 1153}
 
@@ -53,7 +52,8 @@ def _speaker(raw: Any, *, file: Path, field: str) -> str:
 def read_cosmic(path: Path, split: str, label_set: LabelSet | None = None, *, dataset: str) -> list[Dialogue]:
     file = pickle_path(path, dataset)
     fields = read_fields(file, dataset)
-    label_set = label_set or LABEL_SETS[dataset]
+    ids = named_label_set(dataset)  # the pickle's integer labels index its benchmark's own labels
+    label_set = label_set or ids
     dialogues = []
     for key in fields[split]:
         where = f"{dataset}[{key!r}]"
@@ -65,14 +65,12 @@ def read_cosmic(path: Path, split: str, label_set: LabelSet | None = None, *, da
             raise InputError(f"dialogue {key!r}: speakers, labels and sentences differ in length", path=file)
         utterances = []
         for position, (speaker, label, sentence) in enumerate(zip(speakers, labels, sentences)):
-            if not isinstance(label, int) or not 0 <= label < len(LABEL_SETS[dataset]):
+            if not isinstance(label, int) or not 0 <= label < len(ids):
                 raise InputError(f"label {label!r} is not a class id", path=file, field=f"{where}.labels[{position}]")
             text = repair_cp1252_mojibake(str(sentence)).strip()
             if not text:
                 raise InputError("empty utterance text", path=file, field=f"{where}.sentences[{position}]")
-            emotion = canonical_emotion(
-                label_set, LABEL_SETS[dataset].labels[label], path=file, line=0, field=f"{where}.labels[{position}]"
-            )
+            emotion = canonical_emotion(label_set, ids.labels[label], path=file, line=0, field=f"{where}.labels[{position}]")
             utterances.append(
                 Utterance(speaker=_speaker(speaker, file=file, field=f"{where}.speakers[{position}]"), text=text, emotion=emotion)
             )
@@ -86,7 +84,7 @@ LOADERS = tuple(
         name=f"cosmic-{dataset}",
         description=f"COSMIC pickle of {dataset} ({dataset}.pkl)",
         read=partial(read_cosmic, dataset=dataset),
-        label_set=LABEL_SETS[dataset],
+        label_set=named_label_set(dataset),
     )
     for dataset in FIELDS
 )

@@ -11,8 +11,8 @@ from instructerc.data.loader import Loader
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
-from instructerc.labels.registry import resolve_label_space
-from instructerc.labels.unified import MAPPINGS, UnifiedMapping
+from instructerc.labels.registry import named_label_set, resolve_label_space
+from instructerc.labels.unified import UnifiedMapping
 
 
 def _loaders() -> dict[str, Loader]:
@@ -72,17 +72,6 @@ class DataSource:
         if not self.path.exists():
             raise InputError("no such file or folder", path=self.path)
         return self.path
-
-
-def named_label_set(name: str) -> LabelSet:
-    """A benchmark's label set or a unified one, by name."""
-    if name in BENCHMARK_LABEL_SETS:
-        return BENCHMARK_LABEL_SETS[name]
-    for mapping in MAPPINGS.values():
-        if mapping.label_set.name == name:
-            return mapping.label_set
-    known = list(BENCHMARK_LABEL_SETS) + [m.label_set.name for m in MAPPINGS.values()]
-    raise InputError(f"unknown label set '{name}' (known: {', '.join(known)}, or a list of labels)", field="label_set")
 
 
 def source_label_set(source: DataSource) -> LabelSet | None:

@@ -29,7 +29,7 @@ from instructerc.evaluation.harness import check_scorable
 from instructerc.evaluation.results import EvaluationResult, SystemResult
 from instructerc.evaluation.scoring import score_by_dataset, selection_score
 from instructerc.labels.label_set import LabelSet
-from instructerc.labels.prediction import Prediction
+from instructerc.labels.prediction import Prediction, per_dialogue
 from instructerc.retrieval.encoder import EMBEDDED_ENCODER
 
 MAJORITY = "majority"
@@ -173,11 +173,7 @@ def classifier_predictions(classifier: Any, label_set: LabelSet, dialogues: Sequ
         by_class = dict(zip(classes, row.tolist()))
         scores = {label: float(by_class.get(label, 0.0)) for label in label_set.labels}
         flat.append(Prediction(label=classes[int(row.argmax())], scores=scores))
-    out, start = [], 0
-    for dialogue in dialogues:
-        out.append(flat[start : start + len(dialogue)])
-        start += len(dialogue)
-    return out
+    return per_dialogue(flat, dialogues)
 
 
 def _labelled(dialogues: Sequence[Dialogue], encoder: Any, cache_dir: Path | None, progress: bool) -> tuple[Any, list[str]]:

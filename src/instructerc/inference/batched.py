@@ -7,10 +7,7 @@ Savings, all exact:
   (attention over a row costs its length squared; on a small model it is a large share of
   the work at 2,048 tokens);
 * the prefix that *all* prompts share (the instruction, and in the cache-friendly templates
-  the label statement) is computed once, and every row starts from its keys and values;
-* optionally, where the prompts' private parts are long (the paper's template), each batch runs
-  as its shared trunks, then its branches against them (:mod:`instructerc.inference.branches`),
-  so attention skips the masked-out pairs that a dense packed row would compute.
+  the label statement) is computed once, and every row starts from its keys and values.
 
 Two more live outside this module: models loaded for inference on a CPU compute a packed row's
 attention in blocks over only the keys each block may see
@@ -22,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Iterator, Sequence
 
-from instructerc.inference.branches import split_pass, split_rows, worth_splitting
 from instructerc.inference.parallel import completed
 from instructerc.modeling.forward import accepts_logits_to_keep, after_prefix, cache_argument, cache_kwargs, pair_logits
 from instructerc.modeling.packing import PackedRow, pack, row_tensors
@@ -79,7 +75,6 @@ def last_token_logits(
     progress: Any = None,
     groups: Sequence[Hashable] | None = None,
     direct_head: bool = False,
-    split_branches: bool = False,
     workers: int = 1,
 ) -> list[Any]:
     """Next-token logits after each sequence (``[vocab]`` tensors, in input order).
@@ -88,9 +83,6 @@ def last_token_logits(
     a prefix (the prompts of one dialogue) have it computed once; ``groups`` (say, a dialogue
     id per sequence) puts each group in rows of its own. ``direct_head``: project only the
     hidden states that are needed (:func:`~instructerc.modeling.forward.head_is_plain`).
-    ``split_branches``: where it saves attention work, run each batch's shared trunks first and
-    their private branches against the trunks' cache (:mod:`instructerc.inference.branches`;
-    see :class:`~instructerc.inference.predictor.InferenceConfig` for when that pays).
     ``workers``: run the batches on that many CPU threads (:mod:`instructerc.inference.parallel`).
     """
 
@@ -103,9 +95,6 @@ def last_token_logits(
     def run(group: list[int]) -> list[tuple[int, Any]]:
         rows = [packed[i][0] for i in group]
         members = [packed[i][1] for i in group]
-        split = split_rows(rows, members) if split_branches else None
-        if split is not None and worth_splitting(rows, split, shared):
-            return split_pass(model, split, past, shared, pad_id, batch_tokens, device, direct_head)
         return packed_pass(model, rows, members, past, shared, pad_id, device, direct_head)
 
     results: list[Any] = [None] * len(sequences)

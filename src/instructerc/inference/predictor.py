@@ -24,7 +24,7 @@ from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
 from instructerc.inference.label_scoring import LabelScorer
 from instructerc.inference.parallel import default_workers
-from instructerc.labels.prediction import Prediction  # re-exported: callers long imported it from here
+from instructerc.labels.prediction import Prediction, per_dialogue  # Prediction re-exported: callers long imported it from here
 from instructerc.modeling.forward import head_is_plain
 from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
@@ -32,6 +32,17 @@ from instructerc.prompts.fitting import encode_fitting, unlabelled
 from instructerc.prompts.setup import PromptSetup
 
 MODES = ("score", "generate")
+
+
+def check_mode(mode: str, paper_parsing: bool = False) -> None:
+    """Refuse an unknown mode, and the paper's parsing outside ``generate`` mode, where it would
+    silently do nothing (score mode never produces an invalid output to repair)."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+    if paper_parsing and mode != "generate":
+        raise InputError(
+            "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
+        )
 
 
 @dataclass(frozen=True)
@@ -45,13 +56,6 @@ class InferenceConfig:
             ``dialogue-stream`` model, 40 MELD test dialogues took 31.8 s at 1,024 tokens and
             45.4 s at 4,096 (one thread).
         generate_batch_size: prompts generated together in ``generate`` mode.
-        split_branches: run each batch as its dialogues' shared trunks, then the prompts'
-            private parts against the trunks' cache (:mod:`instructerc.inference.branches`).
-            Off by default: measured with the paper's template on MELD test (one CPU thread),
-            it pays only with long dialogues and long rows: with ``max_tokens=2048``, 147.9 s
-            against 179.7 s on 5 dialogues of 14 or more utterances and 244.5 s against 252.6 s
-            on the first 40 dialogues; at 1,024-token rows it was 4% slower on those 40.
-            Measured before block-sparse attention, which skips the same pairs within one pass.
         block_sparse_attention: compute attention only over the keys each block of queries may
             see (:mod:`instructerc.modeling.sparse_attention`), for models loaded by
             :meth:`Predictor.from_directory`. ``None``: on a CPU, off on a GPU (where SDPA's
@@ -64,7 +68,6 @@ class InferenceConfig:
     max_tokens: int | None = None
     batch_tokens: int | None = None
     generate_batch_size: int = 8
-    split_branches: bool = False
     block_sparse_attention: bool | None = None
     workers: int | None = None
 
@@ -174,19 +177,14 @@ class Predictor:
     ) -> list[list[Prediction]]:
         """One list of predictions per dialogue, one prediction per utterance."""
         flat = self.predict_at([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
-        out, start = [], 0
-        for dialogue in dialogues:
-            out.append(flat[start : start + len(dialogue)])
-            start += len(dialogue)
-        return out
+        return per_dialogue(flat, dialogues)
 
     def predict_at(
         self, items: Sequence[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None
     ) -> list[Prediction]:
         """Predictions for chosen utterances, e.g. the newest turn of several live conversations
         at once. Items of one dialogue should be adjacent, so their prompts share a prefix."""
-        if mode not in MODES:
-            raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+        check_mode(mode, paper_parsing)
         if not items:
             return []
         encoded, truncated = self.fitted_prompts(items)
@@ -223,7 +221,6 @@ class Predictor:
             self.device,
             groups=groups,
             direct_head=self._direct_head,
-            split_branches=self.config.split_branches,
             workers=self.config.worker_count(self.device),
         )
         if self.scorer.single_pass:

@@ -7,6 +7,9 @@ baselines and the service store reach it without loading inference and its model
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence, Sized, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,3 +29,18 @@ class Prediction:
     scores: dict[str, float] = field(default_factory=dict)
     generated: str | None = None
     truncated: bool = False
+
+
+def per_dialogue(flat: Sequence[T], dialogues: Sequence[Sized]) -> list[list[T]]:
+    """Per-utterance results of several dialogues, run as one flat list (dialogue after dialogue,
+    utterance after utterance), back into one list per dialogue."""
+    expected = sum(len(dialogue) for dialogue in dialogues)
+    # A short or long list means the results and the dialogues went out of step: slicing would
+    # hand one dialogue's predictions to the next without a word.
+    if len(flat) != expected:
+        raise ValueError(f"{len(flat)} results for {expected} utterances in {len(dialogues)} dialogues")
+    out, start = [], 0
+    for dialogue in dialogues:
+        out.append(list(flat[start : start + len(dialogue)]))
+        start += len(dialogue)
+    return out

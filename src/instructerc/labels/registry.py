@@ -37,13 +37,19 @@ def resolve_label_space(spec: str) -> LabelSpace:
     return LabelSpace(spec, get_mapping(name))
 
 
-def dataset_label_set(name: str) -> LabelSet:
-    """A benchmark's own label set (``iemocap``, ``meld``, ``emorynlp``)."""
-    try:
-        return BENCHMARK_LABEL_SETS[name]
-    except KeyError:
-        raise InputError(f"unknown label set '{name}' (known: {', '.join(label_set_names())})", field="labels") from None
+def named_label_set(name: str) -> LabelSet:
+    """A label set by name: a benchmark's own (``iemocap``, ``meld``, ``emorynlp``) or a unified
+    one (``uime``, ``uime:feeling-wheel``). Names are exact: a user's ``MELD`` is refused, not guessed."""
+    for label_set in known_label_sets():
+        if label_set.name == name:
+            return label_set
+    raise InputError(f"unknown label set '{name}' (known: {', '.join(label_set_names())})", field="label_set")
+
+
+def known_label_sets() -> list[LabelSet]:
+    """Every label set with a name: the benchmarks' own, then the unified ones."""
+    return list(BENCHMARK_LABEL_SETS.values()) + [mapping.label_set for mapping in MAPPINGS.values()]
 
 
 def label_set_names() -> list[str]:
-    return list(BENCHMARK_LABEL_SETS) + [m.label_set.name for m in MAPPINGS.values()]
+    return [label_set.name for label_set in known_label_sets()]
