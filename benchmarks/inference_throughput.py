@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import write_json
+
 
 def test_dialogues(data: Path, count: int | None):
     from instructerc.data.registry import DataSource, load_dialogues
@@ -199,8 +201,7 @@ def main() -> None:
 
         print(f"{key:34} {ratio(own):>20} {ratio(paper):>15} {ratio(fp32):>10}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(args.json, {"results": results}, args, skip=("route", "dtype"))
 
 
 if __name__ == "__main__":

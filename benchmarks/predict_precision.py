@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import write_json
+
 
 def export_meld_test(data: Path, target: Path) -> int:
     """MELD test as user JSONL in the default model's label space; returns its utterance count."""
@@ -129,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         for run in runs:
             run.pop("labels")
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"utterances": utterances, "summary": summary, "runs": runs}, indent=2), encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json(args.json, {"utterances": utterances, "summary": summary, "runs": runs}, args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ The ratios naive/dense and naive/exact are ceilings at equal cost per multiply-a
 the naive route's decoding steps, which the measured ratio includes. Compare them with
 ``inference_throughput.py``'s measured speed-ups to see what is left to gain.
 
-    python benchmarks/score_cost_model.py --model runs/meld-paper-f0.1/model --data ../shared/data --dialogues 40
+    python benchmarks/score_cost_model.py --model runs/meld-paper-f0.1/model --data ../shared/data --dialogues 40 [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from _report import write_json
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,14 @@ class LayerCost:
         return sum(self.linear + self.per_context_token * c for c in contexts)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="a model directory (its template and tokenizer are used)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dialogues", type=int, default=40, help="the first N MELD test dialogues")
     parser.add_argument("--row-tokens", type=int, nargs="+", default=[512, 1024, 2048], help="packed row sizes to model")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
 
     from instructerc.data.registry import DataSource, load_dialogues
     from instructerc.inference.batched import shared_prefix_length
@@ -71,11 +74,33 @@ def main() -> None:
         f"template {predictor.setup.template.name}"
     )
     print(f"{'row tokens':>10} {'rows':>6} {'tokens':>8} {'naive/dense':>12} {'naive/exact':>12}")
+    figures = {
+        "prompts": len(prompts),
+        "prompt_tokens": sum(map(len, prompts)),
+        "shared_prefix_tokens": shared,
+        "template": predictor.setup.template.name,
+        "layer_cost": {"linear": cost.linear, "per_context_token": cost.per_context_token},
+        "naive_multiply_adds_per_layer": naive,
+        "rows": [],
+    }
     for size in args.row_tokens:
         rows = [row for row, _ in pack([p[shared:] for p in prompts], size, shared_prefix=True, groups=groups)]
         dense = sum(cost.tokens([shared + len(row)] * len(row)) for row in rows)
         exact = sum(cost.tokens([shared + depth + 1 for depth in row.depths]) for row in rows)
         print(f"{size:>10} {len(rows):>6} {sum(map(len, rows)):>8,} {naive / dense:>11.2f}x {naive / exact:>11.2f}x")
+        figures["rows"].append(
+            {
+                "row_tokens": size,
+                "rows": len(rows),
+                "tokens": sum(map(len, rows)),
+                "dense_multiply_adds_per_layer": dense,
+                "exact_multiply_adds_per_layer": exact,
+                "naive_over_dense": naive / dense,
+                "naive_over_exact": naive / exact,
+            }
+        )
+    if args.json:
+        write_json(args.json, figures, args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ The clients share the machine with the server; on a small machine they take CPU 
 busy machine's other processes slow torch's multi-threaded kernels (``--threads`` sets the
 server's). Compare the two modes from one run, not figures from different runs.
 
-    python benchmarks/serve_load.py --seconds 20
+    python benchmarks/serve_load.py --seconds 20 [--json out.json]
     python benchmarks/serve_load.py --seconds 20 --backbone ~/.cache/instructerc/models/SmolLM2-135M-Instruct-98362432
 """
 
@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from _report import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,8 +116,28 @@ class Result:
     def requests_per_second(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def utterances_per_model_call(self) -> float:
+        return self.utterances / self.model_calls if self.model_calls else 0.0
+
+    def figures(self) -> dict:
+        return {
+            "batching": self.mode,
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "requests_per_second": self.requests_per_second,
+            "utterances": self.utterances,
+            "utterances_per_second": self.utterances / self.seconds,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "errors": self.errors,
+            "model_calls": self.model_calls,
+            "utterances_per_model_call": self.utterances_per_model_call,
+            "error_samples": list(self.error_samples),
+        }
+
     def line(self) -> str:
-        per_call = self.utterances / self.model_calls if self.model_calls else 0.0
+        per_call = self.utterances_per_model_call
         return (
             f"batching {self.mode:3}  {self.requests_per_second:8.1f} req/s  {self.utterances / self.seconds:8.1f} utt/s  "
             f"p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  errors {self.errors}  "
@@ -338,6 +360,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="the server's CPU threads for the model (default: its default)")
     parser.add_argument("--timeout", type=float, default=120.0, help="a request taking longer counts as an error (default: %(default)s s)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 120 and 0 < args.clients <= 256):
         parser.error("keep --seconds in (0, 600], --warmup in [0, 120] and --clients in (0, 256]")
@@ -370,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     on, off = results
     ratio = on.requests_per_second / off.requests_per_second if off.requests else float("inf")
     print(f"throughput ratio (batching on / off): {ratio:.2f}x")
+    if args.json:
+        write_json(args.json, {"model_description": described, "modes": [r.figures() for r in results], "throughput_ratio": ratio}, args)
     return 0 if on.errors == 0 and off.errors == 0 else 1
 
 

@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from _report import write_json
+
 TEMPLATES = ("instructerc", "dialogue-stream")
 DTYPES = ("float32", "bfloat16")
 VARIANTS = ("trainer", "ours", "ours-sparse")
@@ -330,18 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             if low and high:
                 print(f"{template} {variant}: bf16 / fp32 = {high['data_tokens_per_s'] / low['data_tokens_per_s']:.2f}x")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "peaks_flops_per_s": peaks,
-                    "settings": {k: str(v) for k, v in vars(args).items() if k not in ("variant", "template", "dtype", "json")},
-                    "rows": rows,
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
-        print(f"wrote {args.json}")
+        write_json(args.json, {"peaks_flops_per_s": peaks, "rows": rows}, args, skip=("variant", "template", "dtype"))
 
 
 if __name__ == "__main__":

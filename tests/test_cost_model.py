@@ -8,11 +8,15 @@ from pathlib import Path
 
 
 def load_script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "score_cost_model.py"
-    spec = importlib.util.spec_from_file_location("score_cost_model", path)
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("score_cost_model", benchmarks / "score_cost_model.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(benchmarks))  # for its sibling _report, as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(benchmarks))
     return module
 
 

@@ -206,6 +206,9 @@ def test_training_benchmark_runs_its_smallest_configuration(data_root, backbone,
         ]
     )
     result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["arguments"]["dialogues"] == 2 and result["arguments"]["variants"] == ["trainer", "ours"]
+    assert not {"json", "variant", "template", "dtype"} & set(result["arguments"])
+    assert {"cpu_model", "torch", "torch_threads"} <= set(result["machine"])
     assert set(result["peaks_flops_per_s"]) == {"float32", "bfloat16"}
     rows = {row["variant"]: row for row in result["rows"]}
     assert set(rows) == {"trainer", "ours"}
