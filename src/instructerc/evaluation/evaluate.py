@@ -38,14 +38,11 @@ def evaluate_model(
     """
     from instructerc.evaluation.baselines import run_baselines
     from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all
-    from instructerc.inference.predictor import Predictor
+    from instructerc.inference.predictor import Predictor, check_mode
     from instructerc.modeling.model_dir import Manifest
     from instructerc.prompts.setup import PromptSetup
 
-    if paper_parsing and mode != "generate":
-        raise InputError(
-            "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
-        )
+    check_mode(mode, paper_parsing)
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 from instructerc import __version__
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.errors import InputError
+from instructerc.labels.prediction import per_dialogue
 from instructerc.service.batching import Abandoned, Batcher, BatchingConfig, Item, Overloaded, WorkerDead
 from instructerc.service.config import ServiceConfig
 from instructerc.service.guard import DISCONNECTED, REQUEST_ID, RequestGuard
@@ -185,12 +186,13 @@ def _add_predict_route(app: "FastAPI", service: Service) -> None:
         requested = predict_request(parse_json(await request.body()), service.config)
         dialogues = [service.internal(d.utterances) for _, d in requested]
         predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
-        out, start = [], 0
-        for client_id, dialogue in requested:
-            chunk = predictions[start : start + len(dialogue)]
-            start += len(dialogue)
-            out.append({"id": client_id, "utterances": [_utterance(u, p) for u, p in zip(dialogue.utterances, chunk)]})
-        return {"dialogues": out}
+        grouped = per_dialogue(predictions, dialogues)
+        return {
+            "dialogues": [
+                {"id": client_id, "utterances": [_utterance(u, p) for u, p in zip(dialogue.utterances, chunk)]}
+                for (client_id, dialogue), chunk in zip(requested, grouped)
+            ]
+        }
 
 
 def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
