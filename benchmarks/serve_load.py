@@ -1,9 +1,14 @@
-"""Load test of ``instructerc serve``: throughput and latency with batching on, then off.
+"""Load test of ``instructerc serve``: throughput and latency of server modes, compared in one run.
 
 Starts the server as a subprocess on 127.0.0.1 (a free port), drives it with ``--clients``
 concurrent clients (asyncio + httpx, one connection each) for ``--seconds`` after a warm-up,
-then stops it; the same again with ``--no-batching``; prints requests per second, p50/p99
-latency, errors (must be 0) and the throughput ratio.
+then stops it; the same again for each of ``--modes``; prints requests per second, p50/p99
+latency, errors (must be 0), latency by turn of the conversation, the memory of the
+conversations' key/value caches, and the throughput ratio of the first mode to the second.
+
+Modes: ``cache`` (batching, a conversation's new turn scored from its key/value cache),
+``rescore`` (batching, every turn re-scores its conversation: ``--no-turn-cache``),
+``unbatched`` (one model call per request, re-scoring: ``--no-batching --no-turn-cache``).
 
 Workloads (``--workload``):
 
@@ -15,8 +20,12 @@ Workloads (``--workload``):
     errors of any request are counted.
 ``predict``
     Each request is ``POST /v1/predict`` with one whole dialogue of 4 to 8 utterances.
+``long``
+    Each client grows one conversation to ``--turns`` utterances (the scripts' lines, cycled)
+    and stops: ``--seconds`` does not apply. The warm-up is one conversation of 10 turns.
 
-The model: ``--model DIR`` (a model directory), ``--backbone CHECKPOINT`` (a plain Hugging Face
+The model: ``--default-model`` (the one shipped in the package), ``--model DIR`` (a model
+directory), ``--backbone CHECKPOINT`` (a plain Hugging Face
 checkpoint such as the converted embedded SmolLM2, copied into a temporary model directory
 as if fully fine-tuned: its speed is real, its predictions are not), or by default the tests'
 tiny 2-layer Llama (fast, for checking the machinery).
@@ -26,6 +35,8 @@ busy machine's other processes slow torch's multi-threaded kernels (``--threads`
 server's). Compare the two modes from one run, not figures from different runs.
 
     python benchmarks/serve_load.py --seconds 20 [--json out.json]
+    python benchmarks/serve_load.py --default-model --seconds 20 --json results/speed/serve-conversation.json
+    python benchmarks/serve_load.py --default-model --workload long --clients 1 --turns 80 --json results/speed/serve-long.json
     python benchmarks/serve_load.py --seconds 20 --backbone ~/.cache/instructerc/models/SmolLM2-135M-Instruct-98362432
 """
 
@@ -47,6 +58,13 @@ from typing import Sequence
 from _report import write_json
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The server's flags per mode.
+MODE_FLAGS: dict[str, tuple[str, ...]] = {
+    "cache": ("--batching", "--turn-cache"),
+    "rescore": ("--batching", "--no-turn-cache"),
+    "unbatched": ("--no-batching", "--no-turn-cache"),
+}
 
 # Short dialogues in the style of MELD (invented here): the clients cycle through them.
 DIALOGUES: tuple[tuple[tuple[str, str], ...], ...] = (
@@ -90,9 +108,15 @@ DIALOGUES: tuple[tuple[tuple[str, str], ...], ...] = (
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
+    by_turn: dict[int, list[float]] = field(default_factory=dict)  # 1-based turn of the conversation -> latencies
     utterances: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+
+    def turn(self, index: int, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self.utterances += 1
+        self.by_turn.setdefault(index, []).append(seconds)
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -111,6 +135,10 @@ class Result:
     p99_ms: float
     model_calls: int
     error_samples: tuple[str, ...]
+    by_turn_ms: dict[int, float] = field(default_factory=dict)  # mean latency per turn of the conversations
+    turn_scoring: str = "?"
+    cache_bytes: int = 0
+    cache_conversations: int = 0
 
     @property
     def requests_per_second(self) -> float:
@@ -122,7 +150,7 @@ class Result:
 
     def figures(self) -> dict:
         return {
-            "batching": self.mode,
+            "mode": self.mode,
             "seconds": self.seconds,
             "requests": self.requests,
             "requests_per_second": self.requests_per_second,
@@ -134,15 +162,31 @@ class Result:
             "model_calls": self.model_calls,
             "utterances_per_model_call": self.utterances_per_model_call,
             "error_samples": list(self.error_samples),
+            "mean_ms_by_turn": {str(k): v for k, v in sorted(self.by_turn_ms.items())},
+            "turn_scoring": self.turn_scoring,
+            "turn_cache_bytes_at_end": self.cache_bytes,
+            "turn_cache_conversations_at_end": self.cache_conversations,
         }
+
+    def mean_of_turns(self, first: int, last: int) -> float:
+        values = [self.by_turn_ms[k] for k in range(first, last + 1) if k in self.by_turn_ms]
+        return sum(values) / len(values) if values else float("nan")
 
     def line(self) -> str:
         per_call = self.utterances_per_model_call
         return (
-            f"batching {self.mode:3}  {self.requests_per_second:8.1f} req/s  {self.utterances / self.seconds:8.1f} utt/s  "
+            f"{self.mode:9} ({self.turn_scoring})  {self.requests_per_second:8.1f} req/s  {self.utterances / self.seconds:8.1f} utt/s  "
             f"p50 {self.p50_ms:7.1f} ms  p99 {self.p99_ms:7.1f} ms  errors {self.errors}  "
-            f"({self.requests} requests in {self.seconds:.1f} s, {per_call:.1f} utterances per model call)"
+            f"({self.requests} requests in {self.seconds:.1f} s, {per_call:.1f} utterances per model call; "
+            f"cache {self.cache_bytes / 2**20:.1f} MiB for {self.cache_conversations} conversations at the end)"
         )
+
+    def turn_lines(self) -> list[str]:
+        turns = sorted(self.by_turn_ms)
+        if len(turns) <= 12:
+            return ["    mean latency by turn: " + ", ".join(f"{k}: {self.by_turn_ms[k]:.0f} ms" for k in turns)]
+        spans = [(a, min(a + 9, turns[-1])) for a in range(1, turns[-1] + 1, 10)]
+        return ["    mean latency by turns: " + ", ".join(f"{a}-{b}: {self.mean_of_turns(a, b):.0f} ms" for a, b in spans)]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -160,8 +204,10 @@ def tiny_model(target: Path) -> Path:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     from instructerc.labels.benchmarks import MELD
+    from instructerc.prompts.templates import TemplateConfig
 
-    return module.tiny_model_dir(target, MELD)
+    # The shipped default model's template, so that the turn cache is exercised.
+    return module.tiny_model_dir(target, MELD, TemplateConfig(name="dialogue-stream", demonstration=False))
 
 
 def model_around(checkpoint: Path, target: Path) -> Path:
@@ -189,7 +235,7 @@ def free_port() -> int:
 class Server:
     """``instructerc serve`` as a subprocess on 127.0.0.1, stopped (by its own pid) on exit."""
 
-    def __init__(self, model: Path, batching: bool, log: Path, extra: Sequence[str]) -> None:
+    def __init__(self, model: Path, mode: str, log: Path, extra: Sequence[str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -204,7 +250,7 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--batching" if batching else "--no-batching",
+            *MODE_FLAGS[mode],
             "--no-access-log",
             "--log-level",
             "warning",
@@ -228,10 +274,10 @@ class Server:
             time.sleep(0.25)
         raise RuntimeError(f"the server was not ready after {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
 
-    def model_calls(self) -> int:
+    def health(self) -> dict:
         import httpx
 
-        return int(httpx.get(f"{self.url}/healthz", timeout=10).json()["model_calls"])
+        return httpx.get(f"{self.url}/healthz", timeout=10).json()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -255,16 +301,35 @@ async def conversation_client(url: str, number: int, until: float, tally: Tally 
             if created is None:
                 continue
             path = f"/v1/conversations/{created.json()['id']}"
-            for speaker, text in script:
+            for index, (speaker, text) in enumerate(script, 1):
                 if time.monotonic() >= until:
                     break
                 start = time.perf_counter()
                 if await _request(client, tally, "POST", f"{path}/utterances", 200, {"speaker": speaker, "text": text}) is None:
                     break
                 if tally is not None:
-                    tally.latencies.append(time.perf_counter() - start)
-                    tally.utterances += 1
+                    tally.turn(index, time.perf_counter() - start)
             await _request(client, tally, "DELETE", path, 204)
+
+
+async def long_client(url: str, number: int, turns: int, tally: Tally | None, timeout: float) -> None:
+    """One conversation grown to ``turns`` utterances, the scripts' lines cycled (numbered, so no two are alike)."""
+    import httpx
+
+    lines = [line for script in DIALOGUES[number % len(DIALOGUES) :] + DIALOGUES[: number % len(DIALOGUES)] for line in script]
+    async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
+        created = await _request(client, tally, "POST", "/v1/conversations", 201)
+        if created is None:
+            return
+        path = f"/v1/conversations/{created.json()['id']}"
+        for index in range(1, turns + 1):
+            speaker, text = lines[(index - 1) % len(lines)]
+            start = time.perf_counter()
+            body = {"speaker": speaker, "text": f"{text} ({index})"}
+            if await _request(client, tally, "POST", f"{path}/utterances", 200, body) is None:
+                break
+            if tally is not None:
+                tally.turn(index, time.perf_counter() - start)
 
 
 async def predict_client(url: str, number: int, until: float, tally: Tally | None, timeout: float) -> None:
@@ -299,30 +364,36 @@ async def _request(client, tally: Tally | None, method: str, path: str, expected
     return response
 
 
-async def drive(url: str, workload: str, clients: int, seconds: float, tally: Tally | None, timeout: float = 120.0) -> float:
-    """Run the clients for ``seconds``; returns the wall time they took (the last requests finish after the deadline)."""
-    client = conversation_client if workload == "conversation" else predict_client
+async def drive(
+    url: str, workload: str, clients: int, seconds: float, tally: Tally | None, timeout: float = 120.0, turns: int = 80
+) -> float:
+    """Run the clients for ``seconds`` (``long``: for ``turns`` turns each); returns the wall time
+    they took (the last requests finish after the deadline)."""
     start = time.monotonic()
-    results = await asyncio.gather(*(client(url, k, start + seconds, tally, timeout) for k in range(clients)), return_exceptions=True)
+    if workload == "long":
+        runs = (long_client(url, k, turns, tally, timeout) for k in range(clients))
+    else:
+        client = conversation_client if workload == "conversation" else predict_client
+        runs = (client(url, k, start + seconds, tally, timeout) for k in range(clients))
+    results = await asyncio.gather(*runs, return_exceptions=True)
     for outcome in results:
         if isinstance(outcome, BaseException) and tally is not None:
             tally.error(f"client failed: {type(outcome).__name__}: {outcome}")
     return time.monotonic() - start
 
 
-def measure(model: Path, batching: bool, args: argparse.Namespace, logs: Path) -> Result:
-    mode = "on" if batching else "off"
+def measure(model: Path, mode: str, args: argparse.Namespace, logs: Path) -> Result:
     extra = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms), "--wait-share", str(args.wait_share)]
     if args.threads is not None:
         extra += ["--threads", str(args.threads)]
-    server = Server(model, batching, logs / f"server-batching-{mode}.log", extra)
+    server = Server(model, mode, logs / f"server-{mode}.log", extra)
     try:
         server.wait_ready(args.startup_timeout)
-        asyncio.run(drive(server.url, args.workload, args.clients, args.warmup, None, args.timeout))
-        calls_before = server.model_calls()
+        asyncio.run(drive(server.url, args.workload, args.clients, args.warmup, None, args.timeout, turns=10))
+        calls_before = server.health()["model_calls"]
         tally = Tally()
-        elapsed = asyncio.run(drive(server.url, args.workload, args.clients, args.seconds, tally, args.timeout))
-        calls = server.model_calls() - calls_before
+        elapsed = asyncio.run(drive(server.url, args.workload, args.clients, args.seconds, tally, args.timeout, args.turns))
+        health = server.health()
     finally:
         server.stop()
     return Result(
@@ -333,8 +404,12 @@ def measure(model: Path, batching: bool, args: argparse.Namespace, logs: Path) -
         errors=tally.errors,
         p50_ms=1000 * percentile(tally.latencies, 0.50),
         p99_ms=1000 * percentile(tally.latencies, 0.99),
-        model_calls=calls,
+        model_calls=health["model_calls"] - calls_before,
         error_samples=tuple(tally.error_samples),
+        by_turn_ms={k: 1000 * sum(v) / len(v) for k, v in tally.by_turn.items()},
+        turn_scoring=health.get("turn_scoring", "?"),
+        cache_bytes=health.get("turn_cache_bytes", 0),
+        cache_conversations=health.get("turn_cache_conversations", 0),
     )
 
 
@@ -343,11 +418,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
+    source.add_argument("--default-model", action="store_true", help="the model shipped in the package")
     source.add_argument("--model", type=Path, metavar="DIR", help="an instructerc model directory")
     source.add_argument(
         "--backbone", type=Path, metavar="CHECKPOINT", help="a plain HF checkpoint, copied into a temporary model directory"
     )
-    parser.add_argument("--workload", choices=("conversation", "predict"), default="conversation")
+    parser.add_argument("--workload", choices=("conversation", "predict", "long"), default="conversation")
+    parser.add_argument("--turns", type=int, default=80, help="long workload: turns per conversation (default: %(default)s)")
+    parser.add_argument(
+        "--modes", nargs="+", choices=tuple(MODE_FLAGS), default=["cache", "rescore"], help="server modes, in order (default: %(default)s)"
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per mode (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured time per mode first (default: %(default)s)")
@@ -371,31 +451,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as scratch:
         work = Path(scratch)
-        if args.model is not None:
+        if args.default_model:
+            from instructerc.inference.default_model import default_model_dir
+
+            model, described = default_model_dir(), "the default model shipped in the package"
+        elif args.model is not None:
             model, described = args.model, str(args.model)
         elif args.backbone is not None:
             model, described = model_around(args.backbone.expanduser(), work / "model"), f"{args.backbone} (not fine-tuned for ERC)"
         else:
             model, described = tiny_model(work / "model"), "tiny 2-layer Llama (tests/tiny.py)"
         print(f"model: {described}")
+        length = f"{args.turns} turns each" if args.workload == "long" else f"{args.seconds:g} s per mode after {args.warmup:g} s warm-up"
         print(
-            f"workload: {args.workload}, {args.clients} clients, {args.seconds:g} s per mode after {args.warmup:g} s warm-up, "
+            f"workload: {args.workload}, {args.clients} clients, {length}, "
             f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms or {args.wait_share:g} of the last model call",
             flush=True,
         )
         results = []
-        for batching in (True, False):
-            result = measure(model, batching, args, work)
+        for mode in args.modes:
+            result = measure(model, mode, args, work)
             print(result.line(), flush=True)
+            if args.workload != "predict":
+                print("\n".join(result.turn_lines()), flush=True)
             for sample in result.error_samples:
                 print(f"    error: {sample}")
             results.append(result)
-    on, off = results
-    ratio = on.requests_per_second / off.requests_per_second if off.requests else float("inf")
-    print(f"throughput ratio (batching on / off): {ratio:.2f}x")
+    figures: dict = {"model_description": described, "modes": [r.figures() for r in results]}
+    if len(results) >= 2:
+        first, second = results[:2]
+        ratio = first.requests_per_second / second.requests_per_second if second.requests else float("inf")
+        print(f"throughput ratio ({first.mode} / {second.mode}): {ratio:.2f}x")
+        figures["throughput_ratio"] = ratio
     if args.json:
-        write_json(args.json, {"model_description": described, "modes": [r.figures() for r in results], "throughput_ratio": ratio}, args)
-    return 0 if on.errors == 0 and off.errors == 0 else 1
+        write_json(args.json, figures, args)
+    return 0 if all(r.errors == 0 for r in results) else 1
 
 
 if __name__ == "__main__":

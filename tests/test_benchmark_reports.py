@@ -107,7 +107,20 @@ def test_service_benchmark_writes_its_figures(tmp_path):
     assert code == 0
     assert report["arguments"]["clients"] == 2 and report["arguments"]["workload"] == "conversation"
     assert report["model_description"].startswith("tiny")
-    assert [mode["batching"] for mode in report["modes"]] == ["on", "off"]
+    assert [(mode["mode"], mode["turn_scoring"]) for mode in report["modes"]] == [("cache", "cached"), ("rescore", "rescoring")]
     for mode in report["modes"]:
         assert mode["errors"] == 0 and mode["requests"] > 0 and mode["requests_per_second"] > 0 and mode["p50_ms"] <= mode["p99_ms"]
+        assert mode["mean_ms_by_turn"]["1"] > 0
     assert report["throughput_ratio"] > 0
+
+
+def test_service_benchmark_grows_long_conversations_and_reports_latency_by_turn(tmp_path):
+    out = tmp_path / "long.json"
+    code = benchmark("serve_load").main(
+        ["--workload", "long", "--turns", "12", "--clients", "1", "--threads", "1", "--modes", "cache", "--json", str(out)]
+    )
+    report = read(out)
+    assert code == 0
+    [mode] = report["modes"]
+    assert mode["requests"] == 12 and sorted(mode["mean_ms_by_turn"], key=int) == [str(k) for k in range(1, 13)]
+    assert mode["turn_cache_conversations_at_end"] == 2 and mode["turn_cache_bytes_at_end"] > 0  # the warm-up's and the measured one

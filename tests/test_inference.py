@@ -63,6 +63,30 @@ def test_a_growing_conversation_reuses_its_cache_and_matches_full_scoring(predic
             assert cache.tokens > before or n == 1
 
 
+def test_turns_of_several_conversations_in_one_batch_match_full_scoring(predictor):
+    lengths = {"a": 7, "b": 3, "c": 5, "d": 1}
+    full = {name: predictor.predict([dialogue(n, name)])[0] for name, n in lengths.items()}
+    caches = {name: ConversationCache() for name in lengths}
+    for turn in range(1, 8):
+        live = [name for name, n in lengths.items() if n >= turn]
+        predictions = predictor.predict_turns([(dialogue(turn, name), caches[name]) for name in live])
+        for name, prediction in zip(live, predictions):
+            assert prediction.label == full[name][turn - 1].label
+            for label in MELD.labels:
+                assert prediction.scores[label] == pytest.approx(full[name][turn - 1].scores[label], abs=1e-5)
+
+
+def test_a_turn_after_an_edit_of_the_history_recomputes_from_where_it_differs(predictor):
+    cache = ConversationCache()
+    for n in range(1, 5):
+        predictor.predict_next(dialogue(n), cache)
+    edited = dialogue(5).with_utterances((Utterance("Ann", "Something else entirely."),) + dialogue(5).utterances[1:])
+    expected = predictor.predict_at([(edited, 4)])[0]
+    got = predictor.predict_next(edited, cache)
+    for label in MELD.labels:
+        assert got.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)
+
+
 def test_labels_sharing_first_tokens_need_more_branch_points_and_still_sum_to_one(predictor):
     shared = SHARED
     scorer = LabelScorer(shared, predictor.segments)

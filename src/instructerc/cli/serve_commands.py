@@ -31,6 +31,7 @@ _OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
         "evict_after_idle_seconds": (float, "a full store evicts only a conversation unused this long (503 otherwise)"),
         "new_conversations_per_second": (float, "new conversations allowed per second on average (429 beyond)"),
         "new_conversation_burst": (int, "new conversations allowed at once"),
+        "turn_cache_mb": (float, "most MiB of key/value caches kept for live conversations (least recently used dropped)"),
     },
     "connections": {
         "request_timeout_seconds": (float, "time a client has to send a request's headers, and then its body (408)"),
@@ -87,6 +88,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                 default=ServiceConfig.batching,
                 help="predict requests that arrive together in one model call (default: on)",
             )
+        if title == "conversations":
+            group.add_argument(
+                "--turn-cache",
+                action=argparse.BooleanOptionalAction,
+                default=ServiceConfig.turn_cache,
+                help="score a new utterance from its conversation's key/value cache (default: on)",
+            )
         for name, (kind, text) in options.items():
             group.add_argument(
                 f"--{name.replace('_', '-')}",
@@ -105,7 +113,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     lists = {name: tuple(getattr(args, name)) for name in _LISTS if getattr(args, name) is not None}
     return ServiceConfig(
-        batching=args.batching, **lists, **{name: getattr(args, name) for options in _OPTIONS.values() for name in options}
+        batching=args.batching,
+        turn_cache=args.turn_cache,
+        **lists,
+        **{name: getattr(args, name) for options in _OPTIONS.values() for name in options},
     )
 
 

@@ -1,32 +1,25 @@
-"""Scoring a growing conversation with its key/value cache kept between turns.
+"""Scoring live conversations from their key/value caches, many conversations in one forward pass.
 
 A conversation's cache holds the keys and values of the last prompt scored for it. The next
 prompt is compared token by token with the cached one; the cache is cut back to their longest
-common prefix and only the rest is computed. With the ``dialogue-prefix`` template the next
-prompt extends the previous one up to its question, so a new turn costs its own line and a
-short question, not the whole history. Any template works; the saving is whatever prefix the
-prompts share.
+common prefix and only the rest is computed. With the ``dialogue-stream`` template each prompt
+extends the previous one, so a new turn costs its own line; with ``dialogue-prefix`` its line and
+a short question. Any template gives the same result, only the saving differs.
+
+New turns of several conversations run as one batch: each row is one conversation's new tokens,
+its cache padded to the longest in the batch, and a boolean mask lets a row see only its own
+cache and its own earlier new tokens. The result equals scoring each prompt from scratch, within
+the float tolerance of the compute type (tested).
 """
 
 from __future__ import annotations
 
-import inspect
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from instructerc.modeling.forward import cache_argument, cache_kwargs
-
-
-def crop_cache(cache: Any, length: int) -> None:
-    """Cut a transformers cache back to its first ``length`` tokens (v4 and v5 spell this differently)."""
-    current = cache.get_seq_length()
-    if current <= length:
-        return
-    parameters = inspect.signature(cache.crop).parameters
-    if "tokens_to_remove" in parameters:
-        cache.crop(-(current - length))
-    else:
-        cache.crop(length)
+from instructerc.modeling.forward import pair_logits
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -39,43 +32,223 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 @dataclass
 class ConversationCache:
-    """The cached keys/values of one conversation and the token ids they were computed for."""
+    """The keys and values of one conversation's last prompt, per layer ``[kv_heads, tokens, head_dim]``,
+    and the token ids they were computed for."""
 
     ids: list[int] = field(default_factory=list)
-    past: Any = None
+    layers: list[tuple[Any, Any]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
         return len(self.ids)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers)
 
-def next_token_logits(model: Any, cache: ConversationCache, sequence: Sequence[int], device: Any) -> Any:
-    """Logits after ``sequence``, computing only what the cache does not already hold."""
+    def crop(self, length: int) -> None:
+        if length >= self.tokens:
+            return
+        self.ids = self.ids[:length]
+        self.layers = [(k[:, :length].clone(), v[:, :length].clone()) for k, v in self.layers] if length else []
+
+
+class CacheStore:
+    """Conversation caches bounded in bytes, least recently used evicted first. An evicted
+    conversation is re-scored from its text on its next turn (same result, one slower turn).
+    Thread-safe: the model's worker thread reads and writes, request handlers discard."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be at least 0")
+        self.max_bytes = max_bytes
+        self._caches: OrderedDict[str, ConversationCache] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._caches)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def take(self, key: str) -> ConversationCache:
+        """The conversation's cache (a fresh one if it has none), out of the store while in use."""
+        with self._lock:
+            cache = self._caches.pop(key, None)
+            if cache is None:
+                return ConversationCache()
+            self._bytes -= cache.nbytes
+            return cache
+
+    def put(self, key: str, cache: ConversationCache) -> None:
+        """Keep ``cache`` as the most recently used; evict the least recently used beyond the bound
+        (a cache larger than the whole bound is not kept)."""
+        size = cache.nbytes
+        with self._lock:
+            old = self._caches.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if size > self.max_bytes:
+                self.evictions += 1
+                return
+            while self._caches and self._bytes + size > self.max_bytes:
+                _, evicted = self._caches.popitem(last=False)
+                self._bytes -= evicted.nbytes
+                self.evictions += 1
+            self._caches[key] = cache
+            self._bytes += size
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            cache = self._caches.pop(key, None)
+            if cache is not None:
+                self._bytes -= cache.nbytes
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One forward-pass row: a conversation's cache continued by ``new`` tokens."""
+
+    turn: int  # which turn (conversation) of the batch
+    cache: ConversationCache
+    shared: int  # tokens of the cache kept
+    new: tuple[int, ...]
+    prompt_new: int  # how many of the new tokens are the prompt's (the rest are label tokens)
+
+
+def score_turns(
+    model: Any,
+    scorer: Any,
+    turns: Sequence[tuple[ConversationCache, Sequence[int]]],
+    device: Any,
+    direct_head: bool = False,
+    batch_tokens: int = 16384,
+) -> list[Any]:
+    """Label probabilities of each (cache, prompt ids) turn; each cache is updated to hold its prompt.
+
+    A turn needs one row per branch point of the label trie (one for most label sets); its rows
+    keep the same cached prefix. Rows are batched by cache length under ``batch_tokens`` padded
+    key/value positions per forward pass.
+    """
+    rows = []
+    for index, (cache, prompt) in enumerate(turns):
+        prompt = tuple(prompt)
+        # Every row needs a token of its own to read logits from, hence at most len(prompt) - 1.
+        shared = min(common_prefix(cache.ids, prompt), len(prompt) - 1)
+        rows += [_Row(index, cache, shared, sequence[shared:], len(prompt) - shared) for sequence in scorer.sequences(prompt)]
+    logits: list[Any] = [None] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].shared, rows[i].turn))
+    for chunk in _chunks(order, rows, batch_tokens):
+        for i, row_logits in zip(chunk, _forward(model, [rows[i] for i in chunk], device, direct_head)):
+            logits[i] = row_logits
+    results, start = [], 0
+    for index, (cache, prompt) in enumerate(turns):
+        count = sum(1 for row in rows if row.turn == index)
+        results.append(scorer.probabilities(logits[start : start + count]))
+        start += count
+    return results
+
+
+def _chunks(order: list[int], rows: list[_Row], batch_tokens: int) -> list[list[int]]:
+    """Consecutive rows (by cache length) whose padded cache plus new tokens fit the budget; a
+    turn's rows stay in one chunk, since they all update one cache."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        candidate = current + [i]
+        width = max(rows[j].shared for j in candidate) + max(len(rows[j].new) for j in candidate)
+        same_turn = bool(current) and rows[current[-1]].turn == rows[i].turn
+        if current and width * len(candidate) > batch_tokens and not same_turn:
+            chunks.append(current)
+            candidate = [i]
+        current = candidate
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _forward(model: Any, rows: list[_Row], device: Any, direct_head: bool) -> list[Any]:
+    """Logits after each row's last new token, from one forward pass; stores each turn's new
+    keys and values in its cache (from its first row, which starts with the prompt itself)."""
     import torch
+
+    past = max(row.shared for row in rows)
+    width = max(len(row.new) for row in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), 1, width, past + width, dtype=torch.bool, device=device)
+    own = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    for r, row in enumerate(rows):
+        n = len(row.new)
+        ids[r, :n] = torch.tensor(row.new, device=device)
+        positions[r] = torch.arange(row.shared, row.shared + width, device=device)
+        mask[r, 0, :, : row.shared] = True
+        mask[r, 0, :, past:] = own
+        mask[r, 0, n:, : row.shared] = False  # padding queries see only themselves: no empty softmax
+        mask[r, 0, n:, past:] = torch.eye(width, dtype=torch.bool, device=device)[n:]
+    cache = _padded_cache(rows, past, device)
+    last = torch.tensor([len(row.new) - 1 for row in rows], device=device)
+    with torch.inference_mode():
+        logits = pair_logits(model, ids, mask, positions, torch.arange(len(rows), device=device), last, cache, direct_head)
+    _store(rows, _layers_of(cache), past)
+    return list(logits)
+
+
+def _padded_cache(rows: list[_Row], past: int, device: Any) -> Any:
+    """A transformers cache of ``past`` positions per row: each row's kept prefix, zeros after it."""
     from transformers import DynamicCache
 
-    shared = common_prefix(cache.ids, sequence)
-    if shared == len(sequence):  # at least one token must be fed to get its logits
-        shared -= 1
-    if cache.past is None or shared == 0:
-        cache.past, cache.ids, shared = DynamicCache(), [], 0
-    else:
-        crop_cache(cache.past, shared)
-        cache.ids = cache.ids[:shared]
-    new = list(sequence[shared:])
-    ids = torch.tensor([new], device=device)
-    positions = torch.arange(shared, shared + len(new), device=device)[None]
-    with torch.inference_mode():
-        out = model(input_ids=ids, position_ids=positions, logits_to_keep=1, **cache_kwargs(model, cache.past))
-    cache.past = getattr(out, cache_argument(model))
-    cache.ids += new
-    return out.logits[0, -1]
+    if past == 0:
+        return DynamicCache()
+    source = next(row.cache for row in rows if row.shared)
+    layers = []
+    for layer, (k0, v0) in enumerate(source.layers):
+        keys = k0.new_zeros((len(rows), k0.shape[0], past, k0.shape[2]))
+        values = v0.new_zeros((len(rows), v0.shape[0], past, v0.shape[2]))
+        for r, row in enumerate(rows):
+            if row.shared:
+                k, v = row.cache.layers[layer]
+                keys[r, :, : row.shared] = k[:, : row.shared]
+                values[r, :, : row.shared] = v[:, : row.shared]
+        layers.append((keys.to(device), values.to(device)))
+    return _cache_from(layers, DynamicCache)
 
 
-def score_incrementally(model: Any, scorer: Any, cache: ConversationCache, prompt_ids: Sequence[int], device: Any) -> Any:
-    """Label probabilities of one prompt, reusing and then updating the conversation's cache."""
-    logits = [next_token_logits(model, cache, sequence, device) for sequence in scorer.sequences(tuple(prompt_ids))]
-    if len(logits) > 1:  # deeper branch points left their answer tokens in the cache: drop them
-        crop_cache(cache.past, len(prompt_ids))
-        cache.ids = cache.ids[: len(prompt_ids)]
-    return scorer.probabilities(logits)
+def _cache_from(layers: list[tuple[Any, Any]], cache_class: Any) -> Any:
+    if hasattr(cache_class, "from_legacy_cache"):  # transformers 4.x
+        return cache_class.from_legacy_cache(tuple(layers))
+    return cache_class(layers)
+
+
+def _layers_of(cache: Any) -> list[tuple[Any, Any]]:
+    """Per-layer (keys, values) ``[rows, kv_heads, tokens, head_dim]`` of a transformers cache."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _store(rows: list[_Row], layers: list[tuple[Any, Any]], past: int) -> None:
+    import torch
+
+    seen = set()
+    for r, row in enumerate(rows):
+        if row.turn in seen:
+            continue  # every row of a turn starts with its prompt; the first one's is kept
+        seen.add(row.turn)
+        cache, n = row.cache, row.prompt_new
+        kept = []
+        for layer, (keys, values) in enumerate(layers):
+            new_k, new_v = keys[r, :, past : past + n], values[r, :, past : past + n]
+            if row.shared:
+                old_k, old_v = cache.layers[layer]
+                kept.append((torch.cat([old_k[:, : row.shared], new_k], 1), torch.cat([old_v[:, : row.shared], new_v], 1)))
+            else:
+                kept.append((new_k.clone(), new_v.clone()))
+        cache.layers = kept
+        cache.ids = cache.ids[: row.shared] + list(row.new[:n])
+
+
+__all__ = ["CacheStore", "ConversationCache", "common_prefix", "score_turns"]

@@ -30,6 +30,7 @@ from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
 from instructerc.prompts.fitting import encode_fitting, unlabelled
 from instructerc.prompts.setup import PromptSetup
+from instructerc.prompts.templates import shares_dialogue_prefix
 
 MODES = ("score", "generate")
 
@@ -194,13 +195,34 @@ class Predictor:
             predictions = self._generate(encoded, paper_parsing, progress)
         return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
 
-    def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
-        """The newest utterance of a growing conversation, reusing its key/value cache
-        (:class:`~instructerc.inference.incremental.ConversationCache`) from earlier turns."""
-        from instructerc.inference.incremental import score_incrementally
+    @property
+    def caches_turns(self) -> bool:
+        """Whether a live conversation's next turn is scored from its key/value cache: with
+        templates whose prompts share the dialogue as a prefix; others are re-scored whole."""
+        return shares_dialogue_prefix(self.setup.template)
 
-        encoded = self.encoded_prompts([(dialogue, len(dialogue) - 1)])[0]
-        probabilities = score_incrementally(self.model, self.scorer, cache, encoded.prompt_ids, self.device).tolist()
+    def predict_turns(self, turns: Sequence[tuple[Dialogue, Any]]) -> list[Prediction]:
+        """The newest utterance of each live conversation, scored from its key/value cache
+        (:class:`~instructerc.inference.incremental.ConversationCache`, updated in place), all
+        conversations in one batch. Same scores as :meth:`predict_at`, within float tolerance."""
+        from instructerc.inference.incremental import score_turns
+
+        if not turns:
+            return []
+        encoded, truncated = self.fitted_prompts([(dialogue, len(dialogue) - 1) for dialogue, _ in turns])
+        if self._direct_head is None:
+            self._direct_head = head_is_plain(self.model, self.device)
+        table = score_turns(
+            self.model, self.scorer, [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)], self.device, self._direct_head
+        )
+        predictions = [self._prediction(probabilities.tolist()) for probabilities in table]
+        return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
+
+    def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
+        """The newest utterance of one growing conversation, reusing its key/value cache."""
+        return self.predict_turns([(dialogue, cache)])[0]
+
+    def _prediction(self, probabilities: list[float]) -> Prediction:
         labels = self.label_set.labels
         best = max(range(len(labels)), key=lambda k: probabilities[k])
         return Prediction(label=labels[best], scores=dict(zip(labels, probabilities)))
@@ -227,11 +249,7 @@ class Predictor:
             table = self.scorer.batch_probabilities(torch.stack(logits)).tolist()
         else:
             table = [self.scorer.probabilities(logits[i * per_prompt : (i + 1) * per_prompt]).tolist() for i in range(len(encoded))]
-        labels = self.label_set.labels
-        predictions = []
-        for probabilities in table:
-            best = max(range(len(labels)), key=lambda k: probabilities[k])
-            predictions.append(Prediction(label=labels[best], scores=dict(zip(labels, probabilities))))
+        predictions = [self._prediction(probabilities) for probabilities in table]
         if progress is not None:
             progress.update(len(encoded))
         return predictions

@@ -264,8 +264,14 @@ def build_template(config: TemplateConfig, label_set: LabelSet) -> PromptTemplat
     return TEMPLATES[config.name](config, label_set)
 
 
+def shares_dialogue_prefix(config: TemplateConfig) -> bool:
+    """Whether the prompts of a dialogue share it, up to the current utterance, as their prefix
+    (so a growing conversation's key/value cache covers all but the newest turn)."""
+    return config.name in ("dialogue-prefix", "dialogue-stream") and config.history
+
+
 def template_names() -> list[str]:
     return list(TEMPLATES)
 
 
-__all__ = ["Demonstration", "PromptTemplate", "TemplateConfig", "Wording", "build_template", "template_names"]
+__all__ = ["Demonstration", "PromptTemplate", "TemplateConfig", "Wording", "build_template", "shares_dialogue_prefix", "template_names"]

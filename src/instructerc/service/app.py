@@ -11,11 +11,13 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import itertools
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from instructerc import __version__
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.errors import InputError
+from instructerc.inference.incremental import CacheStore
 from instructerc.labels.prediction import per_dialogue
 from instructerc.service.batching import Abandoned, Batcher, BatchingConfig, Item, Overloaded, WorkerDead
 from instructerc.service.config import ServiceConfig
@@ -32,14 +34,26 @@ log = logging.getLogger(__name__)
 MODE = "score"
 
 
+@dataclass(frozen=True)
+class LiveTurn:
+    """The newest utterance of a live conversation, scored from the conversation's cache."""
+
+    conversation_id: str
+    dialogue: Dialogue
+
+
 class Service:
     """What the endpoints share: the predictor behind its batcher, the conversations, the limits."""
 
     def __init__(self, predictor: Any, config: ServiceConfig) -> None:
         self.predictor = predictor
         self.config = config
+        # Live conversations' key/value caches, where the predictor can continue them.
+        self.caches = (
+            CacheStore(int(config.turn_cache_mb * 2**20)) if config.turn_cache and getattr(predictor, "caches_turns", False) else None
+        )
         self.batcher = Batcher(
-            lambda items: predictor.predict_at(items, mode=MODE),
+            self._predict_batch,
             BatchingConfig(
                 enabled=config.batching,
                 max_batch_size=config.max_batch_size,
@@ -53,6 +67,38 @@ class Service:
         )
         self.creations = TokenBucket(config.new_conversations_per_second, config.new_conversation_burst)
         self._ids = itertools.count()
+
+    def _predict_batch(self, items: Sequence[Item | LiveTurn]) -> list[Any]:
+        """One model call's items: live turns continue their conversations' caches (all in one
+        batch); the rest are scored from their text. Runs in the batcher's worker thread."""
+        turns = [k for k, item in enumerate(items) if isinstance(item, LiveTurn)]
+        others = [k for k, item in enumerate(items) if not isinstance(item, LiveTurn)]
+        results: list[Any] = [None] * len(items)
+        for k, prediction in zip(others, self.predictor.predict_at([items[k] for k in others], mode=MODE)):
+            results[k] = prediction
+        if turns:
+            assert self.caches is not None, "live turns are only queued when the service keeps caches"
+            keys = [items[k].conversation_id for k in turns]
+            caches = [self.caches.take(key) for key in keys]
+            try:
+                predictions = self.predictor.predict_turns([(items[k].dialogue, cache) for k, cache in zip(turns, caches)])
+            finally:
+                for key, cache in zip(keys, caches):
+                    self.caches.put(key, cache)
+            for k, prediction in zip(turns, predictions):
+                results[k] = prediction
+        return results
+
+    def turn_item(self, conversation_id: str, utterances: tuple[Utterance, ...]) -> Item | LiveTurn:
+        """What to queue for a conversation's newest utterance: a live turn when caches are kept."""
+        dialogue = self.internal(utterances)
+        if self.caches is None:
+            return (dialogue, len(utterances) - 1)
+        return LiveTurn(conversation_id, dialogue)
+
+    def forget(self, conversation_id: str) -> None:
+        if self.caches is not None:
+            self.caches.discard(conversation_id)
 
     def internal(self, utterances: tuple[Utterance, ...]) -> Dialogue:
         """A dialogue under an id no other dialogue in flight has: clients may reuse ids, but
@@ -241,7 +287,8 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                 if index >= limits.max_conversation_utterances:
                     raise ApiError(409, "conversation_full", f"the conversation has {index} utterances, the most allowed; start a new one")
                 history = tuple(turn.utterance for turn in conversation.turns)
-                [prediction] = await service.predict([(service.internal(history + (utterance,)), index)], request, admitted=True)
+                item = service.turn_item(conversation.id, history + (utterance,))
+                [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
         return {"conversation_id": conversation.id, "index": index, **_utterance(utterance, prediction)}
 
@@ -255,6 +302,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     async def delete_conversation(conversation_id: str) -> Response:
         if not service.store.delete(conversation_id):
             raise _unknown(conversation_id)
+        service.forget(conversation_id)
         return Response(status_code=204)
 
 
@@ -294,6 +342,9 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
             "pending": service.batcher.pending,
             "model_calls": service.batcher.model_calls,
             "dropped": service.batcher.dropped,
+            "turn_scoring": "cached" if service.caches is not None else "rescoring",
+            "turn_cache_bytes": service.caches.nbytes if service.caches is not None else 0,
+            "turn_cache_conversations": len(service.caches) if service.caches is not None else 0,
         }
         return body if alive else JSONResponse(body, status_code=503)
 

@@ -45,6 +45,11 @@ class ServiceConfig:
         new_conversations_per_second, new_conversation_burst: creating conversations is rate
             bounded (a token bucket: this many per second on average, this many at once; 429
             beyond), since an empty conversation costs its creator nothing.
+        turn_cache: score a conversation's new utterance from the key/value cache of its earlier
+            turns (templates whose prompts share the dialogue as a prefix; others re-score the
+            conversation); off re-scores every turn, for comparison.
+        turn_cache_mb: the most memory the conversations' caches hold, in MiB; beyond it the
+            least recently used is dropped and re-scored from its text on its next turn.
 
     Who may call (the server binds loopback; these stop web pages in a browser from reaching it):
         allowed_hosts: the ``Host`` names answered (400 otherwise), which stops DNS rebinding;
@@ -80,6 +85,8 @@ class ServiceConfig:
     evict_after_idle_seconds: float = 60.0
     new_conversations_per_second: float = 5.0
     new_conversation_burst: int = 50
+    turn_cache: bool = True
+    turn_cache_mb: float = 1024.0
 
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     allowed_origins: tuple[str, ...] = ()
@@ -91,7 +98,7 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if spec.name == "batching":
+            if spec.name in ("batching", "turn_cache"):
                 if not isinstance(value, bool):
                     raise InputError("must be true or false", field=spec.name)
             elif spec.name in ("allowed_hosts", "allowed_origins"):

@@ -73,6 +73,13 @@ class HealthOut(BaseModel):
     pending: int = Field(description="utterances queued or being predicted")
     model_calls: int = Field(description="model calls since start; requests per call shows how well batching works")
     dropped: int = Field(0, description="requests dropped unpredicted because their client had gone")
+    turn_scoring: str = Field(
+        "rescoring",
+        description="cached: a conversation's new utterance is scored from the key/value cache of its earlier turns; "
+        "rescoring: the conversation is scored again (templates whose prompts do not share the dialogue as a prefix)",
+    )
+    turn_cache_bytes: int = Field(0, description="memory held by the conversations' key/value caches")
+    turn_cache_conversations: int = Field(0, description="conversations with a cache")
 
 
 class ErrorDetail(BaseModel):
