@@ -5,6 +5,9 @@ with its line number before any model is loaded) and counts the utterances for t
 the second predicts ``--chunk-size`` dialogues at a time and streams them out, so a file of any
 size runs in bounded memory. The output goes to a temporary file renamed over ``--output`` only
 at the end: a failure never leaves a half-written or lost output.
+
+Under ``accelerate launch`` or ``torchrun`` the chunks are shared among the processes and the
+output is the same file a single process writes (:mod:`instructerc.inference.sharding`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
 
@@ -57,10 +61,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import iter_jsonl
     from instructerc.errors import InputError
-    from instructerc.evaluation.harness import chunks, progress_bar, write_prediction_records
-    from instructerc.files import atomic_write
+    from instructerc.evaluation.harness import chunks
     from instructerc.inference.default_model import default_model_dir
     from instructerc.inference.predictor import Predictor, check_mode
+    from instructerc.inference.sharding import current_shard
     from instructerc.labels.registry import named_label_set
 
     check_mode(args.mode, args.paper_parsing)
@@ -74,34 +78,52 @@ def run_predict(args: argparse.Namespace) -> int:
     def read():
         return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels))
 
-    dialogues = utterances = 0
-    for dialogue in read():
-        dialogues += 1
-        utterances += len(dialogue)
-    if dialogues == 0:
+    # Every process reads the whole file first: bad input fails everywhere before any model time.
+    sizes = [(len(batch), sum(len(d) for d in batch)) for batch in chunks(read(), args.chunk_size)]
+    if not sizes:
         raise InputError("no dialogues in the file", path=args.input)
-
-    predictor = Predictor.from_directory(model, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
-    invalid = truncated = 0
-    try:
-        with progress_bar(utterances, not args.no_progress) as bar, atomic_write(args.output) as handle:
-            for batch in chunks(read(), args.chunk_size):
-                predicted = predictor.predict(batch, mode=args.mode, paper_parsing=args.paper_parsing, progress=bar)
-                write_prediction_records(handle, batch, predicted, args.mode, predictor.label_set, restrict_to_dataset=True)
-                invalid += sum(p.label is None for ps in predicted for p in ps)
-                truncated += sum(p.truncated for ps in predicted for p in ps)
-    except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
+    shard, device = current_shard()
+    predictor = Predictor.from_directory(model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
+    invalid, truncated = _predict_shard(args, predictor, shard, chunks(read(), args.chunk_size), sizes)
     if truncated:
         print(
             f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "
             'and were cut (start and end kept); they are marked "truncated": true',
             file=sys.stderr,
         )
-    print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision})")
+    dialogues, utterances = sum(d for d, _ in sizes), sum(u for _, u in sizes)
+    if shard.main:
+        where = f", {shard.world} processes" if shard.world > 1 else ""
+        print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision}{where})")
     if args.mode == "generate":
+        mine = sum(u for k, (_, u) in enumerate(sizes) if shard.owns(k))
         print(
-            f"{invalid} of {utterances} generations are not a label (predicted_emotion null)"
+            f"{invalid} of {mine} generations are not a label (predicted_emotion null)"
             + (" after paper parsing" if args.paper_parsing else "")
+            + (f" in process {shard.rank}" if shard.world > 1 else "")
         )
     return 0
+
+
+def _predict_shard(args: argparse.Namespace, predictor: Any, shard: Any, batches: Any, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """Predicts this process's chunks into its output (the file, or its part of it); returns
+    how many predictions were invalid and how many utterances were cut."""
+    from instructerc.errors import InputError
+    from instructerc.evaluation.harness import progress_bar, write_prediction_records
+    from instructerc.inference.sharding import merge_parts, shard_output
+
+    invalid = truncated = 0
+    mine = sum(u for k, (_, u) in enumerate(sizes) if shard.owns(k))
+    try:
+        with progress_bar(mine, not args.no_progress and shard.main) as bar, shard_output(args.output, shard) as handle:
+            for k, batch in enumerate(batches):
+                if not shard.owns(k):
+                    continue
+                predicted = predictor.predict(batch, mode=args.mode, paper_parsing=args.paper_parsing, progress=bar)
+                write_prediction_records(handle, batch, predicted, args.mode, predictor.label_set, restrict_to_dataset=True)
+                invalid += sum(p.label is None for ps in predicted for p in ps)
+                truncated += sum(p.truncated for ps in predicted for p in ps)
+        merge_parts(args.output, shard, [d for d, _ in sizes])
+    except OSError as error:
+        raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
+    return invalid, truncated
