@@ -14,7 +14,7 @@ from tiny import tiny_model_dir
 
 
 def cache_of(tokens: int, layers: int = 2) -> ConversationCache:
-    return ConversationCache(list(range(tokens)), [(torch.zeros(1, tokens, 4), torch.zeros(1, tokens, 4)) for _ in range(layers)])
+    return ConversationCache(list(range(tokens)), torch.zeros(layers, 2, 1, tokens, 4))
 
 
 def test_the_store_evicts_the_least_recently_used_to_stay_under_its_bound():
@@ -41,7 +41,7 @@ def test_a_cache_larger_than_the_bound_is_not_kept_and_discard_frees_its_bytes()
 def test_cropping_keeps_only_the_first_tokens():
     cache = cache_of(10)
     cache.crop(4)
-    assert cache.tokens == 4 and all(k.shape[1] == 4 for k, _ in cache.layers)
+    assert cache.tokens == 4 and cache.states.shape == (2, 2, 1, 4, 4)
     cache.crop(0)
     assert cache.tokens == 0 and cache.nbytes == 0
 

@@ -32,11 +32,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 @dataclass
 class ConversationCache:
-    """The keys and values of one conversation's last prompt, per layer ``[kv_heads, tokens, head_dim]``,
-    and the token ids they were computed for."""
+    """The keys and values of one conversation's last prompt, ``[layers, 2, kv_heads, tokens,
+    head_dim]`` in one tensor (one copy moves it whole), and the token ids they were computed for."""
 
     ids: list[int] = field(default_factory=list)
-    layers: list[tuple[Any, Any]] = field(default_factory=list)
+    states: Any = None
 
     @property
     def tokens(self) -> int:
@@ -44,13 +44,13 @@ class ConversationCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers)
+        return 0 if self.states is None else self.states.numel() * self.states.element_size()
 
     def crop(self, length: int) -> None:
         if length >= self.tokens:
             return
         self.ids = self.ids[:length]
-        self.layers = [(k[:, :length].clone(), v[:, :length].clone()) for k, v in self.layers] if length else []
+        self.states = self.states[:, :, :, :length].clone() if length else None
 
 
 class CacheStore:
@@ -203,18 +203,13 @@ def _padded_cache(rows: list[_Row], past: int, device: Any) -> Any:
 
     if past == 0:
         return DynamicCache()
-    source = next(row.cache for row in rows if row.shared)
-    layers = []
-    for layer, (k0, v0) in enumerate(source.layers):
-        keys = k0.new_zeros((len(rows), k0.shape[0], past, k0.shape[2]))
-        values = v0.new_zeros((len(rows), v0.shape[0], past, v0.shape[2]))
-        for r, row in enumerate(rows):
-            if row.shared:
-                k, v = row.cache.layers[layer]
-                keys[r, :, : row.shared] = k[:, : row.shared]
-                values[r, :, : row.shared] = v[:, : row.shared]
-        layers.append((keys.to(device), values.to(device)))
-    return _cache_from(layers, DynamicCache)
+    states = next(row.cache.states for row in rows if row.shared)
+    layers, _, heads, _, width = states.shape
+    padded = states.new_zeros((layers, 2, len(rows), heads, past, width), device=device)
+    for r, row in enumerate(rows):
+        if row.shared:
+            padded[:, :, r, :, : row.shared] = row.cache.states[:, :, :, : row.shared]
+    return _cache_from([(padded[layer, 0], padded[layer, 1]) for layer in range(layers)], DynamicCache)
 
 
 def _cache_from(layers: list[tuple[Any, Any]], cache_class: Any) -> Any:
@@ -239,15 +234,8 @@ def _store(rows: list[_Row], layers: list[tuple[Any, Any]], past: int) -> None:
             continue  # every row of a turn starts with its prompt; the first one's is kept
         seen.add(row.turn)
         cache, n = row.cache, row.prompt_new
-        kept = []
-        for layer, (keys, values) in enumerate(layers):
-            new_k, new_v = keys[r, :, past : past + n], values[r, :, past : past + n]
-            if row.shared:
-                old_k, old_v = cache.layers[layer]
-                kept.append((torch.cat([old_k[:, : row.shared], new_k], 1), torch.cat([old_v[:, : row.shared], new_v], 1)))
-            else:
-                kept.append((new_k.clone(), new_v.clone()))
-        cache.layers = kept
+        new = torch.stack([torch.stack((keys[r, :, past : past + n], values[r, :, past : past + n])) for keys, values in layers])
+        cache.states = torch.cat([cache.states[:, :, :, : row.shared], new], 3) if row.shared else new
         cache.ids = cache.ids[: row.shared] + list(row.new[:n])
 
 
