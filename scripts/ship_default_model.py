@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument(
         "--test-metrics", type=Path, action="append", default=[], help="metrics.json of instructerc evaluate on a test split (repeatable)"
     )
+    parser.add_argument("--training-note", help="what the card's Training lines do not say (a paragraph of the model card)")
     parser.add_argument("--label-note", help="why the model speaks its label set (a paragraph of the model card)")
     args = parser.parse_args()
     run = _run_summary(args.model.resolve().parent / "metrics.jsonl")
@@ -67,6 +68,7 @@ def main() -> None:
             precision=run["precision"],
             device=run["device"],
             label_note=args.label_note,
+            training_note=args.training_note,
         )
 
     write_model_dir(TARGET, fill)
@@ -75,16 +77,20 @@ def main() -> None:
 
 
 def _run_summary(metrics: Path) -> dict:
-    """Precision, device and wall time (start to done) of the run that trained the model."""
+    """Precision, device and wall time of the run that trained the model: each process of the
+    run (a start event, and a resumed run's later ones) counted from its start to its last event,
+    so the time between a cut and its --resume is not counted."""
     if not metrics.is_file():
         raise SystemExit(f"{metrics}: not found; the model directory must sit in its run directory")
     events = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-    start = next(e for e in events if e["event"] == "start")
-    done = [e for e in events if e["event"] == "done"]
-    if not done:
+    starts = [k for k, e in enumerate(events) if e["event"] == "start"]
+    if not starts or events[-1]["event"] != "done":
         raise SystemExit(f"{metrics}: the run has not finished")
+    ends = [k - 1 for k in starts[1:]] + [len(events) - 1]
+    seconds = sum(events[end]["time"] - events[start]["time"] for start, end in zip(starts, ends))
+    start = events[starts[-1]]
     where = f"{start['processes']} processes on {start['device']}" if start["processes"] > 1 else start["device"]
-    return {"seconds": done[-1]["time"] - start["time"], "precision": start.get("precision"), "device": where}
+    return {"seconds": seconds, "precision": start.get("precision"), "device": where}
 
 
 if __name__ == "__main__":

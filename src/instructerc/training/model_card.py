@@ -40,11 +40,13 @@ def write_model_card(
     precision: str | None = None,
     device: str | None = None,
     label_note: str | None = None,
+    training_note: str | None = None,
 ) -> None:
     """``directory`` is where the card is written (possibly a staging folder); ``location`` is
     the path users will load the model from, for the usage line (``None``: the model shipped
     in the package, used without ``--model``). ``precision`` and ``device``: what the matrix
-    products ran in, and where. ``label_note``: why the model speaks its label set."""
+    products ran in, and where. ``label_note``: why the model speaks its label set;
+    ``training_note``: what the lines of the Training section do not say (e.g. a resumed run's restart)."""
     template = setup.template
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
     stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
@@ -65,6 +67,7 @@ def write_model_card(
         f"- checkpoint selected on dev (step {state.best_step}"
         + (f" of {state.global_step}" if state.global_step else "")
         + "); the test split was not read during training.",
+        *(["", training_note] if training_note else []),
         "",
         "## Dev scores (what the checkpoint was selected on)",
         "",
