@@ -39,6 +39,11 @@ _OPTIONS: dict[str, dict[str, tuple[type, str]]] = {
         "max_connections": (int, "most open connections and requests in flight (503 beyond)"),
     },
 }
+# On/off flags (--x / --no-x) per group: ServiceConfig bool field -> help.
+_SWITCHES: dict[str, dict[str, str]] = {
+    "batching": {"batching": "predict requests that arrive together in one model call"},
+    "conversations": {"turn_cache": "score a new utterance from its conversation's key/value cache"},
+}
 # Repeatable flags for the list fields of ServiceConfig.
 _LISTS: dict[str, tuple[str, str]] = {
     "allowed_hosts": (
@@ -81,19 +86,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_trust_remote_code_option(serve)
     for title, options in _OPTIONS.items():
         group = serve.add_argument_group(title)
-        if title == "batching":
+        for name, text in _SWITCHES.get(title, {}).items():
             group.add_argument(
-                "--batching",
+                f"--{name.replace('_', '-')}",
                 action=argparse.BooleanOptionalAction,
-                default=ServiceConfig.batching,
-                help="predict requests that arrive together in one model call (default: on)",
-            )
-        if title == "conversations":
-            group.add_argument(
-                "--turn-cache",
-                action=argparse.BooleanOptionalAction,
-                default=ServiceConfig.turn_cache,
-                help="score a new utterance from its conversation's key/value cache (default: on)",
+                default=getattr(ServiceConfig, name),
+                help=f"{text} (default: {'on' if getattr(ServiceConfig, name) else 'off'})",
             )
         for name, (kind, text) in options.items():
             group.add_argument(
@@ -113,8 +111,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     lists = {name: tuple(getattr(args, name)) for name in _LISTS if getattr(args, name) is not None}
     return ServiceConfig(
-        batching=args.batching,
-        turn_cache=args.turn_cache,
+        **{name: getattr(args, name) for switches in _SWITCHES.values() for name in switches},
         **lists,
         **{name: getattr(args, name) for options in _OPTIONS.values() for name in options},
     )

@@ -10,15 +10,7 @@ from instructerc.evaluation.metrics import OUTSIDE, Metrics, compute_metrics
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.prediction import Prediction
-from instructerc.labels.unified import MAPPINGS, UnifiedMapping
-
-
-def mapping_of(label_set: LabelSet) -> UnifiedMapping | None:
-    """The unified mapping whose label set this is, if any."""
-    for mapping in MAPPINGS.values():
-        if mapping.label_set.name == label_set.name and mapping.label_set.labels == label_set.labels:
-            return mapping
-    return None
+from instructerc.labels.unified import mapping_of
 
 
 def original_gold(utterance) -> str | None:

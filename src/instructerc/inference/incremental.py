@@ -133,6 +133,8 @@ def score_turns(
     keep the same cached prefix. Rows are batched by cache length under ``batch_tokens`` padded
     key/value positions per forward pass.
     """
+    if not turns:
+        return []
     rows = []
     for index, (cache, prompt) in enumerate(turns):
         prompt = tuple(prompt)
@@ -144,12 +146,8 @@ def score_turns(
     for chunk in _chunks(order, rows, batch_tokens):
         for i, row_logits in zip(chunk, _forward(model, [rows[i] for i in chunk], device, direct_head)):
             logits[i] = row_logits
-    results, start = [], 0
-    for index, (cache, prompt) in enumerate(turns):
-        count = sum(1 for row in rows if row.turn == index)
-        results.append(scorer.probabilities(logits[start : start + count]))
-        start += count
-    return results
+    per_turn = len(rows) // len(turns)  # one row per branch point of the trie, the same for every prompt
+    return [scorer.probabilities(logits[k * per_turn : (k + 1) * per_turn]) for k in range(len(turns))]
 
 
 def _chunks(order: list[int], rows: list[_Row], batch_tokens: int) -> list[list[int]]:

@@ -180,3 +180,11 @@ def get_mapping(name: str) -> UnifiedMapping:
         return MAPPINGS[name]
     except KeyError:
         raise KeyError(f"unknown unified mapping '{name}' (known: {', '.join(MAPPINGS)})") from None
+
+
+def mapping_of(label_set: LabelSet) -> UnifiedMapping | None:
+    """The unified mapping whose label set this is, if any."""
+    for mapping in MAPPINGS.values():
+        if mapping.label_set.name == label_set.name and mapping.label_set.labels == label_set.labels:
+            return mapping
+    return None

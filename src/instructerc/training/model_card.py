@@ -110,9 +110,9 @@ def write_model_card(
 
 def _labels_section(label_set: Any, note: str | None) -> list[str]:
     """For a unified label set: what each label stands for in each benchmark, and how to read answers in a dataset's own words."""
-    from instructerc.labels.unified import MAPPINGS
+    from instructerc.labels.unified import mapping_of
 
-    mapping = next((m for m in MAPPINGS.values() if m.label_set.name == label_set.name), None)
+    mapping = mapping_of(label_set)
     if mapping is None:
         return []
     lines = ["", "## Labels", "", f"The model answers in the `{label_set.name}` labels ({mapping.name} mapping). Each stands for:", ""]
