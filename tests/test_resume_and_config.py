@@ -157,3 +157,35 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path: Path, monk
     _save(tmp_path, 5)  # saving the same step again replaces it whole
     assert load_checkpoint(tmp_path / "step-0000005")[0].global_step == 5
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["step-0000005"]
+
+
+def test_a_key_added_to_the_recipe_format_since_the_run_started_is_not_a_change(tmp_path: Path) -> None:
+    import yaml
+
+    from instructerc.training.checkpoint import check_resumable
+    from instructerc.training.config import TrainConfig
+
+    current = TrainConfig().to_dict()
+    older = {key: value for key, value in current.items() if key != "distributed"}
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(older), encoding="utf-8")
+    assert check_resumable(saved, current, defaults=TrainConfig().to_dict()) == []
+    fsdp = {**current, "distributed": {"strategy": "fsdp", "reshard_after_forward": True}}
+    with pytest.raises(InputError, match="distributed.strategy: 'ddp' -> 'fsdp'"):
+        check_resumable(saved, fsdp, defaults=TrainConfig().to_dict())
+
+
+def test_a_sharded_checkpoint_without_its_metadata_is_partial(tmp_path: Path) -> None:
+    from instructerc.training.checkpoint import SHARDED_DIR, begin_checkpoint, commit_checkpoint
+
+    target = tmp_path / "step-0000003"
+    staging = begin_checkpoint(target)
+    (staging / SHARDED_DIR).mkdir()
+    (staging / SHARDED_DIR / "__0_0.distcp").write_bytes(b"shard")
+    commit_checkpoint(staging, target, TrainState(global_step=3), _Stub())
+    assert not (target / "trainable.pt").exists()
+    with pytest.raises(InputError, match="partial checkpoint: sharded/.metadata is missing"):
+        load_checkpoint(target)
+    (target / SHARDED_DIR / ".metadata").write_bytes(b"meta")
+    state, weights, optim = load_checkpoint(target)
+    assert state.global_step == 3 and weights is None and set(optim) == {"scheduler", "rng"}

@@ -252,19 +252,40 @@ def test_every_shipped_recipe_validates():
         assert config.stages and config.optim.batch_size >= 1, path
 
 
-def test_sharded_strategies_are_refused_clearly():
+def test_deepspeed_is_refused_clearly_and_fsdp1_too():
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
 
     from instructerc.errors import InputError
+    from instructerc.training.fsdp import settings_for
     from instructerc.training.trainer import check_distributed_type
 
-    for supported in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+    for supported in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP):
         check_distributed_type(SimpleNamespace(distributed_type=supported))
-    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(InputError, match="not supported"):
-            check_distributed_type(SimpleNamespace(distributed_type=sharded))
+    with pytest.raises(InputError, match="not supported"):
+        check_distributed_type(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED))
+    fsdp1 = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)))
+    with pytest.raises(InputError, match="fsdp_version: 2"):
+        settings_for(fsdp1, "bfloat16", True)
+
+
+def test_fsdp_settings_come_from_accelerates_plugin_when_launched_with_it():
+    from types import SimpleNamespace
+
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
+
+    from instructerc.training.fsdp import FsdpSettings, settings_for
+
+    assert settings_for(SimpleNamespace(state=SimpleNamespace()), "float32", False) == FsdpSettings(reshard_after_forward=False)
+    plugin = SimpleNamespace(
+        fsdp_version=2, reshard_after_forward=False, cpu_offload=CPUOffloadPolicy(), transformer_cls_names_to_wrap=["LlamaDecoderLayer"]
+    )
+    settings = settings_for(SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)), "bfloat16", True)
+    expected = FsdpSettings(reshard_after_forward=False, param_dtype="bfloat16", cpu_offload=True, block_classes=("LlamaDecoderLayer",))
+    assert settings == expected
+    plugin.cpu_offload = OffloadPolicy()
+    assert not settings_for(SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)), "bfloat16", True).cpu_offload
 
 
 def test_per_dataset_subset_keeps_every_dataset_and_is_seeded():

@@ -20,6 +20,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key, e.g. --set optim.lr=1e-4 (YAML value)"
     )
     add_dtype_option(train, "of the matrix products (overrides backbone.dtype; trainable weights stay float32)")
+    train.add_argument(
+        "--strategy",
+        choices=("ddp", "fsdp"),
+        help="with several processes: ddp (a whole model per process) or fsdp (FSDP2, sharded); overrides distributed.strategy",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its last checkpoint")
     train.add_argument(
         "--force", action="store_true", help="with --resume: continue even though the recipe differs from the one the run started with"
@@ -46,6 +51,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
         ("seed", args.seed),
         ("backbone.model", args.model),
         ("backbone.dtype", args.dtype),
+        ("distributed.strategy", args.strategy),
     ):
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value

@@ -25,7 +25,7 @@ class _DevEvaluator:
         self.dev = dev
 
     def run(self, model: Any) -> DevScores:
-        from instructerc.inference.predictor import Predictor
+        from instructerc.inference.predictor import InferenceConfig, Predictor
 
         dev = self.dev
         accelerator = dev.accelerator
@@ -34,7 +34,9 @@ class _DevEvaluator:
         mine = dev.dialogues[accelerator.process_index :: accelerator.num_processes]
         setup = dev.setup if dev.demonstrations else replace(dev.setup, template=replace(dev.setup.template, demonstration=False))
         retriever = _FixedDemonstrations(dev.demonstrations) if dev.demonstrations else None
-        predictor = Predictor(unwrapped, dev.hf_tokenizer, setup, retriever=retriever, device=accelerator.device)
+        predictor = Predictor(
+            unwrapped, dev.hf_tokenizer, setup, retriever=retriever, device=accelerator.device, config=InferenceConfig(workers=dev.workers)
+        )
         # Dev is scored in the training precision (autocast reaches the predictor's worker threads).
         with accelerator.autocast():
             predictions = predictor.predict(mine)

@@ -36,6 +36,8 @@ def run_key(train_config: Any) -> str:
     Two grids that contain the same run (say, fraction 1 of a data-scaling grid and the
     single-dataset row of a label-space grid) share one directory and train it once. ``auto``
     precision counts as the type it means on this machine, so runs in bf16 and in float32 differ.
+    How the model is laid over processes (``distributed``: DDP or FSDP) is not part of it: the
+    two compute the same weights.
     """
     import hashlib
 
@@ -43,6 +45,7 @@ def run_key(train_config: Any) -> str:
 
     data = train_config.to_dict()
     data.pop("output_dir", None)
+    data.pop("distributed", None)
     data["backbone"]["dtype"] = resolve_dtype(train_config.backbone.dtype, _training_device())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 

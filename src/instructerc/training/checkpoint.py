@@ -21,6 +21,7 @@ from instructerc.errors import InputError
 from instructerc.files import atomic_write, replace_directory
 
 CHECKPOINT_FILES = ("trainable.pt", "optim.pt", "state.json")
+SHARDED_DIR = "sharded"  # a sharded run's checkpoint: its processes' shards, with their .metadata
 # Keys a resumed run may change freely: how often checkpoints are saved changes nothing the run
 # computes (an interrupted run may have saved more often, to lose less).
 RESUME_FREE_KEYS = frozenset({"checkpoint_every_steps"})
@@ -73,16 +74,42 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(directory: Path, state: TrainState, trainable: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
     """Write a checkpoint to ``directory`` through a staging folder renamed into place when
     complete (and flushed to disk), so ``directory`` is never seen half-written."""
-    import torch
+    commit_checkpoint(begin_checkpoint(directory), directory, state, scheduler, trainable, optimizer)
 
-    staging = directory.with_name(f".{directory.name}.tmp")
+
+def staging_path(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.tmp")
+
+
+def begin_checkpoint(directory: Path) -> Path:
+    """An empty staging folder for the checkpoint ``directory``; a sharded run's processes write
+    their shards into it (under ``SHARDED_DIR``) before :func:`commit_checkpoint`."""
+    staging = staging_path(directory)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    torch.save(trainable, staging / "trainable.pt")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}, staging / "optim.pt")
+    return staging
+
+
+def commit_checkpoint(
+    staging: Path, directory: Path, state: TrainState, scheduler: Any, trainable: dict[str, Any] | None = None, optimizer: Any = None
+) -> None:
+    """Write the main process's files into ``staging`` and rename it to ``directory``.
+
+    ``trainable`` and ``optimizer`` are given for a whole checkpoint; a sharded one already holds
+    them, as shards, in ``staging / SHARDED_DIR``."""
+    import torch
+
+    files = ["optim.pt", "state.json"]
+    if trainable is not None:
+        torch.save(trainable, staging / "trainable.pt")
+        files.append("trainable.pt")
+    saved = {"scheduler": scheduler.state_dict(), "rng": rng_state()}
+    if optimizer is not None:
+        saved["optimizer"] = optimizer.state_dict()
+    torch.save(saved, staging / "optim.pt")
     with atomic_write(staging / "state.json") as handle:  # last: its presence marks a complete checkpoint
         json.dump(asdict(state), handle, indent=2)
-    for name in CHECKPOINT_FILES:
+    for name in files:
         _fsync(staging / name)
     replace_directory(staging, directory)  # the same step saved again: the old copy goes only once the new one is in place
     _fsync(directory.parent)
@@ -96,12 +123,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any], dict[str, Any]]:
+def is_sharded_checkpoint(directory: Path) -> bool:
+    return (directory / SHARDED_DIR).is_dir()
+
+
+def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any] | None, dict[str, Any]]:
     """(state, trainable weights, optimizer/scheduler/RNG) of a checkpoint, or an
-    :class:`InputError` naming the missing or damaged file."""
+    :class:`InputError` naming the missing or damaged file. A sharded checkpoint has no
+    trainable weights and no optimizer state here: they are its shards, read by the processes
+    of a sharded run (:func:`instructerc.training.fsdp.load_sharded`)."""
     import torch
 
-    for name in CHECKPOINT_FILES:
+    sharded = is_sharded_checkpoint(directory)
+    needed = (f"{SHARDED_DIR}/.metadata", "optim.pt", "state.json") if sharded else CHECKPOINT_FILES
+    for name in needed:
         if not (directory / name).is_file():
             raise InputError(f"partial checkpoint: {name} is missing ({_remedy(directory)})", path=directory)
     file = directory / "state.json"
@@ -109,15 +144,16 @@ def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any], dict[s
         state = TrainState(**json.loads(file.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise InputError(f"corrupt checkpoint file ({_one_line(error)}; {_remedy(directory)})", path=file) from None
-    loaded = []
-    for name in ("trainable.pt", "optim.pt"):
+    loaded: list[Any] = []
+    for name in ("optim.pt",) if sharded else ("trainable.pt", "optim.pt"):
         file = directory / name
         try:
             loaded.append(torch.load(file, weights_only=True))
         except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as error:
             raise InputError(f"corrupt checkpoint file ({_one_line(error)}; {_remedy(directory)})", path=file) from None
-    trainable, optim = loaded
-    if not isinstance(trainable, dict) or not isinstance(optim, dict) or not {"optimizer", "scheduler", "rng"} <= set(optim):
+    trainable, optim = (None, loaded[0]) if sharded else loaded
+    expected = {"scheduler", "rng"} if sharded else {"optimizer", "scheduler", "rng"}
+    if (trainable is not None and not isinstance(trainable, dict)) or not isinstance(optim, dict) or not expected <= set(optim):
         raise InputError(f"corrupt checkpoint: not the files instructerc writes ({_remedy(directory)})", path=directory)
     return state, trainable, optim
 
@@ -131,10 +167,11 @@ def _one_line(error: BaseException) -> str:
     return text[:200]
 
 
-def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = False) -> list[str]:
+def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = False, defaults: dict[str, Any] | None = None) -> list[str]:
     """The differences between the config a run was started with (``saved_config``) and
     ``config``; an :class:`InputError` listing them unless ``force``. Resuming under another
-    config mixes two runs in one set of weights and overwrites the record of the first."""
+    config mixes two runs in one set of weights and overwrites the record of the first.
+    Keys the saved config lacks (added to the recipe format since) count as ``defaults``."""
     import yaml
 
     if not saved_config.is_file():
@@ -143,6 +180,8 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
         saved = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
     except (yaml.YAMLError, ValueError) as error:
         raise InputError(f"cannot read the run's saved config ({_one_line(error)})", path=saved_config) from None
+    if isinstance(saved, dict) and defaults:
+        saved = _with_defaults(saved, yaml.safe_load(yaml.safe_dump(defaults)))
     # Through YAML, so the new config compares in the form the saved one was written in.
     differences = [
         d for d in config_differences(saved, yaml.safe_load(yaml.safe_dump(config))) if d.split(":", 1)[0] not in RESUME_FREE_KEYS
@@ -155,6 +194,16 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
             path=saved_config,
         )
     return differences
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    filled = dict(saved)
+    for key, value in defaults.items():
+        if key not in filled:
+            filled[key] = value
+        elif isinstance(filled[key], dict) and isinstance(value, dict):
+            filled[key] = _with_defaults(filled[key], value)
+    return filled
 
 
 def config_differences(old: Any, new: Any, where: str = "") -> list[str]:

@@ -168,6 +168,30 @@ class PackingConfig:
             raise InputError("dialogue_chunk must be at least 1 (or null)", field="packing.dialogue_chunk")
 
 
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """How a run with several processes lays the model over them.
+
+    Attributes:
+        strategy: ``ddp``: every process holds the whole model and its optimizer state, gradients
+            are averaged (also the one-process case). ``fsdp``: FSDP2 shards parameters,
+            gradients and optimizer state over the processes (for backbones or full fine-tuning
+            that do not fit one device); see :mod:`instructerc.training.fsdp`. Launching with
+            accelerate's FSDP config (``recipes/accelerate/fsdp.yaml``) also selects ``fsdp``.
+        reshard_after_forward: FSDP: free each block's gathered weights after its forward.
+    """
+
+    strategy: str = "ddp"
+    reshard_after_forward: bool = True
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}", field="distributed.strategy")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run (a recipe). See ``recipes/`` for complete examples.
@@ -185,6 +209,7 @@ class TrainConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     packing: PackingConfig = field(default_factory=PackingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     max_length: int = 1024
     eval_every_steps: int | None = None
     evals_per_epoch: int = 1

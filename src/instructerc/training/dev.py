@@ -24,6 +24,7 @@ class DevSet:
         dialogues: the dev dialogues, the same in every process.
         demonstrations: utterance key -> demonstration, chosen once; empty without retrieval.
         accelerator: the run's ``accelerate.Accelerator`` (device, sharding, gathering).
+        workers: CPU threads for forward passes (None: the predictor's default).
     """
 
     setup: PromptSetup
@@ -31,6 +32,7 @@ class DevSet:
     dialogues: list[Dialogue]
     demonstrations: dict
     accelerator: Any
+    workers: int | None = None
 
 
 @dataclass(frozen=True)

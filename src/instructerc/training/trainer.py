@@ -1,7 +1,8 @@
 """The training loop: multi-stage, multi-task, dev-selected, resumable, distributed through accelerate.
 
-One command runs on one CPU, one GPU, or many under ``accelerate launch`` / ``torchrun`` (DDP;
-FSDP and DeepSpeed through accelerate's config files). Per step it computes only what teaches:
+One command runs on one CPU, one GPU, or many under ``accelerate launch`` / ``torchrun``: data
+parallel (DDP), or sharded with FSDP2 (``distributed.strategy: fsdp`` or accelerate's FSDP config;
+see :mod:`instructerc.training.fsdp`). Per step it computes only what teaches:
 prompts of a dialogue are packed as a prefix tree (a shared prefix is computed once) and the
 vocabulary projection runs only at target positions. The test split is never read.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,13 +31,17 @@ from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.tasks import speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import (
+    SHARDED_DIR,
     TrainState,
+    begin_checkpoint,
     check_resumable,
+    commit_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
     set_rng_state,
+    staging_path,
 )
 from instructerc.training.config import TrainConfig
 from instructerc.training.dev import DevScorer, DevScoring, DevSet
@@ -77,6 +83,10 @@ class RunPaths:
         return self.best / "trainable.pt"
 
     @property
+    def best_shards(self) -> Path:
+        return self.best / SHARDED_DIR
+
+    @property
     def best_dev_metrics(self) -> Path:
         return self.best / DEV_METRICS
 
@@ -105,6 +115,8 @@ class _Session:
     dev_scorer: DevScorer
     state: TrainState
     optim_state: dict[str, Any] | None  # the optimizer, scheduler and RNG state of a resumed stage
+    fsdp: Any = None  # FsdpSettings when the model is sharded
+    resumed_from: Path | None = None
 
     @property
     def rank(self) -> int:
@@ -133,21 +145,29 @@ class _StagePlan:
 
 
 def check_distributed_type(accelerator: Any) -> None:
-    """One process, or data parallel (DDP): the strategies this trainer is built and tested for.
-
-    Sharded strategies (FSDP, DeepSpeed ZeRO) shard parameters and optimizer state; dev scoring,
-    checkpoints and the final export here read whole parameters on each process, so they are
-    refused rather than run wrong.
-    """
+    """One process, data parallel (DDP) or FSDP2: the strategies this trainer is built and
+    tested for. DeepSpeed ZeRO is refused: its engine owns the optimizer step, checkpoints and
+    gathering, which this loop does itself, and it could not be verified here."""
     from accelerate.utils import DistributedType
 
-    supported = {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU}
+    supported = {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU, DistributedType.FSDP}
     if accelerator.distributed_type not in supported:
         raise InputError(
-            f"training under {accelerator.distributed_type.value} is not supported; use one device or data parallel "
-            "(accelerate launch --config_file recipes/accelerate/ddp.yaml, or torchrun)",
+            f"training under {accelerator.distributed_type.value} is not supported; use one device, data parallel "
+            "(recipes/accelerate/ddp.yaml, or torchrun) or FSDP2 (recipes/accelerate/fsdp.yaml, or distributed.strategy: fsdp)",
             field="distributed_type",
         )
+
+
+def wants_sharding(config: TrainConfig, accelerator: Any) -> bool:
+    """FSDP when the recipe asks for it or the run was launched with accelerate's FSDP config,
+    and there are several processes to shard over (one process holds the whole model anyway)."""
+    from accelerate.utils import DistributedType
+
+    asked = config.distributed.strategy == "fsdp" or accelerator.distributed_type == DistributedType.FSDP
+    if asked and accelerator.num_processes == 1:
+        print("FSDP asked for, but this run has one process: the model is not sharded (launch with torchrun or accelerate launch)")
+    return asked and accelerator.num_processes > 1
 
 
 def _device_description(device: Any, processes: int) -> str:
@@ -190,6 +210,7 @@ class Trainer:
         # For tests of resuming: end the process's work after this many global steps, as a kill would.
         self.stop_after_steps = stop_after_steps
         self.precision: str | None = None  # resolved when the run starts
+        self._memory_logged = False
         self.device_description: str | None = None
 
     # -- setup ------------------------------------------------------------------------------------
@@ -274,13 +295,18 @@ class Trainer:
         model_path = resolve_model(config.backbone)
         hf_tokenizer = load_tokenizer(model_path, config.backbone.trust_remote_code)
         retriever, train_demos, dev_demos = self._demonstrations(setup, train, dev, accelerator)
-        model = self._model(model_path, accelerator, len(train), len(dev))
+        model, fsdp = self._model(model_path, accelerator, len(train), len(dev))
 
         state, optim_state = TrainState(), None
         if checkpoint is not None:
-            state, optim_state = self._restore(checkpoint, model, accelerator)
-        dev_scorer = self.dev_scoring(DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator))
-        return _Session(accelerator, model, setup, hf_tokenizer, train, train_demos, retriever, dev_scorer, state, optim_state)
+            state, optim_state = self._restore(checkpoint, model, accelerator, sharded=fsdp is not None)
+        # Under FSDP each process scores its share of dev on the gathered weights, in one thread:
+        # FSDP's bookkeeping is per module, not per thread.
+        dev_set = DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator, workers=1 if fsdp is not None else None)
+        dev_scorer = self.dev_scoring(dev_set)
+        return _Session(
+            accelerator, model, setup, hf_tokenizer, train, train_demos, retriever, dev_scorer, state, optim_state, fsdp, checkpoint
+        )
 
     def _checkpoint_to_resume(self, accelerator: Any, resume: bool) -> Path | None:
         """The latest checkpoint when resuming; refuses to start over a run that has checkpoints."""
@@ -297,7 +323,7 @@ class Trainer:
             if accelerator.is_main_process:
                 print(f"no checkpoint under {checkpoints}; starting from scratch")
             return None
-        changed = check_resumable(self.paths.config, self.config.to_dict(), self.force)
+        changed = check_resumable(self.paths.config, self.config.to_dict(), self.force, defaults=TrainConfig().to_dict())
         if changed and accelerator.is_main_process:
             print(f"resuming under a changed config (--force): {'; '.join(changed)}")
         return checkpoint
@@ -311,8 +337,9 @@ class Trainer:
         retriever = DemonstrationRetriever.build(train, self.config.retrieval, progress=self.progress and accelerator.is_main_process)
         return retriever, retriever.demonstrations(train, training=True), retriever.demonstrations(dev, training=False)
 
-    def _model(self, model_path: str, accelerator: Any, train_dialogues: int, dev_dialogues: int) -> Any:
-        """The backbone made trainable in the run's precision, prepared by accelerate; logs the start."""
+    def _model(self, model_path: str, accelerator: Any, train_dialogues: int, dev_dialogues: int) -> tuple[Any, Any]:
+        """The backbone made trainable in the run's precision, prepared by accelerate or sharded
+        (then also its FSDP settings; else None); logs the start."""
         from instructerc.modeling.backbone import load_causal_lm
         from instructerc.modeling.finetune import count_parameters, make_trainable
         from instructerc.modeling.precision import resolve_dtype
@@ -325,7 +352,14 @@ class Trainer:
         # small updates): full fine-tuning loads float32 master weights, and peft keeps LoRA
         # adapters float32 over a frozen base stored in the compute type. Autocast runs the
         # matrix products in that type either way.
-        weights = "float32" if config.finetune.method == "full" else precision
+        sharded = wants_sharding(config, accelerator)
+        if sharded and precision == "float16":
+            raise InputError(
+                "FSDP runs train in bfloat16 or float32; float16 needs a gradient scaler this loop does not run", field="backbone.dtype"
+            )
+        # Sharded runs keep float32 master weights throughout, frozen ones included: an FSDP
+        # unit gathers its weights in one type, and the mixed-precision policy casts them.
+        weights = "float32" if config.finetune.method == "full" or sharded else precision
         model = load_causal_lm(model_path, config.backbone, accelerator.device, weights)
         model = make_trainable(model, config.finetune.method, config.finetune.lora)
         if config.packing.block_sparse_attention and str(accelerator.device).startswith("cpu"):
@@ -333,7 +367,14 @@ class Trainer:
         else:
             use_causal_sdpa_attention(model)
         trainable, total = count_parameters(model)
-        model = accelerator.prepare(model)
+        fsdp = None
+        if sharded:
+            from instructerc.training.fsdp import settings_for, shard_model
+
+            fsdp = settings_for(accelerator, precision, config.distributed.reshard_after_forward)
+            model = shard_model(model, fsdp, accelerator.device, accelerator.num_processes)
+        else:
+            model = accelerator.prepare(model)
         if accelerator.is_main_process:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             self._write_yaml(self.paths.config, config.to_dict())
@@ -345,18 +386,28 @@ class Trainer:
                     "train_dialogues": train_dialogues,
                     "dev_dialogues": dev_dialogues,
                     "processes": accelerator.num_processes,
+                    "strategy": "fsdp" if sharded else "ddp",
                     "device": str(accelerator.device),
                     "precision": precision,
                     "trainable_precision": "float32",
                 }
             )
-        return model
+        return model, fsdp
 
-    def _restore(self, checkpoint: Path, model: Any, accelerator: Any) -> tuple[TrainState, dict[str, Any]]:
+    def _restore(self, checkpoint: Path, model: Any, accelerator: Any, sharded: bool) -> tuple[TrainState, dict[str, Any]]:
+        """The state and optimizer state of ``checkpoint``, its weights loaded into ``model``."""
         from instructerc.modeling.finetune import load_trainable_state
 
         state, weights, optim_state = load_checkpoint(checkpoint)
-        load_trainable_state(accelerator.unwrap_model(model), weights)
+        if sharded != (weights is None):
+            written, now = ("a sharded (FSDP)", "data-parallel") if weights is None else ("a data-parallel", "sharded (FSDP)")
+            raise InputError(f"this checkpoint was written by {written} run; resume it the same way, not as a {now} run", path=checkpoint)
+        if sharded:
+            from instructerc.training.fsdp import load_sharded
+
+            load_sharded(checkpoint / SHARDED_DIR, model)
+        else:
+            load_trainable_state(accelerator.unwrap_model(model), weights)
         if accelerator.is_main_process:
             print(f"resuming from {checkpoint.name}: stage {state.stage}, epoch {state.epoch}, step {state.step_in_epoch}")
         return state, optim_state
@@ -413,10 +464,21 @@ class Trainer:
         optim, state = self.config.optim, session.state
         params = [p for p in session.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        if session.fsdp is None:
+            # accelerate's wrapper adds the fp16 gradient scaler; FSDP runs (bf16 or fp32) need
+            # none, and accelerate refuses an optimizer prepared apart from its model under FSDP.
+            optimizer = session.accelerator.prepare(optimizer)
+        # The scheduler is not prepared: accelerate's steps it once per process per step, for
+        # loaders whose batch grows with the processes; this loop's batch is global.
         scheduler = get_linear_schedule_with_warmup(optimizer, round(optim.warmup_ratio * plan.total_steps), plan.total_steps)
-        optimizer, scheduler = session.accelerator.prepare(optimizer, scheduler)
         if session.optim_state is not None and plan.index == state.stage:
-            optimizer.load_state_dict(session.optim_state["optimizer"])
+            if session.fsdp is None:
+                optimizer.load_state_dict(session.optim_state["optimizer"])
+            else:
+                from instructerc.training.fsdp import load_sharded
+
+                assert session.resumed_from is not None
+                load_sharded(session.resumed_from / SHARDED_DIR, session.model, optimizer)
             scheduler.load_state_dict(session.optim_state["scheduler"])
             set_rng_state(session.optim_state["rng"])
         else:
@@ -441,6 +503,8 @@ class Trainer:
             session.hf_tokenizer.pad_token_id,
         )
         elapsed = time.perf_counter() - started
+        if not self._memory_logged:
+            self._log_memory(session, optimizer)
         state.step_in_epoch += 1
         state.global_step += 1
         state.train_seconds += elapsed
@@ -479,21 +543,35 @@ class Trainer:
         import torch
 
         from instructerc.modeling.forward import example_losses
+        from instructerc.training.fsdp import accumulating, is_sharded
 
         local = shard(batch, rank, world)
-        chunks = micro_batches(local, examples, self.config.optim.micro_batch_size)
+        chunks: list[Any] = micro_batches(local, examples, self.config.optim.micro_batch_size)
+        sharded = is_sharded(model)
+        filler = None
+        if sharded:
+            # Every forward and backward of an FSDP model is a collective, so every process runs
+            # as many micro-batches as the one with the largest share (process 0); the others
+            # pad with a micro-batch whose loss counts zero.
+            needed = len(micro_batches(shard(batch, 0, world), examples, self.config.optim.micro_batch_size))
+            filler = (chunks or micro_batches(batch[:1], examples, 1))[0]
+            chunks += [None] * (needed - len(chunks))
         total_loss, tokens = 0.0, 0
         model.train()
         for position, chunk in enumerate(chunks):
-            micro = collate(chunk, pad_id, self.config.packing.max_tokens, self.config.packing.shared_prefix).to(accelerator.device)
+            counted = chunk is not None
+            micro = collate(chunk if counted else filler, pad_id, self.config.packing.max_tokens, self.config.packing.shared_prefix)
+            micro = micro.to(accelerator.device)
             last = position == len(chunks) - 1
-            with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+            sync = accumulating(model, last) if sharded else nullcontext() if last else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
                 losses = example_losses(model, micro)
-                # Mean over the global batch: DDP averages over processes, hence * world.
-                loss = losses.sum() * world / len(batch)
+                # Mean over the global batch: DDP and FSDP average over processes, hence * world.
+                loss = losses.sum() * (world / len(batch) if counted else 0.0)
                 accelerator.backward(loss)
-            total_loss += float(losses.detach().sum())
-            tokens += micro.tokens
+            if counted:
+                total_loss += float(losses.detach().sum())
+                tokens += micro.tokens
         if self.config.optim.max_grad_norm > 0:
             accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], self.config.optim.max_grad_norm)
         optimizer.step()
@@ -507,7 +585,13 @@ class Trainer:
         """Scores dev, logs it, and keeps the weights when they are the best so far."""
         model, accelerator, state = session.model, session.accelerator, session.state
         started = time.perf_counter()
-        scores = session.dev_scorer(model)
+        if session.fsdp is None:
+            scores = session.dev_scorer(model)
+        else:
+            from instructerc.training.fsdp import gathered
+
+            with gathered(model, session.fsdp):
+                scores = session.dev_scorer(model)
         state.train_seconds += time.perf_counter() - started
         score, results = scores.score, scores.by_dataset
         record = {
@@ -528,28 +612,54 @@ class Trainer:
                 f"step {state.global_step}: dev weighted F1 {score:.2f}"
                 + (" (best)" if improved else f" (best {state.best_score:.2f} at step {state.best_step})")
             )
-            if improved:
-                self._save_best(accelerator.unwrap_model(model), record_metrics(state.global_step, score, self.precision, results))
+        if improved:
+            self._save_best(session, record_metrics(state.global_step, score, self.precision, results))
         accelerator.wait_for_everyone()
 
-    def _save_best(self, model: Any, dev_metrics: dict[str, Any]) -> None:
+    def _save_best(self, session: _Session, dev_metrics: dict[str, Any]) -> None:
+        """The dev-best weights beside their metrics; whole by the main process, or sharded by all."""
         import torch
 
-        from instructerc.files import atomic_write
+        from instructerc.files import atomic_write, replace_directory
         from instructerc.modeling.finetune import trainable_state
 
-        self.paths.best.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.paths.best_weights, "wb") as handle:
-            torch.save(trainable_state(model), handle)
-        with atomic_write(self.paths.best_dev_metrics) as handle:
-            json.dump(dev_metrics, handle)
+        accelerator = session.accelerator
+        if session.fsdp is not None:
+            from instructerc.training.fsdp import save_sharded
+
+            staging = self.paths.best / f".{SHARDED_DIR}.tmp"
+            if accelerator.is_main_process:
+                self.paths.best.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(staging, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            save_sharded(staging, session.model)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                replace_directory(staging, self.paths.best_shards)
+        elif accelerator.is_main_process:
+            self.paths.best.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.paths.best_weights, "wb") as handle:
+                torch.save(trainable_state(accelerator.unwrap_model(session.model)), handle)
+        if accelerator.is_main_process:
+            with atomic_write(self.paths.best_dev_metrics) as handle:
+                json.dump(dev_metrics, handle)
 
     def _checkpoint(self, session: _Session, optimizer: Any, scheduler: Any) -> None:
         from instructerc.modeling.finetune import trainable_state
 
         model, accelerator, state = session.model, session.accelerator, session.state
-        if accelerator.is_main_process:
-            target = self.paths.checkpoints / f"step-{state.global_step:07d}"
+        target = self.paths.checkpoints / f"step-{state.global_step:07d}"
+        if session.fsdp is not None:
+            from instructerc.training.fsdp import save_sharded
+
+            staging = begin_checkpoint(target) if accelerator.is_main_process else staging_path(target)
+            accelerator.wait_for_everyone()
+            save_sharded(staging / SHARDED_DIR, model, optimizer)
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                commit_checkpoint(staging, target, state, scheduler)
+                prune_checkpoints(self.paths.checkpoints, keep=1)
+        elif accelerator.is_main_process:
             save_checkpoint(target, state, trainable_state(accelerator.unwrap_model(model)), optimizer, scheduler)
             prune_checkpoints(self.paths.checkpoints, keep=1)
         accelerator.wait_for_everyone()
@@ -566,12 +676,19 @@ class Trainer:
         accelerator, setup, retriever, state = session.accelerator, session.setup, session.retriever, session.state
         accelerator.wait_for_everyone()
         dev_metrics = json.loads(self.paths.best_dev_metrics.read_text(encoding="utf-8"))
+        weights: dict[str, Any] | None = None  # whole weights for a sharded model (main process)
+        if session.fsdp is not None:
+            from instructerc.training.fsdp import full_state, load_sharded
+
+            load_sharded(self.paths.best_shards, session.model)
+            weights = full_state(session.model)
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(session.model)
-            load_trainable_state(unwrapped, torch.load(self.paths.best_weights, weights_only=True))
+            if weights is None:
+                load_trainable_state(unwrapped, torch.load(self.paths.best_weights, weights_only=True))
 
             def fill(directory: Path) -> None:
-                unwrapped.save_pretrained(directory, safe_serialization=True)
+                unwrapped.save_pretrained(directory, safe_serialization=True, **({} if weights is None else {"state_dict": weights}))
                 session.hf_tokenizer.save_pretrained(directory)
                 Manifest(backbone=self.config.backbone, method=self.config.finetune.method).save(directory)
                 setup.save(directory)
@@ -595,6 +712,17 @@ class Trainer:
             self._log({"event": "done", "best_step": state.best_step, "best_dev_score": state.best_score, "model": str(self.paths.model)})
         accelerator.wait_for_everyone()
         return dev_metrics
+
+    def _log_memory(self, session: _Session, optimizer: Any) -> None:
+        """After the first step: the bytes of parameters and optimizer state each process holds."""
+        from accelerate.utils import gather_object
+
+        from instructerc.training.fsdp import local_bytes
+
+        self._memory_logged = True
+        everyone = gather_object([local_bytes(session.model, optimizer)])
+        if session.accelerator.is_main_process:
+            self._log({"event": "memory", "per_process": everyone})
 
     def _log(self, record: dict[str, Any]) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)

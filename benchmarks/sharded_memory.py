@@ -1,0 +1,116 @@
+"""Memory per process of data-parallel (DDP) and sharded (FSDP2) training, on the same run.
+
+Each strategy trains the same config for a few steps in its own ``torchrun`` of N CPU processes
+(gloo) and reports what the trainer logs after its first step: the bytes of parameters and of
+AdamW state each process holds (under FSDP its shards), and each process's peak resident memory.
+The default config is full fine-tuning of the embedded SmolLM2-135M (every weight trainable, so
+the optimizer state is as large as it gets), where FSDP should hold about 1/N of DDP's.
+
+    python benchmarks/sharded_memory.py --data ../shared/data
+    python benchmarks/sharded_memory.py --data ../shared/data --method lora --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1024 * 1024
+
+
+def train(strategy: str, args: argparse.Namespace, run: Path, port: int) -> dict:
+    """One short run; its memory record and step times."""
+    overrides = {
+        "finetune.method": args.method,
+        "data.fraction": args.fraction,
+        "data.max_dev_dialogues": 1,
+        "stages": f"[{{tasks: {{erc: 1.0}}, epochs: {args.epochs}}}]",
+        "optim.batch_size": args.batch_size,
+        "optim.micro_batch_size": args.micro_batch_size,
+        "checkpoint_every_steps": 100000,
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", str(port)]
+    command += ["-m", "instructerc", "train", str(args.recipe), "--strategy", strategy, "--output", str(run), "--data", str(args.data)]
+    command += ["--dtype", args.dtype, "--no-progress"]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{strategy} run failed:\n{done.stderr[-3000:]}")
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    memory = next(r for r in log if r["event"] == "memory")["per_process"]
+    steps = [r for r in log if r["event"] == "step"]
+    start = next(r for r in log if r["event"] == "start")
+    return {
+        "strategy": strategy,
+        "processes": start["processes"],
+        "parameters": start["parameters"],
+        "trainable_parameters": start["trainable_parameters"],
+        "precision": start["precision"],
+        "per_process": memory,
+        "steps": len(steps),
+        "mean_step_seconds": sum(r["tokens"] / r["tokens_per_s"] for r in steps[1:]) / max(1, len(steps) - 1),
+        "wall_seconds": wall,
+    }
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"{'strategy':<9}{'process':>8}{'params MB':>11}{'optim MB':>10}{'params+optim MB':>17}{'peak RSS MB':>13}{'s/step':>8}")
+    for result in results:
+        for rank, memory in enumerate(result["per_process"]):
+            held = memory["parameter_bytes"] + memory["optimizer_bytes"]
+            print(
+                f"{result['strategy']:<9}{rank:>8}{memory['parameter_bytes'] / MB:>11.1f}{memory['optimizer_bytes'] / MB:>10.1f}"
+                f"{held / MB:>17.1f}{memory['peak_rss_bytes'] / MB:>13.0f}{result['mean_step_seconds']:>8.2f}"
+            )
+    by = {r["strategy"]: r for r in results}
+    if {"ddp", "fsdp"} <= set(by):
+
+        def held(result: dict) -> float:
+            return max(m["parameter_bytes"] + m["optimizer_bytes"] for m in result["per_process"])
+
+        print(f"FSDP/DDP parameters+optimizer per process: {held(by['fsdp']) / held(by['ddp']):.3f}")
+        peak = [max(m["peak_rss_bytes"] for m in by[s]["per_process"]) for s in ("fsdp", "ddp")]
+        print(f"FSDP/DDP peak RSS per process: {peak[0] / peak[1]:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "smollm2-135m-meld-cpu.yaml")
+    parser.add_argument("--method", choices=("full", "lora"), default="full")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads per process")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--fraction", type=float, default=0.02, help="of MELD's training dialogues")
+    parser.add_argument("--epochs", type=float, default=0.2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--micro-batch-size", type=int, default=4)
+    parser.add_argument("--strategies", nargs="+", choices=("ddp", "fsdp"), default=["ddp", "fsdp"])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for offset, strategy in enumerate(args.strategies):
+            results.append(train(strategy, args, Path(scratch) / strategy, 29400 + (os.getpid() + offset) % 500))
+    print_table(results)
+    if args.json:
+        write_json(args.json, {"runs": results}, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""Sharded training with FSDP2 (``torch.distributed.fsdp.fully_shard``).
+
+Each transformer block, and then the whole model, becomes one FSDP unit: every process keeps
+1/N of the parameters, their gradients and their AdamW state, and gathers a block's full
+weights only while it computes that block. The trainer shards the model here itself rather
+than through ``accelerator.prepare``: accelerate 1.16 applies FSDP on GPUs only, and the loop
+has to control two things accelerate does not, gathering the weights once for dev scoring
+(:func:`gathered`) and writing sharded checkpoints (:func:`save_sharded`). When the run is
+launched with accelerate's FSDP config (``recipes/accelerate/fsdp.yaml``), its settings
+(resharding, CPU offload, block classes) are read from accelerate's plugin.
+
+Checkpoints go through ``torch.distributed.checkpoint``: each process writes its own shards, in
+parallel, and a checkpoint can be read back by any number of processes. The model directory a
+run ends with is a plain one (full weights, written by the main process), which ``predict``
+loads on one device.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from instructerc.errors import InputError
+
+
+@dataclass(frozen=True)
+class FsdpSettings:
+    """How the model is sharded.
+
+    Attributes:
+        reshard_after_forward: free a block's gathered weights after its forward (gathered
+            again for the backward): less memory, one more all-gather per block and step.
+        param_dtype: the type weights are gathered and computed in (``bfloat16`` for mixed
+            precision); ``None`` keeps the stored float32. Gradients are reduced in float32.
+        cpu_offload: keep the shards, gradients and optimizer state in host memory.
+        block_classes: class names of the blocks that become FSDP units; empty: the model's own
+            ``_no_split_modules`` (its transformer blocks).
+    """
+
+    reshard_after_forward: bool = True
+    param_dtype: str | None = None
+    cpu_offload: bool = False
+    block_classes: tuple[str, ...] = ()
+
+
+def settings_for(accelerator: Any, precision: str, reshard_after_forward: bool) -> FsdpSettings:
+    """The run's settings: the recipe's, overridden by accelerate's FSDP plugin when the run was
+    launched with an accelerate FSDP config."""
+    param_dtype = precision if precision in ("bfloat16", "float16") else None
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if plugin is None:
+        return FsdpSettings(reshard_after_forward=reshard_after_forward, param_dtype=param_dtype)
+    if getattr(plugin, "fsdp_version", 1) != 2:
+        raise InputError(
+            "FSDP1 is not supported: set fsdp_version: 2 in the accelerate config (see recipes/accelerate/fsdp.yaml)",
+            field="fsdp_config.fsdp_version",
+        )
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    reshard = plugin.reshard_after_forward
+    return FsdpSettings(
+        reshard_after_forward=reshard if isinstance(reshard, bool) else reshard_after_forward,
+        param_dtype=param_dtype,
+        cpu_offload=isinstance(plugin.cpu_offload, CPUOffloadPolicy),
+        block_classes=tuple(plugin.transformer_cls_names_to_wrap or ()),
+    )
+
+
+def block_classes(model: Any, settings: FsdpSettings) -> set[str]:
+    """The class names of the model's blocks to shard one by one."""
+    from instructerc.modeling.wrappers import underlying_model
+
+    names = set(settings.block_classes) or set(getattr(underlying_model(model), "_no_split_modules", None) or ())
+    present = {type(module).__name__ for module in model.modules()}
+    found = names & present
+    if not found:
+        raise InputError(
+            f"no transformer blocks to shard: the model has no modules of classes {sorted(names) or '(none named)'}; "
+            "name them in the accelerate config (fsdp_transformer_layer_cls_to_wrap)",
+            field="fsdp_transformer_layer_cls_to_wrap",
+        )
+    return found
+
+
+def shard_model(model: Any, settings: FsdpSettings, device: Any, world: int) -> Any:
+    """Apply FSDP2 to ``model`` in place (each block, then the root) over ``world`` processes."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    param_dtype = getattr(torch, settings.param_dtype) if settings.param_dtype else None
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    offload = CPUOffloadPolicy() if settings.cpu_offload else OffloadPolicy()
+    classes = block_classes(model, settings)
+    blocks = [module for module in model.modules() if type(module).__name__ in classes]
+    for block in blocks:
+        fully_shard(block, mesh=mesh, reshard_after_forward=settings.reshard_after_forward, mp_policy=policy, offload_policy=offload)
+    # The root keeps what lies outside the blocks (embeddings, final norm, head; tied weights
+    # stay in one unit) and is not resharded after forward: the backward needs it first.
+    fully_shard(model, mesh=mesh, reshard_after_forward=False, mp_policy=policy, offload_policy=offload)
+    return model
+
+
+def is_sharded(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def fsdp_units(model: Any) -> list[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [module for module in model.modules() if isinstance(module, FSDPModule)]
+
+
+@contextmanager
+def gathered(model: Any, settings: FsdpSettings) -> Iterator[Any]:
+    """The model with every unit's full weights gathered on every process, for inference.
+
+    Inside, forward passes run no collectives, so each process may score its own share of dev
+    (a different number of forward passes); on leaving, the per-iteration state those passes
+    left is cleared and the weights are sharded again. Peak memory: the full weights in
+    ``param_dtype``, on top of the shards.
+    """
+    units = fsdp_units(model)
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        for unit in units:  # the same order on every process: modules() is deterministic
+            unit.unshard()
+        yield model
+    finally:
+        model.reset_iter_state()  # reshards every unit and forgets the inference passes
+        for unit in units:
+            unit.set_reshard_after_forward(settings.reshard_after_forward and unit is not model, recurse=False)
+
+
+@contextmanager
+def accumulating(model: Any, last: bool) -> Iterator[None]:
+    """Skip the gradient reduce-scatter on micro-batches before the last of a step (the sharded
+    gradients accumulate locally and are reduced once)."""
+    if last:
+        yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def _options(full: bool = False) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # Frozen weights (the base model under LoRA) are not saved: they are the backbone's.
+    return StateDictOptions(full_state_dict=full, cpu_offload=full, ignore_frozen_params=not full, strict=False)
+
+
+def save_sharded(directory: Path, model: Any, optimizer: Any = None) -> None:
+    """Every process writes its shards of the trainable weights (and of the optimizer state)
+    under ``directory``; collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    if optimizer is None:
+        state = {"model": get_model_state_dict(model, options=_options())}
+    else:
+        weights, optim = get_state_dict(model, optimizer, options=_options())
+        state = {"model": weights, "optimizer": optim}
+    dcp.save(state, checkpoint_id=str(directory))
+
+
+def load_sharded(directory: Path, model: Any, optimizer: Any = None) -> None:
+    """Read shards written by :func:`save_sharded` into ``model`` (and ``optimizer``); collective.
+    Any number of processes can read what any number wrote."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
+
+    if not (directory / ".metadata").is_file():
+        raise InputError("sharded checkpoint without its .metadata (cut short while saving?)", path=directory)
+    if optimizer is None:
+        state = {"model": get_model_state_dict(model, options=_options())}
+        dcp.load(state, checkpoint_id=str(directory))
+        set_model_state_dict(model, state["model"], options=_options())
+        return
+    weights, optim = get_state_dict(model, optimizer, options=_options())
+    state = {"model": weights, "optimizer": optim}
+    dcp.load(state, checkpoint_id=str(directory))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"], options=_options())
+
+
+def full_state(model: Any) -> dict[str, Any]:
+    """Every weight, whole, in host memory of the main process (empty elsewhere); collective.
+
+    A tied weight (input and output embeddings) is listed once, under its first name, as the
+    model's own ``save_pretrained`` writes it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_options(full=True))
+    first = set(dict(model.named_parameters()))
+    repeated = {name for name, _ in model.named_parameters(remove_duplicate=False)} - first
+    return {name: tensor for name, tensor in state.items() if name not in repeated}
+
+
+def local_bytes(model: Any, optimizer: Any) -> dict[str, int]:
+    """Bytes of parameters and optimizer state this process holds (its shards under FSDP), and
+    its peak resident memory so far."""
+    import resource
+    import sys
+
+    from torch.distributed.tensor import DTensor
+
+    def size(tensor: Any) -> int:
+        local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+        return local.numel() * local.element_size()
+
+    parameters = sum(size(p) for p in model.parameters())
+    gradients = sum(size(p.grad) for p in model.parameters() if p.grad is not None)
+    optim = sum(size(v) for state in optimizer.state.values() for v in state.values() if hasattr(v, "element_size") and v.dim() > 0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {"parameter_bytes": parameters, "gradient_bytes": gradients, "optimizer_bytes": optim, "peak_rss_bytes": peak}
