@@ -71,3 +71,49 @@ def test_a_thousand_conversations_stay_under_the_bound_and_evicted_ones_score_th
     expected = predictor.predict_at([(conversation(0, 3), 2)])[0]
     for label in MELD.labels:
         assert again.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)
+
+
+def test_a_new_conversation_starts_from_what_an_earlier_one_computed(predictor, monkeypatch):
+    import instructerc.inference.incremental as incremental
+
+    fresh = Predictor(predictor.model, predictor.tokenizer, predictor.setup, device="cpu")
+    rows = []
+    forward = incremental._forward
+    monkeypatch.setattr(incremental, "_forward", lambda model, batch, *rest: rows.extend(batch) or forward(model, batch, *rest))
+    fresh.predict_turns([(conversation(1, 1), ConversationCache())])
+    assert rows[0].shared == 0  # the first conversation is computed from scratch
+    rows.clear()
+    second = fresh.predict_turns([(conversation(2, 1), ConversationCache())])[0]
+    prompt = fresh.encoded_prompts([(conversation(2, 1), 0)])[0].prompt_ids
+    assert 0 < rows[0].shared < len(prompt) and rows[0].shared + rows[0].prompt_new == len(prompt)
+    expected = fresh.predict_at([(conversation(2, 1), 0)])[0]
+    assert second.label == expected.label
+    for label in expected.scores:
+        assert second.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)
+
+
+def _row(turn: int, shared: int, new: int) -> object:
+    return incremental_row(turn, ConversationCache(), shared, tuple(range(new)), new)
+
+
+def incremental_row(*fields):
+    from instructerc.inference.incremental import _Row
+
+    return _Row(*fields)
+
+
+def test_turns_of_very_different_lengths_go_in_separate_passes_and_similar_ones_together():
+    from instructerc.inference.incremental import _chunks
+
+    # Two fresh conversations' whole prompts among twelve next utterances: padding every row to
+    # 76 tokens costs more than a pass of its own.
+    mixed = [_row(t, 0, 76) for t in range(2)] + [_row(t, 120, 17) for t in range(2, 14)]
+    assert sorted(sorted(c) for c in _chunks(mixed, 16384)) == [[0, 1], list(range(2, 14))]
+    similar = [_row(t, 100 + t, 15 + t % 4) for t in range(14)]
+    assert _chunks(similar, 16384) == [sorted(range(14), key=lambda i: (15 + i % 4, 100 + i))]
+    # A turn with two rows (two branch points of the label trie) stays in one pass; the budget splits.
+    branched = [_row(0, 50, 10), _row(0, 50, 12), _row(1, 60, 11), _row(1, 60, 13)]
+    assert _chunks(branched, 4 * 73) == [[0, 1, 2, 3]]  # (13 new + 60 cached) x 4 rows: just fits
+    chunks = _chunks(branched, 4 * 73 - 1)
+    assert sorted(sorted(c) for c in chunks) == [[0, 1], [2, 3]]
+    assert all(len(c) for c in _chunks(branched, 1))

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
+from instructerc.inference.incremental import ConversationCache
 from instructerc.inference.label_scoring import LabelScorer
 from instructerc.inference.parallel import default_workers
 from instructerc.labels.prediction import Prediction, per_dialogue  # Prediction re-exported: callers long imported it from here
@@ -64,6 +65,9 @@ class InferenceConfig:
         workers: CPU threads that run forward passes side by side, each with its share of
             PyTorch's intra-op threads (:mod:`instructerc.inference.parallel`). ``None``: 2 on a
             CPU where PyTorch has 2 or more threads, else 1; always 1 on other devices.
+        packed_weights: lay bf16 linear weights out once for oneDNN, for models loaded by
+            :meth:`Predictor.from_directory` (:mod:`instructerc.modeling.packed_linear`; same
+            outputs). ``None``: on a CPU.
     """
 
     max_tokens: int | None = None
@@ -71,6 +75,7 @@ class InferenceConfig:
     generate_batch_size: int = 8
     block_sparse_attention: bool | None = None
     workers: int | None = None
+    packed_weights: bool | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -86,6 +91,10 @@ class InferenceConfig:
         if not is_cpu(device):
             return 1
         return self.workers if self.workers is not None else default_workers()
+
+    def packs_weights(self, device: Any) -> bool:
+        """Whether to pack bf16 linear weights on ``device``."""
+        return self.packed_weights if self.packed_weights is not None else is_cpu(device)
 
     def sparse_attention(self, device: Any) -> bool:
         """Whether to use block-sparse attention on ``device``."""
@@ -113,6 +122,9 @@ class Predictor:
         self.config = config or InferenceConfig()
         self.scorer = LabelScorer(setup.label_set, self.segments)
         self._direct_head: bool | None = None  # decided on first use, see head_is_plain
+        # The cache of the first conversation scored from scratch: every prompt starts with the
+        # same instruction, so a new conversation starts from it (see predict_turns).
+        self._first_cache: Any = None
         if setup.uses_demonstrations and retriever is None:
             raise InputError("this template shows demonstrations but no demonstration pool was given", field="retrieval")
 
@@ -149,6 +161,10 @@ class Predictor:
         model, tokenizer, _ = load_model(directory, device, dtype=dtype, trust_remote_code=trust_remote_code)
         if config.sparse_attention(device):
             use_block_sparse_attention(model)
+        if config.packs_weights(device):
+            from instructerc.modeling.packed_linear import pack_linear_layers
+
+            pack_linear_layers(model)
         setup = PromptSetup.load(directory)
         retriever = None
         if setup.uses_demonstrations:
@@ -212,9 +228,18 @@ class Predictor:
         encoded, truncated = self.fitted_prompts([(dialogue, len(dialogue) - 1) for dialogue, _ in turns])
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
+        fresh = [cache for _, cache in turns if cache.tokens == 0]
+        if self._first_cache is not None:
+            # Keys and values of a position depend only on the tokens up to it, so the prefix a
+            # new prompt shares with an earlier one (the instruction, often more) is reused as
+            # is; score_turns computes from where they differ. The states are never written in place.
+            for cache in fresh:
+                cache.ids, cache.states = list(self._first_cache.ids), self._first_cache.states
         table = score_turns(
             self.model, self.scorer, [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)], self.device, self._direct_head
         )
+        if self._first_cache is None and fresh:
+            self._first_cache = ConversationCache(list(fresh[0].ids), fresh[0].states)
         predictions = [self._prediction(probabilities.tolist()) for probabilities in table]
         return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
 
