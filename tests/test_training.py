@@ -270,7 +270,7 @@ def test_deepspeed_is_refused_clearly_and_fsdp1_too():
         settings_for(fsdp1, "bfloat16", True)
 
 
-def test_fsdp_settings_come_from_accelerates_plugin_when_launched_with_it():
+def test_fsdp_settings_come_from_accelerates_plugin_when_launched_with_it(capsys):
     from types import SimpleNamespace
 
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
@@ -286,6 +286,10 @@ def test_fsdp_settings_come_from_accelerates_plugin_when_launched_with_it():
     assert settings == expected
     plugin.cpu_offload = OffloadPolicy()
     assert not settings_for(SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)), "bfloat16", True).cpu_offload
+    assert "not applied" not in capsys.readouterr().out
+    plugin.activation_checkpointing = True
+    settings_for(SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), is_main_process=True), "bfloat16", True)
+    assert "not applied by this trainer: fsdp_activation_checkpointing" in capsys.readouterr().out
 
 
 def test_per_dataset_subset_keeps_every_dataset_and_is_seeded():

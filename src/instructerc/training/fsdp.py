@@ -59,6 +59,9 @@ def settings_for(accelerator: Any, precision: str, reshard_after_forward: bool) 
         )
     from torch.distributed.fsdp import CPUOffloadPolicy
 
+    ignored = [name for name in ("activation_checkpointing", "cpu_ram_efficient_loading") if getattr(plugin, name, False)]
+    if ignored and accelerator.is_main_process:
+        print(f"accelerate's FSDP settings not applied by this trainer: {', '.join('fsdp_' + n for n in ignored)}")
     reshard = plugin.reshard_after_forward
     return FsdpSettings(
         reshard_after_forward=reshard if isinstance(reshard, bool) else reshard_after_forward,
