@@ -8,6 +8,8 @@ from typing import Callable
 
 import pytest
 
+import tiny
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -101,3 +103,19 @@ def pinned_cpu_precision(request: pytest.FixtureRequest):
         _CPU_BF16["native"] = request.node.get_closest_marker("native_bf16") is not None
     yield
     _CPU_BF16["native"] = False
+
+
+# A tiny JSONL dataset and backbone, built once per test module that asks for them.
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    tiny.write_split(root / "train.jsonl", 24, seed=1)
+    tiny.write_split(root / "dev.jsonl", 6, seed=2)
+    # The test split is deliberately unreadable: training must never open it.
+    (root / "test.jsonl").write_text("this is not json\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    return tiny.tiny_backbone(tmp_path_factory.mktemp("backbone"))

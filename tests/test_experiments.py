@@ -9,8 +9,7 @@ import yaml
 
 from instructerc.cli.main import main
 from instructerc.experiments.grid import expand, load_experiment
-from test_training import write_split
-from tiny import tiny_backbone
+from tiny import tiny_backbone, write_split
 
 
 @pytest.fixture(scope="module")

@@ -14,24 +14,9 @@ import torch
 import yaml
 
 from instructerc.config import to_mapping
-from test_training import recipe, write_split
-from tiny import tiny_backbone
+from test_training import recipe
 
 DRIVER = Path(__file__).with_name("train_until.py")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_split(root / "train.jsonl", 24, seed=1)
-    write_split(root / "dev.jsonl", 6, seed=2)
-    (root / "test.jsonl").write_text("never read in training\n", encoding="utf-8")
-    return root
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    return tiny_backbone(tmp_path_factory.mktemp("backbone"))
 
 
 def config_file(data: Path, model: Path, run: Path, strategy: str, method: str) -> Path:

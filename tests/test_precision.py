@@ -13,7 +13,7 @@ import torch
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import MELD
 from instructerc.modeling import precision
-from test_training import recipe, tiny_data  # noqa: F401  (module fixture)
+from test_training import recipe
 from tiny import tiny_backbone, tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def _train(data: Path, backbone: Path, output: Path, method: str):
 
 @pytest.mark.native_bf16
 @pytest.mark.parametrize("method", ["lora", "full"])
-def test_training_in_bf16_keeps_trainable_weights_and_optimizer_float32(tiny_data, backbone, tmp_path, method):  # noqa: F811
+def test_training_in_bf16_keeps_trainable_weights_and_optimizer_float32(tiny_data, backbone, tmp_path, method):
     result, captured, events = _train(tiny_data, backbone, tmp_path / "run", method)
     assert captured["trainable"] == {torch.float32}
     assert captured["optimizer"] <= {torch.float32}
@@ -138,7 +138,7 @@ def test_training_in_bf16_keeps_trainable_weights_and_optimizer_float32(tiny_dat
     assert "precision: bfloat16 matrix products" in (result.model_dir / "README.md").read_text(encoding="utf-8")
 
 
-def test_training_without_native_bf16_is_float32(tiny_data, backbone, tmp_path):  # noqa: F811
+def test_training_without_native_bf16_is_float32(tiny_data, backbone, tmp_path):
     result, captured, events = _train(tiny_data, backbone, tmp_path / "run", "lora")
     assert captured["trainable"] == captured["frozen"] == {torch.float32}
     assert next(e for e in events if e["event"] == "start")["precision"] == "float32"

@@ -19,7 +19,7 @@ from instructerc.training.checkpoint import (
 )
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
-from test_training import backbone, recipe, tiny_data  # noqa: F401  (fixtures)
+from test_training import recipe
 
 
 # -- malformed recipes ----------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def test_config_differences_name_every_changed_leaf() -> None:
     assert config_differences(old, old) == []
 
 
-def test_resume_with_a_changed_config_is_refused_unless_forced(tiny_data: Path, backbone: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_resume_with_a_changed_config_is_refused_unless_forced(tiny_data: Path, backbone: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     Trainer(recipe(tiny_data, backbone, run), progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=5).run()
     saved = (run / "config.yaml").read_bytes()

@@ -16,39 +16,6 @@ from instructerc.config import from_mapping
 from instructerc.evaluation.dev_scoring import predictor_dev_scoring
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
-from tiny import tiny_backbone
-
-EXAMPLES = {
-    "joy": ["Great news!", "I love it!", "Wonderful, thanks!"],
-    "sadness": ["Oh no, that is terrible.", "I miss her.", "So sad."],
-    "neutral": ["Hi.", "How are you?", "I am fine."],
-}
-
-
-def write_split(path: Path, count: int, seed: int) -> None:
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(count):
-            utterances = []
-            for _ in range(rng.randint(2, 5)):
-                emotion = rng.choice(sorted(EXAMPLES))
-                utterances.append({"speaker": rng.choice(["Ann", "Bob", "Cat"]), "text": rng.choice(EXAMPLES[emotion]), "emotion": emotion})
-            handle.write(json.dumps({"id": f"{path.stem}{i}", "utterances": utterances}) + "\n")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_split(root / "train.jsonl", 24, seed=1)
-    write_split(root / "dev.jsonl", 6, seed=2)
-    # The test split is deliberately unreadable: training must never open it.
-    (root / "test.jsonl").write_text("this is not json\n", encoding="utf-8")
-    return root
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> Path:
-    return tiny_backbone(tmp_path_factory.mktemp("backbone"))
 
 
 def recipe(tiny_data: Path, backbone: Path, output: Path, **changes) -> TrainConfig:

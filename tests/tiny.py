@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 CORPUS = [
@@ -69,3 +71,22 @@ def tiny_model_dir(directory: Path, label_set, template=None, max_length: int = 
     template = template or TemplateConfig(name="dialogue-prefix", demonstration=False)
     PromptSetup(template, label_set, max_length, RetrievalConfig()).save(directory)
     return directory
+
+
+# Dialogues for training tests: short utterances of three emotions, seeded.
+EXAMPLES = {
+    "joy": ["Great news!", "I love it!", "Wonderful, thanks!"],
+    "sadness": ["Oh no, that is terrible.", "I miss her.", "So sad."],
+    "neutral": ["Hi.", "How are you?", "I am fine."],
+}
+
+
+def write_split(path: Path, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(count):
+            utterances = []
+            for _ in range(rng.randint(2, 5)):
+                emotion = rng.choice(sorted(EXAMPLES))
+                utterances.append({"speaker": rng.choice(["Ann", "Bob", "Cat"]), "text": rng.choice(EXAMPLES[emotion]), "emotion": emotion})
+            handle.write(json.dumps({"id": f"{path.stem}{i}", "utterances": utterances}) + "\n")
