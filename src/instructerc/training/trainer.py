@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -625,15 +624,7 @@ class Trainer:
 
         accelerator = session.accelerator
         if session.fsdp is not None:
-            from instructerc.training.fsdp import save_sharded
-
-            staging = self.paths.best / f".{SHARDED_DIR}.tmp"
-            if accelerator.is_main_process:
-                self.paths.best.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(staging, ignore_errors=True)
-            accelerator.wait_for_everyone()
-            save_sharded(staging, session.model)
-            accelerator.wait_for_everyone()
+            staging = self._write_shards(accelerator, self.paths.best_shards, session.model)
             if accelerator.is_main_process:
                 replace_directory(staging, self.paths.best_shards)
         elif accelerator.is_main_process:
@@ -650,12 +641,7 @@ class Trainer:
         model, accelerator, state = session.model, session.accelerator, session.state
         target = self.paths.checkpoints / f"step-{state.global_step:07d}"
         if session.fsdp is not None:
-            from instructerc.training.fsdp import save_sharded
-
-            staging = begin_checkpoint(target) if accelerator.is_main_process else staging_path(target)
-            accelerator.wait_for_everyone()
-            save_sharded(staging / SHARDED_DIR, model, optimizer)
-            accelerator.wait_for_everyone()
+            staging = self._write_shards(accelerator, target, model, optimizer, inside=SHARDED_DIR)
             if accelerator.is_main_process:
                 commit_checkpoint(staging, target, state, scheduler)
                 prune_checkpoints(self.paths.checkpoints, keep=1)
@@ -663,6 +649,19 @@ class Trainer:
             save_checkpoint(target, state, trainable_state(accelerator.unwrap_model(model)), optimizer, scheduler)
             prune_checkpoints(self.paths.checkpoints, keep=1)
         accelerator.wait_for_everyone()
+
+    @staticmethod
+    def _write_shards(accelerator: Any, target: Path, model: Any, optimizer: Any = None, inside: str = "") -> Path:
+        """Every process writes its shards of ``model`` (and ``optimizer``) into a fresh staging
+        folder for ``target`` (under ``inside``); returns the folder, for the main process to
+        complete and rename into place."""
+        from instructerc.training.fsdp import save_sharded
+
+        staging = begin_checkpoint(target) if accelerator.is_main_process else staging_path(target)
+        accelerator.wait_for_everyone()
+        save_sharded(staging / inside if inside else staging, model, optimizer)
+        accelerator.wait_for_everyone()
+        return staging
 
     def _finish(self, session: _Session) -> dict[str, Any]:
         """Writes the model directory from the dev-selected weights; returns their dev metrics."""
