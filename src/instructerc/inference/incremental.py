@@ -167,16 +167,17 @@ def _chunks(rows: list[_Row], batch_tokens: int) -> list[list[int]]:
     by_turn: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         by_turn.setdefault(row.turn, []).append(i)
-    groups = sorted(by_turn.values(), key=lambda g: (max(len(rows[i].new) for i in g), max(rows[i].shared for i in g)))
+    # Per turn: (new tokens of its longest row, cached tokens of its longest row, its rows).
+    groups = sorted((max(len(rows[i].new) for i in g), max(rows[i].shared for i in g), g) for g in by_turn.values())
     # best[k]: the least cost of passes over groups[:k], the last of which starts at start_of[k].
     best = [0.0] + [math.inf] * len(groups)
     start_of = [0] * (len(groups) + 1)
     for end in range(1, len(groups) + 1):
         count, width, past = 0, 0, 0
         for start in range(end - 1, -1, -1):
-            count += len(groups[start])
-            width = max(width, max(len(rows[i].new) for i in groups[start]))
-            past = max(past, max(rows[i].shared for i in groups[start]))
+            group_width, group_past, members = groups[start]
+            count += len(members)
+            width, past = max(width, group_width), max(past, group_past)
             if start < end - 1 and (width + past) * count > batch_tokens:
                 break
             cost = best[start] + PASS_COST + count * width + CACHED_POSITION_COST * count * past
@@ -185,7 +186,7 @@ def _chunks(rows: list[_Row], batch_tokens: int) -> list[list[int]]:
     chunks: list[list[int]] = []
     end = len(groups)
     while end > 0:
-        chunks.append([i for group in groups[start_of[end] : end] for i in group])
+        chunks.append([i for _, _, members in groups[start_of[end] : end] for i in members])
         end = start_of[end]
     return chunks[::-1]
 
