@@ -282,3 +282,47 @@ def test_a_run_without_dev_scoring_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="dev_scoring"):
         Trainer(config, progress=False).run()
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_can_start_from_a_trained_adapter_and_refuses_one_of_another_shape(tiny_data, backbone, tmp_path):
+    from peft.utils import load_peft_weights
+
+    from instructerc.errors import InputError
+    from instructerc.modeling.backbone import load_causal_lm
+    from instructerc.modeling.finetune import make_trainable
+
+    first = recipe(tiny_data, backbone, tmp_path / "first")
+    Trainer(first, progress=False, dev_scoring=predictor_dev_scoring).run()
+    saved = load_peft_weights(str(tmp_path / "first" / "model"), device="cpu")
+    assert saved and any(torch.count_nonzero(t) for name, t in saved.items() if "lora_B" in name)
+
+    # The second run's adapters start as the first run's trained ones, not at zero (lora_B is zero-initialised).
+    started = make_trainable(load_causal_lm(str(backbone), first.backbone), "lora", first.finetune.lora, str(tmp_path / "first" / "model"))
+    weights = {name: p for name, p in started.named_parameters() if p.requires_grad}
+    for name, tensor in saved.items():
+        match = [w for n, w in weights.items() if n.replace(".default", "") == name]
+        assert len(match) == 1, name
+        assert torch.equal(match[0].detach(), tensor.to(match[0].dtype))
+
+    # A whole run started there trains, and its card says where it started.
+    second = recipe(
+        tiny_data,
+        backbone,
+        tmp_path / "second",
+        finetune__init_adapter=str(tmp_path / "first" / "model"),
+        stages=[{"tasks": {"erc": 1.0}, "epochs": 1}],
+    )
+    Trainer(second, progress=False, dev_scoring=predictor_dev_scoring).run()
+    assert "started from the adapter" in (tmp_path / "second" / "model" / "README.md").read_text()
+
+    other_rank = recipe(
+        tiny_data, backbone, tmp_path / "third", finetune__lora__r=8, finetune__init_adapter=str(tmp_path / "first" / "model")
+    )
+    with pytest.raises(InputError, match=r"finetune.init_adapter.*r 4 \(the recipe has 8\)"):
+        make_trainable(
+            load_causal_lm(str(backbone), other_rank.backbone), "lora", other_rank.finetune.lora, other_rank.finetune.init_adapter
+        )
+    with pytest.raises(InputError, match="no adapter_config.json"):
+        make_trainable(load_causal_lm(str(backbone), first.backbone), "lora", first.finetune.lora, str(tmp_path))
+    with pytest.raises(InputError, match="finetune.init_adapter"):
+        recipe(tiny_data, backbone, tmp_path / "full", finetune__method="full", finetune__init_adapter=str(tmp_path / "first" / "model"))

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from instructerc.errors import InputError
 
-def make_trainable(model: Any, method: str, lora: Any) -> Any:
-    """Wrap ``model`` with LoRA adapters (``method='lora'``) or unfreeze it (``'full'``)."""
+_FIELD = "finetune.init_adapter"
+
+
+def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None = None) -> Any:
+    """Wrap ``model`` with LoRA adapters (``method='lora'``) or unfreeze it (``'full'``).
+
+    ``init_adapter``: a folder holding a LoRA adapter of the same shape, whose weights the new
+    adapters start from (``default``: the shipped default model)."""
     if method == "full":
         for parameter in model.parameters():
             parameter.requires_grad_(True)
@@ -25,7 +34,60 @@ def make_trainable(model: Any, method: str, lora: Any) -> Any:
         layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if init_adapter is not None:
+        load_adapter_weights(model, adapter_folder(init_adapter), config)
+    return model
+
+
+def adapter_folder(name: str) -> Path:
+    """The folder ``init_adapter`` names: ``default`` is the model shipped in the package."""
+    if name == "default":
+        from instructerc.inference.default_model import default_model_dir
+
+        return default_model_dir()
+    folder = Path(name).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise InputError("not a LoRA adapter folder (it has no adapter_config.json)", path=folder, field=_FIELD)
+    return folder
+
+
+def load_adapter_weights(model: Any, folder: Path, config: Any) -> None:
+    """Copy a saved adapter's weights into ``model``'s adapters, refusing one of another shape
+    (a partial start would silently train from a mixture)."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    wanted = {
+        "r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "target_modules": sorted(config.target_modules),
+        "layers_to_transform": config.layers_to_transform,
+    }
+    found = {
+        "r": saved.get("r"),
+        "lora_alpha": saved.get("lora_alpha"),
+        "target_modules": sorted(saved.get("target_modules") or []),
+        "layers_to_transform": saved.get("layers_to_transform"),
+    }
+    different = [f"{key} {found[key]} (the recipe has {wanted[key]})" for key in wanted if found[key] != wanted[key]]
+    if different:
+        raise InputError(f"the adapter differs from finetune.lora: {'; '.join(different)}", path=folder, field=_FIELD)
+    try:
+        weights = load_peft_weights(str(folder), device="cpu")
+        result = set_peft_model_state_dict(model, weights)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise InputError(f"its adapter weights do not load: {' '.join(str(error).split())[:300]}", path=folder, field=_FIELD) from None
+    if result.unexpected_keys:
+        raise InputError(
+            f"the adapter has {len(result.unexpected_keys)} weights this model lacks, e.g. {result.unexpected_keys[0]}",
+            path=folder,
+            field=_FIELD,
+        )
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if missing:
+        raise InputError(f"the adapter lacks {len(missing)} LoRA weights, e.g. {missing[0]}", path=folder, field=_FIELD)
 
 
 def trainable_state(model: Any) -> dict[str, Any]:

@@ -107,14 +107,31 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """``method``: ``lora`` or ``full``."""
+    """How the backbone is fine-tuned.
+
+    Attributes:
+        method: ``lora`` or ``full``.
+        lora: the adapters, for ``lora``.
+        init_adapter: start the adapters from a trained one instead of from zero: a model
+            directory written by ``instructerc train`` (or a peft adapter folder), or ``default``
+            for the model shipped in the package. It must have ``lora``'s rank, alpha, target
+            modules and layers. Continuing a model under a new label set or new data is a new
+            run that starts there (``--resume`` continues the same run). For full fine-tuning,
+            point ``backbone.model`` at the model instead.
+    """
 
     method: str = "lora"
     lora: LoraConfig = field(default_factory=LoraConfig)
+    init_adapter: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise InputError("method must be lora or full", field="finetune.method")
+        if self.init_adapter is not None and self.method != "lora":
+            raise InputError(
+                "init_adapter starts LoRA adapters; for full fine-tuning set backbone.model to the model to start from",
+                field="finetune.init_adapter",
+            )
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ def _adapters(config: Any) -> str:
         return "full fine-tuning"
     lora = config.finetune.lora
     layers = "every layer" if lora.top_layers is None else f"the top {lora.top_layers} layers"
-    return f"LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout} on {', '.join(lora.target_modules)} of {layers}"
+    start = "" if config.finetune.init_adapter is None else f", started from the adapter `{config.finetune.init_adapter}`"
+    return f"LoRA r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout} on {', '.join(lora.target_modules)} of {layers}{start}"
 
 
 def write_model_card(

@@ -360,7 +360,7 @@ class Trainer:
         # unit gathers its weights in one type, and the mixed-precision policy casts them.
         weights = "float32" if config.finetune.method == "full" or sharded else precision
         model = load_causal_lm(model_path, config.backbone, accelerator.device, weights)
-        model = make_trainable(model, config.finetune.method, config.finetune.lora)
+        model = make_trainable(model, config.finetune.method, config.finetune.lora, config.finetune.init_adapter)
         if config.packing.block_sparse_attention and str(accelerator.device).startswith("cpu"):
             use_block_sparse_attention(model)
         else:
