@@ -46,6 +46,24 @@ def test_cropping_keeps_only_the_first_tokens():
     assert cache.tokens == 0 and cache.nbytes == 0
 
 
+def test_turns_are_written_after_the_earlier_ones_and_shared_states_are_never_written():
+    shared = torch.arange(2 * 2 * 1 * 6 * 4, dtype=torch.float32).reshape(2, 2, 1, 6, 4)
+    before = shared.clone()
+    cache = ConversationCache(range(6), shared)
+    cache.crop(3)
+    cache.extend([7, 8], torch.full((2, 2, 1, 2, 4), -1.0))  # a copy of its own, with room to grow
+    assert torch.equal(shared, before)
+    assert cache.ids == [0, 1, 2, 7, 8] and torch.equal(cache.states[:, :, :, :3], before[:, :, :, :3])
+    room = cache.nbytes
+    storage = cache.states.data_ptr()
+    cache.extend([9], torch.full((2, 2, 1, 1, 4), -2.0))
+    assert cache.states.data_ptr() == storage and cache.nbytes == room  # written in place, nothing copied
+    assert cache.states.shape == (2, 2, 1, 6, 4) and cache.states[0, 0, 0, 5, 0] == -2.0
+    cache.crop(4)
+    cache.extend([5, 6], torch.zeros(2, 2, 1, 2, 4))
+    assert cache.ids == [0, 1, 2, 7, 5, 6] and cache.states[0, 0, 0, 3, 0] == -1.0 and cache.states[0, 0, 0, 4, 0] == 0.0
+
+
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory) -> Predictor:
     template = TemplateConfig(name="dialogue-stream", demonstration=False)
@@ -117,3 +135,17 @@ def test_turns_of_very_different_lengths_go_in_separate_passes_and_similar_ones_
     chunks = _chunks(branched, 4 * 73 - 1)
     assert sorted(sorted(c) for c in chunks) == [[0, 1], [2, 3]]
     assert all(len(c) for c in _chunks(branched, 1))
+
+
+def test_the_shared_start_stays_intact_when_the_conversation_it_came_from_is_rewritten(predictor):
+    fresh = Predictor(predictor.model, predictor.tokenizer, predictor.setup, device="cpu")
+    first = ConversationCache()
+    fresh.predict_turns([(conversation(1, 1), first)])
+    # The same conversation with its first line edited: its cache is cut back to the instruction
+    # and the new line written over the positions the shared start still holds.
+    edited = Dialogue("c1", "user", "test", (Utterance("B", "Something else entirely, said much later."),))
+    fresh.predict_turns([(edited, first)])
+    later = fresh.predict_turns([(conversation(3, 1), ConversationCache())])[0]
+    expected = fresh.predict_at([(conversation(3, 1), 0)])[0]
+    for label in expected.scores:
+        assert later.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)

@@ -14,10 +14,11 @@ the float tolerance of the compute type (tested).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from instructerc.modeling.forward import pair_logits
@@ -31,13 +32,29 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-@dataclass
 class ConversationCache:
     """The keys and values of one conversation's last prompt, ``[layers, 2, kv_heads, tokens,
-    head_dim]`` in one tensor (one copy moves it whole), and the token ids they were computed for."""
+    head_dim]`` in one tensor (one copy moves it whole), and the token ids they were computed for.
 
-    ids: list[int] = field(default_factory=list)
-    states: Any = None
+    The tensor has room beyond ``tokens`` (a quarter more, at least 64 positions), so a new turn
+    is written after the earlier ones instead of copying the whole conversation each turn. States
+    given from outside (another conversation's, to share a prefix) are never written: the first
+    turn added copies them into a tensor of this cache's own.
+    """
+
+    def __init__(self, ids: Sequence[int] = (), states: Any = None) -> None:
+        self.ids: list[int] = list(ids)
+        self._buffer = states
+        self._owned = False
+
+    @property
+    def states(self) -> Any:
+        """The keys and values of ``ids`` (a view; ``None`` when empty)."""
+        return None if self._buffer is None or not self.ids else self._buffer[:, :, :, : len(self.ids)]
+
+    @states.setter
+    def states(self, states: Any) -> None:
+        self._buffer, self._owned = states, False
 
     @property
     def tokens(self) -> int:
@@ -45,13 +62,28 @@ class ConversationCache:
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.states is None else self.states.numel() * self.states.element_size()
+        """Bytes held, the room for later turns included."""
+        return 0 if self._buffer is None else self._buffer.numel() * self._buffer.element_size()
 
     def crop(self, length: int) -> None:
         if length >= self.tokens:
             return
         self.ids = self.ids[:length]
-        self.states = self.states[:, :, :, :length].clone() if length else None
+        if not length:
+            self._buffer, self._owned = None, False
+
+    def extend(self, ids: Sequence[int], states: Any) -> None:
+        """Append the keys and values ``[layers, 2, kv_heads, len(ids), head_dim]`` of ``ids``."""
+        start, end = self.tokens, self.tokens + len(ids)
+        if self._buffer is None or not self._owned or end > self._buffer.shape[3]:
+            shape = list(states.shape)
+            shape[3] = end + max(64, end // 4)
+            buffer = states.new_empty(shape)
+            if start:
+                buffer[:, :, :, :start] = self._buffer[:, :, :, :start]
+            self._buffer, self._owned = buffer, True
+        self._buffer[:, :, :, start:end] = states
+        self.ids += list(ids)
 
 
 class CacheStore:
@@ -210,27 +242,64 @@ def _forward(model: Any, rows: list[_Row], device: Any, direct_head: bool) -> li
         mask[r, 0, :, past:] = own
         mask[r, 0, n:, : row.shared] = False  # padding queries see only themselves: no empty softmax
         mask[r, 0, n:, past:] = torch.eye(width, dtype=torch.bool, device=device)[n:]
-    cache = _padded_cache(rows, past, device)
+    cache, padded = _padded_cache(rows, past, width, device)
     last = torch.tensor([len(row.new) - 1 for row in rows], device=device)
     with torch.inference_mode():
         logits = pair_logits(model, ids, mask, positions, torch.arange(len(rows), device=device), last, cache, direct_head)
-    _store(rows, _layers_of(cache), past)
+    _store(rows, _layers_of(cache, padded), past)
     return list(logits)
 
 
-def _padded_cache(rows: list[_Row], past: int, device: Any) -> Any:
-    """A transformers cache of ``past`` positions per row: each row's kept prefix, zeros after it."""
+def _padded_cache(rows: list[_Row], past: int, width: int, device: Any) -> tuple[Any, Any]:
+    """(a transformers cache for the pass, its keys and values ``[layers, 2, rows, kv_heads,
+    past + width, head_dim]``): each row's kept prefix, zeros after it up to ``past``; the pass
+    writes its new keys and values into the last ``width`` positions."""
+    import torch
     from transformers import DynamicCache
 
     if past == 0:
-        return DynamicCache()
+        return DynamicCache(), None
     states = next(row.cache.states for row in rows if row.shared)
-    layers, _, heads, _, width = states.shape
-    padded = states.new_zeros((layers, 2, len(rows), heads, past, width), device=device)
+    layers, _, heads, _, size = states.shape
+    slot_layer = _slot_layer_class()
+    padded = torch.zeros((layers, 2, len(rows), heads, past + (width if slot_layer else 0), size), dtype=states.dtype, device=device)
     for r, row in enumerate(rows):
         if row.shared:
             padded[:, :, r, :, : row.shared] = row.cache.states[:, :, :, : row.shared]
-    return _cache_from([(padded[layer, 0], padded[layer, 1]) for layer in range(layers)], DynamicCache)
+    if slot_layer is None:  # transformers without cache layers: it concatenates the new states
+        return _cache_from([(padded[layer, 0], padded[layer, 1]) for layer in range(layers)], DynamicCache), None
+    cache = DynamicCache()
+    cache.layers = [slot_layer(padded[layer, 0], padded[layer, 1], past) for layer in range(layers)]
+    return cache, padded
+
+
+@functools.lru_cache(maxsize=1)
+def _slot_layer_class() -> Any:
+    """A cache layer whose keys and values are allocated at the pass's full length, so a layer
+    writes its new states in place: DynamicCache concatenates the whole padded cache with them,
+    in every layer of every pass. ``None`` with transformers before cache layers (4.x)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class SlotLayer(DynamicLayer):
+        def __init__(self, keys: Any, values: Any, filled: int) -> None:
+            super().__init__()
+            self.keys, self.values, self.filled = keys, values, filled
+            self.device, self.is_initialized = keys.device, True
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            end = self.filled + key_states.shape[-2]
+            self.keys[:, :, self.filled : end] = key_states
+            self.values[:, :, self.filled : end] = value_states
+            self.filled = end
+            return self.keys[:, :, :end], self.values[:, :, :end]
+
+        def get_seq_length(self) -> int:
+            return self.filled
+
+    return SlotLayer
 
 
 def _cache_from(layers: list[tuple[Any, Any]], cache_class: Any) -> Any:
@@ -239,8 +308,10 @@ def _cache_from(layers: list[tuple[Any, Any]], cache_class: Any) -> Any:
     return cache_class(layers)
 
 
-def _layers_of(cache: Any) -> list[tuple[Any, Any]]:
-    """Per-layer (keys, values) ``[rows, kv_heads, tokens, head_dim]`` of a transformers cache."""
+def _layers_of(cache: Any, padded: Any) -> list[tuple[Any, Any]]:
+    """Per-layer (keys, values) ``[rows, kv_heads, tokens, head_dim]`` after the pass."""
+    if padded is not None:
+        return [(padded[layer, 0], padded[layer, 1]) for layer in range(padded.shape[0])]
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     return list(zip(cache.key_cache, cache.value_cache))
@@ -254,10 +325,10 @@ def _store(rows: list[_Row], layers: list[tuple[Any, Any]], past: int) -> None:
         if row.turn in seen:
             continue  # every row of a turn starts with its prompt; the first one's is kept
         seen.add(row.turn)
-        cache, n = row.cache, row.prompt_new
+        n = row.prompt_new
         new = torch.stack([torch.stack((keys[r, :, past : past + n], values[r, :, past : past + n])) for keys, values in layers])
-        cache.states = torch.cat([cache.states[:, :, :, : row.shared], new], 3) if row.shared else new
-        cache.ids = cache.ids[: row.shared] + list(row.new[:n])
+        row.cache.crop(row.shared)
+        row.cache.extend(row.new[:n], new)
 
 
 __all__ = ["CacheStore", "ConversationCache", "common_prefix", "score_turns"]

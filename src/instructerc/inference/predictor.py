@@ -239,7 +239,8 @@ class Predictor:
             self.model, self.scorer, [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)], self.device, self._direct_head
         )
         if self._first_cache is None and fresh:
-            self._first_cache = ConversationCache(list(fresh[0].ids), fresh[0].states)
+            # A copy: the conversation goes on writing its later turns into its own states.
+            self._first_cache = ConversationCache(fresh[0].ids, fresh[0].states.clone())
         predictions = [self._prediction(probabilities.tolist()) for probabilities in table]
         return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
 
