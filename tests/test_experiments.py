@@ -185,3 +185,16 @@ def test_an_axis_named_dataset_keeps_its_value_beside_the_scored_dataset():
     result = RunResult(RunSpec("dataset=uime__seed=1", {"dataset": "uime"}, 1, {}), {}, {"meld": metrics, "iemocap": metrics})
     table = rows([result], "test")
     assert [(r["dataset"], r["scored_on"]) for r in table] == [("uime", "meld"), ("uime", "iemocap")]
+
+
+def test_run_keys_stay_what_earlier_grids_named_their_directories():
+    """A fixed recipe's key is pinned (the value of the code that ran the committed grids): a new
+    recipe key left at its default must not rename, and so orphan, every earlier run directory."""
+    from instructerc.config import from_mapping
+    from instructerc.experiments.runner import run_key
+    from instructerc.training.config import TrainConfig
+
+    recipe = {"backbone": {"dtype": "float32"}}
+    assert run_key(from_mapping(TrainConfig, recipe)) == "790a4f98baf7"
+    started = from_mapping(TrainConfig, {**recipe, "finetune": {"init_adapter": "runs/a/model"}})
+    assert run_key(started) != "790a4f98baf7"  # set, it is part of the run's identity

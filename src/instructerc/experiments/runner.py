@@ -30,6 +30,10 @@ def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
     return TrainConfig.from_yaml(root / config.base, spec.overrides)
 
 
+# (section, key) of recipe keys added after grids had run, with a default of None.
+_LATER_KEYS = (("finetune", "init_adapter"),)
+
+
 def run_key(train_config: Any) -> str:
     """A run's identity: a hash of its fully resolved training config (its output place aside).
 
@@ -46,6 +50,11 @@ def run_key(train_config: Any) -> str:
     data = train_config.to_dict()
     data.pop("output_dir", None)
     data.pop("distributed", None)
+    # Keys added to the recipe format later count only when set, so the runs of earlier grids
+    # keep their directories.
+    for section, key in _LATER_KEYS:
+        if data.get(section, {}).get(key) is None:
+            data.get(section, {}).pop(key, None)
     data["backbone"]["dtype"] = resolve_dtype(train_config.backbone.dtype, _training_device())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
