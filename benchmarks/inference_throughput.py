@@ -99,7 +99,7 @@ MODEL_ROUTES = {
 
 def model_of(args: argparse.Namespace, kind: str) -> Path | None:
     if kind == "default":
-        from instructerc.inference.default_model import default_model_dir
+        from instructerc.modeling.default_model import default_model_dir
 
         return default_model_dir() if args.default_model else None
     return getattr(args, f"{kind}_model")

@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-load-") as scratch:
         work = Path(scratch)
         if args.default_model:
-            from instructerc.inference.default_model import default_model_dir
+            from instructerc.modeling.default_model import default_model_dir
 
             model, described = default_model_dir(), "the default model shipped in the package"
         elif args.model is not None:

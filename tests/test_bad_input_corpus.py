@@ -99,7 +99,7 @@ def test_a_real_process_prints_one_line_and_no_traceback_for_the_worst_files(tmp
 
 @pytest.mark.slow
 def test_the_shipped_model_predicts_every_valid_file_of_the_corpus(run_cli, tmp_path: Path) -> None:
-    from instructerc.inference.default_model import default_model_dir
+    from instructerc.modeling.default_model import default_model_dir
     from instructerc.prompts.setup import PromptSetup
 
     labels = PromptSetup.load(default_model_dir()).label_set.labels

@@ -6,8 +6,8 @@ import json
 
 from safetensors import safe_open
 
-from instructerc.inference.default_model import default_model_dir
 from instructerc.modeling.backbone import EMBEDDED_MODEL
+from instructerc.modeling.default_model import default_model_dir
 from instructerc.modeling.model_dir import Manifest
 
 

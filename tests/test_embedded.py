@@ -38,7 +38,7 @@ def test_the_embedded_encoder_loads_offline():
 
 def test_the_default_model_tags_the_sample_conversations(tmp_path):
     from instructerc.cli.main import main
-    from instructerc.inference.default_model import default_model_dir
+    from instructerc.modeling.default_model import default_model_dir
 
     samples = Path(__file__).resolve().parents[1] / "src" / "instructerc" / "resources" / "samples" / "conversations.jsonl"
     out = tmp_path / "predictions.jsonl"

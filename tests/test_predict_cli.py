@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from instructerc.inference import default_model
 from instructerc.labels.benchmarks import MELD
+from instructerc.modeling import default_model
 from tiny import tiny_model_dir
 
 TEXTS = ["Hi! How are you?", "I am fine, thanks.", "Oh no, that is terrible.", "Great news!"]

@@ -452,7 +452,7 @@ def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cl
 
 
 def test_serve_without_a_model_names_the_missing_default(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from instructerc.inference import default_model
+    from instructerc.modeling import default_model
 
     # An install without the shipped model (the repository's one would start serving).
     monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", tmp_path / "default_model")

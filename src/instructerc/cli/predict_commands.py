@@ -62,10 +62,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import iter_jsonl
     from instructerc.errors import InputError
     from instructerc.evaluation.harness import chunks
-    from instructerc.inference.default_model import default_model_dir
     from instructerc.inference.predictor import Predictor, check_mode
     from instructerc.inference.sharding import current_shard
     from instructerc.labels.registry import named_label_set
+    from instructerc.modeling.default_model import default_model_dir
 
     check_mode(args.mode, args.paper_parsing)
     if args.chunk_size < 1:

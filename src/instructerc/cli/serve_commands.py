@@ -118,7 +118,7 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from instructerc.inference.default_model import default_model_dir
+    from instructerc.modeling.default_model import default_model_dir
     from instructerc.service.server import require_serve_extra, serve
 
     require_serve_extra()

@@ -43,7 +43,7 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
 def adapter_folder(name: str) -> Path:
     """The folder ``init_adapter`` names: ``default`` is the model shipped in the package."""
     if name == "default":
-        from instructerc.inference.default_model import default_model_dir
+        from instructerc.modeling.default_model import default_model_dir
 
         return default_model_dir()
     folder = Path(name).expanduser()
