@@ -19,7 +19,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from instructerc.modeling.forward import pair_logits
 
@@ -246,7 +246,7 @@ def _forward(model: Any, rows: list[_Row], device: Any, direct_head: bool) -> li
     last = torch.tensor([len(row.new) - 1 for row in rows], device=device)
     with torch.inference_mode():
         logits = pair_logits(model, ids, mask, positions, torch.arange(len(rows), device=device), last, cache, direct_head)
-    _store(rows, _layers_of(cache, padded), past)
+    _store(rows, _new_states(cache, padded, past))
     return list(logits)
 
 
@@ -308,27 +308,33 @@ def _cache_from(layers: list[tuple[Any, Any]], cache_class: Any) -> Any:
     return cache_class(layers)
 
 
-def _layers_of(cache: Any, padded: Any) -> list[tuple[Any, Any]]:
-    """Per-layer (keys, values) ``[rows, kv_heads, tokens, head_dim]`` after the pass."""
-    if padded is not None:
-        return [(padded[layer, 0], padded[layer, 1]) for layer in range(padded.shape[0])]
+def _layers_of(cache: Any) -> list[tuple[Any, Any]]:
+    """Per-layer (keys, values) ``[rows, kv_heads, tokens, head_dim]`` of a transformers cache."""
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     return list(zip(cache.key_cache, cache.value_cache))
 
 
-def _store(rows: list[_Row], layers: list[tuple[Any, Any]], past: int) -> None:
+def _new_states(cache: Any, padded: Any, past: int) -> Callable[[int, int], Any]:
+    """``(row, n) ->`` the keys and values ``[layers, 2, kv_heads, n, head_dim]`` the pass
+    computed for the row's first ``n`` new tokens: a view of ``padded`` when the pass wrote
+    into it, else gathered from the cache's layers."""
     import torch
 
+    if padded is not None:
+        return lambda r, n: padded[:, :, r, :, past : past + n]
+    layers = _layers_of(cache)
+    return lambda r, n: torch.stack([torch.stack((keys[r, :, past : past + n], values[r, :, past : past + n])) for keys, values in layers])
+
+
+def _store(rows: list[_Row], new_states: Callable[[int, int], Any]) -> None:
     seen = set()
     for r, row in enumerate(rows):
         if row.turn in seen:
             continue  # every row of a turn starts with its prompt; the first one's is kept
         seen.add(row.turn)
-        n = row.prompt_new
-        new = torch.stack([torch.stack((keys[r, :, past : past + n], values[r, :, past : past + n])) for keys, values in layers])
         row.cache.crop(row.shared)
-        row.cache.extend(row.new[:n], new)
+        row.cache.extend(row.new[: row.prompt_new], new_states(r, row.prompt_new))
 
 
 __all__ = ["CacheStore", "ConversationCache", "common_prefix", "score_turns"]
