@@ -147,6 +147,63 @@ def test_cross_origin_requests_are_refused_unless_allowed(shared: str, predictor
         error_of(client.post("/v1/predict", json=one_dialogue(), headers={"origin": "https://evil.example"}), 403, "cross_origin_refused")
 
 
+@pytest.mark.parametrize("refused", ["host", "origin", "too-large"])
+def test_a_refusal_reads_the_rest_of_the_body_before_it_answers(refused: str) -> None:
+    """Closing a connection with body bytes still unread makes the kernel send a reset, which can
+    erase the answer before the client reads it (it did, once in about a hundred refused POSTs)."""
+    from instructerc.service.guard import RequestGuard
+
+    async def never_called(scope: dict, receive: Any, send: Any) -> None:
+        raise AssertionError("a refused request reached the app")
+
+    guard = RequestGuard(never_called, ServiceConfig(max_body_bytes=1000))
+    headers = [(b"host", b"evil.example" if refused == "host" else b"localhost:8000"), (b"content-type", b"application/json")]
+    if refused == "origin":
+        headers.append((b"origin", b"https://evil.example"))
+    pieces = [b"x" * 800, b"x" * 800, b"x" * 800] if refused == "too-large" else [b"{", b"}"]
+    events: list[str] = []
+
+    async def receive() -> dict:
+        body = pieces.pop(0)
+        events.append("read")
+        return {"type": "http.request", "body": body, "more_body": bool(pieces)}
+
+    async def send(message: dict) -> None:
+        events.append(message["type"])
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict", "headers": headers}
+    asyncio.run(guard(scope, receive, send))
+    assert not pieces, "part of the body was left unread"
+    assert events[-2:] == ["http.response.start", "http.response.body"] and "read" not in events[events.index("http.response.start") :]
+
+
+@pytest.mark.parametrize("refused", ["host", "origin", "too-large"])
+def test_a_refused_request_whose_body_comes_late_still_gets_its_answer(shared: str, refused: str) -> None:
+    """The refusal is decided before the whole body is read; what is still in flight must be read
+    before the connection closes, or the client's kernel sees a reset instead of the answer."""
+    host, port = address(shared)
+    if refused == "too-large":  # chunked, and the first chunks already pass the 1 MiB limit
+        chunks = [b"%x\r\n%s\r\n" % (65536, b"x" * 65536) for _ in range(24)] + [b"0\r\n\r\n"]
+        head = f"POST /v1/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        head += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        early, late = head.encode() + b"".join(chunks[:18]), b"".join(chunks[18:])
+    else:
+        body = json.dumps(one_dialogue()).encode()
+        request = (
+            post("evil.example", body) if refused == "host" else post(f"{host}:{port}", body, extra="Origin: https://evil.example\r\n")
+        )
+        early, late = request[: -len(body)], body
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(early)
+        time.sleep(0.3)  # the server has decided by now
+        conn.sendall(late)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    status = {"host": b"HTTP/1.1 400", "origin": b"HTTP/1.1 403", "too-large": b"HTTP/1.1 413"}[refused]
+    assert data.startswith(status), data[:200]
+
+
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None])
 def test_a_body_that_is_not_declared_json_is_415(shared: str, content_type: str | None) -> None:
     headers = {} if content_type is None else {"content-type": content_type}

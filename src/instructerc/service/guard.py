@@ -9,6 +9,8 @@
   name to 127.0.0.1 still sends its own name, so DNS rebinding cannot reach the service;
 - refuses cross-origin requests (403) unless their origin is allowed: a browser sends
   ``Origin`` with every cross-origin POST, so a page the user visits cannot post to the service;
+- reads what is left of a refused request's body (bounded in bytes and time) before answering,
+  because closing with unread bytes resets the connection and can erase the answer;
 - reads the whole body, refusing it as soon as it passes ``max_body_bytes`` (413) or when it
   does not arrive within ``request_timeout_seconds`` (408), and requires ``application/json``
   for any non-empty body (415), which an HTML form cannot send;
@@ -80,6 +82,7 @@ class RequestGuard:
     async def _guarded(self, scope: dict, headers: dict[str, str], receive: Any, send: Any) -> None:
         refusal = self._refusal(scope, headers)
         if refusal is not None:
+            await self._drain(receive, headers)
             await answer(send, *refusal)
             return
         declared = headers.get("content-length", "")
@@ -117,6 +120,28 @@ class RequestGuard:
             return True
         return "*" in self.config.allowed_origins or origin in self.config.allowed_origins
 
+    async def _drain(self, receive: Any, headers: dict[str, str]) -> None:
+        """Read and drop what is left of a refused request's body, up to ``max_body_bytes`` more
+        and for at most a second.
+
+        The refusal closes the connection; closing a socket with unread bytes makes the kernel
+        reset it, and a client still sending its body then gets the reset instead of the answer.
+        """
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) == 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(1.0, self.config.request_timeout_seconds)
+        size = 0
+        while size <= self.config.max_body_bytes:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            size += len(message.get("body", b""))
+
     async def _body(self, receive: Any, send: Any) -> bytes | None:
         """The whole body, or ``None`` once an error is answered (or the client is gone)."""
         loop = asyncio.get_running_loop()
@@ -135,6 +160,8 @@ class RequestGuard:
             body = message.get("body", b"")
             size += len(body)
             if size > self.config.max_body_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive, headers={})
                 await answer(send, 413, "body_too_large", f"the request body is over {self.config.max_body_bytes} bytes")
                 return None
             chunks.append(body)
