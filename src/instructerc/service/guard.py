@@ -87,6 +87,7 @@ class RequestGuard:
             return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_bytes:
+            await self._drain(receive, headers)
             await answer(send, 413, "body_too_large", f"the request body is over {self.config.max_body_bytes} bytes")
             return
         body = await self._body(receive, send)
@@ -121,8 +122,8 @@ class RequestGuard:
         return "*" in self.config.allowed_origins or origin in self.config.allowed_origins
 
     async def _drain(self, receive: Any, headers: dict[str, str]) -> None:
-        """Read and drop what is left of a refused request's body, up to ``max_body_bytes`` more
-        and for at most a second.
+        """Read and drop what is left of a refused request's body, up to twice ``max_body_bytes``
+        more and for at most a second.
 
         The refusal closes the connection; closing a socket with unread bytes makes the kernel
         reset it, and a client still sending its body then gets the reset instead of the answer.
@@ -133,7 +134,7 @@ class RequestGuard:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(1.0, self.config.request_timeout_seconds)
         size = 0
-        while size <= self.config.max_body_bytes:
+        while size <= 2 * self.config.max_body_bytes:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
