@@ -311,12 +311,13 @@ async def conversation_client(url: str, number: int, until: float, tally: Tally 
                     break
                 start = time.perf_counter()
                 if await _request(client, tally, "POST", f"{path}/utterances", 200, {"speaker": speaker, "text": text}) is None:
-                    answered = answered or time.monotonic() >= until  # an error past the deadline ends the client
                     break
                 answered = True
                 if tally is not None:
                     tally.turn(index, time.perf_counter() - start)
             await _request(client, tally, "DELETE", path, 204)
+            if time.monotonic() >= until:
+                return  # past the deadline: measured, or its first turn failed (counted as an error)
 
 
 async def long_client(url: str, number: int, turns: int, tally: Tally | None, timeout: float) -> None:

@@ -82,12 +82,12 @@ class RequestGuard:
     async def _guarded(self, scope: dict, headers: dict[str, str], receive: Any, send: Any) -> None:
         refusal = self._refusal(scope, headers)
         if refusal is not None:
-            await self._drain(receive, headers)
+            await self._drain(receive)
             await answer(send, *refusal)
             return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.config.max_body_bytes:
-            await self._drain(receive, headers)
+            await self._drain(receive)
             await answer(send, 413, "body_too_large", f"the request body is over {self.config.max_body_bytes} bytes")
             return
         body = await self._body(receive, send)
@@ -121,16 +121,13 @@ class RequestGuard:
             return True
         return "*" in self.config.allowed_origins or origin in self.config.allowed_origins
 
-    async def _drain(self, receive: Any, headers: dict[str, str]) -> None:
+    async def _drain(self, receive: Any) -> None:
         """Read and drop what is left of a refused request's body, up to twice ``max_body_bytes``
         more and for at most a second.
 
         The refusal closes the connection; closing a socket with unread bytes makes the kernel
         reset it, and a client still sending its body then gets the reset instead of the answer.
         """
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) == 0:
-            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(1.0, self.config.request_timeout_seconds)
         size = 0
@@ -162,7 +159,7 @@ class RequestGuard:
             size += len(body)
             if size > self.config.max_body_bytes:
                 if message.get("more_body", False):
-                    await self._drain(receive, headers={})
+                    await self._drain(receive)
                 await answer(send, 413, "body_too_large", f"the request body is over {self.config.max_body_bytes} bytes")
                 return None
             chunks.append(body)
