@@ -152,3 +152,39 @@ def test_without_model_the_shipped_default_is_used(run_cli, meld_model: Path, tm
     assert default_model.default_model_dir() == meld_model
     assert run_cli("predict", "--input", source, "--output", out, "--no-progress").code == 0
     assert read_jsonl(out)[0]["utterances"][0]["predicted_emotion"] in MELD.labels
+
+
+def test_two_different_dialogues_under_one_id_each_get_their_own_labels(run_cli, meld_model: Path, tmp_path: Path) -> None:
+    first = {"id": "x", "utterances": [{"speaker": "Ann", "text": t} for t in ("I lost my job today.", "I do not know what to do.")]}
+    second = {"id": "x", "utterances": [{"speaker": "Bob", "text": t} for t in ("We won!", "No way, really?", "Great news!")]}
+    both = write_lines(tmp_path / "both.jsonl", [json.dumps(first), json.dumps(second), json.dumps(first)])
+    alone = [write_lines(tmp_path / f"alone{k}.jsonl", [json.dumps(d)]) for k, d in enumerate((first, second))]
+
+    for source in (both, *alone):
+        assert run_cli("predict", "--input", source, "--output", source.with_suffix(".out"), "--model", meld_model, "--no-progress").code == 0
+
+    together = read_jsonl(both.with_suffix(".out"))
+    separate = [read_jsonl(a.with_suffix(".out"))[0] for a in alone]
+    assert [d["id"] for d in together] == ["x", "x", "x"], "ids are written as given"
+    for got, expected in zip(together, [*separate, separate[0]]):
+        assert [u["text"] for u in got["utterances"]] == [u["text"] for u in expected["utterances"]]
+        for a, b in zip(got["utterances"], expected["utterances"]):
+            assert a["emotion_scores"] == pytest.approx(b["emotion_scores"], abs=1e-5)
+
+
+def test_the_file_name_does_not_make_its_dialogues_a_benchmarks(run_cli, tmp_path: Path) -> None:
+    from instructerc.labels.unified import INSTRUCTERC
+
+    model = tiny_model_dir(tmp_path / "uime", INSTRUCTERC.label_set)
+    records = unlabelled_dialogues(2)
+    records[1]["dataset"] = "meld"
+    source = write_lines(tmp_path / "meld.jsonl", [json.dumps(r) for r in records])
+    out = tmp_path / "out.jsonl"
+
+    assert run_cli("predict", "--input", source, "--output", out, "--model", model, "--no-progress").code == 0
+
+    unnamed, named = read_jsonl(out)
+    assert "dataset" not in unnamed, "no dataset is made up for a dialogue that names none"
+    assert all("predicted_original_emotion" not in u for u in unnamed["utterances"])
+    assert named["dataset"] == "meld"
+    assert all(u["predicted_original_emotion"] in MELD.labels for u in named["utterances"])

@@ -59,7 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from instructerc.data.jsonl import iter_jsonl
+    from instructerc.data.jsonl import UNNAMED_DATASET, iter_jsonl
     from instructerc.errors import InputError
     from instructerc.evaluation.harness import chunks
     from instructerc.inference.predictor import Predictor, check_mode
@@ -76,7 +76,7 @@ def run_predict(args: argparse.Namespace) -> int:
     gold_labels = named_label_set(args.label_set) if args.label_set else None
 
     def read():
-        return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels))
+        return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels, default_dataset=UNNAMED_DATASET))
 
     # Every process reads the whole file first: bad input fails everywhere before any model time.
     sizes = [(len(batch), sum(len(d) for d in batch)) for batch in chunks(read(), args.chunk_size)]

@@ -20,6 +20,10 @@ from instructerc.files import atomic_write
 from instructerc.labels.label_set import LabelSet
 
 _DIALOGUE_KEYS = ("id", "dataset", "utterances")
+# The dataset of a dialogue whose record names none, where no file or folder name should stand
+# in for it (``predict``: a user's ``meld.jsonl`` is not MELD unless its dialogues say so). A
+# record cannot give it (a named dataset is a non-empty string) and it is not written back.
+UNNAMED_DATASET = ""
 _UTTERANCE_KEYS = ("speaker", "text", "emotion")
 
 
@@ -40,7 +44,7 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     if not isinstance(dialogue_id, (str, int)) or isinstance(dialogue_id, bool):
         raise InputError("'id' must be a string", path=path, line=line, field="id")
     dataset = record.get("dataset", default_dataset)
-    if not isinstance(dataset, str) or not dataset:
+    if "dataset" in record and (not isinstance(dataset, str) or not dataset):
         raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
     utterances = tuple(
         _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set)
@@ -79,9 +83,10 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
 def iter_jsonl(
     path: Path, split: str = "test", label_set: LabelSet | None = None, default_dataset: str | None = None
 ) -> Iterator[tuple[int, Dialogue]]:
-    """(line number, dialogue) for every non-blank line, read lazily: a file of any size works."""
+    """(line number, dialogue) for every non-blank line, read lazily: a file of any size works.
+    A dialogue whose record names no dataset gets ``default_dataset``, by default the file's name."""
     require_file(path)
-    dataset = default_dataset or path.stem
+    dataset = path.stem if default_dataset is None else default_dataset
     with path.open(encoding="utf-8-sig") as handle:
         try:
             for line_number, line in enumerate(handle, start=1):
@@ -147,7 +152,8 @@ def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any
         record.update(utterance.extra)
         record.update(more)
         utterances.append(record)
-    return {"id": dialogue.id, "dataset": dialogue.dataset, **dialogue.extra, "utterances": utterances}
+    named = {"dataset": dialogue.dataset} if dialogue.dataset != UNNAMED_DATASET else {}
+    return {"id": dialogue.id, **named, **dialogue.extra, "utterances": utterances}
 
 
 def write_record(handle: IO[str], record: dict[str, Any]) -> None:

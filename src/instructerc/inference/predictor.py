@@ -29,7 +29,7 @@ from instructerc.labels.prediction import Prediction, per_dialogue  # Prediction
 from instructerc.modeling.forward import head_is_plain
 from instructerc.modeling.sparse_attention import use_block_sparse_attention
 from instructerc.prompts.encoding import SegmentTokenizer
-from instructerc.prompts.fitting import encode_fitting, unlabelled
+from instructerc.prompts.fitting import encode_fitting, unlabelled, with_distinct_keys
 from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.templates import shares_dialogue_prefix
 
@@ -204,6 +204,7 @@ class Predictor:
         check_mode(mode, paper_parsing)
         if not items:
             return []
+        items = with_distinct_keys(items)
         encoded, truncated = self.fitted_prompts(items)
         if mode == "score":
             predictions = self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
@@ -225,7 +226,7 @@ class Predictor:
 
         if not turns:
             return []
-        encoded, truncated = self.fitted_prompts([(dialogue, len(dialogue) - 1) for dialogue, _ in turns])
+        encoded, truncated = self.fitted_prompts(with_distinct_keys([(dialogue, len(dialogue) - 1) for dialogue, _ in turns]))
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         fresh = [cache for _, cache in turns if cache.tokens == 0]

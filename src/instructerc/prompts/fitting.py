@@ -24,6 +24,33 @@ ELLIPSIS = " … "
 _MAX_ROUNDS = 8
 
 
+def with_distinct_keys(items: Sequence[Item]) -> list[Item]:
+    """The items, each different dialogue under its own (dataset, id). Prompts, shared prefixes
+    and demonstrations are keyed by it, so two different dialogues under one id (a user's file
+    that reuses ids) would otherwise be read as one. A clash is renamed ``ID#2``, ``ID#3``...;
+    a dialogue given twice with the same content keeps its key."""
+    first: dict[tuple[str, str], Dialogue] = {}
+    renamed: dict[int, Dialogue] = {}
+    out = []
+    for dialogue, index in items:
+        known = first.setdefault((dialogue.dataset, dialogue.id), dialogue)
+        if known is not dialogue and known != dialogue:
+            if id(dialogue) not in renamed:
+                renamed[id(dialogue)] = _under_free_id(dialogue, first)
+            dialogue = renamed[id(dialogue)]
+        out.append((dialogue, index))
+    return out
+
+
+def _under_free_id(dialogue: Dialogue, taken: dict[tuple[str, str], Dialogue]) -> Dialogue:
+    suffix = 2
+    while (dialogue.dataset, f"{dialogue.id}#{suffix}") in taken:
+        suffix += 1
+    moved = replace(dialogue, id=f"{dialogue.id}#{suffix}")
+    taken[(moved.dataset, moved.id)] = moved
+    return moved
+
+
 def unlabelled(items: Sequence[Item]) -> list[Item]:
     """The items with their dialogues' gold emotions removed: a prediction never reads them, so
     a gold label of any label set (or of none) cannot break it."""
