@@ -161,7 +161,8 @@ def test_two_different_dialogues_under_one_id_each_get_their_own_labels(run_cli,
     alone = [write_lines(tmp_path / f"alone{k}.jsonl", [json.dumps(d)]) for k, d in enumerate((first, second))]
 
     for source in (both, *alone):
-        assert run_cli("predict", "--input", source, "--output", source.with_suffix(".out"), "--model", meld_model, "--no-progress").code == 0
+        result = run_cli("predict", "--input", source, "--output", source.with_suffix(".out"), "--model", meld_model, "--no-progress")
+        assert result.code == 0, result.err
 
     together = read_jsonl(both.with_suffix(".out"))
     separate = [read_jsonl(a.with_suffix(".out"))[0] for a in alone]
