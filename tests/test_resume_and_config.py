@@ -48,6 +48,32 @@ def test_a_section_that_is_not_a_mapping_is_one_line_naming_the_key(run_cli, tmp
     assert f"field '{key}'" in line and str(path) in line
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("optim:\n  lr: -1\n", "optim.lr"),
+        ("optim:\n  lr: .nan\n", "optim.lr"),
+        ("optim:\n  lr: .inf\n", "optim.lr"),
+        ("optim:\n  betas: [0.9, 1.5]\n", "optim.betas"),
+        ("optim:\n  weight_decay: -0.1\n", "optim.weight_decay"),
+        ("optim:\n  max_grad_norm: 0\n", "optim.max_grad_norm"),
+        ("finetune:\n  lora:\n    dropout: 1.0\n", "finetune.lora.dropout"),
+        ("stages:\n  - tasks: {erc: 1.0}\n    epochs: .nan\n", "stages.epochs"),
+        ("packing:\n  max_tokens: 0\n", "packing.max_tokens"),
+        ("checkpoint_every_steps: 0\n", "checkpoint_every_steps"),
+        ("data:\n  max_dev_dialogues: -3\n", "data.max_dev_dialogues"),
+    ],
+)
+def test_a_value_out_of_range_is_refused_before_any_training(tmp_path: Path, text: str, field: str) -> None:
+    # NaN compares false with everything: a check written as "refuse if bad" lets it through.
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(InputError) as error:
+        TrainConfig.from_yaml(path)
+    assert error.value.field == field
+
+
 def test_set_into_a_key_that_is_not_a_section_is_one_line(run_cli, tmp_path: Path) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text("optim: 5\n", encoding="utf-8")

@@ -451,6 +451,34 @@ def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cl
     assert result.code == 2 and "not an instructerc model directory" in result.err and "Traceback" not in result.err
 
 
+def test_serve_says_at_once_when_it_cannot_listen(run_cli, tmp_path: Path) -> None:
+    import socket
+
+    from instructerc.labels.benchmarks import MELD
+    from tiny import tiny_model_dir
+
+    model = tiny_model_dir(tmp_path / "model", MELD)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--model", model, "--port", port)
+    finally:
+        taken.close()
+    assert (result.code, result.out) == (2, ""), result
+    [line] = result.err.splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "field 'port'" in line
+
+    result = run_cli("serve", "--model", model, "--host", "192.0.2.1")  # TEST-NET-1: no machine's own address
+    assert (result.code, result.out) == (2, "") and "field 'host'" in result.err and "Traceback" not in result.err
+
+    for bad in ("0", "65536", "http"):
+        with pytest.raises(SystemExit) as exit_:  # argparse's own one-line usage error
+            run_cli("serve", "--model", model, "--port", bad)
+        assert exit_.value.code == 2
+
+
 def test_serve_without_a_model_names_the_missing_default(run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from instructerc.modeling import default_model
 

@@ -80,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side",
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
     add_trust_remote_code_option(serve)
@@ -119,13 +119,16 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
 
 def run_server(args: argparse.Namespace) -> int:
     from instructerc.modeling.default_model import default_model_dir
-    from instructerc.service.server import require_serve_extra, serve
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.service.server import listening_socket, require_serve_extra, serve
 
     require_serve_extra()
     config = service_config(args)
     if args.allowed_hosts is None and args.host not in ("0.0.0.0", "::", "") and args.host not in config.allowed_hosts:
         config = replace(config, allowed_hosts=config.allowed_hosts + (args.host.lower(),))  # the address it binds is its own name
     model = args.model if args.model is not None else default_model_dir()
+    Manifest.load(Path(model))  # a wrong --model is said before the port is taken
+    sock = listening_socket(args.host, args.port)
     print(
         f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})",
         flush=True,
@@ -141,6 +144,7 @@ def run_server(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         trust_remote_code=args.trust_remote_code,
+        sock=sock,
     )
     return 0
 
@@ -149,6 +153,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a TCP port, 1 to 65535")
     return value
 
 

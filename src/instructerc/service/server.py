@@ -32,8 +32,12 @@ def serve(
     log_level: str = "info",
     access_log: bool = True,
     trust_remote_code: bool = False,
+    sock: Any = None,
 ) -> None:
     """Serve ``model_dir`` until interrupted (Ctrl-C or SIGTERM stop it gracefully).
+
+    ``sock``: a socket already bound to ``host``:``port`` (:func:`listening_socket`); by default
+    one is bound here, before the model loads, so a wrong host or a port in use is said at once.
 
     ``threads`` sets torch's CPU threads for the model (default: torch's choice, one per core);
     ``dtype`` its precision (:mod:`instructerc.modeling.precision`).
@@ -49,9 +53,34 @@ def serve(
     from instructerc.inference.predictor import Predictor
     from instructerc.service.app import create_app
 
-    predictor = Predictor.from_directory(model_dir, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    app = create_app(predictor, config)
-    uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level, access_log=access_log)).run()
+    sock = sock if sock is not None else listening_socket(host, port)
+    try:
+        predictor = Predictor.from_directory(model_dir, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        app = create_app(predictor, config)
+        server = uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level, access_log=access_log))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listening_socket(host: str, port: int) -> Any:
+    """A TCP socket bound to ``host``:``port`` as uvicorn binds one (IPv6 when the host has a
+    colon), or an :class:`InputError` saying why it cannot be."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as error:
+        sock.close()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        port_problem = isinstance(error, OverflowError) or getattr(error, "errno", None) in (errno.EADDRINUSE, errno.EACCES)
+        raise InputError(f"cannot listen on {host}:{port}: {reason}", field="port" if port_problem else "host") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def uvicorn_config(app: Any, config: ServiceConfig, **options: Any) -> Any:

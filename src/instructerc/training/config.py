@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class DataConfig:
         for name, share in self.dataset_fractions.items():
             if not 0 < share <= 1:
                 raise InputError(f"the fraction of '{name}' must be in (0, 1]", field="data.dataset_fractions")
+        if self.max_dev_dialogues is not None and self.max_dev_dialogues < 1:
+            raise InputError("max_dev_dialogues must be at least 1 (or null: all)", field="data.max_dev_dialogues")
 
     def fraction_of(self, dataset: str) -> float:
         """The training fraction for dialogues of one source dataset."""
@@ -74,8 +77,8 @@ class StageConfig:
                 raise InputError(f"unknown task '{task}' (known: {', '.join(sorted(known))})", field="stages.tasks")
             if not 0 < share <= 1:
                 raise InputError(f"the share of '{task}' must be in (0, 1]", field="stages.tasks")
-        if self.epochs <= 0:
-            raise InputError("epochs must be > 0", field="stages.epochs")
+        if not 0 < self.epochs < math.inf:
+            raise InputError(f"epochs must be a positive number, got {self.epochs}", field="stages.epochs")
 
     @property
     def evaluates_erc(self) -> bool:
@@ -99,8 +102,10 @@ class LoraConfig:
     top_layers: int | None = None
 
     def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha <= 0:
+        if self.r < 1 or not self.alpha > 0:
             raise InputError("r and alpha must be positive", field="finetune.lora")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}", field="finetune.lora.dropout")
         if self.top_layers is not None and self.top_layers < 1:
             raise InputError("top_layers must be >= 1", field="finetune.lora.top_layers")
 
@@ -154,6 +159,15 @@ class OptimConfig:
             raise InputError("warmup_ratio must be in [0, 1)", field="optim.warmup_ratio")
         if len(self.betas) != 2:
             raise InputError("betas needs two numbers", field="optim.betas")
+        # NaN fails every comparison, so each check is written to pass only for a good value.
+        if not 0 < self.lr < math.inf:
+            raise InputError(f"lr must be a positive number, got {self.lr}", field="optim.lr")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise InputError(f"betas must be in [0, 1), got {self.betas}", field="optim.betas")
+        if not 0 <= self.weight_decay < math.inf:
+            raise InputError(f"weight_decay must be >= 0, got {self.weight_decay}", field="optim.weight_decay")
+        if not self.max_grad_norm > 0:
+            raise InputError(f"max_grad_norm must be > 0 (inf: no clipping), got {self.max_grad_norm}", field="optim.max_grad_norm")
 
 
 @dataclass(frozen=True)
@@ -181,6 +195,8 @@ class PackingConfig:
     block_sparse_attention: bool = False
 
     def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise InputError(f"max_tokens must be at least 1, got {self.max_tokens}", field="packing.max_tokens")
         if self.dialogue_chunk is not None and self.dialogue_chunk < 1:
             raise InputError("dialogue_chunk must be at least 1 (or null)", field="packing.dialogue_chunk")
 
@@ -247,6 +263,8 @@ class TrainConfig:
             raise InputError("evals_per_epoch must be >= 1", field="evals_per_epoch")
         if self.eval_every_steps is not None and self.eval_every_steps < 1:
             raise InputError("eval_every_steps must be >= 1", field="eval_every_steps")
+        if self.checkpoint_every_steps < 1:
+            raise InputError("checkpoint_every_steps must be >= 1", field="checkpoint_every_steps")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
