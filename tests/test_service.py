@@ -451,6 +451,32 @@ def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cl
     assert result.code == 2 and "not an instructerc model directory" in result.err and "Traceback" not in result.err
 
 
+def test_a_dialogue_naming_its_dataset_also_gets_that_datasets_labels(tmp_path: Path) -> None:
+    from instructerc.inference.predictor import Predictor
+    from instructerc.labels.unified import INSTRUCTERC
+
+    unified = Predictor.from_directory(tiny_model_dir(tmp_path / "uime", INSTRUCTERC.label_set), device="cpu")
+    utterances = [{"speaker": "Ann", "text": "Wow, really?"}, {"speaker": "Bob", "text": "Yes!"}]
+    body = {
+        "dialogues": [
+            {"dataset": "meld", "utterances": utterances},
+            {"utterances": utterances},
+            {"dataset": "mine", "utterances": utterances},
+        ]
+    }
+    with serving(unified, STRICT) as url, httpx.Client(base_url=url, timeout=30) as client:
+        named, unnamed, other = client.post("/v1/predict", json=body).json()["dialogues"]
+        refused = client.post("/v1/predict", json={"dialogues": [{"dataset": 5, "utterances": utterances}]})
+
+    for utterance in named["utterances"]:
+        scores = utterance["emotion_scores"]
+        best = max(MELD.labels, key=lambda label: scores[INSTRUCTERC.forward["meld"][label]])
+        assert utterance["predicted_original_emotion"] == best, "the best of MELD's own classes"
+    assert all("predicted_original_emotion" not in u for u in unnamed["utterances"] + other["utterances"])
+    assert [u["emotion_scores"] for u in named["utterances"]] == [u["emotion_scores"] for u in unnamed["utterances"]]
+    assert_error(refused, 422, "invalid_request", "dialogues[0].dataset")
+
+
 def test_serve_says_at_once_when_it_cannot_listen(run_cli, tmp_path: Path) -> None:
     import socket
 

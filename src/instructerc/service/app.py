@@ -19,10 +19,19 @@ from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.errors import InputError
 from instructerc.inference.incremental import CacheStore
 from instructerc.labels.prediction import per_dialogue
+from instructerc.labels.unified import UnifiedMapping, mapping_of
 from instructerc.service.batching import Abandoned, Batcher, BatchingConfig, Item, Overloaded, WorkerDead
 from instructerc.service.config import ServiceConfig
 from instructerc.service.guard import DISCONNECTED, REQUEST_ID, RequestGuard
-from instructerc.service.requests import REQUEST_DATASET, ApiError, conversation_request, parse_json, predict_request, utterance_request
+from instructerc.service.requests import (
+    REQUEST_DATASET,
+    ApiError,
+    RequestedDialogue,
+    conversation_request,
+    parse_json,
+    predict_request,
+    utterance_request,
+)
 from instructerc.service.store import ConversationStore, StoreFull, TokenBucket, Turn
 
 if TYPE_CHECKING:
@@ -224,21 +233,18 @@ def _add_predict_route(app: "FastAPI", service: Service) -> None:
     @app.post(
         "/v1/predict",
         response_model=schemas.PredictResponse,
+        response_model_exclude_unset=True,  # predicted_original_emotion only where it applies
         responses=_error_responses(),
         openapi_extra=schemas.request_body(schemas.PredictRequest),
     )
     async def predict(request: Request) -> dict[str, Any]:
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
         requested = predict_request(parse_json(await request.body()), service.config)
-        dialogues = [service.internal(d.utterances) for _, d in requested]
+        dialogues = [service.internal(r.dialogue.utterances) for r in requested]
         predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
         grouped = per_dialogue(predictions, dialogues)
-        return {
-            "dialogues": [
-                {"id": client_id, "utterances": [_utterance(u, p) for u, p in zip(dialogue.utterances, chunk)]}
-                for (client_id, dialogue), chunk in zip(requested, grouped)
-            ]
-        }
+        mapping = mapping_of(service.predictor.label_set)
+        return {"dialogues": [_dialogue_out(r, chunk, mapping) for r, chunk in zip(requested, grouped)]}
 
 
 def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
@@ -347,6 +353,16 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
             "turn_cache_conversations": len(service.caches) if service.caches is not None else 0,
         }
         return body if alive else JSONResponse(body, status_code=503)
+
+
+def _dialogue_out(requested: RequestedDialogue, predictions: Sequence[Any], mapping: UnifiedMapping | None) -> dict[str, Any]:
+    """A predicted dialogue; one that names a dataset the model's unified labels cover also gets
+    each label in that dataset's own words, as ``instructerc predict`` gives it."""
+    utterances = [_utterance(u, p) for u, p in zip(requested.dialogue.utterances, predictions)]
+    if mapping is not None and requested.dataset is not None and mapping.covers(requested.dataset):
+        for out, prediction in zip(utterances, predictions):
+            out["predicted_original_emotion"] = mapping.best_original(requested.dataset, prediction.scores)
+    return {"id": requested.client_id, "utterances": utterances}
 
 
 def _utterance(utterance: Utterance, prediction: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ this module adds the service's limits and the field paths of a request body.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from instructerc.data.dialogue import Dialogue, Utterance
@@ -18,6 +19,16 @@ from instructerc.service.config import ServiceConfig
 # The dataset name of request dialogues: no training data is called this, so demonstration
 # retrieval never mistakes a request for a training dialogue and leaves it out of the pool.
 REQUEST_DATASET = "request"
+
+
+@dataclass(frozen=True)
+class RequestedDialogue:
+    """A dialogue of a predict request: the client's id and the dataset it names (``None`` when
+    it gives none), and its utterances under the service's own id."""
+
+    client_id: str | None
+    dataset: str | None
+    dialogue: Dialogue
 
 
 class ApiError(Exception):
@@ -52,8 +63,8 @@ def parse_json(body: bytes, allow_empty: bool = False) -> Any:
         raise ApiError(400, "malformed_json", f"the body is {problem.message}") from None
 
 
-def predict_request(payload: Any, config: ServiceConfig) -> list[tuple[str | None, Dialogue]]:
-    """``{"dialogues": [...]}`` as (the client's id or None, dialogue) pairs."""
+def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialogue]:
+    """The dialogues of ``{"dialogues": [...]}``."""
     if not isinstance(payload, dict):
         raise ApiError(422, "invalid_request", 'the body must be a JSON object {"dialogues": [...]}')
     if "dialogues" not in payload:
@@ -68,7 +79,8 @@ def predict_request(payload: Any, config: ServiceConfig) -> list[tuple[str | Non
     for k, record in enumerate(raw):
         where = f"dialogues[{k}]"
         dialogue = _dialogue(record, where, config)
-        out.append((dialogue.id if "id" in record else None, dialogue))
+        named = record.get("dataset")  # checked by the parser: a non-empty string when given
+        out.append(RequestedDialogue(dialogue.id if "id" in record else None, named, dialogue))
     return out
 
 

@@ -19,6 +19,11 @@ class UtteranceIn(BaseModel):
 
 class DialogueIn(BaseModel):
     id: Optional[str] = Field(None, description="echoed back; not used by the model")
+    dataset: Optional[str] = Field(
+        None,
+        description="the benchmark the dialogue is from (meld, iemocap, emorynlp): a unified-label model then also gives "
+        "predicted_original_emotion; not used by the model",
+    )
     utterances: list[UtteranceIn] = Field(description="in order; at most max_utterances")
 
 
@@ -40,9 +45,17 @@ class UtterancePrediction(BaseModel):
     )
 
 
+class DialogueUtterancePrediction(UtterancePrediction):
+    predicted_original_emotion: Optional[str] = Field(
+        None,
+        description="only when the dialogue names a dataset the model's unified labels cover: the best-scoring of that "
+        "dataset's own labels",
+    )
+
+
 class DialoguePrediction(BaseModel):
     id: Optional[str] = Field(description="the request's dialogue id, or null when it gave none")
-    utterances: list[UtterancePrediction]
+    utterances: list[DialogueUtterancePrediction]
 
 
 class PredictResponse(BaseModel):
