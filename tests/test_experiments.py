@@ -198,3 +198,18 @@ def test_run_keys_stay_what_earlier_grids_named_their_directories():
     assert run_key(from_mapping(TrainConfig, recipe)) == "790a4f98baf7"
     started = from_mapping(TrainConfig, {**recipe, "finetune": {"init_adapter": "runs/a/model"}})
     assert run_key(started) != "790a4f98baf7"  # set, it is part of the run's identity
+
+
+def test_only_that_matches_no_run_is_an_error_naming_the_runs(grid_files, run_cli):
+    result = run_cli("experiment", grid_files / "grid.yaml", "--list", "--only", "no-such-run")
+    assert (result.code, result.out) == (2, "")
+    assert "'no-such-run'" in result.err and "fraction=1__history=on__seed=1" in result.err
+
+    result = run_cli("experiment", grid_files / "grid.yaml", "--list", "--only", "history=off")
+    assert result.code == 0 and len(result.out.splitlines()) == 4 and "history=on" not in result.out
+
+
+def test_a_grid_without_its_required_keys_names_them(grid_files, run_cli):
+    (grid_files / "bare.yaml").write_text("base: base.yaml\n")
+    result = run_cli("experiment", grid_files / "bare.yaml", "--list")
+    assert result.code == 2 and "missing required key(s) ['name', 'output_dir']" in result.err

@@ -31,6 +31,13 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
     unknown = set(data) - set(fields)
     if unknown:
         raise InputError(f"unknown key(s) {sorted(unknown)}; known: {sorted(fields)}", field=where or None)
+    required = [
+        name
+        for name, f in fields.items()
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data
+    ]
+    if required:
+        raise InputError(f"missing required key(s) {required}", field=where or None)
     values = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name

@@ -22,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
+    from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
     from instructerc.experiments.report import write_report
     from instructerc.experiments.runner import RESULT_FILE, load_result, run_directory, run_grid
@@ -30,6 +31,12 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.dtype:
         config = replace(config, overrides={**config.overrides, "backbone.dtype": args.dtype})
     specs = expand(config)
+    if args.only is not None:
+        chosen = [spec for spec in specs if args.only in spec.name]
+        if not chosen:
+            names = ", ".join(spec.name for spec in specs)
+            raise InputError(f"no run of the grid has '{args.only}' in its name (runs: {names})", field="only")
+        specs = chosen
     if args.list:
         for spec in specs:
             directory = run_directory(config, root, spec)
