@@ -30,7 +30,7 @@ class WordTokenizer:
         self.eos_suffix = eos_suffix
         self.eos_token_id = EOS
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+    def __call__(self, text: str, add_special_tokens: bool = True, split_special_tokens: bool = False) -> dict[str, list[int]]:
         ids = [self.vocab.setdefault(word, len(self.vocab) + 2) for word in text.split()]
         self.words.update({i: w for w, i in self.vocab.items()})
         if add_special_tokens:

@@ -399,3 +399,17 @@ def test_dialogue_stream_prompts_are_prefixes_of_the_next(tiny_segment_tokenizer
         assert now.segments[-1].part is Part.CURRENT
         ids = token_ids(tiny_segment_tokenizer, now.segments)
         assert token_ids(tiny_segment_tokenizer, following.segments)[: len(ids)] == ids
+
+
+def test_special_token_text_in_an_utterance_is_text_not_a_special_token() -> None:
+    from tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    segments = SegmentTokenizer(tokenizer)
+    special = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+
+    ids = segments.ids(f"I said {tokenizer.eos_token} and {tokenizer.pad_token} to him")
+
+    assert not special & set(ids), "a user's text can never end or pad a prompt"
+    assert tokenizer.decode(list(ids)) == "I said <eos> and <pad> to him"
+    assert segments.target_ids("joy")[-1] == tokenizer.eos_token_id, "the answer's own end is still the real token"

@@ -59,7 +59,10 @@ class SegmentTokenizer:
     def ids(self, text: str) -> tuple[int, ...]:
         cached = self._cache.get(text)
         if cached is None:
-            cached = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            # Text is data: "<|im_end|>" typed in an utterance is those characters, not the
+            # end-of-turn token (which is also the pad token), so a user cannot end or restart a
+            # prompt from inside it. The prompt's own special tokens are added by id.
+            cached = tuple(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
             self._cache[text] = cached
