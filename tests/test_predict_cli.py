@@ -189,3 +189,17 @@ def test_the_file_name_does_not_make_its_dialogues_a_benchmarks(run_cli, tmp_pat
     assert all("predicted_original_emotion" not in u for u in unnamed["utterances"])
     assert named["dataset"] == "meld"
     assert all(u["predicted_original_emotion"] in MELD.labels for u in named["utterances"])
+
+
+def test_a_model_whose_weights_are_cut_short_is_one_line(run_cli, meld_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "copied"
+    shutil.copytree(meld_model, model)
+    [weights] = model.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    source = write_lines(tmp_path / "dialogues.jsonl", [json.dumps(r) for r in unlabelled_dialogues(2)])
+
+    result = run_cli("predict", "--input", source, "--output", tmp_path / "out.jsonl", "--model", model, "--no-progress")
+
+    assert_one_line_error(result, str(model), "corrupt or cut short")

@@ -110,12 +110,17 @@ def _loading(directory: Path, backbone: BackboneConfig) -> Iterator[None]:
     """Loading failures as one line naming the model directory: a backbone that is neither a
     local folder nor in the Hugging Face cache (offline), code that needs --trust-remote-code,
     missing or corrupt files."""
+    from safetensors import SafetensorError  # a truncated or corrupt weights file
+
     try:
         yield
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         if isinstance(error, InputError):
             raise
         reason = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, SafetensorError):
+            problem = f"a weights file of the model or its backbone is corrupt or cut short ({reason[:200]})"
+            raise InputError(problem, path=directory) from None
         if "trust_remote_code" in reason:
             raise InputError(
                 "this model needs its own Python code to load, which runs only with --trust-remote-code "
