@@ -114,3 +114,26 @@ def test_prompts_show_rejects_an_index_outside_the_split(run_cli, data_root: Pat
     )
     assert result.code == 2
     assert f"outside the split's {total} utterances" in result.err
+
+
+def test_prompts_show_with_an_adapter_only_model_uses_its_backbones_tokenizer(run_cli, tmp_path: Path, backbone: Path) -> None:
+    # The shipped default model's layout: prompt setup and manifest, no tokenizer files.
+    from instructerc.modeling.backbone import BackboneConfig
+    from instructerc.modeling.model_dir import Manifest
+
+    model = tmp_path / "adapter-only"
+    model.mkdir()
+    setup = PromptSetup(TemplateConfig(name="dialogue-stream", demonstration=False), MELD, 512, RetrievalConfig(), "paper", 9)
+    setup.save(model)
+    Manifest(BackboneConfig(model=str(backbone)), "lora").save(model)
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"id": "a", "utterances": [{"speaker": "Ann", "text": "Hi!"}, {"speaker": "Bob", "text": "Oh no."}]}\n')
+
+    result = run_cli("prompts", "show", "--dataset", "jsonl", "--data", data, "--split", "test", "--index", "1", "--model", model)
+
+    assert result.code == 0, result.err
+    head, prompt, _ = printed(result.out)
+    [example] = [setup.builder().example(Task.ERC, d, 1) for d in load_dialogues(DataSource("jsonl", data), "test")]
+    assert prompt == example.prompt
+    tokens = len(setup.encode([example], SegmentTokenizer(load_tokenizer(str(backbone))), with_target=False)[0].prompt_ids)
+    assert f"# {tokens} prompt tokens" in head[1]

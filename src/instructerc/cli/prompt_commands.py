@@ -42,8 +42,10 @@ def show_prompt(args: argparse.Namespace) -> int:
     source = data_source(args)
     train = load_dialogues(source, "train")
     if args.model:
+        from instructerc.modeling.model_dir import tokenizer_source
+
         setup = PromptSetup.load(args.model)
-        tokenizer_path = str(args.model)
+        tokenizer_path = tokenizer_source(args.model)
     else:
         config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
         label_set = label_set_of(source)

@@ -88,11 +88,8 @@ def load_model(
             directory / MANIFEST,
         )
     backbone = replace(manifest.backbone, trust_remote_code=trust_remote_code)
-    # An adapter-only directory (the shipped default model) uses its backbone's tokenizer.
-    has_tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json"))
     with _loading(directory, backbone):
-        source = str(directory) if has_tokenizer else resolve_model(backbone)
-        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(tokenizer_source(directory, backbone), trust_remote_code=trust_remote_code)
         if manifest.method == "lora":
             from peft import PeftModel
 
@@ -103,6 +100,14 @@ def load_model(
         else:
             model = load_causal_lm(str(directory), backbone, device, dtype)
     return model.to(device).eval(), tokenizer, manifest
+
+
+def tokenizer_source(directory: Path, backbone: BackboneConfig | None = None) -> str:
+    """Where a model directory's tokenizer loads from: the directory, or for an adapter-only one
+    (the shipped default model) its backbone (by default the one its manifest names)."""
+    if any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        return str(directory)
+    return resolve_model(backbone if backbone is not None else Manifest.load(directory).backbone)
 
 
 @contextlib.contextmanager
