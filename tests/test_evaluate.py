@@ -378,3 +378,21 @@ def test_a_valid_label_the_dataset_lacks_is_an_error_but_not_invalid():
     assert m.accuracy == 50.0
     assert m.invalid_rate == 25.0 and m.outside_rate == 25.0
     assert m.columns == ["joy", "anger", "<invalid>", OUTSIDE]
+
+
+def test_without_model_the_shipped_model_is_evaluated_into_the_working_directory(
+    run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instructerc.modeling import default_model
+
+    shipped = models["meld"]
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", shipped)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in shipped.iterdir())
+
+    result = run_cli("evaluate", "--dataset", "jsonl", "--data", meld_data, "--label-set", "meld", "--split", "test", "--no-progress")
+
+    assert result.code == 0, result.err
+    out = tmp_path / "eval-default-model-jsonl-test"
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["systems"]["llm"]["by_dataset"]
+    assert sorted(p.name for p in shipped.iterdir()) == before, "nothing is written into the installed package"

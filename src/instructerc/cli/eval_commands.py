@@ -19,7 +19,12 @@ from instructerc.cli.options import add_data_options, add_dtype_option, add_trus
 
 def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split (or aggregate several runs with --runs)")
-    evaluate.add_argument("--model", type=Path, metavar="DIR", help="a model directory written by 'instructerc train'")
+    evaluate.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="a model directory written by 'instructerc train' (default: the model shipped with instructerc)",
+    )
     add_data_options(evaluate)
     evaluate.add_argument("--split", help="train, dev or test")
     evaluate.add_argument(
@@ -30,7 +35,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="generate mode: snap non-label generations to the closest label (the paper's repair; labelled in the report)",
     )
-    evaluate.add_argument("--out", type=Path, metavar="DIR", help="output folder (default MODEL/eval-DATASET-SPLIT)")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default MODEL/eval-DATASET-SPLIT; for the shipped model ./eval-default-model-DATASET-SPLIT)",
+    )
     evaluate.add_argument(
         "--baselines",
         type=Path,
@@ -67,9 +77,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     baseline.set_defaults(handler=run_baseline)
 
 
-def default_out(model: Path, dataset: str, split: str, mode: str, paper_parsing: bool) -> Path:
+def default_out(model: Path | None, dataset: str, split: str, mode: str, paper_parsing: bool) -> Path:
+    """Inside the model directory; for the shipped model (``None``), in the working directory:
+    nothing is written into the installed package."""
     suffix = "" if mode == "score" else "-generate" + ("-paper-parsing" if paper_parsing else "")
-    return model / f"eval-{dataset}-{split}{suffix}"
+    name = f"eval-{dataset}-{split}{suffix}"
+    return model / name if model is not None else Path(f"eval-default-model-{dataset}-{split}{suffix}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -84,15 +97,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if given:
             raise InputError(f"--runs aggregates finished evaluations: it takes no {', '.join(given)}", field="runs")
         return aggregate_runs(args)
-    missing = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is None]
+    missing = [flag for flag, value in (("--dataset", args.dataset), ("--split", args.split)) if value is None]
     if missing:
         raise InputError(f"evaluate needs {', '.join(missing)} (or --runs DIR DIR ... to aggregate earlier evaluations)")
     from instructerc.data.dialogue import canonical_split
+    from instructerc.modeling.default_model import default_model_dir
 
     source = data_source(args)
     out = args.out or default_out(args.model, source.name, canonical_split(args.split), args.mode, args.paper_parsing)
     result = evaluate_model(
-        args.model,
+        args.model if args.model is not None else default_model_dir(),
         source,
         args.split,
         out,
