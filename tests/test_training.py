@@ -124,6 +124,20 @@ def test_a_run_directory_with_checkpoints_needs_resume(tiny_data, backbone, tmp_
         Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
 
 
+def test_a_finished_run_is_never_trained_over(tiny_data, backbone, tmp_path):
+    from instructerc.errors import InputError
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", checkpoint_every_steps=1000)
+    Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
+    model = tmp_path / "run" / "model"
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    # A short run keeps no checkpoint; neither a new run nor --resume may replace its model.
+    for resume in (False, True):
+        with pytest.raises(InputError, match="trained model|has finished"):
+            Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run(resume=resume)
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
 def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_path):
     from instructerc.data.registry import load_dialogues
     from instructerc.inference.predictor import Predictor

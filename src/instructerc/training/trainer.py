@@ -23,7 +23,7 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 from instructerc.errors import InputError
-from instructerc.modeling.model_dir import DEV_METRICS, TRAINING_CONFIG
+from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
@@ -316,8 +316,20 @@ class Trainer:
                     "this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir",
                     path=self.paths.root,
                 )
+            if (self.paths.model / MANIFEST).is_file():
+                # Training again would replace a finished model (hours of work) without a word.
+                raise InputError(
+                    "this run directory already holds a trained model (model/): choose another output_dir, or remove it first",
+                    path=self.paths.root,
+                )
             return None
         checkpoint = latest_checkpoint(checkpoints)
+        if checkpoint is None and (self.paths.model / MANIFEST).is_file():
+            raise InputError(
+                "this run has finished (model/ is written) and kept no checkpoint to continue from: "
+                "choose another output_dir to train again",
+                path=self.paths.root,
+            )
         if checkpoint is None:
             if accelerator.is_main_process:
                 print(f"no checkpoint under {checkpoints}; starting from scratch")
