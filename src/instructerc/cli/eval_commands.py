@@ -81,8 +81,8 @@ def default_out(model: Path | None, dataset: str, split: str, mode: str, paper_p
     """Inside the model directory; for the shipped model (``None``), in the working directory:
     nothing is written into the installed package."""
     suffix = "" if mode == "score" else "-generate" + ("-paper-parsing" if paper_parsing else "")
-    name = f"eval-{dataset}-{split}{suffix}"
-    return model / name if model is not None else Path(f"eval-default-model-{dataset}-{split}{suffix}")
+    what = f"{dataset}-{split}{suffix}"
+    return model / f"eval-{what}" if model is not None else Path(f"eval-default-model-{what}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

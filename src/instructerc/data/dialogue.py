@@ -47,6 +47,8 @@ class Dialogue:
         id: unique within its dataset and split.
         dataset: the source dataset's name (``meld``, ``emorynlp``, ``iemocap`` or a user name);
             for the unified dataset it stays the source, so a model can be scored per dataset.
+            Empty for a dialogue to predict whose record names none
+            (:data:`instructerc.data.jsonl.UNNAMED_DATASET`).
         split: ``train``, ``dev`` or ``test``.
         utterances: in the order they were spoken.
         extra: other per-dialogue fields, passed through.
