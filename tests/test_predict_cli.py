@@ -203,3 +203,8 @@ def test_a_model_whose_weights_are_cut_short_is_one_line(run_cli, meld_model: Pa
     result = run_cli("predict", "--input", source, "--output", tmp_path / "out.jsonl", "--model", model, "--no-progress")
 
     assert_one_line_error(result, str(model), "corrupt or cut short")
+
+
+def test_an_input_that_is_a_folder_says_so(run_cli, meld_model: Path, tmp_path: Path) -> None:
+    result = run_cli("predict", "--input", tmp_path, "--output", tmp_path / "out.jsonl", "--model", meld_model)
+    assert_one_line_error(result, str(tmp_path), "is a folder")

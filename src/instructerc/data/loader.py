@@ -33,6 +33,8 @@ class Loader:
 
 
 def require_file(path: Path) -> Path:
+    if path.is_dir():
+        raise InputError("is a folder; a file is needed here", path=path)
     if not path.is_file():
         raise InputError("file not found", path=path)
     return path
