@@ -352,6 +352,8 @@ def test_bad_utterances_for_a_conversation_name_their_field(client: httpx.Client
     assert_error(
         client.post("/v1/conversations", json={"utterances": [{"speaker": "Ann", "text": 1}]}), 422, "invalid_request", "utterances[0].text"
     )
+    # A misspelt key would otherwise create an empty conversation and drop the utterances.
+    assert_error(client.post("/v1/conversations", json={"utterance": utterances(2)}), 422, "invalid_request", "utterance")
     # None of this stored anything.
     assert client.get(path.removesuffix("/utterances")).json()["utterances"] == []
 

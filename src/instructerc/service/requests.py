@@ -88,6 +88,10 @@ def conversation_request(payload: Any, config: ServiceConfig) -> tuple[Utterance
     """The initial utterances of a new conversation: ``{}`` or ``{"utterances": [...]}``."""
     if not isinstance(payload, dict):
         raise ApiError(422, "invalid_request", 'the body must be a JSON object {"utterances": [...]} (or empty)')
+    unknown = sorted(set(payload) - {"utterances"})
+    if unknown:
+        # An empty body is a valid request, so a misspelt key would silently drop the utterances.
+        raise ApiError(422, "invalid_request", f"unknown key(s) {unknown}; the body holds only 'utterances'", field=unknown[0])
     raw = payload.get("utterances")
     if raw is None or raw == []:
         return ()
