@@ -352,7 +352,10 @@ def test_a_request_whose_client_went_away_is_not_computed(model_dir: Path, predi
                 return await first
 
         assert asyncio.run(scenario()).status_code == 200
-        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        # The worker reaches the abandoned request after answering the first one: wait for it.
+        deadline = time.monotonic() + 20
+        while (health := httpx.get(f"{url}/healthz", timeout=30).json())["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert "nobody is listening" not in predictor.seen
     assert health["dropped"] == 1 and health["pending"] == 0
 
