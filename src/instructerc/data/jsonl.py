@@ -8,12 +8,13 @@ on the dialogue or on an utterance, is kept and written back unchanged.
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_text, not_utf8, require_file
+from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_speaker, nonempty_text, not_utf8, require_file
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
@@ -62,8 +63,7 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             raise InputError(f"missing '{key}'", path=path, line=line, field=f"{where}.{key}")
         if not isinstance(raw[key], str):
             raise InputError(f"'{key}' must be a string", path=path, line=line, field=f"{where}.{key}")
-    if not raw["speaker"].strip():
-        raise InputError("empty speaker", path=path, line=line, field=f"{where}.speaker")
+    speaker = nonempty_speaker(raw["speaker"], path=path, line=line, field=f"{where}.speaker")
     text = nonempty_text(raw["text"], path=path, line=line, field=f"{where}.text")
     emotion = raw.get("emotion")
     if emotion is not None:
@@ -77,7 +77,7 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
         if label_set is not None:
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
     extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
-    return Utterance(speaker=raw["speaker"].strip(), text=text, emotion=emotion, extra=extra)
+    return Utterance(speaker=speaker, text=text, emotion=emotion, extra=extra)
 
 
 def iter_jsonl(
@@ -87,9 +87,9 @@ def iter_jsonl(
     A dialogue whose record names no dataset gets ``default_dataset``, by default the file's name."""
     require_file(path)
     dataset = path.stem if default_dataset is None else default_dataset
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open("rb") as handle:
         try:
-            for line_number, line in enumerate(handle, start=1):
+            for line_number, line in enumerate(_lines(handle), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -102,6 +102,16 @@ def iter_jsonl(
                 )
         except UnicodeDecodeError:
             raise not_utf8(path) from None
+
+
+def _lines(handle: IO[bytes]) -> Iterator[str]:
+    """The lines of a UTF-8 file without their LF or CRLF, split on LF alone: a lone CR is JSON
+    whitespace, not a line end (text mode splits on it, breaking a valid line in two and shifting
+    later line numbers). Splitting bytes before decoding is sound: no UTF-8 character holds 0x0A."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        yield raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8")
 
 
 def jsonl_file(path: Path, split: str) -> Path:

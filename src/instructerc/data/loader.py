@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
 
@@ -81,21 +82,55 @@ def not_utf8(path: Path) -> InputError:
 
 
 def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows of a UTF-8 CSV with their line numbers, after checking the header has ``required``."""
+    """Rows of a UTF-8 CSV with the line each starts on, after checking the header has ``required``.
+    Every row has exactly the header's fields, and every field is text (no NUL), as in JSONL."""
     require_file(path)
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.reader(handle)
         try:
-            header = reader.fieldnames or []
+            header = next(reader, [])
             for column in required:
                 if column not in header:
                     raise InputError(f"missing column '{column}' (header: {', '.join(header) or 'empty'})", path=path, line=1, field=column)
-            for row in reader:
-                yield reader.line_num, row
+            end = reader.line_num
+            for fields in reader:
+                start, end = end + 1, reader.line_num
+                if fields:  # a blank line holds no row (csv.DictReader skipped them too)
+                    yield start, _csv_row(header, fields, path=path, start=start, end=end)
         except csv.Error as error:
             raise InputError(f"malformed CSV: {error}", path=path, line=reader.line_num) from None
         except UnicodeDecodeError:
             raise not_utf8(path) from None
+
+
+def _csv_row(header: list[str], fields: list[str], *, path: Path, start: int, end: int) -> dict[str, str]:
+    if len(fields) != len(header):
+        # A quote left open swallows the lines after it into one field: say where the row ended.
+        spans = f" (it runs on to line {end}: is a quote left open?)" if end > start else ""
+        raise InputError(f"row has {len(fields)} fields, expected {len(header)}{spans}", path=path, line=start)
+    row = dict(zip(header, fields))
+    for column, value in row.items():
+        try:
+            check_string(value)
+        except TextProblem as problem:
+            raise InputError(problem.message, path=path, line=start, field=column) from None
+    return row
+
+
+def nonempty_speaker(raw: str, *, path: Path, line: int, field: str) -> str:
+    speaker = raw.strip()
+    if not speaker:
+        raise InputError("empty speaker", path=path, line=line, field=field)
+    return speaker
+
+
+def nonempty_key(raw: str, *, path: Path, line: int, field: str) -> str:
+    """A CSV column that names a row's dialogue: empty, it would file the row under a dialogue
+    with an empty id (or one joined with others' empty parts)."""
+    key = raw.strip()
+    if not key:
+        raise InputError("empty value: it names the row's dialogue", path=path, line=line, field=field)
+    return key
 
 
 class TurnCollector:

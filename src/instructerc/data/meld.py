@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_text, read_csv_rows
+from instructerc.data.loader import (
+    Loader,
+    TurnCollector,
+    canonical_emotion,
+    find_in,
+    nonempty_key,
+    nonempty_speaker,
+    nonempty_text,
+    read_csv_rows,
+)
 from instructerc.labels.benchmarks import MELD
 from instructerc.labels.label_set import LabelSet
 
@@ -24,12 +33,12 @@ def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> 
     collector = TurnCollector("meld", split, file)
     for line, row in read_csv_rows(file, _COLUMNS):
         utterance = Utterance(
-            speaker=row["Speaker"].strip(),
+            speaker=nonempty_speaker(row["Speaker"], path=file, line=line, field="Speaker"),
             text=nonempty_text(row["Utterance"], path=file, line=line, field="Utterance"),
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )
-        collector.add(row["Dialogue_ID"].strip(), row, line, utterance)
+        collector.add(nonempty_key(row["Dialogue_ID"], path=file, line=line, field="Dialogue_ID"), row, line, utterance)
     return collector.dialogues()
 
 
