@@ -196,3 +196,19 @@ def test_a_prompt_whose_fixed_wording_is_over_the_budget_is_still_one_clear_erro
     assert result.code == 2 and "Traceback" not in result.err
     [line] = [line for line in result.err.splitlines() if line.startswith("instructerc: ")]  # beside the weights' loading bar
     assert "max_length=" in line and "dialogue 'd'" in line
+
+
+@pytest.mark.parametrize("template", ["dialogue-stream", "instructerc"])
+def test_a_speaker_name_over_the_budget_is_cut_in_all_their_utterances(tmp_path: Path, template: str) -> None:
+    model = tiny_model_dir(tmp_path / template, MELD, TemplateConfig(name=template, demonstration=False), max_length=160)
+    predictor = Predictor.from_directory(model, device="cpu")
+    name = "Dr. " + "Bartholomew " * 300
+    dialogue = Dialogue("d", "user", "test", (Utterance(name, "Hello."), Utterance("Ann", TEXTS[0]), Utterance(name, TEXTS[3])))
+
+    predictions = predictor.predict([dialogue])[0]
+
+    assert [p.truncated for p in predictions] == [True, False, True]
+    assert all(p.label in MELD.labels for p in predictions)
+    prompts = predictor.encoded_prompts([(dialogue, 0), (dialogue, 2)])
+    for prompt, text in zip(prompts, ("Hello.", TEXTS[3])):
+        assert len(prompt.prompt_ids) <= 160 and ELLIPSIS in prompt.example.prompt and text in prompt.example.prompt

@@ -352,12 +352,13 @@ def test_a_request_whose_client_went_away_is_not_computed(model_dir: Path, predi
                 return await first
 
         assert asyncio.run(scenario()).status_code == 200
-        # The worker reaches the abandoned request after answering the first one: wait for it.
+        # The worker counts the abandoned request when it reaches it, after answering the first
+        # one (it stops counting as pending as soon as its client goes): wait for that.
         deadline = time.monotonic() + 20
-        while (health := httpx.get(f"{url}/healthz", timeout=30).json())["pending"] and time.monotonic() < deadline:
+        while not (health := httpx.get(f"{url}/healthz", timeout=30).json())["dropped"] and time.monotonic() < deadline:
             time.sleep(0.05)
     assert "nobody is listening" not in predictor.seen
-    assert health["dropped"] == 1 and health["pending"] == 0
+    assert health["dropped"] == 1 and health["pending"] == 0, health
 
 
 def test_a_worker_dead_of_a_non_exception_fails_health_and_every_request(model_dir: Path, predictor: GatedPredictor) -> None:

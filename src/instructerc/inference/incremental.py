@@ -99,6 +99,10 @@ class CacheStore:
         self._bytes = 0
         self._lock = threading.Lock()
         self.evictions = 0
+        # Caches out of the store while a turn is scored, and those of them discarded meanwhile
+        # (the conversation was deleted or expired): their put() must not bring them back.
+        self._taken: set[str] = set()
+        self._discarded: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._caches)
@@ -110,6 +114,8 @@ class CacheStore:
     def take(self, key: str) -> ConversationCache:
         """The conversation's cache (a fresh one if it has none), out of the store while in use."""
         with self._lock:
+            self._taken.add(key)
+            self._discarded.discard(key)
             cache = self._caches.pop(key, None)
             if cache is None:
                 return ConversationCache()
@@ -121,6 +127,10 @@ class CacheStore:
         (a cache larger than the whole bound is not kept)."""
         size = cache.nbytes
         with self._lock:
+            self._taken.discard(key)
+            if key in self._discarded:
+                self._discarded.discard(key)
+                return
             old = self._caches.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
@@ -135,7 +145,10 @@ class CacheStore:
             self._bytes += size
 
     def discard(self, key: str) -> None:
+        """Forget the conversation's cache, also one taken out for a turn now being scored."""
         with self._lock:
+            if key in self._taken:
+                self._discarded.add(key)
             cache = self._caches.pop(key, None)
             if cache is not None:
                 self._bytes -= cache.nbytes

@@ -176,9 +176,9 @@ class Predictor:
         """Prompts for utterance ``index`` of ``dialogue``, for each (dialogue, index), budgeted."""
         return self.fitted_prompts(items)[0]
 
-    def fitted_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> tuple[list[Any], list[bool]]:
-        """The prompts, and per item whether its utterance was cut to fit. Gold emotions are
-        removed first: predicting never needs them, whatever label set they are in."""
+    def fitted_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> tuple[list[Any], list[str | None]]:
+        """The prompts, and per item the text its utterance was cut to (``None``: it fitted).
+        Gold emotions are removed first: predicting never needs them, whatever label set they are in."""
         return encode_fitting(unlabelled(items), self._encode, self.segments)
 
     def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
@@ -205,12 +205,12 @@ class Predictor:
         if not items:
             return []
         items = with_distinct_keys(items)
-        encoded, truncated = self.fitted_prompts(items)
+        encoded, cuts = self.fitted_prompts(items)
         if mode == "score":
             predictions = self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
         else:
             predictions = self._generate(encoded, paper_parsing, progress)
-        return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
+        return _with_cuts(predictions, cuts)
 
     @property
     def caches_turns(self) -> bool:
@@ -221,12 +221,14 @@ class Predictor:
     def predict_turns(self, turns: Sequence[tuple[Dialogue, Any]]) -> list[Prediction]:
         """The newest utterance of each live conversation, scored from its key/value cache
         (:class:`~instructerc.inference.incremental.ConversationCache`, updated in place), all
-        conversations in one batch. Same scores as :meth:`predict_at`, within float tolerance."""
+        conversations in one batch. Same scores as :meth:`predict_at`, within float tolerance.
+        Earlier utterances are read as given: one that came back ``truncated`` belongs in the
+        history as its ``cut_text``, as a whole-dialogue prediction reads it."""
         from instructerc.inference.incremental import score_turns
 
         if not turns:
             return []
-        encoded, truncated = self.fitted_prompts(with_distinct_keys([(dialogue, len(dialogue) - 1) for dialogue, _ in turns]))
+        encoded, cuts = self.fitted_prompts(with_distinct_keys([(dialogue, len(dialogue) - 1) for dialogue, _ in turns]))
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         fresh = [cache for _, cache in turns if cache.tokens == 0]
@@ -242,8 +244,7 @@ class Predictor:
         if self._first_cache is None and fresh:
             # A copy: the conversation goes on writing its later turns into its own states.
             self._first_cache = ConversationCache(fresh[0].ids, fresh[0].states.clone())
-        predictions = [self._prediction(probabilities.tolist()) for probabilities in table]
-        return [replace(p, truncated=True) if cut else p for p, cut in zip(predictions, truncated)]
+        return _with_cuts([self._prediction(probabilities.tolist()) for probabilities in table], cuts)
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
         """The newest utterance of one growing conversation, reusing its key/value cache."""
@@ -318,6 +319,10 @@ class Predictor:
         words = list(self.label_set.verbalizers)
         closest = max(words, key=lambda w: difflib.SequenceMatcher(None, text.strip(), w).ratio())
         return self.label_set.parse_exact(closest)
+
+
+def _with_cuts(predictions: Sequence[Prediction], cuts: Sequence[str | None]) -> list[Prediction]:
+    return [p if cut is None else replace(p, truncated=True, cut_text=cut) for p, cut in zip(predictions, cuts)]
 
 
 def is_cpu(device: Any) -> bool:

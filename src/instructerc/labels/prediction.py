@@ -23,12 +23,15 @@ class Prediction:
         generated: the raw generated text (``generate`` mode).
         truncated: the utterance was longer than the prompt budget and was cut (its start and
             end kept, :mod:`instructerc.prompts.fitting`) before it was labelled.
+        cut_text: when ``truncated``, the text the model read in its place: the history of the
+            dialogue's later utterances shows it so too.
     """
 
     label: str | None
     scores: dict[str, float] = field(default_factory=dict)
     generated: str | None = None
     truncated: bool = False
+    cut_text: str | None = None
 
 
 def per_dialogue(flat: Sequence[T], dialogues: Sequence[Sized]) -> list[list[T]]:

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 from instructerc.data.dialogue import Dialogue
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
+from instructerc.prompts.example import Example
 
 Item = tuple[Dialogue, int]
 ELLIPSIS = " … "
@@ -79,10 +80,15 @@ def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | N
 
 def encode_fitting(
     items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample]], tokenizer: SegmentTokenizer
-) -> tuple[list[EncodedExample], list[bool]]:
-    """``encode(items)``, cutting every utterance whose prompt cannot fit; also, per item,
-    whether its own utterance was cut. A prompt that cannot fit even then (the fixed wording is
-    over the budget) raises the budget's error."""
+) -> tuple[list[EncodedExample], list[str | None]]:
+    """``encode(items)``, cutting every utterance whose prompt cannot fit; also, per item, the
+    text its own utterance was cut to (``None``: not cut). A prompt that cannot fit even then
+    (the fixed wording is over the budget) raises the budget's error.
+
+    An utterance is cut by its own prompt only (history goes before it is cut), so its cut text
+    is the same whichever other items are encoded with it; prompts read the earlier utterances
+    of a dialogue as given, so a caller that labels a dialogue a turn at a time passes the
+    earlier ones as they were cut (the service does)."""
     items = list(items)
     rounds: dict[tuple[str, str, int], int] = {}
     while True:
@@ -91,7 +97,7 @@ def encode_fitting(
         except PromptTooLong as error:
             items = _cut(items, error, tokenizer, rounds)
             continue
-        return encoded, [(d.dataset, d.id, i) in rounds for d, i in items]
+        return encoded, [d.utterances[i].text if (d.dataset, d.id, i) in rounds else None for d, i in items]
 
 
 def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, rounds: dict[tuple[str, str, int], int]) -> list[Item]:
@@ -101,13 +107,25 @@ def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, r
     if dialogue is None or rounds.get(key, 0) >= _MAX_ROUNDS:
         raise error
     utterance = dialogue.utterances[example.index]
-    # The paper's template quotes the utterance twice (history line and question).
-    shown = max(1, sum(utterance.text in segment.text for segment in example.segments))
-    shorter = shorten(utterance.text, tokenizer, math.ceil(error.excess / shown))
-    if shorter is None:
-        raise error
     rounds[key] = rounds.get(key, 0) + 1
-    utterances = list(dialogue.utterances)
-    utterances[example.index] = replace(utterance, text=shorter)
+    # The paper's template quotes the utterance twice (history line and question).
+    shorter = shorten(utterance.text, tokenizer, math.ceil(error.excess / _times_shown(utterance.text, example)))
+    if shorter is not None:
+        utterances = list(dialogue.utterances)
+        utterances[example.index] = replace(utterance, text=shorter)
+    else:
+        # Too little text to cut: what is over the budget is the speaker's name. It is cut in
+        # every utterance of theirs, so the dialogue still tells who spoke when.
+        name = shorten(utterance.speaker, tokenizer, math.ceil(error.excess / _times_shown(utterance.speaker, example)))
+        if name is None or name in dialogue.speakers:
+            raise error
+        utterances = [replace(u, speaker=name) if u.speaker == utterance.speaker else u for u in dialogue.utterances]
+        for index, other in enumerate(dialogue.utterances):  # each of them is labelled with a cut name: say so
+            if other.speaker == utterance.speaker:
+                rounds.setdefault((*key[:2], index), 0)
     cut = dialogue.with_utterances(tuple(utterances))
     return [(cut if (d.dataset, d.id) == key[:2] else d, i) for d, i in items]
+
+
+def _times_shown(text: str, example: Example) -> int:
+    return max(1, sum(text in segment.text for segment in example.segments))

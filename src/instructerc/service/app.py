@@ -11,7 +11,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import itertools
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from instructerc import __version__
@@ -72,7 +72,10 @@ class Service:
             ),
         )
         self.store = ConversationStore(
-            config.max_conversations, config.max_idle_seconds, evict_after_idle_seconds=config.evict_after_idle_seconds
+            config.max_conversations,
+            config.max_idle_seconds,
+            evict_after_idle_seconds=config.evict_after_idle_seconds,
+            on_drop=self.forget,
         )
         self.creations = TokenBucket(config.new_conversations_per_second, config.new_conversation_burst)
         self._ids = itertools.count()
@@ -292,7 +295,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                 index = len(conversation.turns)
                 if index >= limits.max_conversation_utterances:
                     raise ApiError(409, "conversation_full", f"the conversation has {index} utterances, the most allowed; start a new one")
-                history = tuple(turn.utterance for turn in conversation.turns)
+                history = tuple(_as_read(turn) for turn in conversation.turns)
                 item = service.turn_item(conversation.id, history + (utterance,))
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
@@ -306,10 +309,16 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
 
     @app.delete("/v1/conversations/{conversation_id}", status_code=204, response_class=Response, responses=errors)
     async def delete_conversation(conversation_id: str) -> Response:
-        if not service.store.delete(conversation_id):
+        if not service.store.delete(conversation_id):  # its cache goes with it (the store's on_drop)
             raise _unknown(conversation_id)
-        service.forget(conversation_id)
         return Response(status_code=204)
+
+
+def _as_read(turn: Turn) -> Utterance:
+    """The utterance as the model read it: one cut to fit the prompt stays cut in the history of
+    later turns, as when the whole conversation is predicted at once."""
+    cut = getattr(turn.prediction, "cut_text", None)
+    return turn.utterance if cut is None else replace(turn.utterance, text=cut)
 
 
 def _check_new_conversation(service: Service, utterances: int) -> None:

@@ -80,7 +80,7 @@ def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialog
         where = f"dialogues[{k}]"
         dialogue = _dialogue(record, where, config)
         named = record.get("dataset")  # checked by the parser: a non-empty string when given
-        out.append(RequestedDialogue(dialogue.id if "id" in record else None, named, dialogue))
+        out.append(RequestedDialogue(dialogue.id if record.get("id") is not None else None, named, dialogue))
     return out
 
 
@@ -113,6 +113,9 @@ def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:
     return dialogue.utterances[0]
 
 
+_NULLABLE = ("id", "dataset")
+
+
 def _dialogue(record: Any, where: str, config: ServiceConfig) -> Dialogue:
     prefix = f"{where}." if where else ""
     if not isinstance(record, dict):
@@ -122,6 +125,9 @@ def _dialogue(record: Any, where: str, config: ServiceConfig) -> Dialogue:
         raise ApiError(
             422, "too_many_utterances", f"{count} utterances; at most {config.max_utterances} per dialogue", field=f"{prefix}utterances"
         )
+    # The OpenAPI document marks these optional fields nullable (clients generated from it send
+    # null for "not given"), while the JSONL format they share with predict refuses null.
+    record = {key: value for key, value in record.items() if not (key in _NULLABLE and value is None)}
     try:
         dialogue = parse_dialogue(record, path="request", line=0, split="test", label_set=None, default_dataset=REQUEST_DATASET)
     except InputError as error:

@@ -90,8 +90,12 @@ class ConversationStore:
         clock: Callable[[], float] = time.monotonic,
         new_id: Callable[[], str] = new_conversation_id,
         evict_after_idle_seconds: float = 0.0,
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self.max_conversations = max_conversations
+        # Told the id of every conversation that goes (deleted, expired or evicted), so what is
+        # kept beside the store for it (its key/value cache) goes too.
+        self._on_drop = on_drop
         self.max_idle_seconds = max_idle_seconds
         # A full store evicts only conversations unused this long: new ones never push out those in use.
         self.evict_after_idle_seconds = evict_after_idle_seconds
@@ -123,8 +127,9 @@ class ConversationStore:
             raise StoreFull(f"all {len(self._conversations)} conversations are in use; retry later")
         now = self._clock()
         while len(self._conversations) >= self.max_conversations:
-            self._conversations.popitem(last=False)
+            evicted, _ = self._conversations.popitem(last=False)
             self.evicted += 1
+            self._dropped(evicted)
         conversation_id = self._new_id()
         while conversation_id in self._conversations:
             conversation_id = self._new_id()
@@ -144,7 +149,10 @@ class ConversationStore:
 
     def delete(self, conversation_id: str) -> bool:
         self._drop_expired(self._clock())
-        return self._conversations.pop(conversation_id, None) is not None
+        if self._conversations.pop(conversation_id, None) is None:
+            return False
+        self._dropped(conversation_id)
+        return True
 
     def purge(self) -> int:
         """Drop expired conversations now; returns how many went."""
@@ -157,5 +165,10 @@ class ConversationStore:
             oldest = next(iter(self._conversations.values()))
             if now - oldest.last_used < self.max_idle_seconds:
                 break
-            self._conversations.popitem(last=False)
+            expired, _ = self._conversations.popitem(last=False)
             self.expired += 1
+            self._dropped(expired)
+
+    def _dropped(self, conversation_id: str) -> None:
+        if self._on_drop is not None:
+            self._on_drop(conversation_id)
