@@ -7,6 +7,7 @@ bad values are errors that name the key (``optim.lr``), never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -119,13 +120,18 @@ def to_mapping(config: Any) -> Any:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; every problem is an :class:`InputError` naming the file."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path=path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"not UTF-8 text (byte {error.start}); save it as UTF-8", path=path) from None
+    except OSError as error:
+        raise InputError(f"cannot read it: {error.strerror or error}", path=path) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         raise InputError(
@@ -136,3 +142,49 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError("the top level must be a mapping", path=path)
     return data
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key repeated in one mapping (raises ``yaml.YAMLError``).
+
+    Plain YAML keeps the last of two equal keys, so a second ``optim:`` section would silently
+    drop the whole first one."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    # Built on first use: yaml is imported lazily, like every dependency of a command.
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            if isinstance(node, yaml.MappingNode):
+                _refuse_repeated_keys(self, node)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def _refuse_repeated_keys(loader: Any, node: Any) -> None:
+    """Checked on the mapping's own keys, before merge keys (``<<``) are flattened into it: a key
+    written beside ``<<: *base`` overrides the merged one on purpose."""
+    import yaml
+
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # SafeLoader reports an unhashable key itself
+        line = key_node.start_mark.line + 1
+        if key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first on line {first_line[key]})", key_node.start_mark
+            )
+        first_line[key] = line

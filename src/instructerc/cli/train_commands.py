@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from instructerc.cli.options import add_dtype_option
 
@@ -11,7 +12,8 @@ from instructerc.cli.options import add_dtype_option
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="fine-tune an LLM on a recipe (YAML)")
     train.add_argument("recipe", type=Path, help="a recipe YAML, e.g. recipes/smollm2-135m-meld-cpu.yaml")
-    train.add_argument("--output", type=Path, help="run directory (overrides output_dir); the model lands in OUTPUT/model")
+    # Kept a string: Path("") is ".", which would turn an empty --output into the working directory.
+    train.add_argument("--output", help="run directory (overrides output_dir); the model lands in OUTPUT/model")
     train.add_argument("--data", help="data path (overrides data.path)")
     train.add_argument("--data-fraction", type=float, help="train on this stratified fraction of the training dialogues")
     train.add_argument("--seed", type=int, help="random seed (data order, sampling, initialisation)")
@@ -34,16 +36,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    import yaml
-
-    from instructerc.errors import InputError
-
     overrides = {}
     for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="--set")
-        overrides[key] = yaml.safe_load(value)
+        key, value = set_override(item)
+        overrides[key] = value
     for key, value in (
         ("output_dir", args.output),
         ("data.path", args.data),
@@ -56,6 +52,24 @@ def overrides_from(args: argparse.Namespace) -> dict:
         if value is not None:
             overrides[key] = str(value) if isinstance(value, Path) else value
     return overrides
+
+
+def set_override(item: str) -> tuple[str, Any]:
+    """One ``--set KEY=VALUE``: the value is read as YAML, like the recipe it overrides."""
+    import yaml
+
+    from instructerc.config import parse_yaml
+    from instructerc.errors import InputError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="--set")
+    try:
+        return key, parse_yaml(value)
+    except yaml.YAMLError as error:
+        # The parser's own message spans lines (it quotes the text): its first line says enough.
+        problem = str(getattr(error, "problem", None) or error).splitlines()[0]
+        raise InputError(f"--set {key}: '{value}' is not a YAML value ({problem})", field="--set") from None
 
 
 def run_training(args: argparse.Namespace) -> int:

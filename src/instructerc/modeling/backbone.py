@@ -97,8 +97,22 @@ def resolve_model(config: BackboneConfig) -> str:
     if config.model == EMBEDDED_MODEL:
         cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         return str(converted_embedded_model(cache))
+    check_model_folder(config.model)
     path = Path(config.model).expanduser()
     return str(path) if path.exists() else config.model
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only mean a folder: a hub id (``org/model``) is never absolute and
+    never starts with ``./``, ``../`` or ``~``."""
+    return Path(name).is_absolute() or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))
+
+
+def check_model_folder(name: str) -> None:
+    """Refuses a folder path that does not exist. transformers would take it for a hub id and
+    fail with a traceback about repo ids; hub ids pass (they load from the cache when present)."""
+    if name != EMBEDDED_MODEL and looks_like_path(name) and not Path(name).expanduser().exists():
+        raise InputError("no such model folder", path=name, field="backbone.model")
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:

@@ -22,6 +22,7 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
         return model
     from peft import LoraConfig, get_peft_model
 
+    check_target_modules(model, lora.target_modules)
     layers = None
     if lora.top_layers is not None:
         count = model.config.num_hidden_layers
@@ -38,6 +39,33 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
     if init_adapter is not None:
         load_adapter_weights(model, adapter_folder(init_adapter), config)
     return model
+
+
+def linear_layers(model: Any) -> dict[str, str]:
+    """Dotted name -> leaf name of every Linear layer, counting transformers' Conv1D, which
+    GPT-2-style models use as their Linear."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return {name: name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, (torch.nn.Linear, Conv1D))}
+
+
+def check_target_modules(model: Any, targets: list[str]) -> None:
+    """Refuses a target that names no layer LoRA can adapt, listing the Linear layers there are
+    (peft raises a traceback, after the model has loaded)."""
+    import torch
+
+    adaptable = set(linear_layers(model))
+    # peft also adapts embeddings, though recipes rarely ask for it.
+    adaptable |= {name for name, module in model.named_modules() if isinstance(module, torch.nn.Embedding)}
+    # peft matches a target as the whole dotted name or as a suffix after a dot.
+    unknown = [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in adaptable)]
+    if unknown:
+        names = ", ".join(sorted(set(linear_layers(model).values())))
+        raise InputError(
+            f"the model has no layer named {', '.join(unknown)} to adapt; its Linear layers are: {names}",
+            field="finetune.lora.target_modules",
+        )
 
 
 def adapter_folder(name: str) -> Path:

@@ -108,6 +108,12 @@ class LoraConfig:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}", field="finetune.lora.dropout")
         if self.top_layers is not None and self.top_layers < 1:
             raise InputError("top_layers must be >= 1", field="finetune.lora.top_layers")
+        # peft would fail only after the model has loaded, and an empty list adapts nothing.
+        if not self.target_modules or not all(name.strip() for name in self.target_modules):
+            raise InputError(
+                "target_modules must name at least one module, e.g. [q_proj, v_proj]; no name may be empty",
+                field="finetune.lora.target_modules",
+            )
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,7 @@ class PackingConfig:
 
 
 STRATEGIES = ("ddp", "fsdp")
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,12 @@ class TrainConfig:
             raise InputError("eval_every_steps must be >= 1", field="eval_every_steps")
         if self.checkpoint_every_steps < 1:
             raise InputError("checkpoint_every_steps must be >= 1", field="checkpoint_every_steps")
+        # numpy's generator takes 32-bit seeds; outside that range it fails mid-setup.
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed must be in [0, {MAX_SEED}], got {self.seed}", field="seed")
+        # An empty output_dir would write the run (and later refuse or overwrite) in the working directory.
+        if not self.output_dir.strip():
+            raise InputError("output_dir must name a folder for the run", field="output_dir")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":

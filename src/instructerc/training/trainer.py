@@ -20,7 +20,7 @@ from typing import Any
 
 from instructerc.config import to_mapping
 from instructerc.data.dialogue import Dialogue
-from instructerc.data.registry import label_set_of, load_dialogues
+from instructerc.data.registry import DataSource, label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 from instructerc.errors import InputError
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG
@@ -176,6 +176,40 @@ def _device_description(device: Any, processes: int) -> str:
     return f"{where}, {torch.get_num_threads()} threads" if device.type == "cpu" else where
 
 
+def require_split_folder(source: DataSource) -> None:
+    """A single JSONL file would be read as train, dev and test alike, so the checkpoint would be
+    selected on the training data; training needs the splits apart."""
+    if source.name == "jsonl" and source.root().is_file():
+        raise InputError(
+            "training needs a folder with train.jsonl and dev.jsonl (dev selects the checkpoint), not a single file",
+            path=source.root(),
+            field="data.path",
+        )
+
+
+def split_file(source: DataSource, split: str) -> Path:
+    """Where a split was read from, for messages: its JSONL file, else the data path."""
+    root = source.root()
+    return root / f"{split}.jsonl" if source.name == "jsonl" and root.is_dir() else root
+
+
+def require_labels(dialogues: list[Dialogue], message: str, where: Path) -> None:
+    if not any(u.emotion is not None for d in dialogues for u in d.utterances):
+        raise InputError(message, path=where)
+
+
+def check_dataset_fractions(fractions: dict[str, float], train: list[Dialogue], where: Path) -> None:
+    """A fraction for a dataset the data does not have would be ignored: a typo would train on everything."""
+    known = sorted({d.dataset for d in train})
+    unknown = sorted(set(fractions) - set(known))
+    if unknown:
+        raise InputError(
+            f"unknown dataset(s) {', '.join(unknown)}; the training data's datasets are: {', '.join(known)}",
+            path=where,
+            field="data.dataset_fractions",
+        )
+
+
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -231,15 +265,23 @@ class Trainer:
         return Accelerator(cpu=not cuda, mixed_precision=wanted)
 
     def _data(self) -> tuple[list[Dialogue], list[Dialogue]]:
-        source = self.config.data.source()
-        train = stratified_fraction(load_dialogues(source, "train"), self.config.data.fraction_of, self.config.seed)
-        dev = load_dialogues(source, "dev")
-        if self.config.data.max_dev_dialogues is not None:
-            dev = per_dataset_subset(dev, self.config.data.max_dev_dialogues, self.config.seed)
-        if not train:
+        """The training dialogues (the fraction to train on) and the dev ones; refuses data a run
+        could not learn from or select on, before the model loads."""
+        data = self.config.data
+        source = data.source()
+        require_split_folder(source)
+        everything = load_dialogues(source, "train")
+        if not everything:
             raise InputError("no training dialogues", field="data")
+        check_dataset_fractions(data.dataset_fractions, everything, split_file(source, "train"))
+        train = stratified_fraction(everything, data.fraction_of, self.config.seed)
+        require_labels(train, "the training data has no labelled utterances (no 'emotion'): nothing to learn", split_file(source, "train"))
+        dev = load_dialogues(source, "dev")
+        if data.max_dev_dialogues is not None:
+            dev = per_dataset_subset(dev, data.max_dev_dialogues, self.config.seed)
         if not dev:
             raise InputError("no dev dialogues to select a checkpoint on", field="data")
+        require_labels(dev, "the dev data has no labelled utterances (no 'emotion') to select a checkpoint on", split_file(source, "dev"))
         return train, dev
 
     def _stage_examples(
@@ -276,12 +318,13 @@ class Trainer:
 
     def _start(self, resume: bool) -> _Session:
         """Everything the stages share: the accelerator, data, prompts, model, and a resumed state."""
-        from instructerc.modeling.backbone import load_tokenizer, resolve_model
+        from instructerc.modeling.backbone import check_model_folder, load_tokenizer, resolve_model
 
         if self.dev_scoring is None:
             raise ValueError(
                 "Trainer.run needs dev_scoring (instructerc.evaluation.dev_scoring.predictor_dev_scoring): checkpoints are selected on dev"
             )
+        check_model_folder(self.config.backbone.model)
         accelerator = self._accelerator()
         check_distributed_type(accelerator)
         set_seed(self.config.seed)
@@ -309,6 +352,7 @@ class Trainer:
 
     def _checkpoint_to_resume(self, accelerator: Any, resume: bool) -> Path | None:
         """The latest checkpoint when resuming; refuses to start over a run that has checkpoints."""
+        self._check_run_directory()
         checkpoints = self.paths.checkpoints
         if not resume:
             if checkpoints.exists() and any(checkpoints.iterdir()):
@@ -338,6 +382,18 @@ class Trainer:
         if changed and accelerator.is_main_process:
             print(f"resuming under a changed config (--force): {'; '.join(changed)}")
         return checkpoint
+
+    def _check_run_directory(self) -> None:
+        """Refuses a run directory whose parts exist as the wrong kind (a file where a folder goes,
+        or the reverse), which would otherwise fail only after the data and model have loaded."""
+        paths = self.paths
+        for folder in (paths.root, paths.checkpoints, paths.model, paths.best):
+            existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+            if existing is not None and not existing.is_dir():
+                raise InputError("is a file, but the run needs a folder here: choose another output_dir", path=existing, field="output_dir")
+        for file in (paths.metrics, paths.config):
+            if file.is_dir():
+                raise InputError("is a folder, but the run writes a file here: choose another output_dir", path=file, field="output_dir")
 
     def _demonstrations(self, setup: PromptSetup, train: list[Dialogue], dev: list[Dialogue], accelerator: Any) -> tuple[Any, dict, dict]:
         """The retriever and each utterance's demonstration, for templates that show one."""
