@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
+
+from instructerc.errors import InputError
 
 
 def replace_directory(staging: Path, target: Path) -> None:
@@ -47,18 +51,52 @@ def _create_beside(path: Path) -> tuple[int, str]:
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it over ``path`` only on success.
 
-    On any exception the temporary file is removed and an existing ``path`` is untouched.
+    On any exception the temporary file is removed and an existing ``path`` is untouched. A
+    symlink is followed: its (possibly missing) target gets the content and the link stays. An
+    existing FIFO or character device (``/dev/null``, a terminal, a named pipe), or a name of an
+    open descriptor (``/dev/stdout``), is written straight to: a rename would replace the special
+    file with a regular one, and a stream has no earlier content to protect.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_beside(path)
+    if _writes_through(path):
+        with open(path, mode, encoding=None if "b" in mode else encoding) as handle:
+            yield handle
+        return
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_beside(target)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# Names of open descriptors: the shell opened them (``--out /dev/stdout > file``), so renaming onto
+# their resolved file would leave the shell's descriptor on an orphaned inode.
+_DESCRIPTOR_NAMES = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
+
+
+def _writes_through(path: Path) -> bool:
+    """Whether ``path`` is written in place rather than replaced (see :func:`atomic_write`).
+
+    Raises InputError for a block device or a socket: overwriting a disk with an output file is
+    never meant, and a socket cannot be opened as a file.
+    """
+    try:
+        kind = os.stat(path).st_mode  # follows symlinks: the kind of what would be written
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(kind):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if stat.S_ISBLK(kind) or stat.S_ISSOCK(kind):
+        what = "a block device (a disk)" if stat.S_ISBLK(kind) else "a socket"
+        raise InputError(f"this is {what}, not a file: refusing to write an output to it", path=path)
+    if stat.S_ISFIFO(kind) or stat.S_ISCHR(kind):
+        return True
+    return str(path.absolute()).startswith(_DESCRIPTOR_NAMES)

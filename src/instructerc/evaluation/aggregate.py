@@ -8,11 +8,14 @@ classes and counts, and the same LLM mode and parsing.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
 from instructerc.errors import InputError
+from instructerc.evaluation.metrics import Metrics
 from instructerc.evaluation.report import SHORT_NAMES, dataset_title
 from instructerc.evaluation.results import FORMAT, EvaluationResult, check_comparable
 from instructerc.files import atomic_write
@@ -50,13 +53,7 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
                 raise InputError(
                     f"system '{system}' ran with {theirs} here but {settings} in {names[0]}: aggregate like with like", path=name
                 )
-        by_dataset: dict[str, Any] = {}
-        for dataset, metrics in first.systems[system].by_dataset.items():
-            runs = [r.systems[system].by_dataset[dataset] for r in results]
-            summary = {metric: spread([getattr(m, metric) for m in runs]) for metric in SCALARS}
-            summary["per_class_f1"] = {label: spread([m.per_class[label].f1 for m in runs]) for label in metrics.labels}
-            summary["count"] = metrics.count
-            by_dataset[dataset] = summary
+        by_dataset = {dataset: _summarise(results, names, system, dataset) for dataset in first.systems[system].by_dataset}
         systems[system] = {"kind": first.systems[system].kind, "settings": settings, "by_dataset": by_dataset}
     return {
         "format": FORMAT,
@@ -67,6 +64,36 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
         "systems": systems,
         "skipped": skipped,
     }
+
+
+def _summarise(results: Sequence[EvaluationResult], names: Sequence[str], system: str, dataset: str) -> dict[str, Any]:
+    """Mean and spread of one system's metrics on one dataset over the runs."""
+    where = f"systems.{system}.by_dataset.{dataset}"
+    for result, name in zip(results, names):
+        if dataset not in result.systems[system].by_dataset:
+            raise InputError(f"system '{system}' has no scores on {dataset} here", path=name, field=where)
+    runs = [r.systems[system].by_dataset[dataset] for r in results]
+    summary: dict[str, Any] = {
+        metric: spread([_score(getattr(m, metric), name, f"{where}.{metric}") for m, name in zip(runs, names)]) for metric in SCALARS
+    }
+    summary["per_class_f1"] = {
+        label: spread([_class_f1(m, label, name, f"{where}.per_class.{label}") for m, name in zip(runs, names)]) for label in runs[0].labels
+    }
+    summary["count"] = runs[0].count
+    return summary
+
+
+def _class_f1(metrics: Metrics, label: str, name: str, field: str) -> float:
+    if label not in metrics.per_class:
+        raise InputError(f"class '{label}' has no scores", path=name, field=field)
+    return _score(metrics.per_class[label].f1, name, f"{field}.f1")
+
+
+def _score(value: Any, name: str, field: str) -> float:
+    """``value`` if it is a finite number: a damaged metrics.json must not crash the statistics."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise InputError(f"not a finite number: {value!r}", path=name, field=field)
+    return float(value)
 
 
 def load_runs(locations: Sequence[Path]) -> list[EvaluationResult]:

@@ -17,6 +17,8 @@ trains a unified baseline, scored back on each dataset's own classes).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from instructerc.evaluation.results import EvaluationResult, SystemResult
 from instructerc.evaluation.scoring import score_by_dataset, selection_score
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.prediction import Prediction, per_dialogue
-from instructerc.retrieval.encoder import EMBEDDED_ENCODER
+from instructerc.retrieval.encoder import EMBEDDED_ENCODER, resolve_encoder
 
 MAJORITY = "majority"
 DISCRIMINATIVE = "minilm-logreg"
@@ -88,6 +90,17 @@ def context_features(embeddings: Any, lengths: Sequence[int], context: int = CON
     return np.concatenate([embeddings.astype(np.float32), history], axis=1)
 
 
+def check_c_grid(c_grid: Sequence[float]) -> tuple[float, ...]:
+    """The grid as floats, each finite and > 0 (the regularisation strength is 1 / C); checked
+    before any encoding, so a typo costs no embedding run."""
+    if not c_grid:
+        raise InputError("the C grid is empty", field="c-grid")
+    for c in c_grid:
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c <= 0:
+            raise InputError(f"C must be a finite number greater than 0, not {c!r}", field="c-grid")
+    return tuple(float(c) for c in c_grid)
+
+
 @dataclass
 class DiscriminativeBaseline:
     """A logistic regression on MiniLM context features, its C chosen on dev.
@@ -121,8 +134,7 @@ class DiscriminativeBaseline:
     ) -> "DiscriminativeBaseline":
         from sklearn.linear_model import LogisticRegression
 
-        if not c_grid:
-            raise InputError("the C grid is empty", field="c-grid")
+        c_grid = check_c_grid(c_grid)
         check_scorable(dev, label_set)
         features, gold = _labelled(train, encoder, cache_dir, progress)
         if len(set(gold)) < 2:
@@ -201,6 +213,10 @@ def run_baselines(
     unknown = sorted(set(which) - set(BASELINES))
     if unknown or not which:
         raise InputError(f"unknown baselines {unknown} (known: {', '.join(BASELINES)})", field="baselines")
+    if DISCRIMINATIVE in which:
+        c_grid = check_c_grid(c_grid)
+        if encoder is None:
+            resolve_encoder(encoder_name)  # a wrong name fails now, not after loading the data
     split = canonical_split(split)
     label_set = label_set_of(source)
     if label_set is None:

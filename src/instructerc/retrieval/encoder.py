@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,25 @@ def embedded_encoder_path() -> Path:
 
 
 def resolve_encoder(name: str) -> Path | str:
-    """A local folder for the embedded name or an existing path; otherwise the hub id as given."""
+    """A local folder for the embedded name or an existing folder; a hub id as given (loaded
+    from the Hugging Face cache, or downloaded where the machine is online). A name that can only
+    be a folder and is not one is refused here, so a typo is not looked up on the hub."""
     if name == EMBEDDED_ENCODER:
         return embedded_encoder_path()
     path = Path(name).expanduser()
-    return path if path.exists() else name
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise InputError("a sentence encoder is a model folder, not a file", path=name)
+    if looks_like_path(name):
+        raise InputError("no such sentence encoder folder", path=name)
+    return name
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only mean a folder: a hub id (``org/model``) is never absolute and
+    never starts with ``./``, ``../`` or ``~``."""
+    return os.path.isabs(name) or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))
 
 
 def fingerprint(location: Path | str) -> str:
@@ -50,7 +65,11 @@ class SentenceEncoder:
         from sentence_transformers import SentenceTransformer
 
         location = resolve_encoder(name)
-        model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
+        try:
+            model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
+        except (OSError, ValueError) as error:  # a folder without a (complete) model, or a hub id not at hand
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise InputError(f"cannot load this sentence encoder ({reason})", path=name) from None
         return cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
 
     def encode(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> Any:
