@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from instructerc.cli.options import add_data_options
+
+if TYPE_CHECKING:
+    from instructerc.data.dialogue import Dialogue
+    from instructerc.labels.label_set import LabelSet
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -68,6 +73,7 @@ def show_prompt(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(located):
         raise InputError(f"index {args.index} is outside the split's {len(located)} utterances", field="index")
     dialogue, index = located[args.index]
+    dialogue = gold_in_model_labels(dialogue, index, setup.label_set)
     demonstrations = {}
     if setup.uses_demonstrations and args.task == "erc":
         if args.model:  # the pool saved with the model, exactly what inference retrieves from
@@ -88,3 +94,31 @@ def show_prompt(args: argparse.Namespace) -> int:
     print("--- target ---")
     print(example.target if example.target is not None else "(no gold label)")
     return 0
+
+
+def gold_in_model_labels(dialogue: "Dialogue", index: int, label_set: "LabelSet") -> "Dialogue":
+    """The dialogue with its gold emotions in the labels the model answers in, as it saw them in
+    training: a benchmark dialogue shown to a unified model goes through the model's mapping,
+    exactly as ``--labels uime`` reads it (MELD's surprise is ``powerful``). A gold emotion of
+    utterance ``index`` with no way into the model's labels is an error, never a guess."""
+    from instructerc.data.registry import unify
+    from instructerc.errors import InputError
+    from instructerc.labels.unified import mapping_of
+
+    mapping = mapping_of(label_set)
+    covered = mapping is not None and mapping.covers(dialogue.dataset)
+    already_unified = any("original_emotion" in u.extra for u in dialogue.utterances)  # read with --labels uime[:NAME]
+    if mapping is not None and covered and not already_unified:
+        dialogue = unify([dialogue], mapping)[0]
+    gold = dialogue.utterances[index].emotion
+    if gold is None or gold in label_set:
+        return dialogue
+    if covered:
+        why = "the data is read in another label space than the model's (drop --labels)"
+    else:
+        why = f"the model's label set has no mapping for {dialogue.dataset}"
+    raise InputError(
+        f"the gold emotion '{gold}' of dialogue '{dialogue.id}', utterance {index}, is not a label of this model "
+        f"({label_set.name}: {', '.join(label_set.labels)}), and {why}",
+        field="labels",
+    )

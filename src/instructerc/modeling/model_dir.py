@@ -19,12 +19,18 @@ from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
 from instructerc.files import atomic_write, replace_directory
-from instructerc.modeling.backbone import BackboneConfig, load_causal_lm, load_tokenizer, resolve_model
+from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, looks_like_path, resolve_model
 
 MANIFEST = "instructerc.json"
 DEV_METRICS = "dev_metrics.json"  # the dev scores the checkpoint was selected on
 TRAINING_CONFIG = "training_config.yaml"
 FORMAT = 1
+METHODS = ("lora", "full")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
+FULL_CONFIG = "config.json"
+FULL_WEIGHTS = "model.safetensors"
+FULL_WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map of its shards
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +52,15 @@ class Manifest:
             raise InputError(f"not an instructerc model directory (no {MANIFEST})", path=directory)
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-            return cls(backbone=BackboneConfig(**data["backbone"]), method=data["method"], format=int(data["format"]))
+            manifest = cls(backbone=BackboneConfig(**data["backbone"]), method=data["method"], format=int(data["format"]))
+        except InputError as error:
+            raise InputError(error.message, path=file, field=error.field) from None
         except (ValueError, KeyError, TypeError) as error:
             raise InputError(f"malformed manifest: {error}", path=file) from None
+        # Any other method would be loaded as full weights and fail far from its cause.
+        if manifest.method not in METHODS:
+            raise InputError(f"unknown fine-tuning method '{manifest.method}' (expected lora or full)", path=file, field="method")
+        return manifest
 
 
 def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
@@ -82,6 +94,7 @@ def load_model(
     execution of its Python files.
     """
     manifest = Manifest.load(directory)
+    check_model_dir(directory, manifest)
     if manifest.backbone.trust_remote_code and not trust_remote_code:
         log.warning(
             "%s asks for trust_remote_code; it stays off (pass --trust-remote-code if you trust the code of this model)",
@@ -94,7 +107,9 @@ def load_model(
             from peft import PeftModel
 
             base = load_causal_lm(resolve_model(backbone), backbone, device, dtype)
-            model = PeftModel.from_pretrained(base, str(directory))
+            # An absolute path is never a valid Hub repo id: should a file vanish after the check,
+            # peft fails locally instead of asking the Hub for a repo named like the folder.
+            model = PeftModel.from_pretrained(base, str(directory.resolve()))
             if merge:
                 model = model.merge_and_unload()
         else:
@@ -105,9 +120,67 @@ def load_model(
 def tokenizer_source(directory: Path, backbone: BackboneConfig | None = None) -> str:
     """Where a model directory's tokenizer loads from: the directory, or for an adapter-only one
     (the shipped default model) its backbone (by default the one its manifest names)."""
-    if any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+    if has_tokenizer(directory):
         return str(directory)
     return resolve_model(backbone if backbone is not None else Manifest.load(directory).backbone)
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in TOKENIZER_FILES)
+
+
+def check_model_dir(directory: Path, manifest: Manifest) -> None:
+    """Refuse, naming what is wrong, a model directory that lacks what its form needs, before
+    anything heavy loads. transformers and peft take a folder without their file for a Hub repo
+    id and go online for it; instructerc downloads nothing.
+
+    The forms: ``lora`` (the adapter files; the base weights and, without tokenizer files of its
+    own, the tokenizer come from the backbone, embedded or another) and ``full`` (``config.json``
+    and the whole weights; the backbone is only needed for a missing tokenizer).
+    """
+    from instructerc.prompts.setup import PromptSetup
+
+    PromptSetup.load(directory)  # inference rebuilds its prompts from it: a damaged one fails now
+    if manifest.method == "lora" or not has_tokenizer(directory):
+        check_backbone_available(directory, manifest.backbone)
+    for file in weight_files(directory, manifest.method):
+        if not file.is_file():
+            raise InputError(f"missing: {_WEIGHTS_OF[manifest.method]}", path=file)
+
+
+_WEIGHTS_OF = {
+    "lora": f"a LoRA model directory ({MANIFEST}: method lora) holds its adapter in {' and '.join(ADAPTER_FILES)}",
+    "full": f"a fully fine-tuned model directory ({MANIFEST}: method full) holds {FULL_CONFIG} and its weights "
+    f"({FULL_WEIGHTS}, or the shards {FULL_WEIGHTS_INDEX} lists)",
+}
+
+
+def weight_files(directory: Path, method: str) -> list[Path]:
+    """The files the weights of a model directory of ``method`` load from."""
+    if method == "lora":
+        return [directory / name for name in ADAPTER_FILES]
+    index = directory / FULL_WEIGHTS_INDEX
+    if not index.is_file():
+        return [directory / FULL_CONFIG, directory / FULL_WEIGHTS]
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"malformed index of the weight shards: {error}", path=index) from None
+    return [directory / FULL_CONFIG, *(directory / str(shard) for shard in shards)]
+
+
+def check_backbone_available(directory: Path, backbone: BackboneConfig) -> None:
+    """A backbone that is not the embedded one is a model folder or a Hugging Face hub id (loaded
+    from the cache, or downloaded where the machine is online, as transformers does)."""
+    if backbone.model == EMBEDDED_MODEL:
+        return  # ships inside a package; resolve_model reports a missing one
+    local = Path(backbone.model).expanduser()
+    if local.exists():
+        if not (local / FULL_CONFIG).is_file():
+            raise InputError(f"its backbone folder {local} has no {FULL_CONFIG}: it is no Hugging Face model", path=directory)
+        return
+    if looks_like_path(backbone.model):
+        raise InputError(f"its backbone folder {backbone.model} does not exist", path=directory, field="backbone.model")
 
 
 @contextlib.contextmanager

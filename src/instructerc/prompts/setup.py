@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from instructerc.data.dialogue import Dialogue
+from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.label_set import LabelSet
 from instructerc.prompts.budget import encode_example
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Example, Task
-from instructerc.prompts.tasks import ExampleBuilder
+from instructerc.prompts.tasks import SPEAKER_VARIANTS, ExampleBuilder
 from instructerc.prompts.templates import Demonstration, TemplateConfig, build_template
 from instructerc.retrieval.index import RetrievalConfig
 
@@ -38,6 +39,17 @@ class PromptSetup:
     retrieval: RetrievalConfig
     speaker_variant: str = "paper"
     speaker_slots: int = 9
+
+    def __post_init__(self) -> None:
+        # Checked here, not where prompts are budgeted: a max_length of 0 would otherwise surface
+        # as "more than max_length=-2", after the answer's reserve, with the model already loaded.
+        if self.max_length < 1:
+            raise InputError(f"max_length must be a positive number of tokens, not {self.max_length}", field="max_length")
+        if self.speaker_slots < 0:
+            raise InputError(f"speaker_slots must be >= 0, not {self.speaker_slots}", field="speaker_slots")
+        if self.speaker_variant not in SPEAKER_VARIANTS:
+            known = ", ".join(SPEAKER_VARIANTS)
+            raise InputError(f"unknown speaker_variant '{self.speaker_variant}' (known: {known})", field="speaker_variant")
 
     @property
     def uses_demonstrations(self) -> bool:
@@ -65,16 +77,23 @@ class PromptSetup:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PromptSetup":
+    def from_dict(cls, data: Mapping[str, Any]) -> "PromptSetup":
+        """The setup :meth:`to_dict` wrote; anything else (a hand-edited or damaged file) is an
+        :class:`InputError` naming the field."""
         from instructerc.config import from_mapping
 
+        if not isinstance(data, Mapping):
+            raise InputError(f"expected an object of keys, got {type(data).__name__}")
+        missing = [key for key in ("template", "label_set", "max_length", "retrieval") if key not in data]
+        if missing:
+            raise InputError(f"missing required key(s) {missing}")
         return cls(
-            template=TemplateConfig.from_dict(data["template"]),
-            label_set=LabelSet.from_dict(data["label_set"]),
-            max_length=int(data["max_length"]),
-            retrieval=from_mapping(RetrievalConfig, data["retrieval"]),
-            speaker_variant=data.get("speaker_variant", "paper"),
-            speaker_slots=int(data.get("speaker_slots", 9)),
+            template=from_mapping(TemplateConfig, data["template"], "template"),
+            label_set=_label_set(data["label_set"]),
+            max_length=_integer(data["max_length"], "max_length"),
+            retrieval=from_mapping(RetrievalConfig, data["retrieval"], "retrieval"),
+            speaker_variant=_string(data.get("speaker_variant", "paper"), "speaker_variant"),
+            speaker_slots=_integer(data.get("speaker_slots", 9), "speaker_slots"),
         )
 
     def save(self, directory: Path) -> None:
@@ -83,7 +102,51 @@ class PromptSetup:
 
     @classmethod
     def load(cls, directory: Path) -> "PromptSetup":
-        return cls.from_dict(json.loads((directory / PROMPTING_FILE).read_text(encoding="utf-8")))
+        """The setup saved in a model directory, or an :class:`InputError` naming the file (and field)."""
+        file = Path(directory) / PROMPTING_FILE
+        if not file.is_file():
+            raise InputError("missing: every model directory has one (instructerc train writes it)", path=file)
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise InputError("not UTF-8 text", path=file) from None
+        except json.JSONDecodeError as error:
+            raise InputError(f"not valid JSON: {error.msg} (column {error.colno})", path=file, line=error.lineno) from None
+        except OSError as error:
+            raise InputError(f"cannot be read: {error.strerror or error}", path=file) from None
+        try:
+            return cls.from_dict(data)
+        except InputError as error:
+            raise InputError(error.message, path=file, field=error.field) from None
+
+
+def _integer(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"expected an integer, got {value!r}", field=field)
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"expected a string, got {value!r}", field=field)
+    return value
+
+
+def _label_set(data: Any) -> LabelSet:
+    """A saved label set, checked: its own checks (duplicates, empty words) become InputErrors."""
+    fields = ("name", "labels", "verbalizers")
+    if not isinstance(data, Mapping) or any(key not in data for key in fields):
+        raise InputError(f"expected an object with {', '.join(fields)}", field="label_set")
+    for key in ("labels", "verbalizers"):
+        # A string would pass tuple() as a tuple of its characters.
+        if not isinstance(data[key], list) or not all(isinstance(word, str) for word in data[key]):
+            raise InputError(f"expected a list of strings, got {data[key]!r}", field=f"label_set.{key}")
+    try:
+        return LabelSet(_string(data["name"], "label_set.name"), tuple(data["labels"]), tuple(data["verbalizers"]))
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(str(error), field="label_set") from None
 
 
 def erc_examples(
