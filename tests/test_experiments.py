@@ -213,3 +213,121 @@ def test_a_grid_without_its_required_keys_names_them(grid_files, run_cli):
     (grid_files / "bare.yaml").write_text("base: base.yaml\n")
     result = run_cli("experiment", grid_files / "bare.yaml", "--list")
     assert result.code == 2 and "missing required key(s) ['name', 'output_dir']" in result.err
+
+
+def _grid_variant(grid_files: Path, file: str, **changes) -> Path:
+    """The module's grid with ``changes`` (a key set to None is removed), written to ``file``."""
+    grid = yaml.safe_load((grid_files / "grid.yaml").read_text())
+    grid.update(changes)
+    grid = {key: value for key, value in grid.items() if value is not None}
+    (grid_files / file).write_text(yaml.safe_dump(grid))
+    return grid_files / file
+
+
+def test_a_result_is_reused_only_for_the_split_and_subset_it_was_scored_on(grid_files, run_cli):
+    import csv
+    import json
+
+    from instructerc.data.registry import DataSource, load_dialogues
+    from instructerc.data.sampling import per_dataset_subset
+
+    one = {"seeds": [1], "axes": {"fraction": {"1/2": {"data.fraction": 0.5}}}, "plot": None, "output_dir": "runs-scoring"}
+    on_test = _grid_variant(grid_files, "on-test.yaml", name="on-test", **one)
+    on_dev = _grid_variant(grid_files, "on-dev.yaml", name="on-dev", evaluate_split="dev", evaluate_max_dialogues=2, **one)
+    assert run_cli("experiment", on_test, "--no-progress").code == 0
+    (result,) = (grid_files / "runs-scoring").glob("run-*/result.json")
+    trained = (result.parent / "model" / "instructerc.json").stat().st_mtime_ns
+
+    # The same run, scored on a subset of dev: scored again (not retrained), never given the test numbers.
+    assert "pending" not in run_cli("experiment", on_dev, "--list").out
+    assert "to score" in run_cli("experiment", on_dev, "--list").out
+    out = run_cli("experiment", on_dev, "--no-progress").out
+    assert ": done" not in out and "scoring on dev" in out
+    assert (result.parent / "model" / "instructerc.json").stat().st_mtime_ns == trained
+    dev = load_dialogues(DataSource("jsonl", grid_files / "data", label_set="meld"), "dev")
+    record = json.loads(result.read_text())
+    assert record["dev_eval"]["data"]["count"] == sum(len(d.utterances) for d in per_dataset_subset(dev, 2, seed=0))
+    selection = record["dev"]["by_dataset"]["data"]["weighted_f1"]  # the model's own dev metrics, kept
+
+    # Both grids now read their own scores back; the test grid's table holds the test numbers.
+    for grid, column, scores in ((on_test, "test_weighted_f1", "test"), (on_dev, "dev_eval_weighted_f1", "dev_eval")):
+        assert ": done" in run_cli("experiment", grid, "--no-progress").out
+        name = grid.stem
+        (row,) = csv.DictReader((grid_files / "runs-scoring" / f"{name}.csv").read_text().splitlines())
+        scored = record[scores] if scores in record else record["other_scorings"][0][scores]
+        assert float(row[column]) == round(scored["data"]["weighted_f1"], 2)
+        assert float(row["dev_weighted_f1"]) == round(selection, 2)
+    assert (result.parent / "model" / "instructerc.json").stat().st_mtime_ns == trained
+
+
+def test_a_recorded_result_counts_only_for_the_scoring_it_records(grid_files, run_cli):
+    import json
+
+    from instructerc.experiments.grid import RunSpec
+    from instructerc.experiments.runner import Scoring, load_result
+
+    spec = RunSpec("x", {}, 1, {})
+    dev = {"by_dataset": {"data": {"weighted_f1": 40.0}}}
+    metrics = {"data": {"weighted_f1": 50.0, "macro_f1": 40.0, "accuracy": 55.0}}
+    path = grid_files / "legacy-result.json"
+    # Written before subsets existed: the whole test split.
+    path.write_text(json.dumps({"dev": dev, "test": metrics, "evaluate_split": "test"}))
+    assert load_result(path, spec, Scoring("test", None)).test == metrics
+    assert load_result(path, spec, Scoring("test", 2)) is None
+    assert load_result(path, spec, Scoring("dev", None)) is None
+    # A dev evaluation recorded under "dev" overwrote the selection scores: it is scored again.
+    path.write_text(json.dumps({"dev": metrics, "evaluate_split": "dev", "evaluate_max_dialogues": None}))
+    assert load_result(path, spec, Scoring("dev", None)) is None
+
+
+def test_the_selection_score_and_a_dev_evaluation_have_distinct_columns():
+    from instructerc.experiments.grid import ExperimentConfig, RunSpec
+    from instructerc.experiments.report import markdown_table, rows
+    from instructerc.experiments.runner import RunResult
+
+    evaluated = {"weighted_f1": 50.0, "macro_f1": 40.0, "accuracy": 55.0}
+    result = RunResult(RunSpec("a=b__seed=1", {"a": "b"}, 1, {}), {"by_dataset": {"meld": {"weighted_f1": 61.0}}}, {"meld": evaluated})
+    (row,) = rows([result], "dev")
+    assert row["dev_weighted_f1"] == 61.0 and row["dev_eval_weighted_f1"] == 50.0 and row["dev_eval_accuracy"] == 55.0
+    table = markdown_table(ExperimentConfig("g", "b.yaml", "o", axes={"a": {"b": {}}}, evaluate_split="dev"), [row], "dev")
+    assert "| dev W-F1 | dev eval W-F1 |" in table and "| 61.00 | 50.00 |" in table
+    (row,) = rows([result], "test")  # the committed tables' names where nothing collides
+    assert row["dev_weighted_f1"] == 61.0 and row["test_weighted_f1"] == 50.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"evaluate_split": "bogus"}, "evaluate_split", "unknown split 'bogus'"),
+        ({"axes": {"lr": {"low": {"optim.lr": 0.01}}}, "plot": {"x": "lr"}}, "plot.x", "'low' is not a positive"),
+        ({"axes": {"fraction": {"0": {"data.fraction": 1.0}}}, "plot": {"x": "fraction"}}, "plot.x", "'0' is not a positive"),
+        ({"axes": {"seed": {"a": {}}}, "plot": None}, "axes.seed", "name of a column"),
+        ({"name": "../../outside"}, "name", "plain file name"),
+        ({"name": "sub/name"}, "name", "plain file name"),
+        ({"axes": {"lr": {"low": {"optim.lrr": 0.1}}}, "plot": None}, "axes.lr.low", "field 'optim' of the recipe: unknown key(s) ['lrr']"),
+        ({"overrides": {"optim.lr": "abc"}}, "overrides", "field 'optim.lr' of the recipe: expected a number"),
+        ({"axes": {"a": {"x": {"stages": []}}}, "plot": None}, "axes.a.x", "at least one stage"),
+        ({"base": "missing.yaml"}, "base", "is not a file"),
+    ],
+    ids=["split", "plot-names", "plot-zero", "axis-column", "name-up", "name-folder", "axis-key", "override-type", "axis-value", "base"],
+)
+def test_a_bad_grid_entry_is_refused_when_loaded_naming_the_grid_and_field(grid_files, run_cli, changes, field, fragment):
+    grid = _grid_variant(grid_files, "bad.yaml", **changes)
+    result = run_cli("experiment", grid, "--list")
+    assert (result.code, result.out) == (2, "")
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert f"{grid}: field '{field}':" in result.err and fragment in result.err
+    assert "base.yaml" not in result.err
+
+
+def test_an_error_of_the_base_recipe_itself_names_the_base_recipe(grid_files, run_cli):
+    (grid_files / "broken-base.yaml").write_text("optim: {lrr: 1}\n")
+    result = run_cli("experiment", _grid_variant(grid_files, "on-broken.yaml", base="broken-base.yaml"), "--list")
+    assert result.code == 2 and f"{grid_files / 'broken-base.yaml'}: field 'optim': unknown key(s) ['lrr']" in result.err
+
+
+def test_a_grid_name_with_a_folder_writes_nothing_outside_the_results(grid_files, run_cli, tmp_path):
+    results = tmp_path / "a" / "results"
+    grid = _grid_variant(grid_files, "evil.yaml", name="../evil", seeds=[1])
+    assert run_cli("experiment", grid, "--report-only", "--results", results).code == 2
+    assert not (tmp_path / "a" / "evil.csv").exists() and not results.exists()

@@ -25,7 +25,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
     from instructerc.experiments.report import write_report
-    from instructerc.experiments.runner import RESULT_FILE, load_result, run_directory, run_grid
+    from instructerc.experiments.runner import RESULT_FILE, Scoring, load_result, run_directory, run_grid, run_state
 
     config, root = load_experiment(args.grid)
     if args.dtype:
@@ -40,11 +40,15 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.list:
         for spec in specs:
             directory = run_directory(config, root, spec)
-            print(f"{'done   ' if (directory / RESULT_FILE).is_file() else 'pending'} {directory.name} {spec.name}")
+            # "to score": trained, but scored only on another split or subset than this grid's.
+            print(f"{run_state(config, directory):<8} {directory.name} {spec.name}")
         return 0
     if args.report_only:
-        finished = [(s, run_directory(config, root, s) / RESULT_FILE) for s in specs]
-        results = [load_result(path, s) for s, path in finished if path.is_file()]
+        # Only results scored the way this grid scores: another grid's scores of a shared run are
+        # on another split or subset.
+        scoring = Scoring.of(config)
+        found = [load_result(run_directory(config, root, s) / RESULT_FILE, s, scoring) for s in specs]
+        results = [result for result in found if result is not None]
     else:
         results = run_grid(config, root, progress=not args.no_progress, only=args.only)
     target = args.results or (root / config.output_dir)

@@ -15,19 +15,35 @@
     evaluate_max_dialogues: 40    # optional: a fixed subset of the split per dataset (slow templates)
     plot: {x: fraction, lines: dataset}
 
-Every combination of one value per axis, times every seed, is one run.
+Every combination of one value per axis, times every seed, is one run. The grid is checked
+whole when it is loaded (every run's recipe resolves, the report can be drawn), so a bad entry
+fails before any training, naming the grid file and the entry.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instructerc.config import from_mapping, read_yaml
+from instructerc.data.dialogue import SPLITS
 from instructerc.errors import InputError
+
+METRICS = ("weighted_f1", "macro_f1", "accuracy")
+# The report's own columns besides the scores: an axis of one of these names (or named like a
+# score column) would overwrite it in the CSV, or be overwritten.
+RESERVED_COLUMNS = ("run", "seed", "scored_on")
+
+
+def scores_name(split: str) -> str:
+    """The name of a grid's evaluation scores on ``split`` in result records and report columns
+    (``test`` -> ``test_weighted_f1``). Plain ``dev`` already names the dev scores that selected the
+    checkpoint, so the evaluation of dev is ``dev_eval``."""
+    return "dev_eval" if split == "dev" else split
 
 
 @dataclass(frozen=True)
@@ -54,17 +70,49 @@ class ExperimentConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # The report is written as <name>.csv, .md and .png under the results folder: a name
+        # with a folder in it would put them elsewhere.
+        if self.name in ("", ".", "..") or Path(self.name).name != self.name or "\\" in self.name or "\0" in self.name:
+            raise InputError(f"must be a plain file name (no folder), got {self.name!r}", field="name")
         if not self.seeds:
             raise InputError("at least one seed is needed", field="seeds")
+        if self.evaluate_split not in SPLITS:
+            raise InputError(f"unknown split {self.evaluate_split!r} (expected one of: {', '.join(SPLITS)})", field="evaluate_split")
         if self.evaluate_max_dialogues is not None and self.evaluate_max_dialogues < 1:
             raise InputError("must be at least 1", field="evaluate_max_dialogues")
         for axis, values in self.axes.items():
             if not values:
                 raise InputError(f"axis '{axis}' has no values", field=f"axes.{axis}")
+            if axis in RESERVED_COLUMNS or axis.endswith(tuple(f"_{metric}" for metric in METRICS)):
+                raise InputError(f"axis '{axis}' has the name of a column of the results table; rename it", field=f"axes.{axis}")
         if self.plot is not None:
-            for name in (self.plot.x, self.plot.lines):
-                if name is not None and name not in self.axes:
-                    raise InputError(f"plot axis '{name}' is not an axis of the grid", field="plot")
+            self._check_plot(self.plot)
+
+    def _check_plot(self, plot: PlotConfig) -> None:
+        for key, name in (("x", plot.x), ("lines", plot.lines)):
+            if name is not None and name not in self.axes:
+                raise InputError(f"plot axis '{name}' is not an axis of the grid", field=f"plot.{key}")
+        for value in self.axes[plot.x]:
+            number = axis_number(value)
+            if number is None or (plot.log2_x and number <= 0):
+                wanted = "a positive number" if plot.log2_x else "a number"
+                raise InputError(
+                    f"the values of the x axis '{plot.x}' are plotted as numbers: {value!r} is not {wanted} (like 0.5 or 1/2)",
+                    field="plot.x",
+                )
+
+
+def axis_number(value: str) -> float | None:
+    """Where an axis value (``0.5``, ``1/2``) sits on a plot's x axis; None if it is no finite number."""
+    try:
+        if "/" in value:
+            top, bottom = value.split("/", 1)
+            number = float(top) / float(bottom)
+        else:
+            number = float(value)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -81,9 +129,41 @@ def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
     """The experiment and the folder its relative paths are relative to."""
     path = Path(path)
     try:
-        return from_mapping(ExperimentConfig, read_yaml(path)), path.resolve().parent
+        config = from_mapping(ExperimentConfig, read_yaml(path))
     except InputError as error:
         raise InputError(error.message, path=path, field=error.field) from None
+    root = path.resolve().parent
+    check_recipes(config, root, path)
+    return config, root
+
+
+def check_recipes(config: ExperimentConfig, root: Path, grid: Path) -> None:
+    """Every run's recipe resolves; else an error naming the grid entry at fault (its overrides,
+    one axis value, or a combination of values), with the recipe field it broke."""
+    base = root / config.base
+    if not base.is_file():
+        raise InputError(f"the base recipe {base} is not a file", path=grid, field="base")
+    _resolve(config, root, config.overrides, {}, grid, "overrides")
+    for axis, values in config.axes.items():
+        for value, changes in values.items():
+            _resolve(config, root, {**config.overrides, **changes}, config.overrides, grid, f"axes.{axis}.{value}")
+    for spec in expand(config):
+        _resolve(config, root, spec.overrides, config.overrides, grid, f"axes ({spec.name})")
+
+
+def _resolve(config: ExperimentConfig, root: Path, overrides: dict[str, Any], reference: dict[str, Any], grid: Path, entry: str) -> None:
+    """Resolve the base recipe under ``overrides``; a failure is ``entry``'s fault unless the
+    ``reference`` overrides (what ``entry`` adds to) already fail, e.g. a base recipe wrong by
+    itself, whose own error names it."""
+    from instructerc.training.config import TrainConfig
+
+    base = root / config.base
+    try:
+        TrainConfig.from_yaml(base, overrides)
+    except InputError as error:
+        TrainConfig.from_yaml(base, reference)
+        where = f"field '{error.field}' of the recipe: " if error.field else ""
+        raise InputError(f"{where}{error.message}", path=grid, field=entry) from None
 
 
 def _slug(text: str) -> str:

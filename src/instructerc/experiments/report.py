@@ -8,11 +8,22 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from instructerc.experiments.grid import ExperimentConfig
+from instructerc.experiments.grid import METRICS, ExperimentConfig, axis_number, scores_name
 from instructerc.experiments.runner import RunResult
 from instructerc.files import atomic_write
 
-METRICS = ("weighted_f1", "macro_f1", "accuracy")
+# The dev weighted F1 that selected each run's checkpoint (the committed tables' name for it).
+SELECTION_COLUMN = "dev_weighted_f1"
+
+
+def score_column(split: str, metric: str) -> str:
+    """The column of an evaluation score: ``test_weighted_f1``; ``dev_eval_weighted_f1`` for dev,
+    which must not take the selection score's column."""
+    return f"{scores_name(split)}_{metric}"
+
+
+def score_header(split: str) -> str:
+    return scores_name(split).replace("_", " ")
 
 
 def rows(results: list[RunResult], split: str) -> list[dict[str, object]]:
@@ -22,9 +33,9 @@ def rows(results: list[RunResult], split: str) -> list[dict[str, object]]:
         dev_by_dataset = result.dev.get("by_dataset", {})
         for dataset, metrics in result.test.items():
             row: dict[str, object] = {"run": result.name, **result.spec.values, "seed": result.spec.seed, "scored_on": dataset}
-            row["dev_weighted_f1"] = round(dev_by_dataset.get(dataset, {}).get("weighted_f1", float("nan")), 2)
+            row[SELECTION_COLUMN] = round(dev_by_dataset.get(dataset, {}).get("weighted_f1", float("nan")), 2)
             for metric in METRICS:
-                row[f"{split}_{metric}"] = round(metrics[metric], 2)
+                row[score_column(split, metric)] = round(metrics[metric], 2)
             table.append(row)
     return table
 
@@ -51,13 +62,14 @@ def markdown_table(config: ExperimentConfig, table: list[dict[str, object]], spl
     groups: dict[tuple, list[dict[str, object]]] = defaultdict(list)
     for row in table:
         groups[tuple(row[a] for a in axes) + (row["scored_on"],)].append(row)
-    header = [*axes, "scored on", "seeds", "dev W-F1", f"{split} W-F1", f"{split} macro F1", f"{split} accuracy"]
+    scores = score_header(split)
+    header = [*axes, "scored on", "seeds", "dev W-F1", f"{scores} W-F1", f"{scores} macro F1", f"{scores} accuracy"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for key, members in groups.items():
         cells = [str(k) for k in key]
         cells.append(str(len(members)))
-        cells.append(mean_std([float(m["dev_weighted_f1"]) for m in members]))
-        cells += [mean_std([float(m[f"{split}_{metric}"]) for m in members]) for metric in METRICS]
+        cells.append(mean_std([float(m[SELECTION_COLUMN]) for m in members]))
+        cells += [mean_std([float(m[score_column(split, metric)]) for m in members]) for metric in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -72,12 +84,12 @@ def plot(config: ExperimentConfig, table: list[dict[str, object]], split: str, p
     spec = config.plot
     assert spec is not None
     x_values = list(config.axes[spec.x])
-    numeric = {name: _number(name) for name in x_values}
+    numeric = {name: _position(name) for name in x_values}
     series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in table:
         scored = str(row["scored_on"])
         line = f"{row[spec.lines]} ({scored})" if spec.lines and str(row[spec.lines]) != scored else scored
-        series[line][str(row[spec.x])].append(float(row[f"{split}_weighted_f1"]))
+        series[line][str(row[spec.x])].append(float(row[score_column(split, "weighted_f1")]))
     figure, axis = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for line, points in sorted(series.items()):
         xs = sorted((numeric[x], statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for x, v in points.items())
@@ -99,11 +111,11 @@ def plot(config: ExperimentConfig, table: list[dict[str, object]], split: str, p
         handle.write(buffer.getvalue())
 
 
-def _number(name: str) -> float:
-    if "/" in name:
-        top, bottom = name.split("/", 1)
-        return float(top) / float(bottom)
-    return float(name)
+def _position(value: str) -> float:
+    number = axis_number(value)
+    if number is None:  # the grid's checks refuse such a value when it is loaded
+        raise AssertionError(f"plot x value {value!r} is not a number")
+    return number
 
 
 def write_report(config: ExperimentConfig, results: list[RunResult], directory: Path) -> list[Path]:

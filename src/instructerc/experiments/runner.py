@@ -7,17 +7,40 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from instructerc.experiments.grid import ExperimentConfig, RunSpec, expand
+from instructerc.errors import InputError
+from instructerc.experiments.grid import ExperimentConfig, RunSpec, expand, scores_name
 from instructerc.files import atomic_write
 
 RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)
+class Scoring:
+    """What a run's model is scored on. Two grids may share a run but score it differently, so a
+    recorded score is reused only for the same scoring. (The model, its data and its precision
+    are fixed by the run's directory.)"""
+
+    split: str
+    max_dialogues: int | None
+
+    @classmethod
+    def of(cls, config: ExperimentConfig) -> Scoring:
+        return cls(config.evaluate_split, config.evaluate_max_dialogues)
+
+    @classmethod
+    def recorded(cls, record: dict[str, Any]) -> Scoring:
+        # Records written before subsets existed scored the whole split.
+        return cls(record["evaluate_split"], record.get("evaluate_max_dialogues"))
+
+    def describe(self) -> str:
+        return self.split if self.max_dialogues is None else f"{self.split} (at most {self.max_dialogues} dialogues per dataset)"
+
+
+@dataclass(frozen=True)
 class RunResult:
     spec: RunSpec
-    dev: dict[str, Any]
-    test: dict[str, Any]
+    dev: dict[str, Any]  # the dev metrics that selected the checkpoint
+    test: dict[str, Any]  # per dataset, the scores on the grid's evaluation split (test unless it says otherwise)
 
     @property
     def name(self) -> str:
@@ -96,8 +119,10 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
     resolved = resolved_config(config, root, spec)
     directory = _directory_of(config, root, resolved)
     done = directory / RESULT_FILE
-    if done.is_file():
-        return load_result(done, spec)
+    scoring = Scoring.of(config)
+    finished = load_result(done, spec, scoring)
+    if finished is not None:
+        return finished
     train_config = replace(resolved, output_dir=str(directory))
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_write(directory / "spec.json") as handle:
@@ -111,26 +136,63 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
         resume = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
         Trainer(train_config, progress=progress, dev_scoring=predictor_dev_scoring).run(resume=resume)
     dev = json.loads((paths.model / DEV_METRICS).read_text(encoding="utf-8"))
-    test = evaluate_run(
-        directory, train_config.data.source(), config.evaluate_split, progress, config.evaluate_max_dialogues, train_config.backbone.dtype
-    )
+    test = evaluate_run(directory, train_config.data.source(), scoring.split, progress, scoring.max_dialogues, train_config.backbone.dtype)
     record = {
         "name": spec.name,
         "values": spec.values,
         "seed": spec.seed,
         "dev": dev,
-        config.evaluate_split: test,
-        "evaluate_split": config.evaluate_split,
-        "evaluate_max_dialogues": config.evaluate_max_dialogues,
+        scores_name(scoring.split): test,
+        "evaluate_split": scoring.split,
+        "evaluate_max_dialogues": scoring.max_dialogues,
     }
-    with atomic_write(done) as handle:
-        json.dump(record, handle, indent=2)
+    _write_record(done, record)
     return RunResult(spec, dev, test)
 
 
-def load_result(path: Path, spec: RunSpec) -> RunResult:
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return RunResult(spec, record["dev"], record[record["evaluate_split"]])
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    """``record`` as the run's result, its scores under other scorings kept in ``other_scorings``
+    (grids sharing the run read them back without evaluating again)."""
+    scoring = Scoring.recorded(record)
+    kept = [r for r in _records(path) if Scoring.recorded(r) != scoring] if path.is_file() else []
+    with atomic_write(path) as handle:
+        json.dump({**record, "other_scorings": [_scores_only(r) for r in kept]}, handle, indent=2)
+
+
+def _scores_only(record: dict[str, Any]) -> dict[str, Any]:
+    scores = scores_name(record["evaluate_split"])
+    return {key: record.get(key) for key in ("evaluate_split", "evaluate_max_dialogues", scores)}
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """Every scoring a result file holds, each as a record of the top level's form. A record of a
+    dev evaluation from before ``dev_eval`` has no usable scores (they overwrote the selection
+    scores under ``dev``): it is left out, so the run is scored again."""
+    try:
+        top = json.loads(path.read_text(encoding="utf-8"))
+        records = [top] + [{**top, **other} for other in top.get("other_scorings", [])]
+        return [r for r in records if isinstance(r["dev"], dict) and scores_name(Scoring.recorded(r).split) in r]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
+        raise InputError(f"unreadable run result ({type(error).__name__}: {error}): delete it to score the run again", path=path) from None
+
+
+def load_result(path: Path, spec: RunSpec, scoring: Scoring) -> RunResult | None:
+    """The run's recorded result under ``scoring``; None if there is none (the run is unfinished,
+    or was scored on another split or subset only)."""
+    if not path.is_file():
+        return None
+    for record in _records(path):
+        if Scoring.recorded(record) == scoring:
+            return RunResult(spec, record["dev"], record[scores_name(scoring.split)])
+    return None
+
+
+def run_state(config: ExperimentConfig, directory: Path) -> str:
+    """``done`` (scored as ``config`` asks), ``to score`` (only other scorings recorded) or ``pending``."""
+    path = directory / RESULT_FILE
+    if not path.is_file():
+        return "pending"
+    return "done" if Scoring.of(config) in [Scoring.recorded(r) for r in _records(path)] else "to score"
 
 
 def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | None = None) -> list[RunResult]:
@@ -141,7 +203,8 @@ def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: 
         if only is not None and only not in spec.name:
             continue
         directory = run_directory(config, root, spec)
-        state = "done" if (directory / RESULT_FILE).is_file() else "running"
+        state = run_state(config, directory)
+        state = {"pending": "running", "to score": f"trained, scoring on {Scoring.of(config).describe()}"}.get(state, state)
         print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): {state}")
         results.append(run_one(config, root, spec, progress))
     return results

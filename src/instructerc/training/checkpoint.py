@@ -22,9 +22,11 @@ from instructerc.files import atomic_write, replace_directory
 
 CHECKPOINT_FILES = ("trainable.pt", "optim.pt", "state.json")
 SHARDED_DIR = "sharded"  # a sharded run's checkpoint: its processes' shards, with their .metadata
-# Keys a resumed run may change freely: how often checkpoints are saved changes nothing the run
-# computes (an interrupted run may have saved more often, to lose less).
-RESUME_FREE_KEYS = frozenset({"checkpoint_every_steps"})
+# Keys a resumed run may change freely, as they change nothing the run computes: how often
+# checkpoints are saved (an interrupted run may have saved more often, to lose less), and where
+# the run is (the run resumed is the one in this folder, however its path is spelled now or
+# wherever it was moved since).
+RESUME_FREE_KEYS = frozenset({"checkpoint_every_steps", "output_dir"})
 
 
 @dataclass
@@ -183,8 +185,11 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
     if isinstance(saved, dict) and defaults:
         saved = _with_defaults(saved, yaml.safe_load(yaml.safe_dump(defaults)))
     # Through YAML, so the new config compares in the form the saved one was written in.
+    new = yaml.safe_load(yaml.safe_dump(config))
     differences = [
-        d for d in config_differences(saved, yaml.safe_load(yaml.safe_dump(config))) if d.split(":", 1)[0] not in RESUME_FREE_KEYS
+        d
+        for d in config_differences(saved, new)
+        if d.split(":", 1)[0] not in RESUME_FREE_KEYS and not (d.startswith("backbone.dtype:") and _same_precision(saved, new))
     ]
     if differences and not force:
         shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
@@ -194,6 +199,29 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
             path=saved_config,
         )
     return differences
+
+
+def _same_precision(saved: Any, new: dict[str, Any]) -> bool:
+    """Whether the two configs' ``backbone.dtype`` compute in one type on this machine, as grid run
+    keys count it: a run started under ``auto`` and resumed under the ``bfloat16`` it meant is one run."""
+    from instructerc.modeling.precision import DTYPES, resolve_dtype
+
+    names = [_dtype_of(saved), _dtype_of(new)]
+    if not all(name in DTYPES for name in names):
+        return False
+    return resolve_dtype(names[0], _training_device()) == resolve_dtype(names[1], _training_device())
+
+
+def _dtype_of(config: Any) -> Any:
+    backbone = config.get("backbone") if isinstance(config, dict) else None
+    return backbone.get("dtype") if isinstance(backbone, dict) else None
+
+
+def _training_device() -> str:
+    # The device the trainer computes on, as the experiment runner's run keys assume it.
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
