@@ -61,3 +61,20 @@ def test_not_utf8_still_names_its_line(tmp_path: Path) -> None:
         list(iter_jsonl(file))
 
     assert caught.value.line == 2
+
+
+def test_a_folder_without_train_jsonl_takes_its_labels_from_the_splits_it_has(tmp_path: Path) -> None:
+    from instructerc.data.jsonl import infer_label_set
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for split, emotion in (("dev", "joy"), ("test", "anger")):
+        (folder / f"{split}.jsonl").write_text(
+            json.dumps({"id": split, "utterances": [{"speaker": "A", "text": "x", "emotion": emotion}]}) + "\n"
+        )
+    label_set = infer_label_set(folder)
+    assert label_set is not None and sorted(label_set.labels) == ["anger", "joy"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="train.jsonl"):
+        infer_label_set(empty)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.dialogue import SPLITS, Dialogue, Utterance
 from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_speaker, nonempty_text, not_utf8, require_file
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
@@ -138,9 +138,15 @@ def _dataset_name(path: Path) -> str:
 
 
 def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
-    """The emotions a JSONL file uses (train split of a folder), sorted; None if it has none."""
-    file = jsonl_file(path, split) if path.is_dir() else path
-    emotions = sorted({u.emotion for _, d in iter_jsonl(file, split) for u in d.utterances if u.emotion is not None})
+    """The emotions a JSONL file uses (the train split of a folder; a folder without one, to
+    evaluate a model on its dev or test, uses the splits it has), sorted; None if it has none."""
+    present = [path / f"{name}.jsonl" for name in SPLITS if (path / f"{name}.jsonl").is_file()] if path.is_dir() else []
+    if path.is_dir() and not (path / f"{split}.jsonl").is_file() and present:
+        files = present
+    else:
+        files = [jsonl_file(path, split) if path.is_dir() else path]  # names what is missing
+    file = files[0]
+    emotions = sorted({u.emotion for f in files for _, d in iter_jsonl(f, split) for u in d.utterances if u.emotion is not None})
     if not emotions:
         return None
     try:
