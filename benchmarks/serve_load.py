@@ -304,6 +304,7 @@ async def conversation_client(url: str, number: int, until: float, tally: Tally 
             if created is None:
                 if time.monotonic() >= until:
                     return
+                await asyncio.sleep(0.1)  # counted as an error; no retry storm
                 continue
             path = f"/v1/conversations/{created.json()['id']}"
             for index, (speaker, text) in enumerate(script, 1):
