@@ -179,6 +179,9 @@ def test_labels_health_and_the_openapi_document(client: httpx.Client) -> None:
     body_schema = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "$defs" not in json.dumps(body_schema)  # nested models are inlined, so the document resolves
     assert body_schema["properties"]["dialogues"]["items"]["properties"]["utterances"]["items"]["required"] == ["speaker", "text"]
+    # As the service answers them: an empty body starts an empty conversation; an utterance needs one.
+    assert spec["paths"]["/v1/conversations"]["post"]["requestBody"]["required"] is False
+    assert spec["paths"]["/v1/conversations/{conversation_id}/utterances"]["post"]["requestBody"]["required"] is True
 
 
 # -- limits and malformed input ---------------------------------------------------------------------

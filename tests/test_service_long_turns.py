@@ -84,7 +84,9 @@ def test_every_conversation_that_leaves_the_store_is_reported() -> None:
     now = [0.0]
     dropped: list[str] = []
     ids = iter(f"c{k}" for k in range(10))
-    store = ConversationStore(2, max_idle_seconds=100, clock=lambda: now[0], new_id=lambda: next(ids), on_drop=dropped.append)
+    store = ConversationStore(
+        2, max_idle_seconds=100, clock=lambda: now[0], new_id=lambda: next(ids), on_drop=lambda gone: dropped.append(gone.id)
+    )
     first, second = store.create(), store.create()
     now[0] = 1.0
     store.create()  # full: the least recently used goes
@@ -120,3 +122,27 @@ def _dialogue():
     from instructerc.data.dialogue import Dialogue, Utterance
 
     return Dialogue("d", "user", "test", tuple(Utterance(u["speaker"], u["text"]) for u in DIALOGUE))
+
+
+def test_a_conversation_dropped_while_its_turn_waits_keeps_no_cache(predictor: Predictor) -> None:
+    from instructerc.service.app import LiveTurn, Service
+    from instructerc.service.store import Conversation
+
+    service = Service(predictor, ServiceConfig())
+    conversation = Conversation(id="gone")
+    turn = LiveTurn(conversation, _dialogue().with_utterances(_dialogue().utterances[:2]))
+    service.forget(conversation)  # deleted, expired or evicted after its turn was queued
+    [prediction] = service._predict_batch([turn])
+    assert prediction.label in MELD.labels
+    assert service.caches is not None and len(service.caches) == 0 and service.caches.nbytes == 0
+
+
+def test_health_does_not_count_expired_conversations(predictor: Predictor) -> None:
+    import time
+
+    with serving(predictor, ServiceConfig(max_idle_seconds=0.5)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        conversation = client.post("/v1/conversations").json()["id"]
+        client.post(f"/v1/conversations/{conversation}/utterances", json=DIALOGUE[0])
+        time.sleep(1.0)
+        health = client.get("/healthz").json()
+    assert health["conversations"] == 0 and health["turn_cache_conversations"] == 0 and health["turn_cache_bytes"] == 0

@@ -32,7 +32,7 @@ from instructerc.service.requests import (
     predict_request,
     utterance_request,
 )
-from instructerc.service.store import ConversationStore, StoreFull, TokenBucket, Turn
+from instructerc.service.store import Conversation, ConversationStore, StoreFull, TokenBucket, Turn
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -47,7 +47,7 @@ MODE = "score"
 class LiveTurn:
     """The newest utterance of a live conversation, scored from the conversation's cache."""
 
-    conversation_id: str
+    conversation: Conversation
     dialogue: Dialogue
 
 
@@ -90,27 +90,32 @@ class Service:
             results[k] = prediction
         if turns:
             assert self.caches is not None, "live turns are only queued when the service keeps caches"
-            keys = [items[k].conversation_id for k in turns]
-            caches = [self.caches.take(key) for key in keys]
+            conversations = [items[k].conversation for k in turns]
+            caches = [self.caches.take(c.id) for c in conversations]
             try:
                 predictions = self.predictor.predict_turns([(items[k].dialogue, cache) for k, cache in zip(turns, caches)])
             finally:
-                for key, cache in zip(keys, caches):
-                    self.caches.put(key, cache)
+                for conversation, cache in zip(conversations, caches):
+                    # One dropped while its turn waited was forgotten before this took its cache:
+                    # keeping it would hold memory for a conversation that is gone.
+                    if not conversation.closed:
+                        self.caches.put(conversation.id, cache)
             for k, prediction in zip(turns, predictions):
                 results[k] = prediction
         return results
 
-    def turn_item(self, conversation_id: str, utterances: tuple[Utterance, ...]) -> Item | LiveTurn:
+    def turn_item(self, conversation: Conversation, utterances: tuple[Utterance, ...]) -> Item | LiveTurn:
         """What to queue for a conversation's newest utterance: a live turn when caches are kept."""
         dialogue = self.internal(utterances)
         if self.caches is None:
             return (dialogue, len(utterances) - 1)
-        return LiveTurn(conversation_id, dialogue)
+        return LiveTurn(conversation, dialogue)
 
-    def forget(self, conversation_id: str) -> None:
+    def forget(self, conversation: Conversation) -> None:
+        """Drops what is kept for a conversation that left the store (its key/value cache)."""
+        conversation.closed = True  # before the discard: a turn of it in flight checks it (see _predict_batch)
         if self.caches is not None:
-            self.caches.discard(conversation_id)
+            self.caches.discard(conversation.id)
 
     def internal(self, utterances: tuple[Utterance, ...]) -> Dialogue:
         """A dialogue under an id no other dialogue in flight has: clients may reuse ids, but
@@ -263,7 +268,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
         status_code=201,
         response_model=schemas.ConversationOut,
         responses=errors,
-        openapi_extra=schemas.request_body(schemas.NewConversation),
+        openapi_extra=schemas.request_body(schemas.NewConversation, required=False),  # an empty body starts an empty one
     )
     async def create_conversation(request: Request) -> dict[str, Any]:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
@@ -296,7 +301,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                 if index >= limits.max_conversation_utterances:
                     raise ApiError(409, "conversation_full", f"the conversation has {index} utterances, the most allowed; start a new one")
                 history = tuple(_as_read(turn) for turn in conversation.turns)
-                item = service.turn_item(conversation.id, history + (utterance,))
+                item = service.turn_item(conversation, history + (utterance,))
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
         return {"conversation_id": conversation.id, "index": index, **_utterance(utterance, prediction)}
@@ -351,6 +356,7 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
     async def health() -> Any:
         """``ok`` (200) while requests can be answered; ``failed`` (503) once the batching worker has died."""
         alive = service.batcher.alive
+        service.store.purge()  # expired conversations are not live, and their caches go with them
         body = {
             "status": "ok" if alive else "failed",
             "conversations": len(service.store),

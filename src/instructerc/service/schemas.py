@@ -105,9 +105,9 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
+def request_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
     """An ``openapi_extra`` entry documenting ``model`` as the JSON request body."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(model)}}}}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": inline_schema(model)}}}}
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     last_used: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    closed: bool = False  # it left the store (deleted, expired or evicted)
 
 
 def new_conversation_id() -> str:
@@ -90,11 +91,11 @@ class ConversationStore:
         clock: Callable[[], float] = time.monotonic,
         new_id: Callable[[], str] = new_conversation_id,
         evict_after_idle_seconds: float = 0.0,
-        on_drop: Callable[[str], None] | None = None,
+        on_drop: Callable[[Conversation], None] | None = None,
     ) -> None:
         self.max_conversations = max_conversations
-        # Told the id of every conversation that goes (deleted, expired or evicted), so what is
-        # kept beside the store for it (its key/value cache) goes too.
+        # Told of every conversation that goes (deleted, expired or evicted), so what is kept
+        # beside the store for it (its key/value cache) goes too.
         self._on_drop = on_drop
         self.max_idle_seconds = max_idle_seconds
         # A full store evicts only conversations unused this long: new ones never push out those in use.
@@ -127,7 +128,7 @@ class ConversationStore:
             raise StoreFull(f"all {len(self._conversations)} conversations are in use; retry later")
         now = self._clock()
         while len(self._conversations) >= self.max_conversations:
-            evicted, _ = self._conversations.popitem(last=False)
+            _, evicted = self._conversations.popitem(last=False)
             self.evicted += 1
             self._dropped(evicted)
         conversation_id = self._new_id()
@@ -149,9 +150,10 @@ class ConversationStore:
 
     def delete(self, conversation_id: str) -> bool:
         self._drop_expired(self._clock())
-        if self._conversations.pop(conversation_id, None) is None:
+        conversation = self._conversations.pop(conversation_id, None)
+        if conversation is None:
             return False
-        self._dropped(conversation_id)
+        self._dropped(conversation)
         return True
 
     def purge(self) -> int:
@@ -165,10 +167,10 @@ class ConversationStore:
             oldest = next(iter(self._conversations.values()))
             if now - oldest.last_used < self.max_idle_seconds:
                 break
-            expired, _ = self._conversations.popitem(last=False)
+            _, expired = self._conversations.popitem(last=False)
             self.expired += 1
             self._dropped(expired)
 
-    def _dropped(self, conversation_id: str) -> None:
+    def _dropped(self, conversation: Conversation) -> None:
         if self._on_drop is not None:
-            self._on_drop(conversation_id)
+            self._on_drop(conversation)
