@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable, Sequence
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 from instructerc import __version__
 from instructerc.errors import InputError
@@ -36,10 +39,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        with terminate_as_exit():
+            return handler(args)
     except InputError as error:
         print(f"instructerc: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("instructerc: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``kill``, or a launcher stopping the other processes of a run) ends the command
+    as an exception, like Ctrl-C, so temporary outputs are removed on the way out; by default
+    Python would die on the spot and leave them. Only the main thread can install a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
