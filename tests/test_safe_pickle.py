@@ -301,3 +301,25 @@ def test_a_pickle_using_its_memo_normally_still_loads(tmp_path: Path) -> None:
         file = tmp_path / f"p{protocol}.pkl"
         file.write_bytes(pickle.dumps(data, protocol=protocol))
         assert load_data_pickle(file) == data
+
+
+@pytest.mark.parametrize("payload", [b"\x80\x02Pabc\n.", b"\x80\x02N\x51."], ids=["persid", "binpersid"])
+def test_a_persistent_id_is_refused_on_one_line(tmp_path: Path, payload: bytes) -> None:
+    """The stock unpickler's message spans two lines; the CLI prints one."""
+    file = tmp_path / "persid.pkl"
+    file.write_bytes(payload)
+
+    with pytest.raises(InputError, match="refused a persistent id") as error:
+        load_data_pickle(file)
+    assert "\n" not in str(error.value) and error.value.path == str(file)
+
+
+def test_an_unsupported_numpy_dtype_is_named_in_bounded_length(tmp_path: Path) -> None:
+    """The dtype code comes from the file: a 100,000-character code is not copied into the message."""
+    code = b"O" * 100_000
+    file = tmp_path / "long_dtype.pkl"
+    file.write_bytes(b"\x80\x02cnumpy\ndtype\nX" + len(code).to_bytes(4, "little") + code + b"K\x00K\x01\x87R.")
+
+    with pytest.raises(InputError, match="numpy scalar of dtype 'OOOO") as error:
+        load_data_pickle(file)
+    assert len(str(error.value)) < 300

@@ -7,6 +7,22 @@ kept: happy and excited stay apart, and turns whose consensus label is none of t
 (``xxx``, ``oth``, ``fea``, ``sur``, ``dis``) are dropped, as in the COSMIC pickle. Session 5 is test;
 dev is the 12 dialogues of sessions 1-4 that the COSMIC pickle uses for validation, so both
 sources give the same splits.
+
+What is read, and what is refused (an error naming file:line):
+
+- A transcription line that starts with a turn name of its dialogue (``<dialogue>_``) is a turn: it
+  must parse, and its name must give the speaker (``<dialogue>_M...`` or ``<dialogue>_F...``). Other
+  lines are not turns and are skipped: the release has some (``M: Yeah.``).
+- A turn the EmoEvaluation file does not evaluate is dropped, like the six-class convention's
+  codes: the release transcribes turns nobody labelled (``<dialogue>_MXX0``, overlapping laughter
+  and the like).
+- In the EmoEvaluation file every line that starts with ``[`` must parse, name a turn of its
+  dialogue and carry a known code; a file with no such line is refused (it would drop its
+  whole dialogue).
+- Text is UTF-8 without NUL in every line that is used: a turn that is kept and an evaluation line
+  (``[...``). Lines never used (evaluators' notes, lines that are not turns, dropped turns) are not
+  checked, so a stray byte in a note cannot block the release (the loader decoded with
+  ``errors="replace"`` before, and the raw release was not at hand to check it is all UTF-8).
 """
 
 from __future__ import annotations
@@ -16,12 +32,15 @@ from pathlib import Path
 
 from instructerc.data.cosmic import read_cosmic
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader
+from instructerc.data.loader import Loader, nonempty_text, require_file
+from instructerc.data.safe_pickle import describe
+from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import IEMOCAP
 from instructerc.labels.label_set import LabelSet
 
 CODES = {"hap": "happy", "sad": "sad", "neu": "neutral", "ang": "angry", "exc": "excited", "fru": "frustrated"}
+DROPPED_CODES = frozenset({"xxx", "oth", "fea", "sur", "dis"})  # none of the six: dropped by design
 COSMIC_DEV_DIALOGUES = frozenset(
     {
         "Ses01M_impro01",
@@ -40,6 +59,11 @@ COSMIC_DEV_DIALOGUES = frozenset(
 )
 _TRANSCRIPT_LINE = re.compile(r"^(?P<turn>Ses\S+) \[[\d.]+-[\d.]+\]:\s?(?P<text>.*)$")
 _EVALUATION_LINE = re.compile(r"^\[[\d.]+ - [\d.]+\]\t(?P<turn>\S+)\t(?P<code>\S+)\t\[")
+_TRANSCRIPT_FORM = "<turn> [<start>-<end>]: <text>"
+_EVALUATION_FORM = "[<start> - <end>]<TAB><turn><TAB><code><TAB>[V, A, D]"
+# What errors="surrogateescape" makes of each byte that is not UTF-8 (a valid file decodes to no
+# surrogate: UTF-8 cannot encode one), so a bad byte is found in the line that is read.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def is_raw_release(path: Path) -> bool:
@@ -52,30 +76,88 @@ def split_of(dialogue_id: str) -> str:
     return "dev" if dialogue_id in COSMIC_DEV_DIALOGUES else "train"
 
 
-def read_evaluation(file: Path) -> dict[str, str]:
-    """Turn name -> consensus code, from one EmoEvaluation file."""
+def read_lines(path: Path) -> list[str]:
+    """The lines of a file of the release; bytes that are not UTF-8 stay escaped until :func:`checked`
+    refuses them in a line that is read (a folder, a broken link or an unreadable file: an error)."""
+    if path.is_symlink() and not path.exists():  # require_file would say "file not found" of a name `ls` shows
+        raise InputError("a symbolic link to nothing (its target is missing)", path=path)
+    require_file(path)
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror}", path=path) from None
+
+
+def checked(line: str, *, path: Path, number: int) -> str:
+    """``line`` if it is text as the CSV and JSONL readers require it: UTF-8, no NUL."""
+    bad = _ESCAPED_BYTE.search(line)
+    if bad is not None:
+        where = f"byte {ord(bad.group()) - 0xDC00:#04x} at character {bad.start() + 1}"
+        raise InputError(f"not UTF-8 text ({where}): save the file as UTF-8", path=path, line=number)
+    try:
+        check_string(line)
+    except TextProblem as problem:
+        raise InputError(problem.message, path=path, line=number) from None
+    return line
+
+
+def speaker_of(turn: str, dialogue: str, *, path: Path, number: int) -> str:
+    """``M`` or ``F``, from a turn name ``<dialogue>_M000`` (a name of another dialogue is refused)."""
+    prefix = f"{dialogue}_"
+    if not turn.startswith(prefix) or turn[len(prefix) : len(prefix) + 1] not in ("M", "F"):
+        raise InputError(
+            f"turn {describe(turn)} is not a turn name of {dialogue}: expected {prefix} then the speaker, M or F ({prefix}F000)",
+            path=path,
+            line=number,
+        )
+    return turn[len(prefix)]
+
+
+def read_evaluation(file: Path, dialogue: str) -> dict[str, str]:
+    """Turn name -> consensus code, from one EmoEvaluation file: each line opening with ``[`` is a turn's."""
     codes = {}
-    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
-        match = _EVALUATION_LINE.match(line)
-        if match:
-            codes[match["turn"]] = match["code"]
+    for number, line in enumerate(read_lines(file), start=1):
+        if not line.lstrip().startswith("["):
+            continue  # the header (%), blank lines, and the evaluators' own lines (C-E1:, A-E1:, ...)
+        match = _EVALUATION_LINE.match(checked(line, path=file, number=number))
+        if match is None:
+            raise InputError(f"an evaluation line that does not parse (expected {_EVALUATION_FORM})", path=file, line=number)
+        speaker_of(match["turn"], dialogue, path=file, number=number)
+        code = match["code"]
+        if code not in CODES and code not in DROPPED_CODES:
+            known = ", ".join([*CODES, *sorted(DROPPED_CODES)])
+            raise InputError(f"unknown emotion code {describe(code)} (expected one of: {known})", path=file, line=number)
+        codes[match["turn"]] = code
+    if not codes:  # a file in another format: its whole dialogue would vanish
+        raise InputError(f"no evaluated turn (no line {_EVALUATION_FORM})", path=file)
     return codes
 
 
+def _utterance(line: str, number: int, *, transcript: Path, codes: dict[str, str], label_set: LabelSet) -> Utterance | None:
+    """The utterance of one transcription line, or None for a line that is no turn or a turn dropped by design."""
+    dialogue, stripped = transcript.stem, line.strip()
+    if not stripped.startswith(f"{dialogue}_"):
+        return None  # not a turn: the release has such lines ("M: Yeah.")
+    match = _TRANSCRIPT_LINE.match(stripped)
+    if match is None:
+        raise InputError(f"a turn of {dialogue} that does not parse (expected {_TRANSCRIPT_FORM})", path=transcript, line=number)
+    turn = match["turn"]
+    speaker = speaker_of(turn, dialogue, path=transcript, number=number)
+    if codes.get(turn) not in CODES:
+        return None  # a code outside the six, or a turn nobody evaluated (MXX0): dropped by design
+    checked(line, path=transcript, number=number)
+    text = nonempty_text(match["text"], path=transcript, line=number, field="text")
+    return Utterance(speaker=speaker, text=text, emotion=label_set.canonical(CODES[codes[turn]]), extra={"turn": turn})
+
+
 def read_raw_dialogue(transcript: Path, evaluation: Path, split: str, label_set: LabelSet) -> Dialogue:
-    codes = read_evaluation(evaluation)
-    utterances = []
-    for number, line in enumerate(transcript.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        match = _TRANSCRIPT_LINE.match(line.strip())
-        if not match or codes.get(match["turn"]) not in CODES:
-            continue
-        text = match["text"].strip()
-        if not text:
-            raise InputError("empty utterance text", path=transcript, line=number)
-        turn = match["turn"]
-        label = label_set.canonical(CODES[codes[turn]])
-        utterances.append(Utterance(speaker=turn.rsplit("_", 1)[1][0], text=text, emotion=label, extra={"turn": turn}))
-    return Dialogue(id=transcript.stem, dataset="iemocap", split=split, utterances=tuple(utterances))
+    lines = read_lines(transcript)  # first: a folder or a broken link in its place is the first thing to say
+    if not (evaluation.exists() or evaluation.is_symlink()):  # a folder or a broken link: read_lines says so
+        raise InputError("no EmoEvaluation file for this transcription", path=transcript)
+    codes = read_evaluation(evaluation, transcript.stem)
+    numbered = enumerate(lines, start=1)
+    found = (_utterance(line, number, transcript=transcript, codes=codes, label_set=label_set) for number, line in numbered)
+    return Dialogue(id=transcript.stem, dataset="iemocap", split=split, utterances=tuple(u for u in found if u is not None))
 
 
 def read_raw_release(root: Path, split: str, label_set: LabelSet | None = IEMOCAP) -> list[Dialogue]:
@@ -85,10 +167,8 @@ def read_raw_release(root: Path, split: str, label_set: LabelSet | None = IEMOCA
         if transcript.name.startswith("._") or split_of(transcript.stem) != split:
             continue
         evaluation = transcript.parent.parent / "EmoEvaluation" / transcript.name
-        if not evaluation.is_file():
-            raise InputError("no EmoEvaluation file for this transcription", path=transcript)
         dialogue = read_raw_dialogue(transcript, evaluation, split, label_set)
-        if dialogue.utterances:
+        if dialogue.utterances:  # none of its turns is of the six classes, as the COSMIC pickle leaves it out
             dialogues.append(dialogue)
     return dialogues
 

@@ -26,8 +26,8 @@ class _NumpyDtypeStandIn:
     """Holds what ``numpy.dtype(code, align, copy)`` and its ``__setstate__`` carry: code and byte order."""
 
     def __init__(self, code: str, *_args: Any) -> None:
-        if code not in _SCALAR_FORMATS:
-            raise pickle.UnpicklingError(f"numpy scalar of dtype '{code}' is not supported")
+        if not isinstance(code, str) or code not in _SCALAR_FORMATS:
+            raise pickle.UnpicklingError(f"numpy scalar of dtype {describe(code)} is not supported")
         self.code = code
         self.byte_order = "<"
 
@@ -63,6 +63,10 @@ class DataOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refused to load global '{module}.{name}': this pickle may run code")
         return stand_in
 
+    def persistent_load(self, pid: Any) -> Any:
+        # Without this, the stock error spans two lines; the id itself is untrusted, so it is not shown.
+        raise pickle.UnpicklingError("refused a persistent id: a data pickle refers to no outside object")
+
 
 # Opcodes that store into or read from the memo, with an explicit index as their argument.
 _MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
@@ -89,6 +93,33 @@ def check_bounds(raw: bytes) -> None:
         raise pickle.UnpicklingError(str(error)) from None
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line: the CLI prints one line per error (some of the unpickler's span two)."""
+    return " ".join(str(error).split())
+
+
+def describe(value: Any, limit: int = 40) -> str:
+    """How an error message names a value read from untrusted input, in bounded time and length.
+
+    Never ``repr`` such a value whole: a list that holds itself twice, 40 times over (memo-shared,
+    a few hundred bytes on disk), expands to 2**40 items; 100,000 nested lists exhaust the recursion
+    limit; an int of 20,000 bits exceeds the digit limit of ``str``. So text is shown as a bounded
+    prefix, a number as itself when short, a short list of small numbers (a one-hot speaker) as
+    itself, and anything else by its type.
+    """
+    if isinstance(value, str):  # repr escapes newlines, NUL and lone surrogates: the message stays one printable line
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if isinstance(value, (bool, float)) or (isinstance(value, int) and value.bit_length() <= 64):
+        return repr(value)
+    if isinstance(value, int):
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (list, tuple)) and len(value) <= 12 and all(type(item) is int and abs(item) < 1000 for item in value):
+        return repr(value)
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} item{'' if len(value) == 1 else 's'}"
+    return f"a {type(value).__name__}"
+
+
 def load_data_pickle(path: str | Path) -> Any:
     """Load a pickle of plain data, or fail with an :class:`InputError` naming the file."""
     path = Path(path)
@@ -103,8 +134,8 @@ def load_data_pickle(path: str | Path) -> Any:
         # latin1 keeps Python 2 byte strings byte-for-byte, as the COSMIC files need.
         return DataOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as error:
-        raise InputError(f"unsafe or invalid pickle: {error}", path=path) from None
+        raise InputError(f"unsafe or invalid pickle: {_one_line(error)}", path=path) from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as error:
-        raise InputError(f"invalid pickle: {error}", path=path) from None
+        raise InputError(f"invalid pickle: {_one_line(error)}", path=path) from None
     except MemoryError:
         raise InputError("invalid pickle: it asks for more memory than this machine has", path=path) from None
