@@ -99,6 +99,8 @@ class DemonstrationIndex:
     def build(
         cls, dialogues: Sequence[Dialogue], encoder: SentenceEncoder, config: RetrievalConfig, progress: bool = False
     ) -> "DemonstrationIndex":
+        import numpy as np
+
         entries = [
             Entry(d.dataset, d.id, i, u.text, u.emotion, d.split)
             for d in dialogues
@@ -112,7 +114,10 @@ class DemonstrationIndex:
         embeddings, cached = cached_array(
             config.cache_path() / "embeddings", key, lambda: encoder.encode(texts, config.batch_size, progress)
         )
-        return cls(entries=entries, embeddings=embeddings, encoder_identity=encoder.identity, was_cached=cached)
+        # The pool is saved beside the model in float16 (save_pool): training searches the same
+        # rounded values, so a saved model shows the demonstrations it was trained and selected with.
+        rounded = np.asarray(embeddings, dtype=np.float16).astype(np.float32)
+        return cls(entries=entries, embeddings=rounded, encoder_identity=encoder.identity, was_cached=cached)
 
     def search(
         self,
@@ -141,15 +146,24 @@ class DemonstrationIndex:
                 )
                 restrict = wanted[:, None] != -1
                 scores[restrict & (self._labels[None, :] != wanted[:, None])] = -np.inf
-            top = (
-                np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                if k < scores.shape[1]
-                else np.tile(np.arange(scores.shape[1]), (len(block), 1))
-            )
-            for row, candidates in enumerate(top):
-                ranked = sorted(candidates, key=lambda c: -scores[row, c])
+            for row in range(len(block)):
+                ranked = _top(scores[row], k)
                 results.append([(int(c), float(scores[row, c])) for c in ranked if np.isfinite(scores[row, c])])
         return results
+
+
+def _top(scores: Any, k: int) -> list[int]:
+    """The ``k`` best entries, best first; among equal scores the earliest entry, so the same
+    text under two labels (MELD's many "Hey!") always gives the same demonstration."""
+    import numpy as np
+
+    if k < len(scores):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        above = np.flatnonzero(scores > kth)
+        candidates = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+    else:
+        candidates = np.arange(len(scores))
+    return sorted((int(c) for c in candidates), key=lambda c: (-scores[c], c))
 
 
 POOL_TEXTS = "demonstrations.jsonl"
