@@ -277,6 +277,15 @@ def test_the_best_original_label_ignores_unified_labels_the_dataset_lacks() -> N
     assert INSTRUCTERC.best_original("emorynlp", scores) == "Peaceful"
 
 
+@pytest.mark.parametrize("tied", ["neutral", "powerful", "sad"])
+def test_a_tie_maps_back_to_the_predicted_label_as_the_prediction_breaks_it(tied: str) -> None:
+    # joyful comes first in the unified order, so it is the predicted label of a tie.
+    scores = {label: 0.0 for label in INSTRUCTERC.label_set.labels} | {"joyful": 0.4, tied: 0.4, "mad": 0.2}
+    predicted = max(INSTRUCTERC.label_set.labels, key=lambda label: scores[label])
+    assert predicted == "joyful"
+    assert INSTRUCTERC.best_original("meld", scores) == INSTRUCTERC.to_original("meld", predicted) == "joy"
+
+
 def test_data_in_other_classes_than_the_model_is_refused(run_cli, models: dict[str, Path], tmp_path: Path) -> None:
     data = write_folder(tmp_path / "emory-like", EMORYNLP.labels, dataset="emorynlp")
 

@@ -77,9 +77,12 @@ class UnifiedMapping:
 
     def best_original(self, dataset: str, scores: Mapping[str, float]) -> str:
         """The dataset's own label whose unified label scores highest: the answer restricted to
-        the classes the dataset has (ties go to the dataset's first class)."""
+        the classes the dataset has. Ties go to the first in the unified label order, as the
+        predicted label's do, so a prediction that is one of the dataset's classes maps back to
+        itself (bf16 scores tie exactly often enough to matter: 92 of 2,710 uime dev utterances)."""
         table = self.forward[dataset]
-        return max(table, key=lambda original: scores.get(table[original], float("-inf")))
+        order = {label: k for k, label in enumerate(self.label_set.labels)}
+        return max(table, key=lambda original: (scores.get(table[original], float("-inf")), -order.get(table[original], len(order))))
 
     def covers(self, dataset: str) -> bool:
         return dataset in self.forward
