@@ -78,3 +78,16 @@ def test_a_folder_without_train_jsonl_takes_its_labels_from_the_splits_it_has(tm
     empty.mkdir()
     with pytest.raises(InputError, match="train.jsonl"):
         infer_label_set(empty)
+
+
+def test_a_file_named_after_a_benchmark_does_not_make_its_dialogues_the_benchmarks(tmp_path: Path) -> None:
+    from instructerc.data.jsonl import read_jsonl
+
+    line = json.dumps({"id": "d", "utterances": [{"speaker": "A", "text": "x", "emotion": "joyful"}]}) + "\n"
+    (tmp_path / "meld.jsonl").write_text(line)
+    (tmp_path / "mine.jsonl").write_text(line)
+    named = json.dumps({"id": "d", "dataset": "meld", "utterances": [{"speaker": "A", "text": "x", "emotion": "joy"}]}) + "\n"
+    (tmp_path / "named.jsonl").write_text(named)
+    assert [d.dataset for d in read_jsonl(tmp_path / "meld.jsonl", "test")] == ["jsonl:meld"]
+    assert [d.dataset for d in read_jsonl(tmp_path / "mine.jsonl", "test")] == ["mine"]
+    assert [d.dataset for d in read_jsonl(tmp_path / "named.jsonl", "test")] == ["meld"]

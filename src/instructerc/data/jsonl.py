@@ -18,6 +18,7 @@ from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
+from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 
 _DIALOGUE_KEYS = ("id", "dataset", "utterances")
@@ -134,7 +135,11 @@ def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> lis
 
 
 def _dataset_name(path: Path) -> str:
-    return path.name if path.is_dir() else path.stem
+    """The name of a file's or folder's dialogues that name no dataset. It is never a benchmark's:
+    a user's ``meld.jsonl`` is not MELD (a unified model would score it on MELD's classes) unless
+    its dialogues say so, or ``--label-set meld`` does."""
+    name = path.name if path.is_dir() else path.stem
+    return f"jsonl:{name}" if name.lower() in BENCHMARK_LABEL_SETS else name
 
 
 def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
