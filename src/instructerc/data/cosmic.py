@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_speaker, nonempty_text
+from instructerc.data.loader import Loader, canonical_emotion, checked_text, find_in, nonempty_speaker, nonempty_text
 from instructerc.data.safe_pickle import describe, load_data_pickle
 from instructerc.data.text import repair_cp1252_mojibake
-from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.registry import named_label_set
@@ -35,9 +34,6 @@ _TYPE_NAMES = {str: "a string", int: "an integer"}
 # MELD's pickle shifts the CSV Dialogue_ID of dev and test by these offsets.
 MELD_ID_OFFSETS = {"train": 0, "dev": 1039, "test": 1153}
 _SHOWN_IDS = 5  # how many offending ids an error lists
-# A pickle has no lines: the loader's checks take a line, and InputError names none for None
-# (0 would print as "file:0"). Their annotation says int; InputError's says int | None.
-_NO_LINE: Any = None
 
 
 def pickle_path(path: Path, dataset: str) -> Path:
@@ -117,7 +113,7 @@ def _check_id(key: Any, split: str, *, file: Path, field: str, dataset: str) -> 
     if type(key) is not expected:  # `type(...) is`: a bool is no MELD id, though an int subclass
         raise InputError(f"a {dataset} dialogue id must be {_TYPE_NAMES[expected]}, got {describe(key)}", path=file, field=field)
     if isinstance(key, str):
-        _check_text(key, file=file, field=field)
+        checked_text(key, path=file, field=field)
         if not key.strip():
             raise InputError("empty dialogue id", path=file, field=field)
     if dataset == "meld":
@@ -138,14 +134,6 @@ def _check_meld_id(key: int, split: str, *, file: Path, field: str) -> None:
         )
 
 
-def _check_text(raw: str, *, file: Path, field: str) -> None:
-    """No NUL or lone surrogate, as the CSV and JSONL readers require (exporting either fails later)."""
-    try:
-        check_string(raw)
-    except TextProblem as problem:
-        raise InputError(problem.message, path=file, field=field) from None
-
-
 def _column(fields: dict[str, Any], name: str, key: Any, *, file: Path, where: str) -> list[Any]:
     """One dialogue's list of ``name`` (a string is refused: each of its characters would become an utterance)."""
     value = fields[name][key]
@@ -158,21 +146,21 @@ def _emotion(raw: Any, ids: LabelSet, label_set: LabelSet, *, file: Path, field:
     """The canonical label (of ``label_set``) of the class id ``raw``, which indexes ``ids``."""
     if type(raw) is not int or not 0 <= raw < len(ids.labels):  # `type(...) is`: True is no class id
         raise InputError(f"label must be a class id from 0 to {len(ids.labels) - 1}, got {describe(raw)}", path=file, field=field)
-    return canonical_emotion(label_set, ids.labels[raw], path=file, line=_NO_LINE, field=field)
+    return canonical_emotion(label_set, ids.labels[raw], path=file, line=None, field=field)
 
 
 def _text(raw: Any, *, file: Path, field: str) -> str:
     if type(raw) is not str:  # str() of a number would pass as text; of a nested list, take minutes
         raise InputError(f"utterance text must be a string, got {describe(raw)}", path=file, field=field)
-    _check_text(raw, file=file, field=field)
-    return nonempty_text(repair_cp1252_mojibake(raw), path=file, line=_NO_LINE, field=field)
+    checked_text(raw, path=file, field=field)
+    return nonempty_text(repair_cp1252_mojibake(raw), path=file, line=None, field=field)
 
 
 def _speaker(raw: Any, *, file: Path, field: str) -> str:
     """A name (IEMOCAP's ``M``/``F``), or a one-hot list of 0s with a single 1 (MELD, EmoryNLP)."""
     if type(raw) is str:
-        _check_text(raw, file=file, field=field)
-        return nonempty_speaker(raw, path=file, line=_NO_LINE, field=field)
+        checked_text(raw, path=file, field=field)
+        return nonempty_speaker(raw, path=file, line=None, field=field)
     if type(raw) in (list, tuple) and all(type(item) is int and item in (0, 1) for item in raw) and raw.count(1) == 1:
         return f"Speaker_{list(raw).index(1)}"
     raise InputError(f"speaker must be a name or a one-hot list of 0s and one 1, got {describe(raw)}", path=file, field=field)

@@ -32,9 +32,8 @@ from pathlib import Path
 
 from instructerc.data.cosmic import read_cosmic
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, nonempty_text, require_file
+from instructerc.data.loader import Loader, checked_text, nonempty_text, require_file
 from instructerc.data.safe_pickle import describe
-from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import IEMOCAP
 from instructerc.labels.label_set import LabelSet
@@ -94,11 +93,7 @@ def checked(line: str, *, path: Path, number: int) -> str:
     if bad is not None:
         where = f"byte {ord(bad.group()) - 0xDC00:#04x} at character {bad.start() + 1}"
         raise InputError(f"not UTF-8 text ({where}): save the file as UTF-8", path=path, line=number)
-    try:
-        check_string(line)
-    except TextProblem as problem:
-        raise InputError(problem.message, path=path, line=number) from None
-    return line
+    return checked_text(line, path=path, line=number)
 
 
 def speaker_of(turn: str, dialogue: str, *, path: Path, number: int) -> str:

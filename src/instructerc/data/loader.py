@@ -50,7 +50,7 @@ def find_in(path: Path, candidates: list[Path], what: str) -> Path:
     raise InputError(f"{what} not found (looked for {looked})", path=path)
 
 
-def canonical_emotion(label_set: LabelSet, raw: str, *, path: Path, line: int, field: str) -> str:
+def canonical_emotion(label_set: LabelSet, raw: str, *, path: Path, line: int | None, field: str) -> str:
     label = label_set.canonical(raw)
     if label is None:
         raise InputError(
@@ -62,11 +62,36 @@ def canonical_emotion(label_set: LabelSet, raw: str, *, path: Path, line: int, f
     return label
 
 
-def nonempty_text(raw: str, *, path: Path, line: int, field: str) -> str:
-    text = raw.strip()
-    if not text:
-        raise InputError("empty utterance text", path=path, line=line, field=field)
-    return text
+def nonempty_text(raw: str, *, path: Path, line: int | None, field: str) -> str:
+    return _nonempty(raw, "empty utterance text", path=path, line=line, field=field)
+
+
+def nonempty_speaker(raw: str, *, path: Path, line: int | None, field: str) -> str:
+    return _nonempty(raw, "empty speaker", path=path, line=line, field=field)
+
+
+def nonempty_key(raw: str, *, path: Path, line: int | None, field: str) -> str:
+    """A CSV column that names a row's dialogue: empty, it would file the row under a dialogue
+    with an empty id (or one joined with others' empty parts)."""
+    return _nonempty(raw, "empty value: it names the row's dialogue", path=path, line=line, field=field)
+
+
+def _nonempty(raw: str, message: str, *, path: Path, line: int | None, field: str) -> str:
+    """``raw`` stripped; ``line`` is None where the source has no lines (a pickle)."""
+    value = raw.strip()
+    if not value:
+        raise InputError(message, path=path, line=line, field=field)
+    return value
+
+
+def checked_text(raw: str, *, path: Path, line: int | None = None, field: str | None = None) -> str:
+    """``raw`` if it is text every reader accepts (no NUL, no lone surrogate: JSONL refuses them,
+    and writing one out fails), else an :class:`InputError` naming where it is."""
+    try:
+        check_string(raw)
+    except TextProblem as problem:
+        raise InputError(problem.message, path=path, line=line, field=field) from None
+    return raw
 
 
 def not_utf8(path: Path) -> InputError:
@@ -108,29 +133,7 @@ def _csv_row(header: list[str], fields: list[str], *, path: Path, start: int, en
         # A quote left open swallows the lines after it into one field: say where the row ended.
         spans = f" (it runs on to line {end}: is a quote left open?)" if end > start else ""
         raise InputError(f"row has {len(fields)} fields, expected {len(header)}{spans}", path=path, line=start)
-    row = dict(zip(header, fields))
-    for column, value in row.items():
-        try:
-            check_string(value)
-        except TextProblem as problem:
-            raise InputError(problem.message, path=path, line=start, field=column) from None
-    return row
-
-
-def nonempty_speaker(raw: str, *, path: Path, line: int, field: str) -> str:
-    speaker = raw.strip()
-    if not speaker:
-        raise InputError("empty speaker", path=path, line=line, field=field)
-    return speaker
-
-
-def nonempty_key(raw: str, *, path: Path, line: int, field: str) -> str:
-    """A CSV column that names a row's dialogue: empty, it would file the row under a dialogue
-    with an empty id (or one joined with others' empty parts)."""
-    key = raw.strip()
-    if not key:
-        raise InputError("empty value: it names the row's dialogue", path=path, line=line, field=field)
-    return key
+    return {column: checked_text(value, path=path, line=start, field=column) for column, value in zip(header, fields)}
 
 
 class TurnCollector:
