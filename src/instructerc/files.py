@@ -100,3 +100,9 @@ def _writes_through(path: Path) -> bool:
     if stat.S_ISFIFO(kind) or stat.S_ISCHR(kind):
         return True
     return str(path.absolute()).startswith(_DESCRIPTOR_NAMES)
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name can only mean a folder: a hub id (``org/model``) is never absolute
+    and never starts with ``./``, ``../`` or ``~``. A missing folder is then an error, not a hub lookup."""
+    return Path(name).is_absolute() or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))

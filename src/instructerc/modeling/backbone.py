@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
-from instructerc.files import default_cache_dir
+from instructerc.files import default_cache_dir, looks_like_path
 from instructerc.modeling.precision import DTYPES, torch_dtype
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -100,12 +100,6 @@ def resolve_model(config: BackboneConfig) -> str:
     check_model_folder(config.model)
     path = Path(config.model).expanduser()
     return str(path) if path.exists() else config.model
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether ``name`` can only mean a folder: a hub id (``org/model``) is never absolute and
-    never starts with ``./``, ``../`` or ``~``."""
-    return Path(name).is_absolute() or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))
 
 
 def check_model_folder(name: str) -> None:

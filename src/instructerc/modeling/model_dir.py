@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import atomic_write, replace_directory
-from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, looks_like_path, resolve_model
+from instructerc.files import atomic_write, looks_like_path, replace_directory
+from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model
 
 MANIFEST = "instructerc.json"
 DEV_METRICS = "dev_metrics.json"  # the dev scores the checkpoint was selected on

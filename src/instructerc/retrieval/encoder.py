@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
+from instructerc.files import looks_like_path
 
 EMBEDDED_ENCODER = "all-MiniLM-L6-v2"
 
@@ -36,12 +36,6 @@ def resolve_encoder(name: str) -> Path | str:
     if looks_like_path(name):
         raise InputError("no such sentence encoder folder", path=name)
     return name
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether ``name`` can only mean a folder: a hub id (``org/model``) is never absolute and
-    never starts with ``./``, ``../`` or ``~``."""
-    return os.path.isabs(name) or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))
 
 
 def fingerprint(location: Path | str) -> str:
