@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
+from instructerc.modeling.word_dropout import use_word_dropout
 
 _FIELD = "finetune.init_adapter"
 
 
 def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None = None) -> Any:
-    """Wrap ``model`` with LoRA adapters (``method='lora'``) or unfreeze it (``'full'``).
+    """Wrap ``model`` with LoRA adapters (``method='lora'``) or unfreeze it (``'full'``). The
+    adapters' dropout draws its CPU masks from random words (:mod:`instructerc.modeling.word_dropout`).
 
     ``init_adapter``: a folder holding a LoRA adapter of the same shape, whose weights the new
     adapters start from (``default``: the shipped default model)."""
@@ -36,6 +38,7 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, config)
+    use_word_dropout(model)
     if init_adapter is not None:
         load_adapter_weights(model, adapter_folder(init_adapter), config)
     return model
