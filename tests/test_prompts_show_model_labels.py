@@ -9,7 +9,7 @@ import pytest
 from instructerc.data.registry import DataSource, load_dialogues
 from instructerc.labels.benchmarks import EMORYNLP, MELD
 from instructerc.labels.label_set import LabelSet
-from instructerc.labels.unified import INSTRUCTERC
+from instructerc.labels.unified import FEELING_WHEEL, INSTRUCTERC
 from instructerc.modeling.backbone import BackboneConfig
 from instructerc.modeling.model_dir import Manifest
 from instructerc.prompts.setup import PromptSetup
@@ -74,6 +74,21 @@ def test_data_read_in_another_unified_space_is_one_line(run_cli, data_root: Path
     assert result.code == 2
     [line] = result.err.splitlines()
     assert "gold emotion 'surprise'" in line and "another label space" in line
+
+
+def test_a_gold_read_in_another_unified_space_is_refused_even_where_its_word_is_a_label(
+    run_cli, data_root: Path, tmp_path: Path, backbone, surprise
+) -> None:
+    """MELD's surprise read with --labels uime is ``powerful``: a feeling-wheel label too, but that model
+    learnt ``surprise`` for it. Shown as the target it would be wrong without a word."""
+    model = adapter_model(tmp_path / "wheel", backbone, FEELING_WHEEL.label_set)
+    assert show(run_cli, data_root, model, surprise).out.rstrip("\n").endswith("--- target ---\nsurprise")
+
+    result = show(run_cli, data_root, model, surprise, "--labels", "uime")
+
+    assert result.code == 2 and result.out == ""
+    [line] = result.err.splitlines()
+    assert "gold emotion 'powerful'" in line and "another label space" in line and "--labels uime:feeling-wheel" in line
 
 
 def test_a_model_in_the_datasets_own_labels_is_unchanged(run_cli, data_root: Path, tmp_path: Path, backbone, surprise) -> None:

@@ -24,7 +24,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--config", type=Path, help="a recipe YAML whose template, retrieval and backbone to use")
     show.add_argument("--model", type=Path, help="a trained model directory whose recorded template to use")
     show.add_argument("--template", help="template name (instructerc, dialogue-prefix, dialogue-stream)")
-    show.add_argument("--window", type=int, help="history window")
+    show.add_argument(
+        "--window",
+        type=int,
+        help="history window: the past utterances the instructerc template shows (dialogue-prefix and dialogue-stream "
+        "show the dialogue from its start)",
+    )
     for part in ("instruction", "history", "label-statement", "demonstration"):
         show.add_argument(f"--no-{part}", action="store_true", help=f"switch the {part.replace('-', ' ')} off")
     show.set_defaults(handler=show_prompt)
@@ -73,7 +78,7 @@ def show_prompt(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(located):
         raise InputError(f"index {args.index} is outside the split's {len(located)} utterances", field="index")
     dialogue, index = located[args.index]
-    dialogue = gold_in_model_labels(dialogue, index, setup.label_set)
+    dialogue = gold_in_model_labels(dialogue, index, setup.label_set, label_set_of(source))
     demonstrations = {}
     if setup.uses_demonstrations and args.task == "erc":
         if args.model:  # the pool saved with the model, exactly what inference retrieves from
@@ -96,29 +101,34 @@ def show_prompt(args: argparse.Namespace) -> int:
     return 0
 
 
-def gold_in_model_labels(dialogue: "Dialogue", index: int, label_set: "LabelSet") -> "Dialogue":
+def gold_in_model_labels(dialogue: "Dialogue", index: int, label_set: "LabelSet", read_in: "LabelSet | None") -> "Dialogue":
     """The dialogue with its gold emotions in the labels the model answers in, as it saw them in
     training: a benchmark dialogue shown to a unified model goes through the model's mapping,
-    exactly as ``--labels uime`` reads it (MELD's surprise is ``powerful``). A gold emotion of
-    utterance ``index`` with no way into the model's labels is an error, never a guess."""
+    exactly as ``--labels uime`` reads it (MELD's surprise is ``powerful``). ``read_in``: the labels
+    the data was read in. A gold emotion of utterance ``index`` with no way into the model's labels
+    is an error, never a guess; so is one read in another unified space than the model's, even
+    where its word is a label of the model too: MELD's surprise read as the paper's ``powerful``
+    is also a feeling-wheel label, but not the one a feeling-wheel model learnt for surprise."""
     from instructerc.data.registry import unify
     from instructerc.errors import InputError
     from instructerc.labels.unified import mapping_of
 
     mapping = mapping_of(label_set)
+    read_mapping = mapping_of(read_in) if read_in is not None else None
+    other_space = read_mapping is not None and read_mapping is not mapping
     covered = mapping is not None and mapping.covers(dialogue.dataset)
-    already_unified = any("original_emotion" in u.extra for u in dialogue.utterances)  # read with --labels uime[:NAME]
-    if mapping is not None and covered and not already_unified:
+    already_unified = read_mapping is not None or any("original_emotion" in u.extra for u in dialogue.utterances)
+    if covered and not already_unified:
         dialogue = unify([dialogue], mapping)[0]
     gold = dialogue.utterances[index].emotion
-    if gold is None or gold in label_set:
+    if gold is None or (gold in label_set and not other_space):
         return dialogue
-    if covered:
-        why = "the data is read in another label space than the model's (drop --labels)"
+    labels = f"({label_set.name}: {', '.join(label_set.labels)})"
+    if other_space:
+        read_as = f"--labels {mapping.label_set.name}" if mapping is not None else "drop --labels"
+        what = f"is in the {read_in.name} labels, not this model's {labels}: the data is read in another label space ({read_as})"
+    elif covered:
+        what = f"is not a label of this model {labels}, and the data is read in another label space than the model's (drop --labels)"
     else:
-        why = f"the model's label set has no mapping for {dialogue.dataset}"
-    raise InputError(
-        f"the gold emotion '{gold}' of dialogue '{dialogue.id}', utterance {index}, is not a label of this model "
-        f"({label_set.name}: {', '.join(label_set.labels)}), and {why}",
-        field="labels",
-    )
+        what = f"is not a label of this model {labels}, and the model's label set has no mapping for {dialogue.dataset}"
+    raise InputError(f"the gold emotion '{gold}' of dialogue '{dialogue.id}', utterance {index}, {what}", field="labels")

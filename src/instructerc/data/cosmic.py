@@ -31,6 +31,10 @@ SPLIT_FIELDS: tuple[str, ...] = ("train", "dev", "test")
 # The type of each pickle's dialogue ids (MELD keeps the CSV's integer Dialogue_ID, shifted).
 ID_TYPES: dict[str, type] = {"iemocap": str, "meld": int, "emorynlp": str}
 _TYPE_NAMES = {str: "a string", int: "an integer"}
+# How each pickle names speakers: IEMOCAP by gender letter, MELD and EmoryNLP by one-hot position.
+# Checked so that one benchmark's pickle given as another's is refused: IEMOCAP's and EmoryNLP's
+# have the same fields and id type, and IEMOCAP's 6 class ids fit EmoryNLP's 7.
+NAMED_SPEAKERS: dict[str, bool] = {"iemocap": True, "meld": False, "emorynlp": False}
 # MELD's pickle shifts the CSV Dialogue_ID of dev and test by these offsets.
 MELD_ID_OFFSETS = {"train": 0, "dev": 1039, "test": 1153}
 _SHOWN_IDS = 5  # how many offending ids an error lists
@@ -156,14 +160,21 @@ def _text(raw: Any, *, file: Path, field: str) -> str:
     return nonempty_text(repair_cp1252_mojibake(raw), path=file, line=None, field=field)
 
 
-def _speaker(raw: Any, *, file: Path, field: str) -> str:
+def _speaker(raw: Any, *, file: Path, field: str, dataset: str) -> str:
     """A name (IEMOCAP's ``M``/``F``), or a one-hot list of 0s with a single 1 (MELD, EmoryNLP)."""
-    if type(raw) is str:
+    named = type(raw) is str
+    one_hot = type(raw) in (list, tuple) and all(type(item) is int and item in (0, 1) for item in raw) and raw.count(1) == 1
+    if not (named or one_hot):
+        raise InputError(f"speaker must be a name or a one-hot list of 0s and one 1, got {describe(raw)}", path=file, field=field)
+    if named != NAMED_SPEAKERS[dataset]:
+        kind = "names ('M', 'F')" if NAMED_SPEAKERS[dataset] else "one-hot lists"
+        raise InputError(
+            f"{dataset} pickle speakers are {kind}, got {describe(raw)}: is this another dataset's pickle?", path=file, field=field
+        )
+    if named:
         checked_text(raw, path=file, field=field)
         return nonempty_speaker(raw, path=file, line=None, field=field)
-    if type(raw) in (list, tuple) and all(type(item) is int and item in (0, 1) for item in raw) and raw.count(1) == 1:
-        return f"Speaker_{list(raw).index(1)}"
-    raise InputError(f"speaker must be a name or a one-hot list of 0s and one 1, got {describe(raw)}", path=file, field=field)
+    return f"Speaker_{list(raw).index(1)}"
 
 
 def _dialogue(fields: dict[str, Any], key: Any, split: str, *, file: Path, dataset: str, label_set: LabelSet) -> Dialogue:
@@ -175,7 +186,7 @@ def _dialogue(fields: dict[str, Any], key: Any, split: str, *, file: Path, datas
         raise InputError(f"dialogue {describe(key)}: speakers, labels and sentences differ in length ({lengths})", path=file)
     utterances = tuple(
         Utterance(
-            speaker=_speaker(speaker, file=file, field=f"{where}.speakers[{position}]"),
+            speaker=_speaker(speaker, file=file, field=f"{where}.speakers[{position}]", dataset=dataset),
             text=_text(sentence, file=file, field=f"{where}.sentences[{position}]"),
             emotion=_emotion(label, ids, label_set, file=file, field=f"{where}.labels[{position}]"),
         )

@@ -2,6 +2,7 @@
 
 A dialogue is one (Season, Episode, Scene_ID); ``Speaker`` is a Python list literal, parsed
 with :func:`ast.literal_eval` (data only) and joined with ``", "`` when a line has several.
+cp1252 characters carried as C1 controls (``\\x92`` for ``’``) are repaired as in MELD's CSVs (:mod:`.meld`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_key, nonempty_text, read_csv_rows
+from instructerc.data.text import repair_cp1252_mojibake
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import EMORYNLP
 from instructerc.labels.label_set import LabelSet
@@ -40,8 +42,8 @@ def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORY
     collector = TurnCollector("emorynlp", split, file)
     for line, row in read_csv_rows(file, _COLUMNS):
         utterance = Utterance(
-            speaker=parse_speakers(row["Speaker"], path=file, line=line),
-            text=nonempty_text(row["Utterance"], path=file, line=line, field="Utterance"),
+            speaker=parse_speakers(repair_cp1252_mojibake(row["Speaker"]), path=file, line=line),
+            text=nonempty_text(repair_cp1252_mojibake(row["Utterance"]), path=file, line=line, field="Utterance"),
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )

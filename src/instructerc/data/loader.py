@@ -110,7 +110,11 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
     """Rows of a UTF-8 CSV with the line each starts on, after checking the header has ``required``.
     Every row has exactly the header's fields, and every field is text (no NUL), as in JSONL."""
     require_file(path)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as error:  # no read permission: the user's to fix, so one line, not a traceback
+        raise InputError(f"cannot read: {error.strerror or error}", path=path) from None
+    with handle:
         reader = csv.reader(handle)
         try:
             header = next(reader, [])
@@ -126,6 +130,8 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
             raise InputError(f"malformed CSV: {error}", path=path, line=reader.line_num) from None
         except UnicodeDecodeError:
             raise not_utf8(path) from None
+        except OSError as error:
+            raise InputError(f"cannot read: {error.strerror or error}", path=path, line=reader.line_num + 1) from None
 
 
 def _csv_row(header: list[str], fields: list[str], *, path: Path, start: int, end: int) -> dict[str, str]:
@@ -142,6 +148,7 @@ class TurnCollector:
     def __init__(self, dataset: str, split: str, file: Path) -> None:
         self.dataset, self.split, self.file = dataset, split, file
         self._turns: dict[str, list[tuple[int, Utterance]]] = {}
+        self._lines: dict[tuple[str, int], list[int]] = {}  # (dialogue, Utterance_ID) -> the lines that gave it
 
     def add(self, dialogue_id: str, row: dict[str, str], line: int, utterance: Utterance) -> None:
         try:
@@ -150,12 +157,25 @@ class TurnCollector:
             raise InputError(
                 f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=self.file, line=line, field="Utterance_ID"
             ) from None
+        self._lines.setdefault((dialogue_id, order), []).append(line)
         self._turns.setdefault(dialogue_id, []).append((order, utterance))
 
     def dialogues(self) -> list[Dialogue]:
+        self._check_one_row_per_turn()
         return [
             Dialogue(
                 id=key, dataset=self.dataset, split=self.split, utterances=tuple(u for _, u in sorted(items, key=lambda item: item[0]))
             )
             for key, items in self._turns.items()
         ]
+
+    def _check_one_row_per_turn(self) -> None:
+        """A second row at one position (a row pasted twice, two files concatenated) would make the
+        dialogue a turn longer and the order of the two a guess. Checked once every row is read, so
+        a malformed row earlier in the file is the error reported first."""
+        repeated = [(lines[1], lines[0], key) for key, lines in self._lines.items() if len(lines) > 1]
+        if repeated:
+            line, first, (dialogue_id, order) = min(repeated)
+            raise InputError(
+                f"Utterance_ID {order} of dialogue '{dialogue_id}' is also on line {first}", path=self.file, line=line, field="Utterance_ID"
+            )

@@ -1,4 +1,9 @@
-"""MELD, from the official CSVs (``{train,dev,test}_sent_emo.csv``), with real speaker names."""
+"""MELD, from the official CSVs (``{train,dev,test}_sent_emo.csv``), with real speaker names.
+
+Copies from before declare-lab/MELD#28 (November 2020) carry cp1252 characters decoded as C1
+controls (``\\x92`` for ``’``) and non-breaking spaces; they are repaired as in that fix, so every
+copy reads as the current one (and as the repaired COSMIC pickle).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from instructerc.data.loader import (
     nonempty_text,
     read_csv_rows,
 )
+from instructerc.data.text import repair_cp1252_mojibake
 from instructerc.labels.benchmarks import MELD
 from instructerc.labels.label_set import LabelSet
 
@@ -33,8 +39,8 @@ def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> 
     collector = TurnCollector("meld", split, file)
     for line, row in read_csv_rows(file, _COLUMNS):
         utterance = Utterance(
-            speaker=nonempty_speaker(row["Speaker"], path=file, line=line, field="Speaker"),
-            text=nonempty_text(row["Utterance"], path=file, line=line, field="Utterance"),
+            speaker=nonempty_speaker(repair_cp1252_mojibake(row["Speaker"]), path=file, line=line, field="Speaker"),
+            text=nonempty_text(repair_cp1252_mojibake(row["Utterance"]), path=file, line=line, field="Utterance"),
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )

@@ -59,6 +59,7 @@ class DataSource:
             object.__setattr__(self, "labels", "uime")
         resolve_label_space(self.labels)
         get_loader(self.name)
+        _check_label_set_applies(self)
 
     @property
     def mapping(self) -> UnifiedMapping | None:
@@ -72,6 +73,27 @@ class DataSource:
         if not self.path.exists():
             raise InputError("no such file or folder", path=self.path)
         return self.path
+
+
+def _check_label_set_applies(source: DataSource) -> None:
+    """``label_set`` describes data that defines its own labels (JSONL). A benchmark's labels are
+    fixed: another label set given for it would be ignored, and the data read in labels the user
+    did not ask for; naming the labels it has (its own, or the unified ones of ``labels``) is harmless."""
+    if source.label_set is None or not _defines_labels(source.name):
+        return
+    fixed = {ls.name for ls in (source_label_set(source), label_set_of(source)) if ls is not None}
+    if isinstance(source.label_set, str) and source.label_set in fixed:
+        return
+    raise InputError(
+        f"--label-set is for JSONL data: {source.name}'s emotions are in its own labels ({' or '.join(sorted(fixed))}); "
+        "--labels uime[:MAPPING] reads them in a unified space",
+        field="label_set",
+    )
+
+
+def _defines_labels(name: str) -> bool:
+    """Whether the loader ``name`` fixes its data's labels (every benchmark), unlike JSONL."""
+    return get_loader(name).label_set is not None or name == "uime"
 
 
 def source_label_set(source: DataSource) -> LabelSet | None:
@@ -94,22 +116,24 @@ def label_set_of(source: DataSource) -> LabelSet | None:
     return mapping.label_set if mapping is not None else source_label_set(source)
 
 
-def unify(dialogues: list[Dialogue], mapping: UnifiedMapping) -> list[Dialogue]:
-    """Map every emotion onto the unified space; the original label stays in ``extra``."""
+def unify(dialogues: list[Dialogue], mapping: UnifiedMapping, path: Path | None = None) -> list[Dialogue]:
+    """Map every emotion onto the unified space; the original label stays in ``extra``. ``path``:
+    where the dialogues were read from, named by the error for one the mapping cannot take."""
     unified = []
     for dialogue in dialogues:
         if not mapping.covers(dialogue.dataset):
             raise InputError(
                 f"dialogue '{dialogue.id}' is from '{dialogue.dataset}', which the {mapping.name} mapping does not cover "
                 f"(it covers {', '.join(mapping.forward)})",
+                path=path,
                 field="dataset",
             )
-        utterances = tuple(u if u.emotion is None else _unify_utterance(u, dialogue, mapping) for u in dialogue.utterances)
+        utterances = tuple(u if u.emotion is None else _unify_utterance(u, dialogue, mapping, path) for u in dialogue.utterances)
         unified.append(dialogue.with_utterances(utterances))
     return unified
 
 
-def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedMapping) -> Utterance:
+def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedMapping, path: Path | None) -> Utterance:
     """The utterance with its emotion unified; its dataset's canonical label kept as ``original_emotion``."""
     labels = BENCHMARK_LABEL_SETS[dialogue.dataset]
     original = labels.canonical(utterance.emotion or "")
@@ -117,6 +141,7 @@ def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedM
         raise InputError(
             f"dialogue '{dialogue.id}': emotion '{utterance.emotion}' is not a {dialogue.dataset} label "
             f"(expected one of: {', '.join(labels.labels)})",
+            path=path,
             field="emotion",
         )
     return replace(
@@ -130,4 +155,4 @@ def load_dialogues(source: DataSource, split: str) -> list[Dialogue]:
     loader = get_loader(source.name)
     dialogues = loader.read(source.root(), split, source_label_set(source))
     mapping = source.mapping
-    return unify(dialogues, mapping) if mapping is not None else dialogues
+    return unify(dialogues, mapping, source.root()) if mapping is not None else dialogues
