@@ -14,6 +14,15 @@ from instructerc.errors import InputError
 
 Handler = Callable[[argparse.Namespace], int]
 
+# The optional extra (pyproject.toml) that installs each library the commands import lazily.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        ("torch", "transformers", "peft", "accelerate", "safetensors", "sentence_transformers", "gguf", "numpy", "sklearn", "matplotlib"),
+        "train",
+    ),
+    **dict.fromkeys(("fastapi", "uvicorn", "starlette", "pydantic"), "serve"),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     from instructerc.cli import (
@@ -44,9 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"instructerc: error: {error}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as error:
+        extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"instructerc: error: {args.command} needs the '{extra}' extra ({error}): {install_hint(extra)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("instructerc: interrupted", file=sys.stderr)
         return 130
+
+
+def install_hint(extra: str) -> str:
+    """How to install ``extra``; torch first, so that pip does not pick a CUDA build for a CPU machine."""
+    if extra == "train":
+        return "pip install torch (the build for your hardware, see README), then pip install 'instructerc[train]'"
+    return f"pip install 'instructerc[{extra}]'"
 
 
 @contextlib.contextmanager
