@@ -126,6 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def aggregate_runs(args: argparse.Namespace) -> int:
+    from instructerc.errors import InputError
     from instructerc.evaluation.aggregate import SCALARS, aggregate, load_runs, write_aggregate
     from instructerc.evaluation.report import SHORT_NAMES
     from instructerc.evaluation.results import metrics_file
@@ -138,7 +139,10 @@ def aggregate_runs(args: argparse.Namespace) -> int:
     if summary["skipped"]:
         print(f"not in every run, left out: {', '.join(summary['skipped'])}")
     if args.out:
-        write_aggregate(summary, args.out)
+        try:
+            write_aggregate(summary, args.out)
+        except OSError as error:
+            raise InputError(f"cannot write: {error.strerror or error}", path=args.out, field="out") from None
         print(f"wrote aggregate.json and aggregate.md to {args.out}")
     return 0
 

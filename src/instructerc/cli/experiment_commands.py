@@ -52,6 +52,10 @@ def run_experiment(args: argparse.Namespace) -> int:
     else:
         results = run_grid(config, root, progress=not args.no_progress, only=args.only)
     target = args.results or (root / config.output_dir)
-    for path in write_report(config, results, target):
+    try:
+        written = write_report(config, results, target)
+    except OSError as error:
+        raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field="results") from None
+    for path in written:
         print(f"wrote {path}")
     return 0

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from instructerc.errors import InputError
 from instructerc.evaluation.metrics import Metrics
-from instructerc.evaluation.report import SHORT_NAMES, dataset_title
+from instructerc.evaluation.report import SHORT_NAMES, dataset_title, md_cell
 from instructerc.evaluation.results import FORMAT, EvaluationResult, check_comparable
 from instructerc.files import atomic_write
 
@@ -44,6 +44,10 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
         check_comparable(first, result, name)
     everywhere = [s for s in first.systems if all(s in r.systems for r in results)]
     skipped = sorted({s for r in results for s in r.systems} - set(everywhere))
+    if not everywhere:
+        # Nothing would be aggregated: an empty summary must not pass for a result.
+        found = "; ".join(f"{name}: {', '.join(r.systems) or 'none'}" for r, name in zip(results, names))
+        raise InputError(f"no system was scored in every run, so there is nothing to aggregate ({found})", field="runs")
     systems: dict[str, Any] = {}
     for system in everywhere:
         settings = {key: first.systems[system].settings.get(key) for key in _MUST_AGREE if key in first.systems[system].settings}
@@ -110,7 +114,7 @@ def render_aggregate(summary: dict[str, Any]) -> str:
         lines.append(f"- not in every run, left out: {', '.join(summary['skipped'])}")
     datasets = list(dict.fromkeys(d for s in summary["systems"].values() for d in s["by_dataset"]))
     for dataset in datasets:
-        lines += ["", f"## {dataset_title(dataset)} ({split} split, {n} runs){note}", ""]
+        lines += ["", f"## {md_cell(dataset_title(dataset))} ({split} split, {n} runs){note}", ""]
         lines += [
             f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
             "| --- | ---: | ---: | ---: | ---: |",
@@ -121,7 +125,7 @@ def render_aggregate(summary: dict[str, Any]) -> str:
             row = system["by_dataset"][dataset]
             cells = " | ".join(f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in SCALARS)
             mode = system["settings"].get("mode")
-            lines.append(f"| {SHORT_NAMES.get(name, name)}{f' ({mode} mode)' if mode else ''} | {cells} |")
+            lines.append(f"| {md_cell(SHORT_NAMES.get(name, name))}{f' ({md_cell(mode)} mode)' if mode else ''} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -46,7 +46,7 @@ def evaluate_model(
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)
-    dialogues = _dialogues(source, split, max_dialogues)
+    dialogues = as_read = _dialogues(source, split, max_dialogues)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
     # The gold is checked against the model's labels before the model loads: a bad file fails fast.
     Manifest.load(model)  # a clear error for a folder that is no model directory
@@ -59,6 +59,8 @@ def evaluate_model(
         data["max_dialogues_per_dataset"] = max_dialogues
     if imported is not None:
         _check_imported_baselines(imported, baselines_from, split, data, dialogues, label_set)
+    if with_baselines:
+        _check_baselines_beside(source, as_read, dialogues, label_set)
     computed = run_baselines(source, split, progress=progress) if with_baselines else None
     predictor = Predictor.from_directory(model, dtype=dtype, trust_remote_code=trust_remote_code)
 
@@ -109,6 +111,31 @@ def _check_imported_baselines(
         raise InputError("holds no baseline results (write them with 'instructerc baseline')", path=path)
     shape = SystemResult("llm", score_by_dataset(dialogues, constant_predictions(dialogues, label_set.labels[0]), label_set))
     check_comparable(EvaluationResult(split, data, {"llm": shape}), imported, path)
+
+
+def _check_baselines_beside(source: DataSource, as_read: list[Dialogue], dialogues: list[Dialogue], label_set: LabelSet) -> None:
+    """Baselines learn the data's own label set on its dialogues as read; the model is scored on
+    ``dialogues`` in its label set. Unless both give the same datasets and classes, their rows
+    would stand side by side over different classes (or not meet at all): refused before anything
+    is trained or loaded."""
+    from instructerc.data.registry import label_set_of
+    from instructerc.evaluation.scoring import scored_classes
+
+    theirs = label_set_of(source)
+    if theirs is None:
+        return  # run_baselines says that the data has no emotions to learn from
+    mine, baselines = scored_classes(dialogues, label_set), scored_classes(as_read, theirs)
+    if mine != baselines:
+
+        def shown(classes: dict[str, tuple[str, ...]]) -> str:
+            return "; ".join(f"'{d}' in {', '.join(c)}" for d, c in classes.items())
+
+        raise InputError(
+            f"the baselines would be scored on {shown(baselines)} (label set {theirs.name}, the data's), but the model on "
+            f"{shown(mine)} (label set {label_set.name}): give --label-set NAME so that both use one label set, "
+            "or score the baselines apart with 'instructerc baseline'",
+            field="with-baselines",
+        )
 
 
 def _write(out: Path, result: EvaluationResult, dialogues: list[Dialogue], predictions: list, mode: str, label_set: LabelSet) -> None:

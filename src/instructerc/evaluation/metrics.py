@@ -8,8 +8,12 @@ and for its gold class's recall; it has its own column in the confusion matrix.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from instructerc.errors import InputError
 
 INVALID = "<invalid>"
 OUTSIDE = "<outside>"
@@ -55,9 +59,69 @@ class Metrics:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Metrics":
+    def from_dict(cls, data: dict[str, Any], field: str = "metrics") -> "Metrics":
+        """Metrics read back from a metrics.json; ``field`` names where, for the error a damaged
+        file gets (its numbers are aggregated and compared, so a wrong type must not pass)."""
+        check_metrics_dict(data, field)
         per_class = {k: ClassScores(**v) for k, v in data["per_class"].items()}
         return cls(**{**data, "per_class": per_class})
+
+
+_SCORES = ("weighted_f1", "macro_f1", "accuracy", "invalid_rate")
+_CLASS_SCORES = ("precision", "recall", "f1")
+
+
+def check_metrics_dict(data: Any, field: str) -> None:
+    """An :class:`InputError` naming the field unless ``data`` has the shape :meth:`Metrics.to_dict` writes."""
+    _expect(isinstance(data, Mapping), field, "an object of metrics", data)
+    for key in _SCORES + (("outside_rate",) if "outside_rate" in data else ()):
+        _expect(_is_number(data.get(key)), f"{field}.{key}", "a finite number", data.get(key))
+    _expect(_is_count(data.get("count")), f"{field}.count", "a whole number of utterances", data.get("count"))
+    labels, columns = data.get("labels"), data.get("columns")
+    _expect(_is_names(labels) and len(set(labels)) == len(labels) > 0, f"{field}.labels", "a list of distinct class names", labels)
+    _expect(_is_names(columns) and columns[: len(labels)] == labels, f"{field}.columns", "the classes, then other predictions", columns)
+    per_class = data.get("per_class")
+    _expect(isinstance(per_class, Mapping), f"{field}.per_class", "an object of scores per class", per_class)
+    others = [key for key in per_class if key not in labels]
+    _expect(not others, f"{field}.per_class", "scores of the classes only", others)
+    for label in labels:
+        where, scores = f"{field}.per_class.{label}", per_class.get(label)
+        _expect(isinstance(scores, Mapping), where, "this class's scores", scores)
+        for key in _CLASS_SCORES:
+            _expect(_is_number(scores.get(key)), f"{where}.{key}", "a finite number", scores.get(key))
+        _expect(_is_count(scores.get("support")), f"{where}.support", "a whole number", scores.get("support"))
+    confusion = data.get("confusion")
+    shaped = isinstance(confusion, list) and len(confusion) == len(labels)
+    shaped = shaped and all(isinstance(row, list) and len(row) == len(columns) and all(map(_is_count, row)) for row in confusion)
+    _expect(shaped, f"{field}.confusion", "counts, one row per class and one column per column", confusion)
+
+
+def _expect(condition: bool, field: str, wanted: str, value: Any) -> None:
+    if not condition:
+        shown = repr(value)
+        raise InputError(f"expected {wanted}, got {shown if len(shown) <= 80 else shown[:77] + '...'}", field=field)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def invalid_column(labels: Sequence[str]) -> str:
+    """The confusion column of invalid outputs: :data:`INVALID`, unless a class of the user's
+    label set is spelled so; then invalid outputs would count as that class, right when its gold
+    is, so they get a name no class has."""
+    name = INVALID
+    while name in labels:
+        name = f"<{name}>"
+    return name
 
 
 def compute_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> Metrics:
@@ -76,7 +140,8 @@ def compute_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels
     unknown_gold = sorted(set(gold) - set(labels))
     if unknown_gold:
         raise ValueError(f"gold labels {unknown_gold} are not classes of the label set")
-    shown = [INVALID if p is None else p for p in predicted]
+    invalid = invalid_column(labels)
+    shown = [invalid if p is None else p for p in predicted]
     extra_columns = sorted({p for p in shown if p not in labels})
     weighted = f1_score(gold, shown, labels=labels, average="weighted", zero_division=0)
     macro = f1_score(gold, shown, labels=labels, average="macro", zero_division=0)
@@ -92,8 +157,8 @@ def compute_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels
         weighted_f1=100 * float(weighted),
         macro_f1=100 * float(macro),
         accuracy=100 * correct / len(gold),
-        invalid_rate=100 * sum(p == INVALID for p in shown) / len(gold),
-        outside_rate=100 * sum(p not in labels and p != INVALID for p in shown) / len(gold),
+        invalid_rate=100 * sum(p == invalid for p in shown) / len(gold),
+        outside_rate=100 * sum(p not in labels and p != invalid for p in shown) / len(gold),
         count=len(gold),
         per_class={
             label: ClassScores(100 * float(p), 100 * float(r), 100 * float(f), int(s))

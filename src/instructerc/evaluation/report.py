@@ -6,7 +6,9 @@ paper's parsing, every table title says so: those numbers hide the invalid outpu
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from pathlib import Path
 
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
@@ -21,6 +23,7 @@ DATASET_TITLES = {"meld": "MELD", "iemocap": "IEMOCAP", "emorynlp": "EmoryNLP"}
 def write_outputs(result: EvaluationResult, out: Path) -> list[Path]:
     """metrics.json, report.md and ``confusion-SYSTEM-DATASET.png`` for each system scored in
     this run (systems read from another folder keep their matrices there)."""
+    text = render_report(result)  # first: a result the report cannot show leaves no file half-written
     out.mkdir(parents=True, exist_ok=True)
     written = [result.save(out)]
     for name, system in result.systems.items():
@@ -32,13 +35,39 @@ def write_outputs(result: EvaluationResult, out: Path) -> list[Path]:
             )
     report = out / REPORT_FILE
     with atomic_write(report) as handle:
-        handle.write(render_report(result))
+        handle.write(text)
     written.append(report)
     return written
 
 
 def confusion_file(system: str, dataset: str) -> str:
-    return f"confusion-{system}-{dataset}.png"
+    return f"confusion-{file_part(system)}-{file_part(dataset)}.png"
+
+
+_UNSAFE_FILE_CHARACTERS = re.compile(r"[^\w.:+-]+")  # a folder separator, a space, a line break...
+_MAX_FILE_PART = 100  # bytes: a file name is at most 255, and the name is only part of one
+
+
+def file_part(name: str) -> str:
+    """``name`` as one piece of a file name inside the output folder.
+
+    Dataset names come from the user's data (a JSONL dialogue's ``dataset``), so one may hold a
+    ``/``, ``..``, a line break or be too long for a file name: written as it is, it would put the
+    file elsewhere or fail after the whole evaluation ran. Such a name becomes its safe characters
+    plus a hash of the whole name, so two different names never share a file.
+    """
+    if not _UNSAFE_FILE_CHARACTERS.search(name) and len(name.encode()) <= _MAX_FILE_PART:
+        return name
+    slug = _UNSAFE_FILE_CHARACTERS.sub("-", name)[:40].strip("-.") or "x"
+    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def md_cell(text: object) -> str:
+    """``text`` for a Markdown table cell or heading. Labels, dataset names and axis values come
+    from the user's data or grid, and a ``|`` or a line break in one would split the table (or end
+    the heading); other control characters are shown escaped too, so the text stays readable."""
+    escaped = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in escaped)
 
 
 def dataset_title(dataset: str) -> str:
@@ -79,23 +108,23 @@ def render_report(result: EvaluationResult) -> str:
     for dataset in result.datasets:
         scored = [(n, s, s.by_dataset[dataset]) for n, s in result.systems.items() if dataset in s.by_dataset]
         count = scored[0][2].count
-        lines += ["", f"## {dataset_title(dataset)} ({split} split, {count} utterances){note}", ""]
+        lines += ["", f"## {md_cell(dataset_title(dataset))} ({split} split, {count} utterances){note}", ""]
         lines += [
             f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         lines += [
-            f"| {system_title(n, s)} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
+            f"| {md_cell(system_title(n, s))} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
             for n, s, m in scored
         ]
-        lines += ["", f"### Per-class F1, {dataset_title(dataset)} ({split} split){note}", ""]
+        lines += ["", f"### Per-class F1, {md_cell(dataset_title(dataset))} ({split} split){note}", ""]
         lines += [
-            f"| class | support ({split}) | " + " | ".join(f"{SHORT_NAMES.get(n, n)} F1 ({split})" for n, _, _ in scored) + " |",
+            f"| class | support ({split}) | " + " | ".join(f"{md_cell(SHORT_NAMES.get(n, n))} F1 ({split})" for n, _, _ in scored) + " |",
             "| --- | ---: | " + " | ".join("---:" for _ in scored) + " |",
         ]
         for label in scored[0][2].labels:
             cells = " | ".join(f"{m.per_class[label].f1:.2f}" for _, _, m in scored)
-            lines.append(f"| {label} | {scored[0][2].per_class[label].support} | {cells} |")
+            lines.append(f"| {md_cell(label)} | {scored[0][2].per_class[label].support} | {cells} |")
         pictures = [confusion_file(n, dataset) for n, s, _ in scored if "from" not in s.settings]
         if pictures:
             lines += ["", "Confusion matrices (rows gold, columns predicted): " + ", ".join(f"[{p}]({p})" for p in pictures)]

@@ -51,11 +51,11 @@ class SystemResult:
         return {"kind": self.kind, "settings": self.settings, "by_dataset": {d: m.to_dict() for d, m in self.by_dataset.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SystemResult":
+    def from_dict(cls, data: Mapping[str, Any], field: str = "system") -> "SystemResult":
         return cls(
             kind=data["kind"],
             settings=dict(data.get("settings", {})),
-            by_dataset={d: Metrics.from_dict(m) for d, m in data["by_dataset"].items()},
+            by_dataset={d: Metrics.from_dict(m, f"{field}.by_dataset.{d}") for d, m in data["by_dataset"].items()},
         )
 
 
@@ -94,7 +94,8 @@ class EvaluationResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EvaluationResult":
-        return cls(split=data["split"], data=dict(data["data"]), systems={n: SystemResult.from_dict(s) for n, s in data["systems"].items()})
+        systems = {n: SystemResult.from_dict(s, f"systems.{n}") for n, s in data["systems"].items()}
+        return cls(split=data["split"], data=dict(data["data"]), systems=systems)
 
     def save(self, directory: Path) -> Path:
         file = directory / METRICS_FILE
@@ -114,6 +115,8 @@ class EvaluationResult:
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
             return cls.from_dict(data)
+        except InputError as error:
+            raise InputError(f"not an instructerc metrics file: {error.message}", path=file, field=error.field) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(f"not an instructerc metrics file ({error})", path=file) from None
 

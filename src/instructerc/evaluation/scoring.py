@@ -39,11 +39,20 @@ def score_by_dataset(dialogues: Sequence[Dialogue], predictions: Sequence[Sequen
             else:
                 gold[dialogue.dataset].append(utterance.emotion)
                 predicted[dialogue.dataset].append(prediction.label)
-    results = {}
-    for dataset in gold:
-        classes = BENCHMARK_LABEL_SETS[dataset].labels if mapping is not None and mapping.covers(dataset) else label_set.labels
-        results[dataset] = compute_metrics(gold[dataset], predicted[dataset], classes)
-    return results
+    return {dataset: compute_metrics(gold[dataset], predicted[dataset], scoring_classes(label_set, dataset)) for dataset in gold}
+
+
+def scoring_classes(label_set: LabelSet, dataset: str) -> tuple[str, ...]:
+    """The classes a model of ``label_set`` is scored on in ``dataset``: a unified model on the
+    dataset's own classes where its mapping covers it, any other model on its own labels."""
+    mapping = mapping_of(label_set)
+    return BENCHMARK_LABEL_SETS[dataset].labels if mapping is not None and mapping.covers(dataset) else label_set.labels
+
+
+def scored_classes(dialogues: Sequence[Dialogue], label_set: LabelSet) -> dict[str, tuple[str, ...]]:
+    """Per dataset with gold emotions, the classes :func:`score_by_dataset` scores it on."""
+    labelled = dict.fromkeys(d.dataset for d in dialogues if any(u.emotion is not None for u in d.utterances))
+    return {dataset: scoring_classes(label_set, dataset) for dataset in labelled}
 
 
 def selection_score(results: dict[str, Metrics]) -> float:

@@ -15,7 +15,9 @@
     evaluate_max_dialogues: 40    # optional: a fixed subset of the split per dataset (slow templates)
     plot: {x: fraction, lines: dataset}
 
-Every combination of one value per axis, times every seed, is one run. The grid is checked
+Every combination of one value per axis, times every seed, is one run, named after its axis
+values (characters other than letters, digits and ``.+-`` become ``-``): seeds must differ, and
+two axes, or two values of one axis, may not give one name. The grid is checked
 whole when it is loaded (every run's recipe resolves, the report can be drawn), so a bad entry
 fails before any training, naming the grid file and the entry.
 """
@@ -76,6 +78,10 @@ class ExperimentConfig:
             raise InputError(f"must be a plain file name (no folder), got {self.name!r}", field="name")
         if not self.seeds:
             raise InputError("at least one seed is needed", field="seeds")
+        repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})
+        if repeated:
+            # A repeated seed is the same run again: it would count twice in the mean ± std.
+            raise InputError(f"seeds {repeated} appear more than once", field="seeds")
         if self.evaluate_split not in SPLITS:
             raise InputError(f"unknown split {self.evaluate_split!r} (expected one of: {', '.join(SPLITS)})", field="evaluate_split")
         if self.evaluate_max_dialogues is not None and self.evaluate_max_dialogues < 1:
@@ -85,6 +91,8 @@ class ExperimentConfig:
                 raise InputError(f"axis '{axis}' has no values", field=f"axes.{axis}")
             if axis in RESERVED_COLUMNS or axis.endswith(tuple(f"_{metric}" for metric in METRICS)):
                 raise InputError(f"axis '{axis}' has the name of a column of the results table; rename it", field=f"axes.{axis}")
+            _check_distinct_slugs(list(values), f"values of axis '{axis}'", f"axes.{axis}")
+        _check_distinct_slugs(list(self.axes), "axes", "axes")
         if self.plot is not None:
             self._check_plot(self.plot)
 
@@ -168,6 +176,17 @@ def _resolve(config: ExperimentConfig, root: Path, overrides: dict[str, Any], re
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+
+
+def _check_distinct_slugs(names: list[str], what: str, field: str) -> None:
+    """Run names are built from slugs of axis names and values: two names with one slug (``a|b``
+    and ``a/b``) would give two different runs one name, which ``--only`` and the CSV's ``run``
+    column could not tell apart."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(_slug(name), name)
+        if other != name:
+            raise InputError(f"{what} {other!r} and {name!r} both give runs the name part '{_slug(name)}'; rename one", field=field)
 
 
 def expand(config: ExperimentConfig) -> list[RunSpec]:

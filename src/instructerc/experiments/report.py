@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from instructerc.evaluation.report import md_cell
 from instructerc.experiments.grid import METRICS, ExperimentConfig, axis_number, scores_name
 from instructerc.experiments.runner import RunResult
 from instructerc.files import atomic_write
@@ -64,9 +65,9 @@ def markdown_table(config: ExperimentConfig, table: list[dict[str, object]], spl
         groups[tuple(row[a] for a in axes) + (row["scored_on"],)].append(row)
     scores = score_header(split)
     header = [*axes, "scored on", "seeds", "dev W-F1", f"{scores} W-F1", f"{scores} macro F1", f"{scores} accuracy"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
     for key, members in groups.items():
-        cells = [str(k) for k in key]
+        cells = [md_cell(k) for k in key]
         cells.append(str(len(members)))
         cells.append(mean_std([float(m[SELECTION_COLUMN]) for m in members]))
         cells += [mean_std([float(m[score_column(split, metric)]) for m in members]) for metric in METRICS]

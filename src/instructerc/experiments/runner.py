@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
-from instructerc.experiments.grid import ExperimentConfig, RunSpec, expand, scores_name
+from instructerc.experiments.grid import METRICS, ExperimentConfig, RunSpec, expand, scores_name
 from instructerc.files import atomic_write
 
 RESULT_FILE = "result.json"
@@ -135,7 +137,7 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
     if not (paths.model / MANIFEST).is_file():
         resume = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
         Trainer(train_config, progress=progress, dev_scoring=predictor_dev_scoring).run(resume=resume)
-    dev = json.loads((paths.model / DEV_METRICS).read_text(encoding="utf-8"))
+    dev = _read_dev_metrics(paths.model / DEV_METRICS)
     test = evaluate_run(directory, train_config.data.source(), scoring.split, progress, scoring.max_dialogues, train_config.backbone.dtype)
     record = {
         "name": spec.name,
@@ -148,6 +150,19 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
     }
     _write_record(done, record)
     return RunResult(spec, dev, test)
+
+
+def _read_dev_metrics(path: Path) -> dict[str, Any]:
+    """The dev scores a finished model was selected on (they go into the run's result)."""
+    try:
+        dev = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # missing, unreadable or damaged: not a traceback
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InputError(
+            f"the dev scores of the trained model cannot be read ({reason}): delete the run's model folder to train it again", path=path
+        ) from None
+    _check_dev(dev, path, "", "delete the run's model folder to train it again")
+    return dev
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
@@ -171,9 +186,53 @@ def _records(path: Path) -> list[dict[str, Any]]:
     try:
         top = json.loads(path.read_text(encoding="utf-8"))
         records = [top] + [{**top, **other} for other in top.get("other_scorings", [])]
-        return [r for r in records if isinstance(r["dev"], dict) and scores_name(Scoring.recorded(r).split) in r]
+        usable = [(i, r) for i, r in enumerate(records) if isinstance(r["dev"], dict) and scores_name(Scoring.recorded(r).split) in r]
+        for position, record in usable:
+            _check_record(record, path, "" if position == 0 else f"other_scorings[{position - 1}].")
+        return [record for _, record in usable]
+    except InputError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSONDecodeError is a ValueError
         raise InputError(f"unreadable run result ({type(error).__name__}: {error}): delete it to score the run again", path=path) from None
+
+
+_RESCORE = "delete it to score the run again"
+
+
+def _check_record(record: dict[str, Any], path: Path, where: str) -> None:
+    """The scores of a record that the report reads: a damaged result must fail naming its field,
+    not break the report halfway."""
+    scores = scores_name(Scoring.recorded(record).split)
+    by_dataset = record[scores]
+    if not isinstance(by_dataset, dict) or not by_dataset:
+        _damaged(path, f"{where}{scores}", "scores per dataset", by_dataset, _RESCORE)
+    for dataset, metrics in by_dataset.items():
+        for metric in METRICS:
+            value = metrics.get(metric) if isinstance(metrics, dict) else None
+            if not _is_score(value):
+                _damaged(path, f"{where}{scores}.{dataset}.{metric}", "a finite number", value, _RESCORE)
+    if not where:
+        _check_dev(record["dev"], path, "dev.", _RESCORE)
+
+
+def _check_dev(dev: Any, path: Path, where: str, advice: str) -> None:
+    """Dev scores as the trainer writes them: ``by_dataset`` maps datasets to metrics."""
+    by_dataset = dev.get("by_dataset", {}) if isinstance(dev, dict) else None
+    if not isinstance(by_dataset, dict):
+        _damaged(path, f"{where}by_dataset", "dev scores per dataset", by_dataset, advice)
+    for dataset, metrics in by_dataset.items():
+        value = metrics.get("weighted_f1") if isinstance(metrics, dict) else None
+        if not _is_score(value):
+            _damaged(path, f"{where}by_dataset.{dataset}.weighted_f1", "a finite number", value, advice)
+
+
+def _is_score(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _damaged(path: Path, field: str, wanted: str, value: Any, advice: str) -> None:
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    raise InputError(f"damaged: expected {wanted}, got {shown}; {advice}", path=path, field=field)
 
 
 def load_result(path: Path, spec: RunSpec, scoring: Scoring) -> RunResult | None:
