@@ -331,3 +331,12 @@ def test_a_grid_name_with_a_folder_writes_nothing_outside_the_results(grid_files
     grid = _grid_variant(grid_files, "evil.yaml", name="../evil", seeds=[1])
     assert run_cli("experiment", grid, "--report-only", "--results", results).code == 2
     assert not (tmp_path / "a" / "evil.csv").exists() and not results.exists()
+
+
+def test_a_report_after_only_keeps_the_runs_finished_before(grid_files, capsys):
+    """Running a grid one slice at a time (--only) ends with the whole grid's table, not the last slice's."""
+    assert main(["experiment", str(grid_files / "grid.yaml"), "--only", "history=on", "--no-progress"]) == 0
+    assert main(["experiment", str(grid_files / "grid.yaml"), "--only", "history=off", "--no-progress"]) == 0
+    csv_lines = (grid_files / "runs" / "tiny-scaling.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 8
+    assert {"on", "off"} <= {cell for line in csv_lines[1:] for cell in line.split(",")}

@@ -13,7 +13,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     experiment = commands.add_parser("experiment", help="run a grid of trainings and collect a results table")
     experiment.add_argument("grid", type=Path, help="an experiment YAML, e.g. experiments/data-scaling-cpu.yaml")
     experiment.add_argument("--results", type=Path, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)")
-    experiment.add_argument("--only", metavar="TEXT", help="run only the runs whose name contains TEXT")
+    experiment.add_argument(
+        "--only", metavar="TEXT", help="run (or --list) only the runs whose name contains TEXT; the report keeps every finished run"
+    )
     experiment.add_argument("--list", action="store_true", help="list the runs and whether each is done, then stop")
     experiment.add_argument("--report-only", action="store_true", help="collect the finished runs into the report without training")
     experiment.add_argument("--no-progress", action="store_true")
@@ -43,14 +45,13 @@ def run_experiment(args: argparse.Namespace) -> int:
             # "to score": trained, but scored only on another split or subset than this grid's.
             print(f"{run_state(config, directory):<8} {directory.name} {spec.name}")
         return 0
-    if args.report_only:
-        # Only results scored the way this grid scores: another grid's scores of a shared run are
-        # on another split or subset.
-        scoring = Scoring.of(config)
-        found = [load_result(run_directory(config, root, s) / RESULT_FILE, s, scoring) for s in specs]
-        results = [result for result in found if result is not None]
-    else:
-        results = run_grid(config, root, progress=not args.no_progress, only=args.only)
+    if not args.report_only:
+        run_grid(config, root, progress=not args.no_progress, only=args.only)
+    # The report is the grid's, whichever runs --only ran now: every run with a result scored the
+    # way this grid scores (another grid's scores of a shared run are on another split or subset).
+    scoring = Scoring.of(config)
+    found = [load_result(run_directory(config, root, s) / RESULT_FILE, s, scoring) for s in expand(config)]
+    results = [result for result in found if result is not None]
     target = args.results or (root / config.output_dir)
     try:
         written = write_report(config, results, target)
