@@ -49,12 +49,20 @@ def stratified_fraction(dialogues: Sequence[Dialogue], fraction: float | Callabl
     return [d for position, d in enumerate(dialogues) if position in chosen]
 
 
+def subset_size(count: int, share: float) -> int:
+    """How many of ``count`` items a ``share`` keeps: rounded, but at least one when there are any
+    and ``share`` > 0 (a small share of a few items would otherwise round to none, silently)."""
+    if share >= 1 or count == 0:
+        return count
+    return max(1, round(share * count)) if share > 0 else 0
+
+
 def seeded_subset(items: Sequence[T], share: float, seed: int) -> list[T]:
-    """A seeded ``share`` of ``items``, in their original order."""
+    """A seeded ``share`` of ``items`` (:func:`subset_size` of them), in their original order."""
     if share >= 1:
         return list(items)
     rng = random.Random(seed)
-    keep = set(rng.sample(range(len(items)), round(share * len(items))))
+    keep = set(rng.sample(range(len(items)), subset_size(len(items), share)))
     return [item for position, item in enumerate(items) if position in keep]
 
 

@@ -42,6 +42,8 @@ class TrainState:
     # Seconds spent training and scoring dev, summed over interruptions (for the model card).
     train_seconds: float = 0.0
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    # "at step N: key: old -> new; ..." for each resume under a changed recipe (--force).
+    forced_changes: list[str] = field(default_factory=list)
 
 
 def rng_state() -> dict[str, Any]:
@@ -158,6 +160,38 @@ def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any] | None,
     if (trainable is not None and not isinstance(trainable, dict)) or not isinstance(optim, dict) or not expected <= set(optim):
         raise InputError(f"corrupt checkpoint: not the files instructerc writes ({_remedy(directory)})", path=directory)
     return state, trainable, optim
+
+
+def check_weights_fit(weights: dict[str, Any], model: Any, file: Path) -> None:
+    """Refuses checkpoint ``weights`` that are not exactly ``model``'s trainable tensors: a resume
+    under another LoRA rank, target modules, layers or method (``--force``), or a checkpoint
+    copied from another run, would otherwise fail deep in the copy with a bare shape or key error."""
+    import torch
+
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    missing = [name for name in trainable if name not in weights]
+    foreign = [name for name in weights if name not in trainable]
+    reshaped = [
+        f"{name} ({_shape(weights[name])} saved, {_shape(trainable[name])} now)"
+        for name in trainable
+        if name in weights and (not isinstance(weights[name], torch.Tensor) or weights[name].shape != trainable[name].shape)
+    ]
+    problems = [
+        f"{len(names)} {what}, e.g. {names[0]}"
+        for names, what in ((missing, "missing"), (foreign, "not trainable in this model"), (reshaped, "of another shape"))
+        if names
+    ]
+    if problems:
+        raise InputError(
+            f"the checkpoint's weights do not fit the model this recipe builds ({'; '.join(problems)}): resume with the "
+            "finetune settings and backbone the run started with, or start a new run in another output_dir",
+            path=file,
+        )
+
+
+def _shape(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return "x".join(map(str, shape)) if shape is not None else type(value).__name__
 
 
 def _remedy(directory: Path) -> str:

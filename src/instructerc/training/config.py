@@ -72,6 +72,11 @@ class StageConfig:
 
     def __post_init__(self) -> None:
         known = {t.value for t in Task}
+        # A stage without tasks has no examples, so it would take no step and pass unnoticed.
+        if not self.tasks:
+            raise InputError(
+                f"a stage needs at least one task, e.g. {{erc: 1.0}} (known: {', '.join(sorted(known))})", field="stages.tasks"
+            )
         for task, share in self.tasks.items():
             if task not in known:
                 raise InputError(f"unknown task '{task}' (known: {', '.join(sorted(known))})", field="stages.tasks")

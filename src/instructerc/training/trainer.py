@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -21,19 +22,21 @@ from typing import Any
 from instructerc.config import to_mapping
 from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
-from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
+from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction, subset_size
 from instructerc.errors import InputError
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG
+from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
-from instructerc.prompts.tasks import speaker_slots
+from instructerc.prompts.tasks import ExampleBuilder, speaker_slots
 from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import (
     SHARDED_DIR,
     TrainState,
     begin_checkpoint,
     check_resumable,
+    check_weights_fit,
     commit_checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -42,7 +45,7 @@ from instructerc.training.checkpoint import (
     set_rng_state,
     staging_path,
 )
-from instructerc.training.config import TrainConfig
+from instructerc.training.config import StageConfig, TrainConfig
 from instructerc.training.dev import DevScorer, DevScoring, DevSet
 
 
@@ -210,6 +213,84 @@ def check_dataset_fractions(fractions: dict[str, float], train: list[Dialogue], 
         )
 
 
+# Why an eligible utterance may be missing, per task, for the message of a task without examples.
+_TASK_NEEDS = {
+    Task.ERC: "an utterance with an emotion",
+    Task.EMOTION_PREDICTION: "an utterance with an emotion after the first of its dialogue",
+    Task.SPEAKER: "an utterance",
+}
+
+
+def stage_example_counts(stage: StageConfig, train: list[Dialogue], builder: ExampleBuilder) -> dict[str, int]:
+    """Per task of ``stage``, how many examples it trains on: its share of the eligible
+    utterances, as :meth:`Trainer._stage_examples` draws them, counted without building prompts."""
+    counts = {}
+    for task_name, share in stage.tasks.items():
+        task = Task(task_name)
+        eligible = sum(builder.eligible(task, d, i, training=True) for d in train for i in range(len(d)))
+        counts[task_name] = subset_size(eligible, share)
+    return counts
+
+
+def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: ExampleBuilder, processes: int, where: Path) -> None:
+    """Refuses, before the model loads, a stage task the training data gives no example of, and a
+    stage with fewer examples than processes: either would train nothing (an empty stage takes no
+    step) while the run still finished and its model card listed the stage."""
+    for index, stage in enumerate(config.stages):
+        counts = stage_example_counts(stage, train, builder)
+        for task_name, count in counts.items():
+            if count == 0:
+                raise InputError(
+                    f"stage {index + 1} trains {task_name}, but the training data has no example of it "
+                    f"(it needs {_TASK_NEEDS[Task(task_name)]}): remove the task from the stage, or use other data",
+                    path=where,
+                    field=f"stages[{index}].tasks.{task_name}",
+                )
+        if sum(counts.values()) < processes:
+            raise InputError(
+                f"stage {index + 1} has {sum(counts.values())} example(s), fewer than the {processes} processes: "
+                "every process needs one per step; train on more data or with fewer processes",
+                path=where,
+                field=f"stages[{index}]",
+            )
+
+
+def check_run_directory_creatable(root: Path) -> None:
+    """Refuses a run directory that cannot be created or written (a read-only or virtual file
+    system, a folder without write permission) before the data and model load, rather than as a
+    traceback once training would begin. Folders created to find out are removed again: a run
+    refused later for other reasons leaves nothing behind."""
+    missing = [folder for folder in (root, *root.parents) if not folder.exists()]
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir(exist_ok=True)
+            created.append(folder)
+    except OSError as error:
+        raise InputError(
+            f"cannot create the run directory ({error.strerror or error}): choose another output_dir", path=root, field="output_dir"
+        ) from None
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:  # another process of the run may be probing it too
+                pass
+    if not missing and not os.access(root, os.W_OK | os.X_OK):
+        raise InputError("the run directory is not writable: choose another output_dir", path=root, field="output_dir")
+
+
+def forced_resume_note(changes: list[str]) -> str | None:
+    """For the model card: the recipe changes a run was resumed under with --force (its Training
+    lines describe only the recipe the run finished with)."""
+    if not changes:
+        return None
+    return (
+        "Resumed with --force under a changed recipe; the lines above describe the recipe the run finished with. "
+        "Changes: " + " | ".join(changes) + "."
+    )
+
+
 def set_seed(seed: int) -> None:
     import numpy as np
     import torch
@@ -245,6 +326,7 @@ class Trainer:
         self.precision: str | None = None  # resolved when the run starts
         self._memory_logged = False
         self.device_description: str | None = None
+        self._forced_changes: list[str] = []  # what a --force resume changed, for the run's record
 
     # -- setup ------------------------------------------------------------------------------------
     def _accelerator(self) -> Any:
@@ -297,7 +379,18 @@ class Trainer:
         # Keep each dialogue's examples together and in utterance order, so they pack as one tree.
         position = {(d.dataset, d.id): i for i, d in enumerate(train)}
         examples.sort(key=lambda e: (position[(e.dataset, e.dialogue_id)], e.index, e.task.value))
-        return setup.encode(examples, tokenizer)
+        try:
+            return setup.encode(examples, tokenizer)
+        except PromptTooLong as error:
+            # The budget's error knows the dialogue but not where it was read from, nor that the
+            # recipe's max_length is the setting to change.
+            example = error.example
+            raise InputError(
+                f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {error.message}; "
+                "raise max_length or shorten the utterance",
+                path=split_file(self.config.data.source(), "train"),
+                field="max_length",
+            ) from None
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
@@ -334,6 +427,7 @@ class Trainer:
         config = self.config
         label_set = label_set_of(config.data.source())
         setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
+        check_stage_examples(config, train, setup.builder(), accelerator.num_processes, split_file(config.data.source(), "train"))
         model_path = resolve_model(config.backbone)
         hf_tokenizer = load_tokenizer(model_path, config.backbone.trust_remote_code)
         retriever, train_demos, dev_demos = self._demonstrations(setup, train, dev, accelerator)
@@ -342,6 +436,7 @@ class Trainer:
         state, optim_state = TrainState(), None
         if checkpoint is not None:
             state, optim_state = self._restore(checkpoint, model, accelerator, sharded=fsdp is not None)
+            self._record_forced_changes(state, accelerator)
         # Under FSDP each process scores its share of dev on the gathered weights, in one thread:
         # FSDP's bookkeeping is per module, not per thread.
         dev_set = DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator, workers=1 if fsdp is not None else None)
@@ -381,6 +476,7 @@ class Trainer:
         changed = check_resumable(self.paths.config, self.config.to_dict(), self.force, defaults=TrainConfig().to_dict())
         if changed and accelerator.is_main_process:
             print(f"resuming under a changed config (--force): {'; '.join(changed)}")
+        self._forced_changes = changed
         return checkpoint
 
     def _check_run_directory(self) -> None:
@@ -394,6 +490,15 @@ class Trainer:
         for file in (paths.metrics, paths.config):
             if file.is_dir():
                 raise InputError("is a folder, but the run writes a file here: choose another output_dir", path=file, field="output_dir")
+        # The finished run swaps its model in for the whole folder: anything else in it would be deleted.
+        if paths.model.is_dir() and not (paths.model / MANIFEST).is_file() and any(paths.model.iterdir()):
+            raise InputError(
+                "holds files that are not an instructerc model, and the run would replace this folder with its model: "
+                "choose another output_dir, or move them away",
+                path=paths.model,
+                field="output_dir",
+            )
+        check_run_directory_creatable(paths.root)
 
     def _demonstrations(self, setup: PromptSetup, train: list[Dialogue], dev: list[Dialogue], accelerator: Any) -> tuple[Any, dict, dict]:
         """The retriever and each utterance's demonstration, for templates that show one."""
@@ -474,10 +579,20 @@ class Trainer:
 
             load_sharded(checkpoint / SHARDED_DIR, model)
         else:
+            check_weights_fit(weights, accelerator.unwrap_model(model), checkpoint / "trainable.pt")
             load_trainable_state(accelerator.unwrap_model(model), weights)
         if accelerator.is_main_process:
             print(f"resuming from {checkpoint.name}: stage {state.stage}, epoch {state.epoch}, step {state.step_in_epoch}")
         return state, optim_state
+
+    def _record_forced_changes(self, state: TrainState, accelerator: Any) -> None:
+        """A --force resume ran part of the run under another recipe: the state keeps what changed
+        and where (through later resumes too), for the model card and the metrics log."""
+        if not self._forced_changes:
+            return
+        state.forced_changes.append(f"at step {state.global_step}: {'; '.join(self._forced_changes)}")
+        if accelerator.is_main_process:
+            self._log({"event": "resume", "step": state.global_step, "forced_changes": self._forced_changes})
 
     # -- one stage --------------------------------------------------------------------------------
     def _run_stage(self, session: _Session, stage_index: int) -> bool:
@@ -773,6 +888,7 @@ class Trainer:
                     location=str(self.paths.model),
                     precision=self.precision,
                     device=self.device_description,
+                    training_note=forced_resume_note(state.forced_changes),
                 )
 
             write_model_dir(self.paths.model, fill)
