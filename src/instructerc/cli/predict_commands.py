@@ -72,6 +72,9 @@ def run_predict(args: argparse.Namespace) -> int:
         raise InputError("--chunk-size must be at least 1", field="chunk-size")
     if args.output.is_dir():
         raise InputError("is a folder; --output names the file to write", path=args.output)
+    if args.input.exists() and not args.input.is_dir() and not args.input.is_file():
+        # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
+        raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
     model = args.model if args.model is not None else default_model_dir()
     gold_labels = named_label_set(args.label_set) if args.label_set else None
 

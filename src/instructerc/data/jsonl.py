@@ -27,6 +27,8 @@ _DIALOGUE_KEYS = ("id", "dataset", "utterances")
 # record cannot give it (a named dataset is a non-empty string) and it is not written back.
 UNNAMED_DATASET = ""
 _UTTERANCE_KEYS = ("speaker", "text", "emotion")
+PREDICTION_KEYS = ("predicted_emotion", "emotion_scores", "generated", "truncated", "predicted_original_emotion")
+"""The keys a prediction may add to an utterance; a prediction replaces all of them."""
 
 
 def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set: LabelSet | None, default_dataset: str) -> Dialogue:
@@ -163,7 +165,8 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
 
 
 def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The JSON object of a dialogue; ``utterance_fields`` adds keys per utterance (predictions)."""
+    """The JSON object of a dialogue; ``utterance_fields`` adds keys per utterance (predictions),
+    in place of any :data:`PREDICTION_KEYS` the input carried."""
     utterances = []
     added = list(utterance_fields) if utterance_fields is not None else [{}] * len(dialogue.utterances)
     for utterance, more in zip(dialogue.utterances, added):
@@ -171,14 +174,25 @@ def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any
         if utterance.emotion is not None:
             record["emotion"] = utterance.emotion
         record.update(utterance.extra)
+        if utterance_fields is not None:
+            # An earlier run's prediction (predict run again on its own output) would otherwise
+            # keep the keys the new one does not write: generate mode beside stale scores, or a
+            # "truncated" flag on an utterance that fits this model.
+            for key in PREDICTION_KEYS:
+                record.pop(key, None)
         record.update(more)
         utterances.append(record)
     named = {"dataset": dialogue.dataset} if dialogue.dataset != UNNAMED_DATASET else {}
     return {"id": dialogue.id, **named, **dialogue.extra, "utterances": utterances}
 
 
+# Characters ensure_ascii=False writes raw that str.splitlines() (and other Unicode-aware line
+# readers) take for line ends, breaking one record's line in two; escaped, they read back the same.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def write_record(handle: IO[str], record: dict[str, Any]) -> None:
-    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    handle.write(json.dumps(record, ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
 
 
 def write_jsonl(dialogues: Iterable[Dialogue], path: Path) -> int:

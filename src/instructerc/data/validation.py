@@ -33,13 +33,29 @@ class TextProblem(ValueError):
         self.field = field
 
 
-class BadNumber:
-    """Stands in for a JSON number that is too long or not finite, so the check of the value it
-    belongs to can name its field (the parser's hooks do not know where they are)."""
+class BadValue:
+    """Stands in for a JSON value the parser accepts and this toolkit refuses, so the check of the
+    value it belongs to can name its field (the parser's hooks do not know where they are)."""
 
     def __init__(self, text: str, reason: str) -> None:
         self.text = text
         self.reason = reason
+
+
+class BadNumber(BadValue):
+    """A JSON number that is too long or not finite."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice holds a :class:`BadValue`: the parser would keep the last
+    value and silently drop the other (a second ``text`` or ``utterances``)."""
+    record = dict(pairs)
+    if len(record) == len(pairs):
+        return record
+    record = {}
+    for key, value in pairs:
+        record[key] = BadValue(key, f"the key '{printable(key)}' appears twice in one object") if key in record else value
+    return record
 
 
 def _integer(text: str) -> int | BadNumber:
@@ -60,11 +76,12 @@ def _constant(text: str) -> BadNumber:
 
 
 def load_json(text: str) -> Any:
-    """``json.loads`` with bounded nesting; too long or non-finite numbers become :class:`BadNumber`
-    (refused by :func:`check_value`). Raises :class:`TextProblem` when ``text`` is not JSON."""
+    """``json.loads`` with bounded nesting; too long or non-finite numbers and keys given twice
+    become :class:`BadValue` (refused by :func:`check_value`). Raises :class:`TextProblem` when
+    ``text`` is not JSON."""
     check_depth(text)
     try:
-        return json.loads(text, parse_int=_integer, parse_float=_float, parse_constant=_constant)
+        return json.loads(text, parse_int=_integer, parse_float=_float, parse_constant=_constant, object_pairs_hook=_object)
     except json.JSONDecodeError as error:
         raise TextProblem(f"not valid JSON ({error.msg} at column {error.colno})") from None
     except RecursionError:  # bounded above; kept so no input can reach the parser's limit raw
@@ -84,7 +101,7 @@ def check_depth(text: str) -> None:
 
 def check_value(value: Any, where: str = "") -> None:
     """A :class:`TextProblem` naming the first field (``utterances[2].text``) that holds a lone
-    surrogate or a NUL character, in a key or a string, or a :class:`BadNumber`."""
+    surrogate or a NUL character, in a key or a string, or a :class:`BadValue`."""
     if isinstance(value, str):
         check_string(value, where)
     elif isinstance(value, dict):
@@ -95,7 +112,7 @@ def check_value(value: Any, where: str = "") -> None:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             check_value(item, f"{where}[{index}]")
-    elif isinstance(value, BadNumber):
+    elif isinstance(value, BadValue):
         raise TextProblem(value.reason, where or None)
 
 

@@ -15,6 +15,7 @@ Both the CLI and the service use it. Two modes:
 from __future__ import annotations
 
 import difflib
+import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -204,6 +205,7 @@ class Predictor:
         check_mode(mode, paper_parsing)
         if not items:
             return []
+        check_indices(items)
         items = with_distinct_keys(items)
         encoded, cuts = self.fitted_prompts(items)
         if mode == "score":
@@ -228,7 +230,9 @@ class Predictor:
 
         if not turns:
             return []
-        encoded, cuts = self.fitted_prompts(with_distinct_keys([(dialogue, len(dialogue) - 1) for dialogue, _ in turns]))
+        newest = [(dialogue, len(dialogue) - 1) for dialogue, _ in turns]
+        check_indices(newest)
+        encoded, cuts = self.fitted_prompts(with_distinct_keys(newest))
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         fresh = [cache for _, cache in turns if cache.tokens == 0]
@@ -319,6 +323,16 @@ class Predictor:
         words = list(self.label_set.verbalizers)
         closest = max(words, key=lambda w: difflib.SequenceMatcher(None, text.strip(), w).ratio())
         return self.label_set.parse_exact(closest)
+
+
+def check_indices(items: Sequence[tuple[Dialogue, int]]) -> None:
+    """Refuse an utterance index outside its dialogue: a negative one would read as counted from
+    the end, but the prompt's history is counted from the start, so it would show none."""
+    for dialogue, index in items:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < len(dialogue):
+            raise InputError(
+                f"utterance index {index!r} is outside dialogue '{dialogue.id}' of {len(dialogue)} utterance(s)", field="index"
+            )
 
 
 def _with_cuts(predictions: Sequence[Prediction], cuts: Sequence[str | None]) -> list[Prediction]:

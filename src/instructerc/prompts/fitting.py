@@ -23,6 +23,8 @@ ELLIPSIS = " … "
 # Each round removes what the last prompt was over by (plus a margin, since cut text tokenizes
 # a little differently); more rounds than this means the text is not what is too long.
 _MAX_ROUNDS = 8
+# What a text cut as far as it goes keeps of its start and end, in tokens: enough to read.
+_SHORTEST_TOKENS = 8
 
 
 def with_distinct_keys(items: Sequence[Item]) -> list[Item]:
@@ -78,6 +80,12 @@ def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | N
     return head + ELLIPSIS + tail
 
 
+def shortest(text: str, tokenizer: SegmentTokenizer) -> str | None:
+    """``text`` cut down to its first and last few tokens; ``None`` when that is not shorter."""
+    cut = shorten(text, tokenizer, len(tokenizer.ids(text)) - len(tokenizer.ids(ELLIPSIS)) - 2 - _SHORTEST_TOKENS)
+    return cut if cut is not None and len(tokenizer.ids(cut)) < len(tokenizer.ids(text)) else None
+
+
 def encode_fitting(
     items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample]], tokenizer: SegmentTokenizer
 ) -> tuple[list[EncodedExample], list[str | None]]:
@@ -108,15 +116,13 @@ def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, r
         raise error
     utterance = dialogue.utterances[example.index]
     rounds[key] = rounds.get(key, 0) + 1
-    # The paper's template quotes the utterance twice (history line and question).
-    shorter = shorten(utterance.text, tokenizer, math.ceil(error.excess / _times_shown(utterance.text, example)))
-    if shorter is not None:
+    text, name = _text_or_name_cut(utterance.text, utterance.speaker, example, error.excess, tokenizer)
+    if text is not None:
         utterances = list(dialogue.utterances)
-        utterances[example.index] = replace(utterance, text=shorter)
+        utterances[example.index] = replace(utterance, text=text)
     else:
-        # Too little text to cut: what is over the budget is the speaker's name. It is cut in
-        # every utterance of theirs, so the dialogue still tells who spoke when.
-        name = shorten(utterance.speaker, tokenizer, math.ceil(error.excess / _times_shown(utterance.speaker, example)))
+        # What is over the budget is the speaker's name. It is cut in every utterance of
+        # theirs, so the dialogue still tells who spoke when.
         if name is None or name in dialogue.speakers:
             raise error
         utterances = [replace(u, speaker=name) if u.speaker == utterance.speaker else u for u in dialogue.utterances]
@@ -125,6 +131,23 @@ def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, r
                 rounds.setdefault((*key[:2], index), 0)
     cut = dialogue.with_utterances(tuple(utterances))
     return [(cut if (d.dataset, d.id) == key[:2] else d, i) for d, i in items]
+
+
+def _text_or_name_cut(text: str, speaker: str, example: Example, excess: int, tokenizer: SegmentTokenizer) -> tuple[str | None, str | None]:
+    """The utterance's text cut by ``excess`` tokens, else its speaker's name so cut, as
+    (text, None) or (None, name); (None, None) when neither can be cut."""
+    # The paper's template quotes the utterance twice (history line and question).
+    shorter = shorten(text, tokenizer, math.ceil(excess / _times_shown(text, example)))
+    if shorter is not None:
+        return shorter, None
+    name = shorten(speaker, tokenizer, math.ceil(excess / _times_shown(speaker, example)))
+    if name is not None:
+        return None, name
+    # Neither alone can give all of it (a long text said by a long name): the name is cut as far
+    # as it goes, since it must give some anyway and says less than the text; the next round
+    # takes the rest from the text.
+    name = shortest(speaker, tokenizer)
+    return (None, name) if name is not None else (shortest(text, tokenizer), None)
 
 
 def _times_shown(text: str, example: Example) -> int:
