@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,19 @@ def test_a_model_whose_weights_are_cut_short_is_one_line(run_cli, meld_model: Pa
 def test_an_input_that_is_a_folder_says_so(run_cli, meld_model: Path, tmp_path: Path) -> None:
     result = run_cli("predict", "--input", tmp_path, "--output", tmp_path / "out.jsonl", "--model", meld_model)
     assert_one_line_error(result, str(tmp_path), "is a folder")
+
+
+def test_no_progress_leaves_stderr_empty(run_cli, meld_model: Path, tmp_path: Path) -> None:
+    """transformers' weight-loading bar and peft's deprecation warning used to print anyway."""
+    from transformers.utils import logging as transformers_logging
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "utterances": [{"speaker": "Ann", "text": "Hi there."}]}\n', encoding="utf-8")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # as outside pytest: each warning shown once
+            result = run_cli("predict", "--input", source, "--output", tmp_path / "out.jsonl", "--model", meld_model, "--no-progress")
+    finally:
+        transformers_logging.enable_progress_bar()
+    assert result.code == 0
+    assert result.err == ""

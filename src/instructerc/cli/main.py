@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    quiet_libraries(progress=not getattr(args, "no_progress", False))
     try:
         with terminate_as_exit():
             return handler(args)
@@ -62,6 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("instructerc: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_libraries(progress: bool) -> None:
+    """Keep the libraries' output to what a user can act on: peft asks transformers 5 for an
+    attribute it deprecated, a FutureWarning on every model load that no user of ours can fix; and
+    ``--no-progress`` also silences transformers' own bars (loading weights)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+    if not progress:
+        try:
+            from transformers.utils import logging as transformers_logging
+        except ImportError:  # without the train extra no command loads a model
+            return
+        transformers_logging.disable_progress_bar()
 
 
 def install_hint(extra: str) -> str:
