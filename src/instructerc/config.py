@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import typing
 from pathlib import Path
@@ -47,6 +48,17 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
         return cls(**values)
     except TypeError as error:
         raise InputError(str(error), field=where or None) from None
+    except InputError as error:
+        raise _in_list_item(error, where) from None
+
+
+def _in_list_item(error: InputError, where: str) -> InputError:
+    """A section's own checks name their fields as the section is spelled in a recipe
+    (``stages.tasks``); for a section that is one item of a list (``stages[1]``) the item is named."""
+    section = re.sub(r"\[\d+\]", "", where)
+    if section == where or error.field is None or not (error.field == section or error.field.startswith(section + ".")):
+        return error
+    return InputError(error.message, path=error.path, line=error.line, field=where + error.field[len(section) :])
 
 
 def _shown(value: Any) -> str:
