@@ -242,3 +242,15 @@ def test_merge_keys_still_override_and_merge(tmp_path) -> None:
     path = tmp_path / "grid.yaml"
     path.write_text("base: &base {lr: 0.1, batch_size: 4}\noptim:\n  <<: *base\n  lr: 0.5\n", encoding="utf-8")
     assert read_yaml(path)["optim"] == {"lr": 0.5, "batch_size": 4}
+
+
+def test_datasets_dev_cannot_score_are_named() -> None:
+    from instructerc.data.dialogue import Dialogue, Utterance
+    from instructerc.training.trainer import datasets_without_dev
+
+    def dialogue(dataset: str, emotion: str | None) -> Dialogue:
+        return Dialogue(f"{dataset}-{emotion}", dataset, "train", (Utterance("A", "hi", emotion),))
+
+    train = [dialogue("alpha", "joy"), dialogue("beta", "joy"), dialogue("gamma", None)]
+    assert datasets_without_dev(train, [dialogue("alpha", "joy"), dialogue("beta", None)]) == ["beta"]
+    assert datasets_without_dev(train, [dialogue("alpha", "joy"), dialogue("beta", "sad")]) == []

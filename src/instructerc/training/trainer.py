@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -255,6 +256,17 @@ def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: Ex
             )
 
 
+def datasets_without_dev(train: list[Dialogue], dev: list[Dialogue]) -> list[str]:
+    """Datasets the run learns (labelled in train) that dev cannot score: a user training on
+    several datasets would otherwise not know that the checkpoint was chosen without them."""
+
+    def labelled(dialogues: list[Dialogue]) -> dict[str, None]:
+        return dict.fromkeys(d.dataset for d in dialogues if any(u.emotion is not None for u in d.utterances))
+
+    scored = labelled(dev)
+    return [dataset or "(no dataset named)" for dataset in labelled(train) if dataset not in scored]
+
+
 def check_run_directory_creatable(root: Path) -> None:
     """Refuses a run directory that cannot be created or written (a read-only or virtual file
     system, a folder without write permission) before the data and model load, rather than as a
@@ -424,6 +436,12 @@ class Trainer:
         checkpoint = self._checkpoint_to_resume(accelerator, resume)
 
         train, dev = self._data()
+        unselected = datasets_without_dev(train, dev)
+        if unselected and accelerator.is_main_process:
+            print(
+                f"note: dev has no labelled utterance of {', '.join(unselected)}: checkpoints are selected without them",
+                file=sys.stderr,
+            )
         config = self.config
         label_set = label_set_of(config.data.source())
         setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
