@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
+from instructerc.errors import InputError
 from instructerc.service.config import ServiceConfig
 
 # Flag groups: ServiceConfig field -> (type, help); defaults come from ServiceConfig itself.
@@ -79,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side",
     )
-    serve.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--host", type=_host, default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default: %(default)s")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
@@ -117,17 +118,28 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
     )
 
 
+def answering_bound_address(config: ServiceConfig, host: str) -> ServiceConfig:
+    """``config`` also answering the address it binds as a ``Host`` name, whether or not
+    ``--allowed-host`` named others (README: "the bound address is added for you"): a client that
+    calls ``http://ADDRESS:PORT/`` was refused with a server listening on exactly that address.
+    A wildcard address is no name of this machine, so nothing is added for it."""
+    name = host.strip().lower().removeprefix("[").removesuffix("]")
+    if name in ("0.0.0.0", "::") or name in config.allowed_hosts:
+        return config
+    return replace(config, allowed_hosts=config.allowed_hosts + (name,))
+
+
 def run_server(args: argparse.Namespace) -> int:
     from instructerc.modeling.default_model import default_model_dir
     from instructerc.modeling.model_dir import Manifest
     from instructerc.service.server import listening_socket, require_serve_extra, serve
 
     require_serve_extra()
-    config = service_config(args)
-    if args.allowed_hosts is None and args.host not in ("0.0.0.0", "::", "") and args.host not in config.allowed_hosts:
-        config = replace(config, allowed_hosts=config.allowed_hosts + (args.host.lower(),))  # the address it binds is its own name
+    config = answering_bound_address(service_config(args), args.host)
     model = args.model if args.model is not None else default_model_dir()
     Manifest.load(Path(model))  # a wrong --model is said before the port is taken
+    if args.device is not None:
+        usable_device(args.device)  # and so is a device this machine does not have
     sock = listening_socket(args.host, args.port)
     print(
         f"instructerc: serving {model} on http://{_url_host(args.host)}:{args.port} (batching {'on' if config.batching else 'off'})",
@@ -149,11 +161,35 @@ def run_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def usable_device(name: str) -> None:
+    """An :class:`InputError` naming ``--device`` when torch cannot place a tensor on ``name``:
+    the model would otherwise fail to load with a traceback, after the port was taken."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"{name!r} is not a device (cpu, cuda, cuda:1, mps, ...)", field="device") from None
+    try:
+        torch.empty(0, device=device)
+    except Exception as error:  # noqa: BLE001 - each backend says "not here" in its own exception type
+        reason = str(error).strip().split(". ")[0][:200] or type(error).__name__
+        raise InputError(f"this machine cannot compute on {name!r}: {reason}", field="device") from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
+
+
+def _host(text: str) -> str:
+    # The socket layer reads an empty address as every interface: an unset variable in
+    # --host "$HOST" would open the service to the network.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give an address (0.0.0.0 listens on every interface)")
+    return text
 
 
 def _port(text: str) -> int:

@@ -176,11 +176,22 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     return app
 
 
-def _error_responses() -> dict[int, dict[str, Any]]:
-    """The error statuses every endpoint documents in the OpenAPI schema."""
+# What the guard answers before any endpoint runs, whatever the route: a Host not served or a
+# malformed body (400), a refused origin (403), a body too slow (408) or too large (413).
+_GUARD_STATUSES = (400, 403, 408, 413)
+# A body that is not JSON-typed (415) or not a valid request (422); a model failure (500), an
+# overload or a dead worker (503).
+_BODY_STATUSES = (415, 422)
+_MODEL_STATUSES = (500, 503)
+
+
+def _error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    """The error statuses an endpoint documents in the OpenAPI schema: the guard's and
+    ``statuses``, the ones its own code answers (a client generated from the document should
+    not be told that labels can be rate limited, nor miss that any request can be refused)."""
     from instructerc.service import schemas
 
-    return {status: {"model": schemas.ErrorResponse} for status in (400, 403, 404, 408, 409, 413, 415, 422, 429, 500, 503)}
+    return {status: {"model": schemas.ErrorResponse} for status in sorted({*_GUARD_STATUSES, *statuses})}
 
 
 def _add_middleware(app: "FastAPI", limits: ServiceConfig) -> None:
@@ -242,7 +253,7 @@ def _add_predict_route(app: "FastAPI", service: Service) -> None:
         "/v1/predict",
         response_model=schemas.PredictResponse,
         response_model_exclude_unset=True,  # predicted_original_emotion only where it applies
-        responses=_error_responses(),
+        responses=_error_responses(*_BODY_STATUSES, *_MODEL_STATUSES),
         openapi_extra=schemas.request_body(schemas.PredictRequest),
     )
     async def predict(request: Request) -> dict[str, Any]:
@@ -261,13 +272,13 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
 
     from instructerc.service import schemas
 
-    limits, errors = service.config, _error_responses()
+    limits = service.config
 
     @app.post(
         "/v1/conversations",
         status_code=201,
         response_model=schemas.ConversationOut,
-        responses=errors,
+        responses=_error_responses(409, 429, *_BODY_STATUSES, *_MODEL_STATUSES),
         openapi_extra=schemas.request_body(schemas.NewConversation, required=False),  # an empty body starts an empty one
     )
     async def create_conversation(request: Request) -> dict[str, Any]:
@@ -285,7 +296,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     @app.post(
         "/v1/conversations/{conversation_id}/utterances",
         response_model=schemas.AddedUtterance,
-        responses=errors,
+        responses=_error_responses(404, 409, *_BODY_STATUSES, *_MODEL_STATUSES),
         openapi_extra=schemas.request_body(schemas.UtteranceIn),
     )
     async def add_utterance(conversation_id: str, request: Request) -> dict[str, Any]:
@@ -306,13 +317,17 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                 conversation.turns.append(Turn(utterance, prediction))
         return {"conversation_id": conversation.id, "index": index, **_utterance(utterance, prediction)}
 
-    @app.get("/v1/conversations/{conversation_id}", response_model=schemas.ConversationOut, responses=errors)
+    # 422 is never answered here (the id is any string), but FastAPI documents its own 422 body
+    # for every route with a path parameter unless the route names one: this one is the service's.
+    by_id = _error_responses(404, 422)
+
+    @app.get("/v1/conversations/{conversation_id}", response_model=schemas.ConversationOut, responses=by_id)
     async def get_conversation(conversation_id: str) -> dict[str, Any]:
         """The utterances so far, each with the prediction made when it was added."""
         conversation = _known(service.store.get(conversation_id), conversation_id)
         return _conversation(conversation.id, conversation.turns)
 
-    @app.delete("/v1/conversations/{conversation_id}", status_code=204, response_class=Response, responses=errors)
+    @app.delete("/v1/conversations/{conversation_id}", status_code=204, response_class=Response, responses=by_id)
     async def delete_conversation(conversation_id: str) -> Response:
         if not service.store.delete(conversation_id):  # its cache goes with it (the store's on_drop)
             raise _unknown(conversation_id)
@@ -346,13 +361,13 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
 
     from instructerc.service import schemas
 
-    @app.get("/v1/labels", response_model=schemas.LabelsOut)
+    @app.get("/v1/labels", response_model=schemas.LabelsOut, responses=_error_responses())
     async def labels() -> dict[str, Any]:
         """The labels the model answers in, in the order of ``emotion_scores``."""
         label_set = service.predictor.label_set
         return {"label_set": label_set.name, "labels": list(label_set.labels)}
 
-    @app.get("/healthz", response_model=schemas.HealthOut, responses={503: {"model": schemas.HealthOut}})
+    @app.get("/healthz", response_model=schemas.HealthOut, responses={**_error_responses(), 503: {"model": schemas.HealthOut}})
     async def health() -> Any:
         """``ok`` (200) while requests can be answered; ``failed`` (503) once the batching worker has died."""
         alive = service.batcher.alive

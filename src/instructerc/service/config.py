@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from instructerc.errors import InputError
@@ -107,8 +108,17 @@ class ServiceConfig:
                 if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
                     raise InputError("must be a list of non-empty names", field=spec.name)
                 object.__setattr__(self, spec.name, tuple(v.strip().lower().rstrip("/") for v in value))
+            elif not _finite_number(value):
+                # NaN passes every comparison below unnoticed (a NaN idle time expires every
+                # conversation at once, a NaN timeout times out every body); infinity breaks the
+                # sizes computed from these numbers.
+                raise InputError(f"must be a finite number, not {value!r}", field=spec.name)
             elif spec.name in ("max_wait_ms", "wait_share", "evict_after_idle_seconds"):
                 if value < 0:
                     raise InputError("must be >= 0", field=spec.name)
             elif value <= 0:
                 raise InputError("must be > 0", field=spec.name)
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

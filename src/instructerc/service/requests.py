@@ -12,7 +12,7 @@ from typing import Any
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.jsonl import parse_dialogue
-from instructerc.data.validation import TextProblem, load_json
+from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.service.config import ServiceConfig
 
@@ -58,9 +58,16 @@ def parse_json(body: bytes, allow_empty: bool = False) -> Any:
         raise ApiError(400, "malformed_json", "the body is not UTF-8") from None
     try:
         # The JSONL reader's parser: bounded nesting; long numbers are refused with their field.
-        return load_json(text)
+        payload = load_json(text)
     except TextProblem as problem:
         raise ApiError(400, "malformed_json", f"the body is {problem.message}") from None
+    try:
+        # The whole body, not only the dialogues the parser reads: a key or value outside them
+        # (an unknown key, echoed in an error) must be text too, or the answer cannot be encoded.
+        check_value(payload)
+    except TextProblem as problem:
+        raise ApiError(422, "invalid_request", problem.message, field=problem.field) from None
+    return payload
 
 
 def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialogue]:

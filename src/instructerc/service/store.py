@@ -119,7 +119,9 @@ class ConversationStore:
         if len(self._conversations) < self.max_conversations:
             return True
         oldest = next(iter(self._conversations.values()))
-        return now - oldest.last_used >= self.evict_after_idle_seconds
+        # A turn in flight (its lock held) is use, however long ago the turn arrived: evicting the
+        # conversation would answer that turn and then lose it with everything before it.
+        return now - oldest.last_used >= self.evict_after_idle_seconds and not oldest.lock.locked()
 
     def create(self, turns: list[Turn] | None = None) -> Conversation:
         """A new conversation; the least recently used one goes if the store is full and it has
