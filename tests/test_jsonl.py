@@ -222,3 +222,19 @@ def test_write_jsonl_of_hand_built_dialogues_round_trips(tmp_path: Path) -> None
 
     assert write_jsonl([dialogue], out) == 1
     assert load_dialogues(DataSource("jsonl", path=out, label_set=["calm"]), "test") == [dialogue]
+
+
+def test_a_benchmark_named_in_any_case_is_that_benchmark(tmp_path: Path) -> None:
+    """A dataset spelled "MELD" missed MELD's scoring and predicted_original_emotion, which match the name exactly."""
+    from instructerc.data.jsonl import iter_jsonl
+    from instructerc.errors import InputError
+
+    def line(index: int, name: str) -> str:
+        return json.dumps({"id": str(index), "dataset": name, "utterances": [{"speaker": "A", "text": "hi"}]}) + "\n"
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(line(i, n) for i, n in enumerate(["MELD", " EmoryNLP ", "iemocap", "Custom"])), encoding="utf-8")
+    assert [d.dataset for _, d in iter_jsonl(path)] == ["meld", "emorynlp", "iemocap", "Custom"]
+    path.write_text(line(0, "  "), encoding="utf-8")
+    with pytest.raises(InputError, match="'dataset' must be a non-empty string"):
+        list(iter_jsonl(path))

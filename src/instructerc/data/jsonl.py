@@ -2,7 +2,7 @@
 
 ``{"id": "d1", "utterances": [{"speaker": "Ann", "text": "Hi!", "emotion": "joy"}, ...]}``
 
-``emotion`` is optional; ``dataset`` (the source, for unified scoring) is optional; any other key,
+``emotion`` is optional; ``dataset`` (the source, for unified scoring; a benchmark's name in any case) is optional; any other key,
 on the dialogue or on an utterance, is kept and written back unchanged.
 """
 
@@ -48,14 +48,23 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     if not isinstance(dialogue_id, (str, int)) or isinstance(dialogue_id, bool):
         raise InputError("'id' must be a string", path=path, line=line, field="id")
     dataset = record.get("dataset", default_dataset)
-    if "dataset" in record and (not isinstance(dataset, str) or not dataset):
-        raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
+    if "dataset" in record:
+        if not isinstance(dataset, str) or not dataset.strip():
+            raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
+        dataset = benchmark_spelling(dataset)
     utterances = tuple(
         _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set)
         for index, raw in enumerate(raw_utterances)
     )
     extra = {k: v for k, v in record.items() if k not in _DIALOGUE_KEYS}
     return Dialogue(id=str(dialogue_id), dataset=dataset, split=split, utterances=utterances, extra=extra)
+
+
+def benchmark_spelling(dataset: str) -> str:
+    """A benchmark's name as the toolkit spells it (``MELD``, `` meld`` -> ``meld``), so that its
+    scoring and ``predicted_original_emotion`` apply however the user wrote it; other names as given."""
+    folded = dataset.strip().lower()
+    return folded if folded in BENCHMARK_LABEL_SETS else dataset
 
 
 def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: LabelSet | None) -> Utterance:
