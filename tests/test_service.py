@@ -471,6 +471,9 @@ def test_a_dialogue_naming_its_dataset_also_gets_that_datasets_labels(tmp_path: 
     }
     with serving(unified, STRICT) as url, httpx.Client(base_url=url, timeout=30) as client:
         named, unnamed, other = client.post("/v1/predict", json=body).json()["dialogues"]
+        (capitalised,) = client.post("/v1/predict", json={"dialogues": [{"dataset": " MELD ", "utterances": utterances}]}).json()[
+            "dialogues"
+        ]
         refused = client.post("/v1/predict", json={"dialogues": [{"dataset": 5, "utterances": utterances}]})
 
     for utterance in named["utterances"]:
@@ -479,6 +482,7 @@ def test_a_dialogue_naming_its_dataset_also_gets_that_datasets_labels(tmp_path: 
         assert utterance["predicted_original_emotion"] == best, "the best of MELD's own classes"
     assert all("predicted_original_emotion" not in u for u in unnamed["utterances"] + other["utterances"])
     assert [u["emotion_scores"] for u in named["utterances"]] == [u["emotion_scores"] for u in unnamed["utterances"]]
+    assert capitalised["utterances"] == named["utterances"], "a benchmark's name is matched in any case"
     assert_error(refused, 422, "invalid_request", "dialogues[0].dataset")
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.jsonl import parse_dialogue
+from instructerc.data.jsonl import benchmark_spelling, parse_dialogue
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.service.config import ServiceConfig
@@ -87,6 +87,7 @@ def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialog
         where = f"dialogues[{k}]"
         dialogue = _dialogue(record, where, config)
         named = record.get("dataset")  # checked by the parser: a non-empty string when given
+        named = benchmark_spelling(named) if named is not None else None
         out.append(RequestedDialogue(dialogue.id if record.get("id") is not None else None, named, dialogue))
     return out
 
