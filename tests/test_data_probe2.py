@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -143,3 +144,14 @@ def test_jsonl_the_unified_labels_cannot_take_names_the_file(run_cli, tmp_path: 
     result = run_cli("data", "stats", "--dataset", "jsonl", "--data", file, "--labels", "uime")
     assert result.code == 2 and result.out == ""
     assert result.err.startswith(f"instructerc: error: {file}: field '{field}': dialogue 'a'")
+
+
+def test_a_pipe_as_a_data_file_is_named_as_such_not_missing(tmp_path: Path) -> None:
+    from instructerc.data.loader import require_file
+
+    pipe = tmp_path / "pipe.jsonl"
+    os.mkfifo(pipe)
+    with pytest.raises(InputError, match="is not a regular file"):
+        require_file(pipe)
+    with pytest.raises(InputError, match="file not found"):
+        require_file(tmp_path / "missing.jsonl")

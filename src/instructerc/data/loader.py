@@ -36,6 +36,9 @@ class Loader:
 def require_file(path: Path) -> Path:
     if path.is_dir():
         raise InputError("is a folder; a file is needed here", path=path)
+    if path.exists() and not path.is_file():
+        # A pipe or device (/dev/stdin, <(...)) exists; readers may go through a file twice.
+        raise InputError("is not a regular file (a pipe or a device): save it to a file first", path=path)
     if not path.is_file():
         raise InputError("file not found", path=path)
     return path
