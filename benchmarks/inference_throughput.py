@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import write_json
+from _report import check_meld, existing_dir, input_errors_to, output_file, positive_int, write_json
 
 
 def test_dialogues(data: Path, count: int | None):
@@ -135,26 +135,50 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def main() -> None:
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The models, the data and the precisions, checked before the first route's process starts."""
+    from instructerc.data.registry import DataSource, load_dialogues
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.modeling.precision import resolve_dtype
+
+    for kind in MODEL_ROUTES:
+        if kind != "default" and getattr(args, f"{kind}_model"):
+            with input_errors_to(parser, f"--{kind}-model"):
+                Manifest.load(getattr(args, f"{kind}_model"))
+    check_meld(parser, args.data, "test")
+    available = len(load_dialogues(DataSource("meld", args.data), "test"))
+    if args.dialogues and args.dialogues > available:
+        parser.error(f"argument --dialogues: MELD test has {available} dialogues, not {args.dialogues}")
+    # Results are keyed by the precision run: two names for one precision would keep one run's figures.
+    resolved = [resolve_dtype(name, "cpu") for name in args.dtypes]
+    if len(set(resolved)) < len(resolved):
+        names = ", ".join(f"{name} = {precision}" for name, precision in zip(args.dtypes, resolved))
+        parser.error(f"argument --dtypes: the same precision twice on this machine ({names}); give each once")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paper-model", type=Path, help="a model directory trained on the instructerc template")
-    parser.add_argument("--prefix-model", type=Path, help="a model directory trained on the dialogue-prefix template")
-    parser.add_argument("--stream-model", type=Path, help="a model directory trained on the dialogue-stream template")
+    parser.add_argument("--paper-model", type=existing_dir, help="a model directory trained on the instructerc template")
+    parser.add_argument("--prefix-model", type=existing_dir, help="a model directory trained on the dialogue-prefix template")
+    parser.add_argument("--stream-model", type=existing_dir, help="a model directory trained on the dialogue-stream template")
     parser.add_argument("--default-model", action="store_true", help="also run the model shipped in the package (routes default:*)")
     parser.add_argument(
         "--dtypes", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"], help="run every route in each precision"
     )
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--dialogues", type=int, help="only the first N MELD test dialogues (default: all 280)")
-    parser.add_argument("--max-tokens", type=int, help="tokens per packed row (default: the predictor's for the device)")
-    parser.add_argument("--batch-tokens", type=int, help="padded tokens per forward pass (default: the predictor's for the device)")
+    parser.add_argument("--dialogues", type=positive_int, help="only the first N MELD test dialogues (default: all 280)")
+    parser.add_argument("--max-tokens", type=positive_int, help="tokens per packed row (default: the predictor's for the device)")
+    parser.add_argument(
+        "--batch-tokens", type=positive_int, help="padded tokens per forward pass (default: the predictor's for the device)"
+    )
     parser.add_argument("--routes", nargs="+", help="only these routes, e.g. paper:naive stream:score (default: all for the models given)")
     parser.add_argument("--route", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.route:
-        child(args)
+        with input_errors_to(parser):
+            child(args)
         return
     routes = [f"{kind}:{route}" for kind, names in MODEL_ROUTES.items() if model_of(args, kind) for route in names]
     if args.routes:
@@ -164,6 +188,7 @@ def main() -> None:
         routes = [r for r in routes if r in args.routes]
     if not routes:
         parser.error("give at least one of --paper-model, --prefix-model, --stream-model, --default-model")
+    check_options(parser, args)
     results = {}
     for route, dtype in [(route, dtype) for dtype in args.dtypes for route in routes]:
         command = [sys.executable, __file__, "--route", route, "--data", str(args.data), "--dtype", dtype]

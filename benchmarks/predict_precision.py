@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import write_json
+from _report import check_meld, output_file, positive_int, write_json
 
 
 def export_meld_test(data: Path, target: Path) -> int:
@@ -44,7 +44,9 @@ def export_meld_test(data: Path, target: Path) -> int:
         "--out",
         str(target),
     ]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"exporting MELD test failed:\n{done.stderr[-3000:]}")
     with target.open(encoding="utf-8") as handle:
         return sum(len(json.loads(line)["utterances"]) for line in handle)
 
@@ -79,6 +81,16 @@ def run_predict(source: Path, output: Path, dtype: str) -> dict:
     }
 
 
+def median_or_none(values: list[float]) -> float | None:
+    """The median, or None where no run showed a labelling time (a run under a second, or no
+    progress bar): the wall times are still worth writing."""
+    return statistics.median(values) if values else None
+
+
+def shown(value: float | None, spec: str = "6.1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def labels(path: Path) -> list[str]:
     with path.open(encoding="utf-8") as handle:
         return [u["predicted_emotion"] for line in handle for u in json.loads(line)["utterances"]]
@@ -88,10 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--dtypes", nargs="+", default=["auto", "float32"], choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--repeats", type=positive_int, default=2)
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="predict-precision-"))
+    check_meld(parser, args.data, "test")
+    # The export and the predictions are copies of MELD test: removed with the folder at the end.
+    with tempfile.TemporaryDirectory(prefix="predict-precision-") as scratch:
+        measure(args, Path(scratch))
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     source = work / "meld-test.jsonl"
     utterances = export_meld_test(args.data, source)
     runs = []
@@ -113,20 +131,24 @@ def main(argv: list[str] | None = None) -> None:
         mine = [r for r in runs if r["dtype"] == dtype]
         summary[dtype] = {
             "median_wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
-            "median_labelling_utterances_per_s": statistics.median(
-                utterances / r["labelling_seconds"] for r in mine if r["labelling_seconds"]
+            "median_labelling_utterances_per_s": median_or_none(
+                [utterances / r["labelling_seconds"] for r in mine if r["labelling_seconds"]]
             ),
             "labels_equal_to_float32": None if reference is None else sum(a == b for a, b in zip(mine[0]["labels"], reference)),
         }
     print(f"\nMELD test, {utterances} utterances, median of {args.repeats}:")
     for dtype, s in summary.items():
         agree = "" if s["labels_equal_to_float32"] is None else f", {s['labels_equal_to_float32']}/{utterances} labels as float32"
-        print(f"  {dtype:8} wall {s['median_wall_seconds']:6.1f} s, labelling {s['median_labelling_utterances_per_s']:6.1f} utt/s{agree}")
+        print(f"  {dtype:8} wall {s['median_wall_seconds']:6.1f} s, labelling {shown(s['median_labelling_utterances_per_s'])} utt/s{agree}")
     if "float32" in summary:
         for dtype in (d for d in args.dtypes if d != "float32"):
+            mine, base = summary[dtype], summary["float32"]
+            labelling = None
+            if mine["median_labelling_utterances_per_s"] and base["median_labelling_utterances_per_s"]:
+                labelling = mine["median_labelling_utterances_per_s"] / base["median_labelling_utterances_per_s"]
             print(
-                f"  {dtype} / float32: wall {summary['float32']['median_wall_seconds'] / summary[dtype]['median_wall_seconds']:.2f}x, "
-                f"labelling {summary[dtype]['median_labelling_utterances_per_s'] / summary['float32']['median_labelling_utterances_per_s']:.2f}x"  # noqa: E501
+                f"  {dtype} / float32: wall {base['median_wall_seconds'] / mine['median_wall_seconds']:.2f}x, "
+                f"labelling {shown(labelling, '.2f')}x"
             )
     if args.json:
         for run in runs:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _report import write_json
+from _report import check_meld, folder_to_use, output_file, write_json
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -23,9 +23,12 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root holding meld/ (default: ../shared/data)")
-    parser.add_argument("--cache-dir", type=Path, help="embedding cache (default: a fresh temporary folder, so the first build is cold)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--cache-dir", type=folder_to_use, help="embedding cache (default: a fresh temporary folder, so the first build is cold)"
+    )
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args(argv)
+    check_meld(parser, args.data, "train", "dev")
 
     import numpy as np
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from _report import write_json
+from _report import check_meld, existing_dir, input_errors_to, output_file, positive_int, write_json
 
 
 @dataclass(frozen=True)
@@ -48,21 +48,26 @@ class LayerCost:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="a model directory (its template and tokenizer are used)")
+    parser.add_argument("--model", type=existing_dir, required=True, help="a model directory (its template and tokenizer are used)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--dialogues", type=int, default=40, help="the first N MELD test dialogues")
-    parser.add_argument("--row-tokens", type=int, nargs="+", default=[512, 1024, 2048], help="packed row sizes to model")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--dialogues", type=positive_int, default=40, help="the first N MELD test dialogues")
+    parser.add_argument("--row-tokens", type=positive_int, nargs="+", default=[512, 1024, 2048], help="packed row sizes to model")
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args(argv)
+    check_meld(parser, args.data, "test")
 
     from instructerc.data.registry import DataSource, load_dialogues
     from instructerc.inference.batched import shared_prefix_length
     from instructerc.inference.predictor import Predictor
     from instructerc.modeling.packing import pack
 
-    predictor = Predictor.from_directory(args.model, device="cpu")
+    with input_errors_to(parser, "--model"):
+        predictor = Predictor.from_directory(args.model, device="cpu")
     cost = LayerCost.of(predictor.model.config)
-    dialogues = load_dialogues(DataSource("meld", args.data), "test")[: args.dialogues]
+    test = load_dialogues(DataSource("meld", args.data), "test")
+    if args.dialogues > len(test):
+        parser.error(f"argument --dialogues: MELD test has {len(test)} dialogues, not {args.dialogues}")
+    dialogues = test[: args.dialogues]
     items = [(d, i) for d in dialogues for i in range(len(d))]
     prompts = [tuple(e.prompt_ids) for e in predictor.encoded_prompts(items)]
     groups = [(d.dataset, d.id) for d, _ in items]

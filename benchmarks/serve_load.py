@@ -55,7 +55,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from _report import write_json
+from _report import (
+    existing_dir,
+    input_errors_to,
+    non_negative_float,
+    output_file,
+    positive_float,
+    positive_int,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,6 +240,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerFailed(Exception):
+    """The server did not start, or stopped answering: the benchmark ends with its log's tail."""
+
+
 class Server:
     """``instructerc serve`` as a subprocess on 127.0.0.1, stopped (by its own pid) on exit."""
 
@@ -265,19 +277,22 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise ServerFailed(f"the server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.25)
-        raise RuntimeError(f"the server was not ready after {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
+        raise ServerFailed(f"the server was not ready after {timeout:g} s:\n{self.log.read_text()[-3000:]}")
 
     def health(self) -> dict:
         import httpx
 
-        return httpx.get(f"{self.url}/healthz", timeout=10).json()
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=10).json()
+        except httpx.HTTPError as error:
+            raise ServerFailed(f"the server stopped answering ({type(error).__name__}: {error}):\n{self.log.read_text()[-3000:]}") from None
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -428,32 +443,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--default-model", action="store_true", help="the model shipped in the package")
-    source.add_argument("--model", type=Path, metavar="DIR", help="an instructerc model directory")
+    source.add_argument("--model", type=existing_dir, metavar="DIR", help="an instructerc model directory")
     source.add_argument(
-        "--backbone", type=Path, metavar="CHECKPOINT", help="a plain HF checkpoint, copied into a temporary model directory"
+        "--backbone", type=existing_dir, metavar="CHECKPOINT", help="a plain HF checkpoint, copied into a temporary model directory"
     )
     parser.add_argument("--workload", choices=("conversation", "predict", "long"), default="conversation")
-    parser.add_argument("--turns", type=int, default=80, help="long workload: turns per conversation (default: %(default)s)")
+    parser.add_argument("--turns", type=positive_int, default=80, help="long workload: turns per conversation (default: %(default)s)")
     parser.add_argument(
         "--modes", nargs="+", choices=tuple(MODE_FLAGS), default=["cache", "rescore"], help="server modes, in order (default: %(default)s)"
     )
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per mode (default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured time per mode first (default: %(default)s)")
+    parser.add_argument("--clients", type=positive_int, default=16)
+    parser.add_argument("--seconds", type=positive_float, default=20.0, help="measured time per mode (default: %(default)s)")
+    parser.add_argument("--warmup", type=non_negative_float, default=3.0, help="unmeasured time per mode first (default: %(default)s)")
     defaults = ServiceConfig()
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size, help="the server's (default: %(default)s)")
-    parser.add_argument("--max-wait-ms", type=float, default=defaults.max_wait_ms, help="the server's (default: %(default)s)")
+    parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size, help="the server's (default: %(default)s)")
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=defaults.max_wait_ms, help="the server's (default: %(default)s)")
     parser.add_argument(
-        "--wait-share", type=float, default=defaults.wait_share, help="the server's (default: %(default)s; 0: a fixed --max-wait-ms)"
+        "--wait-share",
+        type=non_negative_float,
+        default=defaults.wait_share,
+        help="the server's (default: %(default)s; 0: a fixed --max-wait-ms)",
     )
-    parser.add_argument("--threads", type=int, help="the server's CPU threads for the model (default: its default)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="a request taking longer counts as an error (default: %(default)s s)")
-    parser.add_argument("--startup-timeout", type=float, default=180.0)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--threads", type=positive_int, help="the server's CPU threads for the model (default: its default)")
+    parser.add_argument(
+        "--timeout", type=positive_float, default=120.0, help="a request taking longer counts as an error (default: %(default)s s)"
+    )
+    parser.add_argument("--startup-timeout", type=positive_float, default=180.0)
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     args = parser.parse_args(argv)
-    if not (0 < args.seconds <= 600 and 0 <= args.warmup <= 120 and 0 < args.clients <= 256):
+    if not (args.seconds <= 600 and args.warmup <= 120 and args.clients <= 256):
         parser.error("keep --seconds in (0, 600], --warmup in [0, 120] and --clients in (0, 256]")
+    check_model(parser, args)
     return args
+
+
+def check_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A model directory that is one, and a checkpoint with a model's config, before any server starts."""
+    from instructerc.modeling.model_dir import Manifest
+
+    if args.model is not None:
+        with input_errors_to(parser, "--model"):
+            Manifest.load(args.model)
+    if args.backbone is not None and not (args.backbone / "config.json").is_file():
+        parser.error(f"argument --backbone: {args.backbone}: not a Hugging Face checkpoint (no config.json)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -467,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.model is not None:
             model, described = args.model, str(args.model)
         elif args.backbone is not None:
-            model, described = model_around(args.backbone.expanduser(), work / "model"), f"{args.backbone} (not fine-tuned for ERC)"
+            model, described = model_around(args.backbone, work / "model"), f"{args.backbone} (not fine-tuned for ERC)"
         else:
             model, described = tiny_model(work / "model"), "tiny 2-layer Llama (tests/tiny.py)"
         print(f"model: {described}")
@@ -479,7 +511,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         results = []
         for mode in args.modes:
-            result = measure(model, mode, args, work)
+            try:
+                result = measure(model, mode, args, work)
+            except ServerFailed as error:
+                print(f"serve_load.py: error: mode {mode}: {error}", file=sys.stderr)
+                return 1
             print(result.line(), flush=True)
             if args.workload != "predict":
                 print("\n".join(result.turn_lines()), flush=True)

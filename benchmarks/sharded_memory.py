@@ -23,15 +23,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import write_json  # noqa: E402
+from _report import (  # noqa: E402
+    existing_file,
+    fraction,
+    input_errors_to,
+    output_file,
+    positive_float,
+    positive_int,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
 
-def train(strategy: str, args: argparse.Namespace, run: Path, port: int) -> dict:
-    """One short run; its memory record and step times."""
-    overrides = {
+def overrides_of(args: argparse.Namespace) -> dict[str, object]:
+    """The recipe keys every run sets (as ``--set KEY=VALUE``, values read as YAML)."""
+    return {
         "finetune.method": args.method,
         "data.fraction": args.fraction,
         "data.max_dev_dialogues": 1,
@@ -40,6 +48,28 @@ def train(strategy: str, args: argparse.Namespace, run: Path, port: int) -> dict
         "optim.micro_batch_size": args.micro_batch_size,
         "checkpoint_every_steps": 100000,
     }
+
+
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The recipe as the runs override it, and its data, checked before the first run starts
+    (a bad value otherwise ends the first torchrun with every process's traceback)."""
+    from instructerc.cli.train_commands import set_override
+    from instructerc.data.registry import load_dialogues
+    from instructerc.training.config import TrainConfig
+
+    if args.batch_size < args.processes:
+        parser.error(f"argument --batch-size: {args.batch_size} examples per step cannot give each of --processes {args.processes} one")
+    with input_errors_to(parser, "--recipe"):
+        overrides = dict(set_override(f"{key}={value}") for key, value in overrides_of(args).items())
+        config = TrainConfig.from_yaml(args.recipe, {**overrides, "data.path": str(args.data)})
+    with input_errors_to(parser, "--data"):
+        for split in ("train", "dev"):
+            load_dialogues(config.data.source(), split)
+
+
+def train(strategy: str, args: argparse.Namespace, run: Path, port: int) -> dict:
+    """One short run; its memory record and step times."""
+    overrides = overrides_of(args)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", str(port)]
     command += ["-m", "instructerc", "train", str(args.recipe), "--strategy", strategy, "--output", str(run), "--data", str(args.data)]
     command += ["--dtype", args.dtype, "--no-progress"]
@@ -88,21 +118,24 @@ def print_table(results: list[dict]) -> None:
         print(f"FSDP/DDP peak RSS per process: {peak[0] / peak[1]:.3f}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from instructerc.modeling.precision import DTYPES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "smollm2-135m-meld-cpu.yaml")
+    parser.add_argument("--recipe", type=existing_file, default=ROOT / "recipes" / "smollm2-135m-meld-cpu.yaml")
     parser.add_argument("--method", choices=("full", "lora"), default="full")
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="OMP threads per process")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--fraction", type=float, default=0.02, help="of MELD's training dialogues")
-    parser.add_argument("--epochs", type=float, default=0.2)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--micro-batch-size", type=int, default=4)
+    parser.add_argument("--processes", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=1, help="OMP threads per process")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto")
+    parser.add_argument("--fraction", type=fraction, default=0.02, help="of MELD's training dialogues")
+    parser.add_argument("--epochs", type=positive_float, default=0.2)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--micro-batch-size", type=positive_int, default=4)
     parser.add_argument("--strategies", nargs="+", choices=("ddp", "fsdp"), default=["ddp", "fsdp"])
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
+    args = parser.parse_args(argv)
+    check_options(parser, args)
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for offset, strategy in enumerate(args.strategies):

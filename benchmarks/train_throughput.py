@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import write_json
+from _report import check_meld, input_errors_to, output_file, positive_int, write_json
 
 TEMPLATES = ("instructerc", "dialogue-stream")
 DTYPES = ("float32", "bfloat16")
@@ -244,7 +244,8 @@ def child(args: argparse.Namespace) -> None:
         return
     examples, tokenizer, path = build_examples(args.data, args.template, args.dialogues, args.pool_dialogues, args.max_length, args.model)
     if args.variant == "trainer":
-        result = run_trainer(examples, tokenizer, path, args.dtype, args.batch_size, args.steps, Path(tempfile.mkdtemp()))
+        with tempfile.TemporaryDirectory(prefix="train-throughput-") as output:
+            result = run_trainer(examples, tokenizer, path, args.dtype, args.batch_size, args.steps, Path(output))
     else:
         result = run_ours(examples, tokenizer, path, args.dtype, args.variant == "ours-sparse", args.batch_size, args.steps)
     result.update(examples=len(examples), mean_example_tokens=sum(len(e) for e in examples) / len(examples))
@@ -279,6 +280,26 @@ def run_child(args: argparse.Namespace, **choice: str) -> dict:
     return json.loads(line[len("RESULT ") :])
 
 
+def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The data, the slice and the model, checked before the first of the processes starts."""
+    from transformers import AutoConfig
+
+    from instructerc.data.registry import DataSource, load_dialogues
+    from instructerc.modeling.backbone import BackboneConfig, resolve_model
+
+    check_meld(parser, args.data, "train")
+    available = len(load_dialogues(DataSource("meld", args.data), "train"))
+    for option, count in (("--dialogues", args.dialogues), ("--pool-dialogues", args.pool_dialogues)):
+        if count is not None and count > available:
+            parser.error(f"argument {option}: MELD train has {available} dialogues, not {count}")
+    with input_errors_to(parser, "--model"):
+        path = resolve_model(BackboneConfig(model=args.model))
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:  # a hub id that is not in the cache, or a folder without a model
+        parser.error(f"argument --model: {args.model}: {str(error).splitlines()[0]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -286,19 +307,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--templates", nargs="+", choices=TEMPLATES, default=list(TEMPLATES))
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--dialogues", type=int, default=16, help="the first N MELD training dialogues are the slice")
-    parser.add_argument("--pool-dialogues", type=int, help="demonstrations come from the first N training dialogues (default: all)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps (after one warm-up step)")
-    parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--dialogues", type=positive_int, default=16, help="the first N MELD training dialogues are the slice")
+    parser.add_argument(
+        "--pool-dialogues", type=positive_int, help="demonstrations come from the first N training dialogues (default: all)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=8, help="timed steps (after one warm-up step)")
+    parser.add_argument("--max-length", type=positive_int, default=1024)
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     parser.add_argument("--variant", choices=VARIANTS + ("peaks",), help=argparse.SUPPRESS)
     parser.add_argument("--template", choices=TEMPLATES, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", choices=DTYPES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
-        child(args)
+        with input_errors_to(parser):
+            child(args)
         return
+    check_options(parser, args)
     peaks = run_child(args, variant="peaks")
     print(f"matrix-product peak at the model's shapes: fp32 {peaks['float32'] / 1e9:.0f} GFLOPS, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOPS")
     rows = []
