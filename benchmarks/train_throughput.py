@@ -8,7 +8,8 @@ learning rate, at the same precision:
                  longest example, the vocabulary projected at every position (``bf16=True`` where
                  the precision is bfloat16).
 ``ours``         instructerc's step: each step's prompts packed as prefix trees, the vocabulary
-                 projected only at target positions (bf16 autocast where the precision is bfloat16).
+                 projected only at target positions, LoRA dropout masks from random words on a CPU
+                 (``modeling.word_dropout``; bf16 autocast where the precision is bfloat16).
 ``ours-sparse``  the same with block-sparse attention over the packed rows (``packing.block_sparse_attention``).
 
 In every variant the frozen base weights are stored in the compute type and the LoRA weights and
@@ -109,12 +110,14 @@ def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: in
 
     from instructerc.modeling.precision import mixed_precision
     from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
+    from instructerc.modeling.word_dropout import use_word_dropout
     from instructerc.training.batches import collate, epoch_order
     from instructerc.training.config import OptimConfig, PackingConfig, TrainConfig
     from instructerc.training.trainer import Trainer
 
     torch.manual_seed(0)
     model = lora_model(path, dtype)
+    use_word_dropout(model)  # as make_trainable does for the trainer
     # As the trainer does: block-sparse attention where asked, else SDPA with is_causal on chain rows.
     if sparse:
         use_block_sparse_attention(model)
