@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
+import stat
 import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
@@ -50,7 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries(progress=not getattr(args, "no_progress", False))
     try:
         with terminate_as_exit():
-            return handler(args)
+            status = handler(args)
+            # A reader that has gone (``| head``) shows here, not in Python's flush at exit.
+            sys.stdout.flush()
+            return status
+    except BrokenPipeError:
+        if not stdout_is_pipe():
+            raise
+        return reader_gone()
     except InputError as error:
         print(f"instructerc: error: {error}", file=sys.stderr)
         return 2
@@ -63,6 +72,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("instructerc: interrupted", file=sys.stderr)
         return 130
+
+
+def stdout_is_pipe() -> bool:
+    """Whether stdout goes to a pipe or socket, the only place a broken pipe can be the reader's
+    doing; one met elsewhere (a socket of a distributed run) is a real failure and is raised."""
+    try:
+        mode = os.fstat(sys.stdout.fileno()).st_mode
+    except (OSError, ValueError):  # closed, or not a real file (an in-memory stream)
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def reader_gone() -> int:
+    """The program reading stdout (``instructerc data stats ... | head``) stopped reading: what
+    is left has nowhere to go. Nothing more is printed (a traceback is noise here), stdout is
+    pointed at /dev/null so that the flush at exit cannot fail again, and the status is the
+    shell's for a command stopped by SIGPIPE, as ``git log | head`` gives."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + int(getattr(signal, "SIGPIPE", 13))  # 13 on every POSIX system; Windows lacks the name
 
 
 def quiet_libraries(progress: bool) -> None:

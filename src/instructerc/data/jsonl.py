@@ -46,7 +46,13 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
         raise InputError("'utterances' must be a non-empty list", path=path, line=line, field="utterances")
     dialogue_id = record.get("id", f"line-{line}")
     if not isinstance(dialogue_id, (str, int)) or isinstance(dialogue_id, bool):
-        raise InputError("'id' must be a string", path=path, line=line, field="id")
+        # Integers are ids too (they come back as strings): the message must not send users away from them.
+        raise InputError(
+            f"'id' must be a string or an integer, not {json_kind(dialogue_id)} (leave 'id' out for 'line-{line}')",
+            path=path,
+            line=line,
+            field="id",
+        )
     dataset = record.get("dataset", default_dataset)
     if "dataset" in record:
         if not isinstance(dataset, str) or not dataset.strip():
@@ -58,6 +64,15 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     )
     extra = {k: v for k, v in record.items() if k not in _DIALOGUE_KEYS}
     return Dialogue(id=str(dialogue_id), dataset=dataset, split=split, utterances=utterances, extra=extra)
+
+
+def json_kind(value: Any) -> str:
+    """What a JSON value is, as its writer would name it; never the value itself, which may be huge."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"the number {value}" if isinstance(value, float) and len(repr(value)) <= 30 else "a number"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 def benchmark_spelling(dataset: str) -> str:
