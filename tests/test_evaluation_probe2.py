@@ -266,3 +266,20 @@ def test_a_grid_report_folder_that_is_a_file_is_an_error_naming_it(grid: Path, r
 
     assert result.code == 2 and "Traceback" not in result.err, result
     assert f"{grid}: field 'results': cannot write the report" in result.err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--mode", "generate"],
+        ["--data", "somewhere"],
+        ["--labels", "uime"],
+        ["--label-set", "meld"],
+        ["--with-baselines"],
+        ["--dtype", "float32"],
+    ],
+)
+def test_runs_refuses_the_options_of_scoring_a_model(run_cli, tmp_path, flags):
+    """They were silently ignored: --runs reads evaluations that are already scored."""
+    result = run_cli("evaluate", "--runs", tmp_path / "a", tmp_path / "b", *flags)
+    assert result.code == 2 and f"it takes no {flags[0]}" in result.err

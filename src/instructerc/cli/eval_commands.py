@@ -91,9 +91,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from instructerc.evaluation.report import summary_lines
 
     if args.runs:
-        given = [
-            flag for flag, value in (("--model", args.model), ("--dataset", args.dataset), ("--split", args.split)) if value is not None
-        ]
+        given = [flag for flag, value in _scoring_options(args) if value]
         if given:
             raise InputError(f"--runs aggregates finished evaluations: it takes no {', '.join(given)}", field="runs")
         return aggregate_runs(args)
@@ -123,6 +121,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote metrics.json, predictions.jsonl, report.md and confusion matrices to {out}")
     return 0
+
+
+def _scoring_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """Each option that scores a model, and whether it was given: --runs reads finished
+    evaluations, so any of them would be silently ignored."""
+    return [
+        ("--model", args.model is not None),
+        ("--dataset", args.dataset is not None),
+        ("--split", args.split is not None),
+        ("--data", args.data is not None),
+        ("--labels", args.labels != "original"),
+        ("--label-set", args.label_set is not None),
+        ("--mode", args.mode != "score"),
+        ("--paper-parsing", args.paper_parsing),
+        ("--baselines", args.baselines is not None),
+        ("--with-baselines", args.with_baselines),
+        ("--dtype", args.dtype is not None),
+        ("--trust-remote-code", args.trust_remote_code),
+        ("--chunk-size", args.chunk_size != 64),
+    ]
 
 
 def aggregate_runs(args: argparse.Namespace) -> int:
