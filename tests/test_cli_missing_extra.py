@@ -1,4 +1,4 @@
-"""A command whose optional extra is not installed ends with one line naming the extra, not a traceback."""
+"""A command that fails for a reason outside its input (a missing optional extra, a full disk) ends with one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -28,3 +28,12 @@ def test_a_module_no_extra_installs_is_not_hidden(monkeypatch):
     monkeypatch.setattr(data_commands, "list_sources", _raising("no_such_module_anywhere"))
     with pytest.raises(ModuleNotFoundError):
         main(["data", "list"])
+
+
+def test_a_machine_error_is_one_line_naming_the_file(monkeypatch, capsys):
+    def full_disk(args):
+        raise OSError(28, "No space left on device", "/tmp/out.jsonl")
+
+    monkeypatch.setattr(data_commands, "list_sources", full_disk)
+    assert main(["data", "list"]) == 1
+    assert capsys.readouterr().err == "instructerc: error: /tmp/out.jsonl: No space left on device\n"

@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         print(f"instructerc: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # The machine, not the input: a full disk, a device error, a file that went away. One line
+        # naming it; outputs are written through temporary files, so earlier ones are intact.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"instructerc: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as error:
         extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
         if extra is None:
