@@ -88,7 +88,8 @@ def run_predict(args: argparse.Namespace) -> int:
     shard, device = current_shard()
     predictor = Predictor.from_directory(model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
     invalid, truncated = _predict_shard(args, predictor, shard, chunks(read(), args.chunk_size), sizes)
-    if truncated:
+    truncated = shard.total(truncated)  # one warning counting the whole output, not one per process
+    if truncated and shard.main:
         print(
             f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "
             'and were cut (start and end kept); they are marked "truncated": true',

@@ -6,6 +6,10 @@ computes it (same dialogues in the same batches), so the merged output equals a 
 run. Each process writes its chunks to a part file beside the output; after a barrier the
 first process interleaves the parts back into input order, writes the output atomically and
 removes the parts.
+
+A failed or stopped run leaves neither a part file nor a changed output, and no process keeps
+waiting: one that waits for a process that is gone, or for a merge that failed, stops with one
+line naming the output (with or without a launcher that stops the rest).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from instructerc.errors import InputError
 from instructerc.files import atomic_write
 
 
@@ -36,6 +41,34 @@ class Shard:
     def wait(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()
+
+    def failed_ranks(self, failed: bool) -> list[int] | None:
+        """A barrier that also tells which processes failed (this one if ``failed``). Every
+        process calls it at the same points, the failing one instead of its next barrier.
+        None: a process is gone (it stopped with an error of its own, or was killed)."""
+        if self.state is None:
+            return [self.rank] if failed else []
+        import torch
+        import torch.distributed as dist
+
+        flags = torch.zeros(self.world, dtype=torch.int64, device=self.state.device)
+        flags[self.rank] = int(failed)
+        try:
+            dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        except RuntimeError:  # the backend's "connection closed by peer"
+            return None
+        return [rank for rank, flag in enumerate(flags.tolist()) if flag]
+
+    def total(self, count: int) -> int:
+        """``count`` summed over the processes (every process must call it)."""
+        if self.state is None:
+            return count
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([count], dtype=torch.int64, device=self.state.device)
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return int(value.item())
 
 
 def current_shard() -> tuple[Shard, Any]:
@@ -60,25 +93,68 @@ def part_path(output: Path, shard: Shard) -> Path:
 @contextlib.contextmanager
 def shard_output(output: Path, shard: Shard) -> Iterator[IO[str]]:
     """Where this process writes its chunks' records: the output itself for one process (written
-    atomically), else its part file."""
+    atomically), else its part file.
+
+    A process that fails here exits at once rather than tell the others (that would wait until
+    they finished their shares): a launcher then stops them, and without one they learn it in
+    :func:`merge_parts`, when the process they wait for is gone."""
     if shard.world == 1:
         with atomic_write(output) as handle:
             yield handle
         return
-    with atomic_write(part_path(output, shard)) as handle:
-        yield handle
+    part = part_path(output, shard)
+    try:
+        with atomic_write(part) as handle:
+            yield handle
+    except OSError as error:
+        if not _concerns_part(error, part):
+            raise
+        # The part, not the output, is the file that could not be written.
+        raise InputError(f"cannot write this process's part of the output: {error.strerror or error}", path=part) from None
+
+
+def _concerns_part(error: OSError, part: Path) -> bool:
+    """Whether ``error`` is about writing ``part`` (or its temporary file), not e.g. reading the input."""
+    return error.filename is None or Path(error.filename).name.lstrip(".").startswith(part.name.lstrip("."))
 
 
 def merge_parts(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
     """After every process has written its part: the first process writes the output, the
-    parts' lines in input order (``chunk_lines[k]``: lines of chunk ``k``), and removes the parts."""
+    parts' lines in input order (``chunk_lines[k]``: lines of chunk ``k``), and removes the parts.
+    If any process failed, every process stops with an error and the output is left as it was."""
     if shard.world == 1:
         return
-    shard.wait()
-    if shard.main:
-        parts = [part_path(output, Shard(rank, shard.world)) for rank in range(shard.world)]
-        handles = [part.open(encoding="utf-8") for part in parts]
-        try:
+    try:
+        _stop_if_failed(shard.failed_ranks(False), output, shard.world)
+        merge_error = None
+        if shard.main:
+            try:
+                _merge(output, shard, chunk_lines)
+            except Exception as error:  # raised below, once the others know
+                merge_error = error
+        failed = shard.failed_ranks(merge_error is not None)
+        if merge_error is not None:
+            raise merge_error
+        _stop_if_failed(failed, output, shard.world)
+    finally:
+        # Also on SIGTERM or Ctrl-C while waiting: a stopped run leaves no part behind.
+        part_path(output, shard).unlink(missing_ok=True)
+
+
+def _stop_if_failed(failed: list[int] | None, output: Path, world: int) -> None:
+    if failed is None:
+        raise InputError("stopped: another process ended before finishing (its error is above); the output was not written", path=output)
+    if failed:
+        which = ", ".join(str(rank) for rank in failed)
+        raise InputError(f"stopped: process {which} of {world} failed (its error is above); the output was not written", path=output)
+
+
+def _merge(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
+    """The parts' lines interleaved by chunk into ``output``; the parts are removed whatever happens."""
+    parts = [part_path(output, Shard(rank, shard.world)) for rank in range(shard.world)]
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(part.open(encoding="utf-8")) for part in parts]
             with atomic_write(output) as merged:
                 for chunk, lines in enumerate(chunk_lines):
                     source = handles[chunk % shard.world]
@@ -87,9 +163,6 @@ def merge_parts(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
                         if not line:
                             raise RuntimeError(f"{parts[chunk % shard.world]} ends before chunk {chunk}: a process did not finish")
                         merged.write(line)
-        finally:
-            for handle in handles:
-                handle.close()
+    finally:
         for part in parts:
-            part.unlink()
-    shard.wait()
+            part.unlink(missing_ok=True)

@@ -66,6 +66,13 @@ class SentenceEncoder:
             raise InputError(f"cannot load this sentence encoder ({reason})", path=name) from None
         return cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
 
+    @property
+    def dimension(self) -> int | None:
+        """The embeddings' width (None where the model does not say)."""
+        # sentence-transformers 6 renamed the method (the old name warns); older versions have only it.
+        named = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return named()
+
     def encode(self, texts: list[str], batch_size: int = 128, progress: bool = False) -> Any:
         """Unit-length float32 embeddings, one row per text."""
         return self.model.encode(

@@ -77,6 +77,7 @@ class DemonstrationIndex:
     embeddings: Any
     encoder_identity: str
     was_cached: bool = False
+    source: str | None = None  # the pool file it was loaded from, named by errors
     _groups: Any = field(default=None, repr=False)
     _labels: Any = field(default=None, repr=False)
 
@@ -112,7 +113,7 @@ class DemonstrationIndex:
         texts = [e.text for e in entries]
         key = content_key("index-v1", encoder.identity, texts)
         embeddings, cached = cached_array(
-            config.cache_path() / "embeddings", key, lambda: encoder.encode(texts, config.batch_size, progress)
+            config.cache_path() / "embeddings", key, lambda: encoder.encode(texts, config.batch_size, progress), rows=len(texts)
         )
         # The pool is saved beside the model in float16 (save_pool): training searches the same
         # rounded values, so a saved model shows the demonstrations it was trained and selected with.
@@ -133,6 +134,9 @@ class DemonstrationIndex:
         """
         import numpy as np
 
+        if k < 1:
+            return [[] for _ in range(len(queries))]
+        self.check_dimensions(queries.shape[-1])
         results: list[list[tuple[int, float]]] = []
         k = min(k, len(self.entries))
         for start in range(0, len(queries), chunk):
@@ -150,6 +154,18 @@ class DemonstrationIndex:
                 ranked = _top(scores[row], k)
                 results.append([(int(c), float(scores[row, c])) for c in ranked if np.isfinite(scores[row, c])])
         return results
+
+    def check_dimensions(self, width: int) -> None:
+        """Queries (of ``width`` dimensions) and pool must come from the same encoder: a pool saved
+        with another one (or an edited ``retrieval.encoder``) would otherwise fail deep in numpy."""
+        pool_width = self.embeddings.shape[-1]
+        if width != pool_width:
+            raise InputError(
+                f"the demonstration pool's embeddings have {pool_width} dimensions, the sentence encoder gives {width}: "
+                "the pool was embedded by another encoder",
+                path=self.source,
+                field="retrieval.encoder",
+            )
 
 
 def _top(scores: Any, k: int) -> list[int]:
@@ -203,12 +219,86 @@ def save_pool(index: DemonstrationIndex, directory: Path) -> None:
 
 
 def load_pool(directory: Path) -> DemonstrationIndex:
+    """The pool :func:`save_pool` stored beside a model; a missing, damaged or mismatched file is
+    an InputError naming it (and the line and field where one is wrong)."""
+    texts, vectors = directory / POOL_TEXTS, directory / POOL_EMBEDDINGS
+    encoder_identity, entries = _read_pool_texts(texts)
+    embeddings = _read_pool_embeddings(vectors)
+    if len(embeddings) != len(entries):
+        raise InputError(
+            f"{len(embeddings)} embeddings for the {len(entries)} demonstrations of {texts}: the two files are not from one pool",
+            path=vectors,
+        )
+    return DemonstrationIndex(entries, embeddings, encoder_identity, was_cached=True, source=str(vectors))
+
+
+# Entry fields as saved, and the JSON type each must have.
+_ENTRY_FIELDS = {"dataset": str, "dialogue_id": str, "index": int, "text": str, "label": str, "split": str}
+
+
+def _read_pool_texts(file: Path) -> tuple[str, list[Entry]]:
     import json
 
+    try:
+        # Split on newlines only: save_pool writes texts unescaped, and splitlines() would also
+        # cut inside a text at U+2028, U+2029 or NEL (U+0085).
+        lines = file.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise InputError("missing: the model's template shows demonstrations, retrieved from this pool", path=file) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text: the demonstration pool is damaged", path=file) from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"not JSON ({error.msg}): the demonstration pool is damaged", path=file, line=number) from None
+        if not isinstance(record, dict):
+            raise InputError("not a JSON object: the demonstration pool is damaged", path=file, line=number)
+        records.append((number, record))
+    if not records or not isinstance(records[0][1].get("encoder"), str):
+        raise InputError("no header naming the sentence encoder: the demonstration pool is damaged", path=file, line=1, field="encoder")
+    entries = [_entry(record, file, number) for number, record in records[1:]]
+    if not entries:
+        raise InputError("no demonstrations: the pool is empty", path=file)
+    return records[0][1]["encoder"], entries
+
+
+def _entry(record: dict[str, Any], file: Path, number: int) -> Entry:
+    values = {"split": "train"}  # pools saved before splits were recorded hold train utterances
+    for name, kind in _ENTRY_FIELDS.items():
+        if name not in record:
+            if name in values:
+                continue
+            raise InputError("missing", path=file, line=number, field=name)
+        value = record[name]
+        # An empty label would be shown as the demonstration's emotion.
+        if not isinstance(value, kind) or isinstance(value, bool) or (name == "label" and not value.strip()):
+            expected = "an integer" if kind is int else "a non-empty string" if name == "label" else "a string"
+            raise InputError(f"must be {expected}, got {_json_repr(value)}", path=file, line=number, field=name)
+        values[name] = value
+    return Entry(**values)
+
+
+def _json_repr(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_pool_embeddings(file: Path) -> Any:
     import numpy as np
 
-    lines = (directory / POOL_TEXTS).read_text(encoding="utf-8").splitlines()
-    header = json.loads(lines[0])
-    entries = [Entry(**json.loads(line)) for line in lines[1:]]
-    embeddings = np.load(directory / POOL_EMBEDDINGS, allow_pickle=False).astype(np.float32)
-    return DemonstrationIndex(entries=entries, embeddings=embeddings, encoder_identity=header["encoder"], was_cached=True)
+    try:
+        embeddings = np.load(file, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("missing: the model's template shows demonstrations, retrieved from this pool", path=file) from None
+    except (OSError, ValueError, EOFError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise InputError(f"damaged ({reason[:200]})", path=file) from None
+    if embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype, np.floating):
+        raise InputError(f"damaged: expected a 2-D float array of embeddings, got {embeddings.ndim}-D {embeddings.dtype}", path=file)
+    return embeddings.astype(np.float32)

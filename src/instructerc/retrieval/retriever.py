@@ -22,6 +22,12 @@ class DemonstrationRetriever:
     encoder: SentenceEncoder
     config: RetrievalConfig
 
+    def __post_init__(self) -> None:
+        # A pool from another encoder is refused as the model loads, not at its first prediction.
+        width = getattr(self.encoder, "dimension", None)
+        if width is not None:
+            self.index.check_dimensions(width)
+
     @classmethod
     def build(cls, train_dialogues: Sequence[Dialogue], config: RetrievalConfig, progress: bool = False) -> "DemonstrationRetriever":
         encoder = SentenceEncoder.load(config.encoder)
@@ -30,7 +36,7 @@ class DemonstrationRetriever:
     def embed(self, texts: list[str]):
         key = content_key("queries-v1", self.encoder.identity, texts)
         embeddings, _ = cached_array(
-            self.config.cache_path() / "embeddings", key, lambda: self.encoder.encode(texts, self.config.batch_size)
+            self.config.cache_path() / "embeddings", key, lambda: self.encoder.encode(texts, self.config.batch_size), rows=len(texts)
         )
         return embeddings
 
