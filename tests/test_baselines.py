@@ -228,3 +228,17 @@ def test_real_discriminative_baseline_on_meld(data_root: Path, tmp_path: Path) -
         f"macro F1 {meld.macro_f1:.2f}, accuracy {meld.accuracy:.2f}"
     )
     assert 45.0 < meld.weighted_f1 < 65.0
+
+
+def test_a_cached_embedding_file_of_another_row_count_is_not_used(tmp_path: Path) -> None:
+    from instructerc.retrieval.cache import content_key
+
+    dialogues = [Dialogue("d", "x", "train", (Utterance("A", "so happy"), Utterance("B", "so sad"), Utterance("A", "ok")))]
+    encoder = FakeEncoder()
+    cold = baselines.utterance_embeddings(dialogues, encoder, tmp_path)
+    key = content_key("baseline-utterances-v1", encoder.identity, [u.text for u in dialogues[0].utterances])
+    np.save(tmp_path / "embeddings" / f"{key}.npy", np.zeros((2, 16), np.float32))  # readable, but one row short
+
+    again = baselines.utterance_embeddings(dialogues, encoder, tmp_path)
+    assert again.shape == cold.shape and len(encoder.calls) == 2
+    np.testing.assert_array_equal(again, cold)

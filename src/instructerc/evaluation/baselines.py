@@ -70,7 +70,9 @@ def utterance_embeddings(dialogues: Sequence[Dialogue], encoder: Any, cache_dir:
 
     texts = [u.text for d in dialogues for u in d.utterances]
     key = content_key("baseline-utterances-v1", encoder.identity, texts)
-    embeddings, _ = cached_array((cache_dir or default_cache_dir()) / "embeddings", key, lambda: encoder.encode(texts, 128, progress))
+    embeddings, _ = cached_array(
+        (cache_dir or default_cache_dir()) / "embeddings", key, lambda: encoder.encode(texts, 128, progress), rows=len(texts)
+    )
     return embeddings
 
 
