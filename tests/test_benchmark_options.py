@@ -15,20 +15,11 @@ from pathlib import Path
 import pytest
 
 from instructerc.labels.benchmarks import MELD
+from test_benchmark_reports import benchmark
 from test_retrieval import FakeEncoder
 from tiny import tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO / "benchmarks"
-
-
-def benchmark(name: str):
-    """A benchmark script as a module (they import their sibling ``_report`` as a script does)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def ship_script():
