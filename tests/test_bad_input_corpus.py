@@ -34,7 +34,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def check_predictions(source: Path, out: Path, expected: dict[str, Any], labels: tuple[str, ...]) -> None:
     """Every utterance labelled, the cut ones (when ``expected`` says which) marked, every input key kept."""
-    given = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    given = [json.loads(line) for line in source.read_text(encoding="utf-8-sig").splitlines()]
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(written) == len(given)
     utterances = [u for d in written for u in d["utterances"]]

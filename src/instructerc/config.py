@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from instructerc.errors import InputError
+from instructerc.files import HEAD_BYTES, foreign_encoding, refuse_broken_link
 
 T = TypeVar("T")
 
@@ -136,24 +137,47 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    refuse_broken_link(path)
+    if path.is_dir():
+        raise InputError("is a folder; a YAML file is needed here", path=path)
     if not path.is_file():
         raise InputError("file not found", path=path)
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        problem = foreign_encoding(raw[:HEAD_BYTES])
+        if problem is not None:
+            raise InputError(problem, path=path)
+        text = raw.decode("utf-8")
+        data = parse_yaml(text)
     except UnicodeDecodeError as error:
-        raise InputError(f"not UTF-8 text (byte {error.start}); save it as UTF-8", path=path) from None
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise InputError(f"not UTF-8 text (byte {raw[error.start]:#04x}): save it as UTF-8", path=path, line=line) from None
     except OSError as error:
         raise InputError(f"cannot read it: {error.strerror or error}", path=path) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        raise InputError(
-            f"invalid YAML: {getattr(error, 'problem', error)}", path=path, line=None if mark is None else mark.line + 1
-        ) from None
+        line = mark.line + 1 if mark is not None else _reader_line(error, text)
+        raise InputError(f"invalid YAML: {_one_line(error)}", path=path, line=line) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError("the top level must be a mapping", path=path)
     return data
+
+
+def _one_line(error: Any) -> str:
+    """What is wrong, on one line: a reader error (a control character) has no ``problem`` and its
+    text spans lines ("in <unicode string>, position 1")."""
+    problem = getattr(error, "problem", None)
+    if problem is None and isinstance(getattr(error, "character", None), int):
+        problem = f"{error.reason} (character U+{error.character:04X})"
+    return " ".join(str(problem or error).split())
+
+
+def _reader_line(error: Any, text: str) -> int | None:
+    """The line of a reader error, which gives only a character position in the whole text."""
+    position = getattr(error, "position", None)
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else None
 
 
 def parse_yaml(text: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
@@ -106,3 +107,49 @@ def looks_like_path(name: str) -> bool:
     """Whether a model name can only mean a folder: a hub id (``org/model``) is never absolute
     and never starts with ``./``, ``../`` or ``~``. A missing folder is then an error, not a hub lookup."""
     return Path(name).is_absolute() or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))
+
+
+def refuse_broken_link(path: Path) -> None:
+    """A symlink loop or a link to nothing: ``is_file()`` says False for both, which would be
+    reported as a missing file although the name is there."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError("is a symlink loop (a link that leads back to itself): point it at a file", path=path) from None
+        if error.errno == errno.ENOENT and path.is_symlink():
+            raise InputError(f"is a symlink to {os.readlink(path)}, which does not exist", path=path) from None
+
+
+# Byte-order marks longest first: UTF-32's little-endian mark begins with UTF-16's.
+_FOREIGN_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+HEAD_BYTES = 4
+"""The bytes of a file's start that :func:`foreign_encoding` needs."""
+
+
+def foreign_encoding(head: bytes) -> str | None:
+    """What a file starting with ``head`` is, when it is plainly not UTF-8 text; else None."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed, not text: decompress it first (gunzip)"
+    for mark, name in _FOREIGN_MARKS:
+        if head.startswith(mark):
+            return f"{name} text (it starts with a {name} byte-order mark), not UTF-8: save the file as UTF-8"
+    width = _nul_pattern_width(head[:4])
+    if width:
+        return f"UTF-{width} text (NUL bytes between its characters), not UTF-8: save the file as UTF-8"
+    return None
+
+
+def _nul_pattern_width(first: bytes) -> int:
+    """32 or 16 when the first four bytes are one ASCII character in UTF-32 or two in UTF-16 (a
+    file's first characters are: ``{``, a header's letters, whitespace), else 0."""
+    if len(first) == 4 and (first[:3] == b"\x00\x00\x00") != (first[1:] == b"\x00\x00\x00"):
+        return 32
+    if len(first) >= 2 and (first[0] == 0) != (first[1] == 0):
+        return 16
+    return 0

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from instructerc.data.dialogue import SPLITS, Dialogue, Utterance
-from instructerc.data.loader import Loader, canonical_emotion, find_in, nonempty_speaker, nonempty_text, not_utf8, require_file
+from instructerc.data.loader import (
+    Loader,
+    canonical_emotion,
+    check_encoding,
+    find_in,
+    nonempty_speaker,
+    nonempty_text,
+    not_utf8,
+    require_file,
+)
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
@@ -33,6 +42,11 @@ PREDICTION_KEYS = ("predicted_emotion", "emotion_scores", "generated", "truncate
 
 def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set: LabelSet | None, default_dataset: str) -> Dialogue:
     """One JSONL record as a :class:`Dialogue`, or an :class:`InputError` naming line and field."""
+    if isinstance(record, list):
+        # A whole file written as one JSON array of dialogues is the usual near miss.
+        raise InputError(
+            "a line must be a JSON object, not a list (JSONL holds one dialogue object per line, not a JSON array)", path=path, line=line
+        )
     if not isinstance(record, dict):
         raise InputError("a line must be a JSON object", path=path, line=line)
     try:
@@ -113,6 +127,7 @@ def iter_jsonl(
     """(line number, dialogue) for every non-blank line, read lazily: a file of any size works.
     A dialogue whose record names no dataset gets ``default_dataset``, by default the file's name."""
     require_file(path)
+    check_encoding(path)
     dataset = path.stem if default_dataset is None else default_dataset
     with path.open("rb") as handle:
         try:
@@ -122,13 +137,23 @@ def iter_jsonl(
                 try:
                     record = load_json(line)
                 except TextProblem as problem:
-                    raise InputError(problem.message, path=path, line=line_number) from None
+                    raise InputError(problem.message + _layout_hint(line), path=path, line=line_number) from None
                 yield (
                     line_number,
                     parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset),
                 )
         except UnicodeDecodeError:
             raise not_utf8(path) from None
+
+
+def _layout_hint(line: str) -> str:
+    """Why a line that is not JSON may be so, for the two layouts that look right in an editor."""
+    if "\r" in line:
+        # Lines ended by a lone CR (old Mac files) are one line here: a lone CR is JSON whitespace.
+        return "; its lines end with a lone CR: save the file with LF (or CRLF) line ends"
+    if line.strip() in ("{", "["):
+        return "; one JSON value spread over several lines? JSONL needs each dialogue on one line"
+    return ""
 
 
 def _lines(handle: IO[bytes]) -> Iterator[str]:
@@ -144,8 +169,19 @@ def _lines(handle: IO[bytes]) -> Iterator[str]:
 def jsonl_file(path: Path, split: str) -> Path:
     """``path`` itself when it is a file, else ``{split}.jsonl`` inside it."""
     if path.is_dir():
-        return find_in(path, [path / f"{split}.jsonl"], f"{split}.jsonl")
+        wanted = path / f"{split}.jsonl"
+        if not wanted.exists():
+            _refuse_other_case(path, wanted.name)
+        return find_in(path, [wanted], wanted.name)
     return path
+
+
+def _refuse_other_case(folder: Path, name: str) -> None:
+    """``dev.JSONL`` beside ``train.jsonl`` is not the dev split on a case-sensitive file system:
+    read as missing, the split would be skipped in silence (no dev set, no scores for it)."""
+    for entry in folder.iterdir():
+        if entry.name.lower() == name:
+            raise InputError(f"the file is named {entry.name}, not {name}: rename it (names are case-sensitive)", path=entry)
 
 
 def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> list[Dialogue]:

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
+from instructerc.files import HEAD_BYTES, foreign_encoding, refuse_broken_link
 from instructerc.labels.label_set import LabelSet
 
 ReadFn = Callable[[Path, str, "LabelSet | None"], "list[Dialogue]"]
@@ -34,6 +35,7 @@ class Loader:
 
 
 def require_file(path: Path) -> Path:
+    refuse_broken_link(path)
     if path.is_dir():
         raise InputError("is a folder; a file is needed here", path=path)
     if path.exists() and not path.is_file():
@@ -42,6 +44,20 @@ def require_file(path: Path) -> Path:
     if not path.is_file():
         raise InputError("file not found", path=path)
     return path
+
+
+def check_encoding(path: Path) -> None:
+    """An :class:`InputError` when the file's first bytes show it is not UTF-8 text at all: UTF-16
+    or UTF-32 (with a byte-order mark or, for ASCII content, its NUL bytes: without a mark these
+    decode as "valid" UTF-8 full of NULs, and the JSON parser then blames column 2) or gzip."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError as error:
+        raise InputError(f"cannot read: {error.strerror or error}", path=path) from None
+    problem = foreign_encoding(head)
+    if problem is not None:
+        raise InputError(problem, path=path)
 
 
 def find_in(path: Path, candidates: list[Path], what: str) -> Path:
@@ -98,14 +114,19 @@ def checked_text(raw: str, *, path: Path, line: int | None = None, field: str | 
 
 
 def not_utf8(path: Path) -> InputError:
-    """The error for a file that is not UTF-8, naming the line of its first bad byte."""
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return InputError(
-            f"not UTF-8 text (byte {raw[error.start]:#04x}): save the file as UTF-8", path=path, line=raw.count(b"\n", 0, error.start) + 1
-        )
+    """The error for a file that is not UTF-8, naming the line of its first bad byte. Read line by
+    line (a file of one huge line is read whole, as its reader did): never the whole file at once."""
+    with path.open("rb") as handle:
+        head = handle.read(HEAD_BYTES)
+        problem = foreign_encoding(head)
+        if problem is not None:
+            return InputError(problem, path=path)
+        handle.seek(0)
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return InputError(f"not UTF-8 text (byte {raw[error.start]:#04x}): save the file as UTF-8", path=path, line=number)
     return InputError("not UTF-8 text: save the file as UTF-8", path=path)
 
 
@@ -113,6 +134,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
     """Rows of a UTF-8 CSV with the line each starts on, after checking the header has ``required``.
     Every row has exactly the header's fields, and every field is text (no NUL), as in JSONL."""
     require_file(path)
+    check_encoding(path)
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as error:  # no read permission: the user's to fix, so one line, not a traceback
