@@ -124,3 +124,24 @@ def test_a_recipe_with_a_utf8_bom_and_cr_line_ends_is_read(tmp_path: Path) -> No
     recipe = tmp_path / "recipe.yaml"
     recipe.write_bytes(b"\xef\xbb\xbfseed: 3\rdata:\r  fraction: 0.5\r")
     assert read_yaml(recipe) == {"seed": 3, "data": {"fraction": 0.5}}
+
+
+def test_data_stats_refuses_a_split_file_in_other_case_and_a_data_path_that_loops(run_cli, tmp_path: Path) -> None:
+    """data stats checked the split's exact name itself, so dev.JSONL was silently left out; a
+    --data that is a symlink loop was 'no such file or folder'."""
+    record = '{"id": "a", "utterances": [{"speaker": "A", "text": "hi", "emotion": "joy"}]}\n'
+    folder = tmp_path / "caps"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(record, encoding="utf-8")
+    (folder / "dev.JSONL").write_text(record, encoding="utf-8")
+    result = run_cli("data", "stats", "--dataset", "jsonl", "--data", folder)
+    assert result.code == 2 and "dev.JSONL, not dev.jsonl" in result.err
+
+    (folder / "dev.JSONL").unlink()
+    assert run_cli("data", "stats", "--dataset", "jsonl", "--data", folder).code == 0  # a split may be missing
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "other")
+    (tmp_path / "other").symlink_to(loop)
+    result = run_cli("data", "stats", "--dataset", "jsonl", "--data", loop)
+    assert result.code == 2 and "symlink loop" in result.err

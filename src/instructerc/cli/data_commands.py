@@ -55,7 +55,12 @@ def show_stats(args: argparse.Namespace) -> int:
 
 
 def _has_split(source, split: str) -> bool:
-    return not (source.name == "jsonl" and not (source.root() / f"{split}.jsonl").exists())
+    """A JSONL folder may lack a split; one named in other case (``dev.JSONL``) is an error."""
+    if source.name != "jsonl" or not source.root().is_dir():
+        return True
+    from instructerc.data.jsonl import split_file_present
+
+    return split_file_present(source.root(), split)
 
 
 def export_split(args: argparse.Namespace) -> int:

@@ -176,6 +176,15 @@ def jsonl_file(path: Path, split: str) -> Path:
     return path
 
 
+def split_file_present(folder: Path, split: str) -> bool:
+    """Whether ``folder`` holds ``{split}.jsonl``; a file of that name in other case is an error."""
+    wanted = folder / f"{split}.jsonl"
+    if wanted.exists():
+        return True
+    _refuse_other_case(folder, wanted.name)
+    return False
+
+
 def _refuse_other_case(folder: Path, name: str) -> None:
     """``dev.JSONL`` beside ``train.jsonl`` is not the dev split on a case-sensitive file system:
     read as missing, the split would be skipped in silence (no dev set, no scores for it)."""

@@ -9,6 +9,7 @@ from typing import Sequence
 from instructerc.data.dialogue import Dialogue, Utterance, canonical_split
 from instructerc.data.loader import Loader
 from instructerc.errors import InputError
+from instructerc.files import refuse_broken_link
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.registry import named_label_set, resolve_label_space
@@ -71,6 +72,7 @@ class DataSource:
                 f"no data path for '{self.name}': pass --data (the folder holding meld/, emorynlp/, cosmic/) or a file", field="path"
             )
         if not self.path.exists():
+            refuse_broken_link(self.path)
             raise InputError("no such file or folder", path=self.path)
         return self.path
 
