@@ -183,11 +183,12 @@ class Predictor:
         return encode_fitting(unlabelled(items), self._encode, self.segments)
 
     def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
+        """Each item's prompt, or the error of one that cannot fit (see :func:`encode_fitting`)."""
         dialogues = list({(d.dataset, d.id): d for d, _ in items}.values())
         demonstrations = self.retriever.demonstrations(dialogues, training=False) if self.retriever is not None else {}
         builder = self.setup.builder(demonstrations)
         examples = [builder.erc(d, i) for d, i in items]
-        return self.setup.encode(examples, self.segments, with_target=False, reserve=self.scorer.max_answer_tokens)
+        return self.setup.encode_each(examples, self.segments, with_target=False, reserve=self.scorer.max_answer_tokens)
 
     # -- prediction -------------------------------------------------------------------------------
     def predict(

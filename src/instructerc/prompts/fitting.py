@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from instructerc.data.dialogue import Dialogue
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
-from instructerc.prompts.example import Example
+from instructerc.prompts.example import Example, Part
 
 Item = tuple[Dialogue, int]
 ELLIPSIS = " … "
@@ -25,6 +25,8 @@ ELLIPSIS = " … "
 _MAX_ROUNDS = 8
 # What a text cut as far as it goes keeps of its start and end, in tokens: enough to read.
 _SHORTEST_TOKENS = 8
+# The parts the budget gives up before an utterance is cut.
+_DROPPED_FIRST = frozenset({Part.HISTORY, Part.DEMONSTRATION, Part.DEMONSTRATION_TEXT})
 
 
 def with_distinct_keys(items: Sequence[Item]) -> list[Item]:
@@ -87,28 +89,43 @@ def shortest(text: str, tokenizer: SegmentTokenizer) -> str | None:
 
 
 def encode_fitting(
-    items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample]], tokenizer: SegmentTokenizer
+    items: Sequence[Item], encode: Callable[[Sequence[Item]], list[EncodedExample | PromptTooLong]], tokenizer: SegmentTokenizer
 ) -> tuple[list[EncodedExample], list[str | None]]:
     """``encode(items)``, cutting every utterance whose prompt cannot fit; also, per item, the
-    text its own utterance was cut to (``None``: not cut). A prompt that cannot fit even then
-    (the fixed wording is over the budget) raises the budget's error.
+    text its own utterance was cut to (``None``: not cut). ``encode`` gives each item's prompt,
+    or the budget's error for one that cannot fit; a prompt that cannot fit even after cutting
+    (the fixed wording is over the budget) raises that error.
 
     An utterance is cut by its own prompt only (history goes before it is cut), so its cut text
     is the same whichever other items are encoded with it; prompts read the earlier utterances
     of a dialogue as given, so a caller that labels a dialogue a turn at a time passes the
-    earlier ones as they were cut (the service does)."""
+    earlier ones as they were cut (the service does). Every prompt that does not fit is cut in
+    the same round, so a dialogue of many long utterances costs a few encodings, not one each."""
     items = list(items)
     rounds: dict[tuple[str, str, int], int] = {}
     while True:
-        try:
-            encoded = encode(items)
-        except PromptTooLong as error:
-            items = _cut(items, error, tokenizer, rounds)
-            continue
-        return encoded, [d.utterances[i].text if (d.dataset, d.id, i) in rounds else None for d, i in items]
+        encoded = encode(items)
+        errors = [e for e in encoded if isinstance(e, PromptTooLong)]
+        if not errors:
+            fitted = [e for e in encoded if not isinstance(e, PromptTooLong)]
+            return fitted, [d.utterances[i].text if (d.dataset, d.id, i) in rounds else None for d, i in items]
+        changed: set[tuple[str, str, int]] = set()
+        for error in errors:
+            example = error.example
+            key = (example.dataset, example.dialogue_id, example.index)
+            # An utterance this round already changed (cut, or its speaker's name cut) has a
+            # stale error: the next round measures it again.
+            if key not in changed:
+                items = _cut(items, error, tokenizer, rounds, changed)
 
 
-def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, rounds: dict[tuple[str, str, int], int]) -> list[Item]:
+def _cut(
+    items: list[Item],
+    error: PromptTooLong,
+    tokenizer: SegmentTokenizer,
+    rounds: dict[tuple[str, str, int], int],
+    changed: set[tuple[str, str, int]],
+) -> list[Item]:
     example = error.example
     key = (example.dataset, example.dialogue_id, example.index)
     dialogue = next((d for d, _ in items if (d.dataset, d.id) == key[:2]), None)
@@ -120,6 +137,7 @@ def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, r
     if text is not None:
         utterances = list(dialogue.utterances)
         utterances[example.index] = replace(utterance, text=text)
+        changed.add(key)
     else:
         # What is over the budget is the speaker's name. It is cut in every utterance of
         # theirs, so the dialogue still tells who spoke when.
@@ -129,6 +147,7 @@ def _cut(items: list[Item], error: PromptTooLong, tokenizer: SegmentTokenizer, r
         for index, other in enumerate(dialogue.utterances):  # each of them is labelled with a cut name: say so
             if other.speaker == utterance.speaker:
                 rounds.setdefault((*key[:2], index), 0)
+                changed.add((*key[:2], index))
     cut = dialogue.with_utterances(tuple(utterances))
     return [(cut if (d.dataset, d.id) == key[:2] else d, i) for d, i in items]
 
@@ -151,4 +170,7 @@ def _text_or_name_cut(text: str, speaker: str, example: Example, excess: int, to
 
 
 def _times_shown(text: str, example: Example) -> int:
-    return max(1, sum(text in segment.text for segment in example.segments))
+    # Only what is left once history and demonstration are gone, as the excess was measured
+    # then: an identical earlier turn in the history would otherwise halve the cut.
+    kept = [s for s in example.segments if s.part not in _DROPPED_FIRST]
+    return max(1, sum(text in segment.text for segment in kept))

@@ -11,7 +11,7 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.label_set import LabelSet
-from instructerc.prompts.budget import encode_example
+from instructerc.prompts.budget import PromptTooLong, encode_example
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Example, Task
 from instructerc.prompts.tasks import SPEAKER_VARIANTS, ExampleBuilder
@@ -63,6 +63,20 @@ class PromptSetup:
     ) -> list[EncodedExample]:
         """Tokenize and budget; ``reserve`` keeps room for an answer that is not in the example."""
         return [encode_example(e, tokenizer, self.max_length - reserve, self.template.history_stride, with_target) for e in examples]
+
+    def encode_each(
+        self, examples: Sequence[Example], tokenizer: SegmentTokenizer, with_target: bool = True, reserve: int = 0
+    ) -> list[EncodedExample | PromptTooLong]:
+        """As :meth:`encode`, but a prompt that cannot fit is returned as its error, not raised:
+        a caller that cuts what does not fit then sees every such prompt in one pass, where the
+        first error alone would make it re-encode everything once per cut utterance."""
+        out: list[EncodedExample | PromptTooLong] = []
+        for example in examples:
+            try:
+                out.append(encode_example(example, tokenizer, self.max_length - reserve, self.template.history_stride, with_target))
+            except PromptTooLong as error:
+                out.append(error)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         from instructerc.config import to_mapping
