@@ -145,3 +145,27 @@ def test_data_stats_refuses_a_split_file_in_other_case_and_a_data_path_that_loop
     (tmp_path / "other").symlink_to(loop)
     result = run_cli("data", "stats", "--dataset", "jsonl", "--data", loop)
     assert result.code == 2 and "symlink loop" in result.err
+
+
+def test_model_and_metrics_json_with_a_utf8_bom_are_read(tmp_path: Path) -> None:
+    """Editors on Windows save JSON with a BOM; the file is unambiguous, as the JSONL and YAML readers already accept."""
+    import shutil
+
+    from instructerc.evaluation.results import EvaluationResult
+    from instructerc.modeling.model_dir import Manifest
+    from instructerc.prompts.setup import PromptSetup
+
+    shipped = Path(__file__).resolve().parents[1] / "src" / "instructerc" / "resources" / "default_model"
+    model = tmp_path / "model"
+    shutil.copytree(shipped, model)
+    for name in ("instructerc.json", "prompting.json"):
+        file = model / name
+        file.write_bytes(b"\xef\xbb\xbf" + file.read_bytes())
+    assert Manifest.load(model).method == "lora"
+    assert PromptSetup.load(model).template.name == "dialogue-stream"
+
+    metrics = Path(__file__).resolve().parents[1] / "results" / "default-model" / "test" / "metrics.json"
+    copy = tmp_path / "eval"
+    copy.mkdir()
+    (copy / "metrics.json").write_bytes(b"\xef\xbb\xbf" + metrics.read_bytes())
+    assert "llm" in EvaluationResult.load(copy).systems

@@ -111,7 +111,7 @@ class EvaluationResult:
         if not file.is_file():
             raise InputError(f"no {METRICS_FILE} here (expected an evaluation output folder or the file itself)", path=location)
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = json.loads(file.read_text(encoding="utf-8-sig"))
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
             return cls.from_dict(data)

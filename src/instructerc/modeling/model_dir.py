@@ -51,7 +51,7 @@ class Manifest:
         if not file.is_file():
             raise InputError(f"not an instructerc model directory (no {MANIFEST})", path=directory)
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = json.loads(file.read_text(encoding="utf-8-sig"))
             manifest = cls(backbone=BackboneConfig(**data["backbone"]), method=data["method"], format=int(data["format"]))
         except InputError as error:
             raise InputError(error.message, path=file, field=error.field) from None

@@ -121,7 +121,7 @@ class PromptSetup:
         if not file.is_file():
             raise InputError("missing: every model directory has one (instructerc train writes it)", path=file)
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = json.loads(file.read_text(encoding="utf-8-sig"))
         except UnicodeDecodeError:
             raise InputError("not UTF-8 text", path=file) from None
         except json.JSONDecodeError as error:
