@@ -4,7 +4,7 @@ peft runs ``nn.Dropout`` on the input of every adapted layer, and on a CPU PyTor
 mask with ``bernoulli_``, about 4 ns an element whatever the dtype: 11% of a bf16 training step
 of the default recipe's template. Here each 32-bit word from the same generator gives two
 15-bit uniform numbers, and an element is dropped where its number is below ``p`` x 2^15. On a
-250 x 576 bf16 input (a step's rows, one layer) the whole dropout took 237 us against 676 us for
+250 x 576 bf16 input (a step's rows, one layer) the whole dropout took 260-430 us against 665-820 us for
 ``F.dropout``.
 
 ``p`` is rounded to a multiple of 2^-15 (0.05 becomes 0.049988), and the kept elements are
