@@ -86,9 +86,12 @@ def run_predict(args: argparse.Namespace) -> int:
     if not sizes:
         raise InputError("no dialogues in the file", path=args.input)
     shard, device = current_shard()
-    predictor = Predictor.from_directory(model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
-    invalid, truncated = _predict_shard(args, predictor, shard, chunks(read(), args.chunk_size), sizes)
-    truncated = shard.total(truncated)  # one warning counting the whole output, not one per process
+    try:
+        predictor = Predictor.from_directory(model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
+        invalid, truncated = _predict_shard(args, predictor, shard, chunks(read(), args.chunk_size), sizes)
+        truncated = shard.total(truncated)  # one warning counting the whole output, not one per process
+    finally:
+        shard.close()
     if truncated and shard.main:
         print(
             f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "

@@ -42,6 +42,17 @@ class Shard:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def close(self) -> None:
+        """Ends this process's part in the process group. Left to interpreter exit, gloo's
+        threads were sometimes destroyed still running, and the process aborted (SIGABRT) after
+        its work was done."""
+        if self.state is None:
+            return
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
     def failed_ranks(self, failed: bool) -> list[int] | None:
         """A barrier that also tells which processes failed (this one if ``failed``). Every
         process calls it at the same points, the failing one instead of its next barrier.
