@@ -6,7 +6,6 @@ import copy
 import csv
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from instructerc.data.registry import DataSource, load_dialogues
 from instructerc.errors import InputError
+from test_cosmic_pickles import IEMOCAP, ONE_HOT, write
 
 MELD_COLUMNS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "Season", "Episode"]
 MELD_ROWS = [
@@ -22,34 +22,19 @@ MELD_ROWS = [
     ["2", "It looks thirsty.", "Ben", "sadness", "negative", "0", "1", "1", "1"],
     ["3", "Splendid, a new leaf!", "Ann", "joy", "positive", "1", "0", "1", "1"],
 ]
-ONE_HOT = [[1, 0, 0, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0, 0]]
-# IEMOCAP's and EmoryNLP's COSMIC pickles share their fields and id type; IEMOCAP's class ids fit EmoryNLP's.
-IEMOCAP_PICKLE = [
-    {"Ses01F_impro01": ["F", "M"], "Ses05F_impro01": ["M"], "Ses01M_impro01": ["F"]},
-    {"Ses01F_impro01": [2, 0], "Ses05F_impro01": [1], "Ses01M_impro01": [3]},
-    {"Ses01F_impro01": ["Hello there.", "Hi!"], "Ses05F_impro01": ["Test."], "Ses01M_impro01": ["Dev."]},
-    ["Ses01F_impro01"],
-    ["Ses05F_impro01"],
-    ["Ses01M_impro01"],
-]
-
-
-def pickle_file(path: Path, data: list) -> Path:
-    path.write_bytes(pickle.dumps(data, protocol=2))
-    return path
 
 
 def test_the_iemocap_pickle_given_as_emorynlp_is_refused(tmp_path: Path) -> None:
-    file = pickle_file(tmp_path / "iemocap.pkl", IEMOCAP_PICKLE)
+    file = write(tmp_path, IEMOCAP, "iemocap") / "iemocap.pkl"
     with pytest.raises(InputError, match="emorynlp pickle speakers are one-hot lists, got 'F'") as error:
         load_dialogues(DataSource("cosmic-emorynlp", path=file), "train")
     assert error.value.path == str(file) and error.value.field == "emorynlp['Ses01F_impro01'].speakers[0]"
 
 
 def test_the_emorynlp_pickle_given_as_iemocap_is_refused(tmp_path: Path) -> None:
-    data = copy.deepcopy(IEMOCAP_PICKLE)
+    data = copy.deepcopy(IEMOCAP)
     data[0] = {key: ONE_HOT[: len(value)] for key, value in data[0].items()}
-    file = pickle_file(tmp_path / "emorynlp.pkl", data)
+    file = write(tmp_path, data, "emorynlp") / "emorynlp.pkl"
     with pytest.raises(InputError, match="iemocap pickle speakers are names") as error:
         load_dialogues(DataSource("cosmic-iemocap", path=file), "train")
     assert error.value.field == "iemocap['Ses01F_impro01'].speakers[0]"

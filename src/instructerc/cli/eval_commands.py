@@ -16,6 +16,8 @@ from pathlib import Path
 
 from instructerc.cli.options import add_data_options, add_dtype_option, add_trust_remote_code_option, data_source
 
+CHUNK_SIZE = 64  # dialogues predicted at a time; --runs refuses any other value it would ignore
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split (or aggregate several runs with --runs)")
@@ -57,7 +59,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="aggregate these evaluation folders (seeds) into mean and standard deviation instead",
     )
-    evaluate.add_argument("--chunk-size", type=int, default=64, metavar="N", help="dialogues predicted at a time (default 64)")
+    evaluate.add_argument(
+        "--chunk-size", type=int, default=CHUNK_SIZE, metavar="N", help=f"dialogues predicted at a time (default {CHUNK_SIZE})"
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_option(evaluate, "the model computes in")
     add_trust_remote_code_option(evaluate)
@@ -139,7 +143,7 @@ def _scoring_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
         ("--with-baselines", args.with_baselines),
         ("--dtype", args.dtype is not None),
         ("--trust-remote-code", args.trust_remote_code),
-        ("--chunk-size", args.chunk_size != 64),
+        ("--chunk-size", args.chunk_size != CHUNK_SIZE),
     ]
 
 

@@ -170,8 +170,7 @@ def jsonl_file(path: Path, split: str) -> Path:
     """``path`` itself when it is a file, else ``{split}.jsonl`` inside it."""
     if path.is_dir():
         wanted = path / f"{split}.jsonl"
-        if not wanted.exists():
-            _refuse_other_case(path, wanted.name)
+        split_file_present(path, split)  # a file of that name in other case is an error, not a missing split
         return find_in(path, [wanted], wanted.name)
     return path
 
