@@ -13,7 +13,9 @@ import json
 import math
 import os
 import random
+import stat
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -270,26 +272,26 @@ def datasets_without_dev(train: list[Dialogue], dev: list[Dialogue]) -> list[str
 def check_run_directory_creatable(root: Path) -> None:
     """Refuses a run directory that cannot be created or written (a read-only or virtual file
     system, a folder without write permission) before the data and model load, rather than as a
-    traceback once training would begin. Folders created to find out are removed again: a run
-    refused later for other reasons leaves nothing behind."""
-    missing = [folder for folder in (root, *root.parents) if not folder.exists()]
-    created: list[Path] = []
+    traceback once training would begin. The probe is a folder of a unique name in the deepest
+    folder that exists, removed again: every process of a distributed run probes at once, and a
+    shared name would let one process see another's probe appear and vanish."""
+    existing = next(folder for folder in (root, *root.parents) if _kind(folder) is not None)
     try:
-        for folder in reversed(missing):
-            folder.mkdir(exist_ok=True)
-            created.append(folder)
+        os.rmdir(tempfile.mkdtemp(prefix=".instructerc-probe-", dir=existing))
     except OSError as error:
-        raise InputError(
-            f"cannot create the run directory ({error.strerror or error}): choose another output_dir", path=root, field="output_dir"
-        ) from None
-    finally:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:  # another process of the run may be probing it too
-                pass
-    if not missing and not os.access(root, os.W_OK | os.X_OK):
-        raise InputError("the run directory is not writable: choose another output_dir", path=root, field="output_dir")
+        reason = "the run directory is not writable" if existing == root else f"cannot create the run directory ({error.strerror or error})"
+        raise InputError(f"{reason}: choose another output_dir", path=root, field="output_dir") from None
+
+
+def _kind(path: Path) -> str | None:
+    """'folder', 'file' or None (absent), from one stat: checking existence and kind in two calls
+    would race with another process creating or removing the path between them."""
+    try:
+        return "folder" if stat.S_ISDIR(path.stat().st_mode) else "file"
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:  # a parent is a file: the caller finds it among the parents
+        return None
 
 
 def forced_resume_note(changes: list[str]) -> str | None:
@@ -502,9 +504,12 @@ class Trainer:
         or the reverse), which would otherwise fail only after the data and model have loaded."""
         paths = self.paths
         for folder in (paths.root, paths.checkpoints, paths.model, paths.best):
-            existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-            if existing is not None and not existing.is_dir():
-                raise InputError("is a file, but the run needs a folder here: choose another output_dir", path=existing, field="output_dir")
+            for path in (folder, *folder.parents):
+                kind = _kind(path)
+                if kind == "file":
+                    raise InputError("is a file, but the run needs a folder here: choose another output_dir", path=path, field="output_dir")
+                if kind == "folder":
+                    break
         for file in (paths.metrics, paths.config):
             if file.is_dir():
                 raise InputError("is a folder, but the run writes a file here: choose another output_dir", path=file, field="output_dir")
