@@ -171,3 +171,23 @@ def test_a_pool_from_another_encoder_is_refused_when_loaded_and_when_searched(tm
     silent = FakeEncoder("other@1", dim=48)  # says nothing of its width: caught at the first search
     with pytest.raises(InputError, match="another encoder"):
         DemonstrationRetriever(load_pool(directory), silent, config).demonstrations(DEV)
+
+
+def test_a_retriever_not_caching_queries_writes_nothing_and_finds_the_same(tmp_path: Path) -> None:
+    cached = retriever(tmp_path / "a")
+    uncached = retriever(tmp_path / "b")
+    uncached.cache_queries = False
+    before = sorted((tmp_path / "b" / "cache").rglob("*.npy"))  # the pool's own embeddings
+    assert uncached.demonstrations(DEV) == cached.demonstrations(DEV)
+    assert sorted((tmp_path / "b" / "cache").rglob("*.npy")) == before
+    assert len(list((tmp_path / "a" / "cache").rglob("*.npy"))) == len(before) + 1
+
+
+def test_the_service_does_not_cache_its_requests_embeddings(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from instructerc.service.app import create_app
+
+    searcher = retriever(tmp_path)
+    create_app(SimpleNamespace(retriever=searcher, label_set=None, caches_turns=False))
+    assert searcher.cache_queries is False

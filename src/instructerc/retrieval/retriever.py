@@ -16,11 +16,18 @@ UtteranceKey = tuple[str, str, int]
 
 @dataclass
 class DemonstrationRetriever:
-    """Finds, for every utterance of some dialogues, the training utterance to show with it."""
+    """Finds, for every utterance of some dialogues, the training utterance to show with it.
+
+    ``cache_queries``: keep the embeddings of the texts searched for in the on-disk cache, which
+    pays when the same dialogues come again (a split embedded at every dev evaluation, a file
+    predicted twice). A service turns it off: every request's texts differ, and the cache would
+    grow by a file per request, holding what its users said.
+    """
 
     index: DemonstrationIndex
     encoder: SentenceEncoder
     config: RetrievalConfig
+    cache_queries: bool = True
 
     def __post_init__(self) -> None:
         # A pool from another encoder is refused as the model loads, not at its first prediction.
@@ -34,6 +41,8 @@ class DemonstrationRetriever:
         return cls(DemonstrationIndex.build(train_dialogues, encoder, config, progress), encoder, config)
 
     def embed(self, texts: list[str]):
+        if not self.cache_queries:
+            return self.encoder.encode(texts, self.config.batch_size)
         key = content_key("queries-v1", self.encoder.identity, texts)
         embeddings, _ = cached_array(
             self.config.cache_path() / "embeddings", key, lambda: self.encoder.encode(texts, self.config.batch_size), rows=len(texts)

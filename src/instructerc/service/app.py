@@ -151,6 +151,9 @@ class Service:
 def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI":
     from fastapi import FastAPI
 
+    if getattr(predictor, "retriever", None) is not None:
+        # Every request's texts differ: cached embeddings would only fill the disk with them.
+        predictor.retriever.cache_queries = False
     service = Service(predictor, config or ServiceConfig())
 
     @asynccontextmanager
