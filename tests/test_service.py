@@ -167,6 +167,8 @@ def test_predict_labels_every_utterance_with_probabilities_that_sum_to_one(clien
 def test_labels_health_and_the_openapi_document(client: httpx.Client) -> None:
     assert client.get("/v1/labels").json() == {"label_set": "meld", "labels": list(MELD.labels)}
     assert client.get("/healthz").json()["status"] == "ok"
+    head = client.head("/healthz")  # what uptime monitors and load balancers often send
+    assert head.status_code == 200 and head.content == b""
     spec = client.get("/openapi.json").json()
     assert {
         "/v1/predict",

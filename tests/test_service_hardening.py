@@ -371,6 +371,7 @@ def test_a_worker_dead_of_a_non_exception_fails_health_and_every_request(model_d
         error_of(client.post("/v1/conversations", json={"utterances": utterances(2)}), 503, "unavailable")
         health = client.get("/healthz")
         assert health.status_code == 503 and health.json()["status"] == "failed"
+        assert client.head("/healthz").status_code == 503
 
 
 # -- conversations cannot be created to evict the live ones -----------------------------------------

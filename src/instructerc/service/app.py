@@ -360,6 +360,7 @@ def _check_new_conversation(service: Service, utterances: int) -> None:
 
 
 def _add_status_routes(app: "FastAPI", service: Service) -> None:
+    from fastapi import Response
     from fastapi.responses import JSONResponse
 
     from instructerc.service import schemas
@@ -386,6 +387,11 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
             "turn_cache_conversations": len(service.caches) if service.caches is not None else 0,
         }
         return body if alive else JSONResponse(body, status_code=503)
+
+    @app.head("/healthz", include_in_schema=False)
+    async def health_head() -> Response:
+        """The status of ``GET /healthz`` without its body, for monitors and load balancers that probe with HEAD."""
+        return Response(status_code=200 if service.batcher.alive else 503)
 
 
 def _dialogue_out(requested: RequestedDialogue, predictions: Sequence[Any], mapping: UnifiedMapping | None) -> dict[str, Any]:
