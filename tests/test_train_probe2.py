@@ -87,6 +87,17 @@ def test_an_output_dir_that_cannot_be_created_is_refused_before_loading(run_cli,
     assert "Traceback" not in result.err
 
 
+def test_a_prompt_longer_than_max_length_is_refused_before_the_model_loads(tiny_data, backbone, tmp_path, monkeypatch) -> None:
+    from instructerc.modeling import backbone as backbones
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the prompts were checked")
+
+    monkeypatch.setattr(backbones, "load_causal_lm", loaded)
+    with pytest.raises(InputError, match="more than max_length=20"):
+        Trainer(recipe(tiny_data, backbone, tmp_path / "run", max_length=20), progress=False, dev_scoring=predictor_dev_scoring).run()
+
+
 def test_a_prompt_longer_than_max_length_names_the_file_and_the_setting(tiny_data, backbone, tmp_path) -> None:
     config = recipe(tiny_data, backbone, tmp_path / "run", max_length=20)
     with pytest.raises(

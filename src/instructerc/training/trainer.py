@@ -122,6 +122,7 @@ class _Session:
     optim_state: dict[str, Any] | None  # the optimizer, scheduler and RNG state of a resumed stage
     fsdp: Any = None  # FsdpSettings when the model is sharded
     resumed_from: Path | None = None
+    first_stage_examples: list[EncodedExample] | None = None  # stage 0's, encoded before the model loaded
 
     @property
     def rank(self) -> int:
@@ -451,6 +452,11 @@ class Trainer:
         model_path = resolve_model(config.backbone)
         hf_tokenizer = load_tokenizer(model_path, config.backbone.trust_remote_code)
         retriever, train_demos, dev_demos = self._demonstrations(setup, train, dev, accelerator)
+        # A prompt that cannot fit max_length is said before the model loads (minutes for a large
+        # one); a resumed run's prompts were checked when it started.
+        first_examples = (
+            None if checkpoint is not None else self._stage_examples(0, train, setup, train_demos, SegmentTokenizer(hf_tokenizer))
+        )
         model, fsdp = self._model(model_path, accelerator, len(train), len(dev))
 
         state, optim_state = TrainState(), None
@@ -462,7 +468,19 @@ class Trainer:
         dev_set = DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator, workers=1 if fsdp is not None else None)
         dev_scorer = self.dev_scoring(dev_set)
         return _Session(
-            accelerator, model, setup, hf_tokenizer, train, train_demos, retriever, dev_scorer, state, optim_state, fsdp, checkpoint
+            accelerator,
+            model,
+            setup,
+            hf_tokenizer,
+            train,
+            train_demos,
+            retriever,
+            dev_scorer,
+            state,
+            optim_state,
+            fsdp,
+            checkpoint,
+            first_examples,
         )
 
     def _checkpoint_to_resume(self, accelerator: Any, resume: bool) -> Path | None:
@@ -623,9 +641,12 @@ class Trainer:
         from tqdm.auto import tqdm
 
         stage, state = self.config.stages[stage_index], session.state
-        examples = self._stage_examples(
-            stage_index, session.train, session.setup, session.train_demos, SegmentTokenizer(session.hf_tokenizer)
-        )
+        if stage_index == 0 and session.first_stage_examples is not None:
+            examples, session.first_stage_examples = session.first_stage_examples, None
+        else:
+            examples = self._stage_examples(
+                stage_index, session.train, session.setup, session.train_demos, SegmentTokenizer(session.hf_tokenizer)
+            )
         steps_per_epoch = len(steps(list(range(len(examples))), self.config.optim.batch_size, session.world))
         plan = _StagePlan(stage_index, examples, steps_per_epoch, max(1, math.ceil(stage.epochs * steps_per_epoch)))
         optimizer, scheduler = self._stage_optimizer(session, plan)
