@@ -1,10 +1,13 @@
-"""``instructerc prompts show``: the exact prompt and target the model sees."""
+"""``instructerc prompts show``: the exact prompt and target the model sees; a character a terminal
+would not show as itself (a control, an invisible or a direction character) is printed as ``\\uXXXX``."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from instructerc.cli.options import add_data_options
 
@@ -16,7 +19,12 @@ if TYPE_CHECKING:
 def register(commands: argparse._SubParsersAction) -> None:
     prompts = commands.add_parser("prompts", help="see the prompts a model is trained and queried with")
     verbs = prompts.add_subparsers(dest="verb", metavar="VERB", required=True)
-    show = verbs.add_parser("show", help="print one example's prompt and target")
+    show = verbs.add_parser(
+        "show",
+        help="print one example's prompt and target",
+        description="Print one example's prompt and target. Characters a terminal would not show as themselves (controls, "
+        "invisible and text-direction characters) are printed as \\uXXXX.",
+    )
     add_data_options(show, positional_dataset=True)
     show.add_argument("--split", default="train", help="train, dev or test")
     show.add_argument("--index", type=int, default=0, help="the utterance's position in the split (dialogues in order)")
@@ -92,13 +100,38 @@ def show_prompt(args: argparse.Namespace) -> int:
     example = setup.builder(demonstrations).example(Task(args.task), dialogue, index)
     tokenizer = SegmentTokenizer(load_tokenizer(tokenizer_path))
     encoded = setup.encode([example], tokenizer, with_target=example.target is not None)[0]
-    print(f"# {dialogue.dataset} {args.split} dialogue {dialogue.id}, utterance {index}, task {args.task}, template {setup.template.name}")
+    show = visible_to(sys.stdout)
+    where = f"{dialogue.dataset} {args.split} dialogue {dialogue.id}, utterance {index}"
+    print(show(f"# {where}, task {args.task}, template {setup.template.name}"))
     print(f"# {len(encoded.prompt_ids)} prompt tokens + {len(encoded.target_ids)} target tokens (max_length {setup.max_length})")
     print("--- prompt ---")
-    print(encoded.example.prompt)
+    print(show(encoded.example.prompt))
     print("--- target ---")
-    print(example.target if example.target is not None else "(no gold label)")
+    print(show(example.target) if example.target is not None else "(no gold label)")
     return 0
+
+
+# What a terminal does not show as itself: control characters (a carriage return hides the text
+# before it, an escape sequence restyles or clears the screen), invisible characters and the
+# direction controls (U+202E prints the rest of the line reversed). Tab and line feed are the
+# template's own layout; the joiners U+200C and U+200D are left as they shape emoji and scripts.
+_UNSEEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def visible(text: str, encoding: str | None = None) -> str:
+    """``text`` as it can be read on a terminal: each character it would not show as itself is
+    written as ``\\uXXXX``, and each that ``encoding`` cannot write as ``\\uXXXX`` too (so a
+    prompt in any script prints, where it would stop with an encoding error)."""
+    shown = _UNSEEN.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    if encoding is None:
+        return shown
+    return shown.encode(encoding, "backslashreplace").decode(encoding)
+
+
+def visible_to(stream: TextIO) -> Callable[[str], str]:
+    """:func:`visible` for what ``stream`` can write."""
+    encoding = getattr(stream, "encoding", None)
+    return lambda text: visible(text, encoding)
 
 
 def gold_in_model_labels(dialogue: "Dialogue", index: int, label_set: "LabelSet", read_in: "LabelSet | None") -> "Dialogue":

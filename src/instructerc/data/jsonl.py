@@ -4,6 +4,11 @@
 
 ``emotion`` is optional; ``dataset`` (the source, for unified scoring; a benchmark's name in any case) is optional; any other key,
 on the dialogue or on an utterance, is kept and written back unchanged.
+
+Speakers and emotions are read in one form (:func:`instructerc.data.text.canonical_speaker`,
+:func:`~instructerc.data.text.canonical_label`: NFC, no white space or invisible characters at
+the ends), so names and labels that look the same are the same; they are written back so, as the
+model read them. Texts are read as sent, trimmed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from instructerc.data.loader import (
     not_utf8,
     require_file,
 )
+from instructerc.data.text import canonical_label, canonical_speaker
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
@@ -104,13 +110,13 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             raise InputError(f"missing '{key}'", path=path, line=line, field=f"{where}.{key}")
         if not isinstance(raw[key], str):
             raise InputError(f"'{key}' must be a string", path=path, line=line, field=f"{where}.{key}")
-    speaker = nonempty_speaker(raw["speaker"], path=path, line=line, field=f"{where}.speaker")
+    speaker = nonempty_speaker(canonical_speaker(raw["speaker"]), path=path, line=line, field=f"{where}.speaker")
     text = nonempty_text(raw["text"], path=path, line=line, field=f"{where}.text")
     emotion = raw.get("emotion")
     if emotion is not None:
         if not isinstance(emotion, str):
             raise InputError("'emotion' must be a string", path=path, line=line, field=f"{where}.emotion")
-        emotion = emotion.strip()
+        emotion = canonical_label(emotion)
         if not emotion:
             raise InputError(
                 "empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion"

@@ -45,14 +45,30 @@ def _drop_history(segments: list[EncodedSegment], budget: int, stride: int) -> l
     return kept
 
 
+# The most tokens that can hold parts of one character: a byte-level tokenizer may give each of
+# its (at most 4) UTF-8 bytes a token of its own.
+_PARTIAL_TOKENS = 3
+
+
+def _whole_characters(ids: tuple[int, ...], tokenizer: SegmentTokenizer) -> tuple[int, ...]:
+    """``ids`` without the tokens at their end that hold only the first bytes of a character (a
+    byte-level tokenizer splits CJK and emoji over tokens): kept, the model would read stray
+    bytes, and the prompt shown for it a U+FFFD that is in no text."""
+    for _ in range(_PARTIAL_TOKENS):
+        if not ids or not tokenizer.decode(ids).endswith("\ufffd"):
+            break
+        ids = ids[:-1]
+    return ids
+
+
 def _shorten_demonstration(segments: list[EncodedSegment], budget: int, tokenizer: SegmentTokenizer) -> list[EncodedSegment]:
     excess = _length(segments) - budget
     for i, s in enumerate(segments):
         if excess <= 0:
             break
         if s.segment.part is Part.DEMONSTRATION_TEXT:
-            keep = max(0, len(s.ids) - excess)
-            ids = s.ids[:keep]
+            ids = _whole_characters(s.ids[: max(0, len(s.ids) - excess)], tokenizer)
+            keep = len(ids)
             segments[i] = EncodedSegment(Segment(tokenizer.decode(ids), Part.DEMONSTRATION_TEXT), ids)
             excess -= len(s.ids) - keep
     # A demonstration whose text is all cut would show a label for nothing: drop it whole.

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from instructerc.data.dialogue import Dialogue
+from instructerc.data.text import cut_after, cut_before
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Example, Part
@@ -70,16 +71,22 @@ def unlabelled(items: Sequence[Item]) -> list[Item]:
 
 
 def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | None:
-    """``text`` with at least about ``drop_tokens`` tokens taken out of its middle (cut on
-    characters, so no character is split); ``None`` when too little would be left."""
+    """``text`` with at least about ``drop_tokens`` tokens taken out of its middle (cut between
+    characters as a reader sees them, so no accent, emoji or flag is split); ``None`` when too
+    little would be left."""
     ids = tokenizer.ids(text)
     chars_per_token = len(text) / max(1, len(ids))
     keep_tokens = len(ids) - drop_tokens - len(tokenizer.ids(ELLIPSIS)) - 2
     keep = min(len(text) - 1, math.floor(keep_tokens * chars_per_token * 0.9))
     if keep < 2:
         return None
-    head, tail = text[: (keep + 1) // 2].rstrip(), text[len(text) - keep // 2 :].lstrip()
-    return head + ELLIPSIS + tail
+    head_end, tail_start = (keep + 1) // 2, len(text) - keep // 2
+    # Moving the cuts outwards only drops more. Where that would leave nothing (a letter under a
+    # pile of accents, a budget smaller than one emoji) a label is worth more than an intact
+    # character: there the cut is by code points.
+    if cut_before(text, head_end) + len(text) - cut_after(text, tail_start) >= 2:
+        head_end, tail_start = cut_before(text, head_end), cut_after(text, tail_start)
+    return text[:head_end].rstrip() + ELLIPSIS + text[tail_start:].lstrip()
 
 
 def shortest(text: str, tokenizer: SegmentTokenizer) -> str | None:
