@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from instructerc.errors import InputError
+from instructerc.labels.label_set import LabelSet
 
 INVALID = "<invalid>"
 OUTSIDE = "<outside>"
@@ -114,6 +115,24 @@ def _is_names(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def _strings(values: Any, name: str, allow_none: bool) -> list[Any]:
+    """``values`` as a list of plain strings (numpy's too), or a TypeError naming ``name``: a
+    string is refused whole, since read as a sequence it would be scored letter by letter,
+    and a numpy array could not be tested for emptiness."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of labels, not {type(values).__name__}")
+    out: list[Any] = []
+    for k, value in enumerate(values):
+        if value is None and allow_none:
+            out.append(None)
+        elif isinstance(value, str):
+            out.append(str(value))
+        else:
+            allowed = "a label (a string) or None (invalid)" if allow_none else "a label (a string)"
+            raise TypeError(f"{name}[{k}] must be {allowed}, not {value!r}")
+    return out
+
+
 def invalid_column(labels: Sequence[str]) -> str:
     """The confusion column of invalid outputs: :data:`INVALID`, unless a class of the user's
     label set is spelled so; then invalid outputs would count as that class, right when its gold
@@ -124,22 +143,31 @@ def invalid_column(labels: Sequence[str]) -> str:
     return name
 
 
-def compute_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> Metrics:
+def compute_metrics(gold: Iterable[str], predicted: Iterable[str | None], labels: Iterable[str] | LabelSet) -> Metrics:
     """Metrics of ``predicted`` against ``gold`` over the classes ``labels``.
 
     ``None`` predictions are invalid; any string outside ``labels`` is an error shown in its own
-    confusion column.
+    confusion column. Each argument may be a list, a tuple, a numpy array or any iterable of
+    strings; ``labels`` may also be a :class:`LabelSet`.
     """
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
+    gold = _strings(gold, "gold", allow_none=False)
+    predicted = _strings(predicted, "predicted", allow_none=True)
+    labels = _strings(labels.labels if isinstance(labels, LabelSet) else labels, "labels", allow_none=False)
     if len(gold) != len(predicted):
-        raise ValueError("gold and predicted differ in length")
+        raise ValueError(f"gold and predicted differ in length ({len(gold)} and {len(predicted)})")
     if not gold:
         raise ValueError("nothing to score")
-    labels = list(labels)
+    if not labels:
+        raise ValueError("labels is empty: there are no classes to score on")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        # A class listed twice is averaged twice into macro and weighted F1.
+        raise ValueError(f"labels lists {repeated} more than once")
     unknown_gold = sorted(set(gold) - set(labels))
     if unknown_gold:
-        raise ValueError(f"gold labels {unknown_gold} are not classes of the label set")
+        raise ValueError(f"gold labels {unknown_gold} are not classes of the label set ({', '.join(labels)})")
     invalid = invalid_column(labels)
     shown = [invalid if p is None else p for p in predicted]
     extra_columns = sorted({p for p in shown if p not in labels})

@@ -18,9 +18,11 @@ import difflib
 import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from instructerc.data.dialogue import Dialogue
+from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.text import canonical_speaker
+from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
 from instructerc.inference.incremental import ConversationCache
@@ -79,8 +81,15 @@ class InferenceConfig:
     packed_weights: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"workers must be at least 1, got {self.workers}", field="workers")
+        # Checked here, not where used: a 0 would read as "the default" (``or``), a string
+        # ``"no"`` as switched on, and a batch size of 0 or less would lose every prompt.
+        for name in ("max_tokens", "batch_tokens", "workers"):
+            _check_count(getattr(self, name), name, optional=True)
+        _check_count(self.generate_batch_size, "generate_batch_size", optional=False)
+        for name in ("block_sparse_attention", "packed_weights"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise InputError(f"{name} must be True, False or None (automatic), got {value!r}", field=name)
 
     def sizes(self, device: Any) -> tuple[int, int]:
         """(max_tokens, batch_tokens) for a device."""
@@ -120,7 +129,7 @@ class Predictor:
         self.setup = setup
         self.retriever = retriever
         self.device = device
-        self.config = config or InferenceConfig()
+        self.config = checked_config(config)
         self.scorer = LabelScorer(setup.label_set, self.segments)
         self._direct_head: bool | None = None  # decided on first use, see head_is_plain
         # The cache of the first conversation scored from scratch: every prompt starts with the
@@ -146,19 +155,25 @@ class Predictor:
         directory: str | Path,
         device: Any = None,
         config: InferenceConfig | None = None,
-        dtype: str = "auto",
+        dtype: Any = "auto",
         trust_remote_code: bool = False,
     ) -> "Predictor":
         """A predictor for a model directory, its weights in ``dtype`` (``auto``: bf16 where the
-        device computes it natively, see :mod:`instructerc.modeling.precision`)."""
+        device computes it natively, see :mod:`instructerc.modeling.precision`; ``float32``,
+        ``bfloat16``, ``float16``, or the torch dtype of one). ``device``: ``None`` for a GPU
+        where there is one, else the CPU; a device PyTorch cannot use here is refused."""
         from instructerc.modeling.model_dir import load_model
+        from instructerc.modeling.precision import dtype_choice
         from instructerc.retrieval.encoder import SentenceEncoder
         from instructerc.retrieval.index import load_pool
         from instructerc.retrieval.retriever import DemonstrationRetriever
 
         directory = Path(directory)
-        device = device or default_device()
-        config = config or InferenceConfig()
+        device = checked_device(default_device() if device is None else device)
+        config = checked_config(config)
+        # Checked before anything loads (a LoRA directory may first convert its base model);
+        # None is the default, as for the other arguments.
+        dtype = dtype_choice("auto" if dtype is None else dtype)
         model, tokenizer, _ = load_model(directory, device, dtype=dtype, trust_remote_code=trust_remote_code)
         if config.sparse_attention(device):
             use_block_sparse_attention(model)
@@ -192,18 +207,26 @@ class Predictor:
 
     # -- prediction -------------------------------------------------------------------------------
     def predict(
-        self, dialogues: Sequence[Dialogue], mode: str = "score", paper_parsing: bool = False, progress: Any = None
+        self, dialogues: Iterable[Dialogue], mode: str = "score", paper_parsing: bool = False, progress: Any = None
     ) -> list[list[Prediction]]:
-        """One list of predictions per dialogue, one prediction per utterance."""
-        flat = self.predict_at([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
+        """One list of predictions per dialogue, one prediction per utterance (a dialogue with no
+        utterances gets an empty list). ``dialogues``: a list, tuple or other iterable of
+        :class:`~instructerc.data.dialogue.Dialogue`; speakers and texts are read with
+        surrounding white space trimmed, as the file readers read them."""
+        check_mode(mode, paper_parsing)
+        dialogues = checked_dialogues(dialogues)
+        flat = self._predict_checked([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
         return per_dialogue(flat, dialogues)
 
     def predict_at(
-        self, items: Sequence[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None
+        self, items: Iterable[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None
     ) -> list[Prediction]:
         """Predictions for chosen utterances, e.g. the newest turn of several live conversations
         at once. Items of one dialogue should be adjacent, so their prompts share a prefix."""
         check_mode(mode, paper_parsing)
+        return self._predict_checked(checked_items(items), mode, paper_parsing, progress)
+
+    def _predict_checked(self, items: Sequence[tuple[Dialogue, int]], mode: str, paper_parsing: bool, progress: Any) -> list[Prediction]:
         if not items:
             return []
         check_indices(items)
@@ -231,6 +254,7 @@ class Predictor:
 
         if not turns:
             return []
+        turns = [(checked_dialogue(dialogue, f"turns[{k}][0]"), cache) for k, (dialogue, cache) in enumerate(turns)]
         newest = [(dialogue, len(dialogue) - 1) for dialogue, _ in turns]
         check_indices(newest)
         encoded, cuts = self.fitted_prompts(with_distinct_keys(newest))
@@ -324,6 +348,123 @@ class Predictor:
         words = list(self.label_set.verbalizers)
         closest = max(words, key=lambda w: difflib.SequenceMatcher(None, text.strip(), w).ratio())
         return self.label_set.parse_exact(closest)
+
+
+_BUILD_HINT = "build one with Dialogue(id, dataset, split, utterances) or read a file with instructerc.data.jsonl.read_jsonl"
+
+
+def checked_dialogues(dialogues: Any) -> list[Dialogue]:
+    """The dialogues as a list (a generator is read once), each checked by :func:`checked_dialogue`.
+    A string, a mapping or one lone Dialogue is refused by name: each is iterable, and read as
+    dialogues it would fail deep inside prompt building, or not at all."""
+    if isinstance(dialogues, Dialogue):
+        raise TypeError("dialogues must be a list of Dialogue objects, not one Dialogue: pass [dialogue]")
+    if isinstance(dialogues, (str, bytes, Mapping)) or not isinstance(dialogues, Iterable):
+        raise TypeError(f"dialogues must be a list of Dialogue objects, not {_kind(dialogues)} ({_BUILD_HINT})")
+    return [checked_dialogue(dialogue, f"dialogues[{k}]") for k, dialogue in enumerate(dialogues)]
+
+
+def checked_items(items: Any) -> list[tuple[Dialogue, int]]:
+    """``(dialogue, utterance index)`` pairs as a list, each dialogue checked once however many
+    of its utterances are asked for (so items of one dialogue stay one dialogue)."""
+    if isinstance(items, (str, bytes, Mapping, Dialogue)) or not isinstance(items, Iterable):
+        raise TypeError(f"items must be a list of (Dialogue, utterance index) pairs, not {_kind(items)}")
+    # By id, holding the given dialogue too: were it freed, a later one could take its id.
+    checked: dict[int, tuple[Any, Dialogue]] = {}
+    out = []
+    for k, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"items[{k}] must be a (Dialogue, utterance index) pair, not {_kind(item)}")
+        dialogue, index = item
+        if id(dialogue) not in checked:
+            checked[id(dialogue)] = (dialogue, checked_dialogue(dialogue, f"items[{k}][0]"))
+        out.append((checked[id(dialogue)][1], index))
+    return out
+
+
+def checked_dialogue(dialogue: Any, where: str) -> Dialogue:
+    """``dialogue`` as the model reads it: speakers and texts non-empty strings, in the form the
+    file readers and the service read them (speakers :func:`~instructerc.data.text.canonical_speaker`,
+    texts trimmed) (so a dialogue built in Python gets the labels the
+    same dialogue gets from a file), with no NUL or lone surrogate (the tokenizer cannot
+    encode one). Anything else is refused naming ``where`` and the field, e.g.
+    ``dialogues[2].utterances[0].speaker``; the dialogue itself is returned when nothing changed."""
+    if not isinstance(dialogue, Dialogue):
+        raise TypeError(f"{where} must be a Dialogue, not {_kind(dialogue)} ({_BUILD_HINT})")
+    if not isinstance(dialogue.utterances, (tuple, list)):
+        raise TypeError(f"{where}.utterances must be a tuple of Utterance objects, not {_kind(dialogue.utterances)}")
+    utterances = tuple(_checked_utterance(u, f"{where}.utterances[{k}]") for k, u in enumerate(dialogue.utterances))
+    if isinstance(dialogue.utterances, tuple) and all(a is b for a, b in zip(utterances, dialogue.utterances)):
+        return dialogue
+    return dialogue.with_utterances(utterances)
+
+
+def _checked_utterance(utterance: Any, where: str) -> Utterance:
+    if not isinstance(utterance, Utterance):
+        raise TypeError(f"{where} must be an Utterance, not {_kind(utterance)}")
+    trimmed = {}
+    for name, empty in (("speaker", "empty speaker"), ("text", "empty utterance text")):
+        value = getattr(utterance, name)
+        if not isinstance(value, str):
+            raise TypeError(f"{where}.{name} must be a string, not {_kind(value)}")
+        try:
+            check_string(value)
+        except TextProblem as problem:
+            raise InputError(problem.message, field=f"{where}.{name}") from None
+        # str(): a numpy string becomes a plain one
+        trimmed[name] = str(canonical_speaker(value) if name == "speaker" else value.strip())
+        if not trimmed[name]:
+            raise InputError(empty, field=f"{where}.{name}")
+    if all(trimmed[name] == getattr(utterance, name) and type(getattr(utterance, name)) is str for name in trimmed):
+        return utterance
+    return replace(utterance, **trimmed)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def checked_device(device: Any) -> Any:
+    """``device`` if PyTorch can place a model on it here, else an :class:`InputError` naming it
+    (PyTorch's own answer comes from deep inside the first ``.to(device)``: an assertion that
+    it was "not compiled with CUDA enabled", or a list of every device type it knows)."""
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device '{device}' (e.g. 'cpu', 'cuda', 'cuda:1')", field="device") from None
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"device '{device}' is not available: PyTorch sees no CUDA GPU here (use 'cpu')", field="device")
+        if kind.index is not None and kind.index >= count:
+            visible = f"PyTorch sees {count} CUDA GPU(s), 'cuda:0' to 'cuda:{count - 1}'"
+            raise InputError(f"device '{device}' is not available: {visible}", field="device")
+    elif kind.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device '{device}' is not available: this PyTorch or machine has no MPS (use 'cpu')", field="device")
+    elif not getattr(getattr(torch, kind.type, None), "is_available", lambda: True)():
+        raise InputError(f"device '{device}' is not available here (use 'cpu')", field="device")
+    return device
+
+
+def checked_config(config: Any) -> InferenceConfig:
+    if config is None:
+        return InferenceConfig()
+    if not isinstance(config, InferenceConfig):
+        raise TypeError(f"config must be an InferenceConfig or None, not {_kind(config)}")
+    return config
+
+
+def _check_count(value: Any, name: str, optional: bool) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        allowed = "a whole number of at least 1" + (" or None (automatic)" if optional else "")
+        raise InputError(f"{name} must be {allowed}, got {value!r}", field=name)
 
 
 def check_indices(items: Sequence[tuple[Dialogue, int]]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,13 @@ class LabelSet:
     verbalizers: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"a label set's name must be a string, not {type(self.name).__name__}")
+        # Stored as tuples of plain strings whatever sequence was given: a list would make the
+        # set unhashable and unequal to the same labels as a tuple (a unified label set given
+        # as lists would then not be recognised as unified, and scored on the wrong classes).
+        object.__setattr__(self, "labels", _words(self.labels, self.name, "labels"))
+        object.__setattr__(self, "verbalizers", _words(self.verbalizers, self.name, "verbalizers"))
         if len(self.labels) != len(self.verbalizers):
             raise ValueError(f"label set {self.name}: {len(self.labels)} labels but {len(self.verbalizers)} verbalizers")
         if not self.labels:
@@ -46,15 +53,21 @@ class LabelSet:
         return len(self.labels)
 
     def __contains__(self, label: object) -> bool:
-        return label in self._verbalizer_of
+        return isinstance(label, str) and label in self._verbalizer_of
 
     def canonical(self, value: str) -> str | None:
         """The canonical label a user's spelling names (case-insensitive, canonical or verbalizer), else None."""
+        if not isinstance(value, str):
+            raise TypeError(f"a label is a string, not {type(value).__name__}")
         return self._lookup.get(value.strip().casefold())
 
     def verbalize(self, label: str) -> str:
         """The word the model sees and says for a canonical label."""
-        return self._verbalizer_of[label]
+        try:
+            return self._verbalizer_of[label]
+        except (KeyError, TypeError):
+            # KeyError's message would be the bare label; say which set and what it holds.
+            raise KeyError(f"{label!r} is not a label of {self.name} ({', '.join(self.labels)})") from None
 
     def parse_exact(self, text: str) -> str | None:
         """The label whose verbalizer is exactly ``text`` (surrounding white space aside), else None.
@@ -68,9 +81,22 @@ class LabelSet:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LabelSet":
-        return cls(name=str(data["name"]), labels=tuple(data["labels"]), verbalizers=tuple(data["verbalizers"]))
+        return cls(name=str(data["name"]), labels=data["labels"], verbalizers=data["verbalizers"])
 
     @classmethod
-    def from_names(cls, name: str, labels: list[str] | tuple[str, ...]) -> "LabelSet":
+    def from_names(cls, name: str, labels: Iterable[str]) -> "LabelSet":
         """A label set whose verbalizers are the labels themselves (user data)."""
-        return cls(name=name, labels=tuple(labels), verbalizers=tuple(labels))
+        labels = _words(labels, name, "labels")  # once: a generator could not be read twice
+        return cls(name=name, labels=labels, verbalizers=labels)
+
+
+def _words(words: Any, name: Any, kind: str) -> tuple[str, ...]:
+    """``words`` as a tuple of plain strings; a string itself is refused, since read as a
+    sequence it would make a label of every character."""
+    if isinstance(words, (str, bytes)) or not isinstance(words, Iterable):
+        raise TypeError(f"label set {name}: {kind} must be a list or tuple of strings, not {type(words).__name__}")
+    words = tuple(words)
+    for word in words:
+        if not isinstance(word, str):
+            raise TypeError(f"label set {name}: {kind} must be strings, got {word!r}")
+    return tuple(str(word) for word in words)

@@ -26,6 +26,8 @@ class LabelSpace:
 
 def resolve_label_space(spec: str) -> LabelSpace:
     """Parse ``original``, ``uime`` (the paper's mapping) or ``uime:NAME``."""
+    if not isinstance(spec, str):
+        raise InputError(f"a label space is a string (original, uime or uime:MAPPING), not {spec!r}", field="labels")
     if spec == ORIGINAL:
         return LabelSpace(spec, None)
     head, _, mapping = spec.partition(":")

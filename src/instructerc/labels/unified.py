@@ -65,12 +65,24 @@ class UnifiedMapping:
         if set(self.families) != set(self.label_set.labels):
             raise ValueError(f"mapping {self.name}: every unified label needs a family entry")
 
+    def table(self, dataset: str) -> Mapping[str, str]:
+        """``dataset``'s original label -> unified label; a dataset the mapping does not cover
+        is a KeyError that says which it covers (names are exact: ``meld``, not ``MELD``)."""
+        try:
+            return self.forward[dataset]
+        except (KeyError, TypeError):
+            raise KeyError(f"mapping {self.name} does not cover dataset {dataset!r} (it covers {', '.join(self.forward)})") from None
+
     def to_unified(self, dataset: str, label: str) -> str:
-        return self.forward[dataset][label]
+        table = self.table(dataset)
+        try:
+            return table[label]
+        except (KeyError, TypeError):
+            raise KeyError(f"{label!r} is not a {dataset} label ({', '.join(table)})") from None
 
     def to_original(self, dataset: str, unified: str) -> str | None:
         """The dataset's own label for a unified one, or None where the dataset has no such class."""
-        for original, target in self.forward[dataset].items():
+        for original, target in self.table(dataset).items():
             if target == unified:
                 return original
         return None
@@ -80,7 +92,7 @@ class UnifiedMapping:
         the classes the dataset has. Ties go to the first in the unified label order, as the
         predicted label's do, so a prediction that is one of the dataset's classes maps back to
         itself (bf16 scores tie exactly often enough to matter: 92 of 2,710 uime dev utterances)."""
-        table = self.forward[dataset]
+        table = self.table(dataset)
         order = {label: k for k, label in enumerate(self.label_set.labels)}
         return max(table, key=lambda original: (scores.get(table[original], float("-inf")), -order.get(table[original], len(order))))
 

@@ -54,18 +54,33 @@ def supports_bf16(device: Any) -> bool:
     return False
 
 
-def resolve_dtype(name: str, device: Any) -> str:
-    """The concrete type (``float32``, ``bfloat16``, ``float16``) that ``name`` means on ``device``."""
-    if name not in DTYPES:
-        from instructerc.errors import InputError
+# Short spellings other libraries use; refused with the name to use, so that one vocabulary
+# holds in recipes, on the command line and in Python.
+_SPELLINGS = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
-        raise InputError(f"unknown dtype '{name}' (known: {', '.join(DTYPES)})", field="dtype")
+
+def dtype_choice(value: Any) -> str:
+    """The name in :data:`DTYPES` that ``value`` asks for: one of those names, or a ``torch.dtype``
+    of those types (``torch.float16``, as Hugging Face's ``torch_dtype`` takes it)."""
+    from instructerc.errors import InputError
+
+    name = dtype_name(value) if type(value).__name__ == "dtype" and type(value).__module__ == "torch" else value
+    if isinstance(name, str) and name in DTYPES:
+        return name
+    hint = f"; did you mean '{_SPELLINGS[value]}'?" if isinstance(value, str) and value in _SPELLINGS else ""
+    raise InputError(f"unknown dtype {value!r} (known: {', '.join(DTYPES)}, or the torch dtype of one){hint}", field="dtype")
+
+
+def resolve_dtype(name: Any, device: Any) -> str:
+    """The concrete type (``float32``, ``bfloat16``, ``float16``) that ``name`` means on ``device``
+    (``name``: see :func:`dtype_choice`)."""
+    name = dtype_choice(name)
     if name != "auto":
         return name
     return "bfloat16" if supports_bf16(device) else "float32"
 
 
-def torch_dtype(name: str, device: Any) -> Any:
+def torch_dtype(name: Any, device: Any) -> Any:
     import torch
 
     return getattr(torch, resolve_dtype(name, device))
