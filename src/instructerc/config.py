@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -33,7 +34,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - set(fields)
     if unknown:
-        raise InputError(f"unknown key(s) {sorted(unknown)}; known: {sorted(fields)}", field=where or None)
+        # Sorted by their text: YAML keys may mix types (1, true, a date) that do not compare.
+        shown = sorted(unknown, key=lambda key: (str(key), type(key).__name__))
+        raise InputError(f"unknown key(s) {shown}; known: {sorted(fields)}", field=where or None)
     required = [
         name
         for name, f in fields.items()
@@ -63,8 +66,23 @@ def _in_list_item(error: InputError, where: str) -> InputError:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+    return f"{type(value).__name__} {_brief(value)}"
+
+
+def _brief_repr() -> reprlib.Repr:
+    brief = reprlib.Repr()
+    brief.maxlevel, brief.maxlist, brief.maxtuple, brief.maxdict, brief.maxset = 2, 4, 4, 4, 4
+    brief.maxstring = brief.maxother = brief.maxlong = 60
+    return brief
+
+
+_BRIEF = _brief_repr()
+
+
+def _brief(value: Any) -> str:
+    """A value as an error shows it, bounded: YAML aliases nest a few lines into a structure whose
+    full ``repr`` is gigabytes (a billion-laughs recipe), which a plain ``{value!r}`` would build."""
+    return _BRIEF.repr(value)
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -84,13 +102,17 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise errors[0] if errors else InputError("must not be null", field=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise InputError(f"expected a list, got {value!r}", field=key)
+            raise InputError(f"expected a list, got {_brief(value)}", field=key)
         item = args[0] if args else Any
+        if dataclasses.is_dataclass(item) and None in value:
+            # An empty section means "all defaults"; an empty list item is a slip (a stray "-")
+            # that would add a whole default entry, e.g. one more stage of training.
+            raise InputError("an empty item: give its keys, or remove the line", field=f"{key}[{value.index(None)}]")
         items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise InputError(f"expected a mapping, got {value!r}", field=key)
+            raise InputError(f"expected a mapping, got {_brief(value)}", field=key)
         key_type, value_type = args or (Any, Any)
         return {_coerce(key_type, k, key): _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
     if hint is Any:
@@ -102,19 +124,19 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"expected a number, got {value!r}", field=key)
+            raise InputError(f"expected a number, got {_brief(value)}", field=key)
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"expected an integer, got {value!r}", field=key)
+            raise InputError(f"expected an integer, got {_brief(value)}", field=key)
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise InputError(f"expected true or false, got {value!r}", field=key)
+            raise InputError(f"expected true or false, got {_brief(value)}", field=key)
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise InputError(f"expected a string, got {value!r}", field=key)
+            raise InputError(f"expected a string, got {_brief(value)}", field=key)
         return value
     return value
 
@@ -187,7 +209,12 @@ def parse_yaml(text: str) -> Any:
     drop the whole first one."""
     import yaml
 
-    return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        # PyYAML parses and builds nested values recursively: [[[[...]]]] a few thousand deep
+        # exhausts Python's stack.
+        raise yaml.YAMLError("values nested too deeply") from None
 
 
 @functools.cache
@@ -201,7 +228,56 @@ def _unique_key_loader() -> type:
                 _refuse_repeated_keys(self, node)
             return super().construct_mapping(node, deep=deep)
 
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep=deep)
+            except yaml.YAMLError:
+                raise
+            except (ValueError, KeyError, IndexError, AttributeError, TypeError, OverflowError) as error:
+                # PyYAML's scalar constructors fail with bare Python errors on a value their
+                # pattern let through (2024-13-45 as a date, !!int "", !!bool x); as a YAMLError
+                # it is reported with its line like any other.
+                raise _unreadable(node, error) from None
+
+        def construct_yaml_int(self, node: Any) -> int:
+            _refuse_surprising_number(node)
+            return super().construct_yaml_int(node)
+
+        def construct_yaml_float(self, node: Any) -> float:
+            _refuse_surprising_number(node)
+            return super().construct_yaml_float(node)
+
+    UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
+    UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.construct_yaml_float)
     return UniqueKeyLoader
+
+
+def _unreadable(node: Any, error: Exception) -> Exception:
+    import yaml
+
+    kind = str(node.tag).rsplit(":", 1)[-1]
+    if not isinstance(node, yaml.ScalarNode):
+        return yaml.constructor.ConstructorError(None, None, f"this value is not a valid {kind}", node.start_mark)
+    # Only a date's error says more than its text does ("month must be in 1..12").
+    reason = f" ({error})" if kind == "timestamp" and isinstance(error, ValueError) else ""
+    return yaml.constructor.ConstructorError(
+        None, None, f"'{node.value}' is not a valid {kind}{reason}; quote it for a string", node.start_mark
+    )
+
+
+def _refuse_surprising_number(node: Any) -> None:
+    """YAML 1.1 reads ``010`` as octal 8 and ``1:30`` as 90 (base 60), while ``08`` stays a string:
+    a seed or size written so would silently be another number, so such a number is refused."""
+    import yaml
+
+    text = str(node.value).replace("_", "").lstrip("+-")
+    if ":" in text:
+        reason = "YAML reads digits separated by ':' as a base-60 number"
+    elif len(text) > 1 and text[0] == "0" and text[1:].isdigit():
+        reason = "YAML reads a number with a leading zero as octal (010 is 8); write it without the zero"
+    else:
+        return
+    raise yaml.constructor.ConstructorError(None, None, f"'{node.value}': {reason}, or quote it for a string", node.start_mark)
 
 
 def _refuse_repeated_keys(loader: Any, node: Any) -> None:

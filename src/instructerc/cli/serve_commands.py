@@ -76,7 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_dtype_option(serve, "the model computes in")
     serve.add_argument(
         "--threads",
-        type=_positive,
+        type=_threads,
         metavar="N",
         help="CPU threads for the model (default: one per core); fewer leave room for the HTTP side",
     )
@@ -177,10 +177,15 @@ def usable_device(name: str) -> None:
         raise InputError(f"this machine cannot compute on {name!r}: {reason}", field="device") from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
+# Far above any machine's cores; torch fails with an overflow error (after the port is taken)
+# on numbers beyond 32 bits, and a typo of that size is no useful thread count.
+MAX_THREADS = 1024
+
+
+def _threads(text: str) -> int:
+    value = int(text) if text.strip().isascii() and text.strip().isdigit() else 0
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_THREADS}")
     return value
 
 

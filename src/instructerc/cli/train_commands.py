@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 from instructerc.cli.options import add_dtype_option
+from instructerc.errors import InputError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -19,7 +22,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help="random seed (data order, sampling, initialisation)")
     train.add_argument("--model", help="backbone: a local path or hub id (overrides backbone.model)")
     train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any recipe key, e.g. --set optim.lr=1e-4 (YAML value)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe key, e.g. --set optim.lr=1e-4 or --set stages[1].epochs=2 (YAML value)",
     )
     add_dtype_option(train, "of the matrix products (overrides backbone.dtype; trainable weights stay float32)")
     train.add_argument(
@@ -36,22 +43,57 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def overrides_from(args: argparse.Namespace) -> dict:
-    overrides = {}
+    return {key: value for key, value, _ in given_overrides(args)}
+
+
+def given_overrides(args: argparse.Namespace) -> list[tuple[str, Any, str]]:
+    """The recipe keys the command line sets: (key, value, the option as typed), later ones winning."""
+    given = []
     for item in args.set:
         key, value = set_override(item)
-        overrides[key] = value
-    for key, value in (
-        ("output_dir", args.output),
-        ("data.path", args.data),
-        ("data.fraction", args.data_fraction),
-        ("seed", args.seed),
-        ("backbone.model", args.model),
-        ("backbone.dtype", args.dtype),
-        ("distributed.strategy", args.strategy),
+        given.append((key, value, shlex.join(["--set", item])))
+    for key, flag, value in (
+        ("output_dir", "--output", args.output),
+        ("data.path", "--data", args.data),
+        ("data.fraction", "--data-fraction", args.data_fraction),
+        ("seed", "--seed", args.seed),
+        ("backbone.model", "--model", args.model),
+        ("backbone.dtype", "--dtype", args.dtype),
+        ("distributed.strategy", "--strategy", args.strategy),
     ):
         if value is not None:
-            overrides[key] = str(value) if isinstance(value, Path) else value
-    return overrides
+            given.append((key, str(value) if isinstance(value, Path) else value, shlex.join([flag, str(value)])))
+    return given
+
+
+def naming_the_option(error: InputError, given: list[tuple[str, Any, str]]) -> InputError:
+    """``error`` about the recipe, saying which option gave the field its value: without it,
+    ``recipe.yaml: field 'optim': unknown key(s) ['lrr']`` sends the reader to a file that does
+    not say ``lrr`` anywhere."""
+    for key, _, option in reversed(given):
+        if option not in error.message and _caused(error, _field_name(key)):
+            return InputError(f"{error.message} (given by {option})", path=error.path, line=error.line, field=error.field)
+    return error
+
+
+def _field_name(key: str) -> str:
+    """An override key named as errors name fields: ``stages.0.epochs`` -> ``stages[0].epochs``."""
+    from instructerc.training.config import override_steps, step_names
+
+    return step_names([int(s) if isinstance(s, str) and s.isascii() and s.isdigit() else s for s in override_steps(key)])
+
+
+def _caused(error: InputError, name: str) -> bool:
+    """Whether the override of field ``name`` is what ``error`` is about: its value (or a part of
+    it) is wrong, or it is a key that the section ``error`` names does not have."""
+    section = error.field or ""
+    if error.field is not None and (section == name or section.startswith((name + ".", name + "["))):
+        return True
+    if not error.message.startswith("unknown key(s)") or (section and not name.startswith(section + ".")):
+        return False
+    below = re.split(r"[.\[]", name[len(section) :].lstrip("."), maxsplit=1)[0]
+    unknown = error.message.split("; known:", 1)[0]
+    return f"'{below}'" in unknown
 
 
 def set_override(item: str) -> tuple[str, Any]:
@@ -59,7 +101,6 @@ def set_override(item: str) -> tuple[str, Any]:
     import yaml
 
     from instructerc.config import parse_yaml
-    from instructerc.errors import InputError
 
     key, sep, value = item.partition("=")
     if not sep or not key:
@@ -69,18 +110,22 @@ def set_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError as error:
         # The parser's own message spans lines (it quotes the text): its first line says enough.
         problem = str(getattr(error, "problem", None) or error).splitlines()[0]
-        raise InputError(f"--set {key}: '{value}' is not a YAML value ({problem})", field="--set") from None
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise InputError(f"--set {key}: '{shown}' is not a YAML value ({problem})", field="--set") from None
 
 
 def run_training(args: argparse.Namespace) -> int:
-    from instructerc.errors import InputError
     from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.config import TrainConfig
     from instructerc.training.trainer import Trainer
 
     if args.force and not args.resume:
         raise InputError("--force only applies with --resume", field="force")
-    config = TrainConfig.from_yaml(args.recipe, overrides_from(args))
+    given = given_overrides(args)
+    try:
+        config = TrainConfig.from_yaml(args.recipe, {key: value for key, value, _ in given})
+    except InputError as error:
+        raise naming_the_option(error, given) from None
     result = Trainer(config, progress=not args.no_progress, force=args.force, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
     if result.main_process and result.best_dev_score is not None:
         print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")

@@ -17,7 +17,8 @@
 
 Every combination of one value per axis, times every seed, is one run, named after its axis
 values (characters other than letters, digits and ``.+-`` become ``-``): seeds must differ, and
-two axes, or two values of one axis, may not give one name. The grid is checked
+two axes, or two values of one axis, may not give one name. ``seed`` and ``output_dir`` are the
+grid's own (``seeds``, ``output_dir``) and may not be overridden. The grid is checked
 whole when it is loaded (every run's recipe resolves, the report can be drawn), so a bad entry
 fails before any training, naming the grid file and the entry.
 """
@@ -86,7 +87,10 @@ class ExperimentConfig:
             raise InputError(f"unknown split {self.evaluate_split!r} (expected one of: {', '.join(SPLITS)})", field="evaluate_split")
         if self.evaluate_max_dialogues is not None and self.evaluate_max_dialogues < 1:
             raise InputError("must be at least 1", field="evaluate_max_dialogues")
+        _refuse_grid_keys(self.overrides, "overrides")
         for axis, values in self.axes.items():
+            for value, changes in values.items():
+                _refuse_grid_keys(changes, f"axes.{axis}.{value}")
             if not values:
                 raise InputError(f"axis '{axis}' has no values", field=f"axes.{axis}")
             if axis in RESERVED_COLUMNS or axis.endswith(tuple(f"_{metric}" for metric in METRICS)):
@@ -108,6 +112,19 @@ class ExperimentConfig:
                     f"the values of the x axis '{plot.x}' are plotted as numbers: {value!r} is not {wanted} (like 0.5 or 1/2)",
                     field="plot.x",
                 )
+
+
+# Recipe keys the grid sets for every run itself, so an override of them would be dropped unseen.
+GRID_KEYS = {
+    "seed": "every run's seed comes from the grid's seeds: list the seeds there",
+    "output_dir": "every run is written under the grid's output_dir, in a folder of its own",
+}
+
+
+def _refuse_grid_keys(overrides: dict[str, Any], entry: str) -> None:
+    for key in overrides:
+        if key in GRID_KEYS:
+            raise InputError(f"'{key}' cannot be overridden: {GRID_KEYS[key]}", field=f"{entry}.{key}")
 
 
 def axis_number(value: str) -> float | None:
@@ -152,6 +169,8 @@ def check_recipes(config: ExperimentConfig, root: Path, grid: Path) -> None:
     if not base.is_file():
         raise InputError(f"the base recipe {base} is not a file", path=grid, field="base")
     _resolve(config, root, config.overrides, {}, grid, "overrides")
+    for index, seed in enumerate(config.seeds):
+        _resolve(config, root, {**config.overrides, "seed": seed}, config.overrides, grid, f"seeds[{index}]")
     for axis, values in config.axes.items():
         for value, changes in values.items():
             _resolve(config, root, {**config.overrides, **changes}, config.overrides, grid, f"axes.{axis}.{value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,12 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise InputError("method must be lora or full", field="finetune.method")
+        # An empty name would be read as the working directory.
+        if self.init_adapter is not None and not self.init_adapter.strip():
+            raise InputError(
+                "init_adapter must name a model directory or 'default' (null: the adapters start from zero)",
+                field="finetune.init_adapter",
+            )
         if self.init_adapter is not None and self.method != "lora":
             raise InputError(
                 "init_adapter starts LoRA adapters; for full fine-tuning set backbone.model to the model to start from",
@@ -288,14 +295,7 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
         data = read_yaml(path)
         for dotted, value in (overrides or {}).items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for depth, parent in enumerate(parents):
-                node = node.setdefault(parent, {})
-                if not isinstance(node, dict):
-                    where = ".".join(parents[: depth + 1])
-                    raise InputError(f"'{where}' is not a section of keys, so --set {dotted} cannot go into it", path=path, field=where)
-            node[leaf] = value
+            apply_override(data, dotted, value, path)
         try:
             return from_mapping(cls, data)
         except InputError as error:
@@ -303,3 +303,69 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_mapping(self)
+
+
+Step = str | int
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Path) -> None:
+    """Set ``dotted`` (``optim.lr``; a list item as errors name it, ``stages[0].epochs``, or
+    ``stages.0.epochs``) to ``value`` in a recipe's ``data``, in place.
+
+    Every section on the way is copied before it is changed: YAML aliases (``- *stage``) make
+    several places of a recipe one object, and an override names only one of them."""
+    steps = override_steps(dotted)
+    node: Any = data
+    for depth, step in enumerate(steps):
+        place = _place(node, step, steps[: depth + 1], dotted, path)
+        if depth == len(steps) - 1:
+            node[place] = value
+            return
+        child = node[place] if not isinstance(node, dict) else node.get(place)
+        if child is None:
+            child = {}  # an empty section (every key commented out) is a section of defaults
+        elif isinstance(child, (dict, list)):
+            child = type(child)(child)
+        else:
+            where = step_names(steps[: depth + 1])
+            raise InputError(f"'{where}' is not a section of keys, so --set {dotted} cannot go into it", path=path, field=where)
+        node[place] = child
+        node = child
+
+
+def override_steps(dotted: str) -> list[Step]:
+    """``stages[0].epochs`` -> ``['stages', 0, 'epochs']``; a part that is not ``name[i]...`` is a
+    plain key, which the recipe's own checks then name as unknown."""
+    steps: list[Step] = []
+    for part in dotted.split("."):
+        match = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])+)", part)
+        if match is None:
+            steps.append(part)
+            continue
+        if match.group(1):
+            steps.append(match.group(1))
+        steps.extend(int(index) for index in re.findall(r"\d+", match.group(2)))
+    return steps
+
+
+def _place(node: Any, step: Step, steps: list[Step], dotted: str, path: str | Path) -> Step:
+    """Where ``step`` goes in ``node``: a key of a section, or the index of an existing list item."""
+    if isinstance(node, dict) and isinstance(step, str):
+        return step
+    where = step_names(steps[:-1])
+    if not isinstance(node, list):
+        raise InputError(f"'{where or 'the recipe'}' is not a list, so --set {dotted} cannot index it", path=path, field=where or None)
+    if isinstance(step, str) and not (step.isascii() and step.isdigit()):
+        raise InputError(f"'{where}' is a list: name one of its items, e.g. --set {where}[0].{step}=...", path=path, field=where)
+    index = int(step)
+    if index >= len(node):
+        raise InputError(f"'{where}' has {len(node)} item(s), so --set {dotted} names none of them", path=path, field=where)
+    return index
+
+
+def step_names(steps: list[Step]) -> str:
+    """Steps named as errors name fields: ``stages[0].epochs``."""
+    text = ""
+    for step in steps:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
