@@ -186,7 +186,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     try:
         write_outputs(result, args.out)
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
+        raise InputError(f"cannot write: {error.strerror or error}", path=error.filename or args.out) from None
     for line in summary_lines(result):
         print(line)
     print(f"wrote metrics.json, report.md and confusion matrices to {args.out}")

@@ -46,16 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C and SIGTERM are caught around everything: they can also come while the parser and the
+    # libraries are still being imported (a second or more), which ends with one line too.
+    try:
+        with terminate_as_exit():
+            return _run(argv)
+    except KeyboardInterrupt:
+        return interrupted()
+    except Terminated as stop:
+        return terminated(stop)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     quiet_libraries(progress=not getattr(args, "no_progress", False))
     try:
-        with terminate_as_exit():
-            status = handler(args)
-            # A reader that has gone (``| head``) shows here, not in Python's flush at exit.
-            sys.stdout.flush()
-            return status
+        status = handler(args)
+        # A reader that has gone (``| head``) shows here, not in Python's flush at exit.
+        sys.stdout.flush()
+        return status
     except BrokenPipeError:
         if not stdout_is_pipe():
             raise
@@ -75,9 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"instructerc: error: {args.command} needs the '{extra}' extra ({error}): {install_hint(extra)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("instructerc: interrupted", file=sys.stderr)
-        return 130
+
+
+def interrupted() -> int:
+    """Ctrl-C: the shell's status for a command stopped by SIGINT."""
+    print("instructerc: interrupted", file=sys.stderr)
+    return 128 + int(signal.SIGINT)
+
+
+def terminated(stop: Terminated) -> int:
+    """SIGTERM: said on stderr, so that a stopped run's log does not just end without a word."""
+    print("instructerc: terminated (SIGTERM)", file=sys.stderr)
+    return int(stop.code)
 
 
 def stdout_is_pipe() -> bool:
@@ -141,5 +161,10 @@ def terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class Terminated(SystemExit):
+    """SIGTERM as an exception. A SystemExit, so that no ``except Exception`` on the way out
+    swallows it; its code is the shell's status for a command stopped by SIGTERM."""
+
+
 def _terminated(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)

@@ -6,13 +6,14 @@ paper's parsing, every table title says so: those numbers hide the invalid outpu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
 from pathlib import Path
 
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
-from instructerc.evaluation.results import EvaluationResult, SystemResult
+from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, SystemResult
 from instructerc.files import atomic_write
 
 REPORT_FILE = "report.md"
@@ -22,22 +23,38 @@ DATASET_TITLES = {"meld": "MELD", "iemocap": "IEMOCAP", "emorynlp": "EmoryNLP"}
 
 def write_outputs(result: EvaluationResult, out: Path) -> list[Path]:
     """metrics.json, report.md and ``confusion-SYSTEM-DATASET.png`` for each system scored in
-    this run (systems read from another folder keep their matrices there)."""
-    text = render_report(result)  # first: a result the report cannot show leaves no file half-written
-    out.mkdir(parents=True, exist_ok=True)
-    written = [result.save(out)]
+    this run (systems read from another folder keep their matrices there).
+
+    All or nothing: a run stopped midway (Ctrl-C, a full disk) leaves the folder's earlier files
+    as they were, never this run's metrics.json beside an earlier run's report.md."""
+    # Everything is rendered before anything is written: drawing the matrices takes seconds.
+    files: dict[str, str | bytes] = {METRICS_FILE: result.to_json()}
     for name, system in result.systems.items():
         if "from" in system.settings:
             continue
         for dataset, metrics in system.by_dataset.items():
-            written.append(
-                confusion_png(metrics, confusion_title(name, system, dataset, result.split), out / confusion_file(name, dataset))
-            )
-    report = out / REPORT_FILE
-    with atomic_write(report) as handle:
-        handle.write(text)
-    written.append(report)
-    return written
+            files[confusion_file(name, dataset)] = confusion_png(metrics, confusion_title(name, system, dataset, result.split))
+    files[REPORT_FILE] = render_report(result)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_together(out, files)
+
+
+def write_together(out: Path, files: dict[str, str | bytes]) -> list[Path]:
+    """Each of ``files`` (name in ``out`` -> text or bytes), as one change: every file is complete
+    in its temporary file before the first is renamed over its old version, so a failure or an
+    interrupt while writing leaves every old file in place and no temporary file behind."""
+    paths = [out / name for name in files]
+    with contextlib.ExitStack() as renames:  # on leaving, each temporary file is renamed, or all removed
+        for path, content in zip(paths, files.values()):
+            binary = isinstance(content, bytes)
+            handle = renames.enter_context(atomic_write(path, "wb" if binary else "w"))
+            try:
+                handle.write(content)
+                handle.flush()  # a full disk shows here, before any rename, not in the renames' flush
+            except OSError as error:
+                error.filename = error.filename or str(path)  # a failed write() names no file: say which one
+                raise
+    return paths
 
 
 def confusion_file(system: str, dataset: str) -> str:
@@ -174,8 +191,8 @@ def _notes(result: EvaluationResult) -> list[str]:
     return notes
 
 
-def confusion_png(metrics: Metrics, title: str, path: Path) -> Path:
-    """A confusion matrix (rows gold, columns predicted, counts annotated, shaded by row share)."""
+def confusion_png(metrics: Metrics, title: str) -> bytes:
+    """A confusion matrix (rows gold, columns predicted, counts annotated, shaded by row share), as PNG."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -200,9 +217,7 @@ def confusion_png(metrics: Metrics, title: str, path: Path) -> Path:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 def summary_lines(result: EvaluationResult) -> list[str]:

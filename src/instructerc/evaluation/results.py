@@ -97,11 +97,14 @@ class EvaluationResult:
         systems = {n: SystemResult.from_dict(s, f"systems.{n}") for n, s in data["systems"].items()}
         return cls(split=data["split"], data=dict(data["data"]), systems=systems)
 
+    def to_json(self) -> str:
+        """The text of its metrics.json."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
     def save(self, directory: Path) -> Path:
         file = directory / METRICS_FILE
         with atomic_write(file) as handle:
-            json.dump(self.to_dict(), handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+            handle.write(self.to_json())
         return file
 
     @classmethod
