@@ -151,3 +151,16 @@ def test_unicode_line_separators_in_text_keep_one_dialogue_per_line(run_cli, mel
     [line] = out.read_text(encoding="utf-8").splitlines()
     [written] = json.loads(line)["utterances"]
     assert (written["speaker"], written["text"], written["note\u2029"]) == ("Ann\u2028Lee", text, "x")
+
+
+def test_predict_to_stdout_is_only_the_predictions(meld_model: Path, tmp_path: Path) -> None:
+    """``--output /dev/stdout | next-tool``: the summary goes to stderr, not into the JSONL stream."""
+    import subprocess
+    import sys
+
+    source = write_lines(tmp_path / "in.jsonl", [{"id": "a", "utterances": [{"speaker": "Ann", "text": "Hi!"}]}])
+    argv = ["predict", "--model", str(meld_model), "--input", str(source), "--output", "/dev/stdout", "--no-progress"]
+    process = subprocess.run([sys.executable, "-m", "instructerc", *argv], capture_output=True, text=True, timeout=120, check=False)
+    assert process.returncode == 0, process.stderr
+    assert [json.loads(line)["id"] for line in process.stdout.splitlines()] == ["a"]
+    assert "wrote 1 dialogues (1 utterances) to /dev/stdout" in process.stderr

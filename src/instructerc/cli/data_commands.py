@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import io
-import os
-import sys
 from pathlib import Path
-from typing import TextIO
 
-from instructerc.cli.options import add_data_options, data_source
+from instructerc.cli.options import add_data_options, data_source, summary_stream
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,15 +69,5 @@ def export_split(args: argparse.Namespace) -> int:
         count = write_jsonl(dialogues, args.out)
     except OSError as error:
         raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
-    print(f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}", file=_report_stream(args.out))
+    print(f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}", file=summary_stream(args.out))
     return 0
-
-
-def _report_stream(out: Path) -> TextIO:
-    """Where the summary line goes: stderr when the JSONL itself went to stdout (``--out /dev/stdout``,
-    ``/dev/fd/1``), where the line would become a last record that is not a dialogue."""
-    try:
-        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (captured, closed): nothing to share
-        same = False
-    return sys.stderr if same else sys.stdout

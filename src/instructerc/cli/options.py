@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
@@ -68,3 +71,13 @@ def dataset_name(args: argparse.Namespace) -> str:
 
 def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(name=dataset_name(args), path=args.data, labels=args.labels, label_set=args.label_set)
+
+
+def summary_stream(out: Path) -> TextIO:
+    """Where the summary line goes: stderr when the JSONL itself went to stdout (``--out /dev/stdout``,
+    ``/dev/fd/1``), where the line would become a last record that is not a dialogue."""
+    try:
+        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (captured, closed): nothing to share
+        same = False
+    return sys.stderr if same else sys.stdout

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
+from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, summary_stream
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -101,13 +101,17 @@ def run_predict(args: argparse.Namespace) -> int:
     dialogues, utterances = sum(d for d, _ in sizes), sum(u for _, u in sizes)
     if shard.main:
         where = f", {shard.world} processes" if shard.world > 1 else ""
-        print(f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision}{where})")
+        print(
+            f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision}{where})",
+            file=summary_stream(args.output),
+        )
     if args.mode == "generate":
         mine = sum(u for k, (_, u) in enumerate(sizes) if shard.owns(k))
         print(
             f"{invalid} of {mine} generations are not a label (predicted_emotion null)"
             + (" after paper parsing" if args.paper_parsing else "")
-            + (f" in process {shard.rank}" if shard.world > 1 else "")
+            + (f" in process {shard.rank}" if shard.world > 1 else ""),
+            file=summary_stream(args.output),
         )
     return 0
 
