@@ -99,3 +99,23 @@ def test_a_full_disk_while_writing_a_baseline_leaves_the_earlier_folder_whole(tm
     assert failed.stderr.strip().count("\n") == 0 and "File too large" in failed.stderr, failed.stderr
     assert f"{out / 'confusion-majority-'}" in failed.stderr  # the file that did not fit, not just its folder
     assert contents(out) == before
+
+
+def test_an_evaluation_stopped_while_drawing_keeps_the_earlier_predictions_too(tmp_path: Path, monkeypatch) -> None:
+    from instructerc.data.dialogue import Dialogue, Utterance
+    from instructerc.evaluation import evaluate
+    from instructerc.labels.prediction import Prediction
+
+    dialogues = [Dialogue("d1", "jsonl", "test", (Utterance("Ann", "Hi!", MELD.labels[0]),))]
+    out = tmp_path / "eval"
+    evaluate._write(out, result_with(hits=2), dialogues, [[Prediction(MELD.labels[0])]], "score", MELD)
+    before = contents(out)
+    assert "predictions.jsonl" in before
+
+    def interrupted(*args) -> bytes:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "confusion_png", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate._write(out, result_with(hits=5), dialogues, [[Prediction(MELD.labels[1])]], "score", MELD)
+    assert contents(out) == before  # not new predictions beside the old metrics.json

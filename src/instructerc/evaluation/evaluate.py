@@ -11,6 +11,8 @@ from instructerc.errors import InputError
 from instructerc.evaluation.results import EvaluationResult, SystemResult
 from instructerc.labels.label_set import LabelSet
 
+PREDICTIONS_FILE = "predictions.jsonl"
+
 
 def evaluate_model(
     model: Path,
@@ -139,12 +141,15 @@ def _check_baselines_beside(source: DataSource, as_read: list[Dialogue], dialogu
 
 
 def _write(out: Path, result: EvaluationResult, dialogues: list[Dialogue], predictions: list, mode: str, label_set: LabelSet) -> None:
-    from instructerc.evaluation.harness import write_predictions
+    import io
+
+    from instructerc.evaluation.harness import write_prediction_records
     from instructerc.evaluation.report import write_outputs
 
+    # With the other files, all or nothing: new predictions never sit beside an earlier run's metrics.
+    records = io.StringIO()
+    write_prediction_records(records, dialogues, predictions, mode, label_set)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_predictions(out / "predictions.jsonl", dialogues, predictions, mode, label_set)
-        write_outputs(result, out)
+        write_outputs(result, out, {PREDICTIONS_FILE: records.getvalue()})
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=out) from None
+        raise InputError(f"cannot write: {error.strerror or error}", path=error.filename or out) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
 
 from instructerc.data.dialogue import Dialogue
@@ -12,7 +11,6 @@ from instructerc.errors import InputError
 from instructerc.evaluation.metrics import OUTSIDE
 from instructerc.evaluation.results import SystemResult
 from instructerc.evaluation.scoring import mapping_of, original_gold, score_by_dataset
-from instructerc.files import atomic_write
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.prediction import Prediction
@@ -126,16 +124,6 @@ def llm_result(
         by_dataset=score_by_dataset(dialogues, predictions, label_set),
         settings={**settings, "label_set": label_set.name, "unified": unified},
     )
-
-
-def write_predictions(
-    path: Path, dialogues: Sequence[Dialogue], predictions: Sequence[Sequence[Prediction]], mode: str, label_set: LabelSet
-) -> Path:
-    """The user format with gold and predictions; a unified model's prediction is also given in
-    the dataset's own classes (``predicted_original_emotion``, ``<outside>`` where it has none)."""
-    with atomic_write(path) as handle:
-        write_prediction_records(handle, dialogues, predictions, mode, label_set)
-    return path
 
 
 def original_emotion(mapping: UnifiedMapping, dataset: str, prediction: Prediction, restrict: bool) -> str | None:

@@ -21,14 +21,15 @@ SHORT_NAMES = {"llm": "LLM", "majority": "majority", "minilm-logreg": "MiniLM+LR
 DATASET_TITLES = {"meld": "MELD", "iemocap": "IEMOCAP", "emorynlp": "EmoryNLP"}
 
 
-def write_outputs(result: EvaluationResult, out: Path) -> list[Path]:
+def write_outputs(result: EvaluationResult, out: Path, extra: dict[str, str | bytes] | None = None) -> list[Path]:
     """metrics.json, report.md and ``confusion-SYSTEM-DATASET.png`` for each system scored in
-    this run (systems read from another folder keep their matrices there).
+    this run (systems read from another folder keep their matrices there), and the ``extra``
+    files (name -> content) of the same run, e.g. its predictions.
 
     All or nothing: a run stopped midway (Ctrl-C, a full disk) leaves the folder's earlier files
     as they were, never this run's metrics.json beside an earlier run's report.md."""
     # Everything is rendered before anything is written: drawing the matrices takes seconds.
-    files: dict[str, str | bytes] = {METRICS_FILE: result.to_json()}
+    files: dict[str, str | bytes] = {**(extra or {}), METRICS_FILE: result.to_json()}
     for name, system in result.systems.items():
         if "from" in system.settings:
             continue
