@@ -147,3 +147,12 @@ def test_a_model_folder_of_other_files_in_the_output_dir_is_refused_not_deleted(
             Trainer(recipe(tiny_data, backbone, tmp_path / "run"), progress=False, dev_scoring=predictor_dev_scoring).run(resume=resume)
         assert caught.value.path == str(notes.parent) and caught.value.field == "output_dir"
     assert notes.read_text(encoding="utf-8") == "precious"
+
+
+def test_a_checkpoint_cut_short_while_saving_does_not_block_a_fresh_run(tiny_data, backbone, tmp_path) -> None:
+    # A full disk during the first save left only its staging folder: nothing to resume from.
+    staging = tmp_path / "run" / "checkpoints" / ".step-0000003.tmp"
+    staging.mkdir(parents=True)
+    (staging / "trainable.pt").write_bytes(b"cut")
+    result = Trainer(recipe(tiny_data, backbone, tmp_path / "run"), progress=False, dev_scoring=predictor_dev_scoring).run()
+    assert result.best_step is not None

@@ -488,7 +488,9 @@ class Trainer:
         self._check_run_directory()
         checkpoints = self.paths.checkpoints
         if not resume:
-            if checkpoints.exists() and any(checkpoints.iterdir()):
+            # Only a complete checkpoint counts: one cut short while saving (a full disk) left
+            # just its staging folder, and nothing to continue from.
+            if checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None:
                 raise InputError(
                     "this run directory already has checkpoints: pass --resume to continue it, or choose another output_dir",
                     path=self.paths.root,
