@@ -186,3 +186,11 @@ def test_speakers_are_read_in_the_one_form_the_file_readers_use(predictor) -> No
     other_forms = predictor.predict([dialogue(speakers=("Jose\u0301", "\ufeffAnn\u200b"), texts=("Hi!", "Oh no."))])[0]
     for a, b in zip(plain, other_forms):
         assert a.scores == pytest.approx(b.scores, abs=1e-6)
+
+
+@pytest.mark.parametrize("split", [None, 3, "validate"])
+def test_a_split_that_is_not_one_is_named(split) -> None:
+    from instructerc.data.dialogue import canonical_split
+
+    with pytest.raises(InputError, match="unknown split"):
+        canonical_split(split)

@@ -15,7 +15,7 @@ def canonical_split(name: str) -> str:
     """Map the usual spellings of a split name (``valid``, ``validation``) onto ``train|dev|test``."""
     try:
         return _SPLIT_ALIASES[name.lower()]
-    except KeyError:
+    except (KeyError, AttributeError):  # AttributeError: not a string (None, a number)
         raise InputError(f"unknown split '{name}' (expected one of: train, dev, test)") from None
 
 
