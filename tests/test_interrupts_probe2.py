@@ -119,3 +119,15 @@ def test_an_evaluation_stopped_while_drawing_keeps_the_earlier_predictions_too(t
     with pytest.raises(KeyboardInterrupt):
         evaluate._write(out, result_with(hits=5), dialogues, [[Prediction(MELD.labels[1])]], "score", MELD)
     assert contents(out) == before  # not new predictions beside the old metrics.json
+
+
+def test_the_terminal_summary_keeps_a_dataset_name_with_a_line_break_on_one_line() -> None:
+    from instructerc.evaluation.report import summary_lines
+
+    result = result_with(hits=2)
+    system = result.systems["majority"]
+    odd = EvaluationResult(
+        "test", result.data, {"majority": SystemResult("baseline", {"my|set\nx": system.by_dataset["d"]}, system.settings)}
+    )
+    (line,) = summary_lines(odd)
+    assert "\n" not in line and "my|set\\nx test: weighted F1" in line

@@ -84,8 +84,13 @@ def md_cell(text: object) -> str:
     """``text`` for a Markdown table cell or heading. Labels, dataset names and axis values come
     from the user's data or grid, and a ``|`` or a line break in one would split the table (or end
     the heading); other control characters are shown escaped too, so the text stays readable."""
-    escaped = str(text).replace("\\", "\\\\").replace("|", "\\|")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in escaped)
+    return printable(str(text).replace("\\", "\\\\").replace("|", "\\|"))
+
+
+def printable(text: object) -> str:
+    """``text`` with each character that is not printable (a line break, a control) escaped, for
+    a line of a report or of the terminal that a name from the user's data must not break."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def dataset_title(dataset: str) -> str:
@@ -227,8 +232,8 @@ def summary_lines(result: EvaluationResult) -> list[str]:
     for name, system in result.systems.items():
         for dataset, m in system.by_dataset.items():
             lines.append(
-                f"{SHORT_NAMES.get(name, name):10} {dataset} {result.split}: weighted F1 {m.weighted_f1:.2f}  macro F1 {m.macro_f1:.2f}  "
-                f"accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%"
+                f"{printable(SHORT_NAMES.get(name, name)):10} {printable(dataset)} {result.split}: "
+                f"weighted F1 {m.weighted_f1:.2f}  macro F1 {m.macro_f1:.2f}  accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%"
                 + (f"  outside the dataset's classes {m.outside_rate:.2f}%" if m.outside_rate else "")
                 + ("  (paper parsing)" if system.paper_parsing else "")
             )
