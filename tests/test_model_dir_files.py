@@ -41,8 +41,18 @@ def model_files(directory: Path, method: str, backbone: str, files: tuple[str, .
     Manifest(BackboneConfig(model=backbone), method).save(directory)
     PromptSetup(TemplateConfig(demonstration=False), MELD, 512, RetrievalConfig()).save(directory)
     for name in files:
-        (directory / name).write_text("{}", encoding="utf-8")
+        stand_in(directory / name)
     return directory
+
+
+def stand_in(file: Path) -> None:
+    """An empty file of its kind: a weights file is a whole safetensors file of no tensors."""
+    from safetensors.torch import save_file
+
+    if file.suffix == ".safetensors":
+        save_file({}, str(file))
+    else:
+        file.write_text("{}", encoding="utf-8")
 
 
 def local_backbone(directory: Path) -> Path:
@@ -75,7 +85,7 @@ def test_a_sharded_full_model_needs_every_shard_its_index_lists(tmp_path: Path) 
 
     with pytest.raises(InputError, match="model-2-of-2.safetensors: missing"):
         load_model(model)
-    (model / "model-2-of-2.safetensors").write_text("{}", encoding="utf-8")
+    stand_in(model / "model-2-of-2.safetensors")
     with pytest.raises(Loaded):
         load_model(model)
 

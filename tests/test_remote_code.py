@@ -91,10 +91,13 @@ def test_the_flag_alone_turns_remote_code_on(tmp_path: Path, monkeypatch: pytest
 
 
 def test_a_hub_backbone_missing_offline_is_one_clear_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
     model = tiny_model_dir(tmp_path / "model", MELD)
     Manifest(backbone=BackboneConfig(model="no-such-org/no-such-model-xyz"), method="lora").save(model)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):  # present: the backbone is what fails
-        (model / name).write_text("{}", encoding="utf-8")
+    # Present and whole: the backbone is what fails.
+    (model / "adapter_config.json").write_text("{}", encoding="utf-8")
+    save_file({}, str(model / "adapter_model.safetensors"))
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps(DIALOGUE) + "\n", encoding="utf-8")
 

@@ -16,9 +16,12 @@ from instructerc.errors import InputError
 
 def replace_directory(staging: Path, target: Path) -> None:
     """Put the complete folder ``staging`` at ``target``; an existing ``target`` is removed only
-    once the new one is in place, so a crash midway never leaves neither."""
+    once the new one is in place, so a crash midway never leaves neither. A symlink ``target`` is
+    followed, as :func:`atomic_write` follows one: the folder it leads to is replaced and the link
+    stays (renamed away, the link would leave that folder stale and a real folder in its place)."""
     import shutil
 
+    target = followed_link(target)
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -27,6 +30,11 @@ def replace_directory(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(target)
+
+
+def followed_link(path: Path) -> Path:
+    """``path``, or for a symlink the path it leads to (which may not exist yet)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def default_cache_dir() -> Path:

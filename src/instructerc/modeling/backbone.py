@@ -9,14 +9,17 @@ checkpoint in the cache and loaded from there ever after (offline).
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
-from instructerc.files import default_cache_dir, looks_like_path
+from instructerc.files import default_cache_dir, looks_like_path, replace_directory
 from instructerc.modeling.precision import DTYPES, torch_dtype
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -64,14 +67,36 @@ def embedded_gguf() -> Path:
 
 
 def converted_embedded_model(cache_dir: Path) -> Path:
-    """The embedded model as a plain HF checkpoint, converting the GGUF on first use."""
+    """The embedded model as a plain HF checkpoint, converting the GGUF on first use, and again
+    should the converted copy be damaged (a weights file cut short, a file deleted)."""
     gguf = embedded_gguf()
     target = cache_dir / "models" / f"{EMBEDDED_MODEL}-{gguf.stat().st_size}"
-    if (target / "config.json").is_file():
+    if _is_whole_checkpoint(target):
         return target
+    staging = _conversion_staging(target)  # an unwritable cache is said before the conversion's work
+    try:
+        # On stderr: predict may be writing its predictions to stdout.
+        print(f"converting the embedded {EMBEDDED_MODEL} from GGUF to {target} (once)", file=sys.stderr)
+        model, tokenizer = _from_gguf(gguf)
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        except OSError as error:  # a full disk, a quota
+            raise _unwritable(target.parent, error) from None
+        if target.exists() and not _is_whole_checkpoint(target):
+            replace_directory(staging, target)  # a damaged copy goes only once the new one is in place
+        else:
+            staging.rename(target)  # fails if another process has put its conversion there meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not _is_whole_checkpoint(target):
+            raise
+    return target
+
+
+def _from_gguf(gguf: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting the embedded {EMBEDDED_MODEL} from GGUF to {target} (once)")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # A GGUF-loaded model carries a quantizer that forbids training and saving; the weights are
@@ -79,17 +104,84 @@ def converted_embedded_model(cache_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    return model, tokenizer
+
+
+def _conversion_staging(target: Path) -> Path:
+    """A new folder beside ``target`` for one process's conversion (each its own: processes
+    converting at once never write into one folder), named by host and process."""
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (target / "config.json").is_file():
-            raise
-    return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_conversions(target.parent)
+        return Path(tempfile.mkdtemp(prefix=f"{_staging_prefix()}{os.getpid()}-", dir=target.parent))
+    except OSError as error:
+        raise _unwritable(target.parent, error) from None
+
+
+def _staging_prefix() -> str:
+    return f".convert-{socket.gethostname()}-"
+
+
+def _remove_abandoned_conversions(folder: Path) -> None:
+    """Removes the staging folders of this host's conversions whose process is gone (killed
+    midway): each may hold most of a checkpoint, and nothing else would ever remove it."""
+    prefix = _staging_prefix()
+    for staging in folder.glob(f"{prefix}*"):
+        pid = staging.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _is_running(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _unwritable(folder: Path, error: OSError) -> InputError:
+    reason = error.strerror or str(error)
+    return InputError(
+        f"cannot write the embedded model's converted checkpoint here ({reason}): set XDG_CACHE_HOME, "
+        "or backbone.cache_dir in a recipe, to a writable folder",
+        path=folder,
+    )
+
+
+_CONVERTED_FILES = ("config.json", "tokenizer.json", "model.safetensors")
+
+
+def _is_whole_checkpoint(folder: Path) -> bool:
+    """Whether a converted checkpoint has each of its files, its weights whole (header only: cheap)."""
+    if not all((folder / name).is_file() for name in _CONVERTED_FILES):
+        return False
+    try:
+        saved_tensors(folder / "model.safetensors")
+    except InputError:
+        return False
+    return True
+
+
+def saved_tensors(file: Path, field: str | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of each tensor in a safetensors file, from its header alone; an
+    :class:`InputError` naming the file when it is missing, cut short or no safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {name: _tensor_kind(handle.get_slice(name)) for name in handle.keys()}
+    except FileNotFoundError:
+        raise InputError("missing: a weights file the model needs", path=file, field=field) from None
+    except (SafetensorError, OSError) as error:
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise InputError(f"corrupt or cut short: not a whole safetensors file ({reason})", path=file, field=field) from None
+
+
+def _tensor_kind(tensor: Any) -> tuple[tuple[int, ...], str]:
+    return tuple(tensor.get_shape()), tensor.get_dtype()
 
 
 def resolve_model(config: BackboneConfig) -> str:

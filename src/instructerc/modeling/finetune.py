@@ -7,9 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
+from instructerc.modeling.backbone import saved_tensors
 from instructerc.modeling.word_dropout import use_word_dropout
 
 _FIELD = "finetune.init_adapter"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # what peft's save_pretrained writes
+# Kinds of tensor a trained adapter holds; peft would cast integers silently, to weights of 0.
+_FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+_EMBEDDING_LAYERS = ("embed_tokens", "lm_head")
 
 
 def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None = None) -> Any:
@@ -78,18 +84,17 @@ def adapter_folder(name: str) -> Path:
 
         return default_model_dir()
     folder = Path(name).expanduser()
-    if not (folder / "adapter_config.json").is_file():
-        raise InputError("not a LoRA adapter folder (it has no adapter_config.json)", path=folder, field=_FIELD)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise InputError(f"not a LoRA adapter folder (it has no {ADAPTER_CONFIG})", path=folder, field=_FIELD)
     return folder
 
 
 def load_adapter_weights(model: Any, folder: Path, config: Any) -> None:
     """Copy a saved adapter's weights into ``model``'s adapters, refusing one of another shape
     (a partial start would silently train from a mixture)."""
-    from peft import set_peft_model_state_dict
-    from peft.utils import load_peft_weights
+    from peft.utils import set_peft_model_state_dict
 
-    saved = json.loads((folder / "adapter_config.json").read_text())
+    saved = read_adapter_config(folder, _FIELD)
     wanted = {
         "r": config.r,
         "lora_alpha": config.lora_alpha,
@@ -97,28 +102,125 @@ def load_adapter_weights(model: Any, folder: Path, config: Any) -> None:
         "layers_to_transform": config.layers_to_transform,
     }
     found = {
-        "r": saved.get("r"),
-        "lora_alpha": saved.get("lora_alpha"),
-        "target_modules": sorted(saved.get("target_modules") or []),
-        "layers_to_transform": saved.get("layers_to_transform"),
+        "r": saved.r,
+        "lora_alpha": saved.lora_alpha,
+        "target_modules": sorted([saved.target_modules] if isinstance(saved.target_modules, str) else saved.target_modules or []),
+        "layers_to_transform": saved.layers_to_transform,
     }
     different = [f"{key} {found[key]} (the recipe has {wanted[key]})" for key in wanted if found[key] != wanted[key]]
     if different:
         raise InputError(f"the adapter differs from finetune.lora: {'; '.join(different)}", path=folder, field=_FIELD)
+    set_peft_model_state_dict(model, checked_adapter_weights(model, folder, _FIELD))
+
+
+def attach_adapter(model: Any, folder: Path) -> Any:
+    """``model`` wrapped with the LoRA adapter saved in ``folder``, for inference.
+
+    Built from the adapter's config, then loaded only once every saved tensor is checked against
+    it: peft's own loader copies what matches, warns about missing weights and ignores foreign
+    ones, so a damaged adapter would predict from partly untrained weights with exit code 0."""
+    from peft import get_peft_model
+    from peft.utils import set_peft_model_state_dict
+
+    config = read_adapter_config(folder)
+    config.inference_mode = True
+    # The manifest chose the backbone; peft would warn that the path recorded at training differs.
+    config.base_model_name_or_path = model.__dict__.get("name_or_path") or None
+    saved_tensors(folder / ADAPTER_WEIGHTS)  # a cut-short file is said before the backbone is touched
     try:
-        weights = load_peft_weights(str(folder), device="cpu")
-        result = set_peft_model_state_dict(model, weights)
-    except (OSError, RuntimeError, ValueError) as error:
-        raise InputError(f"its adapter weights do not load: {' '.join(str(error).split())[:300]}", path=folder, field=_FIELD) from None
-    if result.unexpected_keys:
-        raise InputError(
-            f"the adapter has {len(result.unexpected_keys)} weights this model lacks, e.g. {result.unexpected_keys[0]}",
-            path=folder,
-            field=_FIELD,
-        )
-    missing = [key for key in result.missing_keys if "lora_" in key]
-    if missing:
-        raise InputError(f"the adapter lacks {len(missing)} LoRA weights, e.g. {missing[0]}", path=folder, field=_FIELD)
+        wrapped = get_peft_model(model, config)
+    except ValueError as error:  # peft: target modules or layers the backbone lacks
+        raise InputError(f"the adapter does not fit its backbone: {_one_line(error)}", path=folder / ADAPTER_CONFIG) from None
+    set_peft_model_state_dict(wrapped, checked_adapter_weights(wrapped, folder))
+    return wrapped.eval()
+
+
+def read_adapter_config(folder: Path, field: str | None = None) -> Any:
+    """The peft config saved in ``folder``'s ``adapter_config.json``: a LoRA one, its shape keys
+    of the right types, or an :class:`InputError` naming the file and the key (peft raises raw
+    KeyErrors and TypeErrors, or compares a string rank with a number deep in the wrapping)."""
+    from peft import PeftConfig
+
+    file = folder / ADAPTER_CONFIG
+    try:
+        data = json.loads(file.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise InputError("missing: a LoRA adapter folder holds its config here", path=file, field=field) from None
+    except (OSError, ValueError) as error:
+        raise InputError(f"not a readable adapter config ({_one_line(error)})", path=file, field=field) from None
+    problem = _adapter_config_problem(data)
+    if problem is not None:
+        raise InputError(problem, path=file, field=field)
+    try:
+        # From the data read here: from_pretrained would ask the Hub, should the file vanish meanwhile.
+        return PeftConfig.from_peft_type(**PeftConfig.check_kwargs(**data))
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise InputError(f"not a valid adapter config ({_one_line(error)})", path=file, field=field) from None
+
+
+def _adapter_config_problem(data: Any) -> str | None:
+    """What makes ``data`` no LoRA adapter config instructerc can load, or None."""
+    if not isinstance(data, dict):
+        return f"an adapter config is a JSON object, not {type(data).__name__}"
+    if data.get("peft_type") != "LORA":
+        return f"key 'peft_type' is {data.get('peft_type')!r}: instructerc loads LoRA adapters (peft_type LORA) only"
+    if not _is_int(data.get("r")) or data["r"] < 1:
+        return f"key 'r' (the LoRA rank) must be a positive integer, not {data.get('r')!r}"
+    alpha = data.get("lora_alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        return f"key 'lora_alpha' must be a number, not {alpha!r}"
+    targets = data.get("target_modules")
+    if not isinstance(targets, str) and not (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets)):
+        return f"key 'target_modules' must be a layer name or a list of them, not {targets!r}"
+    layers = data.get("layers_to_transform")
+    if not (layers is None or _is_int(layers) or (isinstance(layers, list) and all(_is_int(n) for n in layers))):
+        return f"key 'layers_to_transform' must be null, a layer number or a list of them, not {layers!r}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_adapter_weights(model: Any, folder: Path, field: str | None = None) -> dict[str, Any]:
+    """The adapter weights saved in ``folder``, once they are exactly the adapter weights of
+    ``model`` (a peft model): every one present, none foreign, each of its shape and a float."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    file = folder / ADAPTER_WEIGHTS
+    saved = saved_tensors(file, field)
+    # save_embedding_layers=False: peft's "auto" asks the Hub whether the vocabulary was resized.
+    expected = {name: tuple(t.shape) for name, t in get_peft_model_state_dict(model, save_embedding_layers=False).items()}
+    problems = _weight_problems(saved, expected)
+    if problems:
+        raise InputError(f"the adapter weights do not fit its config and backbone: {'; '.join(problems)}", path=file, field=field)
+    return load_file(str(file))
+
+
+def _weight_problems(saved: dict[str, tuple[tuple[int, ...], str]], expected: dict[str, tuple[int, ...]]) -> list[str]:
+    """What differs between saved tensors and the ones the model expects, one phrase per kind."""
+    # An adapter trained with embedding layers among its targets also keeps their full weights.
+    embeddings = tuple(f"{layer}.weight" for layer in _EMBEDDING_LAYERS)
+    kinds = {
+        "missing": [n for n in expected if n not in saved],
+        "not in this adapter's layers": [n for n in saved if n not in expected and not n.endswith(embeddings)],
+        "of another shape": [
+            f"{n} ({_dims(saved[n][0])} saved, {_dims(expected[n])} expected)"
+            for n in expected
+            if n in saved and saved[n][0] != expected[n]
+        ],
+        "not floating point": [f"{n} ({dtype})" for n, (_, dtype) in saved.items() if dtype not in _FLOAT_DTYPES],
+    }
+    return [f"{len(names)} {what}, e.g. {names[0]}" for what, names in kinds.items() if names]
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def trainable_state(model: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -18,15 +19,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import atomic_write, looks_like_path, replace_directory
-from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model
+from instructerc.files import atomic_write, followed_link, looks_like_path, replace_directory
+from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model, saved_tensors
+from instructerc.modeling.finetune import ADAPTER_CONFIG, ADAPTER_WEIGHTS, attach_adapter
 
 MANIFEST = "instructerc.json"
 DEV_METRICS = "dev_metrics.json"  # the dev scores the checkpoint was selected on
 TRAINING_CONFIG = "training_config.yaml"
 FORMAT = 1
 METHODS = ("lora", "full")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 FULL_CONFIG = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 FULL_WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map of its shards
@@ -42,30 +44,88 @@ class Manifest:
     format: int = FORMAT
 
     def save(self, directory: Path) -> None:
+        backbone = replace(self.backbone, model=_recorded_model(self.backbone.model), cache_dir=_absolute(self.backbone.cache_dir))
         with atomic_write(directory / MANIFEST) as handle:
-            json.dump({"format": self.format, "method": self.method, "backbone": asdict(self.backbone)}, handle, indent=2)
+            json.dump({"format": self.format, "method": self.method, "backbone": asdict(backbone)}, handle, indent=2)
 
     @classmethod
     def load(cls, directory: Path) -> "Manifest":
         file = directory / MANIFEST
         if not file.is_file():
-            raise InputError(f"not an instructerc model directory (no {MANIFEST})", path=directory)
+            raise InputError(_not_a_model_dir(directory), path=directory)
         try:
             data = json.loads(file.read_text(encoding="utf-8-sig"))
-            manifest = cls(backbone=BackboneConfig(**data["backbone"]), method=data["method"], format=int(data["format"]))
+        except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise InputError(f"malformed manifest: {error}", path=file) from None
+        try:
+            return cls.from_data(data)
         except InputError as error:
             raise InputError(error.message, path=file, field=error.field) from None
-        except (ValueError, KeyError, TypeError) as error:
-            raise InputError(f"malformed manifest: {error}", path=file) from None
+
+    @classmethod
+    def from_data(cls, data: Any) -> "Manifest":
+        """The manifest ``data`` (parsed JSON) describes; an :class:`InputError` naming the key
+        that is missing, unknown, of the wrong type or of a newer format."""
+        from instructerc.config import from_mapping
+
+        if not isinstance(data, dict):
+            raise InputError(f"malformed manifest: a JSON object with format, method and backbone, not {type(data).__name__}")
+        if "format" not in data:
+            raise InputError("missing required key(s) ['format']")
+        version = data["format"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InputError(f"the manifest format must be an integer, not {version!r}", field="format")
+        # Checked before the other keys: a newer format may have keys this version does not know.
+        if version > FORMAT:
+            raise InputError(
+                f"written by a newer instructerc (manifest format {version}; this version reads format {FORMAT}): upgrade instructerc",
+                field="format",
+            )
+        if version < 1:
+            raise InputError(f"unknown manifest format {version} (this version reads format {FORMAT})", field="format")
+        manifest = from_mapping(cls, data)
         # Any other method would be loaded as full weights and fail far from its cause.
         if manifest.method not in METHODS:
-            raise InputError(f"unknown fine-tuning method '{manifest.method}' (expected lora or full)", path=file, field="method")
+            raise InputError(f"unknown fine-tuning method '{manifest.method}' (expected lora or full)", field="method")
         return manifest
+
+
+def _recorded_model(name: str) -> str:
+    """The backbone as a manifest records it: a local folder by its absolute path, as a relative
+    one would name another folder, or none, from any other working directory. Symlinks are kept."""
+    local = Path(name).expanduser()
+    if name == EMBEDDED_MODEL or not local.exists():
+        return name  # a Hub id
+    return os.path.abspath(local)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(Path(path).expanduser())
+
+
+def _not_a_model_dir(directory: Path) -> str:
+    """Why ``directory``, which has no manifest, is no model directory, with what to pass instead."""
+    if not directory.exists():
+        return "no such model directory"
+    if not directory.is_dir():
+        return f"is a file, not an instructerc model directory (a folder holding {MANIFEST}, written by 'instructerc train')"
+    lacking = f"not an instructerc model directory (no {MANIFEST})"
+    if (directory / "model" / MANIFEST).is_file():
+        return f"{lacking}: it is a training run; its model is {directory / 'model'}"
+    if all((directory / name).is_file() for name in ("state.json", "trainable.pt")) or (directory / "dev_metrics.json").is_file():
+        return f"{lacking}: it is a training checkpoint; the run's model is its model/ folder (written when training ends)"
+    if (directory / ADAPTER_CONFIG).is_file() or (directory / FULL_CONFIG).is_file():
+        return (
+            f"{lacking}: it is a bare Hugging Face model or adapter, which has no prompt template or label set; "
+            "fine-tune it with 'instructerc train' (backbone.model), or pass the model folder that run writes"
+        )
+    return lacking
 
 
 def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
     """Build a model directory in a staging folder and swap it in whole, so a crash midway never
     leaves a broken model where a good one was."""
+    target = followed_link(target)  # staged beside the folder it replaces: a rename stays on one file system
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -102,19 +162,29 @@ def load_model(
         )
     backbone = replace(manifest.backbone, trust_remote_code=trust_remote_code)
     with _loading(directory, backbone):
-        tokenizer = load_tokenizer(tokenizer_source(directory, backbone), trust_remote_code=trust_remote_code)
+        source = tokenizer_source(directory, backbone)
+        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
         if manifest.method == "lora":
-            from peft import PeftModel
-
             base = load_causal_lm(resolve_model(backbone), backbone, device, dtype)
-            # An absolute path is never a valid Hub repo id: should a file vanish after the check,
-            # peft fails locally instead of asking the Hub for a repo named like the folder.
-            model = PeftModel.from_pretrained(base, str(directory.resolve()))
+            model = attach_adapter(base, directory)
             if merge:
                 model = model.merge_and_unload()
         else:
             model = load_causal_lm(str(directory), backbone, device, dtype)
+    check_vocabulary(directory, tokenizer, model, source)
     return model.to(device).eval(), tokenizer, manifest
+
+
+def check_vocabulary(directory: Path, tokenizer: Any, model: Any, source: str) -> None:
+    """Refuses a tokenizer (loaded from ``source``) with ids past the model's embedding, i.e. the
+    tokenizer of another model: its first such token would fail deep in the forward pass."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        files = [Path(source) / name for name in TOKENIZER_FILES if (Path(source) / name).is_file()]
+        raise InputError(
+            f"this tokenizer has {len(tokenizer)} tokens but the model of {directory} embeds only {rows}: it belongs to another model",
+            path=files[0] if files else source,
+        )
 
 
 def tokenizer_source(directory: Path, backbone: BackboneConfig | None = None) -> str:
@@ -146,6 +216,8 @@ def check_model_dir(directory: Path, manifest: Manifest) -> None:
     for file in weight_files(directory, manifest.method):
         if not file.is_file():
             raise InputError(f"missing: {_WEIGHTS_OF[manifest.method]}", path=file)
+        if file.suffix == ".safetensors":
+            saved_tensors(file)  # a copy cut short is named here, not as a load failure of the folder
 
 
 _WEIGHTS_OF = {
@@ -178,9 +250,16 @@ def check_backbone_available(directory: Path, backbone: BackboneConfig) -> None:
     if local.exists():
         if not (local / FULL_CONFIG).is_file():
             raise InputError(f"its backbone folder {local} has no {FULL_CONFIG}: it is no Hugging Face model", path=directory)
+        for weights in sorted(local.glob("*.safetensors")):
+            saved_tensors(weights)
         return
     if looks_like_path(backbone.model):
-        raise InputError(f"its backbone folder {backbone.model} does not exist", path=directory, field="backbone.model")
+        where = "" if local.is_absolute() else f" (a relative path, read from the working directory {Path.cwd()})"
+        raise InputError(
+            f"its backbone folder {backbone.model} does not exist{where}: point backbone.model in {MANIFEST} at the backbone",
+            path=directory,
+            field="backbone.model",
+        )
 
 
 @contextlib.contextmanager

@@ -145,9 +145,11 @@ def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any] | None,
             raise InputError(f"partial checkpoint: {name} is missing ({_remedy(directory)})", path=directory)
     file = directory / "state.json"
     try:
-        state = TrainState(**json.loads(file.read_text(encoding="utf-8")))
+        state = train_state(json.loads(file.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise InputError(f"corrupt checkpoint file ({_one_line(error)}; {_remedy(directory)})", path=file) from None
+        field = error.field if isinstance(error, InputError) else None
+        message = error.message if isinstance(error, InputError) else _one_line(error)
+        raise InputError(f"corrupt checkpoint file ({message}; {_remedy(directory)})", path=file, field=field) from None
     loaded: list[Any] = []
     for name in ("optim.pt",) if sharded else ("trainable.pt", "optim.pt"):
         file = directory / name
@@ -160,6 +162,23 @@ def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any] | None,
     if (trainable is not None and not isinstance(trainable, dict)) or not isinstance(optim, dict) or not expected <= set(optim):
         raise InputError(f"corrupt checkpoint: not the files instructerc writes ({_remedy(directory)})", path=directory)
     return state, trainable, optim
+
+
+def train_state(data: Any) -> TrainState:
+    """The :class:`TrainState` a checkpoint's ``state.json`` holds, each key of its type: a step
+    count given as text, or a list where a number belongs, would fail later, far from the file, or
+    resume at a wrong position."""
+    from instructerc.config import from_mapping
+
+    state = from_mapping(TrainState, data)
+    for name in ("stage", "epoch", "step_in_epoch", "global_step"):
+        if getattr(state, name) < 0:
+            raise InputError(f"must not be negative, got {getattr(state, name)}", field=name)
+    if state.best_step is not None and state.best_step < 0:
+        raise InputError(f"must not be negative, got {state.best_step}", field="best_step")
+    if state.train_seconds < 0:
+        raise InputError(f"must not be negative, got {state.train_seconds}", field="train_seconds")
+    return state
 
 
 def check_weights_fit(weights: dict[str, Any], model: Any, file: Path) -> None:
