@@ -14,7 +14,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     experiment.add_argument("grid", type=Path, help="an experiment YAML, e.g. experiments/data-scaling-cpu.yaml")
     experiment.add_argument("--results", type=Path, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)")
     experiment.add_argument(
-        "--only", metavar="TEXT", help="run (or --list) only the runs whose name contains TEXT; the report keeps every finished run"
+        "--only",
+        metavar="TEXT",
+        action="append",
+        help="run (or --list) only the runs whose name contains TEXT (repeat it for runs matching any); "
+        "the report keeps every finished run",
     )
     experiment.add_argument("--list", action="store_true", help="list the runs and whether each is done, then stop")
     experiment.add_argument("--report-only", action="store_true", help="collect the finished runs into the report without training")
@@ -27,18 +31,19 @@ def run_experiment(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
     from instructerc.experiments.report import write_report
-    from instructerc.experiments.runner import RESULT_FILE, Scoring, load_result, run_directory, run_grid, run_state
+    from instructerc.experiments.runner import RESULT_FILE, Scoring, load_result, run_directory, run_grid, run_state, selected
 
     config, root = load_experiment(args.grid)
     if args.dtype:
         config = replace(config, overrides={**config.overrides, "backbone.dtype": args.dtype})
     specs = expand(config)
     if args.only is not None:
-        chosen = [spec for spec in specs if args.only in spec.name]
-        if not chosen:
-            names = ", ".join(spec.name for spec in specs)
-            raise InputError(f"no run of the grid has '{args.only}' in its name (runs: {names})", field="only")
-        specs = chosen
+        # Each TEXT must match: a typo in one of several would otherwise go unnoticed.
+        names = ", ".join(spec.name for spec in specs)
+        for text in dict.fromkeys(args.only):
+            if not any(text in spec.name for spec in specs):
+                raise InputError(f"no run of the grid has '{text}' in its name (runs: {names})", path=args.grid, field="only")
+        specs = [spec for spec in specs if selected(spec.name, args.only)]
     if args.list:
         for spec in specs:
             directory = run_directory(config, root, spec)

@@ -16,14 +16,14 @@ from typing import Any, Sequence
 
 from instructerc.errors import InputError
 from instructerc.evaluation.metrics import Metrics
-from instructerc.evaluation.report import SHORT_NAMES, dataset_title, md_cell
+from instructerc.evaluation.report import SHORT_NAMES, dataset_title, md_cell, write_together
 from instructerc.evaluation.results import FORMAT, EvaluationResult, check_comparable
-from instructerc.files import atomic_write
 
 AGGREGATE_FILE = "aggregate.json"
 AGGREGATE_REPORT = "aggregate.md"
 SCALARS = ("weighted_f1", "macro_f1", "accuracy", "invalid_rate")
 _MUST_AGREE = ("mode", "paper_parsing")
+SUBSET_KEY = "max_dialogues_per_dataset"  # in an evaluation's data: it scored a fixed subset
 
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
@@ -42,6 +42,7 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
     first = results[0]
     for result, name in zip(results[1:], names[1:]):
         check_comparable(first, result, name)
+        _check_same_subset(first, result, name)
     everywhere = [s for s in first.systems if all(s in r.systems for r in results)]
     skipped = sorted({s for r in results for s in r.systems} - set(everywhere))
     if not everywhere:
@@ -68,6 +69,20 @@ def aggregate(results: Sequence[EvaluationResult], names: Sequence[str]) -> dict
         "systems": systems,
         "skipped": skipped,
     }
+
+
+def _check_same_subset(first: EvaluationResult, other: EvaluationResult, name: str) -> None:
+    """Runs scored on fixed subsets of different sizes scored different utterances, even where
+    the counts happen to agree: their mean would be of no one split."""
+    mine, theirs = (r.data.get(SUBSET_KEY) for r in (first, other))
+    if mine != theirs:
+        shown = {None: "the whole split"}
+        raise InputError(
+            f"scored on {shown.get(theirs, f'at most {theirs} dialogues per dataset')}, "
+            f"not {shown.get(mine, f'at most {mine} dialogues per dataset')} as the first run: aggregate like with like",
+            path=name,
+            field=f"data.{SUBSET_KEY}",
+        )
 
 
 def _summarise(results: Sequence[EvaluationResult], names: Sequence[str], system: str, dataset: str) -> dict[str, Any]:
@@ -110,6 +125,8 @@ def render_aggregate(summary: dict[str, Any]) -> str:
     note = " — LLM with paper parsing: generations that are not a label were snapped to the closest label" if paper else ""
     lines = [f"# {summary['data'].get('dataset')}, {split} split: mean ± standard deviation over {n} runs", ""]
     lines += [f"- run: {run}" for run in summary["runs"]]
+    if summary["data"].get(SUBSET_KEY) is not None:
+        lines.append(f"- a fixed subset (seed 0) of at most {summary['data'][SUBSET_KEY]} dialogues per dataset, not the whole split")
     if summary["skipped"]:
         lines.append(f"- not in every run, left out: {', '.join(summary['skipped'])}")
     datasets = list(dict.fromkeys(d for s in summary["systems"].values() for d in s["by_dataset"]))
@@ -130,10 +147,11 @@ def render_aggregate(summary: dict[str, Any]) -> str:
 
 
 def write_aggregate(summary: dict[str, Any], out: Path) -> list[Path]:
+    """aggregate.json and aggregate.md, all or nothing: a stop or a full disk between the two
+    must not leave a new summary beside an earlier report."""
+    files = {
+        AGGREGATE_FILE: json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+        AGGREGATE_REPORT: render_aggregate(summary),
+    }
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / AGGREGATE_FILE) as handle:
-        json.dump(summary, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    with atomic_write(out / AGGREGATE_REPORT) as handle:
-        handle.write(render_aggregate(summary))
-    return [out / AGGREGATE_FILE, out / AGGREGATE_REPORT]
+    return write_together(out, files)

@@ -9,7 +9,8 @@
     scikit-learn's ``LogisticRegression`` (lbfgs, multinomial, ``class_weight=None``) is trained
     on the train split for each C of a grid; the C with the best dev weighted F1 (averaged over
     datasets, the LLM's selection rule) is kept, and only then is the requested split scored.
-    The test split never takes part in the choice.
+    The test split never takes part in the choice; a dev split that holds dialogues of the
+    scored split (a copied file) is said so in ``selected_on`` and a warning.
 
 Both see what the LLM sees: the same training split, in the same label space (a unified source
 trains a unified baseline, scored back on each dataset's own classes).
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
@@ -40,6 +42,7 @@ BASELINES = (MAJORITY, DISCRIMINATIVE)
 CONTEXT = 3
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 MAX_ITER = 5000
+T = TypeVar("T")
 FEATURES = f"utterance embedding ++ mean embedding of the previous {CONTEXT} utterances (zeros when none)"
 
 
@@ -138,9 +141,8 @@ class DiscriminativeBaseline:
 
         c_grid = check_c_grid(c_grid)
         check_scorable(dev, label_set)
+        check_trainable(train)
         features, gold = _labelled(train, encoder, cache_dir, progress)
-        if len(set(gold)) < 2:
-            raise InputError("the train split needs at least two different emotions to train a classifier", field="emotion")
         dev_features = context_features(utterance_embeddings(dev, encoder, cache_dir, progress), [len(d) for d in dev])
         best: tuple[float, float, Any] | None = None
         scores: dict[float, float] = {}
@@ -190,6 +192,18 @@ def classifier_predictions(classifier: Any, label_set: LabelSet, dialogues: Sequ
     return per_dialogue(flat, dialogues)
 
 
+def check_trainable(train: Sequence[Dialogue]) -> None:
+    """A classifier needs two classes to tell apart; checked before anything is encoded."""
+    emotions = {u.emotion for d in train for u in d.utterances if u.emotion is not None}
+    if len(emotions) < 2:
+        found = f"only '{next(iter(emotions))}'" if emotions else "no gold emotion"
+        raise InputError(
+            f"the train split has {found}: a classifier needs at least two different emotions "
+            f"(the {MAJORITY} baseline alone can be trained on it)",
+            field="emotion",
+        )
+
+
 def _labelled(dialogues: Sequence[Dialogue], encoder: Any, cache_dir: Path | None, progress: bool) -> tuple[Any, list[str]]:
     """Features and gold of the labelled utterances (unlabelled ones still serve as context)."""
     features = context_features(utterance_embeddings(dialogues, encoder, cache_dir, progress), [len(d) for d in dialogues])
@@ -212,6 +226,7 @@ def run_baselines(
     """Train the chosen baselines on ``source``'s train split (C on dev) and score them on ``split``."""
     from instructerc.data.dialogue import canonical_split
 
+    which = [which] if isinstance(which, str) else list(which)  # one name, not its letters
     unknown = sorted(set(which) - set(BASELINES))
     if unknown or not which:
         raise InputError(f"unknown baselines {unknown} (known: {', '.join(BASELINES)})", field="baselines")
@@ -225,22 +240,27 @@ def run_baselines(
         raise InputError("the data has no emotions, so there is nothing to train a baseline on", field="dataset")
     train = load_dialogues(source, "train")
     target = train if split == "train" else load_dialogues(source, split)
-    check_scorable(target, label_set)
+    _in_split(source, split, lambda: check_scorable(target, label_set))
+    if DISCRIMINATIVE in which:
+        # Every check before the first baseline is trained: encoding takes minutes.
+        dev = target if split == "dev" else load_dialogues(source, "dev")
+        _in_split(source, "dev", lambda: check_scorable(dev, label_set), f"{DISCRIMINATIVE} chooses its C on it")
+        _in_split(source, "train", lambda: check_trainable(train))
     systems: dict[str, SystemResult] = {}
     if MAJORITY in which:
-        label = majority_label(train, label_set)
+        label = _in_split(source, "train", lambda: majority_label(train, label_set))
         systems[MAJORITY] = SystemResult(
             "baseline",
             score_by_dataset(target, constant_predictions(target, label), label_set),
             {"label": label, "label_set": label_set.name, "trained_on": "train"},
         )
     if DISCRIMINATIVE in which:
-        dev = target if split == "dev" else load_dialogues(source, "dev")
+        selected_on = dev_selection(dev, target, split)
         model = DiscriminativeBaseline.fit(train, dev, label_set, encoder or load_encoder(encoder_name), c_grid, cache_dir, progress)
         systems[DISCRIMINATIVE] = SystemResult(
             "baseline",
             score_by_dataset(target, model.predict(target, progress), label_set),
-            {**model.settings(), "label_set": label_set.name},
+            {**model.settings(), "selected_on": selected_on, "label_set": label_set.name},
         )
     data = {
         "dataset": source.name,
@@ -249,3 +269,42 @@ def run_baselines(
         "label_set": label_set.name,
     }
     return EvaluationResult(split=split, data=data, systems=systems)
+
+
+def dev_selection(dev: Sequence[Dialogue], target: Sequence[Dialogue], split: str) -> str:
+    """What C is chosen on, as the report states it: ``dev``; ``split`` when dev holds the very
+    dialogues scored (a copied file), or how many of dev's dialogues are also scored. A choice
+    made on the scored dialogues makes their figure optimistic, so it is said, not hidden."""
+    if split == "dev":
+        return "dev"
+    scored = {_dialogue_key(d) for d in target}
+    chosen_on = [_dialogue_key(d) for d in dev]
+    shared = sum(key in scored for key in chosen_on)
+    if shared == 0:
+        return "dev"
+    if set(chosen_on) == scored:
+        message = f"the dev split holds the same dialogues as the {split} split"
+        selected_on = split
+    else:
+        message = f"{shared} of the dev split's {len(chosen_on)} dialogues are also in the {split} split"
+        selected_on = f"dev ({shared} of its {len(chosen_on)} dialogues also in {split})"
+    print(f"instructerc: warning: {message}: {DISCRIMINATIVE} chooses its C on them, so its {split} figure is optimistic", file=sys.stderr)
+    return selected_on
+
+
+def _dialogue_key(dialogue: Dialogue) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A dialogue's content (ids differ between copies of one dialogue, and may repeat across splits)."""
+    return dialogue.dataset, tuple((u.speaker, u.text) for u in dialogue.utterances)
+
+
+def _in_split(source: DataSource, split: str, check: Callable[[], T], why: str = "") -> T:
+    """``check()``, its error naming the data and the split it is about: a complaint about the dev
+    split must not read as one about the split that was asked for."""
+    try:
+        return check()
+    except InputError as error:
+        if error.path is not None:
+            raise
+        where = f"the {split} split" + (f" ({why})" if why else "")
+        message = error.message if error.message.startswith(f"the {split} split") else f"{where}: {error.message}"
+        raise InputError(message, path=source.path, field=error.field) from None

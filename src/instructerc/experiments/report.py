@@ -8,10 +8,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from instructerc.evaluation.report import md_cell
+from instructerc.evaluation.report import md_cell, write_together
 from instructerc.experiments.grid import METRICS, ExperimentConfig, axis_number, scores_name
 from instructerc.experiments.runner import RunResult
-from instructerc.files import atomic_write
 
 # The dev weighted F1 that selected each run's checkpoint (the committed tables' name for it).
 SELECTION_COLUMN = "dev_weighted_f1"
@@ -41,14 +40,15 @@ def rows(results: list[RunResult], split: str) -> list[dict[str, object]]:
     return table
 
 
-def write_csv(table: list[dict[str, object]], path: Path) -> None:
-    columns = list(dict.fromkeys(key for row in table for key in row))
+def csv_text(config: ExperimentConfig, table: list[dict[str, object]], split: str) -> str:
+    """The table as CSV; with no run finished it still has its header, so it reads as an empty table."""
+    fixed = ["run", *config.axes, "seed", "scored_on", SELECTION_COLUMN, *(score_column(split, m) for m in METRICS)]
+    columns = list(dict.fromkeys([*fixed, *(key for row in table for key in row)]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(table)
-    with atomic_write(path) as handle:
-        handle.write(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def mean_std(values: list[float]) -> str:
@@ -75,8 +75,9 @@ def markdown_table(config: ExperimentConfig, table: list[dict[str, object]], spl
     return "\n".join(lines) + "\n"
 
 
-def plot(config: ExperimentConfig, table: list[dict[str, object]], split: str, path: Path) -> None:
-    """Test weighted F1 against the plot's x axis, one line per value of its ``lines`` axis (mean ± std)."""
+def plot_png(config: ExperimentConfig, table: list[dict[str, object]], split: str) -> bytes:
+    """Test weighted F1 against the plot's x axis (mean ± std over seeds), as PNG: one line per
+    value of its ``lines`` axis and scored dataset, and per value of any other axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,32 +85,45 @@ def plot(config: ExperimentConfig, table: list[dict[str, object]], split: str, p
 
     spec = config.plot
     assert spec is not None
-    x_values = list(config.axes[spec.x])
-    numeric = {name: _position(name) for name in x_values}
+    numeric = {name: _position(name) for name in config.axes[spec.x]}
     series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in table:
-        scored = str(row["scored_on"])
-        line = f"{row[spec.lines]} ({scored})" if spec.lines and str(row[spec.lines]) != scored else scored
-        series[line][str(row[spec.x])].append(float(row[score_column(split, "weighted_f1")]))
+        series[_line_name(config, row)][str(row[spec.x])].append(float(row[score_column(split, "weighted_f1")]))
     figure, axis = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for line, points in sorted(series.items()):
         xs = sorted((numeric[x], statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for x, v in points.items())
         axis.errorbar([p[0] for p in xs], [p[1] for p in xs], yerr=[p[2] for p in xs], marker="o", capsize=3, label=line)
     if spec.log2_x:
         axis.set_xscale("log", base=2)
-    axis.set_xticks(sorted(numeric.values()))
-    axis.set_xticklabels([name for name, _ in sorted(numeric.items(), key=lambda kv: kv[1])])
+    # Two values at one position (``1/2`` and ``0.5``) share one tick, labelled with both.
+    ticks: dict[float, list[str]] = defaultdict(list)
+    for name, position in numeric.items():
+        ticks[position].append(name)
+    axis.set_xticks(sorted(ticks))
+    axis.set_xticklabels([" = ".join(ticks[position]) for position in sorted(ticks)])
     axis.set_xlabel(f"{spec.x}")
     axis.set_ylabel(f"{split} weighted F1")
     axis.set_title(config.name)
     axis.grid(alpha=0.3)
-    axis.legend()
+    if series:
+        axis.legend()
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    with atomic_write(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _line_name(config: ExperimentConfig, row: dict[str, object]) -> str:
+    """The plot line a row belongs to. Every axis but x names it, not just ``lines``: runs that
+    differ on another axis (history on and off) are other conditions, not more seeds of one
+    point, and averaged together they would draw a point no run measured."""
+    spec = config.plot
+    assert spec is not None
+    scored = str(row["scored_on"])
+    line = f"{row[spec.lines]} ({scored})" if spec.lines and str(row[spec.lines]) != scored else scored
+    others = [f"{axis}={row[axis]}" for axis in config.axes if axis not in (spec.x, spec.lines)]
+    return f"{line}, {', '.join(others)}" if others else line
 
 
 def _position(value: str) -> float:
@@ -120,21 +134,23 @@ def _position(value: str) -> float:
 
 
 def write_report(config: ExperimentConfig, results: list[RunResult], directory: Path) -> list[Path]:
-    """CSV, Markdown table (and plot) of a grid under ``directory``; returns the files written."""
+    """CSV, Markdown table (and plot) of a grid under ``directory``; returns the files written.
+
+    All or nothing: every file is rendered first and they replace their earlier versions
+    together, so a stop or a full disk never leaves a new table beside an old plot."""
     split = config.evaluate_split
     table = rows(results, split)
+    scope = (
+        split
+        if config.evaluate_max_dialogues is None
+        else (f"{split} (a fixed subset of at most {config.evaluate_max_dialogues} {split} dialogues per dataset)")
+    )
+    heading = f"# {config.name}\n\n{len(results)} runs; {scope} scores of dev-selected checkpoints; mean ± std over seeds.\n\n"
+    files: dict[str, str | bytes] = {
+        f"{config.name}.csv": csv_text(config, table, split),
+        f"{config.name}.md": heading + markdown_table(config, table, split),
+    }
+    if config.plot is not None:
+        files[f"{config.name}.png"] = plot_png(config, table, split)
     directory.mkdir(parents=True, exist_ok=True)
-    written = [directory / f"{config.name}.csv", directory / f"{config.name}.md"]
-    write_csv(table, written[0])
-    with atomic_write(written[1]) as handle:
-        scope = (
-            split
-            if config.evaluate_max_dialogues is None
-            else (f"{split} (a fixed subset of at most {config.evaluate_max_dialogues} {split} dialogues per dataset)")
-        )
-        handle.write(f"# {config.name}\n\n{len(results)} runs; {scope} scores of dev-selected checkpoints; mean ± std over seeds.\n\n")
-        handle.write(markdown_table(config, table, split))
-    if config.plot is not None and table:
-        written.append(directory / f"{config.name}.png")
-        plot(config, table, split, written[-1])
-    return written
+    return write_together(directory, files)

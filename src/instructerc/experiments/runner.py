@@ -7,7 +7,7 @@ import math
 import numbers
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from instructerc.errors import InputError
 from instructerc.experiments.grid import METRICS, ExperimentConfig, RunSpec, expand, scores_name
@@ -254,12 +254,21 @@ def run_state(config: ExperimentConfig, directory: Path) -> str:
     return "done" if Scoring.of(config) in [Scoring.recorded(r) for r in _records(path)] else "to score"
 
 
-def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | None = None) -> list[RunResult]:
-    """Every run of the grid (finished ones are read back, not redone)."""
+def selected(name: str, only: str | Sequence[str] | None) -> bool:
+    """Whether a run of this name is chosen by ``only``: a text its name contains, or several
+    texts of which it contains one (``--only`` given more than once)."""
+    if only is None:
+        return True
+    return any(text in name for text in ([only] if isinstance(only, str) else only))
+
+
+def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | Sequence[str] | None = None) -> list[RunResult]:
+    """Every run of the grid (finished ones are read back, not redone); with ``only``, the runs
+    :func:`selected` by it."""
     results = []
     specs = expand(config)
     for position, spec in enumerate(specs, start=1):
-        if only is not None and only not in spec.name:
+        if not selected(spec.name, only):
             continue
         directory = run_directory(config, root, spec)
         state = run_state(config, directory)
