@@ -156,3 +156,28 @@ def test_a_checkpoint_cut_short_while_saving_does_not_block_a_fresh_run(tiny_dat
     (staging / "trainable.pt").write_bytes(b"cut")
     result = Trainer(recipe(tiny_data, backbone, tmp_path / "run"), progress=False, dev_scoring=predictor_dev_scoring).run()
     assert result.best_step is not None
+
+
+@pytest.mark.parametrize("damage", ['{"by_dataset": {"data": {}}}', "[]", "{not json", '{"by_dataset": {}}'])
+def test_damaged_best_dev_metrics_are_refused_as_the_run_resumes_naming_the_file(tiny_data, backbone, tmp_path, damage) -> None:
+    # Not hours later, when the model card is written from them.
+    config = recipe(tiny_data, backbone, tmp_path / "run", eval_every_steps=5)
+    Trainer(config, progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=5).run()
+    metrics = tmp_path / "run" / "best" / "dev_metrics.json"
+    assert metrics.is_file()
+    metrics.write_text(damage, encoding="utf-8")
+    with pytest.raises(InputError, match="damaged") as caught:
+        Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run(resume=True)
+    assert caught.value.path == str(metrics)
+
+
+def test_a_checkpoint_past_the_recipes_last_stage_is_refused(tiny_data, backbone, tmp_path) -> None:
+    config = recipe(tiny_data, backbone, tmp_path / "run")
+    Trainer(config, progress=False, dev_scoring=predictor_dev_scoring, stop_after_steps=5).run()
+    (state_file,) = (tmp_path / "run" / "checkpoints").glob("step-*/state.json")
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    state["stage"] = 7
+    state_file.write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(InputError, match="written after stage 7 of its run, but the recipe has") as caught:
+        Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run(resume=True)
+    assert caught.value.path == str(state_file) and caught.value.field == "stage"

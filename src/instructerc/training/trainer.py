@@ -57,6 +57,27 @@ def record_metrics(step: int, score: float, precision: str | None, by_dataset: d
     return {"step": step, "score": score, "precision": precision, "by_dataset": {d: m.to_dict() for d, m in by_dataset.items()}}
 
 
+def read_best_dev_metrics(path: Path) -> dict[str, Any]:
+    """The dev metrics written beside the run's best weights (:func:`record_metrics`), checked:
+    they go into the model card and the model directory."""
+    from instructerc.evaluation.metrics import check_metrics_dict
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("missing: the dev metrics of the run's best weights; train again in a new output_dir", path=path) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"damaged ({error}): train again in a new output_dir", path=path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("by_dataset"), dict) or not data["by_dataset"]:
+        raise InputError("damaged: not the dev metrics this run wrote; train again in a new output_dir", path=path, field="by_dataset")
+    try:
+        for dataset, metrics in data["by_dataset"].items():
+            check_metrics_dict(metrics, f"by_dataset.{dataset}")
+    except InputError as error:
+        raise InputError(error.message, path=path, field=error.field) from None
+    return data
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """A run directory: ``model/`` is the deliverable; the rest is the run's working state."""
@@ -614,6 +635,15 @@ class Trainer:
         from instructerc.modeling.finetune import load_trainable_state
 
         state, weights, optim_state = load_checkpoint(checkpoint)
+        if state.stage > len(self.config.stages):
+            raise InputError(
+                f"written after stage {state.stage} of its run, but the recipe has {len(self.config.stages)} stage(s): "
+                "resume with the recipe the run was started with",
+                path=checkpoint / "state.json",
+                field="stage",
+            )
+        if state.best_step is not None:
+            read_best_dev_metrics(self.paths.best_dev_metrics)  # damaged, it would fail only as the model is written
         if sharded != (weights is None):
             written, now = ("a sharded (FSDP)", "data-parallel") if weights is None else ("a data-parallel", "sharded (FSDP)")
             raise InputError(f"this checkpoint was written by {written} run; resume it the same way, not as a {now} run", path=checkpoint)
@@ -903,7 +933,7 @@ class Trainer:
 
         accelerator, setup, retriever, state = session.accelerator, session.setup, session.retriever, session.state
         accelerator.wait_for_everyone()
-        dev_metrics = json.loads(self.paths.best_dev_metrics.read_text(encoding="utf-8"))
+        dev_metrics = read_best_dev_metrics(self.paths.best_dev_metrics)
         weights: dict[str, Any] | None = None  # whole weights for a sharded model (main process)
         if session.fsdp is not None:
             from instructerc.training.fsdp import full_state, load_sharded
