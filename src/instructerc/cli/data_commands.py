@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from instructerc.cli.options import add_data_options, data_source, summary_stream
+
+if TYPE_CHECKING:
+    from instructerc.data.registry import DataSource
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -64,10 +68,27 @@ def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.registry import load_dialogues
     from instructerc.errors import InputError
 
-    dialogues = load_dialogues(data_source(args), args.split)
+    source = data_source(args)
+    dialogues = load_dialogues(source, args.split)
     try:
         count = write_jsonl(dialogues, args.out)
     except OSError as error:
         raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
-    print(f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}", file=summary_stream(args.out))
+    print(
+        f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}{_labels_written(source)}",
+        file=summary_stream(args.out),
+    )
     return 0
+
+
+def _labels_written(source: "DataSource") -> str:
+    """The label space of the exported emotions, which the file itself does not name: a unified
+    ``emotion`` and a benchmark's own look alike (``sad``, ``neutral``)."""
+    from instructerc.data.registry import source_label_set
+
+    if source.mapping is not None:
+        return f", emotions in the unified labels {source.mapping.label_set.name} (the dataset's own in original_emotion)"
+    if source.label_set is None and source.name == "jsonl":
+        return ""  # as the file has them; naming them would mean reading the whole file again
+    labels = source_label_set(source)
+    return f", emotions in label set {labels.name}" if labels is not None else ""

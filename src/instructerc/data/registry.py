@@ -13,7 +13,7 @@ from instructerc.files import refuse_broken_link
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.registry import named_label_set, resolve_label_space
-from instructerc.labels.unified import UnifiedMapping
+from instructerc.labels.unified import UnifiedMapping, mapping_of
 
 
 def _loaders() -> dict[str, Loader]:
@@ -126,23 +126,32 @@ def unify(dialogues: list[Dialogue], mapping: UnifiedMapping, path: Path | None 
         if not mapping.covers(dialogue.dataset):
             raise InputError(
                 f"dialogue '{dialogue.id}' is from '{dialogue.dataset}', which the {mapping.name} mapping does not cover "
-                f"(it covers {', '.join(mapping.forward)})",
+                f'(it covers {", ".join(mapping.forward)}; a JSONL dialogue names its own with "dataset", else it takes '
+                "its file's name)",
                 path=path,
                 field="dataset",
             )
-        utterances = tuple(u if u.emotion is None else _unify_utterance(u, dialogue, mapping, path) for u in dialogue.utterances)
+        utterances = tuple(
+            u if u.emotion is None else _unify_utterance(u, k, dialogue, mapping, path) for k, u in enumerate(dialogue.utterances)
+        )
         unified.append(dialogue.with_utterances(utterances))
     return unified
 
 
-def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedMapping, path: Path | None) -> Utterance:
+def _unify_utterance(utterance: Utterance, index: int, dialogue: Dialogue, mapping: UnifiedMapping, path: Path | None) -> Utterance:
     """The utterance with its emotion unified; its dataset's canonical label kept as ``original_emotion``."""
     labels = BENCHMARK_LABEL_SETS[dialogue.dataset]
     original = labels.canonical(utterance.emotion or "")
     if original is None:
+        # A file exported with --labels uime keeps the original: its unified labels are read as they are.
+        already = (
+            "; the file is already unified (it keeps original_emotion): read it without --labels"
+            if "original_emotion" in utterance.extra
+            else ""
+        )
         raise InputError(
-            f"dialogue '{dialogue.id}': emotion '{utterance.emotion}' is not a {dialogue.dataset} label "
-            f"(expected one of: {', '.join(labels.labels)})",
+            f"dialogue '{dialogue.id}', utterance {index}: emotion '{utterance.emotion}' is not a {dialogue.dataset} label "
+            f"(expected one of: {', '.join(labels.labels)}){already}",
             path=path,
             field="emotion",
         )
@@ -151,10 +160,47 @@ def _unify_utterance(utterance: Utterance, dialogue: Dialogue, mapping: UnifiedM
     )
 
 
+def with_original_gold(dialogues: list[Dialogue], mapping: UnifiedMapping) -> list[Dialogue]:
+    """Dialogues whose gold is already in ``mapping``'s unified labels (JSONL read with
+    ``--label-set uime``), each utterance of a benchmark the mapping covers given its dataset's
+    own label as ``original_emotion``, as :func:`unify` gives it: a unified model is scored on
+    that dataset's classes, and without the original the unified gold could not be. A unified
+    gold the dataset has no class for gets none, so scoring names it with the classes accepted."""
+    out = []
+    for dialogue in dialogues:
+        if not mapping.covers(dialogue.dataset):
+            out.append(dialogue)
+            continue
+        utterances = tuple(_with_original(u, dialogue.dataset, mapping) for u in dialogue.utterances)
+        out.append(dialogue.with_utterances(utterances))
+    return out
+
+
+def _with_original(utterance: Utterance, dataset: str, mapping: UnifiedMapping) -> Utterance:
+    if utterance.emotion is None or "original_emotion" in utterance.extra:
+        return utterance
+    original = mapping.to_original(dataset, utterance.emotion)
+    return utterance if original is None else replace(utterance, extra={**utterance.extra, "original_emotion": original})
+
+
+def _reading_label_set(source: DataSource) -> LabelSet | None:
+    """The label set the loader checks gold emotions against. JSONL unified without a label set
+    of its own has none: :func:`unify` checks each dialogue's gold against the dataset it names,
+    where one label set inferred over a file of MELD and EmoryNLP dialogues would clash
+    (``neutral`` beside ``Neutral``) and refuse a file the mapping reads."""
+    if source.mapping is not None and source.label_set is None and not _defines_labels(source.name):
+        return None
+    return source_label_set(source)
+
+
 def load_dialogues(source: DataSource, split: str) -> list[Dialogue]:
     """The dialogues of one split, with emotions checked against and expressed in the source's labels."""
     split = canonical_split(split)
     loader = get_loader(source.name)
-    dialogues = loader.read(source.root(), split, source_label_set(source))
+    labels = _reading_label_set(source)
+    dialogues = loader.read(source.root(), split, labels)
     mapping = source.mapping
-    return unify(dialogues, mapping, source.root()) if mapping is not None else dialogues
+    if mapping is not None:
+        return unify(dialogues, mapping, source.root())
+    gold_mapping = mapping_of(labels) if labels is not None else None
+    return with_original_gold(dialogues, gold_mapping) if gold_mapping is not None else dialogues

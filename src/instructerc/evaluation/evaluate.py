@@ -54,9 +54,12 @@ def evaluate_model(
     Manifest.load(model)  # a clear error for a folder that is no model directory
     label_set = PromptSetup.load(model).label_set
     if source.name == "jsonl" and source.mapping is None and isinstance(source.label_set, str):
-        dialogues = gold_in_model_space(dialogues, source.label_set, label_set)
-    check_scorable(dialogues, label_set)
+        dialogues = gold_in_model_space(dialogues, source.label_set, label_set, source.path)
+    check_scorable(dialogues, label_set, source.path)
     data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
+    if source.label_set is not None:
+        # The gold's label set decides the classes scored (--label-set meld: MELD's), as the baselines record it.
+        data["label_set"] = source.label_set if isinstance(source.label_set, str) else list(source.label_set)
     if max_dialogues is not None:
         data["max_dialogues_per_dataset"] = max_dialogues
     if imported is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
 
 from instructerc.data.dialogue import Dialogue
@@ -63,11 +64,12 @@ def predict_all(
     return predictions
 
 
-def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet) -> None:
+def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet, path: Path | None = None) -> None:
     """An :class:`InputError` unless every gold emotion is a class a model of ``label_set`` is
-    scored on; it names every unknown label at once and the labels accepted."""
+    scored on; it names every unknown label at once, the labels accepted, and what reads them
+    (``path``: the data, named by the error)."""
     mapping = mapping_of(label_set)
-    labelled = False
+    labelled = unified_gold = False
     unknown: dict[str, set[str]] = {}  # dataset -> gold labels outside its classes
     accepted: dict[str, tuple[str, ...]] = {}
     for dialogue in dialogues:
@@ -81,30 +83,53 @@ def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet) -> None:
             if gold not in classes:
                 unknown.setdefault(dialogue.dataset, set()).add(str(gold))
                 accepted[dialogue.dataset] = classes
+                unified_gold = unified_gold or "original_emotion" in utterance.extra
     if unknown:
         parts = [
             f"{', '.join(repr(g) for g in sorted(golds))} in '{dataset}' (accepted: {', '.join(accepted[dataset])})"
             for dataset, golds in unknown.items()
         ]
-        known = ", ".join(n for n in BENCHMARK_LABEL_SETS if mapping is not None and mapping.covers(n))
-        hint = (
-            f"--label-set {known.replace(', ', '|')} maps a known dataset's labels onto this model's"
-            if known
-            else "--label-set NAME reads JSONL emotions in a known label set"
-        )
         raise InputError(
-            f"gold emotions that are not classes this model (label set {label_set.name}) is scored on: {'; '.join(parts)}; {hint}",
+            f"gold emotions that are not classes this model (label set {label_set.name}) is scored on: {'; '.join(parts)}; "
+            + _scorable_hint(mapping, list(unknown), unified_gold),
+            path=path,
             field="emotion",
         )
     if not labelled:
-        raise InputError("the dialogues have no gold emotions to score against", field="emotion")
+        raise InputError("the dialogues have no gold emotions to score against", path=path, field="emotion")
 
 
-def gold_in_model_space(dialogues: Sequence[Dialogue], gold_label_set: str | None, label_set: LabelSet) -> list[Dialogue]:
+def _scorable_hint(mapping: UnifiedMapping | None, datasets: list[str], unified_gold: bool) -> str:
+    """What reads the unknown gold labels of ``datasets`` in the model's classes."""
+    if mapping is None:
+        if unified_gold:
+            # The data was unified (--labels uime, or a file exported so) for a model of its own labels.
+            return (
+                "they are unified labels, and this model answers in its own: give it the data in those (a benchmark read "
+                "with --labels original, or exported so)"
+            )
+        return "--label-set NAME reads JSONL emotions in a known label set"
+    hints = []
+    if any(not mapping.covers(d) for d in datasets):
+        known = "|".join(n for n in BENCHMARK_LABEL_SETS if mapping.covers(n))
+        hints.append(f"--label-set {known} maps a known dataset's labels onto this model's")
+    if any(mapping.covers(d) for d in datasets):
+        hints.append(
+            "a dialogue that names its dataset is scored on that dataset's own classes: --labels uime reads its gold in them "
+            "(any spelling), --label-set uime or uime:feeling-wheel as unified labels"
+        )
+    return "; ".join(hints)
+
+
+def gold_in_model_space(
+    dialogues: Sequence[Dialogue], gold_label_set: str | None, label_set: LabelSet, path: Path | None = None
+) -> list[Dialogue]:
     """User dialogues whose gold emotions are a known dataset's labels (``--label-set meld``),
     put where a unified model is scored: each becomes a dialogue of that dataset with its gold
     mapped through the registered mapping (the original kept), exactly as the benchmark's own
-    dialogues are. Anything else is returned as it is."""
+    dialogues are. A dialogue that names another benchmark is refused (``path``: the file named):
+    made MELD's, it would be scored on MELD's classes and written back as MELD's without a word.
+    Anything else is returned as it is."""
     from instructerc.data.registry import unify
 
     mapping = mapping_of(label_set)
@@ -112,6 +137,15 @@ def gold_in_model_space(dialogues: Sequence[Dialogue], gold_label_set: str | Non
         return list(dialogues)
     if any("original_emotion" in u.extra for d in dialogues for u in d.utterances):
         return list(dialogues)  # already unified (a file exported with --labels uime)
+    for dialogue in dialogues:
+        if dialogue.dataset in BENCHMARK_LABEL_SETS and dialogue.dataset != gold_label_set:
+            raise InputError(
+                f"dialogue '{dialogue.id}' names dataset '{dialogue.dataset}', but --label-set {gold_label_set} says every gold "
+                f"label is {gold_label_set}'s: give --labels uime instead, which reads each dialogue's gold in the labels of "
+                "the dataset it names",
+                path=path,
+                field="dataset",
+            )
     return unify([d if d.dataset == gold_label_set else replace(d, dataset=gold_label_set) for d in dialogues], mapping)
 
 
