@@ -129,6 +129,7 @@ def test_evaluate_scores_unified_gold_on_each_named_datasets_classes(run_cli, ui
     assert result.code == 0, result.err
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["data"]["label_set"] == "uime", "metrics.json names the gold's label set"
+    assert "gold read as label set uime" in (out / "report.md").read_text(encoding="utf-8"), "and so does report.md"
     by_dataset = metrics["systems"]["llm"]["by_dataset"]
     assert by_dataset["meld"]["labels"] == list(MELD.labels) and by_dataset["meld"]["count"] == 4
     assert by_dataset["iemocap"]["labels"] == list(IEMOCAP.labels) and by_dataset["iemocap"]["count"] == 2

@@ -155,8 +155,12 @@ def render_report(result: EvaluationResult) -> str:
 
 
 def _notes(result: EvaluationResult) -> list[str]:
+    label_set = result.data.get("label_set")
+    # The gold's label set (--label-set) decides the classes scored; shown as the command took it.
+    shown = label_set if isinstance(label_set, str) else ", ".join(map(str, label_set or ()))
+    gold = f", gold read as label set {md_cell(shown)}" if label_set else ""
     notes = [
-        f"data: {result.data.get('dataset')} (labels: {result.data.get('labels', 'original')}), "
+        f"data: {md_cell(result.data.get('dataset'))} (labels: {md_cell(result.data.get('labels', 'original'))}{gold}), "
         f"{result.split} split; all figures in percent"
     ]
     if result.data.get("max_dialogues_per_dataset") is not None:
