@@ -93,7 +93,8 @@ def show_prompt(args: argparse.Namespace) -> int:
             from instructerc.retrieval.encoder import SentenceEncoder
             from instructerc.retrieval.index import load_pool
 
-            retriever = DemonstrationRetriever(load_pool(args.model), SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
+            pool = load_pool(args.model, setup.label_set.labels)
+            retriever = DemonstrationRetriever(pool, SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
         else:
             retriever = DemonstrationRetriever.build(train, setup.retrieval)
         demonstrations = retriever.demonstrations([dialogue], training=args.split == "train")

@@ -184,7 +184,8 @@ class Predictor:
         setup = PromptSetup.load(directory)
         retriever = None
         if setup.uses_demonstrations:
-            retriever = DemonstrationRetriever(load_pool(directory), SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
+            pool = load_pool(directory, setup.label_set.labels)
+            retriever = DemonstrationRetriever(pool, SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
         return cls(model, tokenizer, setup, retriever, device, config)
 
     # -- prompts ----------------------------------------------------------------------------------

@@ -50,6 +50,12 @@ class ExampleBuilder:
         return Example(Task.ERC, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
 
     def emotion_prediction(self, dialogue: Dialogue, index: int) -> Example:
+        if index == 0:
+            # Its prompt would ask to predict from "the above historical utterances" with none
+            # above: no such example is ever trained (see eligible), so none is shown either.
+            raise InputError(
+                f"emotion prediction needs a past utterance: utterance 0 of dialogue '{dialogue.id}' is its first", field="index"
+            )
         utterance = dialogue.utterances[index]
         segments = self.template.emotion_prediction(dialogue, index)
         target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)

@@ -12,6 +12,8 @@ from instructerc.errors import InputError
 from instructerc.files import looks_like_path
 
 EMBEDDED_ENCODER = "all-MiniLM-L6-v2"
+# What every saved sentence-transformers model holds: its list of modules (transformer, pooling...).
+SENTENCE_TRANSFORMERS_FILE = "modules.json"
 
 
 def embedded_encoder_path() -> Path:
@@ -30,6 +32,11 @@ def resolve_encoder(name: str) -> Path | str:
         return embedded_encoder_path()
     path = Path(name).expanduser()
     if path.is_dir():
+        # Without modules.json, sentence-transformers quietly wraps any transformers model (a
+        # causal LM backbone given by mistake) in mean pooling: embeddings, but meaningless ones.
+        if not (path / SENTENCE_TRANSFORMERS_FILE).is_file():
+            reason = f"not a sentence-transformers model: no {SENTENCE_TRANSFORMERS_FILE}"
+            raise InputError(f"cannot load this sentence encoder ({reason})", path=name)
         return path
     if path.exists():
         raise InputError("a sentence encoder is a model folder, not a file", path=name)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
@@ -54,6 +54,13 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise InputError(f"unknown retrieval policy '{self.policy}' (known: {', '.join(POLICIES)})", field="retrieval.policy")
+        # An empty name is the path "." (the current folder would be loaded as the encoder).
+        if isinstance(self.encoder, str) and not self.encoder.strip():
+            raise InputError(f"must name a sentence encoder (default {EMBEDDED_ENCODER}), got {self.encoder!r}", field="retrieval.encoder")
+        # Checked here: the encoder is only called when embeddings are not cached, so a bad size
+        # would otherwise fail on some runs and not others, deep in sentence-transformers.
+        if not isinstance(self.batch_size, bool) and isinstance(self.batch_size, int) and self.batch_size < 1:
+            raise InputError(f"must be at least 1, got {self.batch_size}", field="retrieval.batch_size")
 
     def cache_path(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
@@ -218,11 +225,15 @@ def save_pool(index: DemonstrationIndex, directory: Path) -> None:
         handle.write(buffer.getvalue())
 
 
-def load_pool(directory: Path) -> DemonstrationIndex:
+def load_pool(directory: Path, labels: Collection[str] | None = None) -> DemonstrationIndex:
     """The pool :func:`save_pool` stored beside a model; a missing, damaged or mismatched file is
-    an InputError naming it (and the line and field where one is wrong)."""
+    an InputError naming it (and the line and field where one is wrong).
+
+    ``labels``: the labels of the model beside the pool. A demonstration with another label is
+    refused here, naming its line: the prompt shows its label in the model's words, and would
+    otherwise fail at the first prediction."""
     texts, vectors = directory / POOL_TEXTS, directory / POOL_EMBEDDINGS
-    encoder_identity, entries = _read_pool_texts(texts)
+    encoder_identity, entries = _read_pool_texts(texts, labels)
     embeddings = _read_pool_embeddings(vectors)
     if len(embeddings) != len(entries):
         raise InputError(
@@ -236,7 +247,7 @@ def load_pool(directory: Path) -> DemonstrationIndex:
 _ENTRY_FIELDS = {"dataset": str, "dialogue_id": str, "index": int, "text": str, "label": str, "split": str}
 
 
-def _read_pool_texts(file: Path) -> tuple[str, list[Entry]]:
+def _read_pool_texts(file: Path, labels: Collection[str] | None) -> tuple[str, list[Entry]]:
     import json
 
     try:
@@ -263,6 +274,16 @@ def _read_pool_texts(file: Path) -> tuple[str, list[Entry]]:
     entries = [_entry(record, file, number) for number, record in records[1:]]
     if not entries:
         raise InputError("no demonstrations: the pool is empty", path=file)
+    if labels is not None:
+        known = set(labels)
+        for (number, _), entry in zip(records[1:], entries):
+            if entry.label not in known:
+                raise InputError(
+                    f"'{entry.label}' is not a label of the model beside this pool ({', '.join(labels)}): the pool is from another model",
+                    path=file,
+                    line=number,
+                    field="label",
+                )
     return records[0][1]["encoder"], entries
 
 
