@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,36 @@ def test_prompts_show_with_an_adapter_only_model_uses_its_backbones_tokenizer(ru
     assert prompt == example.prompt
     tokens = len(setup.encode([example], SegmentTokenizer(load_tokenizer(str(backbone))), with_target=False)[0].prompt_ids)
     assert f"# {tokens} prompt tokens" in head[1]
+
+
+def test_prompts_show_from_one_file_never_shows_an_utterance_itself_as_its_demonstration(run_cli, tmp_path: Path, backbone: Path) -> None:
+    # One file is train, dev and test at once: the dev utterance is in the pool as train.
+    texts = [("Go away", "anger"), ("I love this", "joy"), ("What a lovely day", "joy"), ("Leave me alone", "anger")]
+    records = [
+        {"id": f"d{k}", "utterances": [{"speaker": "Ann", "text": text, "emotion": emotion}]} for k, (text, emotion) in enumerate(texts)
+    ]
+    data = tmp_path / "one.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"backbone: {{model: {backbone}}}\nretrieval: {{cache_dir: {tmp_path / 'cache'}}}\n", encoding="utf-8")
+    for index, (text, _) in enumerate(texts):
+        result = run_cli(
+            "prompts",
+            "show",
+            "--dataset",
+            "jsonl",
+            "--data",
+            data,
+            "--label-set",
+            "meld",
+            "--split",
+            "dev",
+            "--index",
+            str(index),
+            "--config",
+            recipe,
+        )
+        assert result.code == 0, result.err
+        _, prompt, _ = printed(result.out)
+        assert "Here is a demonstration: the utterance <" in prompt
+        assert f'the utterance <"{text}">' not in prompt, prompt

@@ -95,9 +95,14 @@ def show_prompt(args: argparse.Namespace) -> int:
 
             pool = load_pool(args.model, setup.label_set.labels)
             retriever = DemonstrationRetriever(pool, SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
+            query = dialogue
         else:
             retriever = DemonstrationRetriever.build(train, setup.retrieval)
-        demonstrations = retriever.demonstrations([dialogue], training=args.split == "train")
+            # One file is every split at once: its dev dialogue is also in the pool, as train, and
+            # would be shown itself with its gold label unless it is excluded as the train copy.
+            one_file = source.path is not None and Path(source.path).is_file()
+            query = replace(dialogue, split="train") if one_file else dialogue
+        demonstrations = retriever.demonstrations([query], training=args.split == "train")
     example = setup.builder(demonstrations).example(Task(args.task), dialogue, index)
     tokenizer = SegmentTokenizer(load_tokenizer(tokenizer_path))
     encoded = setup.encode([example], tokenizer, with_target=example.target is not None)[0]
