@@ -194,3 +194,10 @@ def test_a_split_that_is_not_one_is_named(split) -> None:
 
     with pytest.raises(InputError, match="unknown split"):
         canonical_split(split)
+
+
+def test_encoded_prompts_of_two_dialogues_under_one_id_are_each_their_own(predictor) -> None:
+    a = dialogue("q", texts=("Hi!", "Oh no."))
+    b = dialogue("q", texts=("Go away.", "Fine."))
+    prompt_a, prompt_b = predictor.encoded_prompts([(a, 1), (b, 1)])
+    assert "Oh no." in prompt_a.example.prompt and "Fine." in prompt_b.example.prompt

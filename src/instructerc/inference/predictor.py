@@ -195,8 +195,10 @@ class Predictor:
 
     def fitted_prompts(self, items: Sequence[tuple[Dialogue, int]]) -> tuple[list[Any], list[str | None]]:
         """The prompts, and per item the text its utterance was cut to (``None``: it fitted).
-        Gold emotions are removed first: predicting never needs them, whatever label set they are in."""
-        return encode_fitting(unlabelled(items), self._encode, self.segments)
+        Gold emotions are removed first: predicting never needs them, whatever label set they are in.
+        Different dialogues under one id are told apart (:func:`with_distinct_keys`; a no-op where
+        the caller already did), as prompts are built per (dataset, id)."""
+        return encode_fitting(unlabelled(with_distinct_keys(items)), self._encode, self.segments)
 
     def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         """Each item's prompt, or the error of one that cannot fit (see :func:`encode_fitting`)."""
