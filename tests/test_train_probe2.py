@@ -181,3 +181,19 @@ def test_a_checkpoint_past_the_recipes_last_stage_is_refused(tiny_data, backbone
     with pytest.raises(InputError, match="written after stage 7 of its run, but the recipe has") as caught:
         Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run(resume=True)
     assert caught.value.path == str(state_file) and caught.value.field == "stage"
+
+
+def test_a_model_card_of_a_template_with_every_part_off_reads_as_a_sentence(tmp_path) -> None:
+    from instructerc.labels.benchmarks import MELD
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.prompts.templates import TemplateConfig
+    from instructerc.retrieval.index import RetrievalConfig
+    from instructerc.training.checkpoint import TrainState
+    from instructerc.training.config import TrainConfig
+    from instructerc.training.model_card import write_model_card
+
+    template = TemplateConfig(instruction=False, history=False, label_statement=False, demonstration=False)
+    setup = PromptSetup(template, MELD, 512, RetrievalConfig())
+    write_model_card(tmp_path, TrainConfig(), setup, {}, TrainState(), location=None)
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "- template: `instructerc` with no parts; no history;" in card

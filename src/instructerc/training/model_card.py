@@ -59,7 +59,7 @@ def write_model_card(
         "## Training",
         f"- backbone: `{config.backbone.model}`; {_adapters(config)}",
         f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}, seed {config.seed}",
-        f"- template: `{template.name}` with {', '.join(parts)}; {_history(template)}; max_length {config.max_length}",
+        f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
         f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, "
         f"warmup {config.optim.warmup_ratio:g}, linear decay",
