@@ -243,7 +243,8 @@ class DialogueStreamTemplate(DialoguePrefixTemplate):
     """The cache-friendly layout without a per-utterance question: the prompt for utterance t is
     the header and the dialogue up to t's line, and the emotion is read right after that line.
     Every prompt of a dialogue is a prefix of the next, so scoring a whole dialogue is one pass
-    over it, and a live conversation costs only its new line per turn."""
+    over it, and a live conversation costs only its new line per turn. Not with a demonstration:
+    it follows the utterance's line, so prompts differ before their end (same results, no reuse)."""
 
     def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
         segments = self.header()
