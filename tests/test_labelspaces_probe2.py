@@ -214,3 +214,14 @@ def test_gold_of_a_named_benchmark_in_another_spelling_points_at_labels_uime() -
         check_scorable(named, FEELING_WHEEL.label_set)
 
     assert "'Sad' in 'meld'" in error.value.message and "--labels uime" in error.value.message
+
+
+def test_predict_warns_of_a_dataset_name_close_to_a_benchmark(run_cli, uime_model: Path, tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "p.jsonl", [dialogue("a", "emory", "joy"), dialogue("b", "meld", "joy"), dialogue("c", "mine", "joy")])
+    result = run_cli("predict", "--model", uime_model, "--input", source, "--output", tmp_path / "o.jsonl", "--no-progress")
+    assert result.code == 0, result.err
+    assert "warning: dataset 'emory' (did you mean 'emorynlp'?) is not one the model's" in result.err
+    assert "'mine'" not in result.err and "'meld'" not in result.err
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "o.jsonl")}
+    assert "predicted_original_emotion" in records["b"]["utterances"][0]
+    assert "predicted_original_emotion" not in records["a"]["utterances"][0]

@@ -82,7 +82,11 @@ def run_predict(args: argparse.Namespace) -> int:
         return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels, default_dataset=UNNAMED_DATASET))
 
     # Every process reads the whole file first: bad input fails everywhere before any model time.
-    sizes = [(len(batch), sum(len(d) for d in batch)) for batch in chunks(read(), args.chunk_size)]
+    named: set[str] = set()
+    sizes = []
+    for batch in chunks(read(), args.chunk_size):
+        sizes.append((len(batch), sum(len(d) for d in batch)))
+        named.update(d.dataset for d in batch if d.dataset != UNNAMED_DATASET)
     if not sizes:
         raise InputError("no dialogues in the file", path=args.input)
     shard, device = current_shard()
@@ -92,6 +96,9 @@ def run_predict(args: argparse.Namespace) -> int:
         truncated = shard.total(truncated)  # one warning counting the whole output, not one per process
     finally:
         shard.close()
+    note = unmapped_datasets_note(named, predictor.label_set)
+    if note and shard.main:
+        print(f"instructerc: warning: {note}", file=sys.stderr)
     if truncated and shard.main:
         print(
             f"instructerc: warning: {truncated} utterance(s) did not fit the model's max_length of {predictor.setup.max_length} tokens "
@@ -114,6 +121,31 @@ def run_predict(args: argparse.Namespace) -> int:
             file=summary_stream(args.output),
         )
     return 0
+
+
+def unmapped_datasets_note(datasets: set[str], label_set: Any) -> str | None:
+    """A note for dataset names that look like a benchmark the model's unified labels cover but
+    are not one (``emory``): those dialogues get no ``predicted_original_emotion``, which the
+    user who named the dataset expects."""
+    import difflib
+
+    from instructerc.labels.unified import mapping_of
+
+    mapping = mapping_of(label_set)
+    if mapping is None:
+        return None
+    covered = list(mapping.forward)
+    misses = []
+    for name in sorted(datasets):
+        match = [] if mapping.covers(name) else difflib.get_close_matches(name.lower(), covered, n=1, cutoff=0.6)
+        if match:
+            misses.append(f"'{name}' (did you mean '{match[0]}'?)")
+    if not misses:
+        return None
+    return (
+        f"dataset {', '.join(misses)} is not one the model's {mapping.name} labels cover ({', '.join(covered)}): "
+        "those dialogues get no predicted_original_emotion"
+    )
 
 
 def _predict_shard(args: argparse.Namespace, predictor: Any, shard: Any, batches: Any, sizes: list[tuple[int, int]]) -> tuple[int, int]:
