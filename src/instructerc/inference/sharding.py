@@ -3,7 +3,8 @@
 The input is cut into the chunks a single process would predict one after another, and chunk
 ``k`` goes to process ``k % world``: each chunk is then computed exactly as a single process
 computes it (same dialogues in the same batches), so the merged output equals a single-process
-run. Each process writes its chunks to a part file beside the output; after a barrier the
+run. Each process writes its chunks to a part file beside the output (for a stream such as
+``/dev/stdout``, in the working directory: see :func:`part_path`); after a barrier the
 first process interleaves the parts back into input order, writes the output atomically and
 removes the parts.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import atomic_write
+from instructerc.files import _writes_through, atomic_write
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Shard:
     rank: int = 0
     world: int = 1
     state: Any = None
+    run: str = ""  # the same in every process of one run and in no other run (see part_path)
 
     def owns(self, chunk: int) -> bool:
         return chunk % self.world == self.rank
@@ -94,11 +96,40 @@ def current_shard() -> tuple[Shard, Any]:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    return Shard(state.process_index, state.num_processes, state), state.device
+    return Shard(state.process_index, state.num_processes, state, _run_name(state.process_index)), state.device
+
+
+def _run_name(rank: int) -> str:
+    """A name the first process draws and sends to the others (every process must call it)."""
+    import uuid
+
+    import torch.distributed as dist
+
+    names = [uuid.uuid4().hex[:12] if rank == 0 else None]
+    dist.broadcast_object_list(names, src=0)
+    return str(names[0])
 
 
 def part_path(output: Path, shard: Shard) -> Path:
-    return output.with_name(f".{output.name}.part-{shard.rank:05d}-of-{shard.world:05d}")
+    """This process's part file: beside the output, or for an output that is a stream
+    (``/dev/stdout``, ``/dev/fd/1``, a pipe) in the working directory, under the run's name.
+    Beside a stream would be ``/dev`` (no place for files; not writable but by root) or
+    ``/dev/fd`` (which cannot hold any); the run's name keeps apart two runs that each write to
+    their own stdout from one folder."""
+    suffix = f".part-{shard.rank:05d}-of-{shard.world:05d}"
+    if _is_stream(output):
+        return Path.cwd() / f".instructerc-{output.name}-{shard.run or 'run'}{suffix}"
+    return output.with_name(f".{output.name}{suffix}")
+
+
+def _is_stream(output: Path) -> bool:
+    """Whether ``output`` is written in place, not replaced (a stream or a device: see
+    :func:`instructerc.files.atomic_write`). An output that cannot be written at all is not: its
+    error comes when it is written."""
+    try:
+        return _writes_through(output)
+    except (InputError, OSError):
+        return False
 
 
 @contextlib.contextmanager
@@ -162,7 +193,7 @@ def _stop_if_failed(failed: list[int] | None, output: Path, world: int) -> None:
 
 def _merge(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
     """The parts' lines interleaved by chunk into ``output``; the parts are removed whatever happens."""
-    parts = [part_path(output, Shard(rank, shard.world)) for rank in range(shard.world)]
+    parts = [part_path(output, Shard(rank, shard.world, run=shard.run)) for rank in range(shard.world)]
     try:
         with contextlib.ExitStack() as stack:
             handles = [stack.enter_context(part.open(encoding="utf-8")) for part in parts]

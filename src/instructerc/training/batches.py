@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from instructerc.errors import InputError
 from instructerc.modeling.packing import PackedRow, pack, row_tensors
 from instructerc.prompts.encoding import EncodedExample
 
@@ -36,10 +37,23 @@ def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool
 def steps(order: list[int], batch_size: int, world_size: int) -> list[list[int]]:
     """Global batches of ``batch_size`` examples; a last batch too small to give every process
     an example is dropped (a process without data would stall the gradient all-reduce)."""
+    check_batch_size(batch_size, world_size)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if batches and len(batches[-1]) < world_size:
         batches.pop()
     return batches
+
+
+def check_batch_size(batch_size: int, world_size: int) -> None:
+    """Refuses a global batch smaller than the number of processes. Every batch would then
+    leave a process without an example: under data parallelism it skips the backward whose
+    gradient all-reduce the others wait in, and the run hangs at its first step."""
+    if batch_size < world_size:
+        raise InputError(
+            f"the global batch of {batch_size} example(s) is smaller than the {world_size} processes, and every process "
+            f"needs an example per step: set optim.batch_size to at least {world_size}, or launch fewer processes",
+            field="optim.batch_size",
+        )
 
 
 def shard(batch: list[int], rank: int, world_size: int) -> list[int]:

@@ -178,21 +178,117 @@ def save_sharded(directory: Path, model: Any, optimizer: Any = None) -> None:
 
 def load_sharded(directory: Path, model: Any, optimizer: Any = None) -> None:
     """Read shards written by :func:`save_sharded` into ``model`` (and ``optimizer``); collective.
-    Any number of processes can read what any number wrote."""
+    Any number of processes can read what any number wrote.
+
+    A checkpoint that is damaged or does not fit the model is an :class:`InputError` naming the
+    file, the same on every process and before any of them starts reading, so no process waits
+    for another one that has stopped."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
-    if not (directory / ".metadata").is_file():
-        raise InputError("sharded checkpoint without its .metadata (cut short while saving?)", path=directory)
-    if optimizer is None:
-        state = {"model": get_model_state_dict(model, options=_options())}
+    metadata = _read_index(directory)
+    _check_shard_files(directory, metadata)
+    _check_weights_fit(directory, metadata, model)
+    try:
+        if optimizer is None:
+            state = {"model": get_model_state_dict(model, options=_options())}
+            dcp.load(state, checkpoint_id=str(directory))
+            set_model_state_dict(model, state["model"], options=_options())
+            return
+        weights, optim = get_state_dict(model, optimizer, options=_options())
+        state = {"model": weights, "optimizer": optim}
         dcp.load(state, checkpoint_id=str(directory))
-        set_model_state_dict(model, state["model"], options=_options())
-        return
-    weights, optim = get_state_dict(model, optimizer, options=_options())
-    state = {"model": weights, "optimizer": optim}
-    dcp.load(state, checkpoint_id=str(directory))
+    except CheckpointException as error:  # a BaseException: it would pass every error handler as a traceback
+        raise InputError(f"cannot read the sharded checkpoint ({_first_failure(error)})", path=directory) from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"], options=_options())
+
+
+def _read_index(directory: Path) -> Any:
+    """The checkpoint's ``.metadata`` (what each tensor is and which file holds it)."""
+    import pickle
+
+    from torch.distributed.checkpoint import FileSystemReader
+
+    index = directory / ".metadata"
+    if not index.is_file():
+        raise InputError("sharded checkpoint without its .metadata (cut short while saving?)", path=directory)
+    try:
+        metadata = FileSystemReader(str(directory)).read_metadata()
+    except (pickle.UnpicklingError, EOFError, OSError, AttributeError, ImportError, IndexError, KeyError, TypeError, ValueError) as error:
+        raise InputError(f"corrupt checkpoint file ({_one_line(error)}): {_REMEDY}", path=index) from None
+    tables = (getattr(metadata, "state_dict_metadata", None), getattr(metadata, "storage_data", None))
+    if not all(isinstance(table, dict) for table in tables):
+        raise InputError(f"not a torch.distributed.checkpoint index: {_REMEDY}", path=index)
+    return metadata
+
+
+_REMEDY = "delete this checkpoint to resume from an earlier one, or start the run afresh"
+
+
+def _check_shard_files(directory: Path, metadata: Any) -> None:
+    """Refuses a shard file that is missing or shorter than the index says: the read would fail
+    on the process that owns it, as a traceback (copied or saved only in part)."""
+    needed: dict[str, int] = {}
+    for where in metadata.storage_data.values():
+        name, end = getattr(where, "relative_path", None), getattr(where, "offset", 0) + getattr(where, "length", 0)
+        if isinstance(name, str):
+            needed[name] = max(needed.get(name, 0), end)
+    for name, size in sorted(needed.items()):
+        file = directory / name
+        try:
+            actual = file.stat().st_size
+        except FileNotFoundError:
+            raise InputError(f"a shard file of this checkpoint is missing: {_REMEDY}", path=file) from None
+        if actual < size:
+            raise InputError(f"shard file cut short ({actual} bytes of at least {size}): {_REMEDY}", path=file)
+
+
+def _check_weights_fit(directory: Path, metadata: Any, model: Any) -> None:
+    """Refuses shards that are not exactly ``model``'s trainable tensors, as a data-parallel
+    resume does: a resume with ``--force`` under another LoRA rank or target modules would fail
+    deep in the read, or (weights the model lacks) be left out without a word."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    prefix = "model."
+    saved = {
+        name[len(prefix) :]: tuple(entry.size)
+        for name, entry in metadata.state_dict_metadata.items()
+        if name.startswith(prefix) and getattr(entry, "size", None) is not None
+    }
+    current = {name: tuple(tensor.shape) for name, tensor in get_model_state_dict(model, options=_options()).items()}
+    missing = [name for name in current if name not in saved]
+    foreign = [name for name in saved if name not in current]
+    reshaped = [
+        f"{name} ({'x'.join(map(str, saved[name]))} saved, {'x'.join(map(str, shape))} now)"
+        for name, shape in current.items()
+        if name in saved and saved[name] != shape
+    ]
+    problems = [
+        f"{len(names)} {what}, e.g. {names[0]}"
+        for names, what in ((missing, "missing"), (foreign, "not trainable in this model"), (reshaped, "of another shape"))
+        if names
+    ]
+    if problems:
+        raise InputError(
+            f"the checkpoint's weights do not fit the model this recipe builds ({'; '.join(problems)}): resume with the "
+            "finetune settings and backbone the run started with, or start a new run in another output_dir",
+            path=directory,
+        )
+
+
+def _first_failure(error: Any) -> str:
+    """One line from the first failing process of a ``CheckpointException``."""
+    failures = getattr(error, "failures", None) or {}
+    for failure in failures.values():
+        cause = failure[0] if isinstance(failure, tuple) else failure
+        return _one_line(cause)
+    return "unreadable"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__
 
 
 def full_state(model: Any) -> dict[str, Any]:
