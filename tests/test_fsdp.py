@@ -19,13 +19,13 @@ from test_training import recipe
 DRIVER = Path(__file__).with_name("train_until.py")
 
 
-def config_file(data: Path, model: Path, run: Path, strategy: str, method: str) -> Path:
+def config_file(data: Path, model: Path, run: Path, strategy: str, method: str, dropout: float = 0.0) -> Path:
     config = recipe(
         data,
         model,
         run,
         stages=[{"tasks": {"erc": 1.0}, "epochs": 1}],
-        finetune={"method": method, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}},
+        finetune={"method": method, "lora": {"r": 4, "alpha": 8, "dropout": dropout, "target_modules": ["q_proj", "v_proj", "down_proj"]}},
         backbone__dtype="float32",
         optim__lr=0.01 if method == "lora" else 0.002,
         distributed={"strategy": strategy},
@@ -145,3 +145,13 @@ def test_the_exported_model_predicts_on_one_process_as_the_ddp_one(runs, tiny_da
         probabilities = [p.scores for ps in predictor.predict(dev[:2]) for p in ps]
     assert labels[0] == labels[1]
     assert all(abs(sum(p.values()) - 1) < 1e-3 for p in probabilities)
+
+
+def test_a_resumed_data_parallel_run_with_dropout_ends_with_the_uninterrupted_weights(tiny_data, backbone, tmp_path):
+    # Each process draws its own dropout masks: every process's random state is checkpointed.
+    whole = config_file(tiny_data, backbone, tmp_path / "whole", "ddp", "lora", dropout=0.3)
+    launch(whole)
+    config = config_file(tiny_data, backbone, tmp_path / "cut", "ddp", "lora", dropout=0.3)
+    launch(config, "--stop-after", "6")  # checkpointed at step 4
+    launch(config, "--resume")
+    assert_same_weights(tmp_path / "cut" / "model", tmp_path / "whole" / "model")

@@ -75,10 +75,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, state: TrainState, trainable: dict[str, Any], optimizer: Any, scheduler: Any) -> None:
+def save_checkpoint(
+    directory: Path, state: TrainState, trainable: dict[str, Any], optimizer: Any, scheduler: Any, rng_by_process: list | None = None
+) -> None:
     """Write a checkpoint to ``directory`` through a staging folder renamed into place when
     complete (and flushed to disk), so ``directory`` is never seen half-written."""
-    commit_checkpoint(begin_checkpoint(directory), directory, state, scheduler, trainable, optimizer)
+    commit_checkpoint(begin_checkpoint(directory), directory, state, scheduler, trainable, optimizer, rng_by_process)
+
+
+def process_rng_state(saved: dict[str, Any], process: int, processes: int) -> dict[str, Any]:
+    """The random state process ``process`` of ``processes`` resumes with: its own where the
+    checkpoint holds one per process of a run of as many, else the main process's (a run resumed
+    with another number of processes cannot repeat the same random draws anyway)."""
+    per_process = saved.get("rng_by_process")
+    if isinstance(per_process, list) and len(per_process) == processes:
+        return per_process[process]
+    return saved["rng"]
 
 
 def staging_path(directory: Path) -> Path:
@@ -95,12 +107,19 @@ def begin_checkpoint(directory: Path) -> Path:
 
 
 def commit_checkpoint(
-    staging: Path, directory: Path, state: TrainState, scheduler: Any, trainable: dict[str, Any] | None = None, optimizer: Any = None
+    staging: Path,
+    directory: Path,
+    state: TrainState,
+    scheduler: Any,
+    trainable: dict[str, Any] | None = None,
+    optimizer: Any = None,
+    rng_by_process: list | None = None,
 ) -> None:
     """Write the main process's files into ``staging`` and rename it to ``directory``.
 
     ``trainable`` and ``optimizer`` are given for a whole checkpoint; a sharded one already holds
-    them, as shards, in ``staging / SHARDED_DIR``."""
+    them, as shards, in ``staging / SHARDED_DIR``. ``rng_by_process``: every process's random
+    state (:func:`rng_state`), for a run of several processes: each draws its own dropout masks."""
     import torch
 
     files = ["optim.pt", "state.json"]
@@ -108,6 +127,8 @@ def commit_checkpoint(
         torch.save(trainable, staging / "trainable.pt")
         files.append("trainable.pt")
     saved = {"scheduler": scheduler.state_dict(), "rng": rng_state()}
+    if rng_by_process is not None and len(rng_by_process) > 1:
+        saved["rng_by_process"] = rng_by_process
     if optimizer is not None:
         saved["optimizer"] = optimizer.state_dict()
     torch.save(saved, staging / "optim.pt")

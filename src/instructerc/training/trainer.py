@@ -43,7 +43,9 @@ from instructerc.training.checkpoint import (
     commit_checkpoint,
     latest_checkpoint,
     load_checkpoint,
+    process_rng_state,
     prune_checkpoints,
+    rng_state,
     save_checkpoint,
     set_rng_state,
     staging_path,
@@ -55,6 +57,22 @@ from instructerc.training.dev import DevScorer, DevScoring, DevSet
 def record_metrics(step: int, score: float, precision: str | None, by_dataset: dict[str, Any]) -> dict[str, Any]:
     """The dev metrics of the best checkpoint, as written beside it and into the model directory."""
     return {"step": step, "score": score, "precision": precision, "by_dataset": {d: m.to_dict() for d, m in by_dataset.items()}}
+
+
+def _rng_by_process(accelerator: Any) -> list[dict[str, Any]] | None:
+    """Every process's random state, gathered on each (all must call this), for a checkpoint of
+    a run of several processes; ``None`` for one process, whose state the checkpoint holds anyway."""
+    if accelerator.num_processes == 1:
+        return None
+    import io
+
+    import torch
+    from accelerate.utils import gather_object
+
+    # Gathered as bytes: torch's object collectives fail to unpickle the state's tensors.
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    return [torch.load(io.BytesIO(saved), weights_only=True) for saved in gather_object([buffer.getvalue()])]
 
 
 def read_best_dev_metrics(path: Path) -> dict[str, Any]:
@@ -738,7 +756,8 @@ class Trainer:
                 assert session.resumed_from is not None
                 load_sharded(session.resumed_from / SHARDED_DIR, session.model, optimizer)
             scheduler.load_state_dict(session.optim_state["scheduler"])
-            set_rng_state(session.optim_state["rng"])
+            accelerator = session.accelerator
+            set_rng_state(process_rng_state(session.optim_state, accelerator.process_index, accelerator.num_processes))
         else:
             state.epoch, state.step_in_epoch = 0, 0
         state.stage = plan.index
@@ -899,13 +918,14 @@ class Trainer:
 
         model, accelerator, state = session.model, session.accelerator, session.state
         target = self.paths.checkpoints / f"step-{state.global_step:07d}"
+        rngs = _rng_by_process(accelerator)
         if session.fsdp is not None:
             staging = self._write_shards(accelerator, target, model, optimizer, inside=SHARDED_DIR)
             if accelerator.is_main_process:
-                commit_checkpoint(staging, target, state, scheduler)
+                commit_checkpoint(staging, target, state, scheduler, rng_by_process=rngs)
                 prune_checkpoints(self.paths.checkpoints, keep=1)
         elif accelerator.is_main_process:
-            save_checkpoint(target, state, trainable_state(accelerator.unwrap_model(model)), optimizer, scheduler)
+            save_checkpoint(target, state, trainable_state(accelerator.unwrap_model(model)), optimizer, scheduler, rngs)
             prune_checkpoints(self.paths.checkpoints, keep=1)
         accelerator.wait_for_everyone()
 
