@@ -152,3 +152,17 @@ def test_an_unwritable_embedding_cache_is_warned_about_by_the_first_process_only
     array, cached = cached_array(blocked / "embeddings", "k", lambda: np.ones((2, 3), dtype=np.float32), rows=2)
     assert array.shape == (2, 3) and not cached
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_global_batch_smaller_than_the_processes_is_refused_before_the_model_loads(tiny_data, backbone, tmp_path) -> None:
+    from instructerc.data.registry import label_set_of, load_dialogues
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.training.trainer import check_stage_examples
+    from test_training import recipe
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", optim__batch_size=1)
+    train = load_dialogues(config.data.source(), "train")
+    setup = PromptSetup(config.template, label_set_of(config.data.source()), config.max_length, config.retrieval)
+    check_stage_examples(config, train, setup.builder(), 1, tmp_path)  # one process: fine
+    with pytest.raises(InputError, match="smaller than the 2 processes"):
+        check_stage_examples(config, train, setup.builder(), 2, tmp_path)

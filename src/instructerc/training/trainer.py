@@ -33,7 +33,7 @@ from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.tasks import ExampleBuilder, speaker_slots
-from instructerc.training.batches import collate, epoch_order, micro_batches, shard, steps
+from instructerc.training.batches import check_batch_size, collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import (
     SHARDED_DIR,
     TrainState,
@@ -278,7 +278,9 @@ def stage_example_counts(stage: StageConfig, train: list[Dialogue], builder: Exa
 def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: ExampleBuilder, processes: int, where: Path) -> None:
     """Refuses, before the model loads, a stage task the training data gives no example of, and a
     stage with fewer examples than processes: either would train nothing (an empty stage takes no
-    step) while the run still finished and its model card listed the stage."""
+    step) while the run still finished and its model card listed the stage. A global batch
+    smaller than the processes is refused here too, not once the model has loaded."""
+    check_batch_size(config.optim.batch_size, processes)
     for index, stage in enumerate(config.stages):
         counts = stage_example_counts(stage, train, builder)
         for task_name, count in counts.items():
@@ -664,7 +666,11 @@ class Trainer:
             read_best_dev_metrics(self.paths.best_dev_metrics)  # damaged, it would fail only as the model is written
         if sharded != (weights is None):
             written, now = ("a sharded (FSDP)", "data-parallel") if weights is None else ("a data-parallel", "sharded (FSDP)")
-            raise InputError(f"this checkpoint was written by {written} run; resume it the same way, not as a {now} run", path=checkpoint)
+            # One process runs data-parallel whatever the recipe says: FSDP needs two or more.
+            how = " (FSDP runs with two or more processes)" if weights is None and accelerator.num_processes == 1 else ""
+            raise InputError(
+                f"this checkpoint was written by {written} run; resume it the same way{how}, not as a {now} run", path=checkpoint
+            )
         if sharded:
             from instructerc.training.fsdp import load_sharded
 
