@@ -28,11 +28,11 @@ def write_input(path: Path, count: int) -> Path:
     return path
 
 
-def predict(model: Path, source: Path, out: Path, processes: int) -> subprocess.CompletedProcess:
+def predict(model: Path, source: Path, out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(29600 + os.getpid() % 1000)]
     command = [sys.executable, *(launcher if processes > 1 else []), "-m", "instructerc", "predict"]
-    command += ["--model", str(model), "--input", str(source), "--output", str(out), "--chunk-size", "3", "--no-progress"]
+    command += ["--model", str(model), "--input", str(source), "--output", str(out), "--chunk-size", "3", "--no-progress", *extra]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -171,3 +171,14 @@ def test_a_process_whose_peer_failed_or_vanished_stops_with_one_line_and_no_part
         merge_parts(out, Scripted(1, answers), [1, 1])
     assert stopped.value.path == str(out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_processes_generating_give_one_count_of_invalid_generations_for_the_whole_output(tmp_path):
+    model = tiny_model_dir(tmp_path / "model", MELD, TemplateConfig(name="dialogue-stream", demonstration=False))
+    source = write_input(tmp_path / "in.jsonl", 7)
+    one = predict(model, source, tmp_path / "one.jsonl", 1, "--mode", "generate")
+    two = predict(model, source, tmp_path / "two.jsonl", 2, "--mode", "generate")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    counts = [line for line in two.stdout.splitlines() if "generations are not a label" in line]
+    assert counts == [line for line in one.stdout.splitlines() if "generations are not a label" in line]
+    assert len(counts) == 1

@@ -93,7 +93,8 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor.from_directory(model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
         invalid, truncated = _predict_shard(args, predictor, shard, chunks(read(), args.chunk_size), sizes)
-        truncated = shard.total(truncated)  # one warning counting the whole output, not one per process
+        # One warning and one count for the whole output, not one per process.
+        truncated, invalid = shard.total(truncated), shard.total(invalid)
     finally:
         shard.close()
     note = unmapped_datasets_note(named, predictor.label_set)
@@ -112,12 +113,10 @@ def run_predict(args: argparse.Namespace) -> int:
             f"wrote {dialogues} dialogues ({utterances} utterances) to {args.output} ({predictor.precision}{where})",
             file=summary_stream(args.output),
         )
-    if args.mode == "generate":
-        mine = sum(u for k, (_, u) in enumerate(sizes) if shard.owns(k))
+    if args.mode == "generate" and shard.main:
         print(
-            f"{invalid} of {mine} generations are not a label (predicted_emotion null)"
-            + (" after paper parsing" if args.paper_parsing else "")
-            + (f" in process {shard.rank}" if shard.world > 1 else ""),
+            f"{invalid} of {utterances} generations are not a label (predicted_emotion null)"
+            + (" after paper parsing" if args.paper_parsing else ""),
             file=summary_stream(args.output),
         )
     return 0
