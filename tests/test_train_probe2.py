@@ -197,3 +197,16 @@ def test_a_model_card_of_a_template_with_every_part_off_reads_as_a_sentence(tmp_
     write_model_card(tmp_path, TrainConfig(), setup, {}, TrainState(), location=None)
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "- template: `instructerc` with no parts; no history;" in card
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_under_the_metrics_log_names_the_file(run_cli, tiny_data, backbone, tmp_path) -> None:
+    from test_train_input_checks import write_recipe
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").symlink_to("/dev/full")
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, run))
+    result = run_cli("train", path, "--no-progress")
+    assert result.code == 1
+    assert f"instructerc: error: {run / 'metrics.jsonl'}: No space left on device" in result.err

@@ -1011,8 +1011,13 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.metrics, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"time": time.time(), **record}) + "\n")
+        try:
+            with open(self.paths.metrics, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"time": time.time(), **record}) + "\n")
+        except OSError as error:
+            # A failed write() or close() names no file (a full disk): say which one.
+            error.filename = error.filename or str(self.paths.metrics)
+            raise
 
     @staticmethod
     def _write_yaml(path: Path, data: dict[str, Any]) -> None:
