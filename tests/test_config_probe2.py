@@ -199,3 +199,11 @@ def test_serve_threads_torch_cannot_take_is_a_usage_error(capsys, threads) -> No
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(["serve", "--threads", threads])
     assert exit_.value.code == 2 and "argument --threads: must be 1 to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "field"), [("model", "backbone.model"), ("cache_dir", "backbone.cache_dir")])
+def test_an_empty_backbone_model_or_cache_dir_is_refused_naming_the_field(key: str, field: str) -> None:
+    from instructerc.modeling.backbone import BackboneConfig
+
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        BackboneConfig(**{key: "  "})

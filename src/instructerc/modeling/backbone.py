@@ -47,6 +47,11 @@ class BackboneConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        # Empty, either would be read as the working directory.
+        if isinstance(self.model, str) and not self.model.strip():
+            raise InputError(f"must name a model: a local path, a hub id or {EMBEDDED_MODEL} (the default)", field="backbone.model")
+        if isinstance(self.cache_dir, str) and not self.cache_dir.strip():
+            raise InputError("must name a folder, or be left out for ~/.cache/instructerc", field="backbone.cache_dir")
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype '{self.dtype}'", field="backbone.dtype")
         if self.attn_implementation not in ("sdpa", "eager"):
