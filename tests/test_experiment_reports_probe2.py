@@ -155,3 +155,11 @@ def test_two_x_values_at_one_position_share_a_tick_that_names_both(tmp_path: Pat
     config = grid("same-fraction", {"fraction": {"1/2": {}, "0.5": {}, "1/4": {}}}, [1])
     write_report(config, results_of(config, lambda s: 40.0), tmp_path)
     assert labelled == [["1/4", "1/2 = 0.5"]]  # not two labels drawn over each other at 0.5
+
+
+def test_a_score_that_does_not_exist_shows_as_n_a_not_nan() -> None:
+    from instructerc.experiments.report import mean_std
+
+    assert mean_std([float("nan")]) == "n/a"
+    assert mean_std([float("nan"), float("nan")]) == "n/a"
+    assert mean_std([50.0, 52.0]) == "51.00 ± 1.41"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -52,6 +53,11 @@ def csv_text(config: ExperimentConfig, table: list[dict[str, object]], split: st
 
 
 def mean_std(values: list[float]) -> str:
+    """Mean ± standard deviation over seeds; ``n/a`` where there is no score (a dataset dev does
+    not hold has no dev score), not ``nan``."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
