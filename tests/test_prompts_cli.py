@@ -171,3 +171,10 @@ def test_prompts_show_from_one_file_never_shows_an_utterance_itself_as_its_demon
         _, prompt, _ = printed(result.out)
         assert "Here is a demonstration: the utterance <" in prompt
         assert f'the utterance <"{text}">' not in prompt, prompt
+
+
+def test_prompts_show_with_a_model_folder_that_does_not_exist_says_so(run_cli, tmp_path: Path) -> None:
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"id": "a", "utterances": [{"speaker": "A", "text": "Hi", "emotion": "joy"}]}) + "\n", encoding="utf-8")
+    result = run_cli("prompts", "show", "--dataset", "jsonl", "--data", data, "--label-set", "meld", "--model", tmp_path / "nope")
+    assert result.code == 2 and "no such model directory" in result.err, result.err

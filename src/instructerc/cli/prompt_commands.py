@@ -60,8 +60,9 @@ def show_prompt(args: argparse.Namespace) -> int:
     source = data_source(args)
     train = load_dialogues(source, "train")
     if args.model:
-        from instructerc.modeling.model_dir import tokenizer_source
+        from instructerc.modeling.model_dir import Manifest, tokenizer_source
 
+        Manifest.load(Path(args.model))  # a folder that is no model directory is told what it is
         setup = PromptSetup.load(args.model)
         tokenizer_path = tokenizer_source(args.model)
     else:
