@@ -76,10 +76,8 @@ def _rng_by_process(accelerator: Any) -> list[dict[str, Any]] | None:
 
 
 def read_best_dev_metrics(path: Path) -> dict[str, Any]:
-    """The dev metrics written beside the run's best weights (:func:`record_metrics`), checked:
-    they go into the model card and the model directory."""
-    from instructerc.evaluation.metrics import check_metrics_dict
-
+    """The dev metrics written beside the run's best weights (:func:`record_metrics`), checked for
+    what the model card and the model directory take from them."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -88,12 +86,20 @@ def read_best_dev_metrics(path: Path) -> dict[str, Any]:
         raise InputError(f"damaged ({error}): train again in a new output_dir", path=path) from None
     if not isinstance(data, dict) or not isinstance(data.get("by_dataset"), dict) or not data["by_dataset"]:
         raise InputError("damaged: not the dev metrics this run wrote; train again in a new output_dir", path=path, field="by_dataset")
-    try:
-        for dataset, metrics in data["by_dataset"].items():
-            check_metrics_dict(metrics, f"by_dataset.{dataset}")
-    except InputError as error:
-        raise InputError(error.message, path=path, field=error.field) from None
+    for dataset, metrics in data["by_dataset"].items():
+        for key, kind in _CARD_METRICS.items():
+            value = metrics.get(key) if isinstance(metrics, dict) else None
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise InputError(
+                    f"damaged: expected {'a whole number' if kind is int else 'a number'}, got {value!r}; train again in a new output_dir",
+                    path=path,
+                    field=f"by_dataset.{dataset}.{key}",
+                )
     return data
+
+
+# What the model card shows of each dataset's dev metrics, and the JSON type of each.
+_CARD_METRICS: dict[str, Any] = {"weighted_f1": (int, float), "macro_f1": (int, float), "accuracy": (int, float), "count": int}
 
 
 @dataclass(frozen=True)
