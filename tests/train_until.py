@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from instructerc.cli.train_commands import end_process_group
 from instructerc.evaluation.dev_scoring import predictor_dev_scoring
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
@@ -16,4 +17,7 @@ if __name__ == "__main__":
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     config = TrainConfig.from_yaml(args.recipe)
-    Trainer(config, progress=False, stop_after_steps=args.stop_after, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
+    try:
+        Trainer(config, progress=False, stop_after_steps=args.stop_after, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
+    finally:
+        end_process_group()  # as instructerc train does
