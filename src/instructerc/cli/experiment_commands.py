@@ -51,7 +51,12 @@ def run_experiment(args: argparse.Namespace) -> int:
             print(f"{run_state(config, directory):<8} {directory.name} {spec.name}")
         return 0
     if not args.report_only:
-        run_grid(config, root, progress=not args.no_progress, only=args.only)
+        from instructerc.cli.train_commands import end_process_group
+
+        try:
+            run_grid(config, root, progress=not args.no_progress, only=args.only)
+        finally:
+            end_process_group()  # once, after every run: the runs share it
     # The report is the grid's, whichever runs --only ran now: every run with a result scored the
     # way this grid scores (another grid's scores of a shared run are on another split or subset).
     scoring = Scoring.of(config)
