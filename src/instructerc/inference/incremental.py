@@ -144,6 +144,13 @@ class CacheStore:
             self._caches[key] = cache
             self._bytes += size
 
+    def release(self, key: str) -> None:
+        """End a :meth:`take` without keeping its cache (its conversation is gone); every take
+        ends in this or :meth:`put`, or the key would stay in the store's books for ever."""
+        with self._lock:
+            self._taken.discard(key)
+            self._discarded.discard(key)
+
     def discard(self, key: str) -> None:
         """Forget the conversation's cache, also one taken out for a turn now being scored."""
         with self._lock:

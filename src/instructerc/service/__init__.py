@@ -15,7 +15,7 @@ Endpoints (the full schema is served at ``/openapi.json``, browsable at ``/docs`
     Answers ``{"conversation_id", "index", "speaker", "text", "predicted_emotion", "emotion_scores"}``.
 ``GET /v1/conversations/{id}``, ``DELETE /v1/conversations/{id}`` (204)
     The utterances with the predictions made when each was added; forget it.
-``GET /v1/labels``, ``GET /healthz``
+``GET /v1/labels``, ``GET /healthz`` (and ``HEAD`` of every ``GET``: its status and headers)
 
 Every utterance is predicted from its history only (the utterances before it), so a
 conversation's predictions never change as it grows, and the newest turn of a conversation gets
@@ -27,14 +27,17 @@ Every error is ``{"error": {"code": ..., "message": ..., "field": ...}}`` (``fie
 field is at fault, e.g. ``dialogues[0].utterances[2].text``):
 
 ====  ===========================================================================================
-400   ``malformed_json``: the body is not UTF-8 JSON, or nests deeper than 64 levels;
+400   ``malformed_json``: the body is not JSON in its declared charset (UTF-8 by default; a byte
+      order mark is honoured) or in its ``Content-Encoding``, or nests deeper than 64 levels;
+      ``malformed_request``: not valid HTTP/1.1 (a request line, header or chunk; no ``Host``);
       ``host_not_allowed``: the ``Host`` is not an allowed name (``--allowed-host``)
 403   ``cross_origin_refused``: a browser request from another web origin (``--allow-origin``)
 404   ``unknown_conversation`` (never created, deleted, expired or evicted), ``not_found``
 408   ``request_timeout``: the body did not arrive within ``request_timeout_seconds``
 409   ``conversation_full``: the conversation has ``max_conversation_utterances`` utterances
 413   ``body_too_large``: over ``max_body_bytes``, counted as the body arrives
-415   ``unsupported_media_type``: a body not sent as ``Content-Type: application/json``
+415   ``unsupported_media_type``: a body not sent as ``Content-Type: application/json``, or in a
+      charset or content coding (other than gzip and deflate) the service cannot read
 422   ``invalid_request`` (wrong type, missing or empty field, a lone surrogate or NUL, a number
       over 100 characters or not finite), ``too_many_dialogues``, ``too_many_utterances``,
       ``utterance_too_long``, ``speaker_too_long``, ``not_predictable`` (the prompt's fixed
@@ -42,7 +45,7 @@ field is at fault, e.g. ``dialogues[0].utterances[2].text``):
 429   ``too_many_new_conversations``: conversations are created faster than allowed
 500   ``model_error``: the model failed on this request (other requests are unaffected)
 503   ``overloaded``: more than ``max_pending`` utterances are waiting (or waiting for their
-      conversation); ``conversations_full``: every stored conversation is in use;
+      conversation), or more than ``max_connections`` connections are open; ``conversations_full``: every stored conversation is in use;
       ``unavailable``: the batching worker has died (``/healthz`` answers 503 too)
 ====  ===========================================================================================
 

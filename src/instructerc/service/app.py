@@ -28,6 +28,7 @@ from instructerc.service.requests import (
     ApiError,
     RequestedDialogue,
     conversation_request,
+    declared_charset,
     parse_json,
     predict_request,
     utterance_request,
@@ -96,9 +97,11 @@ class Service:
                 predictions = self.predictor.predict_turns([(items[k].dialogue, cache) for k, cache in zip(turns, caches)])
             finally:
                 for conversation, cache in zip(conversations, caches):
-                    # One dropped while its turn waited was forgotten before this took its cache:
-                    # keeping it would hold memory for a conversation that is gone.
-                    if not conversation.closed:
+                    # One dropped while its turn waited or was scored is gone: keeping its cache
+                    # would hold memory for nothing, but its take must still end (release).
+                    if conversation.closed:
+                        self.caches.release(conversation.id)
+                    else:
                         self.caches.put(conversation.id, cache)
             for k, prediction in zip(turns, predictions):
                 results[k] = prediction
@@ -231,9 +234,11 @@ def _add_error_handlers(app: "FastAPI") -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return JSONResponse(
-            ApiError(error.status_code, code, str(error.detail)).body(), status_code=error.status_code, headers=error.headers
-        )
+        message, headers = str(error.detail), error.headers
+        if error.status_code == 405:
+            allowed = _allowed_methods(request)
+            message, headers = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}", {"Allow": ", ".join(allowed)}
+        return JSONResponse(ApiError(error.status_code, code, message).body(), status_code=error.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -245,6 +250,18 @@ def _add_error_handlers(app: "FastAPI") -> None:
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(ApiError(500, "internal_error", "internal error").body(), status_code=500)
+
+
+def _allowed_methods(request: Any) -> list[str]:
+    """Every method some route answers at the request's path. Starlette's 405 names only the
+    methods of the first route there, so ``GET /v1/conversations/{id}`` hid ``DELETE``."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def _add_predict_route(app: "FastAPI", service: Service) -> None:
@@ -261,7 +278,7 @@ def _add_predict_route(app: "FastAPI", service: Service) -> None:
     )
     async def predict(request: Request) -> dict[str, Any]:
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
-        requested = predict_request(parse_json(await request.body()), service.config)
+        requested = predict_request(await _json(request), service.config)
         dialogues = [service.internal(r.dialogue.utterances) for r in requested]
         predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
         grouped = per_dialogue(predictions, dialogues)
@@ -286,7 +303,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     )
     async def create_conversation(request: Request) -> dict[str, Any]:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
-        utterances = conversation_request(parse_json(await request.body(), allow_empty=True), limits)
+        utterances = conversation_request(await _json(request, allow_empty=True), limits)
         _check_new_conversation(service, len(utterances))
         dialogue = service.internal(utterances)
         predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
@@ -304,7 +321,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     )
     async def add_utterance(conversation_id: str, request: Request) -> dict[str, Any]:
         """Add the next utterance; it is predicted from the history the server keeps."""
-        utterance = utterance_request(parse_json(await request.body()), limits)
+        utterance = utterance_request(await _json(request), limits)
         conversation = _known(service.store.get(conversation_id), conversation_id)
         # Admitted before waiting for the lock: requests queued behind one conversation count too.
         with service.batcher.admitted(1):  # Overloaded is answered 503 by its handler
@@ -330,11 +347,19 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
         conversation = _known(service.store.get(conversation_id), conversation_id)
         return _conversation(conversation.id, conversation.turns)
 
+    # Every resource that answers GET answers HEAD (RFC 9110): its status and headers, no body.
+    app.head("/v1/conversations/{conversation_id}", include_in_schema=False)(get_conversation)
+
     @app.delete("/v1/conversations/{conversation_id}", status_code=204, response_class=Response, responses=by_id)
     async def delete_conversation(conversation_id: str) -> Response:
         if not service.store.delete(conversation_id):  # its cache goes with it (the store's on_drop)
             raise _unknown(conversation_id)
         return Response(status_code=204)
+
+
+async def _json(request: Any, allow_empty: bool = False) -> Any:
+    """The request's JSON body, read in the charset its ``Content-Type`` declares."""
+    return parse_json(await request.body(), allow_empty, charset=declared_charset(request.headers.get("content-type", "")))
 
 
 def _as_read(turn: Turn) -> Utterance:
@@ -370,6 +395,8 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
         """The labels the model answers in, in the order of ``emotion_scores``."""
         label_set = service.predictor.label_set
         return {"label_set": label_set.name, "labels": list(label_set.labels)}
+
+    app.head("/v1/labels", include_in_schema=False)(labels)  # as GET, without the body
 
     @app.get("/healthz", response_model=schemas.HealthOut, responses={**_error_responses(), 503: {"model": schemas.HealthOut}})
     async def health() -> Any:

@@ -6,14 +6,16 @@
   new one), returned in the ``X-Request-ID`` header of every answer and put on every log line
   written while the request runs (:data:`REQUEST_ID`, :class:`RequestIdFilter`);
 - answers only the ``Host`` names allowed (400 otherwise): a web page that rebinds its own DNS
-  name to 127.0.0.1 still sends its own name, so DNS rebinding cannot reach the service;
+  name to 127.0.0.1 still sends its own name, so DNS rebinding cannot reach the service (an
+  HTTP/1.0 request without ``Host``, which no browser sends, is served);
 - refuses cross-origin requests (403) unless their origin is allowed: a browser sends
   ``Origin`` with every cross-origin POST, so a page the user visits cannot post to the service;
 - reads what is left of a refused request's body (bounded in bytes and time) before answering,
   because closing with unread bytes resets the connection and can erase the answer;
 - reads the whole body, refusing it as soon as it passes ``max_body_bytes`` (413) or when it
-  does not arrive within ``request_timeout_seconds`` (408), and requires ``application/json``
-  for any non-empty body (415), which an HTML form cannot send;
+  does not arrive within ``request_timeout_seconds`` (408), undoes a gzip or deflate
+  ``Content-Encoding`` under the same bound (:func:`decoded_body`), and requires
+  ``application/json`` for any non-empty body (415), which an HTML form cannot send;
 - then watches for the client's disconnect and tells the endpoint through
   ``scope["instructerc.disconnected"]`` (an :class:`asyncio.Event`), so a request whose client
   has gone is dropped before its model call.
@@ -29,10 +31,12 @@ import json
 import logging
 import re
 import uuid
-from typing import Any
+import zlib
+from typing import Any, Sequence
 
 from instructerc.service.config import ServiceConfig
 
+log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("instructerc_request_id", default="-")
 DISCONNECTED = "instructerc.disconnected"
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -70,8 +74,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        given = headers.get("x-request-id", "")
-        request_id = given if _CLIENT_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        request_id = _request_id(headers)
         token = REQUEST_ID.set(request_id)
         send = _with_request_id(send, request_id)
         try:
@@ -93,6 +96,11 @@ class RequestGuard:
         body = await self._body(receive, send)
         if body is None:
             return
+        try:
+            body = decoded_body(body, headers.get("content-encoding", ""), self.config.max_body_bytes)
+        except Refused as refused:
+            await answer(send, refused.status, refused.code, refused.message, field=refused.field)
+            return
         if body.strip() and scope["method"] in _BODY_METHODS and not _is_json(headers.get("content-type", "")):
             await answer(
                 send, 415, "unsupported_media_type", "the body must be sent as Content-Type: application/json", field="content-type"
@@ -109,7 +117,11 @@ class RequestGuard:
     def _refusal(self, scope: dict, headers: dict[str, str]) -> tuple[int, str, str] | None:
         host = headers.get("host", "")
         allowed = self.config.allowed_hosts
-        if "*" not in allowed and host_name(host) not in allowed:
+        # HTTP/1.0 has no Host header (1.1 requires one, checked by the HTTP parser). Only a
+        # browser can be made to rebind a name, and every browser sends Host: a request without
+        # one names no host to refuse, and reaches only the address the server is bound to.
+        unnamed = "host" not in headers and scope.get("http_version") == "1.0"
+        if "*" not in allowed and not unnamed and host_name(host) not in allowed:
             return 400, "host_not_allowed", f"the Host {host!r} is not served here (allowed: {', '.join(allowed)}; see --allowed-host)"
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin.rstrip("/").lower(), host.lower()):
@@ -122,23 +134,7 @@ class RequestGuard:
         return "*" in self.config.allowed_origins or origin in self.config.allowed_origins
 
     async def _drain(self, receive: Any) -> None:
-        """Read and drop what is left of a refused request's body, up to twice ``max_body_bytes``
-        more and for at most a second.
-
-        The refusal closes the connection; closing a socket with unread bytes makes the kernel
-        reset it, and a client still sending its body then gets the reset instead of the answer.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(1.0, self.config.request_timeout_seconds)
-        size = 0
-        while size <= 2 * self.config.max_body_bytes:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                return
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                return
-            size += len(message.get("body", b""))
+        await drain(receive, self.config)
 
     async def _body(self, receive: Any, send: Any) -> bytes | None:
         """The whole body, or ``None`` once an error is answered (or the client is gone)."""
@@ -167,21 +163,132 @@ class RequestGuard:
                 return b"".join(chunks)
 
 
-async def answer(send: Any, status: int, code: str, message: str, field: str | None = None) -> None:
+async def drain(receive: Any, config: ServiceConfig) -> None:
+    """Read and drop what is left of a refused request's body, up to twice ``max_body_bytes``
+    more and for at most a second.
+
+    The refusal closes the connection; closing a socket with unread bytes makes the kernel
+    reset it, and a client still sending its body then gets the reset instead of the answer.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(1.0, config.request_timeout_seconds)
+    size = 0
+    while size <= 2 * config.max_body_bytes:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        size += len(message.get("body", b""))
+
+
+class ConnectionsFull:
+    """The ASGI app that answers a request arriving with ``max_connections`` connections open
+    (the server's protocol routes it here, :func:`instructerc.service.server.protocol_class`):
+    503 ``overloaded`` in the service's format, with ``Retry-After`` and the request id, where
+    uvicorn's own refusal is plain text that no client of this API can read as an error."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        request_id = _request_id(_headers(scope))
+        token = REQUEST_ID.set(request_id)
+        try:
+            log.warning("refused: %d connections are open, the most allowed (--max-connections)", self.config.max_connections)
+            await drain(receive, self.config)
+            await answer(
+                _with_request_id(send, request_id),
+                503,
+                "overloaded",
+                f"{self.config.max_connections} connections are open, the most this service keeps; retry later",
+                headers=[(b"retry-after", b"1")],
+            )
+        finally:
+            REQUEST_ID.reset(token)
+
+
+class Refused(Exception):
+    """A request the guard answers with an error of the service's format instead of passing on."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+# zlib window bits of each content coding: gzip's header, or zlib's ("deflate" in HTTP).
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decoded_body(body: bytes, content_encoding: str, max_bytes: int) -> bytes:
+    """The body with its ``Content-Encoding`` undone (codings applied in order are undone last
+    first), never more than ``max_bytes`` decoded: a few kilobytes of gzip can expand to
+    gigabytes. Raises :class:`Refused`: 415 for a coding not supported, 413 over the bound,
+    400 for data that is not in its declared coding."""
+    if not body:  # nothing was encoded: an empty body is empty in any coding
+        return body
+    codings = [c.strip().lower() for c in content_encoding.split(",")]
+    for coding in reversed([c for c in codings if c and c != "identity"]):
+        if coding not in _CODINGS:
+            raise Refused(
+                415,
+                "unsupported_media_type",
+                f"the Content-Encoding {coding!r} is not supported (send the body as it is, or gzip or deflate it)",
+                field="content-encoding",
+            )
+        body = _inflate(body, coding, max_bytes)
+    return body
+
+
+def _inflate(data: bytes, coding: str, max_bytes: int) -> bytes:
+    attempts = [_CODINGS[coding]] + ([-zlib.MAX_WBITS] if coding == "deflate" else [])  # some clients send raw deflate
+    for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(data, max_bytes + 1)
+        except zlib.error:
+            continue
+        if len(out) > max_bytes:
+            raise Refused(413, "body_too_large", f"the request body is over {max_bytes} bytes once its {coding} is undone")
+        if inflater.eof and not inflater.unused_data:
+            return out
+    raise Refused(
+        400, "malformed_json", f"the body is not {coding} data, as its Content-Encoding says (or it is cut short)", field="content-encoding"
+    )
+
+
+async def answer(
+    send: Any, status: int, code: str, message: str, field: str | None = None, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     """A JSON error in the service's format; the connection is closed after it (the rest of the
     request may never have been read)."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    body = json.dumps({"error": error}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    body = error_body(code, message, field)
+    fixed = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": [*fixed, *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
 def _headers(scope: dict) -> dict[str, str]:
     # latin-1 maps every byte, so no header value can make decoding fail.
     return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+
+
+def error_body(code: str, message: str, field: str | None = None) -> bytes:
+    """An error in the service's format, ``{"error": {"code", "message", "field"?}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return json.dumps({"error": error}).encode()
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _request_id(headers: dict[str, str]) -> str:
+    given = headers.get("x-request-id", "")
+    return given if _CLIENT_ID.fullmatch(given) else new_request_id()
 
 
 def _is_json(content_type: str) -> bool:

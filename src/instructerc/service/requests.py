@@ -7,6 +7,7 @@ this module adds the service's limits and the field paths of a request body.
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +49,14 @@ class ApiError(Exception):
         return {"error": error}
 
 
-def parse_json(body: bytes, allow_empty: bool = False) -> Any:
-    """The JSON value of a body; 400 when it is not UTF-8 JSON."""
-    if allow_empty and not body.strip():
+def parse_json(body: bytes, allow_empty: bool = False, charset: str | None = None) -> Any:
+    """The JSON value of a body; 400 when it is not JSON in ``charset`` (the one its
+    ``Content-Type`` names, :func:`declared_charset`), or in UTF-8 when it names none."""
+    if allow_empty and not body.strip():  # nothing to decode, whatever the charset is called
         return {}
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "malformed_json", "the body is not UTF-8") from None
+    text = _body_text(body, charset)
+    if allow_empty and not text.strip():  # a byte order mark alone, or UTF-16 spaces
+        return {}
     try:
         # The JSONL reader's parser: bounded nesting; long numbers are refused with their field.
         payload = load_json(text)
@@ -68,6 +69,43 @@ def parse_json(body: bytes, allow_empty: bool = False) -> Any:
     except TextProblem as problem:
         raise ApiError(422, "invalid_request", problem.message, field=problem.field) from None
     return payload
+
+
+def declared_charset(content_type: str) -> str | None:
+    """The ``charset`` parameter of a ``Content-Type`` header (``application/json;
+    charset="utf-16"`` gives ``utf-16``), or ``None`` when it has none."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').strip() or None
+    return None
+
+
+# Byte order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _body_text(body: bytes, charset: str | None) -> str:
+    """The body as text. A declared charset is honoured: reading a latin-1 body as UTF-8 would
+    either refuse it or, worse, silently turn its accented letters into others. Without one the
+    body is UTF-8 (RFC 8259), or what its byte order mark says (editors and PowerShell add one)."""
+    if charset is None:
+        charset = next((name for mark, name in _BYTE_ORDER_MARKS if body.startswith(mark)), "utf-8")
+    try:
+        text = body.decode(charset)
+    except LookupError:  # an unknown name, or a codec that is not a text encoding (base64)
+        raise ApiError(
+            415, "unsupported_media_type", f"the charset {charset!r} of the Content-Type is not a known text encoding", field="content-type"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ApiError(400, "malformed_json", f"the body is not {charset.upper()} (byte {error.start} cannot be decoded)") from None
+    return text.removeprefix("\ufeff")  # a byte order mark is not part of the JSON
 
 
 def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialogue]:

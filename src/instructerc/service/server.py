@@ -90,22 +90,29 @@ def uvicorn_config(app: Any, config: ServiceConfig, **options: Any) -> Any:
 
     return uvicorn.Config(
         app,
-        http=protocol_class(config.request_timeout_seconds),
-        limit_concurrency=config.max_connections,
+        # The connection cap is the protocol's (limit_concurrency would answer in plain text).
+        http=protocol_class(config.request_timeout_seconds, config),
         timeout_keep_alive=config.keep_alive_seconds,
         log_config=log_config(options.get("log_level", "info")),
         **options,
     )
 
 
-def protocol_class(header_seconds: float) -> type:
+def protocol_class(header_seconds: float, config: ServiceConfig | None = None) -> type:
     """uvicorn's HTTP protocol (httptools when installed, as uvicorn itself chooses, else h11),
     closing a connection whose request headers are not complete within ``header_seconds``.
 
     uvicorn times a connection only while it is idle between requests (keep-alive); a client that
     sends a header line now and then would otherwise hold its connection for ever. Once the
     headers are in, the body has its own deadline (:class:`~instructerc.service.guard.RequestGuard`).
+
+    With ``config``, a request that arrives while more than ``max_connections`` connections are
+    open (its own included), or with ``max_connections`` requests in flight, is answered 503 in
+    the service's JSON format (:class:`~instructerc.service.guard.ConnectionsFull`).
     """
+    from instructerc.service.guard import ConnectionsFull
+
+    refusal = ConnectionsFull(config) if config is not None else None
     try:
         import httptools  # noqa: F401
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
@@ -114,6 +121,33 @@ def protocol_class(header_seconds: float) -> type:
 
     class HeaderDeadline(Base):  # type: ignore[misc, valid-type]
         _deadline: Any = None
+        _app: Any = None
+
+        # uvicorn reads ``self.app`` once per request, when its headers are in: the one place to
+        # send a request beyond the cap to the refusal instead.
+        @property
+        def app(self) -> Any:
+            if refusal is not None and self._full():
+                return refusal
+            return self._app
+
+        @app.setter
+        def app(self, app: Any) -> None:
+            self._app = app
+
+        def _full(self) -> bool:
+            limit = refusal.config.max_connections if refusal is not None else 0
+            return len(self.connections) > limit or len(self.tasks) >= limit
+
+        def send_400_response(self, msg: str) -> None:
+            """A request the HTTP parser cannot read (an HTTP/1.1 request without Host, a bad
+            header or chunk) is answered in the service's JSON format with a request id, not
+            uvicorn's plain text, unless an answer to it has already begun."""
+            if self.cycle is not None and self.cycle.response_started:
+                super().send_400_response(msg)
+                return
+            self.transport.write(malformed_request_answer())
+            self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -140,6 +174,20 @@ def protocol_class(header_seconds: float) -> type:
                 self.transport.close()
 
     return HeaderDeadline
+
+
+def malformed_request_answer() -> bytes:
+    """The raw HTTP answer to bytes that are not an HTTP request: 400 ``malformed_request``."""
+    from instructerc.service.guard import error_body, new_request_id
+
+    body = error_body(
+        "malformed_request", "the request is not valid HTTP/1.1 (its request line, a header, the chunked body, or a missing Host header)"
+    )
+    head = (
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: {new_request_id()}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 def log_config(level: str = "info") -> dict[str, Any]:

@@ -169,6 +169,12 @@ class ConversationStore:
             oldest = next(iter(self._conversations.values()))
             if now - oldest.last_used < self.max_idle_seconds:
                 break
+            if oldest.lock.locked():
+                # A turn in flight or queued is use, however long ago it arrived: expiring the
+                # conversation would answer that turn and then lose it with everything before it.
+                oldest.last_used = now
+                self._conversations.move_to_end(oldest.id)
+                continue
             _, expired = self._conversations.popitem(last=False)
             self.expired += 1
             self._dropped(expired)
