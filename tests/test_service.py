@@ -77,15 +77,23 @@ class CountingPredictor:
 @contextmanager
 def serving(predictor: Any, config: ServiceConfig) -> Iterator[str]:
     """A real uvicorn server in a thread, on a free loopback port; yields its base URL."""
+    from instructerc.service.app import create_app
+
+    with serving_app(create_app(predictor, config), config) as url:
+        yield url
+
+
+@contextmanager
+def serving_app(app: Any, config: ServiceConfig) -> Iterator[str]:
+    """:func:`serving` for an app built by the test, so it can look inside it."""
     import uvicorn
 
-    from instructerc.service.app import create_app
     from instructerc.service.server import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn_config(create_app(predictor, config), config, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, config, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

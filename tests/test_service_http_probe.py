@@ -11,7 +11,6 @@ import json
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from instructerc.labels.benchmarks import MELD
 from instructerc.service.app import create_app
 from instructerc.service.config import ServiceConfig
-from test_service import serving
+from test_service import serving, serving_app
 from tiny import tiny_model_dir
 
 ONE = '{"utterances": [{"speaker": "Ann", "text": "Café au lait"}]}'
@@ -192,30 +191,6 @@ def test_a_request_beyond_the_connection_cap_gets_the_services_json_503(inner: A
     assert b"content-type: application/json" in head.lower() and b"x-request-id: over-the-cap" in head.lower()
     assert b"retry-after: 1" in head.lower()
     assert b'"code": "overloaded"' in body and b"2 connections" in body
-
-
-@contextmanager
-def serving_app(app: Any, config: ServiceConfig) -> Iterator[str]:
-    """:func:`test_service.serving` for an app built by the test, so it can look inside it."""
-    import uvicorn
-
-    from instructerc.service.server import uvicorn_config
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn_config(app, config, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 # -- conversations dropped while a turn is scored ---------------------------------------------------

@@ -216,6 +216,12 @@ def check_weights_fit(weights: dict[str, Any], model: Any, file: Path) -> None:
         for name in trainable
         if name in weights and (not isinstance(weights[name], torch.Tensor) or weights[name].shape != trainable[name].shape)
     ]
+    refuse_misfit(missing, foreign, reshaped, file)
+
+
+def refuse_misfit(missing: list[str], foreign: list[str], reshaped: list[str], path: Path) -> None:
+    """The error of a checkpoint whose weights do not fit the model (names missing from it, names
+    the model does not train, shapes that differ), whole or sharded; nothing when all fit."""
     problems = [
         f"{len(names)} {what}, e.g. {names[0]}"
         for names, what in ((missing, "missing"), (foreign, "not trainable in this model"), (reshaped, "of another shape"))
@@ -225,7 +231,7 @@ def check_weights_fit(weights: dict[str, Any], model: Any, file: Path) -> None:
         raise InputError(
             f"the checkpoint's weights do not fit the model this recipe builds ({'; '.join(problems)}): resume with the "
             "finetune settings and backbone the run started with, or start a new run in another output_dir",
-            path=file,
+            path=path,
         )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from instructerc.errors import InputError
+from instructerc.training.checkpoint import refuse_misfit
 
 
 @dataclass(frozen=True)
@@ -264,17 +265,7 @@ def _check_weights_fit(directory: Path, metadata: Any, model: Any) -> None:
         for name, shape in current.items()
         if name in saved and saved[name] != shape
     ]
-    problems = [
-        f"{len(names)} {what}, e.g. {names[0]}"
-        for names, what in ((missing, "missing"), (foreign, "not trainable in this model"), (reshaped, "of another shape"))
-        if names
-    ]
-    if problems:
-        raise InputError(
-            f"the checkpoint's weights do not fit the model this recipe builds ({'; '.join(problems)}): resume with the "
-            "finetune settings and backbone the run started with, or start a new run in another output_dir",
-            path=directory,
-        )
+    refuse_misfit(missing, foreign, reshaped, directory)
 
 
 def _first_failure(error: Any) -> str:
