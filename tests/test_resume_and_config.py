@@ -59,7 +59,7 @@ def test_a_section_that_is_not_a_mapping_is_one_line_naming_the_key(run_cli, tmp
         ("optim:\n  max_grad_norm: 0\n", "optim.max_grad_norm"),
         ("finetune:\n  lora:\n    dropout: 1.0\n", "finetune.lora.dropout"),
         ("stages:\n  - tasks: {erc: 1.0}\n    epochs: .nan\n", "stages[0].epochs"),
-        ("stages:\n  - tasks: {erc: 1.0}\n  - tasks: {erc: .nan}\n", "stages[1].tasks"),
+        ("stages:\n  - tasks: {erc: 1.0}\n  - tasks: {erc: .nan}\n", "stages[1].tasks.erc"),
         ("stages:\n  - tasks: {erc: 1.0}\n  - tasks: {}\n", "stages[1].tasks"),
         ("packing:\n  max_tokens: 0\n", "packing.max_tokens"),
         ("checkpoint_every_steps: 0\n", "checkpoint_every_steps"),

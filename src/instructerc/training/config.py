@@ -46,7 +46,7 @@ class DataConfig:
             raise InputError("fraction must be in (0, 1]", field="data.fraction")
         for name, share in self.dataset_fractions.items():
             if not 0 < share <= 1:
-                raise InputError(f"the fraction of '{name}' must be in (0, 1]", field="data.dataset_fractions")
+                raise InputError(f"the fraction of '{name}' must be in (0, 1]", field=f"data.dataset_fractions.{name}")
         if self.max_dev_dialogues is not None and self.max_dev_dialogues < 1:
             raise InputError("max_dev_dialogues must be at least 1 (or null: all)", field="data.max_dev_dialogues")
 
@@ -82,7 +82,7 @@ class StageConfig:
             if task not in known:
                 raise InputError(f"unknown task '{task}' (known: {', '.join(sorted(known))})", field="stages.tasks")
             if not 0 < share <= 1:
-                raise InputError(f"the share of '{task}' must be in (0, 1]", field="stages.tasks")
+                raise InputError(f"the share of '{task}' must be in (0, 1]", field=f"stages.tasks.{task}")
         if not 0 < self.epochs < math.inf:
             raise InputError(f"epochs must be a positive number, got {self.epochs}", field="stages.epochs")
 
@@ -108,8 +108,10 @@ class LoraConfig:
     top_layers: int | None = None
 
     def __post_init__(self) -> None:
-        if self.r < 1 or not self.alpha > 0:
-            raise InputError("r and alpha must be positive", field="finetune.lora")
+        if self.r < 1:
+            raise InputError(f"r must be >= 1, got {self.r}", field="finetune.lora.r")
+        if not self.alpha > 0:
+            raise InputError(f"alpha must be positive, got {self.alpha}", field="finetune.lora.alpha")
         if not 0 <= self.dropout < 1:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}", field="finetune.lora.dropout")
         if self.top_layers is not None and self.top_layers < 1:
@@ -171,8 +173,10 @@ class OptimConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.micro_batch_size < 1:
-            raise InputError("batch sizes must be >= 1", field="optim.batch_size")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}", field="optim.batch_size")
+        if self.micro_batch_size < 1:
+            raise InputError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}", field="optim.micro_batch_size")
         if not 0 <= self.warmup_ratio < 1:
             raise InputError("warmup_ratio must be in [0, 1)", field="optim.warmup_ratio")
         if len(self.betas) != 2:
@@ -277,7 +281,7 @@ class TrainConfig:
         if self.speaker_variant not in SPEAKER_VARIANTS:
             raise InputError(f"speaker_variant must be one of {SPEAKER_VARIANTS}", field="speaker_variant")
         if self.max_length < 16:
-            raise InputError("max_length is too small", field="max_length")
+            raise InputError(f"max_length must be at least 16 tokens, got {self.max_length}", field="max_length")
         if self.evals_per_epoch < 1:
             raise InputError("evals_per_epoch must be >= 1", field="evals_per_epoch")
         if self.eval_every_steps is not None and self.eval_every_steps < 1:

@@ -1,0 +1,111 @@
+"""Training options as a user combines them: each wrong one is one line naming the setting, before anything loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_train_input_checks import no_model_loads, write_recipe  # noqa: F401 (a fixture, used by name)
+from test_training import recipe
+
+
+def unreachable_hub(*args, **kwargs):
+    raise ConnectionError("[Errno -2] Name or service not known")
+
+
+@pytest.mark.parametrize("option", ["--model", "--set"])
+def test_an_uncached_hub_id_without_a_network_is_one_line(
+    run_cli,
+    tiny_data,
+    backbone,
+    tmp_path,
+    monkeypatch,
+    option,
+    no_model_loads,  # noqa: F811
+) -> None:
+    # transformers retried the hub for about 50 s and ended with four lines about internet
+    # connections (exit 1) that named neither the model nor the setting.
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable_hub)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    model = "someorg/no-such-model-xyz"
+    given = ["--model", model] if option == "--model" else ["--set", f"backbone.model={model}"]
+    result = run_cli("train", path, *given, "--no-progress")
+    assert result.code == 2 and result.out == ""
+    [line] = result.err.splitlines()
+    assert "backbone.model" in line and model in line and "cannot be reached" in line and f"given by {option}" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_name_that_is_no_hub_id_is_one_line(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    result = run_cli("train", path, "--model", "my model", "--no-progress")
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert "backbone.model" in line and "'my model' is neither a model folder nor a Hugging Face hub id" in line
+
+
+def test_an_uncached_hub_id_in_offline_mode_is_one_line(run_cli, tiny_data, backbone, tmp_path, monkeypatch, no_model_loads) -> None:  # noqa: F811
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    result = run_cli("train", path, "--model", "someorg/no-such-model-xyz", "--no-progress")
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert "backbone.model" in line and "not in the Hugging Face cache" in line and "HF_HUB_OFFLINE" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        ("data.dataset_fractions.jsonl=.nan", "data.dataset_fractions.jsonl"),
+        ("data.dataset_fractions={a: 0.5, b: 3}", "data.dataset_fractions.b"),
+        ("stages[0].tasks.erc=2", "stages[0].tasks.erc"),
+    ],
+)
+def test_a_share_out_of_range_names_its_key_and_the_option(run_cli, tiny_data, backbone, tmp_path, option, field, no_model_loads) -> None:  # noqa: F811
+    # The field used to stop at the section (data.dataset_fractions, stages[0].tasks), so the
+    # error could not say which --set gave the value.
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    result = run_cli("train", path, "--set", option, "--no-progress")
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert f"field '{field}'" in line and "given by --set" in line
+
+
+def test_a_micro_batch_size_below_one_names_its_own_field(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+    # It was reported as optim.batch_size, a key the user had not touched.
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    result = run_cli("train", path, "--set", "optim.micro_batch_size=0", "--no-progress")
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert "field 'optim.micro_batch_size'" in line and "given by --set optim.micro_batch_size=0" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "field", "says"),
+    [
+        ("finetune.lora.r=0", "finetune.lora.r", "r must be >= 1, got 0"),
+        ("finetune.lora.alpha=-2", "finetune.lora.alpha", "alpha must be positive, got -2"),
+        ("max_length=8", "max_length", "at least 16 tokens, got 8"),
+    ],
+)
+def test_a_value_out_of_range_names_its_field_the_limit_and_the_option(
+    run_cli,
+    tiny_data,
+    backbone,
+    tmp_path,
+    option,
+    field,
+    says,
+    no_model_loads,  # noqa: F811
+) -> None:
+    # r and alpha were reported together as the section finetune.lora (so no option was named),
+    # and max_length as "too small" without the limit.
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    result = run_cli("train", path, "--set", option, "--no-progress")
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert f"field '{field}'" in line and says in line and f"given by --set {option}" in line
