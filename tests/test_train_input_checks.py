@@ -181,6 +181,21 @@ def test_an_unknown_lora_target_module_lists_the_linear_layers(run_cli, tiny_dat
     assert last.startswith("instructerc: error:") and "finetune.lora.target_modules" in last and "q_proj" in last
 
 
+def test_more_top_layers_than_the_model_has_is_refused(tiny_data, backbone, tmp_path) -> None:
+    # It silently became "every layer", an adapter of another shape than the recipe says.
+    from instructerc.modeling.backbone import load_causal_lm
+    from instructerc.modeling.finetune import make_trainable
+
+    model = load_causal_lm(str(backbone), recipe(tiny_data, backbone, tmp_path / "run").backbone)
+    count = model.config.num_hidden_layers
+    config = recipe(tiny_data, backbone, tmp_path / "run", finetune__lora__top_layers=count + 1)
+    with pytest.raises(InputError, match=f"top_layers is {count + 1} but the model has {count} layers") as error:
+        make_trainable(model, "lora", config.finetune.lora)
+    assert error.value.field == "finetune.lora.top_layers"
+    exact = recipe(tiny_data, backbone, tmp_path / "run", finetune__lora__top_layers=count)
+    make_trainable(load_causal_lm(str(backbone), exact.backbone), "lora", exact.finetune.lora)
+
+
 # -- the recipe and --set ------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [-1, 2**32])
 def test_a_seed_numpy_cannot_take_is_refused_by_the_config(run_cli, tiny_data, backbone, tmp_path, seed, no_model_loads) -> None:

@@ -109,3 +109,25 @@ def test_a_value_out_of_range_names_its_field_the_limit_and_the_option(
     assert result.code == 2
     [line] = result.err.splitlines()
     assert f"field '{field}'" in line and says in line and f"given by --set {option}" in line
+
+
+def test_a_grid_whose_backbone_the_hub_cannot_give_stops_before_its_first_run(run_cli, tmp_path, monkeypatch) -> None:
+    # The check ran for train only: a grid trained its runs on other backbones first and stopped
+    # at this one after retrying the hub.
+    import huggingface_hub
+    import yaml
+
+    from tiny import write_split
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    for split, count in (("train", 4), ("dev", 2), ("test", 2)):
+        write_split(tmp_path / f"{split}.jsonl", count, seed=count)
+    base = {"data": {"dataset": "jsonl", "path": str(tmp_path), "label_set": "meld"}, "backbone": {"model": "someorg/no-such-model-xyz"}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    axes = {"fraction": {"1": {"data.fraction": 1.0}, "1/2": {"data.fraction": 0.5}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({"name": "g", "base": "base.yaml", "output_dir": "runs", "axes": axes}))
+    result = run_cli("experiment", tmp_path / "grid.yaml", "--no-progress")
+    assert result.code == 2 and "Traceback" not in result.err
+    [line] = result.err.splitlines()
+    assert "backbone.model" in line and "no-such-model-xyz" in line and "HF_HUB_OFFLINE" in line
+    assert not (tmp_path / "runs").exists()

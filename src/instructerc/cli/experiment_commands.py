@@ -52,7 +52,13 @@ def run_experiment(args: argparse.Namespace) -> int:
         return 0
     if not args.report_only:
         from instructerc.cli.train_commands import end_process_group
+        from instructerc.experiments.runner import resolved_config
+        from instructerc.modeling.backbone import check_hub_model
 
+        # Before the first run: a grid would otherwise stop at the run whose backbone the hub
+        # cannot give, after the runs before it.
+        for name in dict.fromkeys(resolved_config(config, root, spec).backbone.model for spec in specs):
+            check_hub_model(name)
         try:
             run_grid(config, root, progress=not args.no_progress, only=args.only)
         finally:

@@ -127,6 +127,8 @@ def run_training(args: argparse.Namespace) -> int:
     except InputError as error:
         raise naming_the_option(error, given) from None
     try:
+        from instructerc.modeling.backbone import check_hub_model
+
         check_hub_model(config.backbone.model)
     except InputError as error:
         raise naming_the_option(error, given) from None
@@ -137,41 +139,6 @@ def run_training(args: argparse.Namespace) -> int:
     if result.main_process and result.best_dev_score is not None:
         print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")
     return 0
-
-
-def check_hub_model(name: str) -> None:
-    """Refuses a hub id that is neither in the Hugging Face cache nor on a reachable hub, before
-    any data or model loads: transformers would retry the hub for most of a minute and end with
-    a message about internet connections that does not name the setting. Folders (existing, or
-    path-like and then refused by the trainer) and the embedded model are not hub ids."""
-    from huggingface_hub import constants, model_info, try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
-
-    from instructerc.files import looks_like_path
-    from instructerc.modeling.backbone import EMBEDDED_MODEL
-
-    if name == EMBEDDED_MODEL or looks_like_path(name) or Path(name).expanduser().exists():
-        return
-    try:
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
-            return
-    except HFValidationError:
-        raise InputError(f"'{name}' is neither a model folder nor a Hugging Face hub id (org/name)", field="backbone.model") from None
-    if constants.HF_HUB_OFFLINE:
-        raise InputError(f"'{name}' is not in the Hugging Face cache and the hub is off (HF_HUB_OFFLINE)", field="backbone.model")
-    try:
-        model_info(name, timeout=10)
-    except RepositoryNotFoundError:
-        raise InputError(
-            f"no model '{name}' on the Hugging Face hub (a private or gated one needs a login: hf auth login)", field="backbone.model"
-        ) from None
-    except Exception as error:  # the transport's errors differ between huggingface_hub versions (requests, httpx)
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise InputError(
-            f"'{name}' is not in the Hugging Face cache and the hub cannot be reached ({reason}); "
-            "give a local model folder, or download it where there is a network",
-            field="backbone.model",
-        ) from None
 
 
 def end_process_group() -> None:

@@ -34,7 +34,10 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
     layers = None
     if lora.top_layers is not None:
         count = model.config.num_hidden_layers
-        layers = list(range(max(0, count - lora.top_layers), count))
+        if lora.top_layers > count:
+            # Taken as "all layers" it would train another adapter than the recipe says.
+            raise InputError(f"top_layers is {lora.top_layers} but the model has {count} layers", field="finetune.lora.top_layers")
+        layers = list(range(count - lora.top_layers, count))
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
