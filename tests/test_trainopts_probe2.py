@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from test_train_input_checks import no_model_loads, write_recipe  # noqa: F401 (a fixture, used by name)
@@ -131,3 +134,38 @@ def test_a_grid_whose_backbone_the_hub_cannot_give_stops_before_its_first_run(ru
     [line] = result.err.splitlines()
     assert "backbone.model" in line and "no-such-model-xyz" in line and "HF_HUB_OFFLINE" in line
     assert not (tmp_path / "runs").exists()
+
+
+def cached_hub_model(cache: Path, backbone: Path, name: str = "someorg/tiny-cached") -> Path:
+    """``backbone`` laid out as the Hugging Face cache holds a downloaded hub model."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{name.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(backbone, repo / "snapshots" / revision)
+    return repo / "snapshots" / revision
+
+
+def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_cannot_be_reached(
+    run_cli, tiny_data, backbone, tmp_path, monkeypatch
+) -> None:
+    # transformers asked the unreachable hub about each file and retried for minutes before it
+    # used the cached copy.
+    import huggingface_hub
+
+    from instructerc.modeling.backbone import BackboneConfig, resolve_model
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = cached_hub_model(tmp_path / "hub", backbone)
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable_hub)
+    assert resolve_model(BackboneConfig(model="someorg/tiny-cached")) == str(snapshot)
+    assert resolve_model(BackboneConfig(model="someorg/not-cached")) == "someorg/not-cached"
+
+    path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
+    result = run_cli("train", path, "--model", "someorg/tiny-cached", "--no-progress")
+    assert result.code == 0, result.err
+    assert "someorg/tiny-cached" in (tmp_path / "run" / "model" / "instructerc.json").read_text()
+
+    # With the hub answering, the id goes to transformers, which checks for a newer revision.
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda *args, **kwargs: object())
+    assert resolve_model(BackboneConfig(model="someorg/tiny-cached")) == "someorg/tiny-cached"

@@ -196,7 +196,25 @@ def resolve_model(config: BackboneConfig) -> str:
         return str(converted_embedded_model(cache))
     check_model_folder(config.model)
     path = Path(config.model).expanduser()
-    return str(path) if path.exists() else config.model
+    return str(path) if path.exists() else _snapshot_when_hub_unreachable(config.model)
+
+
+def _snapshot_when_hub_unreachable(name: str) -> str:
+    """The cached snapshot folder of hub id ``name`` when the hub cannot answer for it, else
+    ``name``. Given the id, transformers asks the hub about every file and, with the network
+    down, retried for minutes before it used the cache; with a reachable hub it still checks for
+    a newer revision, as users of hub ids expect."""
+    from huggingface_hub import model_info, snapshot_download
+
+    try:
+        local = snapshot_download(name, local_files_only=True)
+    except Exception:  # not cached (or not an id): transformers reports it, check_hub_model earlier
+        return name
+    try:
+        model_info(name, timeout=10)
+    except Exception:  # offline, unreachable, or private without a login: the cache is what there is
+        return local
+    return name
 
 
 def check_model_folder(name: str) -> None:
