@@ -340,3 +340,11 @@ def test_a_run_can_start_from_a_trained_adapter_and_refuses_one_of_another_shape
         make_trainable(load_causal_lm(str(backbone), first.backbone), "lora", first.finetune.lora, str(tmp_path))
     with pytest.raises(InputError, match="finetune.init_adapter"):
         recipe(tiny_data, backbone, tmp_path / "full", finetune__method="full", finetune__init_adapter=str(tmp_path / "first" / "model"))
+
+    # The shipped adapter belongs to the embedded backbone: refused before any model loads (it
+    # was refused only after loading, by the adapter's shapes, or not at all for a same-shaped one).
+    shipped = recipe(tiny_data, backbone, tmp_path / "fourth", finetune__init_adapter="default")
+    with pytest.raises(InputError, match="trained on the backbone 'SmolLM2-135M-Instruct'") as error:
+        Trainer(shipped, progress=False, dev_scoring=predictor_dev_scoring).run()
+    assert error.value.field == "finetune.init_adapter"
+    assert not (tmp_path / "fourth").exists()

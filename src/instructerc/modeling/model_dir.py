@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 from instructerc.errors import InputError
 from instructerc.files import atomic_write, followed_link, looks_like_path, replace_directory
 from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model, saved_tensors
-from instructerc.modeling.finetune import ADAPTER_CONFIG, ADAPTER_WEIGHTS, attach_adapter
+from instructerc.modeling.finetune import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_folder, attach_adapter
 
 MANIFEST = "instructerc.json"
 DEV_METRICS = "dev_metrics.json"  # the dev scores the checkpoint was selected on
@@ -88,6 +88,29 @@ class Manifest:
         if manifest.method not in METHODS:
             raise InputError(f"unknown fine-tuning method '{manifest.method}' (expected lora or full)", field="method")
         return manifest
+
+
+def check_adapter_backbone(init_adapter: str, backbone: str) -> None:
+    """Refuses, before any model loads, an ``init_adapter`` model directory trained on another
+    backbone than ``backbone``: its weights belong to that model. Two local folders may hold one
+    model moved or copied, so between folders the adapter's shapes decide as it loads, as they do
+    for a bare peft folder, which records no backbone of ours."""
+    folder = adapter_folder(init_adapter)
+    if not (folder / MANIFEST).is_file():
+        return
+    trained_on = Manifest.load(folder).backbone.model
+    if _is_folder(trained_on) and _is_folder(backbone):
+        return
+    if trained_on != backbone:
+        raise InputError(
+            f"the adapter was trained on the backbone '{trained_on}', and backbone.model is '{backbone}'",
+            path=folder,
+            field="finetune.init_adapter",
+        )
+
+
+def _is_folder(name: str) -> bool:
+    return name != EMBEDDED_MODEL and (looks_like_path(name) or Path(name).expanduser().exists())
 
 
 def _recorded_model(name: str) -> str:

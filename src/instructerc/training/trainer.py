@@ -474,12 +474,15 @@ class Trainer:
     def _start(self, resume: bool) -> _Session:
         """Everything the stages share: the accelerator, data, prompts, model, and a resumed state."""
         from instructerc.modeling.backbone import check_model_folder, load_tokenizer, resolve_model
+        from instructerc.modeling.model_dir import check_adapter_backbone
 
         if self.dev_scoring is None:
             raise ValueError(
                 "Trainer.run needs dev_scoring (instructerc.evaluation.dev_scoring.predictor_dev_scoring): checkpoints are selected on dev"
             )
         check_model_folder(self.config.backbone.model)
+        if self.config.finetune.init_adapter is not None:
+            check_adapter_backbone(self.config.finetune.init_adapter, self.config.backbone.model)
         accelerator = self._accelerator()
         check_distributed_type(accelerator)
         set_seed(self.config.seed)
