@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from instructerc.errors import InputError
 from instructerc.modeling.packing import PackedRow, pack, row_tensors
 from instructerc.prompts.encoding import EncodedExample
+from instructerc.prompts.example import Task
 
 
 def epoch_order(examples: Sequence[EncodedExample], seed: int, by_dialogue: bool, chunk: int | None = None) -> list[int]:
@@ -127,3 +129,19 @@ def collate(examples: Sequence[EncodedExample], pad_id: int, max_tokens: int, sh
 
 def micro_batches(indices: list[int], examples: Sequence[EncodedExample], micro_batch_size: int) -> list[list[EncodedExample]]:
     return [[examples[i] for i in indices[j : j + micro_batch_size]] for j in range(0, len(indices), micro_batch_size)]
+
+
+def class_weights(examples: Sequence[EncodedExample], power: float) -> list[float] | None:
+    """Per example, its loss weight under ``optim.class_balance`` = ``power`` (``None`` at 0:
+    unweighted). Emotion examples are counted per task, source dataset and gold label, since one
+    label is common in one dataset and rare in another; other examples weigh 1."""
+    if power == 0:
+        return None
+    emotion_tasks = (Task.ERC, Task.EMOTION_PREDICTION)
+    keys = [(e.example.task, e.example.dataset, e.example.label) if e.example.task in emotion_tasks else None for e in examples]
+    counts = Counter(key for key in keys if key is not None)
+    if not counts:
+        return None
+    raw = {key: count**-power for key, count in counts.items()}
+    scale = sum(counts.values()) / sum(raw[key] * count for key, count in counts.items())
+    return [1.0 if key is None else raw[key] * scale for key in keys]

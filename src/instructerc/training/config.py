@@ -162,7 +162,13 @@ class FinetuneConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimisation. ``batch_size`` is the global batch in examples (all processes together);
-    ``micro_batch_size`` examples are computed at once per process, the rest is accumulated."""
+    ``micro_batch_size`` examples are computed at once per process, the rest is accumulated.
+
+    ``class_balance``: weight the loss of each emotion example (ERC and emotion prediction) by
+    ``n ** -class_balance``, where ``n`` counts the stage's examples of its task, source dataset and
+    gold label, normalised so that these examples' weights average 1. 0 (default): unweighted; 1:
+    every label of a dataset weighs the same in total; between: rare labels count more, less
+    than fully."""
 
     lr: float = 2e-4
     batch_size: int = 32
@@ -171,8 +177,11 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    class_balance: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.class_balance <= 1:
+            raise InputError(f"class_balance must be in [0, 1], got {self.class_balance}", field="optim.class_balance")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}", field="optim.batch_size")
         if self.micro_batch_size < 1:

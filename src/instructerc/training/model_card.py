@@ -62,7 +62,12 @@ def write_model_card(
         f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
         f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, "
-        f"warmup {config.optim.warmup_ratio:g}, linear decay",
+        f"warmup {config.optim.warmup_ratio:g}, linear decay"
+        + (
+            f"; emotion losses weighted by label count ** -{config.optim.class_balance:g} (class_balance)"
+            if config.optim.class_balance
+            else ""
+        ),
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
         *_compute(precision, device, getattr(state, "train_seconds", 0.0)),
         f"- checkpoint selected on dev (step {state.best_step}"

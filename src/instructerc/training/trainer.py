@@ -33,7 +33,7 @@ from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.tasks import ExampleBuilder, speaker_slots
-from instructerc.training.batches import check_batch_size, collate, epoch_order, micro_batches, shard, steps
+from instructerc.training.batches import check_batch_size, class_weights, collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import (
     SHARDED_DIR,
     TrainState,
@@ -186,6 +186,7 @@ class _StagePlan:
     examples: list[EncodedExample]
     steps_per_epoch: int
     total_steps: int
+    weights: list[float] | None = None  # per example, under optim.class_balance; None: all 1
 
     @property
     def epochs(self) -> int:
@@ -713,7 +714,13 @@ class Trainer:
                 stage_index, session.train, session.setup, session.train_demos, SegmentTokenizer(session.hf_tokenizer)
             )
         steps_per_epoch = len(steps(list(range(len(examples))), self.config.optim.batch_size, session.world))
-        plan = _StagePlan(stage_index, examples, steps_per_epoch, max(1, math.ceil(stage.epochs * steps_per_epoch)))
+        plan = _StagePlan(
+            stage_index,
+            examples,
+            steps_per_epoch,
+            max(1, math.ceil(stage.epochs * steps_per_epoch)),
+            class_weights(examples, self.config.optim.class_balance),
+        )
         optimizer, scheduler = self._stage_optimizer(session, plan)
         bar = tqdm(
             total=plan.total_steps,
@@ -793,6 +800,7 @@ class Trainer:
             session.rank,
             session.world,
             session.hf_tokenizer.pad_token_id,
+            plan.weights,
         )
         elapsed = time.perf_counter() - started
         if not self._memory_logged:
@@ -831,7 +839,7 @@ class Trainer:
         position = (done - 1) % steps_per_epoch + 1
         return any(position == round(k * steps_per_epoch / per_epoch) for k in range(1, per_epoch + 1))
 
-    def _step(self, model, optimizer, scheduler, accelerator, examples, batch, rank, world, pad_id) -> tuple[float, int]:
+    def _step(self, model, optimizer, scheduler, accelerator, examples, batch, rank, world, pad_id, weights=None) -> tuple[float, int]:
         import torch
 
         from instructerc.modeling.forward import example_losses
@@ -839,6 +847,8 @@ class Trainer:
 
         local = shard(batch, rank, world)
         chunks: list[Any] = micro_batches(local, examples, self.config.optim.micro_batch_size)
+        size = self.config.optim.micro_batch_size
+        chunk_weights = None if weights is None else [[weights[i] for i in local[j : j + size]] for j in range(0, len(local), size)]
         sharded = is_sharded(model)
         filler = None
         if sharded:
@@ -858,6 +868,8 @@ class Trainer:
             sync = accumulating(model, last) if sharded else nullcontext() if last else accelerator.no_sync(model)
             with sync, accelerator.autocast():
                 losses = example_losses(model, micro)
+                if chunk_weights is not None and counted:
+                    losses = losses * torch.tensor(chunk_weights[position], dtype=losses.dtype, device=losses.device)
                 # Mean over the global batch: DDP and FSDP average over processes, hence * world.
                 loss = losses.sum() * (world / len(batch) if counted else 0.0)
                 accelerator.backward(loss)
