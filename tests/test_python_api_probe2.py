@@ -56,6 +56,9 @@ def test_predict_refuses_what_is_not_a_list_of_dialogues_by_name(predictor, dial
 def test_predict_refuses_empty_or_unencodable_text_naming_the_field(predictor) -> None:
     with pytest.raises(InputError, match=r"field 'dialogues\[0\].utterances\[1\].text': empty utterance text"):
         predictor.predict([dialogue(texts=("Hi!", "   "))])
+    # A zero-width space or a byte order mark alone says nothing a reader could see.
+    with pytest.raises(InputError, match=r"field 'dialogues\[0\].utterances\[1\].text': utterance text of invisible characters only"):
+        predictor.predict([dialogue(texts=("Hi!", "\u200b\ufeff "))])
     with pytest.raises(InputError, match=r"field 'dialogues\[0\].utterances\[0\].speaker'.*lone surrogate"):
         predictor.predict([dialogue(speakers=("A\ud800", "Bob"))])
     with pytest.raises(TypeError, match=r"items\[0\] must be a \(Dialogue, utterance index\) pair"):

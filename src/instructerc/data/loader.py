@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.text import shows_nothing
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.files import HEAD_BYTES, foreign_encoding, refuse_broken_link
@@ -82,7 +83,10 @@ def canonical_emotion(label_set: LabelSet, raw: str, *, path: Path, line: int | 
 
 
 def nonempty_text(raw: str, *, path: Path, line: int | None, field: str) -> str:
-    return _nonempty(raw, "empty utterance text", path=path, line=line, field=field)
+    text = _nonempty(raw, "empty utterance text", path=path, line=line, field=field)
+    if shows_nothing(text):
+        raise InputError("utterance text of invisible characters only", path=path, line=line, field=field)
+    return text
 
 
 def nonempty_speaker(raw: str, *, path: Path, line: int | None, field: str) -> str:

@@ -40,6 +40,13 @@ def _trimmed(text: str) -> str:
     return text
 
 
+def shows_nothing(text: str) -> bool:
+    """True when no character of ``text`` is seen: white space, controls and format characters
+    only (a zero-width space or a byte order mark pasted alone). Such an utterance says nothing
+    to a reader, so it is refused as empty text is, not labelled."""
+    return all(character.isspace() or unicodedata.category(character) in ("Cc", "Cf") for character in text)
+
+
 def canonical_label(text: str) -> str:
     """An emotion as written, in one Unicode form (NFC) and trimmed: ``colère`` typed as ``e`` and
     a combining accent is the same label as ``colère`` with ``è``, not a second class."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.text import canonical_speaker
+from instructerc.data.text import canonical_speaker, shows_nothing
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
@@ -418,6 +418,8 @@ def _checked_utterance(utterance: Any, where: str) -> Utterance:
         trimmed[name] = str(canonical_speaker(value) if name == "speaker" else value.strip())
         if not trimmed[name]:
             raise InputError(empty, field=f"{where}.{name}")
+        if name == "text" and shows_nothing(trimmed[name]):
+            raise InputError("utterance text of invisible characters only", field=f"{where}.{name}")
     if all(trimmed[name] == getattr(utterance, name) and type(getattr(utterance, name)) is str for name in trimmed):
         return utterance
     return replace(utterance, **trimmed)
