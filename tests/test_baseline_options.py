@@ -72,6 +72,7 @@ def test_fit_checks_the_c_grid_before_encoding(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="c-grid"):
         DiscriminativeBaseline.fit(train, dev, MELD, NoEncoder(), c_grid=(0.0,), cache_dir=tmp_path)
     assert check_c_grid([1, 0.5]) == (1.0, 0.5)
+    assert check_c_grid([1, 0.5, 1.0, 1]) == (1.0, 0.5)  # --c-grid 1 1 fitted C=1 twice
 
 
 @pytest.mark.parametrize("name", ["/nonexistent-encoder", "./missing-encoder", "~/missing-encoder"])

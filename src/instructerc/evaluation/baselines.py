@@ -96,14 +96,15 @@ def context_features(embeddings: Any, lengths: Sequence[int], context: int = CON
 
 
 def check_c_grid(c_grid: Sequence[float]) -> tuple[float, ...]:
-    """The grid as floats, each finite and > 0 (the regularisation strength is 1 / C); checked
-    before any encoding, so a typo costs no embedding run."""
+    """The grid as floats, each finite and > 0 (the regularisation strength is 1 / C), each value
+    once (a repeated one would be fitted twice); checked before any encoding, so a typo costs no
+    embedding run."""
     if not c_grid:
         raise InputError("the C grid is empty", field="c-grid")
     for c in c_grid:
         if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c) or c <= 0:
             raise InputError(f"C must be a finite number greater than 0, not {c!r}", field="c-grid")
-    return tuple(float(c) for c in c_grid)
+    return tuple(dict.fromkeys(float(c) for c in c_grid))
 
 
 @dataclass
