@@ -55,8 +55,8 @@ def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
     return TrainConfig.from_yaml(root / config.base, spec.overrides)
 
 
-# (section, key) of recipe keys added after grids had run, with a default of None.
-_LATER_KEYS = (("finetune", "init_adapter"),)
+# (section, key, default) of recipe keys added after grids had run.
+_LATER_KEYS = (("finetune", "init_adapter", None), ("optim", "class_balance", 0.0))
 
 
 def run_key(train_config: Any) -> str:
@@ -77,8 +77,8 @@ def run_key(train_config: Any) -> str:
     data.pop("distributed", None)
     # Keys added to the recipe format later count only when set, so the runs of earlier grids
     # keep their directories.
-    for section, key in _LATER_KEYS:
-        if data.get(section, {}).get(key) is None:
+    for section, key, default in _LATER_KEYS:
+        if data.get(section, {}).get(key, default) == default:
             data.get(section, {}).pop(key, None)
     data["backbone"]["dtype"] = resolve_dtype(train_config.backbone.dtype, _training_device())
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

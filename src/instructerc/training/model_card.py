@@ -20,6 +20,14 @@ def _history(template: Any) -> str:
     return f"history window {template.window}"
 
 
+def _optimisation(optim: Any) -> str:
+    balance = f"; emotion losses weighted by label count ** -{optim.class_balance:g} (class_balance)" if optim.class_balance else ""
+    return (
+        f"- optimisation: AdamW lr {optim.lr:g}, betas {tuple(optim.betas)}, global batch {optim.batch_size}, "
+        f"warmup {optim.warmup_ratio:g}, linear decay{balance}"
+    )
+
+
 def _adapters(config: Any) -> str:
     if config.finetune.method != "lora":
         return "full fine-tuning"
@@ -61,13 +69,7 @@ def write_model_card(
         f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}, seed {config.seed}",
         f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
-        f"- optimisation: AdamW lr {config.optim.lr:g}, betas {tuple(config.optim.betas)}, global batch {config.optim.batch_size}, "
-        f"warmup {config.optim.warmup_ratio:g}, linear decay"
-        + (
-            f"; emotion losses weighted by label count ** -{config.optim.class_balance:g} (class_balance)"
-            if config.optim.class_balance
-            else ""
-        ),
+        _optimisation(config.optim),
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
         *_compute(precision, device, getattr(state, "train_seconds", 0.0)),
         f"- checkpoint selected on dev (step {state.best_step}"
