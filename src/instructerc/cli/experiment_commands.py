@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from instructerc.cli.options import add_dtype_option
 
@@ -52,13 +53,8 @@ def run_experiment(args: argparse.Namespace) -> int:
         return 0
     if not args.report_only:
         from instructerc.cli.train_commands import end_process_group
-        from instructerc.experiments.runner import resolved_config
-        from instructerc.modeling.backbone import check_hub_model
 
-        # Before the first run: a grid would otherwise stop at the run whose backbone the hub
-        # cannot give, after the runs before it.
-        for name in dict.fromkeys(resolved_config(config, root, spec).backbone.model for spec in specs):
-            check_hub_model(name)
+        check_run_models(config, root, specs, args.grid)
         try:
             run_grid(config, root, progress=not args.no_progress, only=args.only)
         finally:
@@ -76,3 +72,29 @@ def run_experiment(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def check_run_models(config: Any, root: Path, specs: list[Any], grid: Path) -> None:
+    """Refuses, before the first run, a run whose backbone (a missing folder, a hub id the hub
+    cannot give) or init_adapter (another backbone's, no adapter) cannot be had: the grid would
+    otherwise stop at that run after training the runs before it, and the error would not say
+    which run of which grid."""
+    from instructerc.errors import InputError
+    from instructerc.experiments.runner import resolved_config
+    from instructerc.modeling.backbone import check_hub_model, check_model_folder
+    from instructerc.modeling.model_dir import check_adapter_backbone
+
+    checked: set[tuple[str, str | None]] = set()
+    for spec in specs:
+        train = resolved_config(config, root, spec)
+        model, adapter = train.backbone.model, train.finetune.init_adapter
+        if (model, adapter) in checked:
+            continue
+        checked.add((model, adapter))
+        try:
+            check_model_folder(model)
+            check_hub_model(model)
+            if adapter is not None:
+                check_adapter_backbone(adapter, model)
+        except InputError as error:
+            raise InputError(f"run {spec.name}: {error.message}", path=error.path or grid, line=error.line, field=error.field) from None

@@ -212,9 +212,58 @@ def _snapshot_when_hub_unreachable(name: str) -> str:
         return name
     try:
         model_info(name, timeout=10)
-    except Exception:  # offline, unreachable, or private without a login: the cache is what there is
+    except Exception as error:  # offline, unreachable, or private without a login: the cache is what there is
+        missing = missing_from_snapshot(Path(local))
+        if missing:
+            raise _partly_cached(name, missing, _unreachable_reason(error)) from None
         return local
     return name
+
+
+# A download cut short keeps the files it had: config.json alone makes an id look cached.
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_VOCABULARY_PATTERNS = ("tokenizer.json", "vocab.json", "vocab.txt", "*.model", "*.tiktoken")
+
+
+def missing_from_snapshot(folder: Path) -> list[str]:
+    """What a cached hub snapshot lacks to load without the hub, one phrase each (empty: nothing):
+    its weights (every shard its index names) and a tokenizer vocabulary. Cached files are links
+    to blobs; a link whose blob never arrived is missing too."""
+    missing = []
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+        indexes = [folder / name for name in _WEIGHT_INDEXES if (folder / name).is_file()]
+        if not indexes:
+            missing.append(f"its weights ({' or '.join(_WEIGHT_FILES)})")
+        else:
+            missing += [f"weight shard {shard}" for shard in _index_shards(indexes[0]) if not (folder / shard).is_file()]
+    if not any(next(folder.glob(pattern), None) for pattern in _VOCABULARY_PATTERNS):
+        missing.append("its tokenizer (tokenizer.json or a vocabulary file)")
+    return missing
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index names; an unreadable index names itself."""
+    import json
+
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return sorted({str(shard) for shard in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [f"{index.name} (unreadable)"]
+
+
+def _partly_cached(name: str, missing: list[str], why_not_hub: str) -> InputError:
+    return InputError(
+        f"'{name}' is only partly in the Hugging Face cache (it lacks {', '.join(missing)}) and {why_not_hub}; "
+        "download it whole where there is a network, or give a local model folder",
+        field="backbone.model",
+    )
+
+
+def _unreachable_reason(error: BaseException) -> str:
+    reason = (str(error).splitlines() or [type(error).__name__])[0]
+    return f"the hub cannot be reached ({reason})"
 
 
 def check_model_folder(name: str) -> None:
@@ -235,10 +284,12 @@ def check_hub_model(name: str) -> None:
     if name == EMBEDDED_MODEL or looks_like_path(name) or Path(name).expanduser().exists():
         return
     try:
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
-            return
+        cached = try_to_load_from_cache(name, "config.json")
     except HFValidationError:
         raise InputError(f"'{name}' is neither a model folder nor a Hugging Face hub id (org/name)", field="backbone.model") from None
+    if isinstance(cached, str):
+        _check_cached_snapshot(name, Path(cached).parent)
+        return
     if constants.HF_HUB_OFFLINE:
         raise InputError(f"'{name}' is not in the Hugging Face cache and the hub is off (HF_HUB_OFFLINE)", field="backbone.model")
     try:
@@ -248,12 +299,28 @@ def check_hub_model(name: str) -> None:
             f"no model '{name}' on the Hugging Face hub (a private or gated one needs a login: hf auth login)", field="backbone.model"
         ) from None
     except Exception as error:  # the transport's errors differ between huggingface_hub versions (requests, httpx)
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise InputError(
-            f"'{name}' is not in the Hugging Face cache and the hub cannot be reached ({reason}); "
+            f"'{name}' is not in the Hugging Face cache and {_unreachable_reason(error)}; "
             "give a local model folder, or download it where there is a network",
             field="backbone.model",
         ) from None
+
+
+def _check_cached_snapshot(name: str, snapshot: Path) -> None:
+    """Refuses a hub id cached only in part (a download cut short) when the hub cannot give the
+    rest: transformers would fail after the data loaded, with a traceback or a message naming
+    neither the id nor the setting. A whole cache needs no word from the hub."""
+    from huggingface_hub import constants, model_info
+
+    missing = missing_from_snapshot(snapshot)
+    if not missing:
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise _partly_cached(name, missing, "the hub is off (HF_HUB_OFFLINE)")
+    try:
+        model_info(name, timeout=10)
+    except Exception as error:  # unreachable, or not (or no longer) there: the rest cannot be had
+        raise _partly_cached(name, missing, _unreachable_reason(error)) from None
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:

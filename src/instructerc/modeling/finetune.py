@@ -34,9 +34,7 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
     layers = None
     if lora.top_layers is not None:
         count = model.config.num_hidden_layers
-        if lora.top_layers > count:
-            # Taken as "all layers" it would train another adapter than the recipe says.
-            raise InputError(f"top_layers is {lora.top_layers} but the model has {count} layers", field="finetune.lora.top_layers")
+        _check_top_layers(lora.top_layers, count)
         layers = list(range(count - lora.top_layers, count))
     config = LoraConfig(
         r=lora.r,
@@ -51,6 +49,28 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
     if init_adapter is not None:
         load_adapter_weights(model, adapter_folder(init_adapter), config)
     return model
+
+
+def check_top_layers(method: str, lora: Any, model_path: str, trust_remote_code: bool) -> None:
+    """Refuses more LoRA ``top_layers`` than the backbone has from its config alone, before the
+    weights load (minutes for a large model). A config that cannot be read here is left to the
+    load, which reports it."""
+    if method != "lora" or lora.top_layers is None:
+        return
+    from transformers import AutoConfig
+
+    try:
+        count = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).num_hidden_layers
+    except Exception:  # transformers' errors for a config it cannot read vary (OSError, ValueError, KeyError...)
+        return
+    if isinstance(count, int):
+        _check_top_layers(lora.top_layers, count)
+
+
+def _check_top_layers(top_layers: int, count: int) -> None:
+    if top_layers > count:
+        # Taken as "all layers" it would train another adapter than the recipe says.
+        raise InputError(f"top_layers is {top_layers} but the model has {count} layers", field="finetune.lora.top_layers")
 
 
 def linear_layers(model: Any) -> dict[str, str]:

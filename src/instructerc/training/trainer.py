@@ -475,6 +475,7 @@ class Trainer:
     def _start(self, resume: bool) -> _Session:
         """Everything the stages share: the accelerator, data, prompts, model, and a resumed state."""
         from instructerc.modeling.backbone import check_model_folder, load_tokenizer, resolve_model
+        from instructerc.modeling.finetune import check_top_layers
         from instructerc.modeling.model_dir import check_adapter_backbone
 
         if self.dev_scoring is None:
@@ -501,6 +502,7 @@ class Trainer:
         setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
         check_stage_examples(config, train, setup.builder(), accelerator.num_processes, split_file(config.data.source(), "train"))
         model_path = resolve_model(config.backbone)
+        check_top_layers(config.finetune.method, config.finetune.lora, model_path, config.backbone.trust_remote_code)
         hf_tokenizer = load_tokenizer(model_path, config.backbone.trust_remote_code)
         retriever, train_demos, dev_demos = self._demonstrations(setup, train, dev, accelerator)
         # A prompt that cannot fit max_length is said before the model loads (minutes for a large
