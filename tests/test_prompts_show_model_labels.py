@@ -98,3 +98,20 @@ def test_a_model_in_the_datasets_own_labels_is_unchanged(run_cli, data_root: Pat
 
     assert result.code == 0, result.err
     assert result.out.rstrip("\n").endswith("--- target ---\nsurprise")
+
+
+def test_label_set_on_a_user_file_maps_its_gold_as_evaluate_does(run_cli, tmp_path: Path, backbone) -> None:
+    # `--label-set meld` says a JSONL file's gold is MELD's; `evaluate` then scores it through the
+    # unified model's mapping, but `prompts show` refused the same file: "no mapping for data".
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        '{"id": "a", "utterances": [{"speaker": "A", "text": "Hi!"}, {"speaker": "B", "text": "wow", "emotion": "surprise"}]}\n'
+    )
+    model = adapter_model(tmp_path / "uime", backbone, INSTRUCTERC.label_set)
+
+    result = run_cli(
+        "prompts", "show", "--dataset", "jsonl", "--data", data, "--label-set", "meld", "--split", "test", "--index", "1", "--model", model
+    )
+
+    assert result.code == 0, result.err
+    assert result.out.rstrip("\n").endswith("--- target ---\npowerful")

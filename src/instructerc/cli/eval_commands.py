@@ -41,7 +41,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         metavar="DIR",
-        help="output folder (default MODEL/eval-DATASET-SPLIT; for the shipped model ./eval-default-model-DATASET-SPLIT)",
+        help=(
+            "output folder (default MODEL/eval-DATASET-SPLIT; for the shipped model ./eval-default-model-DATASET-SPLIT; "
+            "generate mode appends -generate or -generate-paper-parsing)"
+        ),
     )
     evaluate.add_argument(
         "--baselines",

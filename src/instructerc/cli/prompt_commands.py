@@ -87,6 +87,12 @@ def show_prompt(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(located):
         raise InputError(f"index {args.index} is outside the split's {len(located)} utterances", field="index")
     dialogue, index = located[args.index]
+    if source.name == "jsonl" and source.mapping is None and isinstance(source.label_set, str):
+        from instructerc.evaluation.harness import gold_in_model_space
+
+        # --label-set meld on a user file: its gold reaches a unified model's labels through the
+        # mapping, as `evaluate` reads the same file, instead of being refused as unmappable.
+        dialogue = gold_in_model_space([dialogue], source.label_set, setup.label_set, source.path)[0]
     dialogue = gold_in_model_labels(dialogue, index, setup.label_set, label_set_of(source))
     demonstrations = {}
     if setup.uses_demonstrations and args.task == "erc":
