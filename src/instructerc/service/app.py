@@ -335,6 +335,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                 item = service.turn_item(conversation, history + (utterance,))
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
+                service.store.touch(conversation)
         return {"conversation_id": conversation.id, "index": index, **_utterance(utterance, prediction)}
 
     # 422 is never answered here (the id is any string), but FastAPI documents its own 422 body

@@ -150,6 +150,15 @@ class ConversationStore:
             self._conversations.move_to_end(conversation_id)
         return conversation
 
+    def touch(self, conversation: Conversation) -> None:
+        """Count ``conversation`` as used now, if it is still stored. A turn is use until it is
+        answered: its idle time must start then, not when the turn arrived, or a turn that waited
+        for the model longer than the idle bounds leaves its conversation to be evicted or
+        expired the moment it is answered."""
+        if self._conversations.get(conversation.id) is conversation:
+            conversation.last_used = self._clock()
+            self._conversations.move_to_end(conversation.id)
+
     def delete(self, conversation_id: str) -> bool:
         self._drop_expired(self._clock())
         conversation = self._conversations.pop(conversation_id, None)
