@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -40,12 +41,28 @@ class ConversationCache:
     is written after the earlier ones instead of copying the whole conversation each turn. States
     given from outside (another conversation's, to share a prefix) are never written: the first
     turn added copies them into a tensor of this cache's own.
+
+    It remembers the model that computed its states (:func:`score_turns` records it): given to
+    another model (another predictor, the same weights in another precision), it starts afresh.
     """
 
     def __init__(self, ids: Sequence[int] = (), states: Any = None) -> None:
         self.ids: list[int] = list(ids)
         self._buffer = states
         self._owned = False
+        self._model: Any = None  # a weak reference to the model of the states; None: not recorded
+
+    def computed_by(self, model: Any) -> bool:
+        """Whether the states can be continued by ``model`` (an empty cache or one of unrecorded
+        origin can: states given from outside are the caller's to vouch for)."""
+        return self._model is None or not self.ids or self._model() is model
+
+    def record_model(self, model: Any) -> None:
+        # Weak: a cache kept in a store must not keep a replaced model alive.
+        try:
+            self._model = weakref.ref(model)
+        except TypeError:  # an object without weak references (not a torch module)
+            self._model = lambda: model
 
     @property
     def states(self) -> Any:
@@ -54,7 +71,7 @@ class ConversationCache:
 
     @states.setter
     def states(self, states: Any) -> None:
-        self._buffer, self._owned = states, False
+        self._buffer, self._owned, self._model = states, False, None
 
     @property
     def tokens(self) -> int:
@@ -70,7 +87,7 @@ class ConversationCache:
             return
         self.ids = self.ids[:length]
         if not length:
-            self._buffer, self._owned = None, False
+            self._buffer, self._owned, self._model = None, False, None
 
     def extend(self, ids: Sequence[int], states: Any) -> None:
         """Append the keys and values ``[layers, 2, kv_heads, len(ids), head_dim]`` of ``ids``."""
@@ -190,6 +207,10 @@ def score_turns(
         return []
     rows = []
     for index, (cache, prompt) in enumerate(turns):
+        if not cache.computed_by(model):
+            # Another model's keys and values: continuing them would score silently wrong (or fail
+            # deep in attention on a dtype mismatch), so the conversation is scored from its text.
+            cache.crop(0)
         prompt = tuple(prompt)
         # Every row needs a token of its own to read logits from, hence at most len(prompt) - 1.
         shared = min(common_prefix(cache.ids, prompt), len(prompt) - 1)
@@ -198,6 +219,8 @@ def score_turns(
     for chunk in _chunks(rows, batch_tokens):
         for i, row_logits in zip(chunk, _forward(model, [rows[i] for i in chunk], device, direct_head)):
             logits[i] = row_logits
+    for cache, _ in turns:
+        cache.record_model(model)
     per_turn = len(rows) // len(turns)  # one row per branch point of the trie, the same for every prompt
     return [scorer.probabilities(logits[k * per_turn : (k + 1) * per_turn]) for k in range(len(turns))]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -44,6 +45,9 @@ def check_mode(mode: str, paper_parsing: bool = False) -> None:
     silently do nothing (score mode never produces an invalid output to repair)."""
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}' (known: {', '.join(MODES)})", field="mode")
+    # Only a bool: a string such as "no" or "false" is truthy, and would switch the repair on.
+    if not isinstance(paper_parsing, bool):
+        raise InputError(f"paper_parsing must be True or False, got {paper_parsing!r}", field="paper_parsing")
     if paper_parsing and mode != "generate":
         raise InputError(
             "--paper-parsing only applies to --mode generate (score mode never produces invalid outputs)", field="paper-parsing"
@@ -168,6 +172,9 @@ class Predictor:
         from instructerc.retrieval.index import load_pool
         from instructerc.retrieval.retriever import DemonstrationRetriever
 
+        if not isinstance(directory, (str, os.PathLike)):
+            hint = " (the shipped model: instructerc.modeling.default_model.default_model_dir())" if directory is None else ""
+            raise TypeError(f"directory must be a path to a model directory, not {_kind(directory)}{hint}")
         directory = Path(directory)
         device = checked_device(default_device() if device is None else device)
         config = checked_config(config)
@@ -255,9 +262,9 @@ class Predictor:
         history as its ``cut_text``, as a whole-dialogue prediction reads it."""
         from instructerc.inference.incremental import score_turns
 
+        turns = checked_turns(turns)
         if not turns:
             return []
-        turns = [(checked_dialogue(dialogue, f"turns[{k}][0]"), cache) for k, (dialogue, cache) in enumerate(turns)]
         newest = [(dialogue, len(dialogue) - 1) for dialogue, _ in turns]
         check_indices(newest)
         encoded, cuts = self.fitted_prompts(with_distinct_keys(newest))
@@ -273,8 +280,9 @@ class Predictor:
         table = score_turns(
             self.model, self.scorer, [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)], self.device, self._direct_head
         )
-        if self._first_cache is None and fresh:
+        if self._first_cache is None and fresh and fresh[0].states is not None:
             # A copy: the conversation goes on writing its later turns into its own states.
+            # (None: a label set of one label needs no forward pass, so nothing was computed.)
             self._first_cache = ConversationCache(fresh[0].ids, fresh[0].states.clone())
         return _with_cuts([self._prediction(probabilities.tolist()) for probabilities in table], cuts)
 
@@ -385,6 +393,30 @@ def checked_items(items: Any) -> list[tuple[Dialogue, int]]:
     return out
 
 
+def checked_turns(turns: Any) -> list[tuple[Dialogue, ConversationCache]]:
+    """``(dialogue, cache)`` pairs as a list, each dialogue checked. A cache that is not a
+    :class:`ConversationCache` would fail deep inside scoring; one cache given for two turns of
+    one call would be cut back and extended by both, and then hold neither conversation's prompt."""
+    if isinstance(turns, (str, bytes, Mapping, Dialogue)) or not isinstance(turns, Iterable):
+        raise TypeError(f"turns must be a list of (Dialogue, ConversationCache) pairs, not {_kind(turns)}")
+    out = []
+    owners: dict[int, int] = {}
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, (tuple, list)) or len(turn) != 2:
+            raise TypeError(f"turns[{k}] must be a (Dialogue, ConversationCache) pair, not {_kind(turn)}")
+        dialogue, cache = turn
+        if not isinstance(cache, ConversationCache):
+            raise TypeError(f"turns[{k}][1] must be a ConversationCache (ConversationCache() for a new conversation), not {_kind(cache)}")
+        if id(cache) in owners:
+            raise InputError(
+                f"turns[{k}] reuses the cache of turns[{owners[id(cache)]}]: each conversation needs its own ConversationCache",
+                field=f"turns[{k}][1]",
+            )
+        owners[id(cache)] = k
+        out.append((checked_dialogue(dialogue, f"turns[{k}][0]"), cache))
+    return out
+
+
 def checked_dialogue(dialogue: Any, where: str) -> Dialogue:
     """``dialogue`` as the model reads it: speakers and texts non-empty strings, in the form the
     file readers and the service read them (speakers :func:`~instructerc.data.text.canonical_speaker`,
@@ -449,6 +481,10 @@ def checked_device(device: Any) -> Any:
         if kind.index is not None and kind.index >= count:
             visible = f"PyTorch sees {count} CUDA GPU(s), 'cuda:0' to 'cuda:{count - 1}'"
             raise InputError(f"device '{device}' is not available: {visible}", field="device")
+    elif kind.type == "meta":
+        # Meta tensors have shapes but no values: the model would load, and the first
+        # prediction fail deep inside PyTorch.
+        raise InputError(f"device '{device}' holds no data and cannot run a model (use 'cpu')", field="device")
     elif kind.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"device '{device}' is not available: this PyTorch or machine has no MPS (use 'cpu')", field="device")
     elif not getattr(getattr(torch, kind.type, None), "is_available", lambda: True)():
