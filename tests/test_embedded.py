@@ -50,3 +50,19 @@ def test_the_default_model_tags_the_sample_conversations(tmp_path):
         for utterance in record["utterances"]:
             assert utterance["predicted_emotion"] in labels
             assert abs(sum(utterance["emotion_scores"].values()) - 1) < 1e-5
+
+
+def test_the_readme_python_example_runs_and_its_live_turns_match_predict(tmp_path):
+    # The README's only Python block, run as written, with the shipped model.
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    script = tmp_path / "example.py"
+    script.write_text(block + "\nprint([p.label for p in predictions])\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    *live, whole = done.stdout.strip().splitlines()
+    assert whole == repr(live)  # each live turn got the label predict gives it in the whole dialogue
