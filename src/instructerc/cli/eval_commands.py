@@ -175,8 +175,9 @@ def aggregate_runs(args: argparse.Namespace) -> int:
 def run_baseline(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
     from instructerc.evaluation.baselines import BASELINES, C_GRID, run_baselines
-    from instructerc.evaluation.report import summary_lines, write_outputs
+    from instructerc.evaluation.report import check_output_folder, summary_lines, write_outputs
 
+    check_output_folder(args.out)  # before the baselines are trained, not after
     result = run_baselines(
         data_source(args),
         args.split,

@@ -40,6 +40,7 @@ def evaluate_model(
     """
     from instructerc.evaluation.baselines import run_baselines
     from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all
+    from instructerc.evaluation.report import check_output_folder
     from instructerc.inference.predictor import Predictor, check_mode
     from instructerc.modeling.model_dir import Manifest
     from instructerc.prompts.setup import PromptSetup
@@ -48,6 +49,7 @@ def evaluate_model(
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)
+    check_output_folder(out)
     dialogues = as_read = _dialogues(source, split, max_dialogues)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
     # The gold is checked against the model's labels before the model loads: a bad file fails fast.

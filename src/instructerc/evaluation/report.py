@@ -12,6 +12,7 @@ import io
 import re
 from pathlib import Path
 
+from instructerc.errors import InputError
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
 from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, SystemResult
 from instructerc.files import atomic_write
@@ -37,7 +38,30 @@ def write_outputs(result: EvaluationResult, out: Path, extra: dict[str, str | by
             files[confusion_file(name, dataset)] = confusion_png(metrics, confusion_title(name, system, dataset, result.split))
     files[REPORT_FILE] = render_report(result)
     out.mkdir(parents=True, exist_ok=True)
-    return write_together(out, files)
+    written = write_together(out, files)
+    remove_stale_confusions(out, result)
+    return written
+
+
+def remove_stale_confusions(out: Path, result: EvaluationResult) -> None:
+    """Removes the confusion matrices an earlier run left in ``out`` for a system or dataset this
+    run did not score: beside this run's report they would pass for its own. Matrices of systems
+    read from elsewhere (``--baselines`` naming this very folder) stay."""
+    current = {confusion_file(name, dataset) for name, system in result.systems.items() for dataset in system.by_dataset}
+    for path in out.glob("confusion-*.png"):
+        if path.name not in current and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def check_output_folder(out: Path, field: str = "out") -> None:
+    """An :class:`InputError` when ``out`` or a folder above it is an existing file: the outputs
+    are written at the very end, so a long evaluation must not run first and fail then."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"{path} is a file"
+                raise InputError(f"{what}; --{field} names the folder to write into", path=out, field=field)
+            return
 
 
 def write_together(out: Path, files: dict[str, str | bytes]) -> list[Path]:
@@ -190,9 +214,14 @@ def _notes(result: EvaluationResult) -> list[str]:
                 )
         elif "from" in settings:
             notes.append(f"{SHORT_NAMES.get(name, name)}: read from {settings['from']}")
+        trained_on = settings.get("trained_on", "train")
+        if system.kind == "baseline" and trained_on != "train":
+            # The train split holds scored dialogues (one file read as every split): said, not hidden.
+            where = f"the {result.split} split itself" if trained_on == result.split else trained_on
+            notes.append(f"{md_cell(SHORT_NAMES.get(name, name))}: trained on {md_cell(where)}, so its figure here is optimistic")
         if name == "minilm-logreg":
             notes.append(
-                f"{SHORT_NAMES[name]}: {settings.get('features', '')}; trained on train, "
+                f"{SHORT_NAMES[name]}: {settings.get('features', '')}; trained on {md_cell(trained_on)}, "
                 f"C chosen by {settings.get('selected_on', 'dev')} weighted F1 "
                 f"from {settings.get('c_grid')}"
             )
