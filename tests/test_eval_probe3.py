@@ -106,3 +106,18 @@ def test_baseline_refuses_an_out_that_is_a_file_before_training(tmp_path: Path, 
 
     assert run.code == 2 and "is a file; --out names the folder" in run.err
     assert taken.read_text() == "not a folder"
+
+
+def test_a_generated_label_outside_the_named_dataset_is_null_for_predict_and_outside_for_scoring() -> None:
+    # predict wrote the scorer's "<outside>" marker to users as if it were an emotion of the
+    # dataset (generate mode has no scores to pick the best of the dataset's own classes from).
+    from instructerc.evaluation.harness import original_emotion
+    from instructerc.evaluation.metrics import OUTSIDE
+    from instructerc.labels.prediction import Prediction
+    from instructerc.labels.unified import INSTRUCTERC
+
+    generated = Prediction(label="peaceful", generated="peaceful")  # MELD has no peaceful class
+    assert original_emotion(INSTRUCTERC, "meld", generated, restrict=True) is None
+    assert original_emotion(INSTRUCTERC, "meld", generated, restrict=False) == OUTSIDE
+    inside = Prediction(label="joyful", generated="joyful")
+    assert original_emotion(INSTRUCTERC, "meld", inside, restrict=True) == original_emotion(INSTRUCTERC, "meld", inside, restrict=False)

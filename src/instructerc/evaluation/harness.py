@@ -164,12 +164,13 @@ def original_emotion(mapping: UnifiedMapping, dataset: str, prediction: Predicti
     """A unified prediction in the words of the dataset the dialogue names; a label outside the
     dataset's classes is :data:`OUTSIDE` (scoring counts it as an error). ``restrict`` (what
     ``predict`` shows users): with label scores, the best of the dataset's own classes instead,
-    so a MELD user never reads a label MELD lacks."""
+    so a MELD user never reads a label MELD lacks; without scores (generate mode), ``None`` for a
+    label outside them, as for an invalid generation, rather than the scorer's marker."""
     if prediction.label is None:
         return None
     if restrict and prediction.scores:
         return mapping.best_original(dataset, prediction.scores)
-    return mapping.to_original(dataset, prediction.label) or OUTSIDE
+    return mapping.to_original(dataset, prediction.label) or (None if restrict else OUTSIDE)
 
 
 def write_prediction_records(
