@@ -362,6 +362,9 @@ def test_bad_utterances_for_a_conversation_name_their_field(client: httpx.Client
     assert_error(client.post(path, json={"speaker": "Ann", "text": ["Hi"]}), 422, "invalid_request", "text")
     assert_error(client.post(path, json={"speaker": "Ann", "text": "x" * 201}), 422, "utterance_too_long", "text")
     assert_error(client.post(path, json=["Hi"]), 422, "invalid_request")
+    # The body of POST /v1/conversations sent to the turn route is told which route takes it.
+    several = assert_error(client.post(path, json={"utterances": utterances(2)}), 422, "invalid_request", "utterances")
+    assert "POST /v1/conversations" in several["message"]
     assert_error(client.post(path, content=b"{speaker", headers={"content-type": "application/json"}), 400, "malformed_json")
     assert_error(client.post("/v1/conversations", json={"utterances": "Hi"}), 422, "invalid_request", "utterances")
     assert_error(
@@ -377,7 +380,10 @@ def test_a_conversation_stops_at_its_utterance_limit(client: httpx.Client) -> No
     created = client.post("/v1/conversations", json={"utterances": utterances(12)}).json()
 
     assert_error(
-        client.post(f"/v1/conversations/{created['id']}/utterances", json={"speaker": "Ann", "text": "One more."}), 409, "conversation_full"
+        client.post(f"/v1/conversations/{created['id']}/utterances", json={"speaker": "Ann", "text": "One more."}),
+        409,
+        "conversation_full",
+        "conversation_id",
     )
     assert len(client.get(f"/v1/conversations/{created['id']}").json()["utterances"]) == 12
 

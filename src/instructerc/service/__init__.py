@@ -32,7 +32,7 @@ field is at fault, e.g. ``dialogues[0].utterances[2].text``):
       ``malformed_request``: not valid HTTP/1.1 (a request line, header or chunk; no ``Host``);
       ``host_not_allowed``: the ``Host`` is not an allowed name (``--allowed-host``)
 403   ``cross_origin_refused``: a browser request from another web origin (``--allow-origin``)
-404   ``unknown_conversation`` (never created, deleted, expired or evicted), ``not_found``
+404   ``unknown_conversation`` (never created, deleted, expired, evicted or lost in a restart), ``not_found``
 408   ``request_timeout``: the body did not arrive within ``request_timeout_seconds``
 409   ``conversation_full``: the conversation has ``max_conversation_utterances`` utterances
 413   ``body_too_large``: over ``max_body_bytes``, counted as the body arrives

@@ -330,7 +330,12 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                     raise _unknown(conversation_id)
                 index = len(conversation.turns)
                 if index >= limits.max_conversation_utterances:
-                    raise ApiError(409, "conversation_full", f"the conversation has {index} utterances, the most allowed; start a new one")
+                    raise ApiError(
+                        409,
+                        "conversation_full",
+                        f"the conversation has {index} utterances, the most allowed; start a new one",
+                        field="conversation_id",
+                    )
                 history = tuple(_as_read(turn) for turn in conversation.turns)
                 item = service.turn_item(conversation, history + (utterance,))
                 [prediction] = await service.predict([item], request, admitted=True)
@@ -458,5 +463,9 @@ def _known(conversation: Any, conversation_id: str) -> Any:
 
 def _unknown(conversation_id: str) -> ApiError:
     return ApiError(
-        404, "unknown_conversation", "no such conversation (never created, deleted, expired or evicted)", field="conversation_id"
+        404,
+        "unknown_conversation",
+        # Conversations live in the server's memory: a restart loses them, as eviction does.
+        "no such conversation (never created, deleted, expired, evicted, or lost when the server restarted); start a new one",
+        field="conversation_id",
     )

@@ -149,7 +149,15 @@ def conversation_request(payload: Any, config: ServiceConfig) -> tuple[Utterance
 def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:
     """One utterance to add to a conversation: ``{"speaker": ..., "text": ...}``."""
     if not isinstance(payload, dict):
-        raise ApiError(422, "invalid_request", 'the body must be a JSON object {"speaker": ..., "text": ...}')
+        raise ApiError(422, "invalid_request", 'the body must be one utterance, a JSON object {"speaker": ..., "text": ...}')
+    if "utterances" in payload and "text" not in payload:
+        # The body of POST /v1/conversations sent here: say which route takes it.
+        raise ApiError(
+            422,
+            "invalid_request",
+            'this route adds one utterance {"speaker": ..., "text": ...}; several start a conversation: POST /v1/conversations',
+            field="utterances",
+        )
     try:
         dialogue = _dialogue({"utterances": [payload]}, "", config)
     except ApiError as error:
