@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from instructerc.cli.train_commands import end_process_group
+from instructerc.cli.process_group import end_process_group, exit_group_member
 from instructerc.evaluation.dev_scoring import predictor_dev_scoring
 from instructerc.training.config import TrainConfig
 from instructerc.training.trainer import Trainer
@@ -17,7 +17,10 @@ if __name__ == "__main__":
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     config = TrainConfig.from_yaml(args.recipe)
+    # Ended as instructerc train ends a run of several processes.
     try:
         Trainer(config, progress=False, stop_after_steps=args.stop_after, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
     finally:
-        end_process_group()  # as instructerc train does
+        in_group = end_process_group()
+    if in_group:
+        exit_group_member(0)

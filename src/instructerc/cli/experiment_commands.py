@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.cli.options import add_dtype_option
+from instructerc.cli.process_group import end_process_group, exit_group_member
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -51,14 +52,13 @@ def run_experiment(args: argparse.Namespace) -> int:
             # "to score": trained, but scored only on another split or subset than this grid's.
             print(f"{run_state(config, directory):<8} {directory.name} {spec.name}")
         return 0
+    in_group = False
     if not args.report_only:
-        from instructerc.cli.train_commands import end_process_group
-
         check_run_models(config, root, specs, args.grid)
         try:
             run_grid(config, root, progress=not args.no_progress, only=args.only)
         finally:
-            end_process_group()  # once, after every run: the runs share it
+            in_group = end_process_group()  # once, after every run: the runs share it
     # The report is the grid's, whichever runs --only ran now: every run with a result scored the
     # way this grid scores (another grid's scores of a shared run are on another split or subset).
     scoring = Scoring.of(config)
@@ -71,6 +71,8 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field="results") from None
     for path in written:
         print(f"wrote {path}")
+    if in_group:
+        exit_group_member(0)
     return 0
 
 

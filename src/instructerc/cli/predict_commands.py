@@ -119,6 +119,10 @@ def run_predict(args: argparse.Namespace) -> int:
             + (" after paper parsing" if args.paper_parsing else ""),
             file=summary_stream(args.output),
         )
+    if shard.state is not None:
+        from instructerc.cli.process_group import exit_group_member
+
+        exit_group_member(0)
     return 0
 
 

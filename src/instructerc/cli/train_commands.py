@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.cli.options import add_dtype_option
+from instructerc.cli.process_group import end_process_group, exit_group_member
 from instructerc.errors import InputError
 
 
@@ -135,18 +136,9 @@ def run_training(args: argparse.Namespace) -> int:
     try:
         result = Trainer(config, progress=not args.no_progress, force=args.force, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
     finally:
-        end_process_group()
+        in_group = end_process_group()
     if result.main_process and result.best_dev_score is not None:
         print(f"best dev score {result.best_dev_score:.2f} (step {result.best_step}); model written to {result.model_dir}")
+    if in_group:
+        exit_group_member(0)
     return 0
-
-
-def end_process_group() -> None:
-    """Ends a distributed run's process group before exit, as sharded predict does: left to
-    interpreter teardown, gloo's threads were sometimes destroyed still running and a finished
-    process aborted (SIGABRT). Not in the Trainer: an experiment trains several runs in one process."""
-    import sys
-
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
