@@ -127,6 +127,15 @@ def test_set_into_a_list_it_cannot_reach_is_one_line(run_cli, tmp_path, key, fie
     assert result.code == 2 and len(result.err.splitlines()) == 1 and fragment in result.err
 
 
+def test_set_of_a_mapping_merges_into_the_section(tmp_path) -> None:
+    path = _recipe(tmp_path, "optim:\n  lr: 0.1\n  warmup_ratio: 0.2\n" + STAGES)
+    config = TrainConfig.from_yaml(path, {"optim": {"lr": 0.5}, "stages[0]": {"tasks": {"speaker": 0.5}}})
+    assert (config.optim.lr, config.optim.warmup_ratio) == (0.5, 0.2)
+    assert config.stages[0].tasks == {"erc": 1.0, "speaker": 0.5} and config.stages[1].tasks == {"erc": 1.0}
+    # A list is a value, not a section: it replaces.
+    assert len(TrainConfig.from_yaml(path, {"stages": [{"tasks": {"erc": 1.0}, "epochs": 2}]}).stages) == 1
+
+
 def test_set_into_a_section_whose_keys_are_all_commented_out(tmp_path) -> None:
     path = _recipe(tmp_path, "optim:\n  # lr: 0.1\n")
     assert TrainConfig.from_yaml(path, {"optim.lr": 0.5}).optim.lr == 0.5

@@ -27,7 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any recipe key, e.g. --set optim.lr=1e-4 or --set stages[1].epochs=2 (YAML value)",
+        help="override any recipe key, e.g. --set optim.lr=1e-4 or --set stages[1].epochs=2 (YAML value; "
+        "a mapping merges into the section: --set 'optim={lr: 1e-4}' keeps the other optim keys)",
     )
     add_dtype_option(train, "of the matrix products (overrides backbone.dtype; trainable weights stay float32)")
     train.add_argument(

@@ -321,9 +321,23 @@ class TrainConfig:
 Step = str | int
 
 
+def merged(current: Any, value: Any) -> Any:
+    """``value`` set over ``current``: mappings merge key by key (recursively), anything else
+    replaces; neither input is changed."""
+    if not (isinstance(current, dict) and isinstance(value, dict)):
+        return value
+    result = dict(current)
+    for key, item in value.items():
+        result[key] = merged(current.get(key), item)
+    return result
+
+
 def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Path) -> None:
     """Set ``dotted`` (``optim.lr``; a list item as errors name it, ``stages[0].epochs``, or
     ``stages.0.epochs``) to ``value`` in a recipe's ``data``, in place.
+
+    A mapping given for a section merges into it (``--set 'optim={lr: 0.1}'`` keeps the recipe's
+    other optim keys), as the dotted spelling does; any other value replaces what is there.
 
     Every section on the way is copied before it is changed: YAML aliases (``- *stage``) make
     several places of a recipe one object, and an override names only one of them."""
@@ -332,7 +346,8 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
     for depth, step in enumerate(steps):
         place = _place(node, step, steps[: depth + 1], dotted, path)
         if depth == len(steps) - 1:
-            node[place] = value
+            current = node[place] if not isinstance(node, dict) else node.get(place)
+            node[place] = merged(current, value)
             return
         child = node[place] if not isinstance(node, dict) else node.get(place)
         if child is None:
