@@ -66,14 +66,23 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def runs(tiny_data, backbone, tmp_path_factory):
     """Two-process runs by (strategy, method), trained once for the tests below."""
     root = tmp_path_factory.mktemp("fsdp")
-    done = {}
+    done: dict[tuple[str, str], Path] = {}
+    failed: dict[tuple[str, str], str] = {}
 
     def run(strategy: str, method: str) -> Path:
-        if (strategy, method) not in done:
+        key = (strategy, method)
+        if key in failed:
+            # Launched again, the half-written run would only say it has checkpoints.
+            pytest.fail(f"the {strategy}/{method} run failed in an earlier test:\n{failed[key]}")
+        if key not in done:
             directory = root / f"{strategy}-{method}"
-            launch(config_file(tiny_data, backbone, directory, strategy, method))
-            done[(strategy, method)] = directory
-        return done[(strategy, method)]
+            try:
+                launch(config_file(tiny_data, backbone, directory, strategy, method))
+            except AssertionError as error:
+                failed[key] = str(error)
+                raise
+            done[key] = directory
+        return done[key]
 
     return run
 
