@@ -121,3 +121,19 @@ def test_a_generated_label_outside_the_named_dataset_is_null_for_predict_and_out
     assert original_emotion(INSTRUCTERC, "meld", generated, restrict=False) == OUTSIDE
     inside = Prediction(label="joyful", generated="joyful")
     assert original_emotion(INSTRUCTERC, "meld", inside, restrict=True) == original_emotion(INSTRUCTERC, "meld", inside, restrict=False)
+
+
+# -- generated labels the dataset lacks ------------------------------------------------------------
+def test_the_report_shows_the_share_of_labels_outside_the_dataset_only_where_there_are_some() -> None:
+    from instructerc.evaluation.metrics import OUTSIDE
+    from instructerc.evaluation.report import render_report
+
+    gold = ["joy", "anger", "joy", "anger"]
+    outside = SystemResult("llm", {"meld": compute_metrics(gold, ["joy", OUTSIDE, "joy", "anger"], ("joy", "anger"))}, {})
+    report = render_report(EvaluationResult("test", {"dataset": "uime", "labels": "uime"}, {"llm": outside}))
+    header = next(line for line in report.splitlines() if line.startswith("| system"))
+    row = next(line for line in report.splitlines() if line.startswith("| LLM"))
+    assert header.endswith("outside the dataset's classes (test) |")
+    assert row.endswith("| 0.00 | 25.00 |")  # none invalid, one of four outside
+
+    assert "outside the dataset's classes" not in render_report(scored("meld", MELD.labels))

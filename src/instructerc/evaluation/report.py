@@ -156,14 +156,7 @@ def render_report(result: EvaluationResult) -> str:
         scored = [(n, s, s.by_dataset[dataset]) for n, s in result.systems.items() if dataset in s.by_dataset]
         count = scored[0][2].count
         lines += ["", f"## {md_cell(dataset_title(dataset))} ({split} split, {count} utterances){note}", ""]
-        lines += [
-            f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        lines += [
-            f"| {md_cell(system_title(n, s))} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
-            for n, s, m in scored
-        ]
+        lines += _scores_table(scored, split)
         lines += ["", f"### Per-class F1, {md_cell(dataset_title(dataset))} ({split} split){note}", ""]
         lines += [
             f"| class | support ({split}) | " + " | ".join(f"{md_cell(SHORT_NAMES.get(n, n))} F1 ({split})" for n, _, _ in scored) + " |",
@@ -257,6 +250,22 @@ def confusion_png(metrics: Metrics, title: str) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
+
+
+def _scores_table(scored: list[tuple[str, SystemResult, Metrics]], split: str) -> list[str]:
+    """One dataset's scores, a row per system; generated labels of the model's unified space that
+    the dataset lacks (scored as errors) get a column where any system made them."""
+    outside = any(m.outside_rate for _, _, m in scored)
+    head = f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |"
+    rule = "| --- | ---: | ---: | ---: | ---: |"
+    if outside:
+        head, rule = head + f" outside the dataset's classes ({split}) |", rule + " ---: |"
+    rows = [
+        f"| {md_cell(system_title(n, s))} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
+        + (f" {m.outside_rate:.2f} |" if outside else "")
+        for n, s, m in scored
+    ]
+    return [head, rule, *rows]
 
 
 def summary_lines(result: EvaluationResult) -> list[str]:
