@@ -42,3 +42,30 @@ def test_predict_refuses_an_empty_label_set_name_instead_of_ignoring_it(run_cli,
 
     assert "unknown label set ''" in line and "label_set" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\r\n"])
+def test_exporting_an_empty_file_is_refused_and_keeps_the_earlier_export(run_cli, tmp_path: Path, content: str) -> None:
+    source = tmp_path / "dialogues.jsonl"
+    source.write_text(content, encoding="utf-8")
+    out = tmp_path / "export.jsonl"
+    out.write_text("earlier export\n", encoding="utf-8")
+
+    line = one_line_error(run_cli("data", "export", "--dataset", "jsonl", "--data", source, "--split", "test", "--out", out))
+
+    assert f"{source}: no dialogues in the file" in line
+    assert out.read_text(encoding="utf-8") == "earlier export\n"
+
+
+def test_an_empty_split_file_is_named_not_blamed_for_missing_gold(run_cli, meld_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_records(data / "train.jsonl", [{"id": "d", "utterances": [ANN]}])
+    (data / "test.jsonl").write_text("\n", encoding="utf-8")
+
+    out = tmp_path / "ev"
+    evaluated = run_cli("evaluate", "--model", meld_model, "--dataset", "jsonl", "--data", data, "--split", "test", "--out", out)
+    stats = run_cli("data", "stats", "--dataset", "jsonl", "--data", data)
+
+    for result in (evaluated, stats):
+        assert f"{data / 'test.jsonl'}: no dialogues in the file" in one_line_error(result)

@@ -201,6 +201,10 @@ def _refuse_other_case(folder: Path, name: str) -> None:
 def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> list[Dialogue]:
     file = jsonl_file(path, split)
     dialogues = [dialogue for _, dialogue in iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path))]
+    if not dialogues:
+        # Read as a split of nothing, an empty file (the wrong one, or cut off) would be exported as
+        # an empty file over an earlier export, or blamed later for having no gold emotions.
+        raise InputError("no dialogues in the file (it is empty or holds only blank lines)", path=file)
     seen: set[tuple[str, str]] = set()
     for dialogue in dialogues:
         key = (dialogue.dataset, dialogue.id)
