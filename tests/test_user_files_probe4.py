@@ -69,3 +69,12 @@ def test_an_empty_split_file_is_named_not_blamed_for_missing_gold(run_cli, meld_
 
     for result in (evaluated, stats):
         assert f"{data / 'test.jsonl'}: no dialogues in the file" in one_line_error(result)
+
+
+def test_an_id_given_twice_is_named_with_both_of_its_lines(run_cli, tmp_path: Path) -> None:
+    records = [{"id": k, "utterances": [ANN]} for k in ("a\nb", "x", "y", "a\nb")]
+    source = write_records(tmp_path / "dialogues.jsonl", records)
+
+    line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source))
+
+    assert line == f"instructerc: error: {source}:4: field 'id': dialogue id 'a\\nb' appears twice (also on line 1)"

@@ -95,6 +95,12 @@ def json_kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other controls escaped as JSON writes them, so that an
+    error naming it stays on one line; other characters are kept as written."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def benchmark_spelling(dataset: str) -> str:
     """A benchmark's name as the toolkit spells it (``MELD``, `` meld`` -> ``meld``), so that its
     scoring and ``predicted_original_emotion`` apply however the user wrote it; other names as given."""
@@ -200,18 +206,26 @@ def _refuse_other_case(folder: Path, name: str) -> None:
 
 def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> list[Dialogue]:
     file = jsonl_file(path, split)
-    dialogues = [dialogue for _, dialogue in iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path))]
-    if not dialogues:
+    numbered = list(iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path)))
+    if not numbered:
         # Read as a split of nothing, an empty file (the wrong one, or cut off) would be exported as
         # an empty file over an earlier export, or blamed later for having no gold emotions.
         raise InputError("no dialogues in the file (it is empty or holds only blank lines)", path=file)
-    seen: set[tuple[str, str]] = set()
-    for dialogue in dialogues:
+    _refuse_repeated_ids(numbered, file)
+    return [dialogue for _, dialogue in numbered]
+
+
+def _refuse_repeated_ids(numbered: list[tuple[int, Dialogue]], file: Path) -> None:
+    """An id given twice (a line pasted twice, two files joined) is named with both its lines:
+    in a file of thousands of dialogues the id alone does not say where to look."""
+    first_line: dict[tuple[str, str], int] = {}
+    for line, dialogue in numbered:
         key = (dialogue.dataset, dialogue.id)
-        if key in seen:
-            raise InputError(f"dialogue id '{dialogue.id}' appears twice", path=file, field="id")
-        seen.add(key)
-    return dialogues
+        if key in first_line:
+            raise InputError(
+                f"dialogue id '{one_line(dialogue.id)}' appears twice (also on line {first_line[key]})", path=file, line=line, field="id"
+            )
+        first_line[key] = line
 
 
 def _dataset_name(path: Path) -> str:
