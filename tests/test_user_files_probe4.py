@@ -78,3 +78,19 @@ def test_an_id_given_twice_is_named_with_both_of_its_lines(run_cli, tmp_path: Pa
     line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source))
 
     assert line == f"instructerc: error: {source}:4: field 'id': dialogue id 'a\\nb' appears twice (also on line 1)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--label-set", "meld"], "unknown emotion 'jo\\ny"),  # checked on reading
+        (["--labels", "uime"], "dialogue 'a\\nb', utterance 0: emotion 'jo\\ny"),  # checked on unifying
+    ],
+)
+def test_an_error_naming_a_users_line_break_stays_on_one_line(run_cli, tmp_path: Path, argv: list[str], fragment: str) -> None:
+    record = {"id": "a\nb", "dataset": "meld", "utterances": [{"speaker": "Ann", "text": "x", "emotion": "jo\ny\u2028\x1b[2J"}]}
+    source = write_records(tmp_path / "dialogues.jsonl", [record])
+
+    line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source, *argv))
+
+    assert fragment in line and "\\u2028\\x1b[2J" in line

@@ -95,12 +95,6 @@ def json_kind(value: Any) -> str:
     return "a list" if isinstance(value, list) else "an object"
 
 
-def one_line(text: str) -> str:
-    """``text`` with its line breaks and other controls escaped as JSON writes them, so that an
-    error naming it stays on one line; other characters are kept as written."""
-    return json.dumps(text, ensure_ascii=False)[1:-1]
-
-
 def benchmark_spelling(dataset: str) -> str:
     """A benchmark's name as the toolkit spells it (``MELD``, `` meld`` -> ``meld``), so that its
     scoring and ``predicted_original_emotion`` apply however the user wrote it; other names as given."""
@@ -223,7 +217,7 @@ def _refuse_repeated_ids(numbered: list[tuple[int, Dialogue]], file: Path) -> No
         key = (dialogue.dataset, dialogue.id)
         if key in first_line:
             raise InputError(
-                f"dialogue id '{one_line(dialogue.id)}' appears twice (also on line {first_line[key]})", path=file, line=line, field="id"
+                f"dialogue id '{dialogue.id}' appears twice (also on line {first_line[key]})", path=file, line=line, field="id"
             )
         first_line[key] = line
 
