@@ -94,3 +94,17 @@ def test_an_error_naming_a_users_line_break_stays_on_one_line(run_cli, tmp_path:
     line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source, *argv))
 
     assert fragment in line and "\\u2028\\x1b[2J" in line
+
+
+def test_a_folder_without_split_files_is_named_as_such_not_as_missing_train(run_cli, meld_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    write_records(folder / "dialogues.jsonl", [{"id": "d", "utterances": [ANN]}])  # the user's own name, not a split's
+    out = tmp_path / "ev"
+
+    evaluated = run_cli("evaluate", "--model", meld_model, "--dataset", "jsonl", "--data", folder, "--split", "test", "--out", out)
+    stats = run_cli("data", "stats", "--dataset", "jsonl", "--data", folder)
+
+    for result in (evaluated, stats):
+        line = one_line_error(result)
+        assert f"{folder}: holds none of train.jsonl, dev.jsonl, test.jsonl" in line and "train.jsonl not found" not in line

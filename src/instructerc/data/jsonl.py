@@ -234,7 +234,9 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
     """The emotions a JSONL file uses (the train split of a folder; a folder without one, to
     evaluate a model on its dev or test, uses the splits it has), sorted; None if it has none."""
     present = [path / f"{name}.jsonl" for name in SPLITS if (path / f"{name}.jsonl").is_file()] if path.is_dir() else []
-    if path.is_dir() and not (path / f"{split}.jsonl").is_file() and present:
+    if path.is_dir() and not present:
+        _refuse_splitless(path)
+    if path.is_dir() and not (path / f"{split}.jsonl").is_file():
         files = present
     else:
         files = [jsonl_file(path, split) if path.is_dir() else path]  # names what is missing
@@ -248,6 +250,14 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
         raise InputError(
             f"its emotions do not form a label set ({error}): fix them or pass --label-set", path=file, field="emotion"
         ) from None
+
+
+def _refuse_splitless(folder: Path) -> None:
+    """A folder holding no split file: named as such, not as missing ``train.jsonl`` when the
+    command asked for the test split (``evaluate --split test``)."""
+    for name in SPLITS:
+        split_file_present(folder, name)  # a split file named in other case is the error to report
+    raise InputError("holds none of train.jsonl, dev.jsonl, test.jsonl (JSONL data in a folder is one file per split)", path=folder)
 
 
 def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
