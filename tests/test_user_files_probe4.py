@@ -108,3 +108,15 @@ def test_a_folder_without_split_files_is_named_as_such_not_as_missing_train(run_
     for result in (evaluated, stats):
         line = one_line_error(result)
         assert f"{folder}: holds none of train.jsonl, dev.jsonl, test.jsonl" in line and "train.jsonl not found" not in line
+
+
+def test_files_saved_with_a_byte_order_mark_and_joined_are_read(run_cli, tmp_path: Path) -> None:
+    parts = [b"\xef\xbb\xbf" + json.dumps({"id": f"d{k}", "utterances": [ANN]}).encode() + b"\r\n" for k in range(2)]
+    source = tmp_path / "joined.jsonl"
+    source.write_bytes(b"".join(parts))  # what `cat a.jsonl b.jsonl` gives for two files a Windows editor saved
+    out = tmp_path / "export.jsonl"
+
+    result = run_cli("data", "export", "--dataset", "jsonl", "--data", source, "--split", "test", "--out", out)
+
+    assert result.code == 0, result.err
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == ["d0", "d1"]

@@ -165,11 +165,11 @@ def _layout_hint(line: str) -> str:
 def _lines(handle: IO[bytes]) -> Iterator[str]:
     """The lines of a UTF-8 file without their LF or CRLF, split on LF alone: a lone CR is JSON
     whitespace, not a line end (text mode splits on it, breaking a valid line in two and shifting
-    later line numbers). Splitting bytes before decoding is sound: no UTF-8 character holds 0x0A."""
-    for number, raw in enumerate(handle, start=1):
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
-        yield raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8")
+    later line numbers). Splitting bytes before decoding is sound: no UTF-8 character holds 0x0A.
+    A byte-order mark is dropped at the start of every line, not only the first: files saved with
+    one and joined (``cat a.jsonl b.jsonl``) keep each file's mark at the start of its first line."""
+    for raw in handle:
+        yield raw.removeprefix(codecs.BOM_UTF8).removesuffix(b"\n").removesuffix(b"\r").decode("utf-8")
 
 
 def jsonl_file(path: Path, split: str) -> Path:
