@@ -120,3 +120,12 @@ def test_files_saved_with_a_byte_order_mark_and_joined_are_read(run_cli, tmp_pat
 
     assert result.code == 0, result.err
     assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == ["d0", "d1"]
+
+
+def test_prompts_of_unlabelled_conversations_say_how_to_name_the_labels(run_cli, tmp_path: Path) -> None:
+    source = write_records(tmp_path / "chat.jsonl", [{"id": "d", "utterances": [{"speaker": "Ann", "text": "Hi!"}]}])
+
+    line = one_line_error(run_cli("prompts", "show", "--dataset", "jsonl", "--data", source, "--split", "test"))
+
+    assert line.startswith(f"instructerc: error: {source}: field 'emotion': no gold emotions") and "--label-set" in line, line
+    assert "--model DIR" in line

@@ -69,7 +69,14 @@ def show_prompt(args: argparse.Namespace) -> int:
         config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
         label_set = label_set_of(source)
         if label_set is None:
-            raise InputError("the dataset has no emotions to build a label statement from", field="dataset")
+            from instructerc.labels.registry import label_set_names
+
+            raise InputError(
+                "no gold emotions to build a label statement from: name the labels with --label-set "
+                f"({', '.join(label_set_names())}) or show a trained model's prompt with --model DIR",
+                path=source.path,
+                field="emotion",
+            )
         setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
         tokenizer_path = resolve_model(config.backbone if args.config else BackboneConfig())
     changes = {}
