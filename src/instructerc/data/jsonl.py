@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import unicodedata
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
@@ -120,6 +121,15 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
         if not emotion:
             raise InputError(
                 "empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion"
+            )
+        if any(unicodedata.category(character) == "Cc" for character in emotion):
+            # A label is one word or phrase of the prompt's label statement and of every table; a
+            # line break or tab inside one is a broken cell (a CSV field run on), never an emotion.
+            raise InputError(
+                "an emotion holds a control character (a line break or tab): a label is one line of text",
+                path=path,
+                line=line,
+                field=f"{where}.emotion",
             )
         if label_set is not None:
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
