@@ -132,3 +132,59 @@ def test_an_emotion_with_a_control_character_is_refused_on_its_line(run_cli, tmp
     line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source))
 
     assert line.startswith(f"instructerc: error: {source}:2: field 'utterances[0].emotion': an emotion holds a control character"), line
+
+
+def unified_record(emotion: str, original: Any) -> dict[str, Any]:
+    """A MELD dialogue as ``data export --labels uime`` writes it, its second utterance edited."""
+    first = {"speaker": "Ann", "text": "Hi!", "emotion": "joyful", "original_emotion": "joy"}
+    second = {"speaker": "Bob", "text": "Oh no.", "emotion": emotion, "original_emotion": original}
+    return {"id": "d", "dataset": "meld", "utterances": [first, second]}
+
+
+@pytest.fixture(scope="module")
+def uime_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from instructerc.labels.unified import INSTRUCTERC
+
+    return tiny_model_dir(tmp_path_factory.mktemp("model") / "tiny-uime", INSTRUCTERC.label_set)
+
+
+@pytest.mark.parametrize(
+    ("emotion", "original", "message"),
+    [
+        (
+            "sad",
+            "joy",
+            "'original_emotion' joy disagrees with 'emotion' sad (meld's joy is written joy or joyful)",
+        ),  # gold corrected by hand
+        ("sad", None, "'original_emotion' must be a non-empty string, not null"),
+        ("sad", 3, "'original_emotion' must be a non-empty string, not a number"),
+        ("sad", "gloom", "unknown emotion 'gloom' for label set meld"),
+    ],
+)
+def test_an_original_emotion_that_disagrees_or_is_no_label_is_refused_on_its_line(
+    run_cli, uime_model: Path, tmp_path: Path, emotion: str, original: Any, message: str
+) -> None:
+    source = write_records(tmp_path / "unified.jsonl", [unified_record(emotion, original)])
+    out = tmp_path / "ev"
+
+    result = run_cli("evaluate", "--model", uime_model, "--dataset", "jsonl", "--data", source, "--split", "test", "--out", out)
+
+    line = one_line_error(result)
+    assert line.startswith(f"instructerc: error: {source}:1: field 'utterances[1].original_emotion': {message}"), line
+    assert not out.exists()
+
+
+def test_an_original_emotion_in_another_case_is_scored_in_the_datasets_spelling(run_cli, uime_model: Path, tmp_path: Path) -> None:
+    source = write_records(tmp_path / "unified.jsonl", [unified_record("sad", " SADNESS")])
+    out = tmp_path / "ev"
+
+    result = run_cli("evaluate", "--model", uime_model, "--dataset", "jsonl", "--data", source, "--split", "test", "--out", out)
+
+    assert result.code == 0, result.err
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    golds = [
+        u["original_emotion"]
+        for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        for u in json.loads(line)["utterances"]
+    ]
+    assert golds == ["joy", "sadness"]

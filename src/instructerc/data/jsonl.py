@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
@@ -36,6 +37,7 @@ from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.unified import unified_forms
 
 _DIALOGUE_KEYS = ("id", "dataset", "utterances")
 # The dataset of a dialogue whose record names none, where no file or folder name should stand
@@ -80,7 +82,13 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
             raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
         dataset = benchmark_spelling(dataset)
     utterances = tuple(
-        _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set)
+        _checked_original(
+            _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set),
+            dataset,
+            path=path,
+            line=line,
+            field=f"utterances[{index}].original_emotion",
+        )
         for index, raw in enumerate(raw_utterances)
     )
     extra = {k: v for k, v in record.items() if k not in _DIALOGUE_KEYS}
@@ -135,6 +143,32 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
     extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
     return Utterance(speaker=speaker, text=text, emotion=emotion, extra=extra)
+
+
+def _checked_original(utterance: Utterance, dataset: str, *, path: Path, line: int, field: str) -> Utterance:
+    """The utterance with its ``original_emotion`` (a benchmark's own gold, as ``data export
+    --labels uime`` writes it) in that benchmark's canonical spelling. A benchmark's dialogue is
+    scored on it in place of ``emotion``, so it must be one of the benchmark's labels and say the
+    same as ``emotion``: a file whose ``emotion`` was corrected by hand would otherwise be scored
+    on the stale original without a word. Other dialogues keep it as any other key."""
+    if "original_emotion" not in utterance.extra:
+        return utterance
+    raw = utterance.extra["original_emotion"]
+    if not isinstance(raw, str) or not canonical_label(raw):
+        raise InputError(f"'original_emotion' must be a non-empty string, not {json_kind(raw)}", path=path, line=line, field=field)
+    if dataset not in BENCHMARK_LABEL_SETS:
+        return utterance
+    original = canonical_emotion(BENCHMARK_LABEL_SETS[dataset], canonical_label(raw), path=path, line=line, field=field)
+    forms = unified_forms(dataset, original)
+    if utterance.emotion is not None and utterance.emotion.casefold() not in {form.casefold() for form in forms}:
+        raise InputError(
+            f"'original_emotion' {original} disagrees with 'emotion' {utterance.emotion} ({dataset}'s {original} is written "
+            f"{' or '.join(dict.fromkeys(forms))}): correct one of them, or leave original_emotion out",
+            path=path,
+            line=line,
+            field=field,
+        )
+    return replace(utterance, extra={**utterance.extra, "original_emotion": original})
 
 
 def iter_jsonl(
