@@ -188,3 +188,16 @@ def test_an_original_emotion_in_another_case_is_scored_in_the_datasets_spelling(
         for u in json.loads(line)["utterances"]
     ]
     assert golds == ["joy", "sadness"]
+
+
+@pytest.mark.parametrize(("dataset", "name"), [("meld", "MELD"), ("emorynlp", "EmoryNLP")])
+def test_one_csv_given_for_a_csv_dataset_is_named_as_a_file(run_cli, tmp_path: Path, dataset: str, name: str) -> None:
+    single = tmp_path / "test_sent_emo.csv"
+    single.write_text("Utterance,Speaker\n", encoding="utf-8")
+
+    line = one_line_error(run_cli("data", "stats", "--dataset", dataset, "--data", single))
+
+    assert line == (
+        f"instructerc: error: {single}: is a file, not a folder holding the {name} train CSV: give the folder "
+        "(each split is its own file there)"
+    )
