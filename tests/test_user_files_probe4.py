@@ -201,3 +201,15 @@ def test_one_csv_given_for_a_csv_dataset_is_named_as_a_file(run_cli, tmp_path: P
         f"instructerc: error: {single}: is a file, not a folder holding the {name} train CSV: give the folder "
         "(each split is its own file there)"
     )
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_pickle_given_as_jsonl_is_named_as_a_pickle(run_cli, tmp_path: Path, protocol: int) -> None:
+    import pickle
+
+    source = tmp_path / "meld.pkl"
+    source.write_bytes(pickle.dumps([["d1"], {"d1": ["Hi!"]}], protocol=protocol))
+
+    line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source))
+
+    assert line.startswith(f"instructerc: error: {source}: a Python pickle, not text") and "--dataset cosmic-meld" in line, line
