@@ -213,3 +213,15 @@ def test_a_pickle_given_as_jsonl_is_named_as_a_pickle(run_cli, tmp_path: Path, p
     line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source))
 
     assert line.startswith(f"instructerc: error: {source}: a Python pickle, not text") and "--dataset cosmic-meld" in line, line
+
+
+def test_a_demonstration_from_unlabelled_conversations_is_refused_with_the_way_round(run_cli, tmp_path: Path) -> None:
+    source = write_records(tmp_path / "chat.jsonl", [{"id": "d", "utterances": [{"speaker": "Ann", "text": "Hi!"}]}])
+    argv = ("prompts", "show", "--dataset", "jsonl", "--data", source, "--split", "test", "--label-set", "meld")
+
+    line = one_line_error(run_cli(*argv))
+    shown = run_cli(*argv, "--no-demonstration")
+
+    assert line.startswith(f"instructerc: error: {source}: field 'emotion': the training dialogues have no gold emotions"), line
+    assert "--no-demonstration" in line
+    assert shown.code == 0 and "(no gold label)" in shown.out
