@@ -225,3 +225,21 @@ def test_a_demonstration_from_unlabelled_conversations_is_refused_with_the_way_r
     assert line.startswith(f"instructerc: error: {source}: field 'emotion': the training dialogues have no gold emotions"), line
     assert "--no-demonstration" in line
     assert shown.code == 0 and "(no gold label)" in shown.out
+
+
+def test_one_label_in_two_cases_is_refused_on_the_line_of_the_second(run_cli, tmp_path: Path) -> None:
+    records = [
+        {"id": "a", "utterances": [{**ANN, "emotion": "Joy"}]},
+        {"id": "b", "utterances": [{**ANN, "emotion": "sadness"}]},
+        {"id": "c", "utterances": [ANN, {**ANN, "emotion": "joy"}]},
+    ]
+    source = write_records(tmp_path / "dialogues.jsonl", records)
+
+    line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", source))
+    read_in_meld = run_cli("data", "stats", "--dataset", "jsonl", "--data", source, "--label-set", "meld")
+
+    assert line == (
+        f"instructerc: error: {source}:3: field 'utterances[0].emotion': emotion 'joy' is 'Joy' (line 1) in another case: "
+        "give one label one spelling, or pass --label-set NAME (which reads any case)"
+    )
+    assert read_in_meld.code == 0, read_in_meld.err

@@ -285,7 +285,7 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
     else:
         files = [jsonl_file(path, split) if path.is_dir() else path]  # names what is missing
     file = files[0]
-    emotions = sorted({u.emotion for f in files for _, d in iter_jsonl(f, split) for u in d.utterances if u.emotion is not None})
+    emotions = sorted(_spellings(files, split))
     if not emotions:
         return None
     try:
@@ -294,6 +294,28 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
         raise InputError(
             f"its emotions do not form a label set ({error}): fix them or pass --label-set", path=file, field="emotion"
         ) from None
+
+
+def _spellings(files: list[Path], split: str) -> set[str]:
+    """The emotions the files use. Two spellings of one label (``Joy`` and ``joy``) are refused
+    where the second is met: a label set cannot hold both, and the file alone says which line to fix."""
+    first: dict[str, tuple[str, Path, int]] = {}
+    for file in files:
+        for line, dialogue in iter_jsonl(file, split):
+            for index, utterance in enumerate(dialogue.utterances):
+                if utterance.emotion is None:
+                    continue
+                seen, seen_file, seen_line = first.setdefault(utterance.emotion.casefold(), (utterance.emotion, file, line))
+                if seen != utterance.emotion:
+                    where = f"line {seen_line}" if seen_file == file else f"{seen_file}:{seen_line}"
+                    raise InputError(
+                        f"emotion '{utterance.emotion}' is '{seen}' ({where}) in another case: give one label one spelling, "
+                        "or pass --label-set NAME (which reads any case)",
+                        path=file,
+                        line=line,
+                        field=f"utterances[{index}].emotion",
+                    )
+    return {spelling for spelling, _, _ in first.values()}
 
 
 def _refuse_splitless(folder: Path) -> None:
