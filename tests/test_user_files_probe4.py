@@ -243,3 +243,33 @@ def test_one_label_in_two_cases_is_refused_on_the_line_of_the_second(run_cli, tm
         "give one label one spelling, or pass --label-set NAME (which reads any case)"
     )
     assert read_in_meld.code == 0, read_in_meld.err
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "message"),
+    [
+        (
+            {"dialogue_id": "d1", "speaker": "Ann", "text": "Hi!"},  # one utterance per line
+            "utterances",
+            "missing 'utterances' (it has 'dialogue_id', 'speaker', 'text'); a line is one dialogue whose turns are in 'utterances'",
+        ),
+        (
+            {"id": "d", "utterances": [{"speaker": "Ann", "utterance": "Hi!"}]},
+            "utterances[0].text",
+            "missing 'text' (it has 'speaker', 'utterance')",
+        ),
+        (
+            {"id": "d", "utterances": [{"Speaker": "Ann", "Text": "Hi!"}]},
+            "utterances[0].speaker",
+            "missing 'speaker' (it has 'Speaker', 'Text'; rename 'Speaker' to 'speaker' (keys are case-sensitive))",
+        ),
+    ],
+)
+def test_a_missing_key_is_reported_with_the_keys_the_user_wrote(
+    run_cli, meld_model: Path, tmp_path: Path, record: dict[str, Any], field: str, message: str
+) -> None:
+    source = write_records(tmp_path / "mine.jsonl", [record])
+
+    line = one_line_error(run_cli("predict", "--input", source, "--output", tmp_path / "out.jsonl", "--model", meld_model))
+
+    assert line.startswith(f"instructerc: error: {source}:1: field '{field}': {message}"), line

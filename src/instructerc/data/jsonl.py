@@ -32,7 +32,7 @@ from instructerc.data.loader import (
     require_file,
 )
 from instructerc.data.text import canonical_label, canonical_speaker
-from instructerc.data.validation import TextProblem, check_value, load_json
+from instructerc.data.validation import TextProblem, check_value, load_json, printable
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
@@ -63,7 +63,7 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     except TextProblem as problem:
         raise InputError(problem.message, path=path, line=line, field=problem.field) from None
     if "utterances" not in record:
-        raise InputError("missing 'utterances'", path=path, line=line, field="utterances")
+        raise InputError(missing_key("utterances", record, _FLAT_HINT), path=path, line=line, field="utterances")
     raw_utterances = record["utterances"]
     if not isinstance(raw_utterances, list) or not raw_utterances:
         raise InputError("'utterances' must be a non-empty list", path=path, line=line, field="utterances")
@@ -95,6 +95,20 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     return Dialogue(id=str(dialogue_id), dataset=dataset, split=split, utterances=utterances, extra=extra)
 
 
+# A file of one utterance per line (a CSV turned to JSON) is the usual shape of a user's own data.
+_FLAT_HINT = "a line is one dialogue whose turns are in 'utterances', a list of {speaker, text} objects"
+
+
+def missing_key(key: str, record: dict[str, Any], hint: str = "") -> str:
+    """The message for a key ``record`` lacks: the keys it has instead (a user's own field names,
+    ``Speaker`` or ``utterance``, show what to rename), and the one that differs only in case."""
+    keys = [printable(k)[:40] for k in record][:8]  # a key may be as long as a line: the message stays short
+    has = f"it has {', '.join(repr(k) for k in keys)}" if keys else "the object is empty"
+    other_case = [k for k in keys if k.casefold() == key.casefold()]
+    rename = f"; rename '{other_case[0]}' to '{key}' (keys are case-sensitive)" if other_case else ""
+    return f"missing '{key}' ({has}{rename})" + (f"; {hint}" if hint and not rename else "")
+
+
 def json_kind(value: Any) -> str:
     """What a JSON value is, as its writer would name it; never the value itself, which may be huge."""
     if value is None or isinstance(value, bool):
@@ -116,7 +130,7 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
         raise InputError("an utterance must be an object", path=path, line=line, field=where)
     for key in ("speaker", "text"):
         if key not in raw:
-            raise InputError(f"missing '{key}'", path=path, line=line, field=f"{where}.{key}")
+            raise InputError(missing_key(key, raw), path=path, line=line, field=f"{where}.{key}")
         if not isinstance(raw[key], str):
             raise InputError(f"'{key}' must be a string", path=path, line=line, field=f"{where}.{key}")
     speaker = nonempty_speaker(canonical_speaker(raw["speaker"]), path=path, line=line, field=f"{where}.speaker")
