@@ -273,3 +273,17 @@ def test_a_missing_key_is_reported_with_the_keys_the_user_wrote(
     line = one_line_error(run_cli("predict", "--input", source, "--output", tmp_path / "out.jsonl", "--model", meld_model))
 
     assert line.startswith(f"instructerc: error: {source}:1: field '{field}': {message}"), line
+
+
+@pytest.mark.parametrize(("content", "kind"), [("[]", "array"), ("null", "null"), ('"metrics"', "string"), ("3", "number")])
+def test_a_metrics_file_that_is_no_object_is_named_in_json_words(run_cli, tmp_path: Path, content: str, kind: str) -> None:
+    runs = [tmp_path / "seed1", tmp_path / "seed2"]
+    for run in runs:
+        run.mkdir()
+        (run / "metrics.json").write_text(content + "\n", encoding="utf-8")
+
+    line = one_line_error(run_cli("evaluate", "--runs", *runs))
+
+    assert line == (
+        f"instructerc: error: {runs[0] / 'metrics.json'}: not an instructerc metrics file (it holds a JSON {kind}, not an object)"
+    )
