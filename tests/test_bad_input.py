@@ -216,7 +216,9 @@ def test_jsonl_unknown_label_set_name(run_cli, tmp_path: Path) -> None:
     assert_input_error(_export_jsonl(run_cli, file, "--label-set", "medl"), "field 'label_set'", "unknown label set 'medl'")
 
 
-@pytest.mark.parametrize(("emotions", "fragment"), [(["joy", "Joy"], "duplicate labels"), (["joy", ""], "empty emotion")])
+@pytest.mark.parametrize(
+    ("emotions", "fragment"), [(["joy", "Joy"], "'Joy' is 'joy' (line 1) in another case"), (["joy", ""], "empty emotion")]
+)
 def test_jsonl_emotions_that_are_no_label_set(run_cli, tmp_path: Path, emotions: list[str], fragment: str) -> None:
     record = {"utterances": [{"speaker": "A", "text": "x", "emotion": e} for e in emotions]}
     file = write_text(tmp_path / "in.jsonl", json.dumps(record) + "\n")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# Characters that would break the one line an error is printed on (line feeds, carriage returns,
+# Unicode's line and paragraph separators) or restyle the terminal showing it (escape sequences):
+# they reach messages inside the user's ids, labels, dataset names and file names.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return {0x0A: "\\n", 0x0D: "\\r"}.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 class InputError(ValueError):
@@ -33,4 +44,4 @@ class InputError(ValueError):
                 where += f":{self.line}"
         if self.field is not None:
             where += (": " if where else "") + f"field '{self.field}'"
-        return f"{where}: {self.message}" if where else self.message
+        return _UNPRINTABLE.sub(_escaped, f"{where}: {self.message}" if where else self.message)

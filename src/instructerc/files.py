@@ -144,6 +144,9 @@ def foreign_encoding(head: bytes) -> str | None:
     """What a file starting with ``head`` is, when it is plainly not UTF-8 text; else None."""
     if head.startswith(b"\x1f\x8b"):
         return "gzip-compressed, not text: decompress it first (gunzip)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        # The PROTO opcode that starts every pickle since protocol 2; no UTF-8 text starts with 0x80.
+        return "a Python pickle, not text (the COSMIC pickles are read with --dataset cosmic-meld, cosmic-emorynlp or cosmic-iemocap)"
     for mark, name in _FOREIGN_MARKS:
         if head.startswith(mark):
             return f"{name} text (it starts with a {name} byte-order mark), not UTF-8: save the file as UTF-8"

@@ -76,7 +76,8 @@ def run_predict(args: argparse.Namespace) -> int:
         # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
         raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
     model = args.model if args.model is not None else default_model_dir()
-    gold_labels = named_label_set(args.label_set) if args.label_set else None
+    # An empty name (``--label-set "$UNSET"``) is refused as every unknown one is, not read as none.
+    gold_labels = named_label_set(args.label_set) if args.label_set is not None else None
 
     def read():
         return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels, default_dataset=UNNAMED_DATASET))

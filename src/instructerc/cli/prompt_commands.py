@@ -13,7 +13,9 @@ from instructerc.cli.options import add_data_options
 
 if TYPE_CHECKING:
     from instructerc.data.dialogue import Dialogue
+    from instructerc.data.registry import DataSource
     from instructerc.labels.label_set import LabelSet
+    from instructerc.prompts.setup import PromptSetup
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,29 +51,13 @@ def show_prompt(args: argparse.Namespace) -> int:
     from instructerc.cli.options import data_source
     from instructerc.data.registry import label_set_of, load_dialogues
     from instructerc.errors import InputError
-    from instructerc.modeling.backbone import BackboneConfig, load_tokenizer, resolve_model
+    from instructerc.modeling.backbone import load_tokenizer
     from instructerc.prompts.encoding import SegmentTokenizer
     from instructerc.prompts.example import Task
-    from instructerc.prompts.setup import PromptSetup
-    from instructerc.prompts.tasks import speaker_slots
-    from instructerc.retrieval.retriever import DemonstrationRetriever
-    from instructerc.training.config import TrainConfig
 
     source = data_source(args)
     train = load_dialogues(source, "train")
-    if args.model:
-        from instructerc.modeling.model_dir import Manifest, tokenizer_source
-
-        Manifest.load(Path(args.model))  # a folder that is no model directory is told what it is
-        setup = PromptSetup.load(args.model)
-        tokenizer_path = tokenizer_source(args.model)
-    else:
-        config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
-        label_set = label_set_of(source)
-        if label_set is None:
-            raise InputError("the dataset has no emotions to build a label statement from", field="dataset")
-        setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
-        tokenizer_path = resolve_model(config.backbone if args.config else BackboneConfig())
+    setup, tokenizer_path = _prompt_setup(args, source, train)
     changes = {}
     if args.template:
         changes["name"] = args.template
@@ -94,22 +80,7 @@ def show_prompt(args: argparse.Namespace) -> int:
         # mapping, as `evaluate` reads the same file, instead of being refused as unmappable.
         dialogue = gold_in_model_space([dialogue], source.label_set, setup.label_set, source.path)[0]
     dialogue = gold_in_model_labels(dialogue, index, setup.label_set, label_set_of(source))
-    demonstrations = {}
-    if setup.uses_demonstrations and args.task == "erc":
-        if args.model:  # the pool saved with the model, exactly what inference retrieves from
-            from instructerc.retrieval.encoder import SentenceEncoder
-            from instructerc.retrieval.index import load_pool
-
-            pool = load_pool(args.model, setup.label_set.labels)
-            retriever = DemonstrationRetriever(pool, SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
-            query = dialogue
-        else:
-            retriever = DemonstrationRetriever.build(train, setup.retrieval)
-            # One file is every split at once: its dev dialogue is also in the pool, as train, and
-            # would be shown itself with its gold label unless it is excluded as the train copy.
-            one_file = source.path is not None and Path(source.path).is_file()
-            query = replace(dialogue, split="train") if one_file else dialogue
-        demonstrations = retriever.demonstrations([query], training=args.split == "train")
+    demonstrations = _demonstrations(args, setup, source, train, dialogue)
     example = setup.builder(demonstrations).example(Task(args.task), dialogue, index)
     tokenizer = SegmentTokenizer(load_tokenizer(tokenizer_path))
     encoded = setup.encode([example], tokenizer, with_target=example.target is not None)[0]
@@ -122,6 +93,69 @@ def show_prompt(args: argparse.Namespace) -> int:
     print("--- target ---")
     print(show(example.target) if example.target is not None else "(no gold label)")
     return 0
+
+
+def _prompt_setup(args: argparse.Namespace, source: "DataSource", train: "list[Dialogue]") -> "tuple[PromptSetup, str]":
+    """The prompt setup and tokenizer to show: a trained model's (``--model``), else a recipe's or
+    the defaults with the data's own labels."""
+    from instructerc.data.registry import label_set_of
+    from instructerc.errors import InputError
+    from instructerc.modeling.backbone import BackboneConfig, resolve_model
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.prompts.tasks import speaker_slots
+    from instructerc.training.config import TrainConfig
+
+    if args.model:
+        from instructerc.modeling.model_dir import Manifest, tokenizer_source
+
+        Manifest.load(Path(args.model))  # a folder that is no model directory is told what it is
+        return PromptSetup.load(args.model), tokenizer_source(args.model)
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    label_set = label_set_of(source)
+    if label_set is None:
+        from instructerc.labels.registry import label_set_names
+
+        raise InputError(
+            "no gold emotions to build a label statement from: name the labels with --label-set "
+            f"({', '.join(label_set_names())}) or show a trained model's prompt with --model DIR",
+            path=source.path,
+            field="emotion",
+        )
+    setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
+    return setup, resolve_model(config.backbone if args.config else BackboneConfig())
+
+
+def _demonstrations(
+    args: argparse.Namespace, setup: "PromptSetup", source: "DataSource", train: "list[Dialogue]", dialogue: "Dialogue"
+) -> dict:
+    """The demonstration the prompt of ``dialogue`` shows, if its template uses one."""
+    from dataclasses import replace
+
+    from instructerc.errors import InputError
+    from instructerc.retrieval.retriever import DemonstrationRetriever
+
+    if not (setup.uses_demonstrations and args.task == "erc"):
+        return {}
+    if args.model:  # the pool saved with the model, exactly what inference retrieves from
+        from instructerc.retrieval.encoder import SentenceEncoder
+        from instructerc.retrieval.index import load_pool
+
+        pool = load_pool(args.model, setup.label_set.labels)
+        retriever = DemonstrationRetriever(pool, SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
+        return retriever.demonstrations([dialogue], training=args.split == "train")
+    if not any(u.emotion is not None for d in train for u in d.utterances):
+        raise InputError(
+            "the training dialogues have no gold emotions to retrieve a demonstration from: "
+            "show the prompt without one (--no-demonstration)",
+            path=source.path,
+            field="emotion",
+        )
+    retriever = DemonstrationRetriever.build(train, setup.retrieval)
+    # One file is every split at once: its dev dialogue is also in the pool, as train, and
+    # would be shown itself with its gold label unless it is excluded as the train copy.
+    one_file = source.path is not None and Path(source.path).is_file()
+    query = replace(dialogue, split="train") if one_file else dialogue
+    return retriever.demonstrations([query], training=args.split == "train")
 
 
 # What a terminal does not show as itself: control characters (a carriage return hides the text

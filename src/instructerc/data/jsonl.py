@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import codecs
 import json
+import unicodedata
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
@@ -30,11 +32,12 @@ from instructerc.data.loader import (
     require_file,
 )
 from instructerc.data.text import canonical_label, canonical_speaker
-from instructerc.data.validation import TextProblem, check_value, load_json
+from instructerc.data.validation import TextProblem, check_value, load_json, printable
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.unified import unified_forms
 
 _DIALOGUE_KEYS = ("id", "dataset", "utterances")
 # The dataset of a dialogue whose record names none, where no file or folder name should stand
@@ -60,7 +63,7 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
     except TextProblem as problem:
         raise InputError(problem.message, path=path, line=line, field=problem.field) from None
     if "utterances" not in record:
-        raise InputError("missing 'utterances'", path=path, line=line, field="utterances")
+        raise InputError(missing_key("utterances", record, _FLAT_HINT), path=path, line=line, field="utterances")
     raw_utterances = record["utterances"]
     if not isinstance(raw_utterances, list) or not raw_utterances:
         raise InputError("'utterances' must be a non-empty list", path=path, line=line, field="utterances")
@@ -79,11 +82,31 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
             raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
         dataset = benchmark_spelling(dataset)
     utterances = tuple(
-        _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set)
+        _checked_original(
+            _parse_utterance(raw, path=path, line=line, where=f"utterances[{index}]", label_set=label_set),
+            dataset,
+            path=path,
+            line=line,
+            field=f"utterances[{index}].original_emotion",
+        )
         for index, raw in enumerate(raw_utterances)
     )
     extra = {k: v for k, v in record.items() if k not in _DIALOGUE_KEYS}
     return Dialogue(id=str(dialogue_id), dataset=dataset, split=split, utterances=utterances, extra=extra)
+
+
+# A file of one utterance per line (a CSV turned to JSON) is the usual shape of a user's own data.
+_FLAT_HINT = "a line is one dialogue whose turns are in 'utterances', a list of {speaker, text} objects"
+
+
+def missing_key(key: str, record: dict[str, Any], hint: str = "") -> str:
+    """The message for a key ``record`` lacks: the keys it has instead (a user's own field names,
+    ``Speaker`` or ``utterance``, show what to rename), and the one that differs only in case."""
+    keys = [printable(k)[:40] for k in record][:8]  # a key may be as long as a line: the message stays short
+    has = f"it has {', '.join(repr(k) for k in keys)}" if keys else "the object is empty"
+    other_case = [k for k in keys if k.casefold() == key.casefold()]
+    rename = f"; rename '{other_case[0]}' to '{key}' (keys are case-sensitive)" if other_case else ""
+    return f"missing '{key}' ({has}{rename})" + (f"; {hint}" if hint and not rename else "")
 
 
 def json_kind(value: Any) -> str:
@@ -107,7 +130,7 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
         raise InputError("an utterance must be an object", path=path, line=line, field=where)
     for key in ("speaker", "text"):
         if key not in raw:
-            raise InputError(f"missing '{key}'", path=path, line=line, field=f"{where}.{key}")
+            raise InputError(missing_key(key, raw), path=path, line=line, field=f"{where}.{key}")
         if not isinstance(raw[key], str):
             raise InputError(f"'{key}' must be a string", path=path, line=line, field=f"{where}.{key}")
     speaker = nonempty_speaker(canonical_speaker(raw["speaker"]), path=path, line=line, field=f"{where}.speaker")
@@ -121,10 +144,45 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             raise InputError(
                 "empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion"
             )
+        if any(unicodedata.category(character) == "Cc" for character in emotion):
+            # A label is one word or phrase of the prompt's label statement and of every table; a
+            # line break or tab inside one is a broken cell (a CSV field run on), never an emotion.
+            raise InputError(
+                "an emotion holds a control character (a line break or tab): a label is one line of text",
+                path=path,
+                line=line,
+                field=f"{where}.emotion",
+            )
         if label_set is not None:
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
     extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
     return Utterance(speaker=speaker, text=text, emotion=emotion, extra=extra)
+
+
+def _checked_original(utterance: Utterance, dataset: str, *, path: Path, line: int, field: str) -> Utterance:
+    """The utterance with its ``original_emotion`` (a benchmark's own gold, as ``data export
+    --labels uime`` writes it) in that benchmark's canonical spelling. A benchmark's dialogue is
+    scored on it in place of ``emotion``, so it must be one of the benchmark's labels and say the
+    same as ``emotion``: a file whose ``emotion`` was corrected by hand would otherwise be scored
+    on the stale original without a word. Other dialogues keep it as any other key."""
+    if "original_emotion" not in utterance.extra:
+        return utterance
+    raw = utterance.extra["original_emotion"]
+    if not isinstance(raw, str) or not canonical_label(raw):
+        raise InputError(f"'original_emotion' must be a non-empty string, not {json_kind(raw)}", path=path, line=line, field=field)
+    if dataset not in BENCHMARK_LABEL_SETS:
+        return utterance
+    original = canonical_emotion(BENCHMARK_LABEL_SETS[dataset], canonical_label(raw), path=path, line=line, field=field)
+    forms = unified_forms(dataset, original)
+    if utterance.emotion is not None and utterance.emotion.casefold() not in {form.casefold() for form in forms}:
+        raise InputError(
+            f"'original_emotion' {original} disagrees with 'emotion' {utterance.emotion} ({dataset}'s {original} is written "
+            f"{' or '.join(dict.fromkeys(forms))}): correct one of them, or leave original_emotion out",
+            path=path,
+            line=line,
+            field=field,
+        )
+    return replace(utterance, extra={**utterance.extra, "original_emotion": original})
 
 
 def iter_jsonl(
@@ -165,11 +223,11 @@ def _layout_hint(line: str) -> str:
 def _lines(handle: IO[bytes]) -> Iterator[str]:
     """The lines of a UTF-8 file without their LF or CRLF, split on LF alone: a lone CR is JSON
     whitespace, not a line end (text mode splits on it, breaking a valid line in two and shifting
-    later line numbers). Splitting bytes before decoding is sound: no UTF-8 character holds 0x0A."""
-    for number, raw in enumerate(handle, start=1):
-        if number == 1:
-            raw = raw.removeprefix(codecs.BOM_UTF8)
-        yield raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8")
+    later line numbers). Splitting bytes before decoding is sound: no UTF-8 character holds 0x0A.
+    A byte-order mark is dropped at the start of every line, not only the first: files saved with
+    one and joined (``cat a.jsonl b.jsonl``) keep each file's mark at the start of its first line."""
+    for raw in handle:
+        yield raw.removeprefix(codecs.BOM_UTF8).removesuffix(b"\n").removesuffix(b"\r").decode("utf-8")
 
 
 def jsonl_file(path: Path, split: str) -> Path:
@@ -200,14 +258,26 @@ def _refuse_other_case(folder: Path, name: str) -> None:
 
 def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> list[Dialogue]:
     file = jsonl_file(path, split)
-    dialogues = [dialogue for _, dialogue in iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path))]
-    seen: set[tuple[str, str]] = set()
-    for dialogue in dialogues:
+    numbered = list(iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path)))
+    if not numbered:
+        # Read as a split of nothing, an empty file (the wrong one, or cut off) would be exported as
+        # an empty file over an earlier export, or blamed later for having no gold emotions.
+        raise InputError("no dialogues in the file (it is empty or holds only blank lines)", path=file)
+    _refuse_repeated_ids(numbered, file)
+    return [dialogue for _, dialogue in numbered]
+
+
+def _refuse_repeated_ids(numbered: list[tuple[int, Dialogue]], file: Path) -> None:
+    """An id given twice (a line pasted twice, two files joined) is named with both its lines:
+    in a file of thousands of dialogues the id alone does not say where to look."""
+    first_line: dict[tuple[str, str], int] = {}
+    for line, dialogue in numbered:
         key = (dialogue.dataset, dialogue.id)
-        if key in seen:
-            raise InputError(f"dialogue id '{dialogue.id}' appears twice", path=file, field="id")
-        seen.add(key)
-    return dialogues
+        if key in first_line:
+            raise InputError(
+                f"dialogue id '{dialogue.id}' appears twice (also on line {first_line[key]})", path=file, line=line, field="id"
+            )
+        first_line[key] = line
 
 
 def _dataset_name(path: Path) -> str:
@@ -222,12 +292,14 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
     """The emotions a JSONL file uses (the train split of a folder; a folder without one, to
     evaluate a model on its dev or test, uses the splits it has), sorted; None if it has none."""
     present = [path / f"{name}.jsonl" for name in SPLITS if (path / f"{name}.jsonl").is_file()] if path.is_dir() else []
-    if path.is_dir() and not (path / f"{split}.jsonl").is_file() and present:
+    if path.is_dir() and not present:
+        _refuse_splitless(path)
+    if path.is_dir() and not (path / f"{split}.jsonl").is_file():
         files = present
     else:
         files = [jsonl_file(path, split) if path.is_dir() else path]  # names what is missing
     file = files[0]
-    emotions = sorted({u.emotion for f in files for _, d in iter_jsonl(f, split) for u in d.utterances if u.emotion is not None})
+    emotions = sorted(_spellings(files, split))
     if not emotions:
         return None
     try:
@@ -236,6 +308,36 @@ def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
         raise InputError(
             f"its emotions do not form a label set ({error}): fix them or pass --label-set", path=file, field="emotion"
         ) from None
+
+
+def _spellings(files: list[Path], split: str) -> set[str]:
+    """The emotions the files use. Two spellings of one label (``Joy`` and ``joy``) are refused
+    where the second is met: a label set cannot hold both, and the file alone says which line to fix."""
+    first: dict[str, tuple[str, Path, int]] = {}
+    for file in files:
+        for line, dialogue in iter_jsonl(file, split):
+            for index, utterance in enumerate(dialogue.utterances):
+                if utterance.emotion is None:
+                    continue
+                seen, seen_file, seen_line = first.setdefault(utterance.emotion.casefold(), (utterance.emotion, file, line))
+                if seen != utterance.emotion:
+                    where = f"line {seen_line}" if seen_file == file else f"{seen_file}:{seen_line}"
+                    raise InputError(
+                        f"emotion '{utterance.emotion}' is '{seen}' ({where}) in another case: give one label one spelling, "
+                        "or pass --label-set NAME (which reads any case)",
+                        path=file,
+                        line=line,
+                        field=f"utterances[{index}].emotion",
+                    )
+    return {spelling for spelling, _, _ in first.values()}
+
+
+def _refuse_splitless(folder: Path) -> None:
+    """A folder holding no split file: named as such, not as missing ``train.jsonl`` when the
+    command asked for the test split (``evaluate --split test``)."""
+    for name in SPLITS:
+        split_file_present(folder, name)  # a split file named in other case is the error to report
+    raise InputError("holds none of train.jsonl, dev.jsonl, test.jsonl (JSONL data in a folder is one file per split)", path=folder)
 
 
 def dialogue_record(dialogue: Dialogue, utterance_fields: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -63,6 +63,9 @@ def check_encoding(path: Path) -> None:
 
 def find_in(path: Path, candidates: list[Path], what: str) -> Path:
     """The first existing candidate, else an error saying what was looked for where."""
+    if path.is_file():
+        # One split's CSV given as --data: looking inside it as a folder would name paths below a file.
+        raise InputError(f"is a file, not a folder holding the {what}: give the folder (each split is its own file there)", path=path)
     for candidate in candidates:
         if candidate.exists():
             return candidate

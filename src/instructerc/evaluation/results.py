@@ -115,6 +115,8 @@ class EvaluationResult:
             raise InputError(f"no {METRICS_FILE} here (expected an evaluation output folder or the file itself)", path=location)
         try:
             data = json.loads(file.read_text(encoding="utf-8-sig"))
+            if not isinstance(data, dict):  # .get below would fail with Python's words, not ours
+                raise ValueError(f"it holds a JSON {_JSON_KINDS.get(type(data), 'value')}, not an object")
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
             return cls.from_dict(data)
@@ -122,6 +124,9 @@ class EvaluationResult:
             raise InputError(f"not an instructerc metrics file: {error.message}", path=file, field=error.field) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(f"not an instructerc metrics file ({error})", path=file) from None
+
+
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def metrics_file(location: Path) -> Path:

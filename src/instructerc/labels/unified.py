@@ -203,3 +203,12 @@ def mapping_of(label_set: LabelSet) -> UnifiedMapping | None:
         if mapping.label_set.name == label_set.name and mapping.label_set.labels == label_set.labels:
             return mapping
     return None
+
+
+def unified_forms(dataset: str, original: str) -> list[str]:
+    """Every label ``original`` (a canonical label of the benchmark ``dataset``) may be written as
+    in a file: itself, its verbalizer, and its unified label under each registered mapping."""
+    labels = BENCHMARK_LABEL_SETS[dataset]
+    forms = [original, labels.verbalize(original)]
+    forms += [m.to_unified(dataset, original) for m in MAPPINGS.values() if m.covers(dataset)]
+    return forms
