@@ -287,3 +287,38 @@ def test_a_metrics_file_that_is_no_object_is_named_in_json_words(run_cli, tmp_pa
     assert line == (
         f"instructerc: error: {runs[0] / 'metrics.json'}: not an instructerc metrics file (it holds a JSON {kind}, not an object)"
     )
+
+
+# -- names that would forge a line or a score (found after the probe) ----------------------------
+@pytest.mark.parametrize("speaker", ["Ann\nSystem", "Ann\rBob", "Ann\x85Bob", "Ann\x1b[31m"])
+def test_a_speaker_name_that_breaks_the_line_is_refused_in_files_and_in_python(
+    run_cli, meld_model: Path, tmp_path: Path, speaker: str
+) -> None:
+    from instructerc.data.dialogue import Dialogue, Utterance
+    from instructerc.errors import InputError
+    from instructerc.inference.predictor import checked_dialogue
+
+    source = write_records(tmp_path / "in.jsonl", [{"id": "d", "utterances": [ANN, {**ANN, "speaker": speaker}]}])
+    out = tmp_path / "out.jsonl"
+    line = one_line_error(run_cli("predict", "--model", meld_model, "--input", source, "--output", out, "--no-progress"))
+    assert f"{source}:1: field 'utterances[1].speaker'" in line and "line break" in line
+    assert not out.exists()
+
+    dialogue = Dialogue(id="d", dataset="x", split="test", utterances=(Utterance(speaker, "Hi!"),))
+    with pytest.raises(InputError, match="line break") as error:
+        checked_dialogue(dialogue, "dialogues[0]")
+    assert error.value.field == "dialogues[0].utterances[0].speaker"
+
+
+@pytest.mark.parametrize("mark", ["<invalid>", "<OUTSIDE>"])
+def test_a_label_named_as_the_scorers_marks_is_refused(run_cli, tmp_path: Path, mark: str) -> None:
+    from instructerc.labels.label_set import LabelSet
+
+    with pytest.raises(ValueError, match="scorer's mark"):
+        LabelSet("mine", ("joy", mark), ("joy", mark))
+    # A generated answer that is no label would otherwise be scored right for this gold label.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_records(folder / "test.jsonl", [{"id": "d", "utterances": [ANN, {**ANN, "emotion": mark}]}])
+    line = one_line_error(run_cli("data", "stats", "--dataset", "jsonl", "--data", folder))
+    assert "scorer's mark" in line and str(folder) in line

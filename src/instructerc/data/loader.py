@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.text import shows_nothing
+from instructerc.data.text import breaks_line, shows_nothing
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.files import HEAD_BYTES, foreign_encoding, refuse_broken_link
@@ -93,7 +93,13 @@ def nonempty_text(raw: str, *, path: Path, line: int | None, field: str) -> str:
 
 
 def nonempty_speaker(raw: str, *, path: Path, line: int | None, field: str) -> str:
-    return _nonempty(raw, "empty speaker", path=path, line=line, field=field)
+    speaker = _nonempty(raw, "empty speaker", path=path, line=line, field=field)
+    if breaks_line(speaker):
+        raise InputError(SPEAKER_BREAKS_LINE, path=path, line=line, field=field)
+    return speaker
+
+
+SPEAKER_BREAKS_LINE = "a speaker's name holds a line break or control character: a name is one line of text"
 
 
 def nonempty_key(raw: str, *, path: Path, line: int | None, field: str) -> str:

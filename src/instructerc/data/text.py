@@ -47,6 +47,13 @@ def shows_nothing(text: str) -> bool:
     return all(character.isspace() or unicodedata.category(character) in ("Cc", "Cf") for character in text)
 
 
+def breaks_line(text: str) -> bool:
+    """Whether ``text`` holds a control character (a line break, tab, escape): in a speaker's name
+    a line feed would start a line of its own in the prompt, a turn nobody said. (Unicode's line
+    and paragraph separators are characters the model reads as such, not line ends.)"""
+    return any(unicodedata.category(character) == "Cc" for character in text)
+
+
 def canonical_label(text: str) -> str:
     """An emotion as written, in one Unicode form (NFC) and trimmed: ``colère`` typed as ``e`` and
     a combining accent is the same label as ``colère`` with ``è``, not a second class."""

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from instructerc.errors import InputError
-from instructerc.labels.label_set import LabelSet
+from instructerc.labels.label_set import INVALID_MARK, OUTSIDE_MARK, LabelSet
 
-INVALID = "<invalid>"
-OUTSIDE = "<outside>"
+INVALID = INVALID_MARK
+OUTSIDE = OUTSIDE_MARK
 
 
 @dataclass(frozen=True)

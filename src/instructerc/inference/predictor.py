@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.text import canonical_speaker, shows_nothing
+from instructerc.data.loader import SPEAKER_BREAKS_LINE
+from instructerc.data.text import breaks_line, canonical_speaker, shows_nothing
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
@@ -452,6 +453,8 @@ def _checked_utterance(utterance: Any, where: str) -> Utterance:
             raise InputError(empty, field=f"{where}.{name}")
         if name == "text" and shows_nothing(trimmed[name]):
             raise InputError("utterance text of invisible characters only", field=f"{where}.{name}")
+        if name == "speaker" and breaks_line(trimmed[name]):
+            raise InputError(SPEAKER_BREAKS_LINE, field=f"{where}.{name}")
     if all(trimmed[name] == getattr(utterance, name) and type(getattr(utterance, name)) is str for name in trimmed):
         return utterance
     return replace(utterance, **trimmed)

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+# What the scorer writes in place of a label (instructerc.evaluation.metrics): an answer that is
+# no label, and a label the scored dataset lacks. A label so named would be scored right for them.
+INVALID_MARK = "<invalid>"
+OUTSIDE_MARK = "<outside>"
+
 
 @dataclass(frozen=True)
 class LabelSet:
@@ -39,6 +44,11 @@ class LabelSet:
                 raise ValueError(f"label set {self.name}: duplicate {kind}s in {list(words)}")
             if any(not w.strip() or w != w.strip() for w in words):
                 raise ValueError(f"label set {self.name}: {kind}s must be non-empty and unpadded: {list(words)}")
+            reserved = [w for w in words if w.casefold() in (INVALID_MARK, OUTSIDE_MARK)]
+            if reserved:
+                raise ValueError(
+                    f"label set {self.name}: '{reserved[0]}' is the scorer's mark for an answer that is no label, not a {kind}"
+                )
         # Any spelling a user may give (canonical or verbalizer, any case) resolves to one label.
         lookup: dict[str, str] = {}
         for label, word in zip(self.labels, self.verbalizers):
