@@ -29,6 +29,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
+
+    # Even --list: a run's folder name depends on the dtype torch resolves for this machine.
+    require_extra("experiment", "train")
     from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
     from instructerc.experiments.report import write_report

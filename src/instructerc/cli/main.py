@@ -13,17 +13,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from instructerc import __version__
 from instructerc.errors import InputError
+from instructerc.extras import EXTRA_OF_MODULE, install_hint
 
 Handler = Callable[[argparse.Namespace], int]
-
-# The optional extra (pyproject.toml) that installs each library the commands import lazily.
-EXTRA_OF_MODULE = {
-    **dict.fromkeys(
-        ("torch", "transformers", "peft", "accelerate", "safetensors", "sentence_transformers", "gguf", "numpy", "sklearn", "matplotlib"),
-        "train",
-    ),
-    **dict.fromkeys(("fastapi", "uvicorn", "starlette", "pydantic"), "serve"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +76,10 @@ def _run(argv: Sequence[str] | None) -> int:
         extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"instructerc: error: {args.command} needs the '{extra}' extra ({error}): {install_hint(extra)}", file=sys.stderr)
+        print(
+            f"instructerc: error: {args.command} needs the '{extra}' extra (not installed: {error.name}): {install_hint(extra)}",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -137,13 +132,6 @@ def quiet_libraries(progress: bool) -> None:
         except ImportError:  # without the train extra no command loads a model
             return
         transformers_logging.disable_progress_bar()
-
-
-def install_hint(extra: str) -> str:
-    """How to install ``extra``; torch first, so that pip does not pick a CUDA build for a CPU machine."""
-    if extra == "train":
-        return "pip install torch (the build for your hardware, see README), then pip install 'instructerc[train]'"
-    return f"pip install 'instructerc[{extra}]'"
 
 
 @contextlib.contextmanager

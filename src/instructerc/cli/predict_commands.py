@@ -59,6 +59,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
+
+    require_extra("predict", "train")
     from instructerc.data.jsonl import UNNAMED_DATASET, iter_jsonl
     from instructerc.errors import InputError
     from instructerc.evaluation.harness import chunks

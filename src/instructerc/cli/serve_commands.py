@@ -130,11 +130,13 @@ def answering_bound_address(config: ServiceConfig, host: str) -> ServiceConfig:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
     from instructerc.modeling.default_model import default_model_dir
     from instructerc.modeling.model_dir import Manifest
     from instructerc.service.server import listening_socket, require_serve_extra, serve
 
     require_serve_extra()
+    require_extra("serve", "train")
     config = answering_bound_address(service_config(args), args.host)
     model = args.model if args.model is not None else default_model_dir()
     Manifest.load(Path(model))  # a wrong --model is said before the port is taken
