@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from instructerc.cli.options import add_data_options, data_source, summary_stream
+from instructerc.cli.options import add_data_options, data_source, output_error, summary_stream
 
 if TYPE_CHECKING:
     from instructerc.data.registry import DataSource
@@ -66,14 +66,13 @@ def _has_split(source, split: str) -> bool:
 def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import write_jsonl
     from instructerc.data.registry import load_dialogues
-    from instructerc.errors import InputError
 
     source = data_source(args)
     dialogues = load_dialogues(source, args.split)
     try:
         count = write_jsonl(dialogues, args.out)
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
+        raise output_error(error, args.out) from None
     print(
         f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}{_labels_written(source)}",
         file=summary_stream(args.out),

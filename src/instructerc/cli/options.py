@@ -76,8 +76,21 @@ def data_source(args: argparse.Namespace) -> DataSource:
 def summary_stream(out: Path) -> TextIO:
     """Where the summary line goes: stderr when the JSONL itself went to stdout (``--out /dev/stdout``,
     ``/dev/fd/1``), where the line would become a last record that is not a dialogue."""
+    return sys.stderr if is_stdout(out) else sys.stdout
+
+
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` names the file stdout is (``/dev/stdout``, ``/dev/fd/1``, or the file it was redirected to)."""
     try:
-        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
     except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (captured, closed): nothing to share
-        same = False
-    return sys.stderr if same else sys.stdout
+        return False
+
+
+def output_error(error: OSError, path: Path) -> Exception:
+    """What to raise for ``error`` met writing the output ``path``: an :class:`InputError` naming
+    it, but a broken pipe on stdout (``--output /dev/stdout | head``) as it is, since that is the
+    reader having stopped, which the CLI ends quietly with the shell's SIGPIPE status."""
+    if isinstance(error, BrokenPipeError) and is_stdout(path):
+        return error
+    return InputError(f"cannot write: {error.strerror or error}", path=path)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, summary_stream
+from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, output_error, summary_stream
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -153,7 +153,6 @@ def unmapped_datasets_note(datasets: set[str], label_set: Any) -> str | None:
 def _predict_shard(args: argparse.Namespace, predictor: Any, shard: Any, batches: Any, sizes: list[tuple[int, int]]) -> tuple[int, int]:
     """Predicts this process's chunks into its output (the file, or its part of it); returns
     how many predictions were invalid and how many utterances were cut."""
-    from instructerc.errors import InputError
     from instructerc.evaluation.harness import progress_bar, write_prediction_records
     from instructerc.inference.sharding import merge_parts, shard_output
 
@@ -170,5 +169,5 @@ def _predict_shard(args: argparse.Namespace, predictor: Any, shard: Any, batches
                 truncated += sum(p.truncated for ps in predicted for p in ps)
         merge_parts(args.output, shard, [d for d, _ in sizes])
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
+        raise output_error(error, args.output) from None
     return invalid, truncated
