@@ -21,3 +21,26 @@ def test_evaluate_refuses_a_chunk_size_below_one_before_the_model_loads(run_cli,
     assert result.code == 2
     assert result.err == "instructerc: error: field 'chunk-size': the chunk size must be at least 1\n"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_an_output_named_dash_is_refused_not_written_as_a_file_named_dash(
+    run_cli, capsys, tmp_path: Path, monkeypatch, command: str
+) -> None:
+    data = tmp_path / "dialogues.jsonl"
+    write_split(data, 3, seed=0)
+    monkeypatch.chdir(tmp_path)
+    if command == "predict":
+        argv = ["predict", "--input", data, "--output", "-", "--model", tmp_path / "no-model"]
+    else:
+        argv = ["data", "export", "--dataset", "jsonl", "--data", data, "--split", "test", "--out", "-"]
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*argv)
+    assert stop.value.code == 2
+    option = "--output" if command == "predict" else "--out"
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(f"error: argument {option}: '-' is not stdout here: give /dev/stdout (or ./- for a file named '-')")
+    )
+    assert not (tmp_path / "-").exists()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from instructerc.cli.options import add_data_options, data_source, output_error, summary_stream
+from instructerc.cli.options import add_data_options, data_source, output_error, output_file, summary_stream
 
 if TYPE_CHECKING:
     from instructerc.data.registry import DataSource
@@ -26,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     export = verbs.add_parser("export", help="write one split in the user JSONL format")
     add_data_options(export, positional_dataset=True)
     export.add_argument("--split", required=True, help="train, dev or test")
-    export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
+    export.add_argument("--out", required=True, type=output_file, metavar="FILE.jsonl")
     export.set_defaults(handler=export_split)
 
 

@@ -73,6 +73,14 @@ def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(name=dataset_name(args), path=args.data, labels=args.labels, label_set=args.label_set)
 
 
+def output_file(text: str) -> Path:
+    """An output file's path (an argparse type). ``-`` is refused: by habit it means stdout, and
+    taken as a path it would quietly write a file named ``-`` instead."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-' is not stdout here: give /dev/stdout (or ./- for a file named '-')")
+    return Path(text)
+
+
 def summary_stream(out: Path) -> TextIO:
     """Where the summary line goes: stderr when the JSONL itself went to stdout (``--out /dev/stdout``,
     ``/dev/fd/1``), where the line would become a last record that is not a dialogue."""

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, output_error, summary_stream
+from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, output_error, output_file, summary_stream
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument(
         "--output",
-        type=Path,
+        type=output_file,
         required=True,
         metavar="FILE.jsonl",
         help="the same dialogues, each utterance with predicted_emotion and emotion_scores (or generated)",
