@@ -44,3 +44,35 @@ def test_an_output_named_dash_is_refused_not_written_as_a_file_named_dash(
         .endswith(f"error: argument {option}: '-' is not stdout here: give /dev/stdout (or ./- for a file named '-')")
     )
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["predict", "--input", "a.jsonl", "--output", "x.jsonl", "--output", "y.jsonl"],
+            "argument --output: given twice, as '--output x.jsonl' and '--output y.jsonl'",
+        ),
+        (["predict", "--input", "a.jsonl", "--output", "x.jsonl", "--mode", "score", "--mode=generate"], "argument --mode: given twice"),
+        (
+            ["serve", "--model", "no-model", "--batching", "--no-batching"],
+            "argument --batching/--no-batching: given twice, as '--batching' and '--no-batching'",
+        ),
+        (["baseline", "--split", "test", "--out", "b", "--only", "majority", "--only", "minilm-logreg"], "argument --only: given twice"),
+    ],
+)
+def test_an_option_given_twice_with_two_values_is_refused(run_cli, capsys, argv: list[str], said: str) -> None:
+    # Every command line here fails on its own (no such model, no dataset) should the repeat pass.
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*argv)
+    assert stop.value.code == 2
+    assert said in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_an_option_repeated_with_the_same_value_is_kept() -> None:
+    from instructerc.cli.main import build_parser
+
+    args = build_parser().parse_args(["predict", "--input", "a.jsonl", "--output", "x.jsonl", "--output", "x.jsonl"])
+    assert args.output == Path("x.jsonl")
+    served = build_parser().parse_args(["serve", "--no-batching", "--no-batching", "--max-batch-size", "4", "--max-batch-size", "4"])
+    assert served.batching is False and served.max_batch_size == 4

@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         serve_commands,
         train_commands,
     )
+    from instructerc.cli.parser import CommandParser
 
-    parser = argparse.ArgumentParser(prog="instructerc", description="Emotion recognition in conversation with instruction-tuned LLMs.")
+    parser = CommandParser(prog="instructerc", description="Emotion recognition in conversation with instruction-tuned LLMs.")
     parser.add_argument("--version", action="version", version=f"instructerc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (data_commands, prompt_commands, train_commands, predict_commands, eval_commands, experiment_commands, serve_commands):

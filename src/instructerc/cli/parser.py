@@ -1,0 +1,58 @@
+"""The argument parser of every command: an option given twice with two different values is refused.
+
+argparse keeps the last value and drops the first without a word: ``--output a.jsonl ... --output
+b.jsonl`` writes only b.jsonl, and ``--batching ... --no-batching`` serves without batching. The
+same value twice (a wrapper script adding a default the user also gave) stays harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# The namespace attribute that records the options given so far, for each destination.
+_GIVEN = "_options_given"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose value options and ``--x/--no-x`` switches refuse a
+    second, different value; its sub-parsers (and their argument groups) are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, StoreOnce)
+        self.register("action", "store", StoreOnce)
+        self.register("action", argparse.BooleanOptionalAction, BooleanOnce)
+
+
+def refuse_a_second_value(
+    parser: argparse.ArgumentParser, namespace: argparse.Namespace, action: argparse.Action, value: str, shown: str
+) -> None:
+    """Exits through ``parser.error`` when ``action`` was given before with another ``value``."""
+    seen: dict[str, tuple[str, str]] = vars(namespace).setdefault(_GIVEN, {})
+    first_value, first_shown = seen.setdefault(action.dest, (value, shown))
+    if first_value != value:
+        names = "/".join(action.option_strings)
+        parser.error(f"argument {names}: given twice, as '{first_shown}' and '{shown}'; give it once")
+
+
+class StoreOnce(argparse.Action):
+    """``action="store"`` (argparse's default) that refuses a second, different value."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
+        words = [str(word) for word in (values if isinstance(values, list) else [values])]
+        refuse_a_second_value(parser, namespace, self, repr(words), " ".join([option_string or self.dest, *words]))
+        setattr(namespace, self.dest, values)
+
+
+class BooleanOnce(argparse.BooleanOptionalAction):
+    """``--x/--no-x`` that refuses both spellings in one command line."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
+        spelling = option_string or ""
+        refuse_a_second_value(parser, namespace, self, repr(spelling.startswith("--no-")), spelling)
+        super().__call__(parser, namespace, values, option_string)
