@@ -76,3 +76,22 @@ def test_an_option_repeated_with_the_same_value_is_kept() -> None:
     assert args.output == Path("x.jsonl")
     served = build_parser().parse_args(["serve", "--no-batching", "--no-batching", "--max-batch-size", "4", "--max-batch-size", "4"])
     assert served.batching is False and served.max_batch_size == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["predict", "--input", "a.jsonl", "--output", "x.jsonl", "--mdoe", "score"],
+            "instructerc predict: error: unrecognized arguments: --mdoe score (did you mean --mode?)",
+        ),
+        (["prompts", "show", "--limit", "3"], "instructerc prompts show: error: unrecognized arguments: --limit"),
+        (["serve", "--portt=9"], "instructerc serve: error: unrecognized arguments: --portt=9 (did you mean --port?)"),
+    ],
+)
+def test_a_mistyped_option_is_refused_by_its_command_with_the_option_meant(run_cli, capsys, argv: list[str], said: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*argv)
+    err = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2
+    assert err[0].startswith(f"usage: instructerc {argv[0]}") and err[-1] == said

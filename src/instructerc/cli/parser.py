@@ -8,6 +8,7 @@ same value twice (a wrapper script adding a default the user also gave) stays ha
 from __future__ import annotations
 
 import argparse
+import difflib
 from typing import Any
 
 # The namespace attribute that records the options given so far, for each destination.
@@ -23,6 +24,23 @@ class CommandParser(argparse.ArgumentParser):
         self.register("action", None, StoreOnce)
         self.register("action", "store", StoreOnce)
         self.register("action", argparse.BooleanOptionalAction, BooleanOnce)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, but a sub-command refuses what it does not know itself, with its own
+        usage and the option meant; argparse would leave that to the top parser, whose usage
+        (``instructerc [-h] [--version] COMMAND ...``) says nothing of the mistyped option."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggestion(extras)}")
+        return parsed, extras
+
+    def _suggestion(self, extras: list[str]) -> str:
+        options = [option for option in self._option_string_actions if option.startswith("--")]
+        for word in extras:
+            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.8) if word.startswith("--") else []
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return ""
 
 
 def refuse_a_second_value(
