@@ -3,6 +3,7 @@ one line, before a model loads or any output is written."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,18 @@ def test_a_mistyped_option_is_refused_by_its_command_with_the_option_meant(run_c
     err = capsys.readouterr().err.splitlines()
     assert stop.value.code == 2
     assert err[0].startswith(f"usage: instructerc {argv[0]}") and err[-1] == said
+
+
+def test_a_command_started_with_stdout_closed_still_does_its_work(monkeypatch, tmp_path: Path) -> None:
+    # ``instructerc ... >&-``: Python then has no sys.stdout at all, and print() drops what it is given.
+    from instructerc.cli.main import main
+    from instructerc.labels.benchmarks import MELD
+    from tiny import tiny_model_dir
+
+    data = tmp_path / "dialogues.jsonl"
+    write_split(data, 3, seed=0)
+    model = tiny_model_dir(tmp_path / "model", MELD)
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["data", "stats", "--dataset", "jsonl", "--data", str(data)]) == 0
+    assert main(["predict", "--input", str(data), "--output", str(tmp_path / "out.jsonl"), "--model", str(model), "--no-progress"]) == 0
+    assert len((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()) == 3

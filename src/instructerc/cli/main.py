@@ -58,7 +58,8 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         status = handler(args)
         # A reader that has gone (``| head``) shows here, not in Python's flush at exit.
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (``>&-``); print() drops output
+            sys.stdout.flush()
         return status
     except BrokenPipeError:
         if not stdout_is_pipe():
@@ -101,7 +102,7 @@ def stdout_is_pipe() -> bool:
     doing; one met elsewhere (a socket of a distributed run) is a real failure and is raised."""
     try:
         mode = os.fstat(sys.stdout.fileno()).st_mode
-    except (OSError, ValueError):  # closed, or not a real file (an in-memory stream)
+    except (OSError, ValueError, AttributeError):  # closed, None (started closed), or not a real file (an in-memory stream)
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 

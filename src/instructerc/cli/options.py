@@ -89,6 +89,8 @@ def summary_stream(out: Path) -> TextIO:
 
 def is_stdout(path: Path) -> bool:
     """Whether ``path`` names the file stdout is (``/dev/stdout``, ``/dev/fd/1``, or the file it was redirected to)."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``)
+        return False
     try:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
     except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (captured, closed): nothing to share
