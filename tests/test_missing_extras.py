@@ -34,6 +34,7 @@ def without(modules: tuple[str, ...], argv: list[str], cwd: Path) -> subprocess.
         ["baseline", "--dataset", "jsonl", "--data", str(SAMPLE), "--split", "test", "--out", "baselines"],
         ["experiment", str(ROOT / "experiments" / "ablation-cpu.yaml"), "--list"],
         ["serve"],
+        ["prompts", "show", "--dataset", "jsonl", "--data", str(SAMPLE)],
     ],
 )
 def test_a_command_without_the_train_extra_says_so_in_one_line(tmp_path: Path, argv: list[str]) -> None:
