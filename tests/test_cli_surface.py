@@ -111,3 +111,16 @@ def test_a_command_started_with_stdout_closed_still_does_its_work(monkeypatch, t
     assert main(["data", "stats", "--dataset", "jsonl", "--data", str(data)]) == 0
     assert main(["predict", "--input", str(data), "--output", str(tmp_path / "out.jsonl"), "--model", str(model), "--no-progress"]) == 0
     assert len((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--max-batch-size", "0"], "field 'max-batch-size': --max-batch-size must be > 0"),
+        (["--wait-share", "nan"], "field 'wait-share': --wait-share must be a finite number, not nan"),
+        (["--allowed-host", ""], "field 'allowed-host': --allowed-host must be a list of non-empty names"),
+    ],
+)
+def test_a_serve_limit_out_of_range_names_its_option(run_cli, argv: list[str], said: str) -> None:
+    result = run_cli("serve", "--model", "no-model", *argv)
+    assert (result.code, result.out, result.err) == (2, "", f"instructerc: error: {said}\n")
