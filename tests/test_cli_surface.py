@@ -124,3 +124,26 @@ def test_a_command_started_with_stdout_closed_still_does_its_work(monkeypatch, t
 def test_a_serve_limit_out_of_range_names_its_option(run_cli, argv: list[str], said: str) -> None:
     result = run_cli("serve", "--model", "no-model", *argv)
     assert (result.code, result.out, result.err) == (2, "", f"instructerc: error: {said}\n")
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--list", "--report-only"], "field 'list': --list only lists the runs: it writes no report, so --report-only has nothing to do"),
+        (
+            ["--list", "--results", "elsewhere"],
+            "field 'list': --list only lists the runs: it writes no report, so --results has nothing to do",
+        ),
+        (
+            ["--report-only", "--only", "seed=1"],
+            "field 'only': --report-only reports every finished run: --only chooses runs to train or list",
+        ),
+        (["--only", ""], "field 'only': an empty TEXT matches every run"),
+        (["--list", "--only", "seed=1", "--only", " "], "field 'only': an empty TEXT matches every run"),
+    ],
+)
+def test_experiment_options_one_would_ignore_are_refused(run_cli, tmp_path: Path, options: list[str], said: str) -> None:
+    # The grid need not exist: the options are refused before it is read.
+    result = run_cli("experiment", tmp_path / "grid.yaml", *options)
+    assert (result.code, result.out, result.err) == (2, "", f"instructerc: error: {said}\n")
+    assert list(tmp_path.iterdir()) == []
