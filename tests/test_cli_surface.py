@@ -147,3 +147,19 @@ def test_experiment_options_one_would_ignore_are_refused(run_cli, tmp_path: Path
     result = run_cli("experiment", tmp_path / "grid.yaml", *options)
     assert (result.code, result.out, result.err) == (2, "", f"instructerc: error: {said}\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_an_output_inside_a_file_is_refused_before_the_model_loads(run_cli, tmp_path: Path, command: str) -> None:
+    data = tmp_path / "dialogues.jsonl"
+    write_split(data, 3, seed=0)
+    target = data / "sub" / "out.jsonl"
+    if command == "predict":
+        # No such model folder: before the fix, that was the error met first, and a real model loaded before the write failed.
+        result = run_cli("predict", "--input", data, "--output", target, "--model", tmp_path / "no-model")
+        option = "--output"
+    else:
+        result = run_cli("data", "export", "--dataset", "jsonl", "--data", data, "--split", "test", "--out", target)
+        option = "--out"
+    assert (result.code, result.out) == (2, "")
+    assert result.err == f"instructerc: error: {target}: {data} is a file, not a folder; {option} names the file to write\n"

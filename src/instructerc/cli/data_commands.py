@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from instructerc.cli.options import add_data_options, data_source, output_error, output_file, summary_stream
+from instructerc.cli.options import add_data_options, check_output_parent, data_source, output_error, output_file, summary_stream
 
 if TYPE_CHECKING:
     from instructerc.data.registry import DataSource
@@ -66,6 +66,7 @@ def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import write_jsonl
     from instructerc.data.registry import load_dialogues
 
+    check_output_parent(args.out, "--out")
     source = data_source(args)
     dialogues = load_dialogues(source, args.split)
     try:

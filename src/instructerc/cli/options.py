@@ -81,6 +81,16 @@ def output_file(text: str) -> Path:
     return Path(text)
 
 
+def check_output_parent(path: Path, option: str) -> None:
+    """An :class:`InputError` when a folder above the output file ``path`` is an existing file:
+    writing would fail, but only at the end, after the data was read and the model has run."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
+            return
+
+
 def summary_stream(out: Path) -> TextIO:
     """Where the summary line goes: stderr when the JSONL itself went to stdout (``--out /dev/stdout``,
     ``/dev/fd/1``), where the line would become a last record that is not a dialogue."""

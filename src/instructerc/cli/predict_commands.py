@@ -17,7 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, output_error, output_file, summary_stream
+from instructerc.cli.options import (
+    add_dtype_option,
+    add_trust_remote_code_option,
+    check_output_parent,
+    output_error,
+    output_file,
+    summary_stream,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -75,6 +82,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise InputError("--chunk-size must be at least 1", field="chunk-size")
     if args.output.is_dir():
         raise InputError("is a folder; --output names the file to write", path=args.output)
+    check_output_parent(args.output, "--output")
     if args.input.exists() and not args.input.is_dir() and not args.input.is_file():
         # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
         raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
