@@ -88,3 +88,19 @@ def test_importing_the_package_and_the_cli_loads_no_model_library() -> None:
     code = f"import sys, instructerc, instructerc.cli.main\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout == "[]\n" and done.stderr == ""
+
+
+def test_train_without_the_extra_lists_all_it_lacks_not_only_the_first_import(tmp_path: Path) -> None:
+    # train imports lazily (huggingface_hub first, to check the recipe's backbone); the line names
+    # everything missing, since installing only the library met first would not be enough.
+    recipe = ROOT / "recipes" / "smollm2-135m-meld-cpu.yaml"
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"utterances": [{"speaker": "A", "text": "Hi", "emotion": "joy"}]}\n', encoding="utf-8")
+    done = without(
+        ("huggingface_hub", "transformers"), ["train", str(recipe), "--data", str(data), "--output", str(tmp_path / "run")], tmp_path
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "instructerc: error: train needs the 'train' extra (not installed: transformers, huggingface_hub): "
+        "pip install torch (the build for your hardware, see README), then pip install 'instructerc[train]'"
+    ]

@@ -51,4 +51,9 @@ def require_extra(command: str, extra: str) -> None:
     import: torch imported without numpy prints a warning of its own before any error of ours."""
     missing = missing_modules(extra)
     if missing:
-        raise MissingExtra(f"{command} needs the '{extra}' extra (not installed: {', '.join(missing)}): {install_hint(extra)}")
+        raise missing_extra(command, extra, missing)
+
+
+def missing_extra(command: str, extra: str, missing: list[str]) -> MissingExtra:
+    """The error for ``command`` run without ``extra``, whose ``missing`` libraries are not installed."""
+    return MissingExtra(f"{command} needs the '{extra}' extra (not installed: {', '.join(missing)}): {install_hint(extra)}")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from instructerc import __version__
 from instructerc.errors import InputError
-from instructerc.extras import EXTRA_OF_MODULE, install_hint
+from instructerc.extras import EXTRA_OF_MODULE, missing_extra, missing_modules
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -78,10 +78,9 @@ def _run(argv: Sequence[str] | None) -> int:
         extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
         if extra is None:
             raise
-        print(
-            f"instructerc: error: {args.command} needs the '{extra}' extra (not installed: {error.name}): {install_hint(extra)}",
-            file=sys.stderr,
-        )
+        # All the extra lacks, not only the first library imported: installing that one would not do.
+        missing = missing_modules(extra) or [str(error.name)]
+        print(f"instructerc: error: {missing_extra(args.command, extra, missing)}", file=sys.stderr)
         return 2
 
 
