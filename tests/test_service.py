@@ -468,7 +468,7 @@ def test_serve_flags_map_onto_the_config(run_cli) -> None:
 
 def test_serve_refuses_bad_settings_and_non_model_directories_in_one_line(run_cli, tmp_path: Path) -> None:
     result = run_cli("serve", "--model", tmp_path, "--max-dialogues", "0")
-    assert (result.code, result.out) == (2, "") and "max_dialogues" in result.err
+    assert (result.code, result.out) == (2, "") and "--max-dialogues must be > 0" in result.err
 
     result = run_cli("serve", "--model", tmp_path)
     assert result.code == 2 and "not an instructerc model directory" in result.err and "Traceback" not in result.err

@@ -84,7 +84,7 @@ def test_serve_refuses_a_nan_setting_in_one_line(run_cli, tmp_path: Path) -> Non
     # The settings are checked before the model directory, so no model is needed to see it.
     result = run_cli("serve", "--model", tmp_path / "no-model", "--max-idle-seconds", "nan")
     assert result.code == 2
-    assert "max_idle_seconds" in result.err and "finite" in result.err and "Traceback" not in result.err
+    assert "--max-idle-seconds" in result.err and "finite" in result.err and "Traceback" not in result.err
 
 
 @pytest.mark.parametrize(

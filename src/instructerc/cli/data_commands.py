@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from instructerc.cli.options import add_data_options, data_source, summary_stream
+from instructerc.cli.options import add_data_options, check_output_parent, data_source, output_error, output_file, summary_stream
 
 if TYPE_CHECKING:
     from instructerc.data.registry import DataSource
@@ -26,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     export = verbs.add_parser("export", help="write one split in the user JSONL format")
     add_data_options(export, positional_dataset=True)
     export.add_argument("--split", required=True, help="train, dev or test")
-    export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
+    export.add_argument("--out", required=True, type=output_file, metavar="FILE.jsonl")
     export.set_defaults(handler=export_split)
 
 
@@ -66,14 +65,14 @@ def _has_split(source, split: str) -> bool:
 def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import write_jsonl
     from instructerc.data.registry import load_dialogues
-    from instructerc.errors import InputError
 
+    check_output_parent(args.out, "--out")
     source = data_source(args)
     dialogues = load_dialogues(source, args.split)
     try:
         count = write_jsonl(dialogues, args.out)
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=args.out) from None
+        raise output_error(error, args.out) from None
     print(
         f"wrote {count} dialogues ({sum(len(d) for d in dialogues)} utterances) to {args.out}{_labels_written(source)}",
         file=summary_stream(args.out),

@@ -96,6 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
     from instructerc.evaluation.evaluate import evaluate_model
     from instructerc.evaluation.report import summary_lines
+    from instructerc.extras import require_extra
 
     if args.runs:
         given = [flag for flag, value in _scoring_options(args) if value]
@@ -105,6 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--dataset", args.dataset), ("--split", args.split)) if value is None]
     if missing:
         raise InputError(f"evaluate needs {', '.join(missing)} (or --runs DIR DIR ... to aggregate earlier evaluations)")
+    require_extra("evaluate", "train")
     from instructerc.data.dialogue import canonical_split
     from instructerc.modeling.default_model import default_model_dir
 
@@ -173,6 +175,9 @@ def aggregate_runs(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
+
+    require_extra("baseline", "train")
     from instructerc.errors import InputError
     from instructerc.evaluation.baselines import BASELINES, C_GRID, run_baselines
     from instructerc.evaluation.report import check_output_folder, summary_lines, write_outputs

@@ -30,11 +30,16 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
+
+    # Even --list: a run's folder name depends on the dtype torch resolves for this machine.
+    require_extra("experiment", "train")
     from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
     from instructerc.experiments.report import write_report
     from instructerc.experiments.runner import RESULT_FILE, Scoring, load_result, run_directory, run_grid, run_state, selected
 
+    check_options(args)
     config, root = load_experiment(args.grid)
     if args.dtype:
         config = replace(config, overrides={**config.overrides, "backbone.dtype": args.dtype})
@@ -74,6 +79,20 @@ def run_experiment(args: argparse.Namespace) -> int:
     if in_group:
         exit_group_member(0)
     return 0
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuses options that the chosen action would ignore without a word."""
+    from instructerc.errors import InputError
+
+    if args.list and (args.report_only or args.results is not None):
+        ignored = "--report-only" if args.report_only else "--results"
+        raise InputError(f"--list only lists the runs: it writes no report, so {ignored} has nothing to do", field="list")
+    if args.report_only and args.only is not None:
+        raise InputError("--report-only reports every finished run: --only chooses runs to train or list", field="only")
+    if args.only is not None and not all(text.strip() for text in args.only):
+        # Every name contains the empty text: an unset variable in --only "$RUN" would train them all.
+        raise InputError("an empty TEXT matches every run", field="only")
 
 
 def check_run_models(config: Any, root: Path, specs: list[Any], grid: Path) -> None:

@@ -13,17 +13,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from instructerc import __version__
 from instructerc.errors import InputError
+from instructerc.extras import EXTRA_OF_MODULE, missing_extra, missing_modules
 
 Handler = Callable[[argparse.Namespace], int]
-
-# The optional extra (pyproject.toml) that installs each library the commands import lazily.
-EXTRA_OF_MODULE = {
-    **dict.fromkeys(
-        ("torch", "transformers", "peft", "accelerate", "safetensors", "sentence_transformers", "gguf", "numpy", "sklearn", "matplotlib"),
-        "train",
-    ),
-    **dict.fromkeys(("fastapi", "uvicorn", "starlette", "pydantic"), "serve"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         serve_commands,
         train_commands,
     )
+    from instructerc.cli.parser import CommandParser
 
-    parser = argparse.ArgumentParser(prog="instructerc", description="Emotion recognition in conversation with instruction-tuned LLMs.")
+    parser = CommandParser(prog="instructerc", description="Emotion recognition in conversation with instruction-tuned LLMs.")
     parser.add_argument("--version", action="version", version=f"instructerc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (data_commands, prompt_commands, train_commands, predict_commands, eval_commands, experiment_commands, serve_commands):
@@ -65,7 +58,8 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         status = handler(args)
         # A reader that has gone (``| head``) shows here, not in Python's flush at exit.
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (``>&-``); print() drops output
+            sys.stdout.flush()
         return status
     except BrokenPipeError:
         if not stdout_is_pipe():
@@ -84,7 +78,9 @@ def _run(argv: Sequence[str] | None) -> int:
         extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"instructerc: error: {args.command} needs the '{extra}' extra ({error}): {install_hint(extra)}", file=sys.stderr)
+        # All the extra lacks, not only the first library imported: installing that one would not do.
+        missing = missing_modules(extra) or [str(error.name)]
+        print(f"instructerc: error: {missing_extra(args.command, extra, missing)}", file=sys.stderr)
         return 2
 
 
@@ -105,7 +101,7 @@ def stdout_is_pipe() -> bool:
     doing; one met elsewhere (a socket of a distributed run) is a real failure and is raised."""
     try:
         mode = os.fstat(sys.stdout.fileno()).st_mode
-    except (OSError, ValueError):  # closed, or not a real file (an in-memory stream)
+    except (OSError, ValueError, AttributeError):  # closed, None (started closed), or not a real file (an in-memory stream)
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
@@ -137,13 +133,6 @@ def quiet_libraries(progress: bool) -> None:
         except ImportError:  # without the train extra no command loads a model
             return
         transformers_logging.disable_progress_bar()
-
-
-def install_hint(extra: str) -> str:
-    """How to install ``extra``; torch first, so that pip does not pick a CUDA build for a CPU machine."""
-    if extra == "train":
-        return "pip install torch (the build for your hardware, see README), then pip install 'instructerc[train]'"
-    return f"pip install 'instructerc[{extra}]'"
 
 
 @contextlib.contextmanager

@@ -73,11 +73,44 @@ def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(name=dataset_name(args), path=args.data, labels=args.labels, label_set=args.label_set)
 
 
+def output_file(text: str) -> Path:
+    """An output file's path (an argparse type). ``-`` is refused: by habit it means stdout, and
+    taken as a path it would quietly write a file named ``-`` instead."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-' is not stdout here: give /dev/stdout (or ./- for a file named '-')")
+    return Path(text)
+
+
+def check_output_parent(path: Path, option: str) -> None:
+    """An :class:`InputError` when a folder above the output file ``path`` is an existing file:
+    writing would fail, but only at the end, after the data was read and the model has run."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
+            return
+
+
 def summary_stream(out: Path) -> TextIO:
     """Where the summary line goes: stderr when the JSONL itself went to stdout (``--out /dev/stdout``,
     ``/dev/fd/1``), where the line would become a last record that is not a dialogue."""
+    return sys.stderr if is_stdout(out) else sys.stdout
+
+
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` names the file stdout is (``/dev/stdout``, ``/dev/fd/1``, or the file it was redirected to)."""
+    if sys.stdout is None:  # started with stdout closed (``>&-``)
+        return False
     try:
-        same = os.path.samestat(os.stat(out), os.fstat(sys.stdout.fileno()))
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
     except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout (captured, closed): nothing to share
-        same = False
-    return sys.stderr if same else sys.stdout
+        return False
+
+
+def output_error(error: OSError, path: Path) -> Exception:
+    """What to raise for ``error`` met writing the output ``path``: an :class:`InputError` naming
+    it, but a broken pipe on stdout (``--output /dev/stdout | head``) as it is, since that is the
+    reader having stopped, which the CLI ends quietly with the shell's SIGPIPE status."""
+    if isinstance(error, BrokenPipeError) and is_stdout(path):
+        return error
+    return InputError(f"cannot write: {error.strerror or error}", path=path)

@@ -17,7 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, summary_stream
+from instructerc.cli.options import (
+    add_dtype_option,
+    add_trust_remote_code_option,
+    check_output_parent,
+    output_error,
+    output_file,
+    summary_stream,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument(
         "--output",
-        type=Path,
+        type=output_file,
         required=True,
         metavar="FILE.jsonl",
         help="the same dialogues, each utterance with predicted_emotion and emotion_scores (or generated)",
@@ -59,6 +66,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
+
+    require_extra("predict", "train")
     from instructerc.data.jsonl import UNNAMED_DATASET, iter_jsonl
     from instructerc.errors import InputError
     from instructerc.evaluation.harness import chunks
@@ -72,6 +82,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise InputError("--chunk-size must be at least 1", field="chunk-size")
     if args.output.is_dir():
         raise InputError("is a folder; --output names the file to write", path=args.output)
+    check_output_parent(args.output, "--output")
     if args.input.exists() and not args.input.is_dir() and not args.input.is_file():
         # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
         raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
@@ -155,7 +166,6 @@ def unmapped_datasets_note(datasets: set[str], label_set: Any) -> str | None:
 def _predict_shard(args: argparse.Namespace, predictor: Any, shard: Any, batches: Any, sizes: list[tuple[int, int]]) -> tuple[int, int]:
     """Predicts this process's chunks into its output (the file, or its part of it); returns
     how many predictions were invalid and how many utterances were cut."""
-    from instructerc.errors import InputError
     from instructerc.evaluation.harness import progress_bar, write_prediction_records
     from instructerc.inference.sharding import merge_parts, shard_output
 
@@ -172,5 +182,5 @@ def _predict_shard(args: argparse.Namespace, predictor: Any, shard: Any, batches
                 truncated += sum(p.truncated for ps in predicted for p in ps)
         merge_parts(args.output, shard, [d for d, _ in sizes])
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=args.output) from None
+        raise output_error(error, args.output) from None
     return invalid, truncated

@@ -46,6 +46,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def show_prompt(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
+
+    require_extra("prompts", "train")  # the prompt is shown as the model's tokenizer cuts it
+    return _show_prompt(args)
+
+
+def _show_prompt(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from instructerc.cli.options import data_source

@@ -111,11 +111,23 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     lists = {name: tuple(getattr(args, name)) for name in _LISTS if getattr(args, name) is not None}
-    return ServiceConfig(
-        **{name: getattr(args, name) for switches in _SWITCHES.values() for name in switches},
-        **lists,
-        **{name: getattr(args, name) for options in _OPTIONS.values() for name in options},
-    )
+    try:
+        return ServiceConfig(
+            **{name: getattr(args, name) for switches in _SWITCHES.values() for name in switches},
+            **lists,
+            **{name: getattr(args, name) for options in _OPTIONS.values() for name in options},
+        )
+    except InputError as error:
+        # The config names its field (max_batch_size); the user typed the option (--max-batch-size).
+        flag = option_of(error.field)
+        raise InputError(f"{flag} {error.message}", field=flag.removeprefix("--")) from None
+
+
+def option_of(field: str | None) -> str:
+    """The option of ``serve`` that sets the ServiceConfig field ``field``."""
+    if field in _LISTS:
+        return _LISTS[field][0]
+    return f"--{(field or '').replace('_', '-')}"
 
 
 def answering_bound_address(config: ServiceConfig, host: str) -> ServiceConfig:
@@ -130,11 +142,13 @@ def answering_bound_address(config: ServiceConfig, host: str) -> ServiceConfig:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from instructerc.extras import require_extra
     from instructerc.modeling.default_model import default_model_dir
     from instructerc.modeling.model_dir import Manifest
     from instructerc.service.server import listening_socket, require_serve_extra, serve
 
     require_serve_extra()
+    require_extra("serve", "train")
     config = answering_bound_address(service_config(args), args.host)
     model = args.model if args.model is not None else default_model_dir()
     Manifest.load(Path(model))  # a wrong --model is said before the port is taken

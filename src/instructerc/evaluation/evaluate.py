@@ -39,13 +39,15 @@ def evaluate_model(
     ``trust_remote_code``: let the model's own Python files run (never the model directory's choice).
     """
     from instructerc.evaluation.baselines import run_baselines
-    from instructerc.evaluation.harness import check_scorable, gold_in_model_space, llm_result, predict_all
+    from instructerc.evaluation.harness import check_chunk_size, check_scorable, gold_in_model_space, llm_result, predict_all
     from instructerc.evaluation.report import check_output_folder
     from instructerc.inference.predictor import Predictor, check_mode
     from instructerc.modeling.model_dir import Manifest
     from instructerc.prompts.setup import PromptSetup
 
     check_mode(mode, paper_parsing)
+    # Here, not when the first chunk is cut: that is after the model has loaded.
+    check_chunk_size(chunk_size)
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)

@@ -21,10 +21,14 @@ CHUNK = 64
 T = TypeVar("T")
 
 
-def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """``items`` in lists of at most ``size``, read lazily."""
+def check_chunk_size(size: int) -> None:
     if size < 1:
         raise InputError("the chunk size must be at least 1", field="chunk-size")
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``, read lazily."""
+    check_chunk_size(size)
     chunk: list[T] = []
     for item in items:
         chunk.append(item)

@@ -13,12 +13,10 @@ DEFAULT_PORT = 8000
 
 
 def require_serve_extra() -> None:
-    """An :class:`InputError` with the install command when FastAPI or uvicorn is missing."""
-    import importlib.util
+    """A :class:`MissingExtra` with the install command when FastAPI or uvicorn is missing."""
+    from instructerc.extras import require_extra
 
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise InputError(f"serving needs {' and '.join(missing)}: pip install 'instructerc[serve]'")
+    require_extra("serve", "serve")
 
 
 def serve(

@@ -1,0 +1,76 @@
+"""The argument parser of every command: an option given twice with two different values is refused.
+
+argparse keeps the last value and drops the first without a word: ``--output a.jsonl ... --output
+b.jsonl`` writes only b.jsonl, and ``--batching ... --no-batching`` serves without batching. The
+same value twice (a wrapper script adding a default the user also gave) stays harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import Any
+
+# The namespace attribute that records the options given so far, for each destination.
+_GIVEN = "_options_given"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose value options and ``--x/--no-x`` switches refuse a
+    second, different value; its sub-parsers (and their argument groups) are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, StoreOnce)
+        self.register("action", "store", StoreOnce)
+        self.register("action", argparse.BooleanOptionalAction, BooleanOnce)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, but a sub-command refuses what it does not know itself, with its own
+        usage and the option meant; argparse would leave that to the top parser, whose usage
+        (``instructerc [-h] [--version] COMMAND ...``) says nothing of the mistyped option."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggestion(extras)}")
+        return parsed, extras
+
+    def _suggestion(self, extras: list[str]) -> str:
+        options = [option for option in self._option_string_actions if option.startswith("--")]
+        for word in extras:
+            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.8) if word.startswith("--") else []
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def refuse_a_second_value(
+    parser: argparse.ArgumentParser, namespace: argparse.Namespace, action: argparse.Action, value: str, shown: str
+) -> None:
+    """Exits through ``parser.error`` when ``action`` was given before with another ``value``."""
+    seen: dict[str, tuple[str, str]] = vars(namespace).setdefault(_GIVEN, {})
+    first_value, first_shown = seen.setdefault(action.dest, (value, shown))
+    if first_value != value:
+        names = "/".join(action.option_strings)
+        parser.error(f"argument {names}: given twice, as '{first_shown}' and '{shown}'; give it once")
+
+
+class StoreOnce(argparse.Action):
+    """``action="store"`` (argparse's default) that refuses a second, different value."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
+        words = [str(word) for word in (values if isinstance(values, list) else [values])]
+        refuse_a_second_value(parser, namespace, self, repr(words), " ".join([option_string or self.dest, *words]))
+        setattr(namespace, self.dest, values)
+
+
+class BooleanOnce(argparse.BooleanOptionalAction):
+    """``--x/--no-x`` that refuses both spellings in one command line."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None
+    ) -> None:
+        spelling = option_string or ""
+        refuse_a_second_value(parser, namespace, self, repr(spelling.startswith("--no-")), spelling)
+        super().__call__(parser, namespace, values, option_string)
