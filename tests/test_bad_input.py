@@ -101,13 +101,13 @@ def test_missing_data_option(run_cli) -> None:
 
 def test_unknown_dataset_name(run_cli, tmp_path: Path) -> None:
     assert_input_error(
-        run_cli("data", "stats", "--dataset", "meld2", "--data", tmp_path), "field 'dataset'", "unknown dataset 'meld2'", "cosmic-meld"
+        run_cli("data", "stats", "--dataset", "meld2", "--data", tmp_path), "argument --dataset:", "unknown dataset 'meld2'", "cosmic-meld"
     )
 
 
 def test_unknown_label_space(run_cli, tmp_path: Path) -> None:
     assert_input_error(
-        run_cli("data", "stats", "--dataset", "meld", "--labels", "uime:rainbow", "--data", tmp_path), "field 'labels'", "rainbow"
+        run_cli("data", "stats", "--dataset", "meld", "--labels", "uime:rainbow", "--data", tmp_path), "argument --labels:", "rainbow"
     )
 
 
@@ -213,7 +213,7 @@ def test_jsonl_unknown_emotion_for_the_label_set(run_cli, tmp_path: Path) -> Non
 
 def test_jsonl_unknown_label_set_name(run_cli, tmp_path: Path) -> None:
     file = write_text(tmp_path / "in.jsonl", GOOD_LINE + "\n")
-    assert_input_error(_export_jsonl(run_cli, file, "--label-set", "medl"), "field 'label_set'", "unknown label set 'medl'")
+    assert_input_error(_export_jsonl(run_cli, file, "--label-set", "medl"), "argument --label-set:", "unknown label set 'medl'")
 
 
 @pytest.mark.parametrize(
@@ -260,7 +260,7 @@ def test_export_to_an_unwritable_place(run_cli, tmp_path: Path) -> None:
     out = blocker / "o.jsonl"
 
     assert_input_error(
-        run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", out), str(out), "cannot write"
+        run_cli("data", "export", "--dataset", "meld", "--split", "test", "--data", folder, "--out", out), str(out), "is a file"
     )
 
 

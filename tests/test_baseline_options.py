@@ -59,7 +59,7 @@ def test_a_c_that_is_not_finite_and_positive_is_refused_before_encoding(
 
     result = run_baseline(run_cli, tmp_path, "--c-grid", "1", bad)
 
-    assert_one_line(result, "field 'c-grid'", "finite number greater than 0")
+    assert_one_line(result, "argument --c-grid:", "finite number greater than 0")
     assert not (tmp_path / "out").exists()
 
 

@@ -72,9 +72,7 @@ def test_both_spellings_agreeing_are_accepted_with_the_warning(run_cli, chat: Pa
 def test_both_spellings_differing_are_refused(run_cli, chat: Path) -> None:
     result = run_cli("data", "stats", "meld", "--dataset", "jsonl", "--data", chat)
     assert result.code == 2 and result.out == ""
-    assert result.err.splitlines() == [
-        "instructerc: error: field 'dataset': the positional DATASET 'meld' and --dataset jsonl differ: give --dataset only"
-    ]
+    assert result.err.splitlines() == ["instructerc: error: the positional DATASET 'meld' and --dataset jsonl differ: give --dataset only"]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +89,7 @@ def test_a_missing_dataset_is_a_clear_error(run_cli, chat: Path, argv: tuple[str
     result = run_cli(*argv, "--data", chat)
     assert result.code == 2 and result.out == ""
     assert result.err.splitlines() == [
-        "instructerc: error: field 'dataset': --dataset is required (for example --dataset meld; 'instructerc data list' shows them all)"
+        "instructerc: error: --dataset is required (for example --dataset meld; 'instructerc data list' shows them all)"
     ]
 
 

@@ -20,7 +20,7 @@ def test_evaluate_refuses_a_chunk_size_below_one_before_the_model_loads(run_cli,
     argv = ["evaluate", "--model", tmp_path / "no-model", "--dataset", "jsonl", "--data", data, "--split", "test", "--out", out]
     result = run_cli(*argv, "--chunk-size", size, "--no-progress")
     assert result.code == 2
-    assert result.err == "instructerc: error: field 'chunk-size': the chunk size must be at least 1\n"
+    assert result.err == "instructerc: error: argument --chunk-size: the chunk size must be at least 1\n"
     assert not out.exists()
 
 
@@ -116,9 +116,9 @@ def test_a_command_started_with_stdout_closed_still_does_its_work(monkeypatch, t
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
-        (["--max-batch-size", "0"], "field 'max-batch-size': --max-batch-size must be > 0"),
-        (["--wait-share", "nan"], "field 'wait-share': --wait-share must be a finite number, not nan"),
-        (["--allowed-host", ""], "field 'allowed-host': --allowed-host must be a list of non-empty names"),
+        (["--max-batch-size", "0"], "--max-batch-size must be > 0"),
+        (["--wait-share", "nan"], "--wait-share must be a finite number, not nan"),
+        (["--allowed-host", ""], "--allowed-host must be a list of non-empty names"),
     ],
 )
 def test_a_serve_limit_out_of_range_names_its_option(run_cli, argv: list[str], said: str) -> None:
@@ -129,17 +129,17 @@ def test_a_serve_limit_out_of_range_names_its_option(run_cli, argv: list[str], s
 @pytest.mark.parametrize(
     ("options", "said"),
     [
-        (["--list", "--report-only"], "field 'list': --list only lists the runs: it writes no report, so --report-only has nothing to do"),
+        (["--list", "--report-only"], "--list only lists the runs: it writes no report, so --report-only has nothing to do"),
         (
             ["--list", "--results", "elsewhere"],
-            "field 'list': --list only lists the runs: it writes no report, so --results has nothing to do",
+            "--list only lists the runs: it writes no report, so --results has nothing to do",
         ),
         (
             ["--report-only", "--only", "seed=1"],
-            "field 'only': --report-only reports every finished run: --only chooses runs to train or list",
+            "--report-only reports every finished run: --only chooses runs to train or list",
         ),
-        (["--only", ""], "field 'only': an empty TEXT matches every run"),
-        (["--list", "--only", "seed=1", "--only", " "], "field 'only': an empty TEXT matches every run"),
+        (["--only", ""], "argument --only: an empty TEXT matches every run"),
+        (["--list", "--only", "seed=1", "--only", " "], "argument --only: an empty TEXT matches every run"),
     ],
 )
 def test_experiment_options_one_would_ignore_are_refused(run_cli, tmp_path: Path, options: list[str], said: str) -> None:
@@ -163,3 +163,24 @@ def test_an_output_inside_a_file_is_refused_before_the_model_loads(run_cli, tmp_
         option = "--out"
     assert (result.code, result.out) == (2, "")
     assert result.err == f"instructerc: error: {target}: {data} is a file, not a folder; {option} names the file to write\n"
+
+
+def test_after_ctrl_c_a_second_one_does_not_break_into_the_exit(capsys) -> None:
+    import signal
+
+    from instructerc.cli.main import interrupted
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert interrupted() == 130
+        # The exit handlers of torch and others run next: a second Ctrl-C there was a traceback.
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == "instructerc: interrupted\n"
+
+
+def test_an_option_error_names_the_option_typed_not_the_field_it_sets(run_cli, tmp_path: Path) -> None:
+    result = run_cli("data", "stats", "--dataset", "jsonl", "--data", tmp_path, "--label-set", "nosuch")
+    assert result.code == 2
+    assert result.err.startswith("instructerc: error: argument --label-set: unknown label set 'nosuch'"), result.err

@@ -96,7 +96,7 @@ def test_runs_that_share_no_system_are_refused_not_aggregated_into_nothing(run_c
     result = run_cli("evaluate", "--runs", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "agg")
 
     assert result.code == 2 and "Traceback" not in result.err, result
-    assert "field 'runs'" in result.err and "no system was scored in every run" in result.err
+    assert "argument --runs:" in result.err and "no system was scored in every run" in result.err
     assert not (tmp_path / "agg").exists()
 
 
@@ -145,7 +145,7 @@ def test_baselines_in_another_label_set_than_the_model_are_refused_before_anythi
     )
 
     assert result.code == 2 and "Traceback" not in result.err, result
-    assert "field 'with-baselines'" in result.err and "--label-set" in result.err
+    assert "argument --with-baselines:" in result.err and "--label-set" in result.err
     assert not (tmp_path / "out").exists()
 
 

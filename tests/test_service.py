@@ -521,10 +521,10 @@ def test_serve_says_at_once_when_it_cannot_listen(run_cli, tmp_path: Path) -> No
         taken.close()
     assert (result.code, result.out) == (2, ""), result
     [line] = result.err.splitlines()
-    assert f"cannot listen on 127.0.0.1:{port}" in line and "field 'port'" in line
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "argument --port:" in line
 
     result = run_cli("serve", "--model", model, "--host", "192.0.2.1")  # TEST-NET-1: no machine's own address
-    assert (result.code, result.out) == (2, "") and "field 'host'" in result.err and "Traceback" not in result.err
+    assert (result.code, result.out) == (2, "") and "argument --host:" in result.err and "Traceback" not in result.err
 
     for bad in ("0", "65536", "http"):
         with pytest.raises(SystemExit) as exit_:  # argparse's own one-line usage error

@@ -66,7 +66,7 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         return reader_gone()
     except InputError as error:
-        print(f"instructerc: error: {error}", file=sys.stderr)
+        print(f"instructerc: error: {shown(error, command_parser(parser, args.command))}", file=sys.stderr)
         return 2
     except OSError as error:
         # The machine, not the input: a full disk, a device error, a file that went away. One line
@@ -84,8 +84,45 @@ def _run(argv: Sequence[str] | None) -> int:
         return 2
 
 
+def shown(error: InputError, parser: argparse.ArgumentParser) -> str:
+    """The error's line. A field that is one of the command's options is named as the option the
+    user typed (``argument --label-set: ...``, as argparse names them), not as the field it sets
+    (``field 'label_set'``); an error about a file keeps the file's own field names."""
+    if error.path is not None or error.field is None:
+        return str(error)
+    option = options_by_dest(parser).get(error.field.replace("-", "_"))
+    if option is None:
+        return str(error)
+    return str(InputError(error.message if option in error.message else f"argument {option}: {error.message}"))
+
+
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``command`` (``predict``); the whole parser if there is none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def options_by_dest(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each destination of ``parser`` and its sub-parsers, by the long option that sets it."""
+    found: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for dest, option in options_by_dest(sub).items():
+                    found.setdefault(dest, option)
+        long = [option for option in action.option_strings if option.startswith("--")]
+        if long and action.dest != "help":
+            found.setdefault(action.dest, long[0])
+    return found
+
+
 def interrupted() -> int:
-    """Ctrl-C: the shell's status for a command stopped by SIGINT."""
+    """Ctrl-C: the shell's status for a command stopped by SIGINT. A second Ctrl-C while the
+    process ends is ignored: it would break into the libraries' exit handlers with a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("instructerc: interrupted", file=sys.stderr)
     return 128 + int(signal.SIGINT)
 

@@ -120,7 +120,7 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
     except InputError as error:
         # The config names its field (max_batch_size); the user typed the option (--max-batch-size).
         flag = option_of(error.field)
-        raise InputError(f"{flag} {error.message}", field=flag.removeprefix("--")) from None
+        raise InputError(f"{flag} {error.message}") from None
 
 
 def option_of(field: str | None) -> str:
