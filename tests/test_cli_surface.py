@@ -184,3 +184,25 @@ def test_an_option_error_names_the_option_typed_not_the_field_it_sets(run_cli, t
     result = run_cli("data", "stats", "--dataset", "jsonl", "--data", tmp_path, "--label-set", "nosuch")
     assert result.code == 2
     assert result.err.startswith("instructerc: error: argument --label-set: unknown label set 'nosuch'"), result.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--input", "", "--output", "out.jsonl"],
+        ["predict", "--input", "in.jsonl", "--output", ""],
+        ["data", "stats", "--dataset", "meld", "--data", ""],
+        ["evaluate", "--model", "", "--dataset", "meld", "--split", "test"],
+        ["experiment", ""],
+    ],
+    ids=["input", "output", "data", "model", "grid"],
+)
+def test_an_empty_path_is_refused_not_read_as_the_working_directory(capsys, argv: list[str]) -> None:
+    from instructerc.cli.main import main
+
+    # Path("") is "."; an unset variable in --data "$DATA" would otherwise name the working directory.
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and captured.out == ""
+    assert captured.err.splitlines()[-1].endswith("an empty path (an unset variable?)"), captured.err

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from instructerc.cli.options import add_data_options, add_dtype_option, add_trust_remote_code_option, data_source
+from instructerc.cli.options import add_data_options, add_dtype_option, add_trust_remote_code_option, data_source, path_arg
 
 CHUNK_SIZE = 64  # dialogues predicted at a time; --runs refuses any other value it would ignore
 
@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split (or aggregate several runs with --runs)")
     evaluate.add_argument(
         "--model",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="a model directory written by 'instructerc train' (default: the model shipped with instructerc)",
     )
@@ -39,7 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help=(
             "output folder (default MODEL/eval-DATASET-SPLIT; for the shipped model ./eval-default-model-DATASET-SPLIT; "
@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument(
         "--baselines",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="show the baselines of this folder (written by 'instructerc baseline' on the same split) beside the LLM",
     )
@@ -58,7 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--runs",
         nargs="+",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="aggregate these evaluation folders (seeds) into mean and standard deviation instead",
     )
@@ -74,12 +74,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_options(baseline)
     baseline.add_argument("--split", required=True, help="train, dev or test (C is always chosen on dev)")
     baseline.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices"
+        "--out", type=path_arg, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices"
     )
     baseline.add_argument("--only", nargs="+", choices=["majority", "minilm-logreg"], help="run only these baselines (default: both)")
     baseline.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence encoder (default: the embedded all-MiniLM-L6-v2)")
     baseline.add_argument("--c-grid", nargs="+", type=float, metavar="C", help="the logistic regression's C values to choose from on dev")
-    baseline.add_argument("--cache-dir", type=Path, metavar="DIR", help="embedding cache (default ~/.cache/instructerc)")
+    baseline.add_argument("--cache-dir", type=path_arg, metavar="DIR", help="embedding cache (default ~/.cache/instructerc)")
     baseline.add_argument("--no-progress", action="store_true", help="no progress bars")
     baseline.set_defaults(handler=run_baseline)
 

@@ -7,14 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option
+from instructerc.cli.options import add_dtype_option, path_arg
 from instructerc.cli.process_group import end_process_group, exit_group_member
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     experiment = commands.add_parser("experiment", help="run a grid of trainings and collect a results table")
-    experiment.add_argument("grid", type=Path, help="an experiment YAML, e.g. experiments/data-scaling-cpu.yaml")
-    experiment.add_argument("--results", type=Path, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)")
+    experiment.add_argument("grid", type=path_arg, help="an experiment YAML, e.g. experiments/data-scaling-cpu.yaml")
+    experiment.add_argument("--results", type=path_arg, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)")
     experiment.add_argument(
         "--only",
         metavar="TEXT",

@@ -26,7 +26,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: boo
         help="a registered dataset: meld, emorynlp, iemocap, cosmic-meld, cosmic-emorynlp, cosmic-iemocap, uime, jsonl",
     )
     parser.add_argument(
-        "--data", type=Path, metavar="PATH", help="data root (holding meld/, emorynlp/, cosmic/), a dataset folder, or a JSONL file"
+        "--data", type=path_arg, metavar="PATH", help="data root (holding meld/, emorynlp/, cosmic/), a dataset folder, or a JSONL file"
     )
     parser.add_argument(
         "--labels", default="original", metavar="SPACE", help="original (default), uime (the paper's unified labels) or uime:feeling-wheel"
@@ -73,12 +73,20 @@ def data_source(args: argparse.Namespace) -> DataSource:
     return DataSource(name=dataset_name(args), path=args.data, labels=args.labels, label_set=args.label_set)
 
 
+def path_arg(text: str) -> Path:
+    """A path option's value (an argparse type). An empty one is refused: ``Path("")`` is the
+    working directory, which an unset variable (``--data "$DATA"``) would name without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
+    return Path(text)
+
+
 def output_file(text: str) -> Path:
     """An output file's path (an argparse type). ``-`` is refused: by habit it means stdout, and
     taken as a path it would quietly write a file named ``-`` instead."""
     if text == "-":
         raise argparse.ArgumentTypeError("'-' is not stdout here: give /dev/stdout (or ./- for a file named '-')")
-    return Path(text)
+    return path_arg(text)
 
 
 def check_output_parent(path: Path, option: str) -> None:

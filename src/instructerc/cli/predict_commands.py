@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from instructerc.cli.options import (
@@ -23,6 +22,7 @@ from instructerc.cli.options import (
     check_output_parent,
     output_error,
     output_file,
+    path_arg,
     summary_stream,
 )
 
@@ -31,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict = commands.add_parser("predict", help="predict the emotion of every utterance in a JSONL file of dialogues")
     predict.add_argument(
         "--input",
-        type=Path,
+        type=path_arg,
         required=True,
         metavar="FILE.jsonl",
         help="dialogues in the user format, one per line (gold emotions optional)",
@@ -43,7 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="FILE.jsonl",
         help="the same dialogues, each utterance with predicted_emotion and emotion_scores (or generated)",
     )
-    predict.add_argument("--model", type=Path, metavar="DIR", help="a model directory (default: the model shipped with instructerc)")
+    predict.add_argument("--model", type=path_arg, metavar="DIR", help="a model directory (default: the model shipped with instructerc)")
     predict.add_argument(
         "--mode",
         default="score",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from instructerc.cli.options import add_data_options
+from instructerc.cli.options import add_data_options, path_arg
 
 if TYPE_CHECKING:
     from instructerc.data.dialogue import Dialogue
@@ -31,8 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--split", default="train", help="train, dev or test")
     show.add_argument("--index", type=int, default=0, help="the utterance's position in the split (dialogues in order)")
     show.add_argument("--task", default="erc", choices=["erc", "speaker", "emotion_prediction"])
-    show.add_argument("--config", type=Path, help="a recipe YAML whose template, retrieval and backbone to use")
-    show.add_argument("--model", type=Path, help="a trained model directory whose recorded template to use")
+    show.add_argument("--config", type=path_arg, help="a recipe YAML whose template, retrieval and backbone to use")
+    show.add_argument("--model", type=path_arg, help="a trained model directory whose recorded template to use")
     show.add_argument("--template", help="template name (instructerc, dialogue-prefix, dialogue-stream)")
     show.add_argument(
         "--window",

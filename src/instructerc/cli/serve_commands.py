@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option
+from instructerc.cli.options import add_dtype_option, add_trust_remote_code_option, path_arg
 from instructerc.errors import InputError
 from instructerc.service.config import ServiceConfig
 
@@ -68,7 +68,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--model",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="a model directory written by 'instructerc train' (default: the model shipped with the package)",
     )

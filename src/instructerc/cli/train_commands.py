@@ -8,14 +8,14 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option
+from instructerc.cli.options import add_dtype_option, path_arg
 from instructerc.cli.process_group import end_process_group, exit_group_member
 from instructerc.errors import InputError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="fine-tune an LLM on a recipe (YAML)")
-    train.add_argument("recipe", type=Path, help="a recipe YAML, e.g. recipes/smollm2-135m-meld-cpu.yaml")
+    train.add_argument("recipe", type=path_arg, help="a recipe YAML, e.g. recipes/smollm2-135m-meld-cpu.yaml")
     # Kept a string: Path("") is ".", which would turn an empty --output into the working directory.
     train.add_argument("--output", help="run directory (overrides output_dir); the model lands in OUTPUT/model")
     train.add_argument("--data", help="data path (overrides data.path)")
