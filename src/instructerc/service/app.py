@@ -50,6 +50,9 @@ class LiveTurn:
 
     conversation: Conversation
     dialogue: Dialogue
+    # Earlier turns that came back truncated: cut again in this turn's prompt, as predicting the
+    # whole conversation cuts them (the text alone is not enough: a speaker's name may be cut).
+    cut_before: tuple[int, ...] = ()
 
 
 class Service:
@@ -83,16 +86,19 @@ class Service:
 
     def _predict_batch(self, items: Sequence[Item | LiveTurn]) -> list[Any]:
         """One model call's items: live turns continue their conversations' caches (all in one
-        batch); the rest are scored from their text. Runs in the batcher's worker thread."""
-        turns = [k for k, item in enumerate(items) if isinstance(item, LiveTurn)]
-        others = [k for k, item in enumerate(items) if not isinstance(item, LiveTurn)]
+        batch); the rest, and live turns when no caches are kept, are scored from their text.
+        Runs in the batcher's worker thread."""
+        cached = self.caches is not None
+        turns = [k for k, item in enumerate(items) if cached and isinstance(item, LiveTurn)]
+        others = [k for k, item in enumerate(items) if not (cached and isinstance(item, LiveTurn))]
         results: list[Any] = [None] * len(items)
-        for k, prediction in zip(others, self.predictor.predict_at([items[k] for k in others], mode=MODE)):
+        for k, prediction in zip(others, self._rescore([items[k] for k in others])):
             results[k] = prediction
-        if turns:
-            assert self.caches is not None, "live turns are only queued when the service keeps caches"
+        if turns and self.caches is not None:
             conversations = [items[k].conversation for k in turns]
             caches = [self.caches.take(c.id) for c in conversations]
+            for k, cache in zip(turns, caches):
+                cache.cut_turns.update(items[k].cut_before)  # a cache dropped and started afresh must know them too
             try:
                 predictions = self.predictor.predict_turns([(items[k].dialogue, cache) for k, cache in zip(turns, caches)])
             finally:
@@ -107,12 +113,18 @@ class Service:
                 results[k] = prediction
         return results
 
-    def turn_item(self, conversation: Conversation, utterances: tuple[Utterance, ...]) -> Item | LiveTurn:
-        """What to queue for a conversation's newest utterance: a live turn when caches are kept."""
-        dialogue = self.internal(utterances)
-        if self.caches is None:
-            return (dialogue, len(utterances) - 1)
-        return LiveTurn(conversation, dialogue)
+    def _rescore(self, items: Sequence[Item | LiveTurn]) -> list[Any]:
+        """Items scored from their text, live turns (their newest utterance) among them."""
+        plain = [(item.dialogue, len(item.dialogue) - 1) if isinstance(item, LiveTurn) else item for item in items]
+        cut_before = [item.cut_before if isinstance(item, LiveTurn) else () for item in items]
+        if not any(cut_before):  # the plain call, which any predictor has
+            return list(self.predictor.predict_at(plain, mode=MODE))
+        return list(self.predictor.predict_at(plain, mode=MODE, cut_before=cut_before))
+
+    def turn_item(self, conversation: Conversation, utterances: tuple[Utterance, ...]) -> LiveTurn:
+        """What to queue for a conversation's newest utterance (``utterances`` ends with it)."""
+        cut = tuple(i for i, turn in enumerate(conversation.turns) if getattr(turn.prediction, "truncated", False))
+        return LiveTurn(conversation, self.internal(utterances), cut)
 
     def forget(self, conversation: Conversation) -> None:
         """Drops what is kept for a conversation that left the store (its key/value cache)."""
