@@ -76,6 +76,12 @@ def test_service_turns_after_a_cut_name_equal_the_whole_dialogue(predictor: Pred
         whole = client.post("/v1/predict", json={"dialogues": [{"utterances": body}]}).json()["dialogues"][0]["utterances"]
         conversation = client.post("/v1/conversations").json()["id"]
         live = [client.post(f"/v1/conversations/{conversation}/utterances", json=u).json() for u in body]
+        # Started with its first turns (labelled as a dialogue, no cache yet), then grown.
+        started = client.post("/v1/conversations", json={"utterances": body[:4]}).json()
+        later = [client.post(f"/v1/conversations/{started['id']}/utterances", json=u).json() for u in body[4:]]
     assert [u["truncated"] for u in live] == [u["truncated"] for u in whole]
+    assert [u["truncated"] for u in started["utterances"] + later] == [u["truncated"] for u in whole]
     for k, (turn, full) in enumerate(zip(live, whole)):
+        assert largest_difference(turn["emotion_scores"], full["emotion_scores"]) < 1e-5, k
+    for k, (turn, full) in enumerate(zip(started["utterances"] + later, whole)):
         assert largest_difference(turn["emotion_scores"], full["emotion_scores"]) < 1e-5, k
