@@ -27,6 +27,8 @@ TURNS = [
     ("Bob", "Okay."),
     (LONG_NAME, "It's a calm evening."),  # needs more of the name cut than the first line did
     ("Ann", "Huh?"),
+    ("B" * 300, "So much to say. " * 300),  # both over: the name is cut as far as it goes, then the text
+    ("Ann", "Right."),
 ]
 DIALOGUE = Dialogue("d", "user", "test", tuple(Utterance(s, t) for s, t in TURNS))
 
@@ -46,7 +48,7 @@ def largest_difference(a: dict[str, float], b: dict[str, float]) -> float:
 def test_the_dialogue_has_a_cut_text_and_a_cut_name(predictor: Predictor) -> None:
     # Guards the tests below: without cuts they would pass vacuously.
     [whole] = predictor.predict([DIALOGUE])
-    assert [p.truncated for p in whole] == [False, True, False, True, False, True, False]
+    assert [p.truncated for p in whole] == [False, True, False, True, False, True, False, True, False]
 
 
 def test_predict_next_given_turns_as_said_equals_the_whole_dialogue(predictor: Predictor) -> None:

@@ -11,7 +11,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import itertools
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from instructerc import __version__
@@ -348,7 +348,10 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                         f"the conversation has {index} utterances, the most allowed; start a new one",
                         field="conversation_id",
                     )
-                history = tuple(_as_read(turn) for turn in conversation.turns)
+                # As said: the predictor cuts the turns that came back truncated again (see
+                # turn_item), as their own prompts cut them; a text given already cut would be
+                # cut once more where the speaker's name is over the budget too.
+                history = tuple(turn.utterance for turn in conversation.turns)
                 item = service.turn_item(conversation, history + (utterance,))
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
@@ -378,13 +381,6 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
 async def _json(request: Any, allow_empty: bool = False) -> Any:
     """The request's JSON body, read in the charset its ``Content-Type`` declares."""
     return parse_json(await request.body(), allow_empty, charset=declared_charset(request.headers.get("content-type", "")))
-
-
-def _as_read(turn: Turn) -> Utterance:
-    """The utterance as the model read it: one cut to fit the prompt stays cut in the history of
-    later turns, as when the whole conversation is predicted at once."""
-    cut = getattr(turn.prediction, "cut_text", None)
-    return turn.utterance if cut is None else replace(turn.utterance, text=cut)
 
 
 def _check_new_conversation(service: Service, utterances: int) -> None:
