@@ -51,6 +51,9 @@ class ConversationCache:
         self._buffer = states
         self._owned = False
         self._model: Any = None  # a weak reference to the model of the states; None: not recorded
+        # The turns that came back truncated: a later turn's prompt cuts them again (see
+        # Predictor.predict_turns), so a caller may pass the conversation as it was said.
+        self.cut_turns: set[int] = set()
 
     def computed_by(self, model: Any) -> bool:
         """Whether the states can be continued by ``model`` (an empty cache or one of unrecorded

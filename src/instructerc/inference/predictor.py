@@ -19,7 +19,7 @@ import numbers
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.loader import SPEAKER_BREAKS_LINE
@@ -208,6 +208,19 @@ class Predictor:
         the caller already did), as prompts are built per (dataset, id)."""
         return encode_fitting(unlabelled(with_distinct_keys(items)), self._encode, self.segments)
 
+    def _fitted_with_history(
+        self, items: Sequence[tuple[Dialogue, int]], cut_before: Sequence[Collection[int]] | None
+    ) -> tuple[list[Any], list[str | None]]:
+        """:meth:`fitted_prompts` of ``items``, each fitted together with the earlier utterances
+        ``cut_before`` names. A turn cut when it was the newest is cut by its own prompt, and a
+        speaker's name cut there is cut in all their lines: given only the newest item, the
+        history would keep the whole text and name, and the budget would drop those lines instead."""
+        extra = [(d, i) for (d, t), earlier in zip(items, cut_before or ()) for i in sorted(set(earlier)) if 0 <= i < t]
+        # Earlier turns first, as in a whole dialogue: cuts are made in the order prompts come,
+        # and a name over the budget is cut by the first of its speaker's prompts.
+        encoded, cuts = self.fitted_prompts([*extra, *items])
+        return encoded[len(extra) :], cuts[len(extra) :]
+
     def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         """Each item's prompt, or the error of one that cannot fit (see :func:`encode_fitting`)."""
         dialogues = list({(d.dataset, d.id): d for d, _ in items}.values())
@@ -230,19 +243,37 @@ class Predictor:
         return per_dialogue(flat, dialogues)
 
     def predict_at(
-        self, items: Iterable[tuple[Dialogue, int]], mode: str = "score", paper_parsing: bool = False, progress: Any = None
+        self,
+        items: Iterable[tuple[Dialogue, int]],
+        mode: str = "score",
+        paper_parsing: bool = False,
+        progress: Any = None,
+        cut_before: Sequence[Collection[int]] | None = None,
     ) -> list[Prediction]:
         """Predictions for chosen utterances, e.g. the newest turn of several live conversations
-        at once. Items of one dialogue should be adjacent, so their prompts share a prefix."""
+        at once. Items of one dialogue should be adjacent, so their prompts share a prefix.
+        ``cut_before``: per item, the earlier utterances of its dialogue that came back
+        ``truncated`` (a live conversation's turns): they are cut again as their own prompts cut
+        them, so the item reads its history as a whole-dialogue prediction does."""
         check_mode(mode, paper_parsing)
-        return self._predict_checked(checked_items(items), mode, paper_parsing, progress)
+        items = checked_items(items)
+        if cut_before is not None and len(cut_before) != len(items):
+            raise InputError(f"cut_before has {len(cut_before)} entries for {len(items)} items: one per item", field="cut_before")
+        return self._predict_checked(items, mode, paper_parsing, progress, cut_before)
 
-    def _predict_checked(self, items: Sequence[tuple[Dialogue, int]], mode: str, paper_parsing: bool, progress: Any) -> list[Prediction]:
+    def _predict_checked(
+        self,
+        items: Sequence[tuple[Dialogue, int]],
+        mode: str,
+        paper_parsing: bool,
+        progress: Any,
+        cut_before: Sequence[Collection[int]] | None = None,
+    ) -> list[Prediction]:
         if not items:
             return []
         check_indices(items)
         items = with_distinct_keys(items)
-        encoded, cuts = self.fitted_prompts(items)
+        encoded, cuts = self._fitted_with_history(items, cut_before)
         if mode == "score":
             predictions = self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
         else:
@@ -259,8 +290,8 @@ class Predictor:
         """The newest utterance of each live conversation, scored from its key/value cache
         (:class:`~instructerc.inference.incremental.ConversationCache`, updated in place), all
         conversations in one batch. Same scores as :meth:`predict_at`, within float tolerance.
-        Earlier utterances are read as given: one that came back ``truncated`` belongs in the
-        history as its ``cut_text``, as a whole-dialogue prediction reads it."""
+        Earlier utterances are given as they were said: the cache remembers which came back
+        ``truncated`` and cuts them again, as a whole-dialogue prediction reads them."""
         from instructerc.inference.incremental import score_turns
 
         turns = checked_turns(turns)
@@ -268,7 +299,10 @@ class Predictor:
             return []
         newest = [(dialogue, len(dialogue) - 1) for dialogue, _ in turns]
         check_indices(newest)
-        encoded, cuts = self.fitted_prompts(with_distinct_keys(newest))
+        encoded, cuts = self._fitted_with_history(with_distinct_keys(newest), [cache.cut_turns for _, cache in turns])
+        for (dialogue, cache), cut in zip(turns, cuts):
+            if cut is not None:  # read so by every later turn of the conversation
+                cache.cut_turns.add(len(dialogue) - 1)
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         fresh = [cache for _, cache in turns if cache.tokens == 0]

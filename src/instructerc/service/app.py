@@ -11,7 +11,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 import itertools
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from instructerc import __version__
@@ -50,6 +50,9 @@ class LiveTurn:
 
     conversation: Conversation
     dialogue: Dialogue
+    # Earlier turns that came back truncated: cut again in this turn's prompt, as predicting the
+    # whole conversation cuts them (the text alone is not enough: a speaker's name may be cut).
+    cut_before: tuple[int, ...] = ()
 
 
 class Service:
@@ -83,16 +86,19 @@ class Service:
 
     def _predict_batch(self, items: Sequence[Item | LiveTurn]) -> list[Any]:
         """One model call's items: live turns continue their conversations' caches (all in one
-        batch); the rest are scored from their text. Runs in the batcher's worker thread."""
-        turns = [k for k, item in enumerate(items) if isinstance(item, LiveTurn)]
-        others = [k for k, item in enumerate(items) if not isinstance(item, LiveTurn)]
+        batch); the rest, and live turns when no caches are kept, are scored from their text.
+        Runs in the batcher's worker thread."""
+        cached = self.caches is not None
+        turns = [k for k, item in enumerate(items) if cached and isinstance(item, LiveTurn)]
+        others = [k for k, item in enumerate(items) if not (cached and isinstance(item, LiveTurn))]
         results: list[Any] = [None] * len(items)
-        for k, prediction in zip(others, self.predictor.predict_at([items[k] for k in others], mode=MODE)):
+        for k, prediction in zip(others, self._rescore([items[k] for k in others])):
             results[k] = prediction
-        if turns:
-            assert self.caches is not None, "live turns are only queued when the service keeps caches"
+        if turns and self.caches is not None:
             conversations = [items[k].conversation for k in turns]
             caches = [self.caches.take(c.id) for c in conversations]
+            for k, cache in zip(turns, caches):
+                cache.cut_turns.update(items[k].cut_before)  # a cache dropped and started afresh must know them too
             try:
                 predictions = self.predictor.predict_turns([(items[k].dialogue, cache) for k, cache in zip(turns, caches)])
             finally:
@@ -107,12 +113,18 @@ class Service:
                 results[k] = prediction
         return results
 
-    def turn_item(self, conversation: Conversation, utterances: tuple[Utterance, ...]) -> Item | LiveTurn:
-        """What to queue for a conversation's newest utterance: a live turn when caches are kept."""
-        dialogue = self.internal(utterances)
-        if self.caches is None:
-            return (dialogue, len(utterances) - 1)
-        return LiveTurn(conversation, dialogue)
+    def _rescore(self, items: Sequence[Item | LiveTurn]) -> list[Any]:
+        """Items scored from their text, live turns (their newest utterance) among them."""
+        plain = [(item.dialogue, len(item.dialogue) - 1) if isinstance(item, LiveTurn) else item for item in items]
+        cut_before = [item.cut_before if isinstance(item, LiveTurn) else () for item in items]
+        if not any(cut_before):  # the plain call, which any predictor has
+            return list(self.predictor.predict_at(plain, mode=MODE))
+        return list(self.predictor.predict_at(plain, mode=MODE, cut_before=cut_before))
+
+    def turn_item(self, conversation: Conversation, utterances: tuple[Utterance, ...]) -> LiveTurn:
+        """What to queue for a conversation's newest utterance (``utterances`` ends with it)."""
+        cut = tuple(i for i, turn in enumerate(conversation.turns) if getattr(turn.prediction, "truncated", False))
+        return LiveTurn(conversation, self.internal(utterances), cut)
 
     def forget(self, conversation: Conversation) -> None:
         """Drops what is kept for a conversation that left the store (its key/value cache)."""
@@ -336,7 +348,10 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                         f"the conversation has {index} utterances, the most allowed; start a new one",
                         field="conversation_id",
                     )
-                history = tuple(_as_read(turn) for turn in conversation.turns)
+                # As said: the predictor cuts the turns that came back truncated again (see
+                # turn_item), as their own prompts cut them; a text given already cut would be
+                # cut once more where the speaker's name is over the budget too.
+                history = tuple(turn.utterance for turn in conversation.turns)
                 item = service.turn_item(conversation, history + (utterance,))
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
@@ -366,13 +381,6 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
 async def _json(request: Any, allow_empty: bool = False) -> Any:
     """The request's JSON body, read in the charset its ``Content-Type`` declares."""
     return parse_json(await request.body(), allow_empty, charset=declared_charset(request.headers.get("content-type", "")))
-
-
-def _as_read(turn: Turn) -> Utterance:
-    """The utterance as the model read it: one cut to fit the prompt stays cut in the history of
-    later turns, as when the whole conversation is predicted at once."""
-    cut = getattr(turn.prediction, "cut_text", None)
-    return turn.utterance if cut is None else replace(turn.utterance, text=cut)
 
 
 def _check_new_conversation(service: Service, utterances: int) -> None:
