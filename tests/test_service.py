@@ -504,6 +504,23 @@ def test_a_dialogue_naming_its_dataset_also_gets_that_datasets_labels(tmp_path: 
     assert_error(refused, 422, "invalid_request", "dialogues[0].dataset")
 
 
+def test_a_port_bound_for_a_server_still_loading_its_model_is_taken() -> None:
+    """Two servers started together: the second is told at once that the port is in use, not
+    after its model has loaded, with a traceback (a socket bound but not yet listening did not
+    hold the port against another bound with SO_REUSEADDR)."""
+    from instructerc.errors import InputError
+    from instructerc.service.server import listening_socket
+
+    first = listening_socket("127.0.0.1", 0)
+    try:
+        port = first.getsockname()[1]
+        with pytest.raises(InputError, match="cannot listen on") as error:
+            listening_socket("127.0.0.1", port).close()
+        assert error.value.field == "port"
+    finally:
+        first.close()
+
+
 def test_serve_says_at_once_when_it_cannot_listen(run_cli, tmp_path: Path) -> None:
     import socket
 

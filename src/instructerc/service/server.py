@@ -61,9 +61,12 @@ def serve(
         sock.close()
 
 
+BACKLOG = 2048  # uvicorn's default
+
+
 def listening_socket(host: str, port: int) -> Any:
     """A TCP socket bound to ``host``:``port`` as uvicorn binds one (IPv6 when the host has a
-    colon), or an :class:`InputError` saying why it cannot be."""
+    colon) and already listening, or an :class:`InputError` saying why it cannot be."""
     import errno
     import socket
 
@@ -72,6 +75,10 @@ def listening_socket(host: str, port: int) -> Any:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening now, not when uvicorn starts after the model has loaded: with SO_REUSEADDR a
+        # second server may bind a port whose socket is not yet listening, and would fail only
+        # later, with a traceback. Connections made while the model loads wait in the backlog.
+        sock.listen(BACKLOG)
     except (OSError, OverflowError) as error:
         sock.close()
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
