@@ -43,6 +43,16 @@ def test_matrices_of_baselines_read_from_the_same_folder_stay(tmp_path: Path) ->
     assert pictures == sorted([confusion_file("llm", "meld"), confusion_file("majority", "meld")])
 
 
+def test_the_report_links_a_matrix_whose_name_holds_a_colon_as_a_file(tmp_path: Path) -> None:
+    """A file called meld.jsonl is scored as jsonl:meld: the link must not read as a URL whose
+    scheme is 'confusion-llm-jsonl', which Markdown renderers drop or send elsewhere."""
+    write_outputs(scored("jsonl:meld", MELD.labels), tmp_path)
+    picture = confusion_file("llm", "jsonl:meld")
+    assert (tmp_path / picture).is_file() and ":" in picture
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert f"[{picture}](./{picture})" in report
+
+
 # -- baselines trained on the dialogues they are scored on ------------------------------------------
 def test_baselines_trained_on_the_scored_file_say_so(tmp_path: Path, capsys) -> None:
     from instructerc.data.registry import DataSource

@@ -167,7 +167,8 @@ def render_report(result: EvaluationResult) -> str:
             lines.append(f"| {md_cell(label)} | {scored[0][2].per_class[label].support} | {cells} |")
         pictures = [confusion_file(n, dataset) for n, s, _ in scored if "from" not in s.settings]
         if pictures:
-            lines += ["", "Confusion matrices (rows gold, columns predicted): " + ", ".join(f"[{p}]({p})" for p in pictures)]
+            # ./ first: a name with a colon (jsonl:meld) would otherwise read as a URL scheme.
+            lines += ["", "Confusion matrices (rows gold, columns predicted): " + ", ".join(f"[{p}](./{p})" for p in pictures)]
     return "\n".join(lines) + "\n"
 
 
