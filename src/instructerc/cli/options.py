@@ -31,7 +31,11 @@ def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: boo
     parser.add_argument(
         "--labels", default="original", metavar="SPACE", help="original (default), uime (the paper's unified labels) or uime:feeling-wheel"
     )
-    parser.add_argument("--label-set", metavar="NAME", help="JSONL only: the label set its emotions follow (meld, emorynlp, iemocap, uime)")
+    parser.add_argument(
+        "--label-set",
+        metavar="NAME",
+        help="JSONL only: the label set its emotions follow (meld, emorynlp, iemocap, uime, uime:feeling-wheel)",
+    )
 
 
 def add_dtype_option(parser: argparse.ArgumentParser, what: str) -> None:

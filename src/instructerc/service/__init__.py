@@ -6,13 +6,17 @@ Endpoints (the full schema is served at ``/openapi.json``, browsable at ``/docs`
     Body ``{"dialogues": [{"id": "d1", "utterances": [{"speaker": "Ann", "text": "Hi!"}, ...]}]}``,
     the user JSONL format (only the ``dialogues`` wrapper is accepted; wrap a single dialogue in a
     one-element list). Answers ``{"dialogues": [{"id", "utterances": [{"speaker", "text",
-    "predicted_emotion", "emotion_scores": {label: probability}}]}]}``.
+    "predicted_emotion", "emotion_scores": {label: probability}, "truncated"}]}]}`` (``id`` is
+    ``null`` when the dialogue has none); a dialogue naming its dataset (``"dataset": "meld"``)
+    also gets ``predicted_original_emotion`` from a unified-label model. Other keys, gold
+    ``emotion`` included, are accepted but not sent back.
 ``POST /v1/conversations``
     Body empty, ``{}`` or ``{"utterances": [...]}``. Answers 201 ``{"id", "utterances": [...]}``
     with a prediction per initial utterance.
 ``POST /v1/conversations/{id}/utterances``
     Body ``{"speaker", "text"}``: the next utterance, predicted from the history the server keeps.
-    Answers ``{"conversation_id", "index", "speaker", "text", "predicted_emotion", "emotion_scores"}``.
+    Answers ``{"conversation_id", "index", "speaker", "text", "predicted_emotion", "emotion_scores",
+    "truncated"}``.
 ``GET /v1/conversations/{id}``, ``DELETE /v1/conversations/{id}`` (204)
     The utterances with the predictions made when each was added; forget it.
 ``GET /v1/labels``, ``GET /healthz`` (and ``HEAD`` of every ``GET``: its status and headers)
@@ -33,6 +37,7 @@ field is at fault, e.g. ``dialogues[0].utterances[2].text``):
       ``host_not_allowed``: the ``Host`` is not an allowed name (``--allowed-host``)
 403   ``cross_origin_refused``: a browser request from another web origin (``--allow-origin``)
 404   ``unknown_conversation`` (never created, deleted, expired, evicted or lost in a restart), ``not_found``
+405   ``method_not_allowed``: a path that exists, with a method it does not answer
 408   ``request_timeout``: the body did not arrive within ``request_timeout_seconds``
 409   ``conversation_full``: the conversation has ``max_conversation_utterances`` utterances
 413   ``body_too_large``: over ``max_body_bytes``, counted as the body arrives
