@@ -1,0 +1,53 @@
+"""Recipes and grids as a user training on their own data writes them: ``--set`` mappings into
+fields whose keys are data, grids whose axes change one section. Nothing here loads a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from instructerc.training.config import TrainConfig
+
+RECIPE = """\
+data: {dataset: jsonl, path: data, dataset_fractions: {a: 0.5, b: 0.25}}
+optim: {lr: 0.1, warmup_ratio: 0.2}
+stages:
+  - tasks: {erc: 1.0, emotion_prediction: 0.5}
+    epochs: 2
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("overrides", "tasks"),
+    [
+        ({"stages[0].tasks": {"erc": 1.0}}, {"erc": 1.0}),
+        ({"stages.0": {"tasks": {"speaker": 1.0, "erc": 0.5}}}, {"speaker": 1.0, "erc": 0.5}),
+        ({"stages[0]": {"epochs": 3}}, {"erc": 1.0, "emotion_prediction": 0.5}),
+    ],
+    ids=["the-field", "inside-its-section", "another-key-of-the-section"],
+)
+def test_a_mapping_for_a_field_whose_keys_are_data_replaces_it(tmp_path, overrides, tasks) -> None:
+    # A stage's tasks are the stage's own choice of keys, not a section of recipe keys: merged,
+    # --set 'stages[0].tasks={erc: 1.0}' kept emotion_prediction, and no --set could remove it.
+    config = TrainConfig.from_yaml(_write(tmp_path, RECIPE), overrides)
+    assert config.stages[0].tasks == tasks
+
+
+def test_dataset_fractions_given_as_a_mapping_replace_the_recipes(tmp_path) -> None:
+    config = TrainConfig.from_yaml(_write(tmp_path, RECIPE), {"data": {"dataset_fractions": {}}})
+    assert config.data.dataset_fractions == {} and config.data.path == "data"
+    config = TrainConfig.from_yaml(_write(tmp_path, RECIPE), {"data.dataset_fractions": {"b": 1.0}})
+    assert config.data.dataset_fractions == {"b": 1.0}
+
+
+def test_a_mapping_for_a_section_still_merges_at_every_depth(tmp_path) -> None:
+    config = TrainConfig.from_yaml(_write(tmp_path, RECIPE), {"optim": {"lr": 0.5}, "finetune": {"lora": {"r": 2}}})
+    assert (config.optim.lr, config.optim.warmup_ratio) == (0.5, 0.2)
+    assert (config.finetune.lora.r, config.finetune.lora.alpha) == (2, 16)
