@@ -51,3 +51,41 @@ def test_a_mapping_for_a_section_still_merges_at_every_depth(tmp_path) -> None:
     config = TrainConfig.from_yaml(_write(tmp_path, RECIPE), {"optim": {"lr": 0.5}, "finetune": {"lora": {"r": 2}}})
     assert (config.optim.lr, config.optim.warmup_ratio) == (0.5, 0.2)
     assert (config.finetune.lora.r, config.finetune.lora.alpha) == (2, 16)
+
+
+# -- grids ---------------------------------------------------------------------------------------
+def _grid(tmp_path: Path, text: str) -> Path:
+    _write(tmp_path, RECIPE, "base.yaml")
+    return _write(tmp_path, "name: g\nbase: base.yaml\noutput_dir: out\nseeds: [1]\n" + text, "grid.yaml")
+
+
+def test_two_axes_changing_one_section_both_apply(tmp_path) -> None:
+    from instructerc.experiments.grid import expand, load_experiment
+    from instructerc.experiments.runner import resolved_config, run_directory
+
+    # Each axis value and the grid's overrides give a mapping for `optim`: a dict update kept
+    # only the last, so lr=a and lr=b were one run, trained once and reported twice.
+    grid = _grid(
+        tmp_path,
+        "overrides: {optim: {warmup_ratio: 0.3}}\n"
+        "axes:\n  lr:\n    a: {optim: {lr: 0.02}}\n    b: {optim: {lr: 0.01}}\n"
+        "  wd:\n    x: {optim: {weight_decay: 0.0}}\n    y: {optim: {weight_decay: 0.1}}\n",
+    )
+    config, root = load_experiment(grid)
+    specs = expand(config)
+    optims = {spec.name: resolved_config(config, root, spec).optim for spec in specs}
+    assert {name: (o.lr, o.weight_decay, o.warmup_ratio) for name, o in optims.items()} == {
+        "lr=a__wd=x__seed=1": (0.02, 0.0, 0.3),
+        "lr=a__wd=y__seed=1": (0.02, 0.1, 0.3),
+        "lr=b__wd=x__seed=1": (0.01, 0.0, 0.3),
+        "lr=b__wd=y__seed=1": (0.01, 0.1, 0.3),
+    }
+    assert len({run_directory(config, root, spec) for spec in specs}) == 4
+
+
+def test_runs_that_resolve_to_one_recipe_are_refused_naming_both(run_cli, tmp_path) -> None:
+    # Two axes setting one key: the last wins, so lr=a and lr=b are the same run.
+    grid = _grid(tmp_path, "axes:\n  lr:\n    a: {optim.lr: 0.02}\n    b: {optim.lr: 0.01}\n  other:\n    x: {optim.lr: 0.03}\n")
+    result = run_cli("experiment", grid, "--list")
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert str(grid) in result.err and "lr=a__other=x__seed=1 and lr=b__other=x__seed=1" in result.err and result.out == ""
