@@ -1014,6 +1014,7 @@ class Trainer:
                     precision=self.precision,
                     device=self.device_description,
                     training_note=forced_resume_note(state.forced_changes),
+                    train_dialogues=len(session.train),
                 )
 
             write_model_dir(self.paths.model, fill)
