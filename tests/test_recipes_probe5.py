@@ -89,3 +89,14 @@ def test_runs_that_resolve_to_one_recipe_are_refused_naming_both(run_cli, tmp_pa
     result = run_cli("experiment", grid, "--list")
     assert result.code == 2 and len(result.err.splitlines()) == 1
     assert str(grid) in result.err and "lr=a__other=x__seed=1 and lr=b__other=x__seed=1" in result.err and result.out == ""
+
+
+def test_an_axis_value_named_on_or_off_says_to_quote_it(run_cli, tmp_path) -> None:
+    # YAML 1.1 reads unquoted on/off as booleans: "expected a string, got True" named a value the
+    # grid file does not hold.
+    grid = _grid(tmp_path, "axes:\n  history:\n    on: {}\n    off: {template.history: false}\n")
+    result = run_cli("experiment", grid, "--list")
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert "field 'axes.history'" in result.err and "quote it for a name" in result.err
+    quoted = _grid(tmp_path, "axes:\n  history:\n    'on': {}\n    'off': {template.history: false}\n")
+    assert run_cli("experiment", quoted, "--list").code == 0
