@@ -100,3 +100,15 @@ def test_an_axis_value_named_on_or_off_says_to_quote_it(run_cli, tmp_path) -> No
     assert "field 'axes.history'" in result.err and "quote it for a name" in result.err
     quoted = _grid(tmp_path, "axes:\n  history:\n    'on': {}\n    'off': {template.history: false}\n")
     assert run_cli("experiment", quoted, "--list").code == 0
+
+
+def test_a_grid_output_dir_inside_a_file_is_refused_before_any_run(run_cli, tmp_path) -> None:
+    grid = _grid(tmp_path, "axes:\n  lr:\n    a: {optim.lr: 0.02}\n")
+    (tmp_path / "out").write_text("not a folder", encoding="utf-8")
+    result = run_cli("experiment", grid, "--no-progress")
+    # It failed with exit 1 and "out/run-...: Not a directory", once the first run had begun.
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert f"{tmp_path / 'out'}: field 'output_dir': is not a folder" in result.err and "running" not in result.out
+    report = run_cli("experiment", grid, "--report-only")
+    assert report.code == 2 and "field 'output_dir'" in report.err
+    assert (tmp_path / "out").read_text(encoding="utf-8") == "not a folder"
