@@ -36,3 +36,21 @@ def test_the_model_card_says_how_many_dialogues_a_small_fraction_kept(tiny_data,
     assert 1 < kept < 24
     card = (run / "model" / "README.md").read_text(encoding="utf-8")
     assert f"- data: `jsonl` train split, fraction 0.01 ({kept} dialogues), seed 42" in card
+
+
+def test_training_data_of_one_emotion_without_a_label_set_is_refused(backbone, tmp_path, run_cli) -> None:
+    # Read as the label set, one emotion leaves the model nothing to choose: it trained, always
+    # answered 'neutral', and its card reported a dev weighted F1 of 100.
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        line = {"id": split, "utterances": [{"speaker": "A", "text": "Hi.", "emotion": "neutral"}, {"speaker": "B", "text": "Yo."}]}
+        (data / f"{split}.jsonl").write_text(json.dumps(line) + "\n", encoding="utf-8")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"data: {{dataset: jsonl, path: {data}}}\nbackbone: {{model: {backbone}}}\noutput_dir: {tmp_path / 'run'}\n", encoding="utf-8"
+    )
+    result = run_cli("train", recipe, "--no-progress")
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert f"{data / 'train.jsonl'}: field 'data.label_set': the training data uses one emotion only ('neutral')" in result.err
+    assert not (tmp_path / "run").exists()
