@@ -129,9 +129,9 @@ def test_set_into_a_list_it_cannot_reach_is_one_line(run_cli, tmp_path, key, fie
 
 def test_set_of_a_mapping_merges_into_the_section(tmp_path) -> None:
     path = _recipe(tmp_path, "optim:\n  lr: 0.1\n  warmup_ratio: 0.2\n" + STAGES)
-    config = TrainConfig.from_yaml(path, {"optim": {"lr": 0.5}, "stages[0]": {"tasks": {"speaker": 0.5}}})
+    config = TrainConfig.from_yaml(path, {"optim": {"lr": 0.5}, "stages[0]": {"epochs": 3}})
     assert (config.optim.lr, config.optim.warmup_ratio) == (0.5, 0.2)
-    assert config.stages[0].tasks == {"erc": 1.0, "speaker": 0.5} and config.stages[1].tasks == {"erc": 1.0}
+    assert (config.stages[0].tasks, config.stages[0].epochs) == ({"erc": 1.0}, 3) and config.stages[1].tasks == {"erc": 1.0}
     # A list is a value, not a section: it replaces.
     assert len(TrainConfig.from_yaml(path, {"stages": [{"tasks": {"erc": 1.0}, "epochs": 2}]}).stages) == 1
 

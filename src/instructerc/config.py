@@ -136,9 +136,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise InputError(f"expected a string, got {_brief(value)}", field=key)
+            raise InputError(f"expected a string, got {_brief(value)}{_quote_hint(value)}", field=key)
         return value
     return value
+
+
+def _quote_hint(value: Any) -> str:
+    """Why a name written ``on`` or ``no`` is not a string: YAML 1.1 reads those words unquoted as
+    booleans, and "expected a string, got True" points at a line that holds no ``True``
+    (a grid axis with values ``on`` and ``off`` is the usual case)."""
+    if isinstance(value, bool):
+        return " (in YAML an unquoted yes, no, on, off, true or false is a boolean: quote it for a name)"
+    return ""
 
 
 def to_mapping(config: Any) -> Any:

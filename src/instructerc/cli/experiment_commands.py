@@ -73,7 +73,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     try:
         written = write_report(config, results, target)
     except OSError as error:
-        raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field="results") from None
+        # Named as the user gave the folder: without --results it is the grid's output_dir.
+        option = "results" if args.results else "output_dir"
+        raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field=option) from None
     for path in written:
         print(f"wrote {path}")
     if in_group:

@@ -173,9 +173,42 @@ def check_recipes(config: ExperimentConfig, root: Path, grid: Path) -> None:
         _resolve(config, root, {**config.overrides, "seed": seed}, config.overrides, grid, f"seeds[{index}]")
     for axis, values in config.axes.items():
         for value, changes in values.items():
-            _resolve(config, root, {**config.overrides, **changes}, config.overrides, grid, f"axes.{axis}.{value}")
+            _resolve(config, root, combined(config.overrides, changes), config.overrides, grid, f"axes.{axis}.{value}")
     for spec in expand(config):
         _resolve(config, root, spec.overrides, config.overrides, grid, f"axes ({spec.name})")
+    _check_distinct_runs(config, root, grid)
+
+
+def _check_distinct_runs(config: ExperimentConfig, root: Path, grid: Path) -> None:
+    """Two runs of one grid that resolve to the same recipe share one run directory: it trains
+    once, and the report shows its scores under two settings, as if they had been compared (an
+    axis value that changes nothing, or two axes setting one key, the last one winning)."""
+    from instructerc.experiments.runner import run_directory
+
+    seen: dict[Path, str] = {}
+    for spec in expand(config):
+        directory = run_directory(config, root, spec)
+        first = seen.setdefault(directory, spec.name)
+        if first != spec.name:
+            raise InputError(
+                f"runs {first} and {spec.name} resolve to the same recipe ({directory.name}): an axis value changes nothing "
+                "another does not, or two axes set one key; make their overrides differ",
+                path=grid,
+                field="axes",
+            )
+
+
+def combined(overrides: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` (an axis value's overrides) added to ``overrides``, as one ``--set`` after
+    another: a key both give a mapping for merges where the recipe has a section
+    (``optim: {lr: ...}`` then ``optim: {weight_decay: ...}`` sets both); a plain dict update
+    kept only the second mapping, so the first axis's value, or the grid's own override, was lost."""
+    from instructerc.training.config import hint_at, merged, override_steps
+
+    result = dict(overrides)
+    for key, value in changes.items():
+        result[key] = merged(result[key], value, hint_at(override_steps(key))) if key in result else value
+    return result
 
 
 def _resolve(config: ExperimentConfig, root: Path, overrides: dict[str, Any], reference: dict[str, Any], grid: Path, entry: str) -> None:
@@ -217,7 +250,7 @@ def expand(config: ExperimentConfig) -> list[RunSpec]:
             values = {axis: value for (axis, _), (value, _) in zip(axes, combination)}
             overrides = dict(config.overrides)
             for _, changes in combination:
-                overrides.update(changes)
+                overrides = combined(overrides, changes)
             overrides["seed"] = seed
             name = "__".join([f"{_slug(a)}={_slug(v)}" for a, v in values.items()] + [f"seed={seed}"])
             runs.append(RunSpec(name=name, values=values, seed=seed, overrides=overrides))

@@ -262,9 +262,23 @@ def selected(name: str, only: str | Sequence[str] | None) -> bool:
     return any(text in name for text in ([only] if isinstance(only, str) else only))
 
 
+def check_output_folder(folder: Path) -> None:
+    """Refuses a grid output folder that is, or lies inside, a file, before any run: the first
+    run's folder could not be made, and the error ('Not a directory', exit 1) named neither the
+    grid's output_dir nor what was wrong with it."""
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            raise InputError(
+                "is not a folder, but the grid writes its runs into one here: choose another output_dir", path=path, field="output_dir"
+            )
+
+
 def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | Sequence[str] | None = None) -> list[RunResult]:
     """Every run of the grid (finished ones are read back, not redone); with ``only``, the runs
     :func:`selected` by it."""
+    check_output_folder(root / config.output_dir)
     results = []
     specs = expand(config)
     for position, spec in enumerate(specs, start=1):

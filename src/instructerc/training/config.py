@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,15 +324,54 @@ class TrainConfig:
 Step = str | int
 
 
-def merged(current: Any, value: Any) -> Any:
-    """``value`` set over ``current``: mappings merge key by key (recursively), anything else
-    replaces; neither input is changed."""
-    if not (isinstance(current, dict) and isinstance(value, dict)):
+def merged(current: Any, value: Any, hint: Any = Any) -> Any:
+    """``value`` set over ``current``, where ``hint`` is the recipe type of the place they go:
+    a mapping given for a section (a group of recipe keys such as ``optim``) merges into it key by
+    key, recursively; anything else replaces, including a mapping given for a field whose keys
+    are data (``stages[0].tasks``, ``data.dataset_fractions``): merged, such a field could never
+    lose a key (``--set 'stages[0].tasks={erc: 1.0}'`` would silently keep the stage's other
+    tasks). Neither input is changed."""
+    if not (is_section(hint) and isinstance(current, dict) and isinstance(value, dict)):
         return value
     result = dict(current)
     for key, item in value.items():
-        result[key] = merged(current.get(key), item)
+        result[key] = merged(current.get(key), item, field_hint(hint, key))
     return result
+
+
+def is_section(hint: Any) -> bool:
+    """Whether a recipe place of type ``hint`` is a section: a dataclass (optionally nullable)."""
+    return dataclasses.is_dataclass(_not_null(hint))
+
+
+def field_hint(hint: Any, step: Step) -> Any:
+    """The type of the place ``step`` names inside a value of type ``hint``; ``Any`` where the
+    recipe has no such place (its own checks then name the key as unknown)."""
+    hint = _not_null(hint)
+    if dataclasses.is_dataclass(hint):
+        return typing.get_type_hints(hint).get(step, Any) if isinstance(step, str) else Any
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple) and (isinstance(step, int) or str(step).isdigit()):
+        return args[0] if args else Any
+    if origin is dict:
+        return args[1] if len(args) == 2 else Any
+    return Any
+
+
+def hint_at(steps: list[Step]) -> Any:
+    """The recipe type at ``steps`` (``['stages', 0, 'tasks']`` -> ``dict[str, float]``)."""
+    hint: Any = TrainConfig
+    for step in steps:
+        hint = field_hint(hint, step)
+    return hint
+
+
+def _not_null(hint: Any) -> Any:
+    """``X | None`` -> ``X``; any other hint as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(hint) if option is not type(None)]
+        return options[0] if len(options) == 1 else hint
+    return hint
 
 
 def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Path) -> None:
@@ -337,7 +379,8 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
     ``stages.0.epochs``) to ``value`` in a recipe's ``data``, in place.
 
     A mapping given for a section merges into it (``--set 'optim={lr: 0.1}'`` keeps the recipe's
-    other optim keys), as the dotted spelling does; any other value replaces what is there.
+    other optim keys), as the dotted spelling does; any other value replaces what is there
+    (see :func:`merged`).
 
     Every section on the way is copied before it is changed: YAML aliases (``- *stage``) make
     several places of a recipe one object, and an override names only one of them."""
@@ -347,7 +390,7 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
         place = _place(node, step, steps[: depth + 1], dotted, path)
         if depth == len(steps) - 1:
             current = node[place] if not isinstance(node, dict) else node.get(place)
-            node[place] = merged(current, value)
+            node[place] = merged(current, value, hint_at(steps))
             return
         child = node[place] if not isinstance(node, dict) else node.get(place)
         if child is None:

@@ -50,12 +50,14 @@ def write_model_card(
     device: str | None = None,
     label_note: str | None = None,
     training_note: str | None = None,
+    train_dialogues: int | None = None,
 ) -> None:
     """``directory`` is where the card is written (possibly a staging folder); ``location`` is
     the path users will load the model from, for the usage line (``None``: the model shipped
     in the package, used without ``--model``). ``precision`` and ``device``: what the matrix
     products ran in, and where. ``label_note``: why the model speaks its label set;
-    ``training_note``: what the lines of the Training section do not say (e.g. a resumed run's restart)."""
+    ``training_note``: what the lines of the Training section do not say (e.g. a resumed run's restart).
+    ``train_dialogues``: how many training dialogues the run learned from."""
     template = setup.template
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
     stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
@@ -66,7 +68,7 @@ def write_model_card(
         "",
         "## Training",
         f"- backbone: `{config.backbone.model}`; {_adapters(config)}",
-        f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}, seed {config.seed}",
+        f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}{_trained_on(train_dialogues)}, seed {config.seed}",
         f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
         _optimisation(config.optim),
@@ -150,3 +152,10 @@ def _compute(precision: str | None, device: str | None, seconds: float) -> list[
 def _fractions(config: Any) -> str:
     overrides = ", ".join(f"{name} {share:g}" for name, share in sorted(config.data.dataset_fractions.items()))
     return f"{config.data.fraction:g}" + (f" ({overrides})" if overrides else "")
+
+
+def _trained_on(dialogues: int | None) -> str:
+    """The dialogues actually trained on: a stratified fraction keeps at least one dialogue per
+    stratum, so at a small fraction the run learns from more than the fraction says (0.01 of 24
+    dialogues is 3 of them), and the card would otherwise understate the data behind the scores."""
+    return "" if dialogues is None else f" ({dialogues} dialogue{'' if dialogues == 1 else 's'})"

@@ -27,6 +27,7 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction, subset_size
 from instructerc.errors import InputError
+from instructerc.labels.label_set import LabelSet
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
@@ -249,6 +250,19 @@ def split_file(source: DataSource, split: str) -> Path:
 def require_labels(dialogues: list[Dialogue], message: str, where: Path) -> None:
     if not any(u.emotion is not None for d in dialogues for u in d.utterances):
         raise InputError(message, path=where)
+
+
+def require_a_choice(label_set: LabelSet | None, where: Path) -> None:
+    """Refuses a label set of one label (JSONL training data whose emotions, read as the label
+    set, are all one): the model would have nothing to choose, always answer that label, and
+    report a dev weighted F1 of 100 for it."""
+    if label_set is not None and len(label_set.labels) < 2:
+        raise InputError(
+            f"the training data uses one emotion only ('{label_set.labels[0]}'), so the model would have no other label to choose: "
+            "label other emotions too, or set data.label_set to the label set they belong to",
+            path=where,
+            field="data.label_set",
+        )
 
 
 def check_dataset_fractions(fractions: dict[str, float], train: list[Dialogue], where: Path) -> None:
@@ -499,6 +513,7 @@ class Trainer:
             )
         config = self.config
         label_set = label_set_of(config.data.source())
+        require_a_choice(label_set, split_file(config.data.source(), "train"))
         setup = PromptSetup(config.template, label_set, config.max_length, config.retrieval, config.speaker_variant, speaker_slots(train))
         check_stage_examples(config, train, setup.builder(), accelerator.num_processes, split_file(config.data.source(), "train"))
         model_path = resolve_model(config.backbone)
@@ -1014,6 +1029,7 @@ class Trainer:
                     precision=self.precision,
                     device=self.device_description,
                     training_note=forced_resume_note(state.forced_changes),
+                    train_dialogues=len(session.train),
                 )
 
             write_model_dir(self.paths.model, fill)
