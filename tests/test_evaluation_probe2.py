@@ -51,7 +51,7 @@ def test_a_dataset_named_like_a_path_keeps_its_confusion_matrix_inside_the_outpu
     assert all(p.parent == out for p in written), written
     pictures = [p.name for p in written if p.suffix == ".png"]
     assert len(pictures) == 1 and not re.search(r"\s", pictures[0]), pictures  # a Markdown link stops at a line break
-    assert f"[{pictures[0]}]({pictures[0]})" in (out / "report.md").read_text(encoding="utf-8")
+    assert f"[{pictures[0]}](./{pictures[0]})" in (out / "report.md").read_text(encoding="utf-8")
 
 
 def test_two_datasets_whose_names_differ_only_in_unsafe_characters_get_two_matrices(tmp_path: Path) -> None:
