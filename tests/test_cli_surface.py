@@ -194,8 +194,11 @@ def test_an_option_error_names_the_option_typed_not_the_field_it_sets(run_cli, t
         ["data", "stats", "--dataset", "meld", "--data", ""],
         ["evaluate", "--model", "", "--dataset", "meld", "--split", "test"],
         ["experiment", ""],
+        ["train", "recipe.yaml", "--output", ""],
+        ["train", "recipe.yaml", "--data", " "],
+        ["train", "recipe.yaml", "--model", ""],
     ],
-    ids=["input", "output", "data", "model", "grid"],
+    ids=["input", "output", "data", "model", "grid", "train-output", "train-data", "train-model"],
 )
 def test_an_empty_path_is_refused_not_read_as_the_working_directory(capsys, argv: list[str]) -> None:
     from instructerc.cli.main import main

@@ -149,9 +149,9 @@ def test_set_into_a_section_whose_keys_are_all_commented_out(tmp_path) -> None:
         (["--set", "optim.lr=-1"], "--set optim.lr=-1"),
         (["--set", "stages=[{tasks: {erc: 1}, epochs: 0}]"], "--set 'stages=[{tasks: {erc: 1}, epochs: 0}]'"),
         (["--data-fraction", "0"], "--data-fraction 0.0"),
-        (["--output", ""], "--output ''"),
+        (["--seed", "-1"], "--seed -1"),
     ],
-    ids=["unknown-key", "unknown-section", "bad-value", "bad-item", "flag", "empty-flag"],
+    ids=["unknown-key", "unknown-section", "bad-value", "bad-item", "flag", "int-flag"],
 )
 def test_an_error_of_an_overridden_field_names_the_option(run_cli, tmp_path, options, given) -> None:
     # The recipe alone is fine: an error naming only it sent the reader to a file without the key.

@@ -80,9 +80,14 @@ def data_source(args: argparse.Namespace) -> DataSource:
 def path_arg(text: str) -> Path:
     """A path option's value (an argparse type). An empty one is refused: ``Path("")`` is the
     working directory, which an unset variable (``--data "$DATA"``) would name without a word."""
+    return Path(nonempty_path_text(text))
+
+
+def nonempty_path_text(text: str) -> str:
+    """A path (or hub id) option's value kept as text, refused when empty (see :func:`path_arg`)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
-    return Path(text)
+    return text
 
 
 def output_file(text: str) -> Path:

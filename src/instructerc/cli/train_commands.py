@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, path_arg
+from instructerc.cli.options import add_dtype_option, nonempty_path_text, path_arg
 from instructerc.cli.process_group import end_process_group, exit_group_member
 from instructerc.errors import InputError
 
@@ -16,12 +16,13 @@ from instructerc.errors import InputError
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="fine-tune an LLM on a recipe (YAML)")
     train.add_argument("recipe", type=path_arg, help="a recipe YAML, e.g. recipes/smollm2-135m-meld-cpu.yaml")
-    # Kept a string: Path("") is ".", which would turn an empty --output into the working directory.
-    train.add_argument("--output", help="run directory (overrides output_dir); the model lands in OUTPUT/model")
-    train.add_argument("--data", help="data path (overrides data.path)")
+    # Kept strings (recipe values), but never empty: an unset variable (--data "$DATA") would
+    # otherwise name the working directory, or read as "not given".
+    train.add_argument("--output", type=nonempty_path_text, help="run directory (overrides output_dir); the model lands in OUTPUT/model")
+    train.add_argument("--data", type=nonempty_path_text, help="data path (overrides data.path)")
     train.add_argument("--data-fraction", type=float, help="train on this stratified fraction of the training dialogues")
     train.add_argument("--seed", type=int, help="random seed (data order, sampling, initialisation)")
-    train.add_argument("--model", help="backbone: a local path or hub id (overrides backbone.model)")
+    train.add_argument("--model", type=nonempty_path_text, help="backbone: a local path or hub id (overrides backbone.model)")
     train.add_argument(
         "--set",
         action="append",
