@@ -188,18 +188,22 @@ def load_sharded(directory: Path, model: Any, optimizer: Any = None) -> None:
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_model_state_dict, set_state_dict
 
+    from instructerc.training.sharded_reading import DataOnlyLoadPlanner, IndexCheckingReader
+
     metadata = _read_index(directory)
     _check_shard_files(directory, metadata)
     _check_weights_fit(directory, metadata, model)
+    # A checkpoint is a file a user may be handed: read without letting its pickles run code.
+    safely = {"storage_reader": IndexCheckingReader(str(directory)), "planner": DataOnlyLoadPlanner()}
     try:
         if optimizer is None:
             state = {"model": get_model_state_dict(model, options=_options())}
-            dcp.load(state, checkpoint_id=str(directory))
+            dcp.load(state, **safely)
             set_model_state_dict(model, state["model"], options=_options())
             return
         weights, optim = get_state_dict(model, optimizer, options=_options())
         state = {"model": weights, "optimizer": optim}
-        dcp.load(state, checkpoint_id=str(directory))
+        dcp.load(state, **safely)
     except CheckpointException as error:  # a BaseException: it would pass every error handler as a traceback
         raise InputError(f"cannot read the sharded checkpoint ({_first_failure(error)})", path=directory) from None
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"], options=_options())
@@ -209,13 +213,13 @@ def _read_index(directory: Path) -> Any:
     """The checkpoint's ``.metadata`` (what each tensor is and which file holds it)."""
     import pickle
 
-    from torch.distributed.checkpoint import FileSystemReader
+    from instructerc.training.sharded_reading import INDEX_FILE, read_index
 
-    index = directory / ".metadata"
+    index = directory / INDEX_FILE
     if not index.is_file():
         raise InputError("sharded checkpoint without its .metadata (cut short while saving?)", path=directory)
     try:
-        metadata = FileSystemReader(str(directory)).read_metadata()
+        metadata = read_index(directory)
     except (pickle.UnpicklingError, EOFError, OSError, AttributeError, ImportError, IndexError, KeyError, TypeError, ValueError) as error:
         raise InputError(f"corrupt checkpoint file ({_one_line(error)}): {_REMEDY}", path=index) from None
     tables = (getattr(metadata, "state_dict_metadata", None), getattr(metadata, "storage_data", None))
