@@ -25,6 +25,15 @@ EXPECTED = {
             ("F", "Wait, the ones at the bottom are still dry!", "happy"),
             ("M", "Then we can hang them on the balcony tonight!", "excited"),
         ],
+        "Ses02F_impro01": [("F", "The bakery on the corner closed for good.", "neutral"), ("M", "I will miss their rye bread.", "sad")],
+        "Ses03F_impro02": [
+            ("F", "Who left the freezer door open all night?", "angry"),
+            ("M", "I keep telling everyone to check it.", "frustrated"),
+        ],
+        "Ses04F_impro01": [
+            ("F", "We finally got the garden gate to close!", "happy"),
+            ("M", "Let's paint it blue this weekend!", "excited"),
+        ],
     },
     "dev": {
         "Ses01M_impro01": [
@@ -48,6 +57,7 @@ KEPT_TURNS = {
     "Ses01F_impro02": ["F000", "M000", "F001", "F002", "M002"],
     "Ses01M_impro01": ["M000", "F001", "M002"],
     "Ses05F_impro01": ["F001", "M001", "F002", "M002"],
+    **{dialogue: ["F000", "M000"] for dialogue in ("Ses02F_impro01", "Ses03F_impro02", "Ses04F_impro01")},
 }
 
 
@@ -74,7 +84,7 @@ def test_cli_stats_of_the_raw_release(run_cli) -> None:
     assert lines[0] == "iemocap (labels: iemocap)"
     assert lines[1].split() == ["split", "dialogues", "utterances", "happy", "sad", "neutral", "angry", "excited", "frustrated"]
     assert [line.split() for line in lines[2:]] == [
-        ["train", "1", "5", "1", "1", "1", "0", "1", "1"],
+        ["train", "4", "11", "2", "2", "2", "1", "2", "2"],
         ["dev", "1", "3", "1", "0", "1", "1", "0", "0"],
         ["test", "1", "4", "1", "1", "1", "0", "1", "0"],
     ]
@@ -144,3 +154,27 @@ def test_dev_dialogues_are_exactly_the_cosmic_validation_ids(data_root: Path) ->
     assert set(fields["dev"]) == COSMIC_DEV_DIALOGUES
     assert {split_of(d) for d in fields["train"]} == {"train"}
     assert {split_of(d) for d in fields["test"]} == {"test"}
+
+
+@pytest.mark.parametrize(("session", "split"), [(5, "test"), (3, "train"), (2, "dev")])
+def test_a_release_missing_a_session_of_the_split_is_refused(run_cli, tmp_path: Path, session: int, split: str) -> None:
+    """Globbing Session[1-5] read a release without Session5 as one with an empty test split (and
+    without Session3 as a smaller train split), with exit 0."""
+    copy = _copy(tmp_path)
+    shutil.rmtree(copy / f"Session{session}")
+
+    with pytest.raises(InputError, match=f"Session{session} has no transcriptions") as error:
+        load_dialogues(DataSource("iemocap", path=copy), split)
+    assert error.value.path == str(copy / f"Session{session}")
+
+    result = run_cli("data", "stats", "--dataset", "iemocap", "--data", copy)
+    assert (result.code, result.out) == (2, "")
+    [line] = result.err.splitlines()
+    assert line.startswith(f"instructerc: error: {copy / f'Session{session}'}: Session{session} has no transcriptions")
+
+
+def test_a_session_not_drawn_on_by_the_split_may_be_missing(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    shutil.rmtree(copy / "Session2")
+
+    assert [d.id for d in load_dialogues(DataSource("iemocap", path=copy), "test")] == ["Ses05F_impro01"]

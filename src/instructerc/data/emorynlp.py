@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_key, nonempty_text, read_csv_rows
+from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_text, numbered_key, read_csv_rows
 from instructerc.data.text import repair_cp1252_mojibake
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import EMORYNLP
@@ -47,7 +47,7 @@ def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORY
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )
-        key = "_".join(nonempty_key(row[c], path=file, line=line, field=c) for c in ("Season", "Episode", "Scene_ID"))
+        key = "_".join(numbered_key(row[c], path=file, line=line, field=c) for c in ("Season", "Episode", "Scene_ID"))
         collector.add(key, row, line, utterance)
     return collector.dialogues()
 

@@ -155,8 +155,28 @@ def read_raw_dialogue(transcript: Path, evaluation: Path, split: str, label_set:
     return Dialogue(id=transcript.stem, dataset="iemocap", split=split, utterances=tuple(u for u in found if u is not None))
 
 
+# The sessions each split is drawn from (see :func:`split_of`).
+SPLIT_SESSIONS = {"train": (1, 2, 3, 4), "dev": (1, 2, 3, 4), "test": (5,)}
+_SESSION_NAMES = {"train": "sessions 1-4", "dev": "sessions 1-4", "test": "session 5"}
+
+
+def check_sessions(root: Path, split: str) -> None:
+    """Every session ``split`` is drawn from has transcriptions. The release is read by globbing
+    ``Session[1-5]``: a session left out of a download or a copy would only make its split smaller
+    (with Session5 gone, test is empty) and every figure on it a figure of part of IEMOCAP."""
+    for number in SPLIT_SESSIONS[split]:
+        folder = root / f"Session{number}" / "dialog" / "transcriptions"
+        if not any(t for t in folder.glob("*.txt") if not t.name.startswith("._")):
+            raise InputError(
+                f"Session{number} has no transcriptions (expected {folder.relative_to(root)}/*.txt): IEMOCAP's {split} split "
+                f"is drawn from {_SESSION_NAMES[split]}, and without this one it would be partial",
+                path=root / f"Session{number}",
+            )
+
+
 def read_raw_release(root: Path, split: str, label_set: LabelSet | None = IEMOCAP) -> list[Dialogue]:
     label_set = label_set or IEMOCAP
+    check_sessions(root, split)
     dialogues = []
     for transcript in sorted(root.glob("Session[1-5]/dialog/transcriptions/*.txt")):
         if transcript.name.startswith("._") or split_of(transcript.stem) != split:

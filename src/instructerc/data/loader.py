@@ -67,6 +67,9 @@ def find_in(path: Path, candidates: list[Path], what: str) -> Path:
         # One split's CSV given as --data: looking inside it as a folder would name paths below a file.
         raise InputError(f"is a file, not a folder holding the {what}: give the folder (each split is its own file there)", path=path)
     for candidate in candidates:
+        # A symlink loop or a link to nothing in a candidate's place is not "not found": the name is
+        # there, and the error must say what is wrong with it.
+        refuse_broken_link(candidate)
         if candidate.exists():
             return candidate
     looked = ", ".join(str(c) for c in candidates)
@@ -106,6 +109,23 @@ def nonempty_key(raw: str, *, path: Path, line: int | None, field: str) -> str:
     """A CSV column that names a row's dialogue: empty, it would file the row under a dialogue
     with an empty id (or one joined with others' empty parts)."""
     return _nonempty(raw, "empty value: it names the row's dialogue", path=path, line=line, field=field)
+
+
+def numbered_key(raw: str, *, path: Path, line: int, field: str) -> str:
+    """A benchmark CSV's dialogue column (MELD's Dialogue_ID, EmoryNLP's Season, Episode and
+    Scene_ID), which the official files write as whole numbers, in one spelling: ``1``, ``01``
+    and `` 1 `` are one dialogue. Taken as text, ``1.0`` or ``01`` (a spreadsheet's re-save) beside
+    ``1`` split a dialogue in two without a word; anything else (``d1``) is not the benchmark's file."""
+    return str(whole_number(nonempty_key(raw, path=path, line=line, field=field), path=path, line=line, field=field))
+
+
+def whole_number(raw: str, *, path: Path, line: int, field: str) -> int:
+    """``raw`` as a non-negative integer, written in ASCII digits only: ``int()`` alone also takes
+    ``-1``, ``+1``, ``1_0`` (ten) and other scripts' digits, none of which a benchmark file holds."""
+    value = raw.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise InputError(f"{field} '{value}' is not a whole number (0, 1, 2, ...)", path=path, line=line, field=field)
+    return int(value)
 
 
 def _nonempty(raw: str, message: str, *, path: Path, line: int | None, field: str) -> str:
@@ -156,6 +176,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
         reader = csv.reader(handle)
         try:
             header = next(reader, [])
+            _check_no_column_twice(header, path)
             for column in required:
                 if column not in header:
                     raise InputError(f"missing column '{column}' (header: {', '.join(header) or 'empty'})", path=path, line=1, field=column)
@@ -170,6 +191,17 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
             raise not_utf8(path) from None
         except OSError as error:
             raise InputError(f"cannot read: {error.strerror or error}", path=path, line=reader.line_num + 1) from None
+
+
+def _check_no_column_twice(header: list[str], path: Path) -> None:
+    """A column named twice (two files' columns pasted side by side, a column copied) would be read
+    from its last copy only, the other dropped without a word: the wrong Emotion column then gives
+    every row an emotion from another column. Unnamed columns (trailing commas) hold nothing read."""
+    seen: set[str] = set()
+    for column in header:
+        if column.strip() and column in seen:
+            raise InputError(f"column '{column}' appears twice in the header: keep one", path=path, line=1, field=column)
+        seen.add(column)
 
 
 def _csv_row(header: list[str], fields: list[str], *, path: Path, start: int, end: int) -> dict[str, str]:
@@ -189,16 +221,12 @@ class TurnCollector:
         self._lines: dict[tuple[str, int], list[int]] = {}  # (dialogue, Utterance_ID) -> the lines that gave it
 
     def add(self, dialogue_id: str, row: dict[str, str], line: int, utterance: Utterance) -> None:
-        try:
-            order = int(row["Utterance_ID"])
-        except ValueError:
-            raise InputError(
-                f"Utterance_ID '{row['Utterance_ID']}' is not an integer", path=self.file, line=line, field="Utterance_ID"
-            ) from None
+        order = whole_number(row["Utterance_ID"], path=self.file, line=line, field="Utterance_ID")
         self._lines.setdefault((dialogue_id, order), []).append(line)
         self._turns.setdefault(dialogue_id, []).append((order, utterance))
 
     def dialogues(self) -> list[Dialogue]:
+        self._check_some_rows()
         self._check_one_row_per_turn()
         return [
             Dialogue(
@@ -217,3 +245,10 @@ class TurnCollector:
             raise InputError(
                 f"Utterance_ID {order} of dialogue '{dialogue_id}' is also on line {first}", path=self.file, line=line, field="Utterance_ID"
             )
+
+    def _check_some_rows(self) -> None:
+        """A benchmark split is never empty: a file of the header alone (cut short, or saved from
+        an empty selection) would give a split of no dialogue, and ``data stats`` a row of zeros,
+        ``evaluate`` a score of nothing, without a word."""
+        if not self._turns:
+            raise InputError(f"no rows below the header: the {self.dataset} {self.split} split would be empty", path=self.file)

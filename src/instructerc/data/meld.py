@@ -15,9 +15,9 @@ from instructerc.data.loader import (
     TurnCollector,
     canonical_emotion,
     find_in,
-    nonempty_key,
     nonempty_speaker,
     nonempty_text,
+    numbered_key,
     read_csv_rows,
 )
 from instructerc.data.text import repair_cp1252_mojibake
@@ -44,7 +44,7 @@ def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> 
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )
-        collector.add(nonempty_key(row["Dialogue_ID"], path=file, line=line, field="Dialogue_ID"), row, line, utterance)
+        collector.add(numbered_key(row["Dialogue_ID"], path=file, line=line, field="Dialogue_ID"), row, line, utterance)
     return collector.dialogues()
 
 
