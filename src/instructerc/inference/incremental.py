@@ -55,6 +55,31 @@ class ConversationCache:
         # Predictor.predict_turns), so a caller may pass the conversation as it was said.
         self.cut_turns: set[int] = set()
 
+    def __copy__(self) -> "ConversationCache":
+        """A fork: the same conversation so far, continued independently of this one. Copied,
+        not shared: the default copy shared ``ids`` (extended in place) and a buffer each cache
+        writes its new turns into, so continuing either fork overwrote the other's keys and
+        values, and its later labels were silently wrong."""
+        fork = ConversationCache(self.ids, None if self.states is None else self.states.clone())
+        fork._owned = fork._buffer is not None  # its own clone: later turns may be written into it
+        fork._model = self._model
+        fork.cut_turns = set(self.cut_turns)
+        return fork
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ConversationCache":
+        # The model reference is kept, not copied: it says which model's states these are.
+        return self.__copy__()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Refused by name (the default failed on the weak model reference): the states are only
+        # meaningful with the model object that computed them, which a pickle cannot carry, and
+        # continued by another model they would give wrong labels without a word.
+        raise TypeError(
+            "a ConversationCache cannot be pickled: its keys and values belong to the model that computed them "
+            "in this process; keep the conversation's turns and start a new ConversationCache (predict_next "
+            "rescores them, same labels); copy.copy forks a cache in this process"
+        )
+
     def computed_by(self, model: Any) -> bool:
         """Whether the states can be continued by ``model`` (an empty cache or one of unrecorded
         origin can: states given from outside are the caller's to vouch for)."""

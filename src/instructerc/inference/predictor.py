@@ -143,6 +143,11 @@ class Predictor:
         if setup.uses_demonstrations and retriever is None:
             raise InputError("this template shows demonstrations but no demonstration pool was given", field="retrieval")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The shared first prefix is only a saving, and a ConversationCache cannot be pickled
+        # (see ConversationCache.__reduce_ex__): a pickled predictor recomputes it on first use.
+        return {**self.__dict__, "_first_cache": None}
+
     @property
     def label_set(self):
         return self.setup.label_set
@@ -238,6 +243,7 @@ class Predictor:
         :class:`~instructerc.data.dialogue.Dialogue`; speakers and texts are read with
         surrounding white space trimmed, as the file readers read them."""
         check_mode(mode, paper_parsing)
+        check_progress(progress)
         dialogues = checked_dialogues(dialogues)
         flat = self._predict_checked([(d, i) for d in dialogues for i in range(len(d))], mode, paper_parsing, progress)
         return per_dialogue(flat, dialogues)
@@ -256,10 +262,9 @@ class Predictor:
         ``truncated`` (a live conversation's turns): they are cut again as their own prompts cut
         them, so the item reads its history as a whole-dialogue prediction does."""
         check_mode(mode, paper_parsing)
+        check_progress(progress)
         items = checked_items(items)
-        if cut_before is not None and len(cut_before) != len(items):
-            raise InputError(f"cut_before has {len(cut_before)} entries for {len(items)} items: one per item", field="cut_before")
-        return self._predict_checked(items, mode, paper_parsing, progress, cut_before)
+        return self._predict_checked(items, mode, paper_parsing, progress, checked_cut_before(cut_before, len(items)))
 
     def _predict_checked(
         self,
@@ -426,6 +431,34 @@ def checked_items(items: Any) -> list[tuple[Dialogue, int]]:
             checked[id(dialogue)] = (dialogue, checked_dialogue(dialogue, f"items[{k}][0]"))
         out.append((checked[id(dialogue)][1], index))
     return out
+
+
+def checked_cut_before(cut_before: Any, count: int) -> list[set[int]] | None:
+    """``cut_before`` as one set of utterance indices per item, or a TypeError/InputError naming
+    it: a generator, a bare index or ``None`` for an item failed deep inside prompt fitting on a
+    bare ``len()`` or ``not iterable``."""
+    if cut_before is None:
+        return None
+    if isinstance(cut_before, (str, bytes, Mapping)) or not isinstance(cut_before, Sequence):
+        raise TypeError(f"cut_before must be a list with one collection of utterance indices per item, not {_kind(cut_before)}")
+    if len(cut_before) != count:
+        raise InputError(f"cut_before has {len(cut_before)} entries for {count} items: one per item", field="cut_before")
+    out = []
+    for k, entry in enumerate(cut_before):
+        if isinstance(entry, (str, bytes, Mapping)) or not isinstance(entry, Collection):
+            raise TypeError(f"cut_before[{k}] must be a collection of utterance indices (e.g. set() for none), not {_kind(entry)}")
+        bad = [i for i in entry if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        if bad:
+            raise TypeError(f"cut_before[{k}] must hold utterance indices (whole numbers), not {bad[0]!r}")
+        out.append({int(i) for i in entry})
+    return out
+
+
+def check_progress(progress: Any) -> None:
+    """Refuse a progress bar without ``update(n)`` before the work, not after it: it is only
+    called once a chunk has been computed, so the mistake cost a whole prediction first."""
+    if progress is not None and not callable(getattr(progress, "update", None)):
+        raise TypeError(f"progress must be None or have an update(n) method (a tqdm bar), not {_kind(progress)}")
 
 
 def checked_turns(turns: Any) -> list[tuple[Dialogue, ConversationCache]]:

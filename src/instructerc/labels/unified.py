@@ -28,8 +28,10 @@ a unified label outside a dataset's classes maps back to ``None`` (scored as an 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
@@ -93,11 +95,31 @@ class UnifiedMapping:
         predicted label's do, so a prediction that is one of the dataset's classes maps back to
         itself (bf16 scores tie exactly often enough to matter: 92 of 2,710 uime dev utterances)."""
         table = self.table(dataset)
+        _check_scores(scores, list(table.values()), self.name)
         order = {label: k for k, label in enumerate(self.label_set.labels)}
         return max(table, key=lambda original: (scores.get(table[original], float("-inf")), -order.get(table[original], len(order))))
 
     def covers(self, dataset: str) -> bool:
         return dataset in self.forward
+
+
+def _check_scores(scores: Any, needed: list[str], mapping: str) -> None:
+    """Refuse scores that cannot rank ``needed`` (the unified labels of a dataset's classes). A
+    label left out ranks last, but scores holding none of them (keyed by the dataset's own labels,
+    or empty) answered the first class in unified order without a word; a NaN compares false with
+    everything and made the answer depend on the order of the classes."""
+    if not isinstance(scores, Mapping):
+        raise TypeError(f"scores must be a mapping of unified label -> probability, not {type(scores).__name__}")
+    present = [label for label in needed if label in scores]
+    if not present:
+        raise ValueError(
+            f"scores hold none of the {mapping} labels {needed} (they are keyed by unified label, as Prediction.scores), "
+            f"got {sorted(map(str, scores))[:10]}"
+        )
+    for label in present:
+        value = scores[label]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+            raise ValueError(f"the score of {label!r} must be a number, got {value!r}")
 
 
 _INSTRUCTERC_LABELS = ("joyful", "sad", "neutral", "mad", "excited", "fear", "disgust", "peaceful", "powerful")

@@ -163,6 +163,13 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
+def check_trust_remote_code(value: Any) -> None:
+    """Refuse a ``trust_remote_code`` that is not a bool: Hugging Face tests it for truth, so a
+    string such as ``"no"`` or ``"false"`` would let the model's own Python files run."""
+    if not isinstance(value, bool):
+        raise InputError(f"trust_remote_code must be True or False, got {value!r}", field="trust_remote_code")
+
+
 def load_model(
     directory: Path, device: Any = "cpu", merge: bool = True, dtype: str = "auto", trust_remote_code: bool = False
 ) -> tuple[Any, Any, Manifest]:
@@ -176,6 +183,7 @@ def load_model(
     directory may come from anywhere, so what its manifest asks for never turns on the
     execution of its Python files.
     """
+    check_trust_remote_code(trust_remote_code)
     manifest = Manifest.load(directory)
     check_model_dir(directory, manifest)
     if manifest.backbone.trust_remote_code and not trust_remote_code:

@@ -41,6 +41,7 @@ class PromptSetup:
     speaker_slots: int = 9
 
     def __post_init__(self) -> None:
+        _check_parts(self)
         # Checked here, not where prompts are budgeted: a max_length of 0 would otherwise surface
         # as "more than max_length=-2", after the answer's reserve, with the model already loaded.
         if self.max_length < 1:
@@ -132,6 +133,22 @@ class PromptSetup:
             return cls.from_dict(data)
         except InputError as error:
             raise InputError(error.message, path=file, field=error.field) from None
+
+
+def _check_parts(setup: PromptSetup) -> None:
+    """Refuse parts of the wrong type by field, as a TypeError: built in Python, a template given
+    by name or a label set as a list was kept, and failed later with an AttributeError from
+    inside prompt building; a ``max_length`` of ``"512"`` failed on a bare ``'<' not supported``."""
+    for name, kind in (("template", TemplateConfig), ("label_set", LabelSet), ("retrieval", RetrievalConfig)):
+        value = getattr(setup, name)
+        if not isinstance(value, kind):
+            raise TypeError(f"PromptSetup.{name} must be a {kind.__name__}, not {type(value).__name__} {value!r:.60}")
+    for name in ("max_length", "speaker_slots"):
+        value = getattr(setup, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"PromptSetup.{name} must be a whole number, not {type(value).__name__} {value!r:.60}")
+    if not isinstance(setup.speaker_variant, str):
+        raise TypeError(f"PromptSetup.speaker_variant must be a string, not {type(setup.speaker_variant).__name__}")
 
 
 def _integer(value: Any, field: str) -> int:

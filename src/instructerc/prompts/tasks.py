@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
@@ -16,6 +17,14 @@ SPEAKER_VARIANTS = ("paper", "context")
 def speaker_slots(dialogues: Sequence[Dialogue]) -> int:
     """How many speaker ids the paper's speaker task offers: the most speakers in one dialogue."""
     return max((len(d.speakers) for d in dialogues), default=1)
+
+
+def check_index(dialogue: Dialogue, index: int) -> None:
+    """Refuse an utterance index outside ``dialogue``: a negative one indexed from the end, but
+    the history is counted from the start, so utterance -1 was asked about with no history at
+    all (a prompt no model was trained on); one past the end was a bare IndexError."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < len(dialogue):
+        raise InputError(f"utterance index {index!r} is outside dialogue '{dialogue.id}' of {len(dialogue)} utterance(s)", field="index")
 
 
 @dataclass
@@ -43,6 +52,7 @@ class ExampleBuilder:
             )
 
     def erc(self, dialogue: Dialogue, index: int) -> Example:
+        check_index(dialogue, index)
         utterance = dialogue.utterances[index]
         demonstration = self.demonstrations.get((dialogue.dataset, dialogue.id, index))
         segments = self.template.erc(dialogue, index, demonstration)
@@ -50,6 +60,7 @@ class ExampleBuilder:
         return Example(Task.ERC, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
 
     def emotion_prediction(self, dialogue: Dialogue, index: int) -> Example:
+        check_index(dialogue, index)
         if index == 0:
             # Its prompt would ask to predict from "the above historical utterances" with none
             # above: no such example is ever trained (see eligible), so none is shown either.
@@ -62,6 +73,7 @@ class ExampleBuilder:
         return Example(Task.EMOTION_PREDICTION, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
 
     def speaker(self, dialogue: Dialogue, index: int) -> Example:
+        check_index(dialogue, index)
         if self.speaker_variant == "paper":
             segments, target = self.template.speaker(dialogue, index, max(self.speaker_slots, len(dialogue.speakers)))
         else:

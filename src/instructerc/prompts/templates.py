@@ -52,6 +52,7 @@ class TemplateConfig:
     history_stride: int = 1
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.name not in TEMPLATES:
             raise InputError(f"unknown template '{self.name}' (known: {', '.join(TEMPLATES)})", field="template.name")
         if self.window < 0:
@@ -71,6 +72,26 @@ class TemplateConfig:
         if unknown:
             raise InputError(f"unknown template keys {sorted(unknown)} (known: {sorted(known)})", field="template")
         return cls(**data)
+
+
+_SWITCHES = ("instruction", "history", "label_statement", "demonstration")
+
+
+def _check_types(config: TemplateConfig) -> None:
+    """Refuse a part switch that is not a bool and a count that is not a whole number, naming the
+    field: built in Python (a recipe's values are typed when read), ``demonstration="no"`` was
+    truthy and switched the part on, and ``window=2.5`` failed deep in prompt building once a
+    dialogue outgrew the window."""
+    if not isinstance(config.name, str):
+        raise InputError(f"the template name must be a string, not {config.name!r}", field="template.name")
+    for name in _SWITCHES:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be True or False, got {value!r}", field=f"template.{name}")
+    for name in ("window", "history_stride"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{name} must be a whole number, got {value!r}", field=f"template.{name}")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from instructerc.config import from_mapping, read_yaml, to_mapping
 from instructerc.data.registry import DataSource
@@ -309,6 +309,10 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        # Checked before the file is read: a list of "key=value" strings (as typed after --set)
+        # failed on a bare "'list' object has no attribute 'items'".
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise TypeError(f"overrides must be a mapping of dotted key -> value ({{'optim.lr': 1e-4}}), not {type(overrides).__name__}")
         data = read_yaml(path)
         for dotted, value in (overrides or {}).items():
             apply_override(data, dotted, value, path)

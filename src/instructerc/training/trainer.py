@@ -379,6 +379,20 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def check_trainer_arguments(config: Any, progress: Any, force: Any, stop_after_steps: Any) -> None:
+    """Refuse, by argument, what a Trainer cannot run: a dict (a recipe read by hand) got as far as
+    ``'dict' object has no attribute 'output_dir'``; ``force="no"`` was truthy, and resumed a run
+    over a changed recipe; a step count of 0 or less stopped no run (steps count from 1)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (TrainConfig.from_yaml(path) reads a recipe), not {type(config).__name__}")
+    for name, value in (("progress", progress), ("force", force)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+    steps = stop_after_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise InputError(f"stop_after_steps must be a whole number of at least 1 or None, got {steps!r}", field="stop_after_steps")
+
+
 class Trainer:
     """Runs one :class:`TrainConfig`; see the module docstring."""
 
@@ -390,6 +404,7 @@ class Trainer:
         force: bool = False,
         dev_scoring: DevScoring | None = None,
     ) -> None:
+        check_trainer_arguments(config, progress, force, stop_after_steps)
         self.config = config
         # Injected because scoring needs inference and evaluation, which training may not import;
         # the CLI and the experiment runner pass evaluation.dev_scoring.predictor_dev_scoring.
