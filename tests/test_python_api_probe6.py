@@ -154,3 +154,15 @@ def test_training_arguments_of_the_wrong_type_are_refused_by_name(tmp_path) -> N
         Trainer(config, progress="no")
     with pytest.raises(InputError, match="stop_after_steps"):
         Trainer(config, stop_after_steps=0)
+
+
+def test_a_data_source_refuses_an_empty_path_and_wrong_types() -> None:
+    from instructerc.data.registry import DataSource, load_dialogues
+    from instructerc.errors import InputError
+
+    with pytest.raises(InputError, match="an empty path"):
+        DataSource("meld", "")  # Path("") would read the working directory
+    with pytest.raises(TypeError, match="path must be a str or Path"):
+        DataSource("meld", 5)
+    with pytest.raises(TypeError, match="source must be a DataSource"):
+        load_dialogues("meld", "dev")

@@ -54,7 +54,14 @@ class DataSource:
     label_set: str | Sequence[str] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"a data source's name must be a string (meld, jsonl, ...), not {type(self.name).__name__}")
         if self.path is not None and not isinstance(self.path, Path):
+            if not isinstance(self.path, str):
+                raise TypeError(f"a data source's path must be a str or Path, not {type(self.path).__name__}")
+            if not self.path.strip():
+                # Path("") is the working directory: an unset variable would name it without a word.
+                raise InputError("an empty path", field="path")
             object.__setattr__(self, "path", Path(self.path))
         if self.name == "uime" and self.labels == "original":
             object.__setattr__(self, "labels", "uime")
@@ -195,6 +202,8 @@ def _reading_label_set(source: DataSource) -> LabelSet | None:
 
 def load_dialogues(source: DataSource, split: str) -> list[Dialogue]:
     """The dialogues of one split, with emotions checked against and expressed in the source's labels."""
+    if not isinstance(source, DataSource):
+        raise TypeError(f"source must be a DataSource (DataSource('meld', path=...)), not {type(source).__name__}")
     split = canonical_split(split)
     loader = get_loader(source.name)
     labels = _reading_label_set(source)
