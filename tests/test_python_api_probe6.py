@@ -166,3 +166,14 @@ def test_a_data_source_refuses_an_empty_path_and_wrong_types() -> None:
         DataSource("meld", 5)
     with pytest.raises(TypeError, match="source must be a DataSource"):
         load_dialogues("meld", "dev")
+
+
+def test_a_label_set_names_what_is_wrong_with_its_input() -> None:
+    from instructerc.labels.benchmarks import MELD
+    from instructerc.labels.label_set import LabelSet
+
+    with pytest.raises(TypeError, match="generated text is a string"):
+        MELD.parse_exact(None)
+    with pytest.raises(ValueError, match="needs verbalizers"):
+        LabelSet.from_dict({"name": "x", "labels": ["a"]})
+    assert LabelSet.from_dict(MELD.to_dict()) == MELD

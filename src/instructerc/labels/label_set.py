@@ -84,6 +84,8 @@ class LabelSet:
 
         Strict on purpose: generated text that is not exactly a label is invalid, never snapped.
         """
+        if not isinstance(text, str):
+            raise TypeError(f"generated text is a string, not {type(text).__name__}")
         return self._by_verbalizer.get(text.strip())
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +93,11 @@ class LabelSet:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LabelSet":
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a label set is a mapping with name, labels and verbalizers, not {type(data).__name__}")
+        missing = [key for key in ("name", "labels", "verbalizers") if key not in data]
+        if missing:
+            raise ValueError(f"a label set needs {', '.join(missing)} (it has {', '.join(map(str, data)) or 'nothing'})")
         return cls(name=str(data["name"]), labels=data["labels"], verbalizers=data["verbalizers"])
 
     @classmethod
