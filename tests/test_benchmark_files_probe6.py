@@ -27,23 +27,22 @@ def emorynlp_row(scene: str, utterance: str, season: str = "1") -> str:
     return f"Hi.,\"['Ross Geller']\",Joyful,{scene},{utterance},{season},1,a,b\n"
 
 
-def meld_folder(tmp_path: Path, test: str) -> Path:
-    """A MELD folder whose test CSV is ``test`` (train and dev: one good row)."""
-    folder = tmp_path / "meld"
+def benchmark_folder(folder: Path, file_name: str, good: str, test: str) -> Path:
+    """A benchmark folder whose test CSV is ``test``; train and dev hold ``good`` (a header and
+    one good row). ``file_name`` spells a split's file, e.g. ``{split}_sent_emo.csv``."""
     folder.mkdir()
     for split in ("train", "dev"):
-        (folder / f"{split}_sent_emo.csv").write_text(MELD_HEADER + meld_row("0", "0"), encoding="utf-8")
-    (folder / "test_sent_emo.csv").write_text(test, encoding="utf-8", newline="")
+        (folder / file_name.format(split=split)).write_text(good, encoding="utf-8")
+    (folder / file_name.format(split="test")).write_text(test, encoding="utf-8", newline="")
     return folder
+
+
+def meld_folder(tmp_path: Path, test: str) -> Path:
+    return benchmark_folder(tmp_path / "meld", "{split}_sent_emo.csv", MELD_HEADER + meld_row("0", "0"), test)
 
 
 def emorynlp_folder(tmp_path: Path, test: str) -> Path:
-    folder = tmp_path / "emorynlp"
-    folder.mkdir()
-    for split in ("train", "dev"):
-        (folder / f"emorynlp_{split}_final.csv").write_text(EMORYNLP_HEADER + emorynlp_row("1", "1"), encoding="utf-8")
-    (folder / "emorynlp_test_final.csv").write_text(test, encoding="utf-8", newline="")
-    return folder
+    return benchmark_folder(tmp_path / "emorynlp", "emorynlp_{split}_final.csv", EMORYNLP_HEADER + emorynlp_row("1", "1"), test)
 
 
 def refused(read, folder: Path) -> InputError:

@@ -117,6 +117,12 @@ def looks_like_path(name: str) -> bool:
     return Path(name).is_absolute() or name in (".", "..") or name.startswith(("./", "../", "~", ".\\", "..\\"))
 
 
+def nearest_existing(path: Path) -> Path | None:
+    """``path`` or the nearest of its parents that exists (None if none does): what a write
+    below ``path`` would meet first."""
+    return next((candidate for candidate in (path, *path.parents) if candidate.exists()), None)
+
+
 def refuse_broken_link(path: Path) -> None:
     """A symlink loop or a link to nothing: ``is_file()`` says False for both, which would be
     reported as a missing file although the name is there."""

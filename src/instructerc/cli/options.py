@@ -11,6 +11,7 @@ from typing import TextIO
 
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
+from instructerc.files import nearest_existing
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: bool = False) -> None:
@@ -101,11 +102,9 @@ def output_file(text: str) -> Path:
 def check_output_parent(path: Path, option: str) -> None:
     """An :class:`InputError` when a folder above the output file ``path`` is an existing file:
     writing would fail, but only at the end, after the data was read and the model has run."""
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
-            return
+    parent = nearest_existing(path.parent)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
 
 
 def summary_stream(out: Path) -> TextIO:

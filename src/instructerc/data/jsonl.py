@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import unicodedata
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
@@ -31,7 +30,7 @@ from instructerc.data.loader import (
     not_utf8,
     require_file,
 )
-from instructerc.data.text import canonical_label, canonical_speaker
+from instructerc.data.text import breaks_line, canonical_label, canonical_speaker
 from instructerc.data.validation import TextProblem, check_value, load_json, printable
 from instructerc.errors import InputError
 from instructerc.files import atomic_write
@@ -144,7 +143,7 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             raise InputError(
                 "empty emotion (leave 'emotion' out for an unlabelled utterance)", path=path, line=line, field=f"{where}.emotion"
             )
-        if any(unicodedata.category(character) == "Cc" for character in emotion):
+        if breaks_line(emotion):
             # A label is one word or phrase of the prompt's label statement and of every table; a
             # line break or tab inside one is a broken cell (a CSV field run on), never an emotion.
             raise InputError(

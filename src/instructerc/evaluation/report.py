@@ -15,7 +15,7 @@ from pathlib import Path
 from instructerc.errors import InputError
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
 from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, SystemResult
-from instructerc.files import atomic_write
+from instructerc.files import atomic_write, nearest_existing
 
 REPORT_FILE = "report.md"
 SHORT_NAMES = {"llm": "LLM", "majority": "majority", "minilm-logreg": "MiniLM+LR"}
@@ -56,12 +56,10 @@ def remove_stale_confusions(out: Path, result: EvaluationResult) -> None:
 def check_output_folder(out: Path, field: str = "out") -> None:
     """An :class:`InputError` when ``out`` or a folder above it is an existing file: the outputs
     are written at the very end, so a long evaluation must not run first and fail then."""
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is a file" if path == out else f"{path} is a file"
-                raise InputError(f"{what}; --{field} names the folder to write into", path=out, field=field)
-            return
+    found = nearest_existing(out)
+    if found is not None and not found.is_dir():
+        what = "is a file" if found == out else f"{found} is a file"
+        raise InputError(f"{what}; --{field} names the folder to write into", path=out, field=field)
 
 
 def write_together(out: Path, files: dict[str, str | bytes]) -> list[Path]:

@@ -174,19 +174,20 @@ def check_recipes(config: ExperimentConfig, root: Path, grid: Path) -> None:
     for axis, values in config.axes.items():
         for value, changes in values.items():
             _resolve(config, root, combined(config.overrides, changes), config.overrides, grid, f"axes.{axis}.{value}")
-    for spec in expand(config):
+    specs = expand(config)
+    for spec in specs:
         _resolve(config, root, spec.overrides, config.overrides, grid, f"axes ({spec.name})")
-    _check_distinct_runs(config, root, grid)
+    _check_distinct_runs(config, root, grid, specs)
 
 
-def _check_distinct_runs(config: ExperimentConfig, root: Path, grid: Path) -> None:
+def _check_distinct_runs(config: ExperimentConfig, root: Path, grid: Path, specs: list[RunSpec]) -> None:
     """Two runs of one grid that resolve to the same recipe share one run directory: it trains
     once, and the report shows its scores under two settings, as if they had been compared (an
     axis value that changes nothing, or two axes setting one key, the last one winning)."""
     from instructerc.experiments.runner import run_directory
 
     seen: dict[Path, str] = {}
-    for spec in expand(config):
+    for spec in specs:
         directory = run_directory(config, root, spec)
         first = seen.setdefault(directory, spec.name)
         if first != spec.name:
