@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
 
@@ -51,15 +52,24 @@ class ExampleBuilder:
                 f"unknown speaker task variant '{self.speaker_variant}' (known: {', '.join(SPEAKER_VARIANTS)})", field="speaker_variant"
             )
 
-    def erc(self, dialogue: Dialogue, index: int) -> Example:
+    def named(self, dialogue: Dialogue, training: bool) -> bool:
+        """Whether a prompt of ``dialogue`` may use the benchmark it names: always at inference;
+        in training, all but ``template.unnamed_share`` of the dialogues, chosen by a hash of the
+        dialogue's name so every epoch, process and resumed run shows a dialogue the same way."""
+        share = self.template.config.unnamed_share
+        if not training or not share:
+            return True
+        return zlib.crc32(f"{dialogue.dataset}\0{dialogue.id}".encode()) / 2**32 >= share
+
+    def erc(self, dialogue: Dialogue, index: int, named: bool = True) -> Example:
         check_index(dialogue, index)
         utterance = dialogue.utterances[index]
         demonstration = self.demonstrations.get((dialogue.dataset, dialogue.id, index))
-        segments = self.template.erc(dialogue, index, demonstration)
+        segments = self.template.erc(dialogue, index, demonstration, named)
         target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)
         return Example(Task.ERC, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
 
-    def emotion_prediction(self, dialogue: Dialogue, index: int) -> Example:
+    def emotion_prediction(self, dialogue: Dialogue, index: int, named: bool = True) -> Example:
         check_index(dialogue, index)
         if index == 0:
             # Its prompt would ask to predict from "the above historical utterances" with none
@@ -68,7 +78,7 @@ class ExampleBuilder:
                 f"emotion prediction needs a past utterance: utterance 0 of dialogue '{dialogue.id}' is its first", field="index"
             )
         utterance = dialogue.utterances[index]
-        segments = self.template.emotion_prediction(dialogue, index)
+        segments = self.template.emotion_prediction(dialogue, index, named)
         target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)
         return Example(Task.EMOTION_PREDICTION, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
 
@@ -80,8 +90,10 @@ class ExampleBuilder:
             segments, target = self.template.speaker_in_context(dialogue, index)
         return Example(Task.SPEAKER, tuple(segments), target, dialogue.dataset, dialogue.id, index, target)
 
-    def example(self, task: Task, dialogue: Dialogue, index: int) -> Example:
-        return {Task.ERC: self.erc, Task.EMOTION_PREDICTION: self.emotion_prediction, Task.SPEAKER: self.speaker}[task](dialogue, index)
+    def example(self, task: Task, dialogue: Dialogue, index: int, named: bool = True) -> Example:
+        if task is Task.SPEAKER:
+            return self.speaker(dialogue, index)  # its prompt lists speakers, not emotions
+        return {Task.ERC: self.erc, Task.EMOTION_PREDICTION: self.emotion_prediction}[task](dialogue, index, named)
 
     def eligible(self, task: Task, dialogue: Dialogue, index: int, training: bool) -> bool:
         """Whether utterance ``index`` yields a ``task`` example: emotion tasks need a gold
@@ -94,6 +106,7 @@ class ExampleBuilder:
 
     def examples(self, task: Task, dialogues: Sequence[Dialogue], training: bool = True) -> Iterator[Example]:
         for dialogue in dialogues:
+            named = self.named(dialogue, training)
             for index in range(len(dialogue)):
                 if self.eligible(task, dialogue, index, training):
-                    yield self.example(task, dialogue, index)
+                    yield self.example(task, dialogue, index, named)

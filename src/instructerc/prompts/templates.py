@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.unified import mapping_of
 from instructerc.prompts.example import Part, Segment
 from instructerc.retrieval.demonstration import Demonstration
 
@@ -40,6 +41,14 @@ class TemplateConfig:
         history_stride: when the budget forces history out, drop it in steps of this many
             utterances (1 drops exactly what is needed; larger steps keep consecutive prompts
             sharing one prefix, which the ``dialogue-prefix`` template relies on).
+        dataset_classes: with a unified label set, a dialogue that names a benchmark the mapping
+            covers (``"dataset": "emorynlp"``) is told only that benchmark's classes in the label
+            statement; any other dialogue is told every label. One unified label can mean two
+            things (the paper's ``powerful`` is MELD's surprise and EmoryNLP's Powerful); the
+            statement tells the model which benchmark's sense applies.
+        unnamed_share: with ``dataset_classes``, the share of training dialogues shown every
+            label as if they named no benchmark, so that input naming none (a user's own
+            conversations) stays in the training distribution. Inference never drops a name.
     """
 
     name: str = "instructerc"
@@ -50,6 +59,8 @@ class TemplateConfig:
     window: int = 12
     speaker_format: str = "name"
     history_stride: int = 1
+    dataset_classes: bool = False
+    unnamed_share: float = 0.0
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -61,6 +72,10 @@ class TemplateConfig:
             raise InputError("speaker_format must be 'name' or 'index'", field="template.speaker_format")
         if self.history_stride < 1:
             raise InputError("history_stride must be >= 1", field="template.history_stride")
+        if not 0.0 <= self.unnamed_share <= 1.0:
+            raise InputError(f"unnamed_share must be between 0 and 1, not {self.unnamed_share!r}", field="template.unnamed_share")
+        if self.unnamed_share and not self.dataset_classes:
+            raise InputError("unnamed_share only applies with dataset_classes: true", field="template.unnamed_share")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +99,7 @@ def _check_types(config: TemplateConfig) -> None:
     dialogue outgrew the window."""
     if not isinstance(config.name, str):
         raise InputError(f"the template name must be a string, not {config.name!r}", field="template.name")
-    for name in _SWITCHES:
+    for name in _SWITCHES + ("dataset_classes",):
         value = getattr(config, name)
         if not isinstance(value, bool):
             raise InputError(f"{name} must be True or False, got {value!r}", field=f"template.{name}")
@@ -92,6 +107,9 @@ def _check_types(config: TemplateConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"{name} must be a whole number, got {value!r}", field=f"template.{name}")
+    share = config.unnamed_share
+    if isinstance(share, bool) or not isinstance(share, (int, float)):
+        raise InputError(f"unnamed_share must be a number between 0 and 1, got {share!r}", field="template.unnamed_share")
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,12 @@ class PromptTemplate:
         self.config = config
         self.label_set = label_set
         self.wording = wording
+        self.mapping = mapping_of(label_set) if config.dataset_classes else None
+        if config.dataset_classes and self.mapping is None:
+            raise InputError(
+                f"dataset_classes needs a unified label set (uime or uime:feeling-wheel), not '{label_set.name}'",
+                field="template.dataset_classes",
+            )
 
     # -- shared pieces ---------------------------------------------------------------------------
     def speaker_name(self, dialogue: Dialogue, index: int) -> str:
@@ -141,10 +165,18 @@ class PromptTemplate:
         text = self.wording.line.format(speaker=self.speaker_name(dialogue, index), text=dialogue.utterances[index].text)
         return Segment(text, part)
 
-    def label_options(self) -> str:
+    def stated_labels(self, dialogue: Dialogue, named: bool = True) -> list[str]:
+        """The verbalizers the label statement lists for ``dialogue``: its benchmark's classes
+        under ``dataset_classes`` when it names one (and ``named``), else every label."""
+        if self.mapping is not None and named and self.mapping.covers(dialogue.dataset):
+            own = set(self.mapping.table(dialogue.dataset).values())
+            return [self.label_set.verbalize(label) for label in self.label_set.labels if label in own]
+        return list(self.label_set.verbalizers)
+
+    def label_options(self, dialogue: Dialogue, named: bool = True) -> str:
         if not self.config.label_statement:
             return ""
-        return self.wording.label_options.format(options=", ".join(self.label_set.verbalizers))
+        return self.wording.label_options.format(options=", ".join(self.stated_labels(dialogue, named)))
 
     def instruction(self) -> list[Segment]:
         return [Segment(self.wording.instruction, Part.INSTRUCTION)] if self.config.instruction else []
@@ -165,10 +197,12 @@ class PromptTemplate:
         return max(0, index - self.config.window)
 
     # -- tasks -----------------------------------------------------------------------------------
-    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None, named: bool = True) -> list[Segment]:
+        """``named``: whether the prompt may use the benchmark the dialogue names (see
+        ``TemplateConfig.dataset_classes``); training turns it off for a share of dialogues."""
         raise NotImplementedError
 
-    def emotion_prediction(self, dialogue: Dialogue, index: int) -> list[Segment]:
+    def emotion_prediction(self, dialogue: Dialogue, index: int, named: bool = True) -> list[Segment]:
         """From the history before ``index`` and who speaks next, the emotion of utterance ``index``.
 
         The paper's code names the next speaker by a bare number (``<0>``); the speaker is shown
@@ -181,7 +215,9 @@ class PromptTemplate:
             segments += self.history_lines(dialogue, self.window_start(index), index)
         speaker = self.speaker_name(dialogue, index)
         segments.append(
-            Segment(w.prediction_close + w.prediction_question.format(speaker=speaker, labels=self.label_options()), Part.QUESTION)
+            Segment(
+                w.prediction_close + w.prediction_question.format(speaker=speaker, labels=self.label_options(dialogue, named)), Part.QUESTION
+            )
         )
         return segments
 
@@ -209,7 +245,7 @@ class PromptTemplate:
 class InstructERCTemplate(PromptTemplate):
     """The paper's retrieval template: a self-contained prompt per utterance, window W."""
 
-    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None, named: bool = True) -> list[Segment]:
         w = self.wording
         segments = self.instruction()
         if self.config.history:
@@ -220,7 +256,7 @@ class InstructERCTemplate(PromptTemplate):
         segments += self.demonstration(demonstration)
         # The paper quotes the last history line, tab stripped: '< Speaker_0:"...">'.
         utterance = self.line(dialogue, index, Part.CURRENT).text.lstrip("\t")
-        segments.append(Segment(w.question.format(utterance=utterance, labels=self.label_options()), Part.QUESTION))
+        segments.append(Segment(w.question.format(utterance=utterance, labels=self.label_options(dialogue, named)), Part.QUESTION))
         return segments
 
 
@@ -229,17 +265,17 @@ class DialoguePrefixTemplate(PromptTemplate):
     then a short per-utterance question. The prompt for utterance t is a prefix of the prompt
     for t+1 up to the question, so one key/value cache serves the whole dialogue."""
 
-    def header(self) -> list[Segment]:
+    def header(self, dialogue: Dialogue, named: bool = True) -> list[Segment]:
         w = self.wording
         segments = self.instruction()
         segments.append(Segment(w.history_open.removesuffix("### "), Part.FIXED))
         if self.config.label_statement:
-            segments.append(Segment(w.prefix_labels.format(options=", ".join(self.label_set.verbalizers)), Part.QUESTION))
+            segments.append(Segment(w.prefix_labels.format(options=", ".join(self.stated_labels(dialogue, named))), Part.QUESTION))
         segments.append(Segment("### ", Part.FIXED))
         return segments
 
-    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
-        segments = self.header()
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None, named: bool = True) -> list[Segment]:
+        segments = self.header(dialogue, named)
         if self.config.history:
             segments += self.history_lines(dialogue, 0, index)
         segments.append(self.line(dialogue, index, Part.CURRENT))
@@ -250,13 +286,15 @@ class DialoguePrefixTemplate(PromptTemplate):
         segments.append(Segment(self.wording.prefix_question, Part.QUESTION))
         return segments
 
-    def emotion_prediction(self, dialogue: Dialogue, index: int) -> list[Segment]:
+    def emotion_prediction(self, dialogue: Dialogue, index: int, named: bool = True) -> list[Segment]:
         """Shares the dialogue prefix too: the history before ``index``, then the question."""
         w = self.wording
-        segments = self.header()
+        segments = self.header(dialogue, named)
         if self.config.history:
             segments += self.history_lines(dialogue, 0, index)
-        question = w.history_close + w.prediction_question.format(speaker=self.speaker_name(dialogue, index), labels=self.label_options())
+        question = w.history_close + w.prediction_question.format(
+            speaker=self.speaker_name(dialogue, index), labels=self.label_options(dialogue, named)
+        )
         return segments + [Segment(question, Part.QUESTION)]
 
 
@@ -267,8 +305,8 @@ class DialogueStreamTemplate(DialoguePrefixTemplate):
     over it, and a live conversation costs only its new line per turn. Not with a demonstration:
     it follows the utterance's line, so prompts differ before their end (same results, no reuse)."""
 
-    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None) -> list[Segment]:
-        segments = self.header()
+    def erc(self, dialogue: Dialogue, index: int, demonstration: Demonstration | None, named: bool = True) -> list[Segment]:
+        segments = self.header(dialogue, named)
         if self.config.history:
             segments += self.history_lines(dialogue, 0, index)
         segments.append(self.line(dialogue, index, Part.CURRENT))
