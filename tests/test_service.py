@@ -565,3 +565,26 @@ def test_importing_the_package_and_cli_needs_no_web_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_model_stating_benchmark_classes_is_prompted_by_the_service_as_by_predict(tmp_path: Path) -> None:
+    """A model trained with template.dataset_classes is told a named benchmark's classes: the
+    service must pass the name on, or its answers for a MELD dialogue differ from predict's."""
+    from instructerc.data.dialogue import Dialogue, Utterance
+    from instructerc.inference.predictor import Predictor
+    from instructerc.labels.unified import INSTRUCTERC
+    from instructerc.prompts.templates import TemplateConfig
+
+    template = TemplateConfig(name="dialogue-stream", demonstration=False, dataset_classes=True, unnamed_share=0.25)
+    predictor = Predictor.from_directory(tiny_model_dir(tmp_path / "uime", INSTRUCTERC.label_set, template), device="cpu")
+    utterances = [{"speaker": "Ann", "text": "Wow, really?"}, {"speaker": "Bob", "text": "Yes!"}]
+    with serving(predictor, STRICT) as url, httpx.Client(base_url=url, timeout=30) as client:
+        body = {"dialogues": [{"dataset": "meld", "utterances": utterances}, {"utterances": utterances}]}
+        named, unnamed = client.post("/v1/predict", json=body).json()["dialogues"]
+
+    lines = tuple(Utterance(u["speaker"], u["text"]) for u in utterances)
+    for dataset, served in (("meld", named), ("unnamed", unnamed)):
+        (expected,) = predictor.predict([Dialogue(id="x", dataset=dataset, split="test", utterances=lines)])
+        for utterance, prediction in zip(served["utterances"], expected):
+            assert utterance["emotion_scores"] == pytest.approx(prediction.scores, abs=1e-5), dataset
+    assert named["utterances"][0]["emotion_scores"] != unnamed["utterances"][0]["emotion_scores"], "the prompts differ"

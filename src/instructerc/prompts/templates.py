@@ -78,7 +78,12 @@ class TemplateConfig:
             raise InputError("unnamed_share only applies with dataset_classes: true", field="template.unnamed_share")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out while off, so a model that does not use them loads in versions before them.
+        for key in _LATER_FIELDS:
+            if data[key] == TemplateConfig.__dataclass_fields__[key].default:
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TemplateConfig":
@@ -90,6 +95,7 @@ class TemplateConfig:
 
 
 _SWITCHES = ("instruction", "history", "label_statement", "demonstration")
+_LATER_FIELDS = ("dataset_classes", "unnamed_share")
 
 
 def _check_types(config: TemplateConfig) -> None:

@@ -132,10 +132,19 @@ class Service:
         if self.caches is not None:
             self.caches.discard(conversation.id)
 
-    def internal(self, utterances: tuple[Utterance, ...]) -> Dialogue:
+    def internal(self, utterances: tuple[Utterance, ...], named: str | None = None) -> Dialogue:
         """A dialogue under an id no other dialogue in flight has: clients may reuse ids, but
-        the predictor keys demonstrations and shared prefixes by dialogue id."""
-        return Dialogue(id=f"request-{next(self._ids)}", dataset=REQUEST_DATASET, split="test", utterances=utterances)
+        the predictor keys demonstrations and shared prefixes by dialogue id. ``named``: the
+        benchmark the request names, kept only where it changes the prompt (a model whose label
+        statement lists the named benchmark's classes), so the service prompts as ``predict`` does."""
+        return Dialogue(id=f"request-{next(self._ids)}", dataset=self.prompted_dataset(named), split="test", utterances=utterances)
+
+    def prompted_dataset(self, named: str | None) -> str:
+        setup = getattr(self.predictor, "setup", None)
+        if named is None or setup is None or not setup.template.dataset_classes:
+            return REQUEST_DATASET
+        mapping = mapping_of(setup.label_set)
+        return named if mapping is not None and mapping.covers(named) else REQUEST_DATASET
 
     async def predict(self, items: Sequence[Item], request: Any = None, admitted: bool = False) -> list[Any]:
         """Predictions for ``items``, or an :class:`ApiError` for this request alone. With the
@@ -291,7 +300,7 @@ def _add_predict_route(app: "FastAPI", service: Service) -> None:
     async def predict(request: Request) -> dict[str, Any]:
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
         requested = predict_request(await _json(request), service.config)
-        dialogues = [service.internal(r.dialogue.utterances) for r in requested]
+        dialogues = [service.internal(r.dialogue.utterances, r.dataset) for r in requested]
         predictions = await service.predict([(d, i) for d in dialogues for i in range(len(d))], request)
         grouped = per_dialogue(predictions, dialogues)
         mapping = mapping_of(service.predictor.label_set)

@@ -20,6 +20,14 @@ def _history(template: Any) -> str:
     return f"history window {template.window}"
 
 
+def _statement(template: Any) -> str:
+    """How the label statement is chosen, when it depends on the dialogue."""
+    if not template.label_statement or not template.dataset_classes:
+        return ""
+    dropped = f" (in training, every label for {template.unnamed_share:.0%} of dialogues)" if template.unnamed_share else ""
+    return f"; the label statement lists a named benchmark's own classes, every label otherwise{dropped}"
+
+
 def _optimisation(optim: Any) -> str:
     balance = f"; emotion losses weighted by label count ** -{optim.class_balance:g} (class_balance)" if optim.class_balance else ""
     return (
@@ -69,7 +77,7 @@ def write_model_card(
         "## Training",
         f"- backbone: `{config.backbone.model}`; {_adapters(config)}",
         f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}{_trained_on(train_dialogues)}, seed {config.seed}",
-        f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}; max_length {config.max_length}",
+        f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}{_statement(template)}; max_length {config.max_length}",
         f"- stages: {stages}",
         _optimisation(config.optim),
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
