@@ -108,7 +108,8 @@ def test_the_model_card_says_how_the_label_statement_is_chosen(tmp_path: Path) -
     from instructerc.training.model_card import write_model_card
 
     config = TemplateConfig(name="dialogue-stream", demonstration=False, dataset_classes=True, unnamed_share=0.25)
-    write_model_card(tmp_path, TrainConfig(), PromptSetup(config, INSTRUCTERC.label_set, 512, RetrievalConfig()), {}, TrainState(), location=None)
+    setup = PromptSetup(config, INSTRUCTERC.label_set, 512, RetrievalConfig())
+    write_model_card(tmp_path, TrainConfig(), setup, {}, TrainState(), location=None)
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert (
         "history from the dialogue start; the label statement lists a named benchmark's own classes, every label otherwise "

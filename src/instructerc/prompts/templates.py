@@ -219,12 +219,8 @@ class PromptTemplate:
         if self.config.history:
             segments.append(Segment(w.history_open, Part.FIXED))
             segments += self.history_lines(dialogue, self.window_start(index), index)
-        speaker = self.speaker_name(dialogue, index)
-        segments.append(
-            Segment(
-                w.prediction_close + w.prediction_question.format(speaker=speaker, labels=self.label_options(dialogue, named)), Part.QUESTION
-            )
-        )
+        question = w.prediction_question.format(speaker=self.speaker_name(dialogue, index), labels=self.label_options(dialogue, named))
+        segments.append(Segment(w.prediction_close + question, Part.QUESTION))
         return segments
 
     def speaker(self, dialogue: Dialogue, index: int, slots: int) -> tuple[list[Segment], str]:

@@ -77,7 +77,8 @@ def write_model_card(
         "## Training",
         f"- backbone: `{config.backbone.model}`; {_adapters(config)}",
         f"- data: `{config.data.dataset}` train split, fraction {_fractions(config)}{_trained_on(train_dialogues)}, seed {config.seed}",
-        f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}{_statement(template)}; max_length {config.max_length}",
+        f"- template: `{template.name}` with {', '.join(parts) or 'no parts'}; {_history(template)}{_statement(template)}; "
+        f"max_length {config.max_length}",
         f"- stages: {stages}",
         _optimisation(config.optim),
         f"- label set `{setup.label_set.name}`: {', '.join(setup.label_set.labels)}",
