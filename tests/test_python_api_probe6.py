@@ -177,3 +177,14 @@ def test_a_label_set_names_what_is_wrong_with_its_input() -> None:
     with pytest.raises(ValueError, match="needs verbalizers"):
         LabelSet.from_dict({"name": "x", "labels": ["a"]})
     assert LabelSet.from_dict(MELD.to_dict()) == MELD
+
+
+def test_a_dialogue_id_or_dataset_of_the_wrong_kind_is_refused_and_an_int_id_read_as_text(model_dir: Path) -> None:
+    predictor = Predictor.from_directory(model_dir, device="cpu")
+    lines = (Utterance("Ann", "Hi there."), Utterance("Bob", "Hello!"))
+    for field, value in (("id", None), ("id", ["a"]), ("dataset", None), ("dataset", 3)):
+        fields = {"id": "d", "dataset": "unnamed", field: value}
+        with pytest.raises(TypeError, match=rf"dialogues\[0\]\.{field} must be a string"):
+            predictor.predict([Dialogue(split="test", utterances=lines, **fields)])
+    numbered, named = predictor.predict([Dialogue(7, "unnamed", "test", lines), Dialogue("7", "unnamed", "test", lines)])
+    assert [p.scores for p in numbered] == [p.scores for p in named]

@@ -317,3 +317,22 @@ def test_equal_scores_pick_the_earliest_entry() -> None:
     assert _top(scores, 2) == [1, 3]
     assert _top(scores, 4) == [1, 3, 4, 0]
     assert _top(scores, 10) == [1, 3, 4, 0, 2, 5]
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"batch_size": 2.5}, "retrieval.batch_size"),
+        ({"batch_size": True}, "retrieval.batch_size"),
+        ({"encoder": None}, "retrieval.encoder"),
+        ({"policy": 1}, "retrieval.policy"),
+        ({"cache_dir": 5}, "retrieval.cache_dir"),
+    ],
+)
+def test_a_retrieval_setting_of_the_wrong_type_is_refused_naming_it(fields, field) -> None:
+    from instructerc.errors import InputError
+    from instructerc.retrieval.index import RetrievalConfig
+
+    with pytest.raises(InputError) as caught:
+        RetrievalConfig(**fields)
+    assert caught.value.field == field

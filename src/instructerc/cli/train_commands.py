@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,22 @@ def set_override(item: str) -> tuple[str, Any]:
         raise InputError(f"--set {key}: '{shown}' is not a YAML value ({problem})", field="--set") from None
 
 
+def say_how_to_resume(output_dir: Path) -> None:
+    """A stopped run's way on, where it kept a checkpoint to go on from (said by one process)."""
+    from instructerc.training.checkpoint import latest_checkpoint
+
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+    except ImportError:
+        pass
+    latest = latest_checkpoint(output_dir / "checkpoints")
+    if latest is not None:
+        print(f"instructerc: the run is kept up to {latest}; the same command with --resume continues it", file=sys.stderr)
+
+
 def run_training(args: argparse.Namespace) -> int:
     from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.training.config import TrainConfig
@@ -137,6 +154,9 @@ def run_training(args: argparse.Namespace) -> int:
         raise naming_the_option(error, given) from None
     try:
         result = Trainer(config, progress=not args.no_progress, force=args.force, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (main's Terminated)
+        say_how_to_resume(Path(config.output_dir))
+        raise
     finally:
         in_group = end_process_group()
     if result.main_process and result.best_dev_score is not None:

@@ -496,10 +496,20 @@ def checked_dialogue(dialogue: Any, where: str) -> Dialogue:
         raise TypeError(f"{where} must be a Dialogue, not {_kind(dialogue)} ({_BUILD_HINT})")
     if not isinstance(dialogue.utterances, (tuple, list)):
         raise TypeError(f"{where}.utterances must be a tuple of Utterance objects, not {_kind(dialogue.utterances)}")
+    # The id keys the dialogue's shared prefixes and demonstrations, and the dataset chooses its
+    # label statement and scoring: an int id is read as the file readers read it, other kinds
+    # (None, a list) would key nothing or fail deep inside prompt building.
+    named = {}
+    for name in ("id", "dataset"):
+        value = getattr(dialogue, name)
+        if name == "id" and isinstance(value, int) and not isinstance(value, bool):
+            named[name] = str(value)
+        elif not isinstance(value, str):
+            raise TypeError(f"{where}.{name} must be a string, not {_kind(value)}")
     utterances = tuple(_checked_utterance(u, f"{where}.utterances[{k}]") for k, u in enumerate(dialogue.utterances))
-    if isinstance(dialogue.utterances, tuple) and all(a is b for a, b in zip(utterances, dialogue.utterances)):
+    if not named and isinstance(dialogue.utterances, tuple) and all(a is b for a, b in zip(utterances, dialogue.utterances)):
         return dialogue
-    return dialogue.with_utterances(utterances)
+    return replace(dialogue, utterances=utterances, **named)
 
 
 def _checked_utterance(utterance: Any, where: str) -> Utterance:

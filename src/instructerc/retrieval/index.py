@@ -20,7 +20,7 @@ query's own dialogue and filter by label; a generic nearest-neighbour call canno
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Collection, Sequence
 
 from instructerc.data.dialogue import Dialogue
@@ -52,14 +52,23 @@ class RetrievalConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        # Typed when read from a recipe, but not when built in Python: a batch size of 2.5 or an
+        # encoder of None would otherwise fail deep in sentence-transformers, on uncached runs only.
+        for name in ("encoder", "policy"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"must be a string, got {getattr(self, name)!r}", field=f"retrieval.{name}")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, PurePath)):
+            raise InputError(f"must be a folder path or None, got {self.cache_dir!r}", field="retrieval.cache_dir")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise InputError(f"must be a whole number, got {self.batch_size!r}", field="retrieval.batch_size")
         if self.policy not in POLICIES:
             raise InputError(f"unknown retrieval policy '{self.policy}' (known: {', '.join(POLICIES)})", field="retrieval.policy")
         # An empty name is the path "." (the current folder would be loaded as the encoder).
-        if isinstance(self.encoder, str) and not self.encoder.strip():
+        if not self.encoder.strip():
             raise InputError(f"must name a sentence encoder (default {EMBEDDED_ENCODER}), got {self.encoder!r}", field="retrieval.encoder")
         # Checked here: the encoder is only called when embeddings are not cached, so a bad size
         # would otherwise fail on some runs and not others, deep in sentence-transformers.
-        if not isinstance(self.batch_size, bool) and isinstance(self.batch_size, int) and self.batch_size < 1:
+        if self.batch_size < 1:
             raise InputError(f"must be at least 1, got {self.batch_size}", field="retrieval.batch_size")
 
     def cache_path(self) -> Path:
