@@ -340,3 +340,22 @@ def test_a_report_after_only_keeps_the_runs_finished_before(grid_files, capsys):
     csv_lines = (grid_files / "runs" / "tiny-scaling.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 8
     assert {"on", "off"} <= {cell for line in csv_lines[1:] for cell in line.split(",")}
+
+
+def test_list_tells_a_stopped_run_and_a_trained_unscored_one_from_a_pending_one(grid_files, run_cli):
+    from instructerc.experiments.runner import run_directory
+
+    grid = _grid_variant(grid_files, "states.yaml", name="states", output_dir="runs-states")
+    config, root = load_experiment(grid)
+    stopped, trained, *rest = [run_directory(config, root, spec) for spec in expand(config)]
+    (stopped / "checkpoints" / "step-0000300").mkdir(parents=True)
+    (stopped / "checkpoints" / "step-0000300" / "state.json").write_text("{}")
+    (trained / "model").mkdir(parents=True)
+    (trained / "model" / "instructerc.json").write_text("{}")
+    lines = run_cli("experiment", grid, "--list").out.splitlines()
+    states = {line.split()[-1]: line.split(" run-")[0].strip() for line in lines}
+    names = [spec.name for spec in expand(config)]
+    assert states[names[0]] == "stopped at step 300"
+    assert states[names[1]] == "to score"
+    assert all(states[name] == "pending" for name in names[2:]) and rest
+    assert len({line.index(" run-") for line in lines}) == 1, "the columns line up"

@@ -52,10 +52,12 @@ def run_experiment(args: argparse.Namespace) -> int:
                 raise InputError(f"no run of the grid has '{text}' in its name (runs: {names})", path=args.grid, field="only")
         specs = [spec for spec in specs if selected(spec.name, args.only)]
     if args.list:
-        for spec in specs:
-            directory = run_directory(config, root, spec)
-            # "to score": trained, but scored only on another split or subset than this grid's.
-            print(f"{run_state(config, directory):<8} {directory.name} {spec.name}")
+        directories = [run_directory(config, root, spec) for spec in specs]
+        # "to score": trained, but not scored on this grid's split and subset (yet).
+        states = [run_state(config, directory) for directory in directories]
+        width = max((len(state) for state in states), default=0)
+        for spec, directory, state in zip(specs, directories, states):
+            print(f"{state:<{max(width, 8)}} {directory.name} {spec.name}")
         return 0
     in_group = False
     if not args.report_only:

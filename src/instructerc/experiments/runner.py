@@ -247,11 +247,22 @@ def load_result(path: Path, spec: RunSpec, scoring: Scoring) -> RunResult | None
 
 
 def run_state(config: ExperimentConfig, directory: Path) -> str:
-    """``done`` (scored as ``config`` asks), ``to score`` (only other scorings recorded) or ``pending``."""
+    """``done`` (scored as ``config`` asks), ``to score`` (trained; only other scorings recorded,
+    or its scoring was cut), ``stopped at step N`` (training was cut: it resumes from that
+    checkpoint) or ``pending``."""
+    from instructerc.modeling.model_dir import MANIFEST
+    from instructerc.training.checkpoint import latest_checkpoint
+
     path = directory / RESULT_FILE
-    if not path.is_file():
+    if path.is_file():
+        return "done" if Scoring.of(config) in [Scoring.recorded(r) for r in _records(path)] else "to score"
+    if (directory / "model" / MANIFEST).is_file():
+        return "to score"
+    latest = latest_checkpoint(directory / "checkpoints")
+    if latest is None:
         return "pending"
-    return "done" if Scoring.of(config) in [Scoring.recorded(r) for r in _records(path)] else "to score"
+    step = latest.name.removeprefix("step-")
+    return f"stopped at step {int(step)}" if step.isdigit() else f"stopped ({latest.name})"
 
 
 def selected(name: str, only: str | Sequence[str] | None) -> bool:
@@ -287,6 +298,7 @@ def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: 
         directory = run_directory(config, root, spec)
         state = run_state(config, directory)
         state = {"pending": "running", "to score": f"trained, scoring on {Scoring.of(config).describe()}"}.get(state, state)
+        state = f"resuming, {state}" if state.startswith("stopped") else state
         print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): {state}")
         results.append(run_one(config, root, spec, progress))
     return results
