@@ -323,3 +323,30 @@ def test_an_unsupported_numpy_dtype_is_named_in_bounded_length(tmp_path: Path) -
     with pytest.raises(InputError, match="numpy scalar of dtype 'OOOO") as error:
         load_data_pickle(file)
     assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "packer, said", [("gzip", "gzip-compressed"), ("bz2", "bzip2-compressed"), ("lzma", "xz-compressed"), ("zip", "a zip archive")]
+)
+def test_a_compressed_pickle_is_named_as_such_not_as_a_bad_opcode(tmp_path, packer: str, said: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+    import pickle
+    import zipfile
+
+    from instructerc.data.safe_pickle import load_data_pickle
+    from instructerc.errors import InputError
+
+    raw = pickle.dumps({"a": [1, 2]}, protocol=2)
+    path = tmp_path / "data.pkl"
+    if packer == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("data.pkl", raw)
+    else:
+        path.write_bytes({"gzip": gzip, "bz2": bz2, "lzma": lzma}[packer].compress(raw))
+    with pytest.raises(InputError) as caught:
+        load_data_pickle(path)
+    assert str(caught.value.path) == str(path) and f"is {said}, not a pickle" in caught.value.message
+    (tmp_path / "plain.pkl").write_bytes(raw)
+    assert load_data_pickle(tmp_path / "plain.pkl") == {"a": [1, 2]}

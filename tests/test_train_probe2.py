@@ -210,3 +210,25 @@ def test_a_full_disk_under_the_metrics_log_names_the_file(run_cli, tiny_data, ba
     result = run_cli("train", path, "--no-progress")
     assert result.code == 1
     assert f"instructerc: error: {run / 'metrics.jsonl'}: No space left on device" in result.err
+
+
+def test_a_jsonl_models_card_names_its_files_label_set_not_original_labels(tmp_path) -> None:
+    from dataclasses import replace
+
+    from instructerc.labels.label_set import LabelSet
+    from instructerc.prompts.setup import PromptSetup
+    from instructerc.prompts.templates import TemplateConfig
+    from instructerc.retrieval.index import RetrievalConfig
+    from instructerc.training.checkpoint import TrainState
+    from instructerc.training.config import DataConfig, TrainConfig
+    from instructerc.training.model_card import write_model_card
+
+    setup = PromptSetup(TemplateConfig(), LabelSet.from_names("support-chats", ["calm", "upset"]), 512, RetrievalConfig())
+    config = replace(TrainConfig(), data=DataConfig(dataset="jsonl", path=str(tmp_path)))
+    write_model_card(tmp_path, config, setup, {}, TrainState(), location=None)
+    title = (tmp_path / "README.md").read_text(encoding="utf-8").splitlines()[0]
+    assert title.endswith("on jsonl (`support-chats` labels)")
+    write_model_card(
+        tmp_path, TrainConfig(), PromptSetup(TemplateConfig(), setup.label_set, 512, RetrievalConfig()), {}, TrainState(), location=None
+    )
+    assert (tmp_path / "README.md").read_text(encoding="utf-8").splitlines()[0].endswith("on meld (original labels)")

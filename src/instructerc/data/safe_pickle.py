@@ -120,6 +120,20 @@ def describe(value: Any, limit: int = 40) -> str:
     return f"a {type(value).__name__}"
 
 
+# What a downloaded data file may still be wrapped in; no pickle starts with these bytes (a
+# protocol 2+ pickle starts with 0x80, an older one with an opcode letter such as '(' or ']').
+_WRAPPERS = (
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"BZh", "bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+)
+
+
+def _compression(raw: bytes) -> str | None:
+    return next((name for magic, name in _WRAPPERS if raw.startswith(magic)), None)
+
+
 def load_data_pickle(path: str | Path) -> Any:
     """Load a pickle of plain data, or fail with an :class:`InputError` naming the file."""
     path = Path(path)
@@ -129,6 +143,9 @@ def load_data_pickle(path: str | Path) -> Any:
         raise InputError("file not found", path=path) from None
     except OSError as error:
         raise InputError(f"cannot read: {error.strerror}", path=path) from None
+    packed = _compression(raw)
+    if packed is not None:
+        raise InputError(f"is {packed}, not a pickle: unpack it first and give the .pkl it holds", path=path)
     try:
         check_bounds(raw)
         # latin1 keeps Python 2 byte strings byte-for-byte, as the COSMIC files need.

@@ -8,6 +8,8 @@ checkpoint in the cache and loaded from there ever after (offline).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -16,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from instructerc.errors import InputError
 from instructerc.files import default_cache_dir, looks_like_path, replace_directory
@@ -102,14 +104,37 @@ def converted_embedded_model(cache_dir: Path) -> Path:
 def _from_gguf(gguf: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    with gguf_bar_follows_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # A GGUF-loaded model carries a quantizer that forbids training and saving; the weights are
     # already dequantized, so dropping it yields an ordinary checkpoint.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def gguf_bar_follows_transformers() -> Iterator[None]:
+    """transformers draws its GGUF conversion bar with plain tqdm, outside the switch that turns
+    its other bars off (``--no-progress``); while that switch is off, so is this bar."""
+    from transformers.utils import logging as transformers_logging
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # a transformers without GGUF support fails on the load itself, more clearly
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or transformers_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def _conversion_staging(target: Path) -> Path:

@@ -20,6 +20,13 @@ def _history(template: Any) -> str:
     return f"history window {template.window}"
 
 
+def _label_words(config: Any, setup: Any) -> str:
+    """Which labels the title names: a JSONL file's own (its label set, by name), not "original"."""
+    if config.data.dataset == "jsonl" and config.data.labels == "original":
+        return f"`{setup.label_set.name}` labels"
+    return f"{config.data.labels} labels"
+
+
 def _statement(template: Any) -> str:
     """How the label statement is chosen, when it depends on the dialogue."""
     if not template.label_statement or not template.dataset_classes:
@@ -70,7 +77,7 @@ def write_model_card(
     parts = [name for name in ("instruction", "history", "label_statement", "demonstration") if getattr(template, name)]
     stages = "; then ".join(f"{_tasks(stage)} for {stage.epochs:g} epoch(s)" for stage in config.stages)
     lines = [
-        f"# instructerc model: {config.backbone.model} on {config.data.dataset} ({config.data.labels} labels)",
+        f"# instructerc model: {config.backbone.model} on {config.data.dataset} ({_label_words(config, setup)})",
         "",
         "Emotion recognition in conversation, fine-tuned with instructerc.",
         "",
