@@ -138,6 +138,21 @@ def test_a_finished_run_is_never_trained_over(tiny_data, backbone, tmp_path):
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
 
 
+def test_resuming_a_finished_run_is_refused_unless_the_recipe_asks_for_more(tiny_data, backbone, tmp_path):
+    from instructerc.errors import InputError
+
+    config = recipe(tiny_data, backbone, tmp_path / "run")  # checkpoints every 5 steps, so some are kept
+    Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
+    model = tmp_path / "run" / "model"
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    with pytest.raises(InputError, match="has finished .*nothing to resume.*--resume --force"):
+        Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run(resume=True)
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    longer = recipe(tiny_data, backbone, tmp_path / "run", stages=[{"tasks": {"erc": 1.0, "emotion_prediction": 0.5}, "epochs": 3}])
+    result = Trainer(longer, progress=False, force=True, dev_scoring=predictor_dev_scoring).run(resume=True)
+    assert result.global_step > 0 and (model / "instructerc.json").is_file()
+
+
 def test_model_directory_holds_what_inference_needs(tiny_data, backbone, tmp_path):
     from instructerc.data.registry import load_dialogues
     from instructerc.inference.predictor import Predictor

@@ -597,6 +597,13 @@ class Trainer:
                 print(f"no checkpoint under {checkpoints}; starting from scratch")
             return None
         changed = check_resumable(self.paths.config, self.config.to_dict(), self.force, defaults=TrainConfig().to_dict())
+        if not changed and (self.paths.model / MANIFEST).is_file():
+            # Resuming would only retrain the steps after the last checkpoint into the same model.
+            raise InputError(
+                "this run has finished (model/ is written): nothing to resume. To train it further, change the recipe "
+                "(more epochs, a new learning rate) and pass --resume --force",
+                path=self.paths.root,
+            )
         if changed and accelerator.is_main_process:
             print(f"resuming under a changed config (--force): {'; '.join(changed)}")
         self._forced_changes = changed
