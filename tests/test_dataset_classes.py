@@ -82,6 +82,7 @@ def test_training_drops_the_name_for_a_stable_share_of_dialogues_and_inference_n
         ({"dataset_classes": True, "unnamed_share": -0.1}, "template.unnamed_share", "between 0 and 1"),
         ({"dataset_classes": True, "unnamed_share": "0.2"}, "template.unnamed_share", "a number"),
         ({"unnamed_share": 0.2}, "template.unnamed_share", "only applies with dataset_classes"),
+        ({"dataset_classes": True, "label_statement": False}, "template.dataset_classes", "needs label_statement: true"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(fields: dict, field: str, fragment: str) -> None:

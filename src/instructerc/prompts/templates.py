@@ -74,6 +74,10 @@ class TemplateConfig:
             raise InputError("history_stride must be >= 1", field="template.history_stride")
         if not 0.0 <= self.unnamed_share <= 1.0:
             raise InputError(f"unnamed_share must be between 0 and 1, not {self.unnamed_share!r}", field="template.unnamed_share")
+        if self.dataset_classes and not self.label_statement:
+            raise InputError(
+                "dataset_classes chooses what the label statement lists: it needs label_statement: true", field="template.dataset_classes"
+            )
         if self.unnamed_share and not self.dataset_classes:
             raise InputError("unnamed_share only applies with dataset_classes: true", field="template.unnamed_share")
 
