@@ -359,3 +359,14 @@ def test_list_tells_a_stopped_run_and_a_trained_unscored_one_from_a_pending_one(
     assert states[names[1]] == "to score"
     assert all(states[name] == "pending" for name in names[2:]) and rest
     assert len({line.index(" run-") for line in lines}) == 1, "the columns line up"
+
+
+def test_a_template_key_added_later_renames_a_run_only_when_set():
+    from instructerc.config import from_mapping
+    from instructerc.experiments.runner import run_key
+    from instructerc.training.config import TrainConfig
+
+    recipe = {"backbone": {"dtype": "float32"}, "data": {"dataset": "uime", "labels": "uime"}}
+    plain = run_key(from_mapping(TrainConfig, recipe))
+    assert run_key(from_mapping(TrainConfig, {**recipe, "template": {"dataset_classes": False, "unnamed_share": 0.0}})) == plain
+    assert run_key(from_mapping(TrainConfig, {**recipe, "template": {"dataset_classes": True}})) != plain

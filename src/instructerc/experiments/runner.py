@@ -56,7 +56,12 @@ def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
 
 
 # (section, key, default) of recipe keys added after grids had run.
-_LATER_KEYS = (("finetune", "init_adapter", None), ("optim", "class_balance", 0.0))
+_LATER_KEYS = (
+    ("finetune", "init_adapter", None),
+    ("optim", "class_balance", 0.0),
+    ("template", "dataset_classes", False),
+    ("template", "unnamed_share", 0.0),
+)
 
 
 def run_key(train_config: Any) -> str:
