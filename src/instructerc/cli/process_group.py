@@ -6,11 +6,13 @@ import logging
 import os
 import sys
 
+from instructerc.distributed import process_group
+
 
 def end_process_group() -> bool:
     """Ends the run's process group, if this process is in one; True if it was."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    dist = process_group()
+    if dist is None:
         return False
     dist.destroy_process_group()
     return True

@@ -120,16 +120,13 @@ def set_override(item: str) -> tuple[str, Any]:
 
 def say_how_to_resume(output_dir: Path) -> None:
     """A stopped run's way on, where it kept a checkpoint to go on from (said by one process)."""
+    from instructerc.distributed import later_process_of_a_run
     from instructerc.training.checkpoint import latest_checkpoint
+    from instructerc.training.trainer import RunPaths
 
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            return
-    except ImportError:
-        pass
-    latest = latest_checkpoint(output_dir / "checkpoints")
+    if later_process_of_a_run():
+        return
+    latest = latest_checkpoint(RunPaths(output_dir).checkpoints)
     if latest is not None:
         print(f"instructerc: the run is kept up to {latest}; the same command with --resume continues it", file=sys.stderr)
 

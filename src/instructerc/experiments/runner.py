@@ -257,13 +257,15 @@ def run_state(config: ExperimentConfig, directory: Path) -> str:
     checkpoint) or ``pending``."""
     from instructerc.modeling.model_dir import MANIFEST
     from instructerc.training.checkpoint import latest_checkpoint
+    from instructerc.training.trainer import RunPaths
 
     path = directory / RESULT_FILE
     if path.is_file():
         return "done" if Scoring.of(config) in [Scoring.recorded(r) for r in _records(path)] else "to score"
-    if (directory / "model" / MANIFEST).is_file():
+    paths = RunPaths(directory)
+    if (paths.model / MANIFEST).is_file():
         return "to score"
-    latest = latest_checkpoint(directory / "checkpoints")
+    latest = latest_checkpoint(paths.checkpoints)
     if latest is None:
         return "pending"
     step = latest.name.removeprefix("step-")

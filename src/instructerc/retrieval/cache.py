@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from instructerc.distributed import later_process_of_a_run
 from instructerc.files import atomic_write
 
 # Folders already warned about: a server embeds on every request, and one warning says it all.
@@ -67,18 +68,11 @@ def _store(file: Path, array: Any) -> None:
     except OSError as error:
         if file.parent not in _UNWRITABLE:
             _UNWRITABLE.add(file.parent)
-            if _later_process_of_a_run():
+            # Every process embeds the same texts into the same folder: the first one's warning says it for all.
+            if later_process_of_a_run():
                 return
             print(
                 f"instructerc: warning: {file.parent}: cannot write the embedding cache ({error.strerror or error}); "
                 "embeddings are computed without it",
                 file=sys.stderr,
             )
-
-
-def _later_process_of_a_run() -> bool:
-    """Whether this is a process other than the first of a distributed run (``torchrun``): every
-    process embeds the same texts into the same folder, so the first one's warning says it for all.
-    torch is looked up, not imported: a run that has not loaded it has no process group."""
-    dist = sys.modules.get("torch.distributed")
-    return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
