@@ -270,3 +270,16 @@ def test_datasets_dev_cannot_score_are_named() -> None:
     train = [dialogue("alpha", "joy"), dialogue("beta", "joy"), dialogue("gamma", None)]
     assert datasets_without_dev(train, [dialogue("alpha", "joy"), dialogue("beta", None)]) == ["beta"]
     assert datasets_without_dev(train, [dialogue("alpha", "joy"), dialogue("beta", "sad")]) == []
+
+
+def test_a_partial_train_split_warns_nothing_above_a_broken_dev_splits_error(run_cli, backbone, tmp_path, no_model_loads) -> None:
+    from test_data_probe18 import MELD_HEADER, _meld_folder
+
+    (tmp_path / "data").mkdir()
+    folder = _meld_folder(tmp_path / "data")  # a train split far smaller than MELD's: a warning on its own
+    (folder / "dev_sent_emo.csv").write_text(MELD_HEADER + "1,Hi.,Ann,joy\n", encoding="utf-8")
+    config = recipe(tmp_path / "data", backbone, tmp_path / "run", data__dataset="meld", data__label_set=None)
+    result = run_cli("train", write_recipe(tmp_path / "recipe.yaml", config))
+    assert result.code == 2
+    [line] = result.err.splitlines()
+    assert line.startswith(f"instructerc: error: {folder / 'dev_sent_emo.csv'}:2: row has 4 fields")

@@ -39,14 +39,17 @@ def list_sources(args: argparse.Namespace) -> int:
 
 def show_stats(args: argparse.Namespace) -> int:
     from instructerc.data.dialogue import SPLITS
+    from instructerc.data.published import warnings_held
     from instructerc.data.registry import label_set_of, load_dialogues
     from instructerc.data.stats import SplitStats, format_table
 
     source = data_source(args)
-    if source.name == "jsonl" and source.root().is_file():
-        rows = [SplitStats.of(source.root().name, load_dialogues(source, "test"))]
-    else:
-        rows = [SplitStats.of(split, load_dialogues(source, split)) for split in SPLITS if _has_split(source, split)]
+    # A partial split's warning is printed once every split is read: a broken split after it fails in one line.
+    with warnings_held():
+        if source.name == "jsonl" and source.root().is_file():
+            rows = [SplitStats.of(source.root().name, load_dialogues(source, "test"))]
+        else:
+            rows = [SplitStats.of(split, load_dialogues(source, split)) for split in SPLITS if _has_split(source, split)]
     label_set = label_set_of(source)
     print(f"{source.name} ({'labels: ' + label_set.name if label_set else 'unlabelled'})")
     print(format_table(rows, label_set.labels if label_set else None))

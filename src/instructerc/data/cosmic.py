@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.loader import Loader, canonical_emotion, checked_text, find_in, nonempty_speaker, nonempty_text
+from instructerc.data.published import warn_if_partial
 from instructerc.data.safe_pickle import describe, load_data_pickle
 from instructerc.data.text import repair_cp1252_mojibake
 from instructerc.errors import InputError
@@ -200,7 +201,9 @@ def read_cosmic(path: Path, split: str, label_set: LabelSet | None = None, *, da
     file = pickle_path(path, dataset)
     fields = read_fields(file, dataset)
     label_set = label_set or named_label_set(dataset)
-    return [_dialogue(fields, key, split, file=file, dataset=dataset, label_set=label_set) for key in fields[split]]
+    dialogues = [_dialogue(fields, key, split, file=file, dataset=dataset, label_set=label_set) for key in fields[split]]
+    warn_if_partial(dataset, split, dialogues, file)
+    return dialogues
 
 
 LOADERS = tuple(

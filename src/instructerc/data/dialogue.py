@@ -20,6 +20,17 @@ def canonical_split(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a dialogue was read from: a file and the line its record starts on."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
 class Utterance:
     """One turn of a conversation.
 
@@ -52,6 +63,8 @@ class Dialogue:
         split: ``train``, ``dev`` or ``test``.
         utterances: in the order they were spoken.
         extra: other per-dialogue fields, passed through.
+        origin: the file and line it was read from (JSONL), so errors found long after reading
+            (a prompt too long to train on) can name them; ``None`` for dialogues built in Python.
     """
 
     id: str
@@ -59,6 +72,8 @@ class Dialogue:
     split: str
     utterances: tuple[Utterance, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Not part of a dialogue's identity: the same dialogue read from two files is the same dialogue.
+    origin: Origin | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.utterances)

@@ -11,14 +11,25 @@ import ast
 from pathlib import Path
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import Loader, TurnCollector, canonical_emotion, find_in, nonempty_text, numbered_key, read_csv_rows
-from instructerc.data.text import repair_cp1252_mojibake
+from instructerc.data.loader import (
+    Loader,
+    TurnCollector,
+    canonical_emotion,
+    find_in,
+    nonempty_speaker,
+    nonempty_text,
+    numbered_key,
+    read_csv_rows,
+)
+from instructerc.data.published import warn_if_partial
+from instructerc.data.text import canonical_speaker, repair_cp1252_mojibake
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import EMORYNLP
 from instructerc.labels.label_set import LabelSet
 
 _COLUMNS = ("Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode")
 _EXTRA_COLUMNS = {"Start_Time": "start_time", "End_Time": "end_time"}
+_SHOWN_CHARACTERS = 80
 
 
 def csv_path(path: Path, split: str) -> Path:
@@ -29,11 +40,16 @@ def csv_path(path: Path, split: str) -> Path:
 def parse_speakers(raw: str, *, path: Path, line: int) -> str:
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError):  # the last two: a literal nested too deep
         value = None
     if not isinstance(value, list) or not value or not all(isinstance(s, str) and s.strip() for s in value):
-        raise InputError(f"Speaker must be a non-empty list of names, got {raw!r}", path=path, line=line, field="Speaker")
-    return ", ".join(s.strip() for s in value)
+        # The field may be as long as a line: the message shows its start.
+        shown = repr(raw) if len(raw) <= _SHOWN_CHARACTERS else repr(raw[:_SHOWN_CHARACTERS]) + "..."
+        raise InputError(f"Speaker must be a non-empty list of names, got {shown}", path=path, line=line, field="Speaker")
+    # A name is read as JSONL reads one (a file exported and read back names the same speakers), and
+    # its escapes (``'Mon\\nica'``) are decoded by the literal: a line break there would start a
+    # prompt line nobody said, as in any other reader's speaker.
+    return ", ".join(nonempty_speaker(canonical_speaker(s), path=path, line=line, field="Speaker") for s in value)
 
 
 def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORYNLP) -> list[Dialogue]:
@@ -49,7 +65,9 @@ def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORY
         )
         key = "_".join(numbered_key(row[c], path=file, line=line, field=c) for c in ("Season", "Episode", "Scene_ID"))
         collector.add(key, row, line, utterance)
-    return collector.dialogues()
+    dialogues = collector.dialogues()
+    warn_if_partial("emorynlp", split, dialogues, file)
+    return dialogues
 
 
 LOADER = Loader(

@@ -33,6 +33,7 @@ from pathlib import Path
 from instructerc.data.cosmic import read_cosmic
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.loader import Loader, checked_text, nonempty_text, require_file
+from instructerc.data.published import warn_if_partial
 from instructerc.data.safe_pickle import describe
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import IEMOCAP
@@ -82,7 +83,10 @@ def read_lines(path: Path) -> list[str]:
         raise InputError("a symbolic link to nothing (its target is missing)", path=path)
     require_file(path)
     try:
-        return path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        # utf-8-sig: a byte-order mark (a file saved by an editor that adds one) would otherwise
+        # open the first line, which then no longer starts with a turn name and is skipped as a
+        # line that is no turn: the dialogue's first turn lost without a word.
+        return path.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()
     except OSError as error:
         raise InputError(f"cannot read: {error.strerror}", path=path) from None
 
@@ -185,6 +189,7 @@ def read_raw_release(root: Path, split: str, label_set: LabelSet | None = IEMOCA
         dialogue = read_raw_dialogue(transcript, evaluation, split, label_set)
         if dialogue.utterances:  # none of its turns is of the six classes, as the COSMIC pickle leaves it out
             dialogues.append(dialogue)
+    warn_if_partial("iemocap", split, dialogues, root)
     return dialogues
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from instructerc.data.dialogue import SPLITS, Dialogue, Utterance
+from instructerc.data.dialogue import SPLITS, Dialogue, Origin, Utterance
 from instructerc.data.loader import (
     Loader,
     canonical_emotion,
@@ -201,10 +201,8 @@ def iter_jsonl(
                     record = load_json(line)
                 except TextProblem as problem:
                     raise InputError(problem.message + _layout_hint(line), path=path, line=line_number) from None
-                yield (
-                    line_number,
-                    parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset),
-                )
+                dialogue = parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
+                yield line_number, replace(dialogue, origin=Origin(str(path), line_number))
         except UnicodeDecodeError:
             raise not_utf8(path) from None
 

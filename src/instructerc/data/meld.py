@@ -20,7 +20,8 @@ from instructerc.data.loader import (
     numbered_key,
     read_csv_rows,
 )
-from instructerc.data.text import repair_cp1252_mojibake
+from instructerc.data.published import warn_if_partial
+from instructerc.data.text import canonical_speaker, repair_cp1252_mojibake
 from instructerc.labels.benchmarks import MELD
 from instructerc.labels.label_set import LabelSet
 
@@ -39,13 +40,15 @@ def read_meld_csv(path: Path, split: str, label_set: LabelSet | None = MELD) -> 
     collector = TurnCollector("meld", split, file)
     for line, row in read_csv_rows(file, _COLUMNS):
         utterance = Utterance(
-            speaker=nonempty_speaker(repair_cp1252_mojibake(row["Speaker"]), path=file, line=line, field="Speaker"),
+            speaker=nonempty_speaker(canonical_speaker(repair_cp1252_mojibake(row["Speaker"])), path=file, line=line, field="Speaker"),
             text=nonempty_text(repair_cp1252_mojibake(row["Utterance"]), path=file, line=line, field="Utterance"),
             emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
             extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
         )
         collector.add(numbered_key(row["Dialogue_ID"], path=file, line=line, field="Dialogue_ID"), row, line, utterance)
-    return collector.dialogues()
+    dialogues = collector.dialogues()
+    warn_if_partial("meld", split, dialogues, file)
+    return dialogues
 
 
 LOADER = Loader(name="meld", description="MELD official CSVs (real speaker names)", read=read_meld_csv, label_set=MELD)

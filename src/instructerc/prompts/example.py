@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+
+from instructerc.data.dialogue import Origin
 
 
 class Part(str, Enum):
@@ -42,6 +44,7 @@ class Example:
             the gold is unknown (inference).
         dataset, dialogue_id, index: which utterance it is about.
         label: the gold canonical label for ERC / emotion prediction, the speaker otherwise.
+        origin: the file and line of its dialogue, when it was read from one.
     """
 
     task: Task
@@ -51,6 +54,7 @@ class Example:
     dialogue_id: str
     index: int
     label: str | None = None
+    origin: Origin | None = field(default=None, compare=False)
 
     @property
     def prompt(self) -> str:

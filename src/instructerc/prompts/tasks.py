@@ -67,7 +67,7 @@ class ExampleBuilder:
         demonstration = self.demonstrations.get((dialogue.dataset, dialogue.id, index))
         segments = self.template.erc(dialogue, index, demonstration, named)
         target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)
-        return Example(Task.ERC, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
+        return Example(Task.ERC, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion, origin=dialogue.origin)
 
     def emotion_prediction(self, dialogue: Dialogue, index: int, named: bool = True) -> Example:
         check_index(dialogue, index)
@@ -80,7 +80,16 @@ class ExampleBuilder:
         utterance = dialogue.utterances[index]
         segments = self.template.emotion_prediction(dialogue, index, named)
         target = None if utterance.emotion is None else self.template.label_set.verbalize(utterance.emotion)
-        return Example(Task.EMOTION_PREDICTION, tuple(segments), target, dialogue.dataset, dialogue.id, index, utterance.emotion)
+        return Example(
+            Task.EMOTION_PREDICTION,
+            tuple(segments),
+            target,
+            dialogue.dataset,
+            dialogue.id,
+            index,
+            utterance.emotion,
+            origin=dialogue.origin,
+        )
 
     def speaker(self, dialogue: Dialogue, index: int) -> Example:
         check_index(dialogue, index)
@@ -88,7 +97,7 @@ class ExampleBuilder:
             segments, target = self.template.speaker(dialogue, index, max(self.speaker_slots, len(dialogue.speakers)))
         else:
             segments, target = self.template.speaker_in_context(dialogue, index)
-        return Example(Task.SPEAKER, tuple(segments), target, dialogue.dataset, dialogue.id, index, target)
+        return Example(Task.SPEAKER, tuple(segments), target, dialogue.dataset, dialogue.id, index, target, origin=dialogue.origin)
 
     def example(self, task: Task, dialogue: Dialogue, index: int, named: bool = True) -> Example:
         if task is Task.SPEAKER:

@@ -24,6 +24,7 @@ from typing import Any
 
 from instructerc.config import to_mapping
 from instructerc.data.dialogue import Dialogue
+from instructerc.data.published import warnings_held
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction, subset_size
 from instructerc.errors import InputError
@@ -444,6 +445,11 @@ class Trainer:
         data = self.config.data
         source = data.source()
         require_split_folder(source)
+        with warnings_held():  # a partial train split's warning is not printed above a broken dev split's error
+            return self._train_and_dev(source)
+
+    def _train_and_dev(self, source: DataSource) -> tuple[list[Dialogue], list[Dialogue]]:
+        data = self.config.data
         everything = load_dialogues(source, "train")
         if not everything:
             raise InputError("no training dialogues", field="data")
@@ -480,7 +486,9 @@ class Trainer:
             raise InputError(
                 f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {error.message}; "
                 "raise max_length or shorten the utterance",
-                path=split_file(self.config.data.source(), "train"),
+                # A dialogue read from a JSONL file knows its line; a benchmark's is found by its id.
+                path=example.origin.path if example.origin is not None else split_file(self.config.data.source(), "train"),
+                line=example.origin.line if example.origin is not None else None,
                 field="max_length",
             ) from None
 
