@@ -155,8 +155,8 @@ def test_default_output_folder_is_inside_the_model_and_names_the_mode(
     assert run_cli(*args).code == 0
     assert run_cli(*args, "--mode", "generate").code == 0
 
-    assert (models["meld"] / "eval-jsonl-dev" / "metrics.json").is_file()
-    assert (models["meld"] / "eval-jsonl-dev-generate" / "metrics.json").is_file()
+    assert (models["meld"] / "eval-jsonl-meld-like-dev" / "metrics.json").is_file()
+    assert (models["meld"] / "eval-jsonl-meld-like-dev-generate" / "metrics.json").is_file()
 
 
 # -- generate mode ------------------------------------------------------------------------------
@@ -402,6 +402,6 @@ def test_without_model_the_shipped_model_is_evaluated_into_the_working_directory
     result = run_cli("evaluate", "--dataset", "jsonl", "--data", meld_data, "--label-set", "meld", "--split", "test", "--no-progress")
 
     assert result.code == 0, result.err
-    out = tmp_path / "eval-default-model-jsonl-test"
+    out = tmp_path / "eval-default-model-jsonl-meld-like-test"
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["systems"]["llm"]["by_dataset"]
     assert sorted(p.name for p in shipped.iterdir()) == before, "nothing is written into the installed package"

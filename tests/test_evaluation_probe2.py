@@ -258,7 +258,7 @@ def test_an_aggregate_out_that_is_a_file_is_an_error_naming_it(run_cli, tmp_path
     result = run_cli("evaluate", "--runs", tmp_path / "a", tmp_path / "b", "--out", first)
 
     assert result.code == 2 and "Traceback" not in result.err, result
-    assert f"{first}: field 'out': cannot write" in result.err
+    assert f"{first}: field 'out': is a file; --out names the folder to write into" in result.err
 
 
 def test_a_grid_report_folder_that_is_a_file_is_an_error_naming_it(grid: Path, run_cli) -> None:

@@ -119,20 +119,34 @@ def looks_like_path(name: str) -> bool:
 
 def nearest_existing(path: Path) -> Path | None:
     """``path`` or the nearest of its parents that exists (None if none does): what a write
-    below ``path`` would meet first."""
-    return next((candidate for candidate in (path, *path.parents) if candidate.exists()), None)
+    below ``path`` would meet first. A symlink counts even when it leads nowhere: the name is
+    taken, so no folder can be made there (``mkdir`` fails with 'File exists')."""
+    return next((candidate for candidate in (path, *path.parents) if candidate.exists() or candidate.is_symlink()), None)
 
 
-def refuse_broken_link(path: Path) -> None:
+def check_output_folder_path(folder: Path, field: str, what: str) -> None:
+    """An :class:`InputError` naming ``field`` when ``folder`` cannot be made or written into:
+    it, or the nearest existing folder above it, is a file or a broken symlink. ``what``: what
+    ``field`` names, for the message. Checked before the work whose outputs go there, as those
+    are written only at its end."""
+    found = nearest_existing(folder)
+    if found is None or found.is_dir():
+        return
+    refuse_broken_link(found, field=field, hint=f"; {what}")
+    where = "is a file" if found == folder else f"{found} is a file"
+    raise InputError(f"{where}; {what}", path=folder, field=field)
+
+
+def refuse_broken_link(path: Path, field: str | None = None, hint: str = ": point it at a file") -> None:
     """A symlink loop or a link to nothing: ``is_file()`` says False for both, which would be
-    reported as a missing file although the name is there."""
+    reported as a missing file although the name is there. ``hint`` ends the message."""
     try:
         os.stat(path)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise InputError("is a symlink loop (a link that leads back to itself): point it at a file", path=path) from None
+            raise InputError(f"is a symlink loop (a link that leads back to itself){hint}", path=path, field=field) from None
         if error.errno == errno.ENOENT and path.is_symlink():
-            raise InputError(f"is a symlink to {os.readlink(path)}, which does not exist", path=path) from None
+            raise InputError(f"is a symlink to {os.readlink(path)}, which does not exist{hint}", path=path, field=field) from None
 
 
 # Byte-order marks longest first: UTF-32's little-endian mark begins with UTF-16's.

@@ -1,7 +1,8 @@
 """``instructerc evaluate`` (a model on a benchmark split, or ``--runs`` to aggregate seeds) and
 ``instructerc baseline`` (majority class and MiniLM + logistic regression in the same harness).
 
-``evaluate`` writes to ``--out`` (default ``MODEL/eval-DATASET-SPLIT``, with ``-generate`` or
+``evaluate`` writes to ``--out`` (default ``MODEL/eval-DATASET-SPLIT``, where a JSONL input's
+DATASET is ``jsonl-NAME``, NAME its file's or folder's name, with ``-generate`` or
 ``-generate-paper-parsing`` appended in generate mode, so the modes never overwrite each other):
 ``metrics.json``, ``predictions.jsonl``, ``confusion-SYSTEM-DATASET.png`` and ``report.md``.
 ``evaluate --runs DIR1 DIR2 ...`` reads those folders' metrics.json (one per seed) and prints the
@@ -12,9 +13,18 @@ mean and standard deviation per system, dataset and metric; with ``--out`` it al
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from instructerc.cli.options import add_data_options, add_dtype_option, add_trust_remote_code_option, data_source, path_arg
+from instructerc.cli.options import (
+    add_data_options,
+    add_dtype_option,
+    add_trust_remote_code_option,
+    data_source,
+    nonempty_path_text,
+    path_arg,
+)
+from instructerc.data.registry import DataSource
 
 CHUNK_SIZE = 64  # dialogues predicted at a time; --runs refuses any other value it would ignore
 
@@ -43,7 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help=(
             "output folder (default MODEL/eval-DATASET-SPLIT; for the shipped model ./eval-default-model-DATASET-SPLIT; "
-            "generate mode appends -generate or -generate-paper-parsing)"
+            "for JSONL, DATASET is jsonl-NAME, NAME the input file's or folder's name; "
+            "generate mode appends -generate or -generate-paper-parsing; a default folder holding "
+            "another input's evaluation is refused, not overwritten)"
         ),
     )
     evaluate.add_argument(
@@ -77,7 +89,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out", type=path_arg, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices"
     )
     baseline.add_argument("--only", nargs="+", choices=["majority", "minilm-logreg"], help="run only these baselines (default: both)")
-    baseline.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence encoder (default: the embedded all-MiniLM-L6-v2)")
+    # Kept as text (a hub id or a folder); an empty one (an unset variable) loaded the working directory.
+    baseline.add_argument(
+        "--encoder", default="all-MiniLM-L6-v2", type=nonempty_path_text, help="sentence encoder (default: the embedded all-MiniLM-L6-v2)"
+    )
     baseline.add_argument("--c-grid", nargs="+", type=float, metavar="C", help="the logistic regression's C values to choose from on dev")
     baseline.add_argument("--cache-dir", type=path_arg, metavar="DIR", help="embedding cache (default ~/.cache/instructerc)")
     baseline.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -90,6 +105,59 @@ def default_out(model: Path | None, dataset: str, split: str, mode: str, paper_p
     suffix = "" if mode == "score" else "-generate" + ("-paper-parsing" if paper_parsing else "")
     what = f"{dataset}-{split}{suffix}"
     return model / f"eval-{what}" if model is not None else Path(f"eval-default-model-{what}")
+
+
+def dataset_part(source: DataSource) -> str:
+    """The DATASET of the default folder's name. A JSONL input is named by its file or folder
+    too: under ``jsonl`` alone, evaluating a second JSONL input would overwrite the first's results."""
+    from instructerc.evaluation.report import file_part
+
+    if source.name != "jsonl" or source.path is None:
+        return source.name
+    given = Path(os.path.abspath(source.path))  # '..' by the name of the folder it means, links kept as named
+    name = given.stem if given.suffix.lower() == ".jsonl" else given.name
+    return f"jsonl-{file_part(name)}" if name else "jsonl"
+
+
+def refuse_other_input(out: Path, source: DataSource) -> None:
+    """An :class:`InputError` when the default folder ``out`` already holds the evaluation of
+    another input (another folder of the same name, another label space): it was chosen for the
+    user, so it must not silently replace results they did not ask to replace."""
+    from instructerc.errors import InputError
+    from instructerc.evaluation.results import METRICS_FILE, EvaluationResult
+
+    if not (out / METRICS_FILE).is_file():
+        return
+    try:
+        recorded = EvaluationResult.load(out).data
+    except InputError:
+        return  # not ours to judge: an unreadable file is no evaluation worth keeping
+    if _input_of(recorded) != _input_of(_data_of(source)):
+        raise InputError(
+            f"holds the evaluation of another input ({_describe(recorded)}); pass --out DIR to write this one elsewhere",
+            path=out,
+            field="out",
+        )
+
+
+def _data_of(source: DataSource) -> dict[str, object]:
+    label_set = source.label_set if source.label_set is None or isinstance(source.label_set, str) else list(source.label_set)
+    path = None if source.path is None else str(source.path)
+    return {"dataset": source.name, "labels": source.labels, "path": path, "label_set": label_set}
+
+
+def _input_of(data: dict) -> tuple[object, ...]:
+    """What identifies an input in a metrics.json's ``data``: its path compared resolved, as the
+    same folder may be named from another working directory."""
+    path = data.get("path")
+    return data.get("dataset"), data.get("labels"), None if path is None else str(Path(path).resolve()), data.get("label_set")
+
+
+def _describe(data: dict) -> str:
+    parts = [f"--dataset {data.get('dataset')}", f"--labels {data.get('labels')}"]
+    parts += [f"--data {data['path']}"] if data.get("path") else []
+    parts += [f"--label-set {data['label_set']}"] if data.get("label_set") else []
+    return " ".join(parts)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -111,7 +179,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from instructerc.modeling.default_model import default_model_dir
 
     source = data_source(args)
-    out = args.out or default_out(args.model, source.name, canonical_split(args.split), args.mode, args.paper_parsing)
+    out = args.out
+    if out is None:
+        out = default_out(args.model, dataset_part(source), canonical_split(args.split), args.mode, args.paper_parsing)
+        refuse_other_input(out, source)
     result = evaluate_model(
         args.model if args.model is not None else default_model_dir(),
         source,
@@ -155,9 +226,12 @@ def _scoring_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
 def aggregate_runs(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
     from instructerc.evaluation.aggregate import SCALARS, aggregate, load_runs, write_aggregate
-    from instructerc.evaluation.report import SHORT_NAMES
+    from instructerc.evaluation.report import SHORT_NAMES, check_output_folder
     from instructerc.evaluation.results import metrics_file
 
+    if args.out:
+        # A file or a broken symlink there made mkdir fail with a bare 'File exists'.
+        check_output_folder(args.out)
     summary = aggregate(load_runs(args.runs), [str(metrics_file(run).resolve()) for run in args.runs])
     for name, system in summary["systems"].items():
         for dataset, row in system["by_dataset"].items():

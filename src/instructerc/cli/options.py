@@ -11,7 +11,7 @@ from typing import TextIO
 
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
-from instructerc.files import nearest_existing
+from instructerc.files import nearest_existing, refuse_broken_link
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: bool = False) -> None:
@@ -96,6 +96,11 @@ def output_file(text: str) -> Path:
     taken as a path it would quietly write a file named ``-`` instead."""
     if text == "-":
         raise argparse.ArgumentTypeError("'-' is not stdout here: give /dev/stdout (or ./- for a file named '-')")
+    if text.endswith(("/", os.sep)) and text.strip("/" + os.sep):
+        # Path() drops the slash: 'results/' would quietly become a file named 'results'.
+        raise argparse.ArgumentTypeError(
+            f"'{text}' ends with '/', so it names a folder: give the file to write (e.g. {text}predictions.jsonl)"
+        )
     return path_arg(text)
 
 
@@ -104,6 +109,7 @@ def check_output_parent(path: Path, option: str) -> None:
     writing would fail, but only at the end, after the data was read and the model has run."""
     parent = nearest_existing(path.parent)
     if parent is not None and not parent.is_dir():
+        refuse_broken_link(parent, hint=f"; {option} names the file to write")
         raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
 
 

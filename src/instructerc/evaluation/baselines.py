@@ -221,11 +221,14 @@ def run_baselines(
     encoder: Any = None,
     encoder_name: str = EMBEDDED_ENCODER,
     c_grid: Sequence[float] = C_GRID,
-    cache_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Train the chosen baselines on ``source``'s train split (C on dev) and score them on ``split``."""
     from instructerc.data.dialogue import canonical_split
+
+    # Python callers pass str as readily as Path; a str failed only once the encoder had loaded.
+    cache_dir = None if cache_dir is None else Path(cache_dir)
 
     which = [which] if isinstance(which, str) else list(which)  # one name, not its letters
     unknown = sorted(set(which) - set(BASELINES))

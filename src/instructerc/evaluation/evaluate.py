@@ -15,14 +15,14 @@ PREDICTIONS_FILE = "predictions.jsonl"
 
 
 def evaluate_model(
-    model: Path,
+    model: str | Path,
     source: DataSource,
     split: str,
-    out: Path,
+    out: str | Path,
     *,
     mode: str = "score",
     paper_parsing: bool = False,
-    baselines_from: Path | None = None,
+    baselines_from: str | Path | None = None,
     with_baselines: bool = False,
     chunk_size: int = 64,
     max_dialogues: int | None = None,
@@ -51,6 +51,7 @@ def evaluate_model(
     if baselines_from and with_baselines:
         raise InputError("give --baselines DIR or --with-baselines, not both", field="baselines")
     split = canonical_split(split)
+    model, out = Path(model), Path(out)  # Python callers pass str as readily as Path
     check_output_folder(out)
     dialogues = as_read = _dialogues(source, split, max_dialogues)
     imported = EvaluationResult.load(baselines_from) if baselines_from else None
@@ -72,7 +73,6 @@ def evaluate_model(
         _check_baselines_beside(source, as_read, dialogues, label_set)
     computed = run_baselines(source, split, progress=progress) if with_baselines else None
     predictor = Predictor.from_directory(model, dtype=dtype, trust_remote_code=trust_remote_code)
-
     predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
     settings = {
         "model": str(model),

@@ -12,10 +12,9 @@ import io
 import re
 from pathlib import Path
 
-from instructerc.errors import InputError
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
 from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, SystemResult
-from instructerc.files import atomic_write, nearest_existing
+from instructerc.files import atomic_write, check_output_folder_path
 
 REPORT_FILE = "report.md"
 SHORT_NAMES = {"llm": "LLM", "majority": "majority", "minilm-logreg": "MiniLM+LR"}
@@ -54,12 +53,10 @@ def remove_stale_confusions(out: Path, result: EvaluationResult) -> None:
 
 
 def check_output_folder(out: Path, field: str = "out") -> None:
-    """An :class:`InputError` when ``out`` or a folder above it is an existing file: the outputs
+    """An :class:`InputError` when ``out`` or a folder above it is an existing file or a broken
+    symlink (the same test as :func:`instructerc.experiments.runner.check_output_folder`): the outputs
     are written at the very end, so a long evaluation must not run first and fail then."""
-    found = nearest_existing(out)
-    if found is not None and not found.is_dir():
-        what = "is a file" if found == out else f"{found} is a file"
-        raise InputError(f"{what}; --{field} names the folder to write into", path=out, field=field)
+    check_output_folder_path(out, field, f"--{field} names the folder to write into")
 
 
 def write_together(out: Path, files: dict[str, str | bytes]) -> list[Path]:

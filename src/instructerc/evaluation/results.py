@@ -108,7 +108,7 @@ class EvaluationResult:
         return file
 
     @classmethod
-    def load(cls, location: Path) -> "EvaluationResult":
+    def load(cls, location: str | Path) -> "EvaluationResult":
         """From a metrics.json, or a folder holding one."""
         file = metrics_file(location)
         if not file.is_file():
@@ -129,8 +129,9 @@ class EvaluationResult:
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
-def metrics_file(location: Path) -> Path:
+def metrics_file(location: str | Path) -> Path:
     """``location`` itself, or the metrics.json inside it when it is a folder."""
+    location = Path(location)  # a Python caller's str too
     return location / METRICS_FILE if location.is_dir() else location
 
 

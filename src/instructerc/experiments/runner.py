@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from instructerc.errors import InputError
 from instructerc.experiments.grid import METRICS, ExperimentConfig, RunSpec, expand, scores_name
-from instructerc.files import atomic_write
+from instructerc.files import atomic_write, nearest_existing, refuse_broken_link
 
 RESULT_FILE = "result.json"
 
@@ -284,13 +284,15 @@ def check_output_folder(folder: Path) -> None:
     """Refuses a grid output folder that is, or lies inside, a file, before any run: the first
     run's folder could not be made, and the error ('Not a directory', exit 1) named neither the
     grid's output_dir nor what was wrong with it."""
-    for path in (folder, *folder.parents):
-        if path.is_dir():
-            return
-        if path.exists() or path.is_symlink():
-            raise InputError(
-                "is not a folder, but the grid writes its runs into one here: choose another output_dir", path=path, field="output_dir"
-            )
+    # The same test as the evaluation's output folder (nearest_existing): a broken symlink is
+    # refused as such, not reported as a file.
+    found = nearest_existing(folder)
+    if found is None or found.is_dir():
+        return
+    refuse_broken_link(found, field="output_dir", hint=": choose another output_dir")
+    raise InputError(
+        "is not a folder, but the grid writes its runs into one here: choose another output_dir", path=found, field="output_dir"
+    )
 
 
 def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | Sequence[str] | None = None) -> list[RunResult]:

@@ -14,9 +14,11 @@ Both the CLI and the service use it. Two modes:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import numbers
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
@@ -39,6 +41,21 @@ from instructerc.prompts.setup import PromptSetup
 from instructerc.prompts.templates import shares_dialogue_prefix
 
 MODES = ("score", "generate")
+
+# Deprecation notices raised inside the libraries (peft asking transformers 5 for
+# ``is_gradient_checkpointing`` on every load): nothing a caller of ours can act on.
+_LIBRARY_NOTICES = (FutureWarning, DeprecationWarning, PendingDeprecationWarning)
+
+
+@contextlib.contextmanager
+def quiet_library_warnings() -> Any:
+    """Hides the libraries' deprecation notices for the duration of one of our calls only: a
+    caller's own code, before and after, keeps Python's warning filters as they set them."""
+    with warnings.catch_warnings():
+        for category in _LIBRARY_NOTICES:
+            # ``module`` is matched at the warning's origin: any module but ours.
+            warnings.filterwarnings("ignore", category=category, module=r"(?!instructerc\b)")
+        yield
 
 
 def check_mode(mode: str, paper_parsing: bool = False) -> None:
@@ -187,7 +204,8 @@ class Predictor:
         # Checked before anything loads (a LoRA directory may first convert its base model);
         # None is the default, as for the other arguments.
         dtype = dtype_choice("auto" if dtype is None else dtype)
-        model, tokenizer, _ = load_model(directory, device, dtype=dtype, trust_remote_code=trust_remote_code)
+        with quiet_library_warnings():
+            model, tokenizer, _ = load_model(directory, device, dtype=dtype, trust_remote_code=trust_remote_code)
         if config.sparse_attention(device):
             use_block_sparse_attention(model)
         if config.packs_weights(device):
