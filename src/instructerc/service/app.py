@@ -295,7 +295,9 @@ def _add_predict_route(app: "FastAPI", service: Service) -> None:
         response_model=schemas.PredictResponse,
         response_model_exclude_unset=True,  # predicted_original_emotion only where it applies
         responses=_error_responses(*_BODY_STATUSES, *_MODEL_STATUSES),
-        openapi_extra=schemas.request_body(schemas.PredictRequest),
+        openapi_extra=schemas.request_body(
+            schemas.PredictRequest, max_items={"dialogues": service.config.max_dialogues, "utterances": service.config.max_utterances}
+        ),
     )
     async def predict(request: Request) -> dict[str, Any]:
         """Emotions of every utterance of one or more dialogues (each predicted from its history)."""
@@ -320,7 +322,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
         status_code=201,
         response_model=schemas.ConversationOut,
         responses=_error_responses(409, 429, *_BODY_STATUSES, *_MODEL_STATUSES),
-        openapi_extra=schemas.request_body(schemas.NewConversation, required=False),  # an empty body starts an empty one
+        openapi_extra=_new_conversation_body(limits),
     )
     async def create_conversation(request: Request) -> dict[str, Any]:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
@@ -385,6 +387,15 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
         if not service.store.delete(conversation_id):  # its cache goes with it (the store's on_drop)
             raise _unknown(conversation_id)
         return Response(status_code=204)
+
+
+def _new_conversation_body(limits: ServiceConfig) -> dict[str, Any]:
+    """The documented body of a new conversation: optional (an empty body starts an empty one),
+    with no more initial utterances than one request or one conversation may hold."""
+    from instructerc.service import schemas
+
+    most = min(limits.max_utterances, limits.max_conversation_utterances)
+    return schemas.request_body(schemas.NewConversation, required=False, max_items={"utterances": most})
 
 
 async def _json(request: Any, allow_empty: bool = False) -> Any:

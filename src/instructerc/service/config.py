@@ -107,7 +107,10 @@ class ServiceConfig:
             elif spec.name in ("allowed_hosts", "allowed_origins"):
                 if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
                     raise InputError("must be a list of non-empty names", field=spec.name)
-                object.__setattr__(self, spec.name, tuple(v.strip().lower().rstrip("/") for v in value))
+                names = _names(spec.name, value)
+                if not all(names):  # "." or "/" alone: nothing left to compare with
+                    raise InputError("must be a list of non-empty names", field=spec.name)
+                object.__setattr__(self, spec.name, names)
             elif not _finite_number(value):
                 # NaN passes every comparison below unnoticed (a NaN idle time expires every
                 # conversation at once, a NaN timeout times out every body); infinity breaks the
@@ -122,3 +125,23 @@ class ServiceConfig:
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _names(field: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Allowed hosts or origins in the form requests are compared in. A host is compared as
+    :func:`host_name` reads a ``Host`` header, so ``--allowed-host api.example:8000`` (or
+    ``API.example.``) answers ``Host: api.example:8000`` rather than refusing every request."""
+    if field == "allowed_hosts":
+        return tuple(value.strip() if value.strip() == "*" else host_name(value) for value in values)
+    return tuple(value.strip().lower().rstrip("/") for value in values)
+
+
+def host_name(header: str) -> str:
+    """The name of a ``Host`` header without its port, lower case: ``[::1]:8000`` is ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    name, _, port = header.rpartition(":")
+    if name and port.isdigit() and ":" not in name:
+        return name.rstrip(".")
+    return header.rstrip(".")

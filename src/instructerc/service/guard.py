@@ -34,7 +34,7 @@ import uuid
 import zlib
 from typing import Any, Sequence
 
-from instructerc.service.config import ServiceConfig
+from instructerc.service.config import ServiceConfig, host_name
 
 log = logging.getLogger(__name__)
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("instructerc_request_id", default="-")
@@ -49,17 +49,6 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
         return True
-
-
-def host_name(header: str) -> str:
-    """The name of a ``Host`` header without its port, lower case: ``[::1]:8000`` is ``::1``."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    name, _, port = header.rpartition(":")
-    if name and port.isdigit() and ":" not in name:
-        return name.rstrip(".")
-    return header.rstrip(".")
 
 
 class RequestGuard:
@@ -101,10 +90,9 @@ class RequestGuard:
         except Refused as refused:
             await answer(send, refused.status, refused.code, refused.message, field=refused.field)
             return
-        if body.strip() and scope["method"] in _BODY_METHODS and not _is_json(headers.get("content-type", "")):
-            await answer(
-                send, 415, "unsupported_media_type", "the body must be sent as Content-Type: application/json", field="content-type"
-            )
+        problem = _content_type_problem(headers.get("content-type", ""))
+        if body.strip() and scope["method"] in _BODY_METHODS and problem is not None:
+            await answer(send, 415, "unsupported_media_type", problem, field="content-type")
             return
         disconnected = asyncio.Event()
         watcher = asyncio.ensure_future(_watch(receive, disconnected))
@@ -270,8 +258,16 @@ async def answer(
 
 
 def _headers(scope: dict) -> dict[str, str]:
-    # latin-1 maps every byte, so no header value can make decoding fail.
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", ())}
+    """The request's headers by lower-case name. A header sent more than once is one value, its
+    values joined by commas (RFC 9110, 5.3): keeping only the last let a second ``Content-Type:
+    application/json`` pass the guard while the endpoint read the body in the first one's charset,
+    and dropped all but one of repeated ``Content-Encoding`` codings."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        # latin-1 maps every byte, so no header value can make decoding fail.
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 def error_body(code: str, message: str, field: str | None = None) -> bytes:
@@ -291,8 +287,16 @@ def _request_id(headers: dict[str, str]) -> str:
     return given if _CLIENT_ID.fullmatch(given) else new_request_id()
 
 
-def _is_json(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+def _content_type_problem(content_type: str) -> str | None:
+    """Why a body sent with this ``Content-Type`` is refused, or ``None`` when it is JSON."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    # No JSON media type or charset holds a comma: this is the header given twice (see _headers),
+    # and which one holds would be anyone's guess.
+    if "," in content_type:
+        return f"the Content-Type header is given more than once ({content_type!r}); send one: application/json"
+    if media_type != "application/json":
+        return "the body must be sent as Content-Type: application/json"
+    return None
 
 
 def _with_request_id(send: Any, request_id: str) -> Any:

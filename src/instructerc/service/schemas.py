@@ -7,32 +7,41 @@ only, since pydantic comes with the optional ``serve`` extra.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
+# A client generated from the document must be able to send what the service accepts, and be
+# told what it refuses: an empty speaker, text or list is always refused, so the document says so.
 class UtteranceIn(BaseModel):
-    speaker: str = Field(description="who speaks; non-empty")
-    text: str = Field(description="what was said; non-empty, at most max_utterance_chars characters")
+    speaker: str = Field(min_length=1, description="who speaks; non-empty")
+    text: str = Field(min_length=1, description="what was said; non-empty, at most max_utterance_chars characters")
 
 
 class DialogueIn(BaseModel):
-    id: Optional[str] = Field(None, description="echoed back; not used by the model")
+    # The user format's id: a string or an integer, answered as a string.
+    id: Optional[Union[str, int]] = Field(None, description="echoed back as a string; not used by the model")
     dataset: Optional[str] = Field(
         None,
         description="the benchmark the dialogue is from (meld, iemocap, emorynlp): a unified-label model then also gives "
         "predicted_original_emotion; not used by the model",
     )
-    utterances: list[UtteranceIn] = Field(description="in order; at most max_utterances")
+    utterances: list[UtteranceIn] = Field(min_length=1, description="in order; at most max_utterances")
 
 
 class PredictRequest(BaseModel):
-    dialogues: list[DialogueIn] = Field(description="at most max_dialogues; a single dialogue is wrapped in a one-element list")
+    dialogues: list[DialogueIn] = Field(
+        min_length=1, description="at most max_dialogues; a single dialogue is wrapped in a one-element list"
+    )
 
 
 class NewConversation(BaseModel):
-    utterances: list[UtteranceIn] = Field(default_factory=list, description="optional initial utterances, each predicted")
+    # Any other key is refused: with every key optional, a misspelt one would drop the utterances.
+    model_config = ConfigDict(extra="forbid")
+
+    # null is accepted as "none", as an empty body or an empty list is.
+    utterances: Optional[list[UtteranceIn]] = Field(default_factory=list, description="optional initial utterances, each predicted")
 
 
 class UtterancePrediction(BaseModel):
@@ -105,9 +114,28 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-def request_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
-    """An ``openapi_extra`` entry documenting ``model`` as the JSON request body."""
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": inline_schema(model)}}}}
+def request_body(model: type[BaseModel], required: bool = True, max_items: dict[str, int] | None = None) -> dict[str, Any]:
+    """An ``openapi_extra`` entry documenting ``model`` as the JSON request body. ``max_items``:
+    the service's limits on list properties by name (``{"dialogues": 32}``), refused beyond, so a
+    client generated from the document knows them."""
+    schema = with_max_items(inline_schema(model), max_items or {})
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+def with_max_items(node: Any, max_items: dict[str, int]) -> Any:
+    """``node`` with ``maxItems`` on every array property named in ``max_items``, however nested
+    (also an array allowed to be null, documented as ``anyOf``)."""
+    if isinstance(node, list):
+        return [with_max_items(value, max_items) for value in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: with_max_items(value, max_items) for key, value in node.items()}
+    for name, schema in out.get("properties", {}).items():
+        if name in max_items:
+            for variant in schema.get("anyOf", [schema]):
+                if variant.get("type") == "array":
+                    variant["maxItems"] = max_items[name]
+    return out
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
