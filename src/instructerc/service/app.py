@@ -124,7 +124,7 @@ class Service:
     def turn_item(self, conversation: Conversation, utterances: tuple[Utterance, ...]) -> LiveTurn:
         """What to queue for a conversation's newest utterance (``utterances`` ends with it)."""
         cut = tuple(i for i, turn in enumerate(conversation.turns) if getattr(turn.prediction, "truncated", False))
-        return LiveTurn(conversation, self.internal(utterances), cut)
+        return LiveTurn(conversation, self.internal(utterances, conversation.dataset), cut)
 
     def forget(self, conversation: Conversation) -> None:
         """Drops what is kept for a conversation that left the store (its key/value cache)."""
@@ -316,29 +316,66 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     from instructerc.service import schemas
 
     limits = service.config
+    mapping = mapping_of(service.predictor.label_set)
 
     @app.post(
         "/v1/conversations",
         status_code=201,
         response_model=schemas.ConversationOut,
+        response_model_exclude_unset=True,  # dataset and predicted_original_emotion only where they apply
         responses=_error_responses(409, 429, *_BODY_STATUSES, *_MODEL_STATUSES),
         openapi_extra=_new_conversation_body(limits),
     )
     async def create_conversation(request: Request) -> dict[str, Any]:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
-        utterances = conversation_request(await _json(request, allow_empty=True), limits)
-        _check_new_conversation(service, len(utterances))
-        dialogue = service.internal(utterances)
+        requested = conversation_request(await _json(request, allow_empty=True), limits)
+        _check_new_conversation(service, len(requested.utterances))
+        dialogue = service.internal(requested.utterances, requested.dataset)
         predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
         try:
-            conversation = service.store.create([Turn(u, p) for u, p in zip(utterances, predictions)])
+            conversation = service.store.create([Turn(u, p) for u, p in zip(requested.utterances, predictions)], requested.dataset)
         except StoreFull:
             raise _store_full() from None
-        return _conversation(conversation.id, conversation.turns)
+        return _conversation(conversation, mapping)
+
+    _add_turn_route(app, service, mapping)
+
+    # 422 is never answered here (the id is any string), but FastAPI documents its own 422 body
+    # for every route with a path parameter unless the route names one: this one is the service's.
+    by_id = _error_responses(404, 422)
+
+    @app.get(
+        "/v1/conversations/{conversation_id}",
+        response_model=schemas.ConversationOut,
+        response_model_exclude_unset=True,
+        responses=by_id,
+    )
+    async def get_conversation(conversation_id: str) -> dict[str, Any]:
+        """The utterances so far, each with the prediction made when it was added."""
+        conversation = _known(service.store.get(conversation_id), conversation_id)
+        return _conversation(conversation, mapping)
+
+    # Every resource that answers GET answers HEAD (RFC 9110): its status and headers, no body.
+    app.head("/v1/conversations/{conversation_id}", include_in_schema=False)(get_conversation)
+
+    @app.delete("/v1/conversations/{conversation_id}", status_code=204, response_class=Response, responses=by_id)
+    async def delete_conversation(conversation_id: str) -> Response:
+        if not service.store.delete(conversation_id):  # its cache goes with it (the store's on_drop)
+            raise _unknown(conversation_id)
+        return Response(status_code=204)
+
+
+def _add_turn_route(app: "FastAPI", service: Service, mapping: UnifiedMapping | None) -> None:
+    from fastapi import Request
+
+    from instructerc.service import schemas
+
+    limits = service.config
 
     @app.post(
         "/v1/conversations/{conversation_id}/utterances",
         response_model=schemas.AddedUtterance,
+        response_model_exclude_unset=True,
         responses=_error_responses(404, 409, *_BODY_STATUSES, *_MODEL_STATUSES),
         openapi_extra=schemas.request_body(schemas.UtteranceIn),
     )
@@ -367,26 +404,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
                 service.store.touch(conversation)
-        return {"conversation_id": conversation.id, "index": index, **_utterance(utterance, prediction)}
-
-    # 422 is never answered here (the id is any string), but FastAPI documents its own 422 body
-    # for every route with a path parameter unless the route names one: this one is the service's.
-    by_id = _error_responses(404, 422)
-
-    @app.get("/v1/conversations/{conversation_id}", response_model=schemas.ConversationOut, responses=by_id)
-    async def get_conversation(conversation_id: str) -> dict[str, Any]:
-        """The utterances so far, each with the prediction made when it was added."""
-        conversation = _known(service.store.get(conversation_id), conversation_id)
-        return _conversation(conversation.id, conversation.turns)
-
-    # Every resource that answers GET answers HEAD (RFC 9110): its status and headers, no body.
-    app.head("/v1/conversations/{conversation_id}", include_in_schema=False)(get_conversation)
-
-    @app.delete("/v1/conversations/{conversation_id}", status_code=204, response_class=Response, responses=by_id)
-    async def delete_conversation(conversation_id: str) -> Response:
-        if not service.store.delete(conversation_id):  # its cache goes with it (the store's on_drop)
-            raise _unknown(conversation_id)
-        return Response(status_code=204)
+        return {"conversation_id": conversation.id, "index": index, **_turn(Turn(utterance, prediction), conversation, mapping)}
 
 
 def _new_conversation_body(limits: ServiceConfig) -> dict[str, Any]:
@@ -479,8 +497,22 @@ def _store_full() -> ApiError:
     return ApiError(503, "conversations_full", "every stored conversation is in use; retry later")
 
 
-def _conversation(conversation_id: str, turns: Sequence[Turn]) -> dict[str, Any]:
-    return {"id": conversation_id, "utterances": [{"index": i, **_utterance(t.utterance, t.prediction)} for i, t in enumerate(turns)]}
+def _conversation(conversation: Conversation, mapping: UnifiedMapping | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": conversation.id}
+    if conversation.dataset is not None:
+        out["dataset"] = conversation.dataset
+    out["utterances"] = [{"index": i, **_turn(turn, conversation, mapping)} for i, turn in enumerate(conversation.turns)]
+    return out
+
+
+def _turn(turn: Turn, conversation: Conversation, mapping: UnifiedMapping | None) -> dict[str, Any]:
+    """A turn's prediction; in a conversation that names a dataset the model's unified labels
+    cover, also in that dataset's own words, as ``/v1/predict`` gives it."""
+    out = _utterance(turn.utterance, turn.prediction)
+    named = conversation.dataset
+    if mapping is not None and named is not None and mapping.covers(named):
+        out["predicted_original_emotion"] = mapping.best_original(named, turn.prediction.scores)
+    return out
 
 
 def _known(conversation: Any, conversation_id: str) -> Any:

@@ -130,20 +130,48 @@ def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialog
     return out
 
 
-def conversation_request(payload: Any, config: ServiceConfig) -> tuple[Utterance, ...]:
-    """The initial utterances of a new conversation: ``{}`` or ``{"utterances": [...]}``."""
+@dataclass(frozen=True)
+class RequestedConversation:
+    """A new conversation's initial utterances and the benchmark it names (``None`` when none)."""
+
+    utterances: tuple[Utterance, ...]
+    dataset: str | None
+
+
+# A named dataset is kept as long as its conversation lives, so its size is bounded like a speaker's.
+MAX_DATASET_CHARS = 64
+
+
+def conversation_request(payload: Any, config: ServiceConfig) -> RequestedConversation:
+    """A new conversation: ``{}``, or ``{"utterances": [...], "dataset": "meld"}`` with either key."""
     if not isinstance(payload, dict):
         raise ApiError(422, "invalid_request", 'the body must be a JSON object {"utterances": [...]} (or empty)')
-    unknown = sorted(set(payload) - {"utterances"})
+    unknown = sorted(set(payload) - {"utterances", "dataset"})
     if unknown:
         # An empty body is a valid request, so a misspelt key would silently drop the utterances.
-        raise ApiError(422, "invalid_request", f"unknown key(s) {unknown}; the body holds only 'utterances'", field=unknown[0])
+        raise ApiError(
+            422, "invalid_request", f"unknown key(s) {unknown}; the body holds only 'utterances' and 'dataset'", field=unknown[0]
+        )
+    dataset = _named_dataset(payload.get("dataset"))
     raw = payload.get("utterances")
     if raw is None or raw == []:
-        return ()
+        return RequestedConversation((), dataset)
     if not isinstance(raw, list):
         raise ApiError(422, "invalid_request", "'utterances' must be a list", field="utterances")
-    return _dialogue({"utterances": raw}, "", config).utterances
+    return RequestedConversation(_dialogue({"utterances": raw}, "", config).utterances, dataset)
+
+
+def _named_dataset(value: Any) -> str | None:
+    """The benchmark a conversation names, spelt as the toolkit spells it (null: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(422, "invalid_request", "'dataset' must be a non-empty string (or null)", field="dataset")
+    if len(value) > MAX_DATASET_CHARS:
+        raise ApiError(422, "invalid_request", f"'dataset' has {len(value)} characters; at most {MAX_DATASET_CHARS}", field="dataset")
+    if not value.isprintable():
+        raise ApiError(422, "invalid_request", "'dataset' holds a control character or a line break", field="dataset")
+    return benchmark_spelling(value)
 
 
 def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:

@@ -11,6 +11,8 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from instructerc.service.requests import MAX_DATASET_CHARS
+
 
 # A client generated from the document must be able to send what the service accepts, and be
 # told what it refuses: an empty speaker, text or list is always refused, so the document says so.
@@ -42,6 +44,13 @@ class NewConversation(BaseModel):
 
     # null is accepted as "none", as an empty body or an empty list is.
     utterances: Optional[list[UtteranceIn]] = Field(default_factory=list, description="optional initial utterances, each predicted")
+    dataset: Optional[str] = Field(
+        None,
+        min_length=1,
+        max_length=MAX_DATASET_CHARS,
+        description="the benchmark the conversation is from (meld, iemocap, emorynlp): a unified-label model then also gives "
+        "predicted_original_emotion for every turn",
+    )
 
 
 class UtterancePrediction(BaseModel):
@@ -57,8 +66,8 @@ class UtterancePrediction(BaseModel):
 class DialogueUtterancePrediction(UtterancePrediction):
     predicted_original_emotion: Optional[str] = Field(
         None,
-        description="only when the dialogue names a dataset the model's unified labels cover: the best-scoring of that "
-        "dataset's own labels",
+        description="only when the dialogue (or conversation) names a dataset the model's unified labels cover: the "
+        "best-scoring of that dataset's own labels",
     )
 
 
@@ -71,12 +80,13 @@ class PredictResponse(BaseModel):
     dialogues: list[DialoguePrediction]
 
 
-class TurnPrediction(UtterancePrediction):
+class TurnPrediction(DialogueUtterancePrediction):
     index: int = Field(description="the utterance's position in the conversation, from 0")
 
 
 class ConversationOut(BaseModel):
     id: str = Field(description="the conversation id: unguessable, keep it private")
+    dataset: Optional[str] = Field(None, description="the benchmark the conversation named when it started; absent when none")
     utterances: list[TurnPrediction] = Field(description="each with the prediction made when it was added (from its history only)")
 
 

@@ -39,6 +39,7 @@ class Conversation:
         last_used: the store clock's time of the last access.
         lock: held while an utterance is being added, so the turns of one conversation are
             predicted in order while other conversations proceed.
+        dataset: the benchmark the client named when it started the conversation (``None``: none).
     """
 
     id: str
@@ -46,6 +47,7 @@ class Conversation:
     last_used: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     closed: bool = False  # it left the store (deleted, expired or evicted)
+    dataset: str | None = None
 
 
 def new_conversation_id() -> str:
@@ -123,7 +125,7 @@ class ConversationStore:
         # conversation would answer that turn and then lose it with everything before it.
         return now - oldest.last_used >= self.evict_after_idle_seconds and not oldest.lock.locked()
 
-    def create(self, turns: list[Turn] | None = None) -> Conversation:
+    def create(self, turns: list[Turn] | None = None, dataset: str | None = None) -> Conversation:
         """A new conversation; the least recently used one goes if the store is full and it has
         been idle ``evict_after_idle_seconds``, else :class:`StoreFull`."""
         if not self.has_room():
@@ -136,7 +138,7 @@ class ConversationStore:
         conversation_id = self._new_id()
         while conversation_id in self._conversations:
             conversation_id = self._new_id()
-        conversation = Conversation(id=conversation_id, turns=list(turns or []), last_used=now)
+        conversation = Conversation(id=conversation_id, turns=list(turns or []), last_used=now, dataset=dataset)
         self._conversations[conversation_id] = conversation
         return conversation
 
