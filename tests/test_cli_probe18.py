@@ -196,3 +196,20 @@ def test_run_baselines_from_python_takes_a_str_cache_dir(tmp_path: Path) -> None
 
     assert "minilm-logreg" in result.systems
     assert (tmp_path / "cache" / "embeddings").is_dir()
+
+
+def test_predict_into_a_symlink_loop_is_refused_before_the_model_runs(run_cli, model: Path, tmp_path: Path, monkeypatch) -> None:
+    from instructerc.inference import predictor
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran before the output was checked")
+
+    monkeypatch.setattr(predictor.Predictor, "from_directory", never)
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    data = write_folder(tmp_path / "data")
+
+    result = run_cli("predict", "--model", model, "--input", data / "test.jsonl", "--output", loop, "--no-progress")
+
+    assert result.code == 2
+    assert f"{loop}: is a symlink loop" in result.err and "--output names the file to write" in result.err

@@ -137,6 +137,15 @@ def check_output_folder_path(folder: Path, field: str, what: str) -> None:
     raise InputError(f"{where}; {what}", path=folder, field=field)
 
 
+def is_symlink_loop(path: Path) -> bool:
+    """Whether following ``path`` never ends (a link that leads back to itself, directly or not)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno == errno.ELOOP
+    return False
+
+
 def refuse_broken_link(path: Path, field: str | None = None, hint: str = ": point it at a file") -> None:
     """A symlink loop or a link to nothing: ``is_file()`` says False for both, which would be
     reported as a missing file although the name is there. ``hint`` ends the message."""

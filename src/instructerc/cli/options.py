@@ -11,7 +11,7 @@ from typing import TextIO
 
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
-from instructerc.files import nearest_existing, refuse_broken_link
+from instructerc.files import is_symlink_loop, nearest_existing, refuse_broken_link
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: bool = False) -> None:
@@ -111,6 +111,9 @@ def check_output_parent(path: Path, option: str) -> None:
     if parent is not None and not parent.is_dir():
         refuse_broken_link(parent, hint=f"; {option} names the file to write")
         raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
+    if path.is_symlink() and is_symlink_loop(path):
+        # A link to nowhere is written through (it names the file to create); a loop cannot be.
+        raise InputError(f"is a symlink loop (a link that leads back to itself); {option} names the file to write", path=path)
 
 
 def summary_stream(out: Path) -> TextIO:
