@@ -105,8 +105,9 @@ def output_file(text: str) -> Path:
 
 
 def check_output_parent(path: Path, option: str) -> None:
-    """An :class:`InputError` when a folder above the output file ``path`` is an existing file:
-    writing would fail, but only at the end, after the data was read and the model has run."""
+    """An :class:`InputError` when a folder above the output file ``path`` is an existing file,
+    or ``path`` is a symlink loop: writing would fail, but only at the end, after the data was
+    read and the model has run."""
     parent = nearest_existing(path.parent)
     if parent is not None and not parent.is_dir():
         refuse_broken_link(parent, hint=f"; {option} names the file to write")
