@@ -316,7 +316,6 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     from instructerc.service import schemas
 
     limits = service.config
-    mapping = mapping_of(service.predictor.label_set)
 
     @app.post(
         "/v1/conversations",
@@ -336,9 +335,9 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
             conversation = service.store.create([Turn(u, p) for u, p in zip(requested.utterances, predictions)], requested.dataset)
         except StoreFull:
             raise _store_full() from None
-        return _conversation(conversation, mapping)
+        return _conversation(conversation, mapping_of(service.predictor.label_set))
 
-    _add_turn_route(app, service, mapping)
+    _add_turn_route(app, service)
 
     # 422 is never answered here (the id is any string), but FastAPI documents its own 422 body
     # for every route with a path parameter unless the route names one: this one is the service's.
@@ -353,7 +352,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     async def get_conversation(conversation_id: str) -> dict[str, Any]:
         """The utterances so far, each with the prediction made when it was added."""
         conversation = _known(service.store.get(conversation_id), conversation_id)
-        return _conversation(conversation, mapping)
+        return _conversation(conversation, mapping_of(service.predictor.label_set))
 
     # Every resource that answers GET answers HEAD (RFC 9110): its status and headers, no body.
     app.head("/v1/conversations/{conversation_id}", include_in_schema=False)(get_conversation)
@@ -365,7 +364,7 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
         return Response(status_code=204)
 
 
-def _add_turn_route(app: "FastAPI", service: Service, mapping: UnifiedMapping | None) -> None:
+def _add_turn_route(app: "FastAPI", service: Service) -> None:
     from fastapi import Request
 
     from instructerc.service import schemas
@@ -404,7 +403,8 @@ def _add_turn_route(app: "FastAPI", service: Service, mapping: UnifiedMapping | 
                 [prediction] = await service.predict([item], request, admitted=True)
                 conversation.turns.append(Turn(utterance, prediction))
                 service.store.touch(conversation)
-        return {"conversation_id": conversation.id, "index": index, **_turn(Turn(utterance, prediction), conversation, mapping)}
+        turn = _turn(Turn(utterance, prediction), conversation, mapping_of(service.predictor.label_set))
+        return {"conversation_id": conversation.id, "index": index, **turn}
 
 
 def _new_conversation_body(limits: ServiceConfig) -> dict[str, Any]:
