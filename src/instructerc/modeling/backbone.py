@@ -85,11 +85,7 @@ def converted_embedded_model(cache_dir: Path) -> Path:
         # On stderr: predict may be writing its predictions to stdout.
         print(f"converting the embedded {EMBEDDED_MODEL} from GGUF to {target} (once)", file=sys.stderr)
         model, tokenizer = _from_gguf(gguf)
-        try:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-        except OSError as error:  # a full disk, a quota
-            raise _unwritable(target.parent, error) from None
+        _save_conversion(model, tokenizer, staging, target.parent)
         if target.exists() and not _is_whole_checkpoint(target):
             replace_directory(staging, target)  # a damaged copy goes only once the new one is in place
         else:
@@ -99,6 +95,18 @@ def converted_embedded_model(cache_dir: Path) -> Path:
         if not _is_whole_checkpoint(target):
             raise
     return target
+
+
+def _save_conversion(model: Any, tokenizer: Any, staging: Path, cache: Path) -> None:
+    """Writes the converted checkpoint into ``staging``; a full disk or a quota is said as such."""
+    from safetensors import SafetensorError
+
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    # safetensors reports a failed write (a full disk, a quota) as its own error, not an OSError.
+    except (OSError, SafetensorError) as error:
+        raise _unwritable(cache, error) from None
 
 
 def _from_gguf(gguf: Path) -> tuple[Any, Any]:
@@ -172,8 +180,8 @@ def _is_running(pid: int) -> bool:
     return True
 
 
-def _unwritable(folder: Path, error: OSError) -> InputError:
-    reason = error.strerror or str(error)
+def _unwritable(folder: Path, error: Exception) -> InputError:
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200] or type(error).__name__
     return InputError(
         f"cannot write the embedded model's converted checkpoint here ({reason}): set XDG_CACHE_HOME, "
         "or backbone.cache_dir in a recipe, to a writable folder",
@@ -353,17 +361,65 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
 
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.pad_token = _padding_token(tokenizer)
     return tokenizer
+
+
+def _padding_token(tokenizer: Any) -> str:
+    """A token to pad batches with, for a tokenizer that names none. Padding is masked out of
+    attention and loss, so any token of the vocabulary serves; the end-of-text token is the usual
+    choice, and a tokenizer without one (or an unknown or start token) still pads with its first."""
+    for token in (tokenizer.eos_token, tokenizer.unk_token, tokenizer.bos_token):
+        if token is not None:
+            return token
+    return tokenizer.convert_ids_to_tokens(0)
 
 
 def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu", dtype: str | None = None) -> Any:
     """The model with its weights in ``dtype`` (default: ``config.dtype``), resolved for ``device``."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
+    # Mismatched sizes are loaded (and then refused by check_loaded_weights) rather than raised
+    # as a bare RuntimeError; the loading report says which weights the checkpoint lacked.
+    model, info = AutoModelForCausalLM.from_pretrained(
         name_or_path,
         dtype=torch_dtype(dtype or config.dtype, device),
         trust_remote_code=config.trust_remote_code,
         attn_implementation=config.attn_implementation,
+        ignore_mismatched_sizes=True,
+        output_loading_info=True,
     )
+    check_loaded_weights(name_or_path, info)
+    return model
+
+
+def check_loaded_weights(name_or_path: str, info: dict[str, Any]) -> None:
+    """Refuses a model whose checkpoint lacks some of its weights or holds them in other shapes
+    (weights of another model beside its ``config.json``): transformers would fill them with
+    random values, with a warning only, and the model would predict nonsense."""
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(info.get("mismatched_keys") or ())
+    if not missing and not mismatched:
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weight(s) its config needs are missing (first: {missing[0]})")
+    if mismatched:
+        name, found, expected = mismatched[0]
+        problems.append(
+            f"{len(mismatched)} weight(s) have another shape than its config says "
+            f"(first: {name}, {tuple(found)} in the checkpoint, {tuple(expected)} expected)"
+        )
+    raise InputError(
+        f"the weights are not those of the model its config.json describes: {'; '.join(problems)}",
+        path=_weights_location(name_or_path),
+    )
+
+
+def _weights_location(name_or_path: str) -> str:
+    """The weights file (or index) of a local model folder, else the folder or hub id itself."""
+    folder = Path(name_or_path)
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return name_or_path

@@ -45,6 +45,12 @@ def resolve_encoder(name: str) -> Path | str:
     return name
 
 
+def _first_line(error: BaseException) -> str:
+    if "ignore_mismatched_sizes" in str(error):  # transformers points at a report it logged above
+        return "its weights have other shapes than its config.json says: they are another model's"
+    return (str(error).splitlines() or [type(error).__name__])[0][:300]
+
+
 def fingerprint(location: Path | str) -> str:
     """Identifies an encoder's weights for cache keys: file names, sizes and mtimes of a folder."""
     if isinstance(location, Path):
@@ -63,14 +69,20 @@ class SentenceEncoder:
 
     @classmethod
     def load(cls, name: str = EMBEDDED_ENCODER, device: str | None = None) -> "SentenceEncoder":
+        from safetensors import SafetensorError
         from sentence_transformers import SentenceTransformer
 
         location = resolve_encoder(name)
         try:
             model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
-        except (OSError, ValueError) as error:  # a folder without a (complete) model, or a hub id not at hand
-            reason = (str(error).splitlines() or [type(error).__name__])[0]
-            raise InputError(f"cannot load this sentence encoder ({reason})", path=name) from None
+        except SafetensorError as error:  # weights cut short or damaged
+            raise InputError(
+                f"cannot load this sentence encoder: a weights file is corrupt or cut short ({_first_line(error)})", path=name
+            ) from None
+        # OSError, ValueError: a folder without a (complete) model, or a hub id not at hand;
+        # RuntimeError: weights of other shapes than its config says (another model's).
+        except (OSError, ValueError, RuntimeError) as error:
+            raise InputError(f"cannot load this sentence encoder ({_first_line(error)})", path=name) from None
         return cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
 
     @property
