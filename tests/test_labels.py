@@ -250,3 +250,25 @@ def test_flat_predictions_go_back_to_their_dialogues_in_order() -> None:
 def test_flat_predictions_out_of_step_with_the_dialogues_are_refused(count: int) -> None:
     with pytest.raises(ValueError, match=f"{count} results for 5 utterances in 2 dialogues"):
         per_dialogue([Prediction("joy")] * count, ["abc", "de"])
+
+
+def test_labels_that_differ_only_in_unicode_form_are_one_label() -> None:
+    # "café" with a precomposed é and with e + a combining accent look the same: as two labels of
+    # one set the model would be asked to tell apart two identical words, and a gold read in NFC
+    # (as every file reader reads it) could never be the other one.
+    with pytest.raises(ValueError, match="duplicate labels"):
+        LabelSet.from_names("x", ["caf\u00e9", "cafe\u0301"])
+    with pytest.raises(ValueError, match="duplicate labels"):
+        LabelSet.from_names("x", ["\u00c5ngst", "\u212bNGST"])  # the Angstrom sign is an Å
+    labels = LabelSet.from_names("x", ["caf\u00e9", "calm"])
+    assert labels.canonical("CAFE\u0301") == "caf\u00e9"
+    assert labels.canonical(" cafe\u0301 ") == "caf\u00e9"
+
+
+@pytest.mark.parametrize("word", ["so\nsad", "so\tsad", "sad\rx", "\x1bsad"])
+def test_a_label_holding_a_control_character_is_refused(word: str) -> None:
+    # A line feed in a label split the one-line label statement of every prompt.
+    with pytest.raises(ValueError, match="control character"):
+        LabelSet.from_names("x", [word, "calm"])
+    with pytest.raises(ValueError, match="control character"):
+        LabelSet("x", ("a", "b"), ("a", word))

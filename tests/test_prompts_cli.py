@@ -178,3 +178,26 @@ def test_prompts_show_with_a_model_folder_that_does_not_exist_says_so(run_cli, t
     data.write_text(json.dumps({"id": "a", "utterances": [{"speaker": "A", "text": "Hi", "emotion": "joy"}]}) + "\n", encoding="utf-8")
     result = run_cli("prompts", "show", "--dataset", "jsonl", "--data", data, "--label-set", "meld", "--model", tmp_path / "nope")
     assert result.code == 2 and "no such model directory" in result.err, result.err
+
+
+def test_prompts_show_names_the_file_line_of_an_utterance_too_long_for_max_length(run_cli, tmp_path: Path, backbone: Path) -> None:
+    # The budget's own error named only "field 'dialogue 'b''": not where to look, nor what to change.
+    records = [
+        {"id": "a", "utterances": [{"speaker": "Ann", "text": "Hi", "emotion": "joy"}]},
+        {"id": "b", "utterances": [{"speaker": "Bob", "text": "word " * 1500, "emotion": "anger"}]},
+    ]
+    data = tmp_path / "one.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"backbone: {{model: {backbone}}}\ntemplate: {{demonstration: false}}\nmax_length: 256\n", encoding="utf-8")
+    result = run_cli("prompts", "show", "--dataset", "jsonl", "--data", data, "--label-set", "meld", "--index", "1", "--config", recipe)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"{data}:2: field 'max_length': dialogue 'b'" in result.err, result.err
+    assert "raise max_length" in result.err
+
+
+def test_prompts_show_names_the_split_in_its_canonical_spelling(run_cli, data_root: Path, tmp_path: Path, backbone: Path) -> None:
+    recipe = write_recipe(tmp_path, backbone)
+    result = run_cli("prompts", "show", "--dataset", "meld", "--data", data_root, "--split", "DEV", "--config", recipe)
+    assert result.code == 0, result.err
+    assert printed(result.out)[0][0].startswith("# meld dev dialogue "), result.out

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from instructerc.data.dialogue import Dialogue
     from instructerc.data.registry import DataSource
     from instructerc.labels.label_set import LabelSet
+    from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
+    from instructerc.prompts.example import Example
     from instructerc.prompts.setup import PromptSetup
 
 
@@ -90,9 +92,9 @@ def _show_prompt(args: argparse.Namespace) -> int:
     demonstrations = _demonstrations(args, setup, source, train, dialogue)
     example = setup.builder(demonstrations).example(Task(args.task), dialogue, index)
     tokenizer = SegmentTokenizer(load_tokenizer(tokenizer_path))
-    encoded = setup.encode([example], tokenizer, with_target=example.target is not None)[0]
+    encoded = _encoded(setup, example, tokenizer, source)
     show = visible_to(sys.stdout)
-    where = f"{dialogue.dataset} {args.split} dialogue {dialogue.id}, utterance {index}"
+    where = f"{dialogue.dataset} {dialogue.split} dialogue {dialogue.id}, utterance {index}"
     print(show(f"# {where}, task {args.task}, template {setup.template.name}"))
     print(f"# {len(encoded.prompt_ids)} prompt tokens + {len(encoded.target_ids)} target tokens (max_length {setup.max_length})")
     print("--- prompt ---")
@@ -100,6 +102,27 @@ def _show_prompt(args: argparse.Namespace) -> int:
     print("--- target ---")
     print(show(example.target) if example.target is not None else "(no gold label)")
     return 0
+
+
+def _encoded(setup: "PromptSetup", example: "Example", tokenizer: "SegmentTokenizer", source: "DataSource") -> "EncodedExample":
+    """The example's prompt and target as training encodes them. An utterance too long for
+    ``max_length`` is named as training names it, by the file and line its dialogue was read from
+    and the setting to change: the budget's own error knows only the dialogue's id."""
+    from instructerc.errors import InputError
+    from instructerc.prompts.budget import PromptTooLong
+
+    try:
+        return setup.encode([example], tokenizer, with_target=example.target is not None)[0]
+    except PromptTooLong as error:
+        origin = error.example.origin
+        raise InputError(
+            f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {error.message}; "
+            "raise max_length or shorten the utterance",
+            # A dialogue read from a JSONL file knows its line; a benchmark's is found by its id.
+            path=origin.path if origin is not None else source.path,
+            line=origin.line if origin is not None else None,
+            field="max_length",
+        ) from None
 
 
 def _prompt_setup(args: argparse.Namespace, source: "DataSource", train: "list[Dialogue]") -> "tuple[PromptSetup, str]":

@@ -54,6 +54,9 @@ class ConversationCache:
         # The turns that came back truncated: a later turn's prompt cuts them again (see
         # Predictor.predict_turns), so a caller may pass the conversation as it was said.
         self.cut_turns: set[int] = set()
+        # Per turn, a hash of the (speaker, text) whose cut was decided: a turn never seen (a
+        # conversation given whole to a fresh cache) or edited since is measured again.
+        self.checked_turns: dict[int, int] = {}
 
     def __copy__(self) -> "ConversationCache":
         """A fork: the same conversation so far, continued independently of this one. Copied,
@@ -64,7 +67,24 @@ class ConversationCache:
         fork._owned = fork._buffer is not None  # its own clone: later turns may be written into it
         fork._model = self._model
         fork.cut_turns = set(self.cut_turns)
+        fork.checked_turns = dict(self.checked_turns)
         return fork
+
+    def unchecked_turns(self, utterances: Sequence[Any]) -> set[int]:
+        """The turns before the newest of ``utterances`` whose cut this cache has not decided:
+        never given to it, or given with another speaker or text."""
+        return {i for i, u in enumerate(utterances[:-1]) if self.checked_turns.get(i) != hash((u.speaker, u.text))}
+
+    def record_turns(self, utterances: Sequence[Any], measured: set[int], cut: set[int]) -> None:
+        """Remember the cuts of the turns in ``measured`` (``cut``: those that were cut), and
+        every turn of ``utterances`` as decided."""
+        self.cut_turns -= measured - cut
+        self.cut_turns |= cut
+        self.checked_turns = {i: hash((u.speaker, u.text)) for i, u in enumerate(utterances)}
+
+    def forget_turns(self) -> None:
+        """Forget every turn's cut: they were decided for another model's prompt budget."""
+        self.cut_turns, self.checked_turns = set(), {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "ConversationCache":
         # The model reference is kept, not copied: it says which model's states these are.

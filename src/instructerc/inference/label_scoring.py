@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
 from instructerc.prompts.encoding import SegmentTokenizer
 
@@ -33,8 +34,17 @@ class LabelScorer:
         self.label_set = label_set
         eos = () if tokenizer.eos_id is None else (tokenizer.eos_id,)
         self.answers = [tokenizer.answer_ids(v) + eos for v in label_set.verbalizers]
-        if len(set(self.answers)) != len(self.answers):
-            raise ValueError(f"two labels of {label_set.name} tokenize identically")
+        first: dict[tuple[int, ...], str] = {}
+        for verbalizer, answer in zip(label_set.verbalizers, self.answers):
+            other = first.setdefault(answer, verbalizer)
+            if other != verbalizer:
+                # A tokenizer that normalizes (lower-cases, NFKC) or maps unknown characters to one
+                # token: the model could not say which of the two it means, so neither is scored.
+                raise InputError(
+                    f"the labels '{other}' and '{verbalizer}' of {label_set.name} are the same tokens for this model's "
+                    "tokenizer, so it cannot tell them apart: rename one",
+                    field="label_set",
+                )
         children: dict[tuple[int, ...], list[int]] = {}
         for answer in self.answers:
             for depth in range(len(answer)):

@@ -233,16 +233,22 @@ class Predictor:
 
     def _fitted_with_history(
         self, items: Sequence[tuple[Dialogue, int]], cut_before: Sequence[Collection[int]] | None
-    ) -> tuple[list[Any], list[str | None]]:
+    ) -> tuple[list[Any], list[str | None], list[set[int]]]:
         """:meth:`fitted_prompts` of ``items``, each fitted together with the earlier utterances
-        ``cut_before`` names. A turn cut when it was the newest is cut by its own prompt, and a
-        speaker's name cut there is cut in all their lines: given only the newest item, the
-        history would keep the whole text and name, and the budget would drop those lines instead."""
-        extra = [(d, i) for (d, t), earlier in zip(items, cut_before or ()) for i in sorted(set(earlier)) if 0 <= i < t]
+        ``cut_before`` names, and per item those of them their own prompts cut. A turn cut when it
+        was the newest is cut by its own prompt, and a speaker's name cut there is cut in all
+        their lines: given only the newest item, the history would keep the whole text and name,
+        and the budget would drop those lines instead."""
+        pairs = enumerate(zip(items, cut_before or ()))
+        extra = [(k, (d, i)) for k, ((d, t), earlier) in pairs for i in sorted(set(earlier)) if 0 <= i < t]
         # Earlier turns first, as in a whole dialogue: cuts are made in the order prompts come,
         # and a name over the budget is cut by the first of its speaker's prompts.
-        encoded, cuts = self.fitted_prompts([*extra, *items])
-        return encoded[len(extra) :], cuts[len(extra) :]
+        encoded, cuts = self.fitted_prompts([*(item for _, item in extra), *items])
+        earlier_cut: list[set[int]] = [set() for _ in items]
+        for (k, (_, i)), cut in zip(extra, cuts):
+            if cut is not None:
+                earlier_cut[k].add(i)
+        return encoded[len(extra) :], cuts[len(extra) :], earlier_cut
 
     def _encode(self, items: Sequence[tuple[Dialogue, int]]) -> list[Any]:
         """Each item's prompt, or the error of one that cannot fit (see :func:`encode_fitting`)."""
@@ -296,7 +302,7 @@ class Predictor:
             return []
         check_indices(items)
         items = with_distinct_keys(items)
-        encoded, cuts = self._fitted_with_history(items, cut_before)
+        encoded, cuts, _ = self._fitted_with_history(items, cut_before)
         if mode == "score":
             predictions = self._score(encoded, [(d.dataset, d.id) for d, _ in items], progress)
         else:
@@ -322,10 +328,11 @@ class Predictor:
             return []
         newest = [(dialogue, len(dialogue) - 1) for dialogue, _ in turns]
         check_indices(newest)
-        encoded, cuts = self._fitted_with_history(with_distinct_keys(newest), [cache.cut_turns for _, cache in turns])
-        for (dialogue, cache), cut in zip(turns, cuts):
-            if cut is not None:  # read so by every later turn of the conversation
-                cache.cut_turns.add(len(dialogue) - 1)
+        measured = [_turns_to_measure(dialogue, cache, self.model) for dialogue, cache in turns]
+        encoded, cuts, earlier_cut = self._fitted_with_history(with_distinct_keys(newest), measured)
+        for (dialogue, cache), again, cut_again, cut in zip(turns, measured, earlier_cut, cuts):
+            newest_cut = set() if cut is None else {len(dialogue) - 1}  # read so by every later turn
+            cache.record_turns(dialogue.utterances, again | {len(dialogue) - 1}, cut_again | newest_cut)
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         fresh = [cache for _, cache in turns if cache.tokens == 0]
@@ -419,6 +426,16 @@ class Predictor:
         return self.label_set.parse_exact(closest)
 
 
+def _turns_to_measure(dialogue: Dialogue, cache: ConversationCache, model: Any) -> set[int]:
+    """The earlier turns of a live conversation its newest prompt fits again, each cut only if
+    its own prompt cuts it: those its cache saw cut, and those it never measured (a conversation
+    given whole to a fresh cache, or a turn edited since), as a whole-dialogue prediction cuts
+    them all. Cuts decided for another model (another prompt budget) are measured again."""
+    if not cache.computed_by(model):
+        cache.forget_turns()
+    return cache.cut_turns | cache.unchecked_turns(dialogue.utterances)
+
+
 _BUILD_HINT = "build one with Dialogue(id, dataset, split, utterances) or read a file with instructerc.data.jsonl.read_jsonl"
 
 
@@ -499,7 +516,14 @@ def checked_turns(turns: Any) -> list[tuple[Dialogue, ConversationCache]]:
                 field=f"turns[{k}][1]",
             )
         owners[id(cache)] = k
-        out.append((checked_dialogue(dialogue, f"turns[{k}][0]"), cache))
+        dialogue = checked_dialogue(dialogue, f"turns[{k}][0]")
+        if not dialogue.utterances:
+            # Its newest turn would be index -1, and the error would name an index nobody gave.
+            raise InputError(
+                f"dialogue '{dialogue.id}' has no utterances: a live conversation's newest turn is labelled once it has one",
+                field=f"turns[{k}][0].utterances",
+            )
+        out.append((dialogue, cache))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -39,11 +40,16 @@ class LabelSet:
         if not self.labels:
             raise ValueError(f"label set {self.name} is empty")
         for kind, words in (("label", self.labels), ("verbalizer", self.verbalizers)):
-            folded = [w.casefold() for w in words]
+            folded = [_key(w) for w in words]
             if len(set(folded)) != len(folded):
                 raise ValueError(f"label set {self.name}: duplicate {kind}s in {list(words)}")
             if any(not w.strip() or w != w.strip() for w in words):
                 raise ValueError(f"label set {self.name}: {kind}s must be non-empty and unpadded: {list(words)}")
+            broken = [w for w in words if any(unicodedata.category(c) == "Cc" for c in w)]
+            if broken:
+                # A line feed or tab would split the one-line label statement, and no file reader
+                # can give such a label (they refuse it), so gold could never match it.
+                raise ValueError(f"label set {self.name}: the {kind} {broken[0]!r} holds a control character (a line break or tab)")
             reserved = [w for w in words if w.casefold() in (INVALID_MARK, OUTSIDE_MARK)]
             if reserved:
                 raise ValueError(
@@ -52,7 +58,7 @@ class LabelSet:
         # Any spelling a user may give (canonical or verbalizer, any case) resolves to one label.
         lookup: dict[str, str] = {}
         for label, word in zip(self.labels, self.verbalizers):
-            for key in (label.casefold(), word.casefold()):
+            for key in (_key(label), _key(word)):
                 if lookup.setdefault(key, label) != label:
                     raise ValueError(f"label set {self.name}: '{key}' names two labels")
         object.__setattr__(self, "_lookup", lookup)
@@ -66,10 +72,11 @@ class LabelSet:
         return isinstance(label, str) and label in self._verbalizer_of
 
     def canonical(self, value: str) -> str | None:
-        """The canonical label a user's spelling names (case-insensitive, canonical or verbalizer), else None."""
+        """The canonical label a user's spelling names (case-insensitive, in any Unicode form,
+        canonical or verbalizer), else None."""
         if not isinstance(value, str):
             raise TypeError(f"a label is a string, not {type(value).__name__}")
-        return self._lookup.get(value.strip().casefold())
+        return self._lookup.get(_key(value.strip()))
 
     def verbalize(self, label: str) -> str:
         """The word the model sees and says for a canonical label."""
@@ -105,6 +112,13 @@ class LabelSet:
         """A label set whose verbalizers are the labels themselves (user data)."""
         labels = _words(labels, name, "labels")  # once: a generator could not be read twice
         return cls(name=name, labels=labels, verbalizers=labels)
+
+
+def _key(word: str) -> str:
+    """The form two spellings of one label share: case-folded and in one Unicode form (NFC), so
+    ``café`` typed with a combining accent is the label ``café``, never a second class that looks
+    the same (the file readers read every emotion in NFC)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", word).casefold())
 
 
 def _words(words: Any, name: Any, kind: str) -> tuple[str, ...]:
