@@ -265,7 +265,7 @@ def test_a_grid_report_folder_that_is_a_file_is_an_error_naming_it(grid: Path, r
     result = run_cli("experiment", grid, "--report-only", "--results", grid)
 
     assert result.code == 2 and "Traceback" not in result.err, result
-    assert f"{grid}: field 'results': cannot write the report" in result.err
+    assert f"{grid}: field 'results': is not a folder" in result.err
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def test_predict_turns_refuses_a_conversation_with_no_utterance(meld_model: Path
 
     predictor = Predictor.from_directory(meld_model, device="cpu")
 
-    with pytest.raises(InputError, match="utterance index -1 is outside dialogue 'd' of 0 utterance"):
+    with pytest.raises(InputError, match="dialogue 'd' has no utterances"):
         predictor.predict_turns([(Dialogue("d", "user", "test", ()), ConversationCache())])
 
 

@@ -283,3 +283,23 @@ def test_a_partial_train_split_warns_nothing_above_a_broken_dev_splits_error(run
     assert result.code == 2
     [line] = result.err.splitlines()
     assert line.startswith(f"instructerc: error: {folder / 'dev_sent_emo.csv'}:2: row has 4 fields")
+
+
+@pytest.mark.parametrize("rank", [10**12, 17])
+def test_a_lora_rank_above_the_adapted_layers_rank_is_refused_naming_it(tiny_data, backbone, tmp_path, rank) -> None:
+    from instructerc.modeling.backbone import load_causal_lm
+    from instructerc.modeling.finetune import make_trainable
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", finetune__lora__r=rank)
+    model = load_causal_lm(str(backbone), config.backbone)
+    with pytest.raises(InputError, match=rf"r is {rank}, more than the rank of .*proj \(16 x 32\): at most 16") as error:
+        make_trainable(model, "lora", config.finetune.lora)
+    assert error.value.field == "finetune.lora.r"
+
+
+def test_a_lora_rank_equal_to_the_adapted_layers_rank_trains(tiny_data, backbone, tmp_path) -> None:
+    from instructerc.modeling.backbone import load_causal_lm
+    from instructerc.modeling.finetune import make_trainable
+
+    config = recipe(tiny_data, backbone, tmp_path / "run", finetune__lora__r=16)  # v_proj is 16 x 32
+    make_trainable(load_causal_lm(str(backbone), config.backbone), "lora", config.finetune.lora)

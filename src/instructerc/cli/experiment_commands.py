@@ -37,9 +37,20 @@ def run_experiment(args: argparse.Namespace) -> int:
     from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
     from instructerc.experiments.report import write_report
-    from instructerc.experiments.runner import RESULT_FILE, Scoring, load_result, run_directory, run_grid, run_state, selected
+    from instructerc.experiments.runner import (
+        RESULT_FILE,
+        Scoring,
+        check_output_folder,
+        load_result,
+        run_directory,
+        run_grid,
+        run_state,
+        selected,
+    )
 
     check_options(args)
+    if args.results is not None:
+        check_output_folder(args.results, field="results", what="its report", named="--results folder")
     config, root = load_experiment(args.grid)
     if args.dtype:
         config = replace(config, overrides={**config.overrides, "backbone.dtype": args.dtype})
@@ -60,29 +71,43 @@ def run_experiment(args: argparse.Namespace) -> int:
             print(f"{state:<{max(width, 8)}} {directory.name} {spec.name}")
         return 0
     in_group = False
+    failures = []
     if not args.report_only:
         check_run_models(config, root, specs, args.grid)
         try:
-            run_grid(config, root, progress=not args.no_progress, only=args.only)
+            failures = run_grid(config, root, progress=not args.no_progress, only=args.only).failures
         finally:
             in_group = end_process_group()  # once, after every run: the runs share it
     # The report is the grid's, whichever runs --only ran now: every run with a result scored the
     # way this grid scores (another grid's scores of a shared run are on another split or subset).
     scoring = Scoring.of(config)
-    found = [load_result(run_directory(config, root, s) / RESULT_FILE, s, scoring) for s in expand(config)]
+    # A run that failed just now is reported as failed, not read: its result may be what failed.
+    failed = {failure.name for failure in failures}
+    found = [load_result(run_directory(config, root, s) / RESULT_FILE, s, scoring) for s in expand(config) if s.name not in failed]
     results = [result for result in found if result is not None]
     target = args.results or (root / config.output_dir)
     try:
-        written = write_report(config, results, target)
+        written = write_report(config, results, target, failures)
     except OSError as error:
         # Named as the user gave the folder: without --results it is the grid's output_dir.
         option = "results" if args.results else "output_dir"
         raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field=option) from None
     for path in written:
         print(f"wrote {path}")
+    refuse_failures(failures, args.grid)
     if in_group:
         exit_group_member(0)
     return 0
+
+
+def refuse_failures(failures: list[Any], grid: Path) -> None:
+    """Called after the report, which holds every run that did finish: the exit status and this
+    line say the grid is not complete, and which runs failed with what."""
+    from instructerc.errors import InputError
+
+    if failures:
+        shown = "; ".join(f"{failure.name}: {failure.message}" for failure in failures)
+        raise InputError(f"{len(failures)} run(s) of the grid failed ({shown}); the others ran", path=grid)
 
 
 def check_options(args: argparse.Namespace) -> None:

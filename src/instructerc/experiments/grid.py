@@ -153,8 +153,11 @@ class RunSpec:
 def load_experiment(path: str | Path) -> tuple[ExperimentConfig, Path]:
     """The experiment and the folder its relative paths are relative to."""
     path = Path(path)
+    # Read outside the try: its errors already name the file, and the line (invalid YAML) that
+    # re-raising with the grid's path and field alone dropped.
+    data = read_yaml(path)
     try:
-        config = from_mapping(ExperimentConfig, read_yaml(path))
+        config = from_mapping(ExperimentConfig, data)
     except InputError as error:
         raise InputError(error.message, path=path, field=error.field) from None
     root = path.resolve().parent

@@ -8,10 +8,11 @@ import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 from instructerc.evaluation.report import md_cell, write_together
 from instructerc.experiments.grid import METRICS, ExperimentConfig, axis_number, scores_name
-from instructerc.experiments.runner import RunResult
+from instructerc.experiments.runner import RunFailure, RunResult
 
 # The dev weighted F1 that selected each run's checkpoint (the committed tables' name for it).
 SELECTION_COLUMN = "dev_weighted_f1"
@@ -139,8 +140,19 @@ def _position(value: str) -> float:
     return number
 
 
-def write_report(config: ExperimentConfig, results: list[RunResult], directory: Path) -> list[Path]:
+def failures_section(failures: Sequence[RunFailure]) -> str:
+    """The runs that failed, each with its error, under the table (empty when none did)."""
+    if not failures:
+        return ""
+    lines = [f"\n{len(failures)} run(s) failed and are not in the table:\n", "| run | error |", "| --- | --- |"]
+    lines += [f"| {md_cell(failure.name)} | {md_cell(failure.message)} |" for failure in failures]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(config: ExperimentConfig, results: list[RunResult], directory: Path, failures: Sequence[RunFailure] = ()) -> list[Path]:
     """CSV, Markdown table (and plot) of a grid under ``directory``; returns the files written.
+    The Markdown names the ``failures`` of this invocation: a table without them reads as if the
+    grid had only the runs it shows.
 
     All or nothing: every file is rendered first and they replace their earlier versions
     together, so a stop or a full disk never leaves a new table beside an old plot."""
@@ -154,7 +166,7 @@ def write_report(config: ExperimentConfig, results: list[RunResult], directory: 
     heading = f"# {config.name}\n\n{len(results)} runs; {scope} scores of dev-selected checkpoints; mean ± std over seeds.\n\n"
     files: dict[str, str | bytes] = {
         f"{config.name}.csv": csv_text(config, table, split),
-        f"{config.name}.md": heading + markdown_table(config, table, split),
+        f"{config.name}.md": heading + markdown_table(config, table, split) + failures_section(failures),
     }
     if config.plot is not None:
         files[f"{config.name}.png"] = plot_png(config, table, split)

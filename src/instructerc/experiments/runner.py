@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import sys
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -280,34 +282,95 @@ def selected(name: str, only: str | Sequence[str] | None) -> bool:
     return any(text in name for text in ([only] if isinstance(only, str) else only))
 
 
-def check_output_folder(folder: Path) -> None:
-    """Refuses a grid output folder that is, or lies inside, a file, before any run: the first
-    run's folder could not be made, and the error ('Not a directory', exit 1) named neither the
-    grid's output_dir nor what was wrong with it."""
+def check_output_folder(folder: Path, field: str = "output_dir", what: str = "its runs", named: str = "output_dir") -> None:
+    """Refuses a grid output folder (``field``, ``named`` so in the advice: the grid's output_dir,
+    or --results) that is, or
+    lies inside, a file, before any run: the first run's folder could not be made, and the error
+    ('Not a directory', exit 1) named neither the folder's key nor what was wrong with it; a
+    report folder failed only after every run had trained ('File exists')."""
     # The same test as the evaluation's output folder (nearest_existing): a broken symlink is
     # refused as such, not reported as a file.
     found = nearest_existing(folder)
     if found is None or found.is_dir():
         return
-    refuse_broken_link(found, field="output_dir", hint=": choose another output_dir")
-    raise InputError(
-        "is not a folder, but the grid writes its runs into one here: choose another output_dir", path=found, field="output_dir"
-    )
+    refuse_broken_link(found, field=field, hint=f": choose another {named}")
+    raise InputError(f"is not a folder, but the grid writes {what} into one here: choose another {named}", path=found, field=field)
 
 
-def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | Sequence[str] | None = None) -> list[RunResult]:
+@dataclass(frozen=True)
+class RunFailure:
+    """A run of a grid that stopped with an error; the grid went on with the runs after it."""
+
+    spec: RunSpec
+    directory: Path
+    message: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class GridOutcome:
+    """What one invocation of a grid did: the runs it finished (or found done) and those that failed."""
+
+    results: list[RunResult]
+    failures: list[RunFailure]
+
+
+def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: str | Sequence[str] | None = None) -> GridOutcome:
     """Every run of the grid (finished ones are read back, not redone); with ``only``, the runs
-    :func:`selected` by it."""
+    :func:`selected` by it. A run that fails is recorded and the grid goes on: one bad
+    combination (a label set its data does not fit, a prompt too long for one window) must not
+    cost the runs after it hours later. Ctrl-C and SIGTERM still stop the grid."""
     check_output_folder(root / config.output_dir)
-    results = []
+    results, failures = [], []
     specs = expand(config)
     for position, spec in enumerate(specs, start=1):
         if not selected(spec.name, only):
             continue
         directory = run_directory(config, root, spec)
-        state = run_state(config, directory)
-        state = {"pending": "running", "to score": f"trained, scoring on {Scoring.of(config).describe()}"}.get(state, state)
-        state = f"resuming, {state}" if state.startswith("stopped") else state
-        print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): {state}")
-        results.append(run_one(config, root, spec, progress))
-    return results
+        try:
+            # Its state is read from its files too (a damaged result), so inside the try.
+            print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): {_doing(config, directory)}", flush=True)
+            results.append(run_one(config, root, spec, progress))
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (main's Terminated)
+            _say_how_to_continue(spec, directory)
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure is reported at the end, by name
+            failures.append(RunFailure(spec, directory, failure_message(error)))
+            print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): failed: {failures[-1].message}", file=sys.stderr, flush=True)
+    return GridOutcome(results, failures)
+
+
+def _say_how_to_continue(spec: RunSpec, directory: Path) -> None:
+    """A grid stopped during a run: which run, what it keeps, and that the same command goes on
+    from there (``instructerc train`` says as much of a run it stops)."""
+    from instructerc.distributed import later_process_of_a_run
+    from instructerc.training.checkpoint import latest_checkpoint
+    from instructerc.training.trainer import RunPaths
+
+    if later_process_of_a_run():
+        return
+    latest = latest_checkpoint(RunPaths(directory).checkpoints)
+    kept = f"; it is kept up to {latest}" if latest is not None else ""
+    print(f"instructerc: the grid stopped during run {spec.name}{kept}; the same command continues the grid", file=sys.stderr)
+
+
+def _doing(config: ExperimentConfig, directory: Path) -> str:
+    """What the grid does with a run now, from its state."""
+    state = run_state(config, directory)
+    state = {"pending": "running", "to score": f"trained, scoring on {Scoring.of(config).describe()}"}.get(state, state)
+    return f"resuming, {state}" if state.startswith("stopped") else state
+
+
+def failure_message(error: Exception) -> str:
+    """One line for a failed run. An error that is not the user's (a bug, a device error) also
+    has its traceback printed, since the grid goes on and nothing else would show where it came from."""
+    if isinstance(error, InputError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    traceback.print_exception(error, file=sys.stderr)
+    return f"{type(error).__name__}: {error}"

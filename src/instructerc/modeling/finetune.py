@@ -31,6 +31,7 @@ def make_trainable(model: Any, method: str, lora: Any, init_adapter: str | None 
     from peft import LoraConfig, get_peft_model
 
     check_target_modules(model, lora.target_modules)
+    check_rank(model, lora.target_modules, lora.r)
     layers = None
     if lora.top_layers is not None:
         count = model.config.num_hidden_layers
@@ -97,6 +98,24 @@ def check_target_modules(model: Any, targets: list[str]) -> None:
         raise InputError(
             f"the model has no layer named {', '.join(unknown)} to adapt; its Linear layers are: {names}",
             field="finetune.lora.target_modules",
+        )
+
+
+def check_rank(model: Any, targets: list[str], rank: int) -> None:
+    """Refuses a LoRA rank above what an adapted layer can hold (the smaller side of its weight):
+    it adds weights and no expressiveness, and a huge one fails deep in an allocation."""
+    adapted = [
+        (name, tuple(module.weight.shape[:2]))
+        for name, module in model.named_modules()
+        if any(name == t or name.endswith(f".{t}") for t in targets) and getattr(module, "weight", None) is not None
+    ]
+    if not adapted:
+        return
+    name, shape = min(adapted, key=lambda item: min(item[1]))
+    if rank > min(shape):
+        raise InputError(
+            f"r is {rank}, more than the rank of {name} ({shape[0]} x {shape[1]}): at most {min(shape)}",
+            field="finetune.lora.r",
         )
 
 

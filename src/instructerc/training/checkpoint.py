@@ -257,12 +257,17 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
     import yaml
 
     if not saved_config.is_file():
-        return []
+        # The run writes it before its first checkpoint, so it was deleted: without it nothing
+        # says which recipe the checkpoint's weights were trained under.
+        return _unverifiable(saved_config, "is missing", force)
     try:
         saved = yaml.safe_load(saved_config.read_text(encoding="utf-8"))
     except (yaml.YAMLError, ValueError) as error:
         raise InputError(f"cannot read the run's saved config ({_one_line(error)})", path=saved_config) from None
-    if isinstance(saved, dict) and defaults:
+    if not isinstance(saved, dict):
+        # Compared as it is, an emptied file listed the whole new recipe as the one difference.
+        return _unverifiable(saved_config, "is empty" if saved is None else "is not a recipe (a mapping of keys)", force)
+    if defaults:
         saved = _with_defaults(saved, yaml.safe_load(yaml.safe_dump(defaults)))
     # Through YAML, so the new config compares in the form the saved one was written in.
     new = yaml.safe_load(yaml.safe_dump(config))
@@ -279,6 +284,18 @@ def check_resumable(saved_config: Path, config: dict[str, Any], force: bool = Fa
             path=saved_config,
         )
     return differences
+
+
+def _unverifiable(saved_config: Path, problem: str, force: bool) -> list[str]:
+    """The one difference to report when the run's saved config cannot be compared; refused
+    unless ``force``, like any difference."""
+    if not force:
+        raise InputError(
+            f"the run's saved config {problem}, so this recipe cannot be checked against the one the run started with: "
+            "pass --force to resume under this recipe anyway, or choose another output_dir",
+            path=saved_config,
+        )
+    return [f"{saved_config.name}: the saved config {problem}; resumed under the recipe given"]
 
 
 def _same_precision(saved: Any, new: dict[str, Any]) -> bool:

@@ -398,7 +398,7 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
             return
         child = node[place] if not isinstance(node, dict) else node.get(place)
         if child is None:
-            child = {}  # an empty section (every key commented out) is a section of defaults
+            child = absent_value(steps[: depth + 1])
         elif isinstance(child, (dict, list)):
             child = type(child)(child)
         else:
@@ -406,6 +406,23 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
             raise InputError(f"'{where}' is not a section of keys, so --set {dotted} cannot go into it", path=path, field=where)
         node[place] = child
         node = child
+
+
+def absent_value(steps: list[Step]) -> Any:
+    """What a place the recipe leaves out (or empties) holds for an override to go into: a
+    section's defaults are its own, so an empty one; a list keeps its default items, so
+    ``--set stages[0].epochs=2`` reaches the default stage of a recipe that writes no ``stages``
+    (it was refused as "not a list")."""
+    hint = _not_null(hint_at(steps))
+    if typing.get_origin(hint) not in (list, tuple):
+        return {}  # an empty section (every key commented out) is a section of defaults
+    owner = _not_null(hint_at(steps[:-1]))
+    found = [f for f in dataclasses.fields(owner) if f.name == steps[-1]] if dataclasses.is_dataclass(owner) else []
+    if found and found[0].default_factory is not dataclasses.MISSING:
+        return to_mapping(found[0].default_factory())
+    if found and isinstance(found[0].default, (list, tuple)):
+        return to_mapping(found[0].default)
+    return []  # no default items: an index names none of them
 
 
 def override_steps(dotted: str) -> list[Step]:

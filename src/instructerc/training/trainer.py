@@ -9,6 +9,7 @@ vocabulary projection runs only at target positions. The test split is never rea
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from instructerc.data.published import warnings_held
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
 from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction, subset_size
 from instructerc.errors import InputError
+from instructerc.files import refuse_broken_link
 from instructerc.labels.label_set import LabelSet
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG
 from instructerc.prompts.budget import PromptTooLong
@@ -353,9 +355,16 @@ def _kind(path: Path) -> str | None:
     try:
         return "folder" if stat.S_ISDIR(path.stat().st_mode) else "file"
     except FileNotFoundError:
+        # A link to nothing reads as absent, but no folder can be made in its place: the run
+        # failed later with a bare "File exists".
+        refuse_broken_link(path, field="output_dir", hint=": choose another output_dir, or make the link point at a folder")
         return None
     except NotADirectoryError:  # a parent is a file: the caller finds it among the parents
         return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            refuse_broken_link(path, field="output_dir", hint=": choose another output_dir")
+        raise
 
 
 def forced_resume_note(changes: list[str]) -> str | None:
@@ -882,7 +891,9 @@ class Trainer:
             return True
         if self.config.eval_every_steps:
             return state.global_step % self.config.eval_every_steps == 0
-        per_epoch = self.config.evals_per_epoch
+        # More evaluations than steps is one after every step, and the search below is linear in
+        # them: evals_per_epoch: 1e12 hung the run before its first step.
+        per_epoch = min(self.config.evals_per_epoch, steps_per_epoch)
         position = (done - 1) % steps_per_epoch + 1
         return any(position == round(k * steps_per_epoch / per_epoch) for k in range(1, per_epoch + 1))
 
