@@ -213,3 +213,23 @@ def test_predict_into_a_symlink_loop_is_refused_before_the_model_runs(run_cli, m
 
     assert result.code == 2
     assert f"{loop}: is a symlink loop" in result.err and "--output names the file to write" in result.err
+
+
+def test_evaluate_says_how_many_utterances_have_no_gold_and_are_not_scored(run_cli, model: Path, tmp_path: Path) -> None:
+    utterances = [
+        {"speaker": "A", "text": "I am happy", "original_emotion": "joy"},
+        {"speaker": "B", "text": "meh", "emotion": "neutral"},
+        {"speaker": "A", "text": "ok then"},
+    ]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.jsonl").write_text(json.dumps({"id": "a", "dataset": "meld", "utterances": utterances}) + "\n", encoding="utf-8")
+
+    result = _evaluate_default(run_cli, model, data, "--out", str(tmp_path / "out"))
+
+    assert result.code == 0, result
+    assert (
+        "2 of 3 utterances have no gold 'emotion' and are not scored; "
+        "1 of them give only 'original_emotion', which is not read as the gold" in result.err
+    )
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))["systems"]["llm"]["by_dataset"]["meld"]["count"] == 1

@@ -29,15 +29,36 @@ class CommandParser(argparse.ArgumentParser):
         """As argparse's, but a sub-command refuses what it does not know itself, with its own
         usage and the option meant; argparse would leave that to the top parser, whose usage
         (``instructerc [-h] [--version] COMMAND ...``) says nothing of the mistyped option."""
+        args = list(args) if args is not None else None
+        self._words = [str(word) for word in args] if args is not None else []
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggestion(extras)}")
         return parsed, extras
 
+    def error(self, message: str) -> Any:
+        """As argparse's, but a required option reported missing also names the unknown options
+        given (``--inptu`` for ``--input``; ``--output`` where the command's is ``--out``): argparse
+        checks the required options first and would never mention them."""
+        if message.startswith("the following arguments are required"):
+            unknown = [word for word in getattr(self, "_words", []) if word.startswith("--") and not self._known(word)]
+            if unknown:
+                message = f"{message}; unrecognized arguments: {' '.join(unknown)}{self._suggestion(unknown)}"
+        return super().error(message)
+
+    def _known(self, word: str) -> bool:
+        name = word.split("=", 1)[0]
+        return name == "--" or any(option.startswith(name) for option in self._option_string_actions)
+
     def _suggestion(self, extras: list[str]) -> str:
         options = [option for option in self._option_string_actions if option.startswith("--")]
         for word in extras:
-            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.8) if word.startswith("--") else []
+            name = word.split("=", 1)[0]
+            if not word.startswith("--"):
+                continue
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.8)
+            # A longer spelling of an option (``--output`` for ``--out``, ``--labels-set``).
+            close = close or sorted((option for option in options if name.startswith(option) and option != "--"), key=len)[-1:]
             if close:
                 return f" (did you mean {close[0]}?)"
         return ""

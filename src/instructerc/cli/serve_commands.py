@@ -82,7 +82,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--host", type=_host, default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="default: %(default)s")
-    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    levels = ("critical", "error", "warning", "info", "debug")
+    serve.add_argument("--log-level", default="info", choices=levels, help="what the log shows (default: %(default)s)")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request (default: on)")
     add_trust_remote_code_option(serve)
     for title, options in _OPTIONS.items():

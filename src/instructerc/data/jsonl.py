@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
@@ -77,7 +78,9 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
         )
     dataset = record.get("dataset", default_dataset)
     if "dataset" in record:
-        if not isinstance(dataset, str) or not dataset.strip():
+        # A name of invisible characters only (a zero-width space) is as empty as "": it would
+        # group dialogues under a dataset no report can show.
+        if not isinstance(dataset, str) or not canonical_label(dataset):
             raise InputError("'dataset' must be a non-empty string", path=path, line=line, field="dataset")
         dataset = benchmark_spelling(dataset)
     utterances = tuple(
@@ -120,7 +123,9 @@ def json_kind(value: Any) -> str:
 def benchmark_spelling(dataset: str) -> str:
     """A benchmark's name as the toolkit spells it (``MELD``, `` meld`` -> ``meld``), so that its
     scoring and ``predicted_original_emotion`` apply however the user wrote it; other names as given."""
-    folded = dataset.strip().lower()
+    # NFKC and the trim speakers and emotions get: a name pasted with a zero-width space or a BOM,
+    # or typed in full-width letters (``ＭＥＬＤ``), shows as the benchmark's name and is meant so.
+    folded = canonical_label(unicodedata.normalize("NFKC", dataset)).casefold()
     return folded if folded in BENCHMARK_LABEL_SETS else dataset
 
 

@@ -97,15 +97,19 @@ def evaluate_model(
 
 
 def _dialogues(source: DataSource, split: str, max_dialogues: int | None) -> list[Dialogue]:
-    """The split's dialogues, or a fixed subset (seed 0) of at most ``max_dialogues`` per dataset."""
-    dialogues = load_dialogues(source, split)
-    if max_dialogues is None:
-        return dialogues
-    from instructerc.data.sampling import per_dataset_subset
+    """The split's dialogues, or a fixed subset (seed 0) of at most ``max_dialogues`` per dataset;
+    says how many of their utterances have no gold and go unscored."""
+    from instructerc.evaluation.harness import warn_unscored
 
-    if max_dialogues < 1:
-        raise InputError("must be at least 1", field="max_dialogues")
-    return per_dataset_subset(dialogues, max_dialogues, seed=0)
+    dialogues = load_dialogues(source, split)
+    if max_dialogues is not None:
+        from instructerc.data.sampling import per_dataset_subset
+
+        if max_dialogues < 1:
+            raise InputError("must be at least 1", field="max_dialogues")
+        dialogues = per_dataset_subset(dialogues, max_dialogues, seed=0)
+    warn_unscored(dialogues, source.path)
+    return dialogues
 
 
 def _check_imported_baselines(

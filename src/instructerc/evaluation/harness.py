@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
@@ -66,6 +67,23 @@ def predict_all(
         for batch in chunks(dialogues, chunk):
             predictions.extend(predictor.predict(batch, mode=mode, paper_parsing=paper_parsing, progress=bar))
     return predictions
+
+
+def warn_unscored(dialogues: Sequence[Dialogue], path: Path | None = None) -> None:
+    """One line on stderr when some utterances have no gold ``emotion``: they are predicted but
+    not scored, and the figures describe the others only. An ``original_emotion`` alone is named,
+    as a user may take it for the gold."""
+    utterances = [u for d in dialogues for u in d.utterances]
+    unscored = [u for u in utterances if u.emotion is None]
+    if not unscored or len(unscored) == len(utterances):  # none at all is refused by check_scorable
+        return
+    where = f"{path}: " if path is not None else ""
+    original = sum("original_emotion" in u.extra for u in unscored)
+    note = f"; {original} of them give only 'original_emotion', which is not read as the gold" if original else ""
+    print(
+        f"instructerc: warning: {where}{len(unscored)} of {len(utterances)} utterances have no gold 'emotion' and are not scored{note}",
+        file=sys.stderr,
+    )
 
 
 def check_scorable(dialogues: Sequence[Dialogue], label_set: LabelSet, path: Path | None = None) -> None:
