@@ -156,8 +156,9 @@ class Scripted(Shard):
         super().__init__(rank, 2)
         object.__setattr__(self, "answers", answers)
 
-    def failed_ranks(self, failed: bool) -> list[int] | None:
-        return self.answers.pop(0)
+    def statuses(self, status: int) -> list[int] | None:
+        failed = self.answers.pop(0)  # the ranks that failed, or None: one is gone
+        return None if failed is None else [int(rank in failed) for rank in range(self.world)]
 
 
 @pytest.mark.parametrize(

@@ -69,41 +69,18 @@ def run_predict(args: argparse.Namespace) -> int:
     from instructerc.extras import require_extra
 
     require_extra("predict", "train")
-    from instructerc.data.jsonl import UNNAMED_DATASET, iter_jsonl
-    from instructerc.errors import InputError
+    from functools import partial
+
     from instructerc.evaluation.harness import chunks
-    from instructerc.inference.predictor import Predictor, check_mode
-    from instructerc.inference.sharding import current_shard
-    from instructerc.labels.registry import named_label_set
-    from instructerc.modeling.default_model import default_model_dir
+    from instructerc.inference.predictor import Predictor
+    from instructerc.inference.sharding import current_shard, done_alike
 
-    check_mode(args.mode, args.paper_parsing)
-    if args.chunk_size < 1:
-        raise InputError("--chunk-size must be at least 1", field="chunk-size")
-    if args.output.is_dir():
-        raise InputError("is a folder; --output names the file to write", path=args.output)
-    check_output_parent(args.output, "--output")
-    if args.input.exists() and not args.input.is_dir() and not args.input.is_file():
-        # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
-        raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
-    model = args.model if args.model is not None else default_model_dir()
-    # An empty name (``--label-set "$UNSET"``) is refused as every unknown one is, not read as none.
-    gold_labels = named_label_set(args.label_set) if args.label_set is not None else None
-
-    def read():
-        return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels, default_dataset=UNNAMED_DATASET))
-
-    # Every process reads the whole file first: bad input fails everywhere before any model time.
-    named: set[str] = set()
-    sizes = []
-    for batch in chunks(read(), args.chunk_size):
-        sizes.append((len(batch), sum(len(d) for d in batch)))
-        named.update(d.dataset for d in batch if d.dataset != UNNAMED_DATASET)
-    if not sizes:
-        raise InputError("no dialogues in the file", path=args.input)
     shard, device = current_shard()
     try:
-        predictor = Predictor.from_directory(model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
+        # Every process checks the whole input first: bad input fails before any model time.
+        model, read, sizes, named = done_alike(shard, lambda: _checked_input(args), args.output)
+        load = partial(Predictor.from_directory, model, device=device, dtype=args.dtype or "auto", trust_remote_code=args.trust_remote_code)
+        predictor = done_alike(shard, load, args.output)
         invalid, truncated = _predict_shard(args, predictor, shard, chunks(read(), args.chunk_size), sizes)
         # One warning and one count for the whole output, not one per process.
         truncated, invalid = shard.total(truncated), shard.total(invalid)
@@ -136,6 +113,42 @@ def run_predict(args: argparse.Namespace) -> int:
 
         exit_group_member(0)
     return 0
+
+
+def _checked_input(args: argparse.Namespace) -> tuple[Any, Any, list[tuple[int, int]], set[str]]:
+    """The options and the whole input checked: the model directory, a reader of the input's
+    dialogues, each chunk's (dialogues, utterances) and the dataset names the input gives."""
+    from instructerc.data.jsonl import UNNAMED_DATASET, iter_jsonl
+    from instructerc.errors import InputError
+    from instructerc.evaluation.harness import chunks
+    from instructerc.inference.predictor import check_mode
+    from instructerc.labels.registry import named_label_set
+    from instructerc.modeling.default_model import default_model_dir
+
+    check_mode(args.mode, args.paper_parsing)
+    if args.chunk_size < 1:
+        raise InputError("--chunk-size must be at least 1", field="chunk-size")
+    if args.output.is_dir():
+        raise InputError("is a folder; --output names the file to write", path=args.output)
+    check_output_parent(args.output, "--output")
+    if args.input.exists() and not args.input.is_dir() and not args.input.is_file():
+        # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
+        raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
+    model = args.model if args.model is not None else default_model_dir()
+    # An empty name (``--label-set "$UNSET"``) is refused as every unknown one is, not read as none.
+    gold_labels = named_label_set(args.label_set) if args.label_set is not None else None
+
+    def read() -> Any:
+        return (dialogue for _, dialogue in iter_jsonl(args.input, "test", gold_labels, default_dataset=UNNAMED_DATASET))
+
+    named: set[str] = set()
+    sizes = []
+    for batch in chunks(read(), args.chunk_size):
+        sizes.append((len(batch), sum(len(d) for d in batch)))
+        named.update(d.dataset for d in batch if d.dataset != UNNAMED_DATASET)
+    if not sizes:
+        raise InputError("no dialogues in the file", path=args.input)
+    return model, read, sizes, named
 
 
 def unmapped_datasets_note(datasets: set[str], label_set: Any) -> str | None:

@@ -18,10 +18,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
 from instructerc.errors import InputError
 from instructerc.files import _writes_through, atomic_write
+
+Result = TypeVar("Result")
+# A process's status at a barrier when the program reading its output (a pipe) stopped reading.
+READER_GONE = 2
 
 
 @dataclass(frozen=True)
@@ -59,18 +63,24 @@ class Shard:
         """A barrier that also tells which processes failed (this one if ``failed``). Every
         process calls it at the same points, the failing one instead of its next barrier.
         None: a process is gone (it stopped with an error of its own, or was killed)."""
+        statuses = self.statuses(int(failed))
+        return None if statuses is None else [rank for rank, status in enumerate(statuses) if status]
+
+    def statuses(self, status: int) -> list[int] | None:
+        """:meth:`failed_ranks` with each process's own status (0: fine, else why it failed,
+        e.g. :data:`READER_GONE`), by rank; None: a process is gone."""
         if self.state is None:
-            return [self.rank] if failed else []
+            return [status if rank == self.rank else 0 for rank in range(self.world)]
         import torch
         import torch.distributed as dist
 
         flags = torch.zeros(self.world, dtype=torch.int64, device=self.state.device)
-        flags[self.rank] = int(failed)
+        flags[self.rank] = status
         try:
             dist.all_reduce(flags, op=dist.ReduceOp.SUM)
         except RuntimeError:  # the backend's "connection closed by peer"
             return None
-        return [rank for rank, flag in enumerate(flags.tolist()) if flag]
+        return [int(flag) for flag in flags.tolist()]
 
     def total(self, count: int) -> int:
         """``count`` summed over the processes (every process must call it)."""
@@ -88,9 +98,9 @@ def current_shard() -> tuple[Shard, Any]:
     """This process's shard and device: under a multi-process launcher, accelerate's rank,
     world size and device (a GPU per process, or the CPU over gloo); else one process and no
     device chosen (the predictor's default)."""
-    import os
+    from instructerc.distributed import launched_world_size
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launched_world_size() == 1:
         return Shard(), None
     import torch
     from accelerate import PartialState
@@ -174,13 +184,42 @@ def merge_parts(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
                 _merge(output, shard, chunk_lines)
             except Exception as error:  # raised below, once the others know
                 merge_error = error
-        failed = shard.failed_ranks(merge_error is not None)
+        statuses = shard.statuses(_merge_status(merge_error))
         if merge_error is not None:
             raise merge_error
-        _stop_if_failed(failed, output, shard.world)
+        if statuses is not None and READER_GONE in statuses:
+            # The first process's stdout reader stopped reading (``| head``): it ends silently
+            # with SIGPIPE's status, as one process does, and so do the others.
+            raise SystemExit(128 + 13)
+        _stop_if_failed(None if statuses is None else [rank for rank, status in enumerate(statuses) if status], output, shard.world)
     finally:
         # Also on SIGTERM or Ctrl-C while waiting: a stopped run leaves no part behind.
         part_path(output, shard).unlink(missing_ok=True)
+
+
+def done_alike(shard: Shard, work: Callable[[], Result], output: Path) -> Result:
+    """``work()`` (checking the input, loading the model) in every process, where each process
+    checks the same files and fails alike: the first process that fails says why, the others
+    that failed exit with the same status silently, and those that did not stop naming the
+    output. Every process still runs it (across machines the files may differ), but the user
+    reads one error, not one per process. The others wait for it in a barrier rather than exit
+    first: a launcher that saw one of them end would stop the process about to say why."""
+    try:
+        result = work()
+    except InputError:
+        failed = shard.failed_ranks(True)
+        if failed and failed[0] != shard.rank:
+            shard.failed_ranks(False)  # returns once process failed[0] has said why and left
+            raise SystemExit(2) from None  # its status
+        raise
+    _stop_if_failed(shard.failed_ranks(False), output, shard.world)
+    return result
+
+
+def _merge_status(error: Exception | None) -> int:
+    if error is None:
+        return 0
+    return READER_GONE if isinstance(error, BrokenPipeError) else 1
 
 
 def _stop_if_failed(failed: list[int] | None, output: Path, world: int) -> None:
