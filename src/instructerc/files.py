@@ -124,15 +124,26 @@ def nearest_existing(path: Path) -> Path | None:
     return next((candidate for candidate in (path, *path.parents) if candidate.exists() or candidate.is_symlink()), None)
 
 
+def in_the_way(folder: Path, field: str | None, hint: str) -> Path | None:
+    """What stops a folder from being made or written into at ``folder``: it, or the nearest
+    existing path above it, when that is not a folder (None: nothing does). A broken symlink or
+    a loop there is refused as such (:func:`refuse_broken_link`, naming ``field``, ``hint`` ending
+    the message), not left to be reported as a file."""
+    found = nearest_existing(folder)
+    if found is None or found.is_dir():
+        return None
+    refuse_broken_link(found, field=field, hint=hint)
+    return found
+
+
 def check_output_folder_path(folder: Path, field: str, what: str) -> None:
     """An :class:`InputError` naming ``field`` when ``folder`` cannot be made or written into:
     it, or the nearest existing folder above it, is a file or a broken symlink. ``what``: what
     ``field`` names, for the message. Checked before the work whose outputs go there, as those
     are written only at its end."""
-    found = nearest_existing(folder)
-    if found is None or found.is_dir():
+    found = in_the_way(folder, field, f"; {what}")
+    if found is None:
         return
-    refuse_broken_link(found, field=field, hint=f"; {what}")
     where = "is a file" if found == folder else f"{found} is a file"
     raise InputError(f"{where}; {what}", path=folder, field=field)
 

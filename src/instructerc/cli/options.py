@@ -11,7 +11,7 @@ from typing import TextIO
 
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
-from instructerc.files import is_symlink_loop, nearest_existing, refuse_broken_link
+from instructerc.files import in_the_way, is_symlink_loop
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, positional_dataset: bool = False) -> None:
@@ -108,9 +108,8 @@ def check_output_parent(path: Path, option: str) -> None:
     """An :class:`InputError` when a folder above the output file ``path`` is an existing file,
     or ``path`` is a symlink loop: writing would fail, but only at the end, after the data was
     read and the model has run."""
-    parent = nearest_existing(path.parent)
-    if parent is not None and not parent.is_dir():
-        refuse_broken_link(parent, hint=f"; {option} names the file to write")
+    parent = in_the_way(path.parent, None, f"; {option} names the file to write")
+    if parent is not None:
         raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)
     if path.is_symlink() and is_symlink_loop(path):
         # A link to nowhere is written through (it names the file to create); a loop cannot be.

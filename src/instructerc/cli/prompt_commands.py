@@ -108,21 +108,12 @@ def _encoded(setup: "PromptSetup", example: "Example", tokenizer: "SegmentTokeni
     """The example's prompt and target as training encodes them. An utterance too long for
     ``max_length`` is named as training names it, by the file and line its dialogue was read from
     and the setting to change: the budget's own error knows only the dialogue's id."""
-    from instructerc.errors import InputError
     from instructerc.prompts.budget import PromptTooLong
 
     try:
         return setup.encode([example], tokenizer, with_target=example.target is not None)[0]
     except PromptTooLong as error:
-        origin = error.example.origin
-        raise InputError(
-            f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {error.message}; "
-            "raise max_length or shorten the utterance",
-            # A dialogue read from a JSONL file knows its line; a benchmark's is found by its id.
-            path=origin.path if origin is not None else source.path,
-            line=origin.line if origin is not None else None,
-            field="max_length",
-        ) from None
+        raise error.as_setting_error(source.path) from None
 
 
 def _prompt_setup(args: argparse.Namespace, source: "DataSource", train: "list[Dialogue]") -> "tuple[PromptSetup, str]":

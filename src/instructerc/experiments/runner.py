@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from instructerc.errors import InputError
 from instructerc.experiments.grid import METRICS, ExperimentConfig, RunSpec, expand, scores_name
-from instructerc.files import atomic_write, nearest_existing, refuse_broken_link
+from instructerc.files import atomic_write, in_the_way
 
 RESULT_FILE = "result.json"
 
@@ -288,12 +288,10 @@ def check_output_folder(folder: Path, field: str = "output_dir", what: str = "it
     lies inside, a file, before any run: the first run's folder could not be made, and the error
     ('Not a directory', exit 1) named neither the folder's key nor what was wrong with it; a
     report folder failed only after every run had trained ('File exists')."""
-    # The same test as the evaluation's output folder (nearest_existing): a broken symlink is
-    # refused as such, not reported as a file.
-    found = nearest_existing(folder)
-    if found is None or found.is_dir():
+    # The same test as the evaluation's output folder: a broken symlink is refused as such.
+    found = in_the_way(folder, field, f": choose another {named}")
+    if found is None:
         return
-    refuse_broken_link(found, field=field, hint=f": choose another {named}")
     raise InputError(f"is not a folder, but the grid writes {what} into one here: choose another {named}", path=found, field=field)
 
 

@@ -64,7 +64,7 @@ class Shard:
         process calls it at the same points, the failing one instead of its next barrier.
         None: a process is gone (it stopped with an error of its own, or was killed)."""
         statuses = self.statuses(int(failed))
-        return None if statuses is None else [rank for rank, status in enumerate(statuses) if status]
+        return failed_of(statuses)
 
     def statuses(self, status: int) -> list[int] | None:
         """:meth:`failed_ranks` with each process's own status (0: fine, else why it failed,
@@ -92,6 +92,11 @@ class Shard:
         value = torch.tensor([count], dtype=torch.int64, device=self.state.device)
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         return int(value.item())
+
+
+def failed_of(statuses: list[int] | None) -> list[int] | None:
+    """The ranks whose status is not 0 (None, a process gone, stays None)."""
+    return None if statuses is None else [rank for rank, status in enumerate(statuses) if status]
 
 
 def current_shard() -> tuple[Shard, Any]:
@@ -191,7 +196,7 @@ def merge_parts(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
             # The first process's stdout reader stopped reading (``| head``): it ends silently
             # with SIGPIPE's status, as one process does, and so do the others.
             raise SystemExit(128 + 13)
-        _stop_if_failed(None if statuses is None else [rank for rank, status in enumerate(statuses) if status], output, shard.world)
+        _stop_if_failed(failed_of(statuses), output, shard.world)
     finally:
         # Also on SIGTERM or Ctrl-C while waiting: a stopped run leaves no part behind.
         part_path(output, shard).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ cannot fit without them is an error naming the utterance.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from instructerc.errors import InputError
 from instructerc.prompts.encoding import EncodedExample, EncodedSegment, SegmentTokenizer
@@ -28,6 +29,19 @@ class PromptTooLong(InputError):
         super().__init__(message, field=f"dialogue '{example.dialogue_id}'")
         self.example = example
         self.excess = excess
+
+    def as_setting_error(self, data_path: Path | str | None) -> InputError:
+        """This error as training and ``prompts show`` give it: the dialogue and task, the file
+        and line the dialogue was read from (``data_path``, where the data was read, for one
+        that knows no line, such as a benchmark's), and ``max_length`` as the setting to change."""
+        example, origin = self.example, self.example.origin
+        return InputError(
+            f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {self.message}; "
+            "raise max_length or shorten the utterance",
+            path=origin.path if origin is not None else data_path,
+            line=origin.line if origin is not None else None,
+            field="max_length",
+        )
 
 
 def _length(segments: list[EncodedSegment]) -> int:

@@ -476,11 +476,17 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
 def _dialogue_out(requested: RequestedDialogue, predictions: Sequence[Any], mapping: UnifiedMapping | None) -> dict[str, Any]:
     """A predicted dialogue; one that names a dataset the model's unified labels cover also gets
     each label in that dataset's own words, as ``instructerc predict`` gives it."""
-    utterances = [_utterance(u, p) for u, p in zip(requested.dialogue.utterances, predictions)]
-    if mapping is not None and requested.dataset is not None and mapping.covers(requested.dataset):
-        for out, prediction in zip(utterances, predictions):
-            out["predicted_original_emotion"] = mapping.best_original(requested.dataset, prediction.scores)
+    utterances = [_predicted(u, p, requested.dataset, mapping) for u, p in zip(requested.dialogue.utterances, predictions)]
     return {"id": requested.client_id, "utterances": utterances}
+
+
+def _predicted(utterance: Utterance, prediction: Any, named: str | None, mapping: UnifiedMapping | None) -> dict[str, Any]:
+    """An utterance's prediction; where its dialogue or conversation names a dataset the model's
+    unified labels cover, also in that dataset's own words."""
+    out = _utterance(utterance, prediction)
+    if mapping is not None and named is not None and mapping.covers(named):
+        out["predicted_original_emotion"] = mapping.best_original(named, prediction.scores)
+    return out
 
 
 def _utterance(utterance: Utterance, prediction: Any) -> dict[str, Any]:
@@ -506,13 +512,8 @@ def _conversation(conversation: Conversation, mapping: UnifiedMapping | None) ->
 
 
 def _turn(turn: Turn, conversation: Conversation, mapping: UnifiedMapping | None) -> dict[str, Any]:
-    """A turn's prediction; in a conversation that names a dataset the model's unified labels
-    cover, also in that dataset's own words, as ``/v1/predict`` gives it."""
-    out = _utterance(turn.utterance, turn.prediction)
-    named = conversation.dataset
-    if mapping is not None and named is not None and mapping.covers(named):
-        out["predicted_original_emotion"] = mapping.best_original(named, turn.prediction.scores)
-    return out
+    """A turn's prediction, named as ``/v1/predict`` names a dialogue's (see :func:`_predicted`)."""
+    return _predicted(turn.utterance, turn.prediction, conversation.dataset, mapping)
 
 
 def _known(conversation: Any, conversation_id: str) -> Any:

@@ -491,15 +491,7 @@ class Trainer:
         except PromptTooLong as error:
             # The budget's error knows the dialogue but not where it was read from, nor that the
             # recipe's max_length is the setting to change.
-            example = error.example
-            raise InputError(
-                f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {error.message}; "
-                "raise max_length or shorten the utterance",
-                # A dialogue read from a JSONL file knows its line; a benchmark's is found by its id.
-                path=example.origin.path if example.origin is not None else split_file(self.config.data.source(), "train"),
-                line=example.origin.line if example.origin is not None else None,
-                field="max_length",
-            ) from None
+            raise error.as_setting_error(split_file(self.config.data.source(), "train")) from None
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
