@@ -149,3 +149,41 @@ def test_the_shared_start_stays_intact_when_the_conversation_it_came_from_is_rew
     expected = fresh.predict_at([(conversation(3, 1), 0)])[0]
     for label in expected.scores:
         assert later.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)
+
+
+def test_turns_split_over_workers_keep_each_turn_whole_and_every_turn_once():
+    from instructerc.inference.incremental import _split_for_workers
+
+    rows = [_row(0, 50, 10), _row(0, 50, 12)] + [_row(t, 60, 11) for t in range(1, 6)]
+    halves = _split_for_workers([list(range(7))], rows, 2)
+    assert len(halves) == 2 and sorted(i for h in halves for i in h) == list(range(7))
+    assert [{rows[i].turn for i in h} for h in halves] == [{0, 1, 2}, {3, 4, 5}]
+    assert _split_for_workers([[0, 1]], rows, 2) == [[0, 1]]  # one turn: nothing to split
+    assert len(_split_for_workers([[2], [3, 4, 5, 6]], rows, 3)) == 3
+
+
+def test_turns_scored_on_two_workers_equal_one_worker_and_leave_the_same_caches(predictor, monkeypatch):
+    import threading
+
+    import instructerc.inference.incremental as incremental
+    from instructerc.inference.predictor import InferenceConfig
+
+    threads: dict[int, set[int]] = {1: set(), 2: set()}
+    forward = incremental._forward
+    results, caches = {}, {}
+    for workers in (1, 2):
+        monkeypatch.setattr(incremental, "_forward", lambda *args: threads[workers].add(threading.get_ident()) or forward(*args))
+        fresh = Predictor(predictor.model, predictor.tokenizer, predictor.setup, device="cpu", config=InferenceConfig(workers=workers))
+        live = [ConversationCache() for _ in range(5)]
+        for turns in (1, 2, 3):
+            out = fresh.predict_turns([(conversation(key, turns + key % 2), live[key]) for key in range(5)])
+        results[workers], caches[workers] = out, live
+    for one, two in zip(results[1], results[2]):
+        assert one.label == two.label
+        for label in one.scores:
+            assert two.scores[label] == pytest.approx(one.scores[label], abs=1e-5)
+    for one, two in zip(caches[1], caches[2]):
+        assert one.ids == two.ids and torch.allclose(one.states, two.states, atol=1e-5)
+    assert len(threads[1]) == 1 and len(threads[2]) == 2  # two passes side by side
+    expected = predictor.predict_at([(conversation(4, 3), 2)])[0]
+    assert results[2][4].scores == pytest.approx(expected.scores, abs=1e-5)

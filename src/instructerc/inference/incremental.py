@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from instructerc.inference.parallel import completed
 from instructerc.modeling.forward import pair_logits
 
 
@@ -244,12 +245,17 @@ def score_turns(
     device: Any,
     direct_head: bool = False,
     batch_tokens: int = 16384,
+    workers: int = 1,
 ) -> list[Any]:
     """Label probabilities of each (cache, prompt ids) turn; each cache is updated to hold its prompt.
 
     A turn needs one row per branch point of the label trie (one for most label sets); its rows
     keep the same cached prefix. Rows are batched by cache length under ``batch_tokens`` padded
-    key/value positions per forward pass.
+    key/value positions per forward pass. With ``workers`` > 1 (CPU), the turns are split into at
+    least that many passes, run side by side on one intra-op thread each
+    (:mod:`instructerc.inference.parallel`): a pass over a few new tokens a row is mostly
+    normalisation, rotary and element-wise kernels too small to spread over cores, so two
+    one-thread passes keep both cores busy where one two-thread pass does not.
     """
     if not turns:
         return []
@@ -264,8 +270,15 @@ def score_turns(
         shared = min(common_prefix(cache.ids, prompt), len(prompt) - 1)
         rows += [_Row(index, cache, shared, sequence[shared:], len(prompt) - shared) for sequence in scorer.sequences(prompt)]
     logits: list[Any] = [None] * len(rows)
-    for chunk in _chunks(rows, batch_tokens):
-        for i, row_logits in zip(chunk, _forward(model, [rows[i] for i in chunk], device, direct_head)):
+    chunks = _split_for_workers(_chunks(rows, batch_tokens), rows, workers)
+
+    def run(chunk: list[int]) -> tuple[list[int], list[Any]]:
+        # Each turn's cache is in exactly one chunk (predictor.checked_turns refuses a cache given
+        # twice), so passes side by side never write the same cache.
+        return chunk, _forward(model, [rows[i] for i in chunk], device, direct_head)
+
+    for chunk, chunk_logits in completed(run, chunks, min(workers, len(chunks))):
+        for i, row_logits in zip(chunk, chunk_logits):
             logits[i] = row_logits
     for cache, _ in turns:
         cache.record_model(model)
@@ -312,6 +325,22 @@ def _chunks(rows: list[_Row], batch_tokens: int) -> list[list[int]]:
         chunks.append([i for _, _, members in groups[start_of[end] : end] for i in members])
         end = start_of[end]
     return chunks[::-1]
+
+
+def _split_for_workers(chunks: list[list[int]], rows: list[_Row], workers: int) -> list[list[int]]:
+    """``chunks`` with the one of most turns halved (a turn's rows kept together) until there are
+    ``workers`` of them or none has two turns left. The halves are of neighbouring widths, since
+    :func:`_chunks` orders a chunk's turns by their new tokens."""
+    chunks = [list(chunk) for chunk in chunks]
+    while len(chunks) < workers:
+        turns_of = [list(dict.fromkeys(rows[i].turn for i in chunk)) for chunk in chunks]
+        widest = max(range(len(chunks)), key=lambda k: len(turns_of[k]))
+        if len(turns_of[widest]) < 2:
+            break
+        first = set(turns_of[widest][: len(turns_of[widest]) // 2])
+        chunk = chunks.pop(widest)
+        chunks[widest:widest] = [[i for i in chunk if rows[i].turn in first], [i for i in chunk if rows[i].turn not in first]]
+    return chunks
 
 
 def _forward(model: Any, rows: list[_Row], device: Any, direct_head: bool) -> list[Any]:

@@ -343,7 +343,12 @@ class Predictor:
             for cache in fresh:
                 cache.ids, cache.states = list(self._first_cache.ids), self._first_cache.states
         table = score_turns(
-            self.model, self.scorer, [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)], self.device, self._direct_head
+            self.model,
+            self.scorer,
+            [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)],
+            self.device,
+            self._direct_head,
+            workers=self.config.worker_count(self.device),
         )
         if self._first_cache is None and fresh and fresh[0].states is not None:
             # A copy: the conversation goes on writing its later turns into its own states.
