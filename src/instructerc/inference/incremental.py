@@ -332,7 +332,7 @@ def _split_for_workers(chunks: list[list[int]], rows: list[_Row], workers: int) 
     ``workers`` of them or none has two turns left. The halves are of neighbouring widths, since
     :func:`_chunks` orders a chunk's turns by their new tokens."""
     chunks = [list(chunk) for chunk in chunks]
-    while len(chunks) < workers:
+    while chunks and len(chunks) < workers:
         turns_of = [list(dict.fromkeys(rows[i].turn for i in chunk)) for chunk in chunks]
         widest = max(range(len(chunks)), key=lambda k: len(turns_of[k]))
         if len(turns_of[widest]) < 2:
