@@ -184,6 +184,43 @@ def test_turns_scored_on_two_workers_equal_one_worker_and_leave_the_same_caches(
             assert two.scores[label] == pytest.approx(one.scores[label], abs=1e-5)
     for one, two in zip(caches[1], caches[2]):
         assert one.ids == two.ids and torch.allclose(one.states, two.states, atol=1e-5)
-    assert len(threads[1]) == 1 and len(threads[2]) == 2  # two passes side by side
+    assert len(threads[1]) == 1 and len(threads[2]) >= 2  # passes side by side, off the calling thread
     expected = predictor.predict_at([(conversation(4, 3), 2)])[0]
     assert results[2][4].scores == pytest.approx(expected.scores, abs=1e-5)
+
+
+def test_a_conversation_scored_alone_writes_its_turns_in_its_own_buffer_with_the_same_scores(predictor, monkeypatch):
+    import instructerc.inference.incremental as incremental
+
+    fresh = Predictor(predictor.model, predictor.tokenizer, predictor.setup, device="cpu")
+    in_place = []
+    own = incremental._own_buffer_cache
+    monkeypatch.setattr(
+        incremental, "_own_buffer_cache", lambda row, *rest: in_place.append(row.cache.buffer.data_ptr()) or own(row, *rest)
+    )
+    cache = ConversationCache()
+    for turns in range(1, 7):
+        got = fresh.predict_next(conversation(5, turns), cache)
+        expected = fresh.predict_at([(conversation(5, turns), turns - 1)])[0]
+        for label in expected.scores:
+            assert got.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)
+    assert in_place  # later turns were written where the cache keeps them: no batch copy
+    assert cache.ids == list(fresh.encoded_prompts([(conversation(5, 6), 5)])[0].prompt_ids)
+
+
+def test_a_pass_that_fails_in_place_leaves_a_consistent_shorter_cache(predictor, monkeypatch):
+    import instructerc.inference.incremental as incremental
+
+    fresh = Predictor(predictor.model, predictor.tokenizer, predictor.setup, device="cpu")
+    cache = ConversationCache()
+    for turns in (1, 2):
+        fresh.predict_next(conversation(6, turns), cache)
+    monkeypatch.setattr(incremental, "pair_logits", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    with pytest.raises(RuntimeError):
+        fresh.predict_next(conversation(6, 3), cache)
+    monkeypatch.undo()
+    assert cache.tokens <= len(fresh.encoded_prompts([(conversation(6, 2), 1)])[0].prompt_ids)
+    again = fresh.predict_next(conversation(6, 3), cache)
+    expected = fresh.predict_at([(conversation(6, 3), 2)])[0]
+    for label in expected.scores:
+        assert again.scores[label] == pytest.approx(expected.scores[label], abs=1e-5)

@@ -138,6 +138,16 @@ class ConversationCache:
         if not length:
             self._buffer, self._owned, self._model = None, False, None
 
+    def has_room(self, start: int, count: int) -> bool:
+        """Whether ``count`` states may be written in place after the first ``start`` (a buffer of
+        its own, long enough; ``start`` > 0, since an empty cache holds no buffer to keep)."""
+        return 0 < start <= self.tokens and self._owned and self._buffer is not None and start + count <= self._buffer.shape[3]
+
+    @property
+    def buffer(self) -> Any:
+        """The whole ``[layers, 2, kv_heads, room, head_dim]`` tensor, room for later turns included."""
+        return self._buffer
+
     def extend(self, ids: Sequence[int], states: Any) -> None:
         """Append the keys and values ``[layers, 2, kv_heads, len(ids), head_dim]`` of ``ids``."""
         start, end = self.tokens, self.tokens + len(ids)
@@ -148,8 +158,14 @@ class ConversationCache:
             if start:
                 buffer[:, :, :, :start] = self._buffer[:, :, :, :start]
             self._buffer, self._owned = buffer, True
-        self._buffer[:, :, :, start:end] = states
+        target = self._buffer[:, :, :, start:end]
+        if not _same_view(target, states):  # a pass over this conversation alone wrote them in place
+            target.copy_(states)
         self.ids += list(ids)
+
+
+def _same_view(a: Any, b: Any) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
 class CacheStore:
@@ -379,9 +395,11 @@ def _padded_cache(rows: list[_Row], past: int, width: int, device: Any) -> tuple
 
     if past == 0:
         return DynamicCache(), None
+    slot_layer = _slot_layer_class()
+    if slot_layer is not None and len(rows) == 1 and rows[0].cache.has_room(rows[0].shared, width):
+        return _own_buffer_cache(rows[0], width, slot_layer)
     states = next(row.cache.states for row in rows if row.shared)
     layers, _, heads, _, size = states.shape
-    slot_layer = _slot_layer_class()
     padded = torch.zeros((layers, 2, len(rows), heads, past + (width if slot_layer else 0), size), dtype=states.dtype, device=device)
     for r, row in enumerate(rows):
         if row.shared:
@@ -391,6 +409,21 @@ def _padded_cache(rows: list[_Row], past: int, width: int, device: Any) -> tuple
     cache = DynamicCache()
     cache.layers = [slot_layer(padded[layer, 0], padded[layer, 1], past) for layer in range(layers)]
     return cache, padded
+
+
+def _own_buffer_cache(row: _Row, width: int, slot_layer: Any) -> tuple[Any, Any]:
+    """The cache of a pass over one conversation, in that conversation's own buffer: the pass
+    writes its new keys and values where :meth:`ConversationCache.extend` keeps them, so a long
+    conversation's turn does not copy its whole cache (at 80 turns, 1,600 positions in 30 layers)
+    into a batch and back. The conversation is first cut back to the kept prefix, so a pass that
+    fails leaves a shorter, still consistent cache."""
+    from transformers import DynamicCache
+
+    row.cache.crop(row.shared)
+    buffer = row.cache.buffer
+    cache = DynamicCache()
+    cache.layers = [slot_layer(buffer[layer, 0][None], buffer[layer, 1][None], row.shared) for layer in range(buffer.shape[0])]
+    return cache, buffer[:, :, None]
 
 
 @functools.lru_cache(maxsize=1)
