@@ -88,8 +88,10 @@ class InferenceConfig:
             :meth:`Predictor.from_directory`. ``None``: on a CPU, off on a GPU (where SDPA's
             fused kernels are the better tool).
         workers: CPU threads that run forward passes side by side, each with its share of
-            PyTorch's intra-op threads (:mod:`instructerc.inference.parallel`). ``None``: 2 on a
-            CPU where PyTorch has 2 or more threads, else 1; always 1 on other devices.
+            PyTorch's intra-op threads (:mod:`instructerc.inference.parallel`): a dialogue's
+            packed rows, and live turns of several conversations (:meth:`predict_turns`, split
+            into that many passes). ``None``: 2 on a CPU where PyTorch has 2 or more threads,
+            else 1; always 1 on other devices.
         packed_weights: lay bf16 linear weights out once for oneDNN, for models loaded by
             :meth:`Predictor.from_directory` (:mod:`instructerc.modeling.packed_linear`; same
             outputs). ``None``: on a CPU.
