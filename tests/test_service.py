@@ -500,7 +500,13 @@ def test_a_dialogue_naming_its_dataset_also_gets_that_datasets_labels(tmp_path: 
         assert utterance["predicted_original_emotion"] == best, "the best of MELD's own classes"
     assert all("predicted_original_emotion" not in u for u in unnamed["utterances"] + other["utterances"])
     assert [u["emotion_scores"] for u in named["utterances"]] == [u["emotion_scores"] for u in unnamed["utterances"]]
-    assert capitalised["utterances"] == named["utterances"], "a benchmark's name is matched in any case"
+    # The same prompts, batched with other dialogues or alone: equal within float tolerance (a
+    # CPU's matrix kernels may sum in another order at another batch size).
+    assert [u["predicted_original_emotion"] for u in capitalised["utterances"]] == [
+        u["predicted_original_emotion"] for u in named["utterances"]
+    ], "a benchmark's name is matched in any case"
+    for alone, batched in zip(capitalised["utterances"], named["utterances"]):
+        assert alone["emotion_scores"] == pytest.approx(batched["emotion_scores"], abs=1e-6)
     assert_error(refused, 422, "invalid_request", "dialogues[0].dataset")
 
 

@@ -42,13 +42,14 @@ field is at fault, e.g. ``dialogues[0].utterances[2].text``):
 409   ``conversation_full``: the conversation has ``max_conversation_utterances`` utterances
 413   ``body_too_large``: over ``max_body_bytes``, counted as the body arrives
 415   ``unsupported_media_type``: a body not sent as ``Content-Type: application/json``, or in a
-      charset or content coding (other than gzip and deflate) the service cannot read
+      charset or content coding (other than gzip and deflate, at most 4) the service cannot read
 422   ``invalid_request`` (wrong type, missing or empty field, a lone surrogate or NUL, a number
       over 100 characters or not finite), ``too_many_dialogues``, ``too_many_utterances``,
       ``utterance_too_long``, ``speaker_too_long``, ``not_predictable`` (the prompt's fixed
       wording alone is over the model's budget; a long utterance is cut instead, ``truncated``)
 429   ``too_many_new_conversations``: conversations are created faster than allowed
-500   ``model_error``: the model failed on this request (other requests are unaffected)
+500   ``model_error``: the model failed on this request (other requests are unaffected);
+      ``internal_error``: a fault of the service itself (logged once, with the request id)
 503   ``overloaded``: more than ``max_pending`` utterances are waiting (or waiting for their
       conversation), or more than ``max_connections`` connections are open; ``conversations_full``: every stored conversation is in use;
       ``unavailable``: the batching worker has died (``/healthz`` answers 503 too)

@@ -12,7 +12,7 @@ import itertools
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence, Union
 
 from instructerc import __version__
 from instructerc.data.dialogue import Dialogue, Utterance
@@ -203,9 +203,10 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     return app
 
 
-# What the guard answers before any endpoint runs, whatever the route: a Host not served or a
-# malformed body (400), a refused origin (403), a body too slow (408) or too large (413).
-_GUARD_STATUSES = (400, 403, 408, 413)
+# What is answered before any endpoint runs, whatever the route: a Host not served or a
+# malformed body (400), a refused origin (403), a body too slow (408) or too large (413) by the
+# guard; a request beyond the connection cap (503) by the server's protocol.
+_GUARD_STATUSES = (400, 403, 408, 413, 503)
 # A body that is not JSON-typed (415) or not a valid request (422); a model failure (500), an
 # overload or a dead worker (503).
 _BODY_STATUSES = (415, 422)
@@ -236,7 +237,8 @@ def _add_middleware(app: "FastAPI", limits: ServiceConfig) -> None:
 
 
 def _add_error_handlers(app: "FastAPI") -> None:
-    """Every error is answered as an :class:`ApiError` body: status, code, message, field."""
+    """Every error is answered as an :class:`ApiError` body: status, code, message, field (an
+    exception no handler here answers is answered 500 by the guard, with the request's id)."""
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -266,11 +268,6 @@ def _add_error_handlers(app: "FastAPI") -> None:
         first = error.errors()[0] if error.errors() else {}
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return JSONResponse(ApiError(422, "invalid_request", str(first.get("msg", "invalid request")), field).body(), status_code=422)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(ApiError(500, "internal_error", "internal error").body(), status_code=500)
 
 
 def _allowed_methods(request: Any) -> list[str]:
@@ -380,8 +377,10 @@ def _add_turn_route(app: "FastAPI", service: Service) -> None:
     )
     async def add_utterance(conversation_id: str, request: Request) -> dict[str, Any]:
         """Add the next utterance; it is predicted from the history the server keeps."""
-        utterance = utterance_request(await _json(request), limits)
+        payload = await _json(request)
         conversation = _known(service.store.get(conversation_id), conversation_id)
+        # Read under the benchmark the conversation names, as /v1/predict reads a dialogue naming it.
+        utterance = utterance_request(payload, limits, conversation.dataset)
         # Admitted before waiting for the lock: requests queued behind one conversation count too.
         with service.batcher.admitted(1):  # Overloaded is answered 503 by its handler
             async with conversation.lock:
@@ -450,7 +449,10 @@ def _add_status_routes(app: "FastAPI", service: Service) -> None:
 
     app.head("/v1/labels", include_in_schema=False)(labels)  # as GET, without the body
 
-    @app.get("/healthz", response_model=schemas.HealthOut, responses={**_error_responses(), 503: {"model": schemas.HealthOut}})
+    # Its 503 is its own body once the worker has died, or the error any route gets at the connection cap.
+    health_responses = {**_error_responses(), 503: {"model": Union[schemas.HealthOut, schemas.ErrorResponse]}}
+
+    @app.get("/healthz", response_model=schemas.HealthOut, responses=health_responses)
     async def health() -> Any:
         """``ok`` (200) while requests can be answered; ``failed`` (503) once the batching worker has died."""
         alive = service.batcher.alive

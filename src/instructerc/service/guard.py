@@ -98,7 +98,7 @@ class RequestGuard:
         watcher = asyncio.ensure_future(_watch(receive, disconnected))
         scope[DISCONNECTED] = disconnected
         try:
-            await self.app(scope, _replay(body, disconnected), send)
+            await _answered(self.app, scope, _replay(body, disconnected), send)
         finally:
             watcher.cancel()
 
@@ -149,6 +149,28 @@ class RequestGuard:
             chunks.append(body)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _answered(app: Any, scope: dict, receive: Any, send: Any) -> None:
+    """Runs ``app``; an exception no endpoint answered is logged once, with its request id, and
+    answered 500 in the service's format here. Starlette's own last resort runs outside this
+    middleware: its answer had no ``X-Request-ID``, its log line no request id, and it re-raised
+    the exception for the server to log a second traceback."""
+    started = False
+
+    async def sending(message: dict) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, sending)
+    except Exception:
+        if started:  # too late for an answer of its own: the server closes the connection
+            raise
+        # The path is percent-decoded: quoted, a %0A in it cannot start a forged log line.
+        log.exception("unexpected error on %s %r", scope.get("method"), scope.get("path"))
+        await answer(send, 500, "internal_error", "internal error")
 
 
 async def drain(receive: Any, config: ServiceConfig) -> None:
@@ -205,6 +227,8 @@ class Refused(Exception):
         self.status, self.code, self.message, self.field = status, code, message, field
 
 
+# More content codings than any client applies (one, or gzip over deflate).
+MAX_CODINGS = 4
 # zlib window bits of each content coding: gzip's header, or zlib's ("deflate" in HTTP).
 _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
@@ -212,17 +236,26 @@ _CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate
 def decoded_body(body: bytes, content_encoding: str, max_bytes: int) -> bytes:
     """The body with its ``Content-Encoding`` undone (codings applied in order are undone last
     first), never more than ``max_bytes`` decoded: a few kilobytes of gzip can expand to
-    gigabytes. Raises :class:`Refused`: 415 for a coding not supported, 413 over the bound,
+    gigabytes. Raises :class:`Refused`: 415 for a coding not supported (or too many), 413 over the bound,
     400 for data that is not in its declared coding."""
     if not body:  # nothing was encoded: an empty body is empty in any coding
         return body
-    codings = [c.strip().lower() for c in content_encoding.split(",")]
-    for coding in reversed([c for c in codings if c and c != "identity"]):
+    codings = [c for c in (c.strip().lower() for c in content_encoding.split(",")) if c and c != "identity"]
+    if len(codings) > MAX_CODINGS:
+        # Each coding is undone up to max_bytes on the event loop: thousands of gzip layers of a
+        # few bytes each fit in one body and would stall every other request for seconds.
+        raise Refused(
+            415,
+            "unsupported_media_type",
+            f"the Content-Encoding applies {len(codings)} codings; at most {MAX_CODINGS} are undone",
+            field="content-encoding",
+        )
+    for coding in reversed(codings):
         if coding not in _CODINGS:
             raise Refused(
                 415,
                 "unsupported_media_type",
-                f"the Content-Encoding {coding!r} is not supported (send the body as it is, or gzip or deflate it)",
+                f"the Content-Encoding {coding[:40]!r} is not supported (send the body as it is, or gzip or deflate it)",
                 field="content-encoding",
             )
         body = _inflate(body, coding, max_bytes)

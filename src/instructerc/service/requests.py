@@ -13,6 +13,7 @@ from typing import Any
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.jsonl import benchmark_spelling, parse_dialogue
+from instructerc.data.text import breaks_line, canonical_label
 from instructerc.data.validation import TextProblem, check_value, load_json
 from instructerc.errors import InputError
 from instructerc.service.config import ServiceConfig
@@ -98,14 +99,41 @@ def _body_text(body: bytes, charset: str | None) -> str:
     if charset is None:
         charset = next((name for mark, name in _BYTE_ORDER_MARKS if body.startswith(mark)), "utf-8")
     try:
-        text = body.decode(charset)
-    except LookupError:  # an unknown name, or a codec that is not a text encoding (base64)
-        raise ApiError(
-            415, "unsupported_media_type", f"the charset {charset!r} of the Content-Type is not a known text encoding", field="content-type"
-        ) from None
+        text = body.decode(_text_codec(charset))
+    except LookupError:  # a codec that is no text encoding: a binary (base64) or text (rot13) transform
+        raise _unknown_charset(charset) from None
     except UnicodeDecodeError as error:
         raise ApiError(400, "malformed_json", f"the body is not {charset.upper()} (byte {error.start} cannot be decoded)") from None
+    except UnicodeError:  # a decoder that refuses the text as a whole, not at one byte
+        raise ApiError(400, "malformed_json", f"the body is not {charset.upper()}") from None
     return text.removeprefix("\ufeff")  # a byte order mark is not part of the JSON
+
+
+# Python's own codecs that are no charset of the web (IANA's): an HTTP client naming one is
+# mistaken, and reading the body with it turns escapes or letters into other text without a
+# word (unicode_escape), or fails in ways no text encoding does (punycode, undefined).
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "charmap", "palmos", "mbcs", "oem"})
+
+
+def _text_codec(charset: str) -> str:
+    """The name of the codec that reads ``charset``, or a 415 naming the Content-Type."""
+    try:
+        name = codecs.lookup(charset).name
+    except (LookupError, ValueError):  # an unknown name, or one holding a NUL
+        raise _unknown_charset(charset) from None
+    if name in _NOT_CHARSETS:
+        raise _unknown_charset(charset)
+    return name
+
+
+def _unknown_charset(charset: str) -> ApiError:
+    # A header can be kilobytes long: the message names only its start (repr shows what is unprintable).
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"the charset {charset[:40]!r} of the Content-Type is not a known text encoding",
+        field="content-type",
+    )
 
 
 def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialogue]:
@@ -123,9 +151,8 @@ def predict_request(payload: Any, config: ServiceConfig) -> list[RequestedDialog
     out = []
     for k, record in enumerate(raw):
         where = f"dialogues[{k}]"
+        named = named_dataset(record.get("dataset"), f"{where}.dataset") if isinstance(record, dict) else None
         dialogue = _dialogue(record, where, config)
-        named = record.get("dataset")  # checked by the parser: a non-empty string when given
-        named = benchmark_spelling(named) if named is not None else None
         out.append(RequestedDialogue(dialogue.id if record.get("id") is not None else None, named, dialogue))
     return out
 
@@ -152,30 +179,40 @@ def conversation_request(payload: Any, config: ServiceConfig) -> RequestedConver
         raise ApiError(
             422, "invalid_request", f"unknown key(s) {unknown}; the body holds only 'utterances' and 'dataset'", field=unknown[0]
         )
-    dataset = _named_dataset(payload.get("dataset"))
+    dataset = named_dataset(payload.get("dataset"))
     raw = payload.get("utterances")
     if raw is None or raw == []:
         return RequestedConversation((), dataset)
     if not isinstance(raw, list):
         raise ApiError(422, "invalid_request", "'utterances' must be a list", field="utterances")
-    return RequestedConversation(_dialogue({"utterances": raw}, "", config).utterances, dataset)
+    return RequestedConversation(_dialogue(_named({"utterances": raw}, dataset), "", config).utterances, dataset)
 
 
-def _named_dataset(value: Any) -> str | None:
-    """The benchmark a conversation names, spelt as the toolkit spells it (null: none)."""
+def named_dataset(value: Any, field: str = "dataset") -> str | None:
+    """The benchmark a dialogue or a conversation names, spelt as the toolkit spells it (``None``:
+    none named): one rule for every route, the data files' own (:func:`benchmark_spelling`), so
+    ``MELD`` pasted with a zero-width space is MELD everywhere and a name of invisible characters only is refused
+    everywhere. A name is also bounded and one line, as a conversation keeps and echoes it."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(422, "invalid_request", "'dataset' must be a non-empty string (or null)", field="dataset")
+    if not isinstance(value, str) or not canonical_label(value):
+        raise ApiError(422, "invalid_request", "'dataset' must be a non-empty string (or null)", field=field)
     if len(value) > MAX_DATASET_CHARS:
-        raise ApiError(422, "invalid_request", f"'dataset' has {len(value)} characters; at most {MAX_DATASET_CHARS}", field="dataset")
-    if not value.isprintable():
-        raise ApiError(422, "invalid_request", "'dataset' holds a control character or a line break", field="dataset")
+        raise ApiError(422, "invalid_request", f"'dataset' has {len(value)} characters; at most {MAX_DATASET_CHARS}", field=field)
+    if breaks_line(canonical_label(value)):  # at either end it is trimmed, as white space is
+        raise ApiError(422, "invalid_request", "'dataset' holds a line break or another control character", field=field)
     return benchmark_spelling(value)
 
 
-def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:
-    """One utterance to add to a conversation: ``{"speaker": ..., "text": ...}``."""
+def _named(record: dict[str, Any], dataset: str | None) -> dict[str, Any]:
+    """``record`` under the benchmark a conversation names, so its utterances are read as a
+    /v1/predict dialogue of that name reads them (a gold ``original_emotion`` must be one of its labels)."""
+    return record if dataset is None else {**record, "dataset": dataset}
+
+
+def utterance_request(payload: Any, config: ServiceConfig, dataset: str | None = None) -> Utterance:
+    """One utterance to add to a conversation: ``{"speaker": ..., "text": ...}``; ``dataset``:
+    the benchmark the conversation names, whose rules its utterances follow."""
     if not isinstance(payload, dict):
         raise ApiError(422, "invalid_request", 'the body must be one utterance, a JSON object {"speaker": ..., "text": ...}')
     if "utterances" in payload and "text" not in payload:
@@ -187,7 +224,7 @@ def utterance_request(payload: Any, config: ServiceConfig) -> Utterance:
             field="utterances",
         )
     try:
-        dialogue = _dialogue({"utterances": [payload]}, "", config)
+        dialogue = _dialogue(_named({"utterances": [payload]}, dataset), "", config)
     except ApiError as error:
         # The utterance is the whole body here, so its fields are named without a prefix.
         field = (error.field or "").removeprefix("utterances[0]").lstrip(".") or None

@@ -24,10 +24,13 @@ class UtteranceIn(BaseModel):
 class DialogueIn(BaseModel):
     # The user format's id: a string or an integer, answered as a string.
     id: Optional[Union[str, int]] = Field(None, description="echoed back as a string; not used by the model")
+    # The same rule as a conversation's dataset (requests.named_dataset), so the same bounds.
     dataset: Optional[str] = Field(
         None,
+        min_length=1,
+        max_length=MAX_DATASET_CHARS,
         description="the benchmark the dialogue is from (meld, iemocap, emorynlp): a unified-label model then also gives "
-        "predicted_original_emotion; not used by the model",
+        "predicted_original_emotion; the prompt states its classes only for a model trained with template.dataset_classes",
     )
     utterances: list[UtteranceIn] = Field(min_length=1, description="in order; at most max_utterances")
 
