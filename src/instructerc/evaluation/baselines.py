@@ -30,7 +30,7 @@ from instructerc.data.dialogue import Dialogue
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
 from instructerc.errors import InputError
 from instructerc.evaluation.harness import check_scorable
-from instructerc.evaluation.results import EvaluationResult, SystemResult
+from instructerc.evaluation.results import EvaluationResult, SystemResult, recorded_path
 from instructerc.evaluation.scoring import score_by_dataset, selection_score
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.prediction import Prediction, per_dialogue
@@ -270,7 +270,7 @@ def run_baselines(
     data = {
         "dataset": source.name,
         "labels": source.labels,
-        "path": None if source.path is None else str(source.path),
+        "path": recorded_path(source.path),
         "label_set": label_set.name,
     }
     return EvaluationResult(split=split, data=data, systems=systems)

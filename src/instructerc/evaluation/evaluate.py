@@ -8,7 +8,7 @@ from pathlib import Path
 from instructerc.data.dialogue import Dialogue, canonical_split
 from instructerc.data.registry import DataSource, load_dialogues
 from instructerc.errors import InputError
-from instructerc.evaluation.results import EvaluationResult, SystemResult
+from instructerc.evaluation.results import EvaluationResult, SystemResult, recorded_path
 from instructerc.labels.label_set import LabelSet
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -61,7 +61,7 @@ def evaluate_model(
     if source.name == "jsonl" and source.mapping is None and isinstance(source.label_set, str):
         dialogues = gold_in_model_space(dialogues, source.label_set, label_set, source.path)
     check_scorable(dialogues, label_set, source.path)
-    data = {"dataset": source.name, "labels": source.labels, "path": None if source.path is None else str(source.path)}
+    data = {"dataset": source.name, "labels": source.labels, "path": recorded_path(source.path)}
     if source.label_set is not None:
         # The gold's label set decides the classes scored (--label-set meld: MELD's), as the baselines record it.
         data["label_set"] = source.label_set if isinstance(source.label_set, str) else list(source.label_set)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import re
+import tempfile
 from pathlib import Path
 
+from instructerc.errors import InputError
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
 from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, SystemResult
-from instructerc.files import atomic_write, check_output_folder_path
+from instructerc.files import atomic_write, check_output_folder_path, nearest_existing
 
 REPORT_FILE = "report.md"
 SHORT_NAMES = {"llm": "LLM", "majority": "majority", "minilm-logreg": "MiniLM+LR"}
@@ -57,6 +60,22 @@ def check_output_folder(out: Path, field: str = "out") -> None:
     symlink (the same test as :func:`instructerc.experiments.runner.check_output_folder`): the outputs
     are written at the very end, so a long evaluation must not run first and fail then."""
     check_output_folder_path(out, field, f"--{field} names the folder to write into")
+    check_writable(out, field, f"--{field} names the folder to write into")
+
+
+def check_writable(folder: Path, field: str, what: str) -> None:
+    """An :class:`InputError` naming ``field`` when nothing can be written into ``folder`` (or
+    made at it): a read-only folder or file system, a folder of another user. Outputs written at
+    the end of hours of work would fail only then. The probe is a folder of a unique name in
+    the nearest existing folder, removed again, so no other process sees a name come and go."""
+    existing = nearest_existing(folder)
+    if existing is None:
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".instructerc-probe-", dir=existing))
+    except OSError as error:
+        where = "" if existing == folder else f" ({existing})"
+        raise InputError(f"cannot write here{where}: {error.strerror or error}; {what}", path=folder, field=field) from None
 
 
 def write_together(out: Path, files: dict[str, str | bytes]) -> list[Path]:

@@ -14,6 +14,7 @@ model has one entry per source dataset, each scored on that dataset's own classe
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -124,6 +125,14 @@ class EvaluationResult:
             raise InputError(f"not an instructerc metrics file: {error.message}", path=file, field=error.field) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(f"not an instructerc metrics file ({error})", path=file) from None
+
+
+def recorded_path(path: str | Path | None) -> str | None:
+    """``data.path`` as a metrics.json records it: absolute, so a later run from another working
+    directory tells the same input (however it is spelled then) from another one of the same
+    relative spelling. Symlinks are kept as named; comparisons resolve them. Folders written
+    before this hold the path as it was given, relative to where that run was started."""
+    return None if path is None else os.path.abspath(path)
 
 
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}

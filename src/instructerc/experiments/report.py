@@ -171,4 +171,9 @@ def write_report(config: ExperimentConfig, results: list[RunResult], directory: 
     if config.plot is not None:
         files[f"{config.name}.png"] = plot_png(config, table, split)
     directory.mkdir(parents=True, exist_ok=True)
-    return write_together(directory, files)
+    written = write_together(directory, files)
+    if config.plot is None:
+        # A plot an earlier grid of this name drew (or this grid, before its plot was dropped):
+        # beside this table it would pass for this grid's.
+        (directory / f"{config.name}.png").unlink(missing_ok=True)
+    return written

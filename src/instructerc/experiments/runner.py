@@ -289,10 +289,12 @@ def check_output_folder(folder: Path, field: str = "output_dir", what: str = "it
     ('Not a directory', exit 1) named neither the folder's key nor what was wrong with it; a
     report folder failed only after every run had trained ('File exists')."""
     # The same test as the evaluation's output folder: a broken symlink is refused as such.
+    from instructerc.evaluation.report import check_writable
+
     found = in_the_way(folder, field, f": choose another {named}")
-    if found is None:
-        return
-    raise InputError(f"is not a folder, but the grid writes {what} into one here: choose another {named}", path=found, field=field)
+    if found is not None:
+        raise InputError(f"is not a folder, but the grid writes {what} into one here: choose another {named}", path=found, field=field)
+    check_writable(folder, field, f"the grid writes {what} into it: choose another {named}")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,59 @@ def _first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0][:300]
 
 
+def missing_weights(model: Any) -> list[str]:
+    """The weights a loaded sentence-transformers ``model`` found no value for in its files."""
+    return sorted(key for module in model for key in _missing_keys(getattr(module, "auto_model", None)))
+
+
+def refuse_missing_weights(missing: list[str], name: str) -> None:
+    """Refuses an encoder whose weights file lacks weights its model needs (renamed keys, a
+    checkpoint of another architecture): transformers fills them with random values and only
+    logs a warning, so retrieval would rank demonstrations with a random encoder."""
+    if not missing:
+        return
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    raise InputError(
+        f"cannot load this sentence encoder: its weights file lacks {len(missing)} of the model's weights ({shown}), which "
+        "would be random values: the file is damaged or holds another model's weights (or the same under other names)",
+        path=name,
+    )
+
+
+def _missing_keys(auto_model: Any) -> set[str]:
+    """The weights ``auto_model`` (a transformers model, as sentence-transformers loaded it) got
+    no value for. sentence-transformers keeps no loading report, so the same class loads the same
+    folder again and asks for one: public API across transformers versions, and cheap next to
+    encoding (a small encoder loads in a fraction of a second)."""
+    import logging
+
+    from transformers import PreTrainedModel
+    from transformers.utils import logging as transformers_logging
+
+    if not isinstance(auto_model, PreTrainedModel):
+        return set()  # another backend (ONNX, OpenVINO) or a PEFT wrapper: nothing to ask
+    # sentence-transformers' own load has shown transformers' report and progress bar; the
+    # second load would repeat both. A filter, not a level: at level WARNING or above
+    # transformers logs notes on tensor parallelism.
+    logger = logging.getLogger("transformers.modeling_utils")
+    bars = transformers_logging.is_progress_bar_enabled()
+    logger.addFilter(_errors_only)
+    transformers_logging.disable_progress_bar()
+    try:
+        _, info = type(auto_model).from_pretrained(auto_model.name_or_path, output_loading_info=True, local_files_only=True)
+    finally:
+        logger.removeFilter(_errors_only)
+        if bars:
+            transformers_logging.enable_progress_bar()
+    return set(info.get("missing_keys") or ())
+
+
+def _errors_only(record: Any) -> bool:
+    import logging
+
+    return record.levelno >= logging.ERROR
+
+
 def fingerprint(location: Path | str) -> str:
     """Identifies an encoder's weights for cache keys: file names, sizes and mtimes of a folder."""
     if isinstance(location, Path):
@@ -75,6 +128,7 @@ class SentenceEncoder:
         location = resolve_encoder(name)
         try:
             model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
+            missing = missing_weights(model)
         except SafetensorError as error:  # weights cut short or damaged
             raise InputError(
                 f"cannot load this sentence encoder: a weights file is corrupt or cut short ({_first_line(error)})", path=name
@@ -83,6 +137,7 @@ class SentenceEncoder:
         # RuntimeError: weights of other shapes than its config says (another model's).
         except (OSError, ValueError, RuntimeError) as error:
             raise InputError(f"cannot load this sentence encoder ({_first_line(error)})", path=name) from None
+        refuse_missing_weights(missing, name)
         return cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
 
     @property

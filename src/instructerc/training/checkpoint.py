@@ -8,6 +8,7 @@ damaged one (a disk error, a copy cut short) is an error naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -15,7 +16,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from instructerc.errors import InputError
 from instructerc.files import atomic_write, replace_directory
@@ -120,24 +121,62 @@ def commit_checkpoint(
     ``trainable`` and ``optimizer`` are given for a whole checkpoint; a sharded one already holds
     them, as shards, in ``staging / SHARDED_DIR``. ``rng_by_process``: every process's random
     state (:func:`rng_state`), for a run of several processes: each draws its own dropout masks."""
-    import torch
+    try:
+        _fill_and_rename(staging, directory, state, scheduler, trainable, optimizer, rng_by_process)
+    except BaseException:
+        # A full disk, Ctrl-C: the half-written staging folder would keep the space it took.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
+
+def _fill_and_rename(
+    staging: Path, directory: Path, state: TrainState, scheduler: Any, trainable: Any, optimizer: Any, rng_by_process: list | None
+) -> None:
     files = ["optim.pt", "state.json"]
     if trainable is not None:
-        torch.save(trainable, staging / "trainable.pt")
+        save_tensors(trainable, staging / "trainable.pt")
         files.append("trainable.pt")
     saved = {"scheduler": scheduler.state_dict(), "rng": rng_state()}
     if rng_by_process is not None and len(rng_by_process) > 1:
         saved["rng_by_process"] = rng_by_process
     if optimizer is not None:
         saved["optimizer"] = optimizer.state_dict()
-    torch.save(saved, staging / "optim.pt")
+    save_tensors(saved, staging / "optim.pt")
     with atomic_write(staging / "state.json") as handle:  # last: its presence marks a complete checkpoint
         json.dump(asdict(state), handle, indent=2)
     for name in files:
         _fsync(staging / name)
     replace_directory(staging, directory)  # the same step saved again: the old copy goes only once the new one is in place
     _fsync(directory.parent)
+
+
+def save_tensors(data: Any, file: Path, handle: IO[bytes] | None = None) -> None:
+    """``torch.save`` of ``data`` into ``file`` (or into ``handle``, already open on it), a failed
+    write (a full disk) raised as the OSError it is, naming ``file``: torch's own writer reports it
+    as a RuntimeError ('unexpected pos 85184 vs 85136'), and the run ended in a traceback."""
+    try:
+        with contextlib.nullcontext(handle) if handle is not None else open(file, "wb") as opened:
+            _save_through_python(data, opened)
+            opened.flush()  # here, where the file is named, not in the caller's close
+    except OSError as error:
+        if error.filename is None and error.strerror is not None:  # a failed write() or close() names no file
+            error.filename = str(file)  # (one with no strerror would print as '[Errno None] None: FILE')
+        raise
+
+
+def _save_through_python(data: Any, handle: IO[bytes]) -> None:
+    """Written through a file object Python opened, torch's failure keeps the OSError behind it."""
+    import torch
+
+    try:
+        torch.save(data, handle)
+    except RuntimeError as error:
+        cause = error.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _fsync(path: Path) -> None:

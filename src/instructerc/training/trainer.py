@@ -9,6 +9,7 @@ vocabulary projection runs only at target positions. The test split is never rea
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -51,6 +52,7 @@ from instructerc.training.checkpoint import (
     prune_checkpoints,
     rng_state,
     save_checkpoint,
+    save_tensors,
     set_rng_state,
     staging_path,
 )
@@ -100,6 +102,26 @@ def read_best_dev_metrics(path: Path) -> dict[str, Any]:
                     field=f"by_dataset.{dataset}.{key}",
                 )
     return data
+
+
+def read_best_weights(path: Path) -> dict[str, Any]:
+    """The trainable weights of the run's best checkpoint (:meth:`Trainer._save_best`); missing or
+    damaged, an error naming the file, not a traceback once the whole run has trained."""
+    import pickle
+
+    import torch
+
+    remedy = "train again in a new output_dir"
+    try:
+        weights = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"missing: the run's best weights; {remedy}", path=path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as error:
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise InputError(f"damaged ({reason}): {remedy}", path=path) from None
+    if not isinstance(weights, dict):
+        raise InputError(f"damaged: not the weights this run wrote; {remedy}", path=path)
+    return weights
 
 
 # What the model card shows of each dataset's dev metrics, and the JSON type of each.
@@ -367,6 +389,70 @@ def _kind(path: Path) -> str | None:
         raise
 
 
+def append_line(path: Path, line: str) -> None:
+    """``line`` as the last line of ``path``, all of it or none: a write cut short (a full disk)
+    is taken back, so the log never holds half a record that the next one would run into. A line
+    a killed process left unfinished is ended first, for the same reason. Unbuffered, so nothing
+    of a failed write is left to be written when the file is closed. A pipe or a device (a log
+    linked to ``/dev/stdout``) is only written to: it has no end to look at or take back."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        end = os.lseek(fd, 0, os.SEEK_END) if regular else 0
+        unfinished = end > 0 and _last_byte(path, end) != b"\n"
+        rest = memoryview((b"\n" if unfinished else b"") + line.encode("utf-8") + b"\n")
+        try:
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        except OSError as error:
+            if error.filename is None and error.strerror is not None:  # a failed write() names no file: say which one
+                error.filename = str(path)
+            if regular:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    """The byte at ``size - 1`` in ``path``; a line end when the file cannot be read: an
+    unreadable log is no reason to stop a run."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(size - 1)
+            return handle.read(1)
+    except OSError:
+        return b"\n"
+
+
+def set_aside_earlier_log(paths: RunPaths) -> list[Path]:
+    """Moves the log (and the recipe beside it) of an earlier run out of the way of a run that
+    starts afresh in the same folder (its ``model/`` deleted to train again, or stopped before its
+    first checkpoint): appended to, one ``metrics.jsonl`` would hold both runs' steps and scores,
+    read as one run's. They are kept, numbered (``metrics.earlier-1.jsonl``), and said; returns
+    where they went."""
+    if not paths.metrics.is_file() or paths.metrics.stat().st_size == 0:
+        return []  # nothing logged yet: nothing to keep
+    files = [file for file in (paths.metrics, paths.config) if file.is_file()]
+    number = 1
+    while any(_earlier(file, number).exists() or _earlier(file, number).is_symlink() for file in files):
+        number += 1
+    kept = [_earlier(file, number) for file in files]
+    for file, target in zip(files, kept):
+        os.rename(file, target)
+    print(
+        f"note: {paths.metrics} held the log of an earlier run in this folder: kept as {', '.join(k.name for k in kept)}; "
+        "this run starts a log of its own",
+        file=sys.stderr,
+    )
+    return kept
+
+
+def _earlier(file: Path, number: int) -> Path:
+    return file.with_name(f"{file.stem}.earlier-{number}{file.suffix}")
+
+
 def forced_resume_note(changes: list[str]) -> str | None:
     """For the model card: the recipe changes a run was resumed under with --force (its Training
     lines describe only the recipe the run finished with)."""
@@ -549,7 +635,7 @@ class Trainer:
         first_examples = (
             None if checkpoint is not None else self._stage_examples(0, train, setup, train_demos, SegmentTokenizer(hf_tokenizer))
         )
-        model, fsdp = self._model(model_path, accelerator, len(train), len(dev))
+        model, fsdp = self._model(model_path, accelerator, len(train), len(dev), checkpoint)
 
         state, optim_state = TrainState(), None
         if checkpoint is not None:
@@ -651,9 +737,13 @@ class Trainer:
         retriever = DemonstrationRetriever.build(train, self.config.retrieval, progress=self.progress and accelerator.is_main_process)
         return retriever, retriever.demonstrations(train, training=True), retriever.demonstrations(dev, training=False)
 
-    def _model(self, model_path: str, accelerator: Any, train_dialogues: int, dev_dialogues: int) -> tuple[Any, Any]:
+    def _model(
+        self, model_path: str, accelerator: Any, train_dialogues: int, dev_dialogues: int, checkpoint: Path | None
+    ) -> tuple[Any, Any]:
         """The backbone made trainable in the run's precision, prepared by accelerate or sharded
-        (then also its FSDP settings; else None); logs the start."""
+        (then also its FSDP settings; else None); logs the start: in a log of its own for a run
+        that starts afresh, else saying the ``checkpoint`` it resumes from (the steps after it
+        are logged again)."""
         from instructerc.modeling.backbone import load_causal_lm
         from instructerc.modeling.finetune import count_parameters, make_trainable
         from instructerc.modeling.precision import resolve_dtype
@@ -691,6 +781,8 @@ class Trainer:
             model = accelerator.prepare(model)
         if accelerator.is_main_process:
             self.paths.root.mkdir(parents=True, exist_ok=True)
+            if checkpoint is None:
+                set_aside_earlier_log(self.paths)
             self._write_yaml(self.paths.config, config.to_dict())
             self._log(
                 {
@@ -704,6 +796,7 @@ class Trainer:
                     "device": str(accelerator.device),
                     "precision": precision,
                     "trainable_precision": "float32",
+                    "resumed_from": None if checkpoint is None else checkpoint.name,
                 }
             )
         return model, fsdp
@@ -711,6 +804,7 @@ class Trainer:
     def _restore(self, checkpoint: Path, model: Any, accelerator: Any, sharded: bool) -> tuple[TrainState, dict[str, Any]]:
         """The state and optimizer state of ``checkpoint``, its weights loaded into ``model``."""
         from instructerc.modeling.finetune import load_trainable_state
+        from instructerc.training.sharded_reading import INDEX_FILE
 
         state, weights, optim_state = load_checkpoint(checkpoint)
         if state.stage > len(self.config.stages):
@@ -721,7 +815,11 @@ class Trainer:
                 field="stage",
             )
         if state.best_step is not None:
-            read_best_dev_metrics(self.paths.best_dev_metrics)  # damaged, it would fail only as the model is written
+            # Missing or damaged, they would fail only as the model is written, after the rest of the run.
+            read_best_dev_metrics(self.paths.best_dev_metrics)
+            best = self.paths.best_shards / INDEX_FILE if sharded else self.paths.best_weights
+            if not best.is_file():
+                raise InputError("missing: the run's best weights; train again in a new output_dir", path=best)
         if sharded != (weights is None):
             written, now = ("a sharded (FSDP)", "data-parallel") if weights is None else ("a data-parallel", "sharded (FSDP)")
             # One process runs data-parallel whatever the recipe says: FSDP needs two or more.
@@ -972,8 +1070,6 @@ class Trainer:
 
     def _save_best(self, session: _Session, dev_metrics: dict[str, Any]) -> None:
         """The dev-best weights beside their metrics; whole by the main process, or sharded by all."""
-        import torch
-
         from instructerc.files import atomic_write, replace_directory
         from instructerc.modeling.finetune import trainable_state
 
@@ -985,7 +1081,7 @@ class Trainer:
         elif accelerator.is_main_process:
             self.paths.best.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.paths.best_weights, "wb") as handle:
-                torch.save(trainable_state(accelerator.unwrap_model(session.model)), handle)
+                save_tensors(trainable_state(accelerator.unwrap_model(session.model)), self.paths.best_weights, handle)
         if accelerator.is_main_process:
             with atomic_write(self.paths.best_dev_metrics) as handle:
                 json.dump(dev_metrics, handle)
@@ -1021,8 +1117,6 @@ class Trainer:
 
     def _finish(self, session: _Session) -> dict[str, Any]:
         """Writes the model directory from the dev-selected weights; returns their dev metrics."""
-        import torch
-
         from instructerc.modeling.finetune import load_trainable_state
         from instructerc.modeling.model_dir import Manifest, write_model_dir
         from instructerc.retrieval.index import save_pool
@@ -1040,7 +1134,7 @@ class Trainer:
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(session.model)
             if weights is None:
-                load_trainable_state(unwrapped, torch.load(self.paths.best_weights, weights_only=True))
+                load_trainable_state(unwrapped, read_best_weights(self.paths.best_weights))
 
             def fill(directory: Path) -> None:
                 unwrapped.save_pretrained(directory, safe_serialization=True, **({} if weights is None else {"state_dict": weights}))
@@ -1083,13 +1177,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(self.paths.metrics, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"time": time.time(), **record}) + "\n")
-        except OSError as error:
-            # A failed write() or close() names no file (a full disk): say which one.
-            error.filename = error.filename or str(self.paths.metrics)
-            raise
+        append_line(self.paths.metrics, json.dumps({"time": time.time(), **record}))
 
     @staticmethod
     def _write_yaml(path: Path, data: dict[str, Any]) -> None:
