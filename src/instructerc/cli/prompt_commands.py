@@ -67,15 +67,7 @@ def _show_prompt(args: argparse.Namespace) -> int:
     source = data_source(args)
     train = load_dialogues(source, "train")
     setup, tokenizer_path = _prompt_setup(args, source, train)
-    changes = {}
-    if args.template:
-        changes["name"] = args.template
-    if args.window is not None:
-        changes["window"] = args.window
-    for part in ("instruction", "history", "label_statement", "demonstration"):
-        if getattr(args, f"no_{part}"):
-            changes[part] = False
-    setup = replace(setup, template=replace(setup.template, **changes))
+    setup = replace(setup, template=replace(setup.template, **_template_changes(args)))
 
     dialogues = train if args.split == "train" else load_dialogues(source, args.split)
     located = [(d, i) for d in dialogues for i in range(len(d))]
@@ -102,6 +94,29 @@ def _show_prompt(args: argparse.Namespace) -> int:
     print("--- target ---")
     print(show(example.target) if example.target is not None else "(no gold label)")
     return 0
+
+
+def _template_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The template settings the options change, each checked as the option it is: an empty
+    ``--template "$UNSET"`` is refused, not read as no option."""
+    from instructerc.errors import InputError
+    from instructerc.labels.registry import did_you_mean
+    from instructerc.prompts.templates import template_names
+
+    changes: dict[str, object] = {}
+    if args.template is not None:
+        if args.template not in template_names():
+            hint = did_you_mean(args.template, template_names())
+            raise InputError(f"unknown template '{args.template}'{hint} (known: {', '.join(template_names())})", field="template")
+        changes["name"] = args.template
+    if args.window is not None:
+        if args.window < 0:
+            raise InputError(f"the history window is a number of utterances, 0 or more, not {args.window}", field="window")
+        changes["window"] = args.window
+    for part in ("instruction", "history", "label_statement", "demonstration"):
+        if getattr(args, f"no_{part}"):
+            changes[part] = False
+    return changes
 
 
 def _encoded(setup: "PromptSetup", example: "Example", tokenizer: "SegmentTokenizer", source: "DataSource") -> "EncodedExample":

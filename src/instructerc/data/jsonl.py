@@ -18,11 +18,12 @@ import json
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, Mapping
 
-from instructerc.data.dialogue import SPLITS, Dialogue, Origin, Utterance
+from instructerc.data.dialogue import SPLITS, Dialogue, Origin, Utterance, canonical_split
 from instructerc.data.loader import (
     Loader,
+    as_path,
     canonical_emotion,
     check_encoding,
     find_in,
@@ -136,13 +137,13 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
         if key not in raw:
             raise InputError(missing_key(key, raw), path=path, line=line, field=f"{where}.{key}")
         if not isinstance(raw[key], str):
-            raise InputError(f"'{key}' must be a string", path=path, line=line, field=f"{where}.{key}")
+            raise InputError(_not_a_string(key, raw[key]), path=path, line=line, field=f"{where}.{key}")
     speaker = nonempty_speaker(canonical_speaker(raw["speaker"]), path=path, line=line, field=f"{where}.speaker")
     text = nonempty_text(raw["text"], path=path, line=line, field=f"{where}.text")
     emotion = raw.get("emotion")
     if emotion is not None:
         if not isinstance(emotion, str):
-            raise InputError("'emotion' must be a string", path=path, line=line, field=f"{where}.emotion")
+            raise InputError(_not_a_string("emotion", emotion), path=path, line=line, field=f"{where}.emotion")
         emotion = canonical_label(emotion)
         if not emotion:
             raise InputError(
@@ -161,6 +162,13 @@ def _parse_utterance(raw: Any, *, path: Path, line: int, where: str, label_set: 
             emotion = canonical_emotion(label_set, emotion, path=path, line=line, field=f"{where}.emotion")
     extra = {k: v for k, v in raw.items() if k not in _UTTERANCE_KEYS}
     return Utterance(speaker=speaker, text=text, emotion=emotion, extra=extra)
+
+
+def _not_a_string(key: str, value: Any) -> str:
+    """Says what the value is instead: a speaker written as a number (``1``, a spreadsheet's
+    speaker column) is meant as a name, and quoting it is the fix."""
+    quoted = f' (write it in quotes: "{value}")' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    return f"'{key}' must be a string, not {json_kind(value)}{quoted}"
 
 
 def _checked_original(utterance: Utterance, dataset: str, *, path: Path, line: int, field: str) -> Utterance:
@@ -194,32 +202,69 @@ def iter_jsonl(
 ) -> Iterator[tuple[int, Dialogue]]:
     """(line number, dialogue) for every non-blank line, read lazily: a file of any size works.
     A dialogue whose record names no dataset gets ``default_dataset``, by default the file's name."""
+    path = as_path(path, "path")
     require_file(path)
     check_encoding(path)
     dataset = path.stem if default_dataset is None else default_dataset
     with path.open("rb") as handle:
         try:
+            first = True
             for line_number, line in enumerate(_lines(handle), start=1):
                 if not line.strip():
                     continue
                 try:
                     record = load_json(line)
                 except TextProblem as problem:
-                    raise InputError(problem.message + _layout_hint(line), path=path, line=line_number) from None
+                    raise InputError(problem.message + _layout_hint(line, path, first), path=path, line=line_number) from None
+                first = False
                 dialogue = parse_dialogue(record, path=path, line=line_number, split=split, label_set=label_set, default_dataset=dataset)
                 yield line_number, replace(dialogue, origin=Origin(str(path), line_number))
         except UnicodeDecodeError:
             raise not_utf8(path) from None
 
 
-def _layout_hint(line: str) -> str:
-    """Why a line that is not JSON may be so, for the two layouts that look right in an editor."""
+_TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+def _layout_hint(line: str, path: Path, first: bool) -> str:
+    """Why a line that is not JSON may be so, for the layouts that look right in an editor or a
+    spreadsheet. ``first``: no line before it held a record."""
+    if first and not line.lstrip().startswith(("{", "[")) and (path.suffix.lower() in _TABLE_SUFFIXES or _looks_tabular(line)):
+        # A table of one utterance per row is the usual shape of a user's own data, and the
+        # benchmarks ship as CSV: "not valid JSON at column 1" alone does not say what to do.
+        return (
+            "; a CSV or TSV table? This reads JSONL, one dialogue per line: "
+            '{"id": "d1", "utterances": [{"speaker": "Ann", "text": "Hi!"}, ...]} '
+            "(a benchmark's CSVs are read with --dataset meld or emorynlp; data export writes them as JSONL)"
+        )
     if "\r" in line:
         # Lines ended by a lone CR (old Mac files) are one line here: a lone CR is JSON whitespace.
         return "; its lines end with a lone CR: save the file with LF (or CRLF) line ends"
+    if line.lstrip().startswith(("{'", "[{'")):
+        return "; keys and strings in single quotes: JSON needs double quotes (a Python dict printed? write it with json.dumps)"
+    after = _after_json(line)
+    if after:
+        what = {",": "a comma left from a JSON array? ", "{": "two dialogues on one line? "}.get(after[0], "")
+        return f"; more follows the line's JSON value ({what}JSONL holds one dialogue object per line and nothing else)"
     if line.strip() in ("{", "["):
         return "; one JSON value spread over several lines? JSONL needs each dialogue on one line"
     return ""
+
+
+def _looks_tabular(line: str) -> bool:
+    """A header or row of a table: separated fields, and no JSON key (a record missing its braces)."""
+    return ("," in line or "\t" in line) and '":' not in line
+
+
+def _after_json(line: str) -> str:
+    """What follows a line's first JSON object or array, when it starts with one; else ""."""
+    if not line.lstrip().startswith(("{", "[")):
+        return ""
+    try:
+        _, end = json.JSONDecoder().raw_decode(line.lstrip())
+    except (json.JSONDecodeError, RecursionError):
+        return ""
+    return line.lstrip()[end:].strip()
 
 
 def _lines(handle: IO[bytes]) -> Iterator[str]:
@@ -234,6 +279,7 @@ def _lines(handle: IO[bytes]) -> Iterator[str]:
 
 def jsonl_file(path: Path, split: str) -> Path:
     """``path`` itself when it is a file, else ``{split}.jsonl`` inside it."""
+    path = as_path(path, "path")
     if path.is_dir():
         wanted = path / f"{split}.jsonl"
         split_file_present(path, split)  # a file of that name in other case is an error, not a missing split
@@ -259,6 +305,8 @@ def _refuse_other_case(folder: Path, name: str) -> None:
 
 
 def read_jsonl(path: Path, split: str, label_set: LabelSet | None = None) -> list[Dialogue]:
+    """The dialogues of a JSONL file, or of ``{split}.jsonl`` in a folder; ``split`` names them."""
+    path, split = as_path(path, "path"), canonical_split(split)
     file = jsonl_file(path, split)
     numbered = list(iter_jsonl(file, split, label_set, default_dataset=_dataset_name(path)))
     if not numbered:
@@ -293,6 +341,7 @@ def _dataset_name(path: Path) -> str:
 def infer_label_set(path: Path, split: str = "train") -> LabelSet | None:
     """The emotions a JSONL file uses (the train split of a folder; a folder without one, to
     evaluate a model on its dev or test, uses the splits it has), sorted; None if it has none."""
+    path = as_path(path, "path")
     present = [path / f"{name}.jsonl" for name in SPLITS if (path / f"{name}.jsonl").is_file()] if path.is_dir() else []
     if path.is_dir() and not present:
         _refuse_splitless(path)
@@ -374,13 +423,44 @@ def write_record(handle: IO[str], record: dict[str, Any]) -> None:
 
 
 def write_jsonl(dialogues: Iterable[Dialogue], path: Path) -> int:
-    """Write dialogues in the user format, atomically; returns how many were written."""
+    """Write dialogues in the user format, atomically; returns how many were written. Each line
+    is one :func:`read_jsonl` reads back: a dialogue built in Python that would not (a number for
+    a speaker, a NaN or a set in an extra field) is refused by its position and field, and
+    nothing is written."""
+    path = as_path(path, "path")
+    if isinstance(dialogues, (str, bytes, Mapping, Dialogue)) or not isinstance(dialogues, Iterable):
+        raise TypeError(f"dialogues must be a list of Dialogue objects, not {type(dialogues).__name__}")
     count = 0
     with atomic_write(path) as handle:
         for dialogue in dialogues:
-            write_record(handle, dialogue_record(dialogue))
+            handle.write(_readable_line(dialogue, f"dialogues[{count}]") + "\n")
             count += 1
     return count
+
+
+def _readable_line(dialogue: Any, where: str) -> str:
+    """The JSONL line of ``dialogue``, checked as the reader checks it."""
+    if not isinstance(dialogue, Dialogue):
+        raise TypeError(f"{where} must be a Dialogue, not {type(dialogue).__name__}")
+    if not isinstance(dialogue.extra, Mapping) or not isinstance(dialogue.utterances, (tuple, list)):
+        raise TypeError(f"{where}: extra must be a mapping and utterances a tuple of Utterance objects")
+    for k, utterance in enumerate(dialogue.utterances):
+        if not isinstance(utterance, Utterance) or not isinstance(utterance.extra, Mapping):
+            raise TypeError(f"{where}.utterances[{k}] must be an Utterance whose extra is a mapping, not {utterance!r:.80}")
+    try:
+        # A NaN or an infinity would be written as such, which no JSON reader (this one included) accepts.
+        line = json.dumps(dialogue_record(dialogue), ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"dialogue '{printable(str(dialogue.id))}' cannot be written as JSON: {error}", field=where) from None
+    try:
+        parse_dialogue(load_json(line), path=Path(where), line=1, split="test", label_set=None, default_dataset=UNNAMED_DATASET)
+    except (InputError, TextProblem) as error:
+        field = getattr(error, "field", None)
+        raise InputError(
+            f"dialogue '{printable(str(dialogue.id))}' would not read back: {error.message}",
+            field=f"{where}.{field}" if field else where,
+        ) from None
+    return line
 
 
 LOADER = Loader(

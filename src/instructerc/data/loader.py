@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.text import breaks_line, shows_nothing
@@ -35,6 +36,17 @@ class Loader:
     label_set: LabelSet | None
 
 
+def as_path(value: Any, argument: str) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``, as a Python caller passes a file name) as a Path;
+    anything else a TypeError naming ``argument``, and an empty string an :class:`InputError`
+    (``Path("")`` is the working directory: an unset variable would name it without a word)."""
+    if isinstance(value, str) and not value.strip():
+        raise InputError("an empty path", field=argument)
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{argument} must be a path (a str or pathlib.Path), not {type(value).__name__}")
+    return Path(value)
+
+
 def require_file(path: Path) -> Path:
     refuse_broken_link(path)
     if path.is_dir():
@@ -57,6 +69,10 @@ def check_encoding(path: Path) -> None:
     except OSError as error:
         raise InputError(f"cannot read: {error.strerror or error}", path=path) from None
     problem = foreign_encoding(head)
+    if problem is None and head.startswith(b"PK\x03\x04"):
+        # A spreadsheet saved as .xlsx (or any zip) decodes as "UTF-8" up to its first binary
+        # byte, and was then blamed on column 1 as "not valid JSON".
+        problem = "a ZIP archive (an Excel .xlsx workbook, a .zip), not text: save or unzip it as a UTF-8 text file first"
     if problem is not None:
         raise InputError(problem, path=path)
 

@@ -13,7 +13,7 @@ from instructerc.errors import InputError
 from instructerc.files import refuse_broken_link
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
-from instructerc.labels.registry import named_label_set, resolve_label_space
+from instructerc.labels.registry import did_you_mean, named_label_set, resolve_label_space
 from instructerc.labels.unified import UnifiedMapping, mapping_of
 
 
@@ -31,7 +31,7 @@ def available_sources() -> dict[str, str]:
 def get_loader(name: str) -> Loader:
     loaders = _loaders()
     if name not in loaders:
-        raise InputError(f"unknown dataset '{name}' (known: {', '.join(loaders)})", field="dataset")
+        raise InputError(f"unknown dataset '{name}'{did_you_mean(name, list(loaders))} (known: {', '.join(loaders)})", field="dataset")
     return loaders[name]
 
 

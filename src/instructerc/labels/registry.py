@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import unicodedata
 from dataclasses import dataclass
 
 from instructerc.errors import InputError
@@ -32,10 +34,12 @@ def resolve_label_space(spec: str) -> LabelSpace:
         return LabelSpace(spec, None)
     head, _, mapping = spec.partition(":")
     if head != "uime":
-        raise InputError(f"unknown label space '{spec}' (expected original, uime or uime:MAPPING)", field="labels")
+        hint = did_you_mean(spec, [ORIGINAL, "uime", *(f"uime:{name}" for name in MAPPINGS)])
+        raise InputError(f"unknown label space '{spec}'{hint} (expected original, uime or uime:MAPPING)", field="labels")
     name = mapping or "instructerc"
     if name not in MAPPINGS:
-        raise InputError(f"unknown unified mapping '{name}' (known: {', '.join(MAPPINGS)})", field="labels")
+        hint = did_you_mean(name, list(MAPPINGS))
+        raise InputError(f"unknown unified mapping '{name}'{hint} (known: {', '.join(MAPPINGS)})", field="labels")
     return LabelSpace(spec, get_mapping(name))
 
 
@@ -45,7 +49,19 @@ def named_label_set(name: str) -> LabelSet:
     for label_set in known_label_sets():
         if label_set.name == name:
             return label_set
-    raise InputError(f"unknown label set '{name}' (known: {', '.join(label_set_names())})", field="label_set")
+    names = label_set_names()
+    raise InputError(f"unknown label set '{name}'{did_you_mean(name, names)} (known: {', '.join(names)})", field="label_set")
+
+
+def did_you_mean(name: object, known: list[str]) -> str:
+    """`` (did you mean 'meld'?)`` for a name that is a known one in other case or width, or
+    close to one (``MELD``, ``emory-nlp``); else "". Names stay exact: this only says which to type."""
+    if not isinstance(name, str):
+        return ""
+    folded = unicodedata.normalize("NFKC", name).strip().casefold()
+    same = [k for k in known if k.casefold() == folded]
+    close = same or difflib.get_close_matches(folded, known, n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def known_label_sets() -> list[LabelSet]:

@@ -50,13 +50,17 @@ def _length(segments: list[EncodedSegment]) -> int:
 
 def _drop_history(segments: list[EncodedSegment], budget: int, stride: int) -> list[EncodedSegment]:
     history = [i for i, s in enumerate(segments) if s.segment.part is Part.HISTORY]
-    kept = segments
-    for dropped in range(stride, len(history) + stride, stride):
-        gone = set(history[:dropped])
-        kept = [s for i, s in enumerate(segments) if i not in gone]
-        if _length(kept) <= budget:
+    # A running length, not the prompt measured again per step: a dialogue of thousands of turns
+    # would otherwise cost the cube of its length to budget (each prompt, each step, each line).
+    length, dropped = _length(segments), 0
+    while dropped < len(history):
+        step = history[dropped : dropped + stride]
+        length -= sum(len(segments[i].ids) for i in step)
+        dropped += len(step)
+        if length <= budget:
             break
-    return kept
+    gone = set(history[:dropped])
+    return [s for i, s in enumerate(segments) if i not in gone]
 
 
 # The most tokens that can hold parts of one character: a byte-level tokenizer may give each of

@@ -13,7 +13,7 @@ import math
 from dataclasses import replace
 from typing import Callable, Sequence
 
-from instructerc.data.dialogue import Dialogue
+from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.text import cut_after, cut_before
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
@@ -108,14 +108,22 @@ def encode_fitting(
     of a dialogue as given, so a caller that labels a dialogue a turn at a time passes the
     earlier ones as they were cut (the service does). Every prompt that does not fit is cut in
     the same round, so a dialogue of many long utterances costs a few encodings, not one each."""
-    items = list(items)
+    given = list(items)
+    items, precut = _precut(given)
     rounds: dict[tuple[str, str, int], int] = {}
     while True:
         encoded = encode(items)
         errors = [e for e in encoded if isinstance(e, PromptTooLong)]
+        if not errors and precut:
+            # A text that fits as cut to _LONGEST_TOKENIZED characters may fit whole: it is given
+            # back, and cut only as far as the budget needs (a model of a very long context).
+            restored, precut = _without_needless_precuts(items, precut), {}
+            if restored != items:
+                items = restored
+                continue
         if not errors:
             fitted = [e for e in encoded if not isinstance(e, PromptTooLong)]
-            return fitted, [d.utterances[i].text if (d.dataset, d.id, i) in rounds else None for d, i in items]
+            return fitted, [_cut_text(d.utterances[i], g.utterances[i]) for (d, i), (g, _) in zip(items, given)]
         changed: set[tuple[str, str, int]] = set()
         for error in errors:
             example = error.example
@@ -124,6 +132,78 @@ def encode_fitting(
             # stale error: the next round measures it again.
             if key not in changed:
                 items = _cut(items, error, tokenizer, rounds, changed)
+
+
+def _cut_text(fitted: Utterance, given: Utterance) -> str | None:
+    """The text an utterance was read as, when it or its speaker's name was cut."""
+    return fitted.text if (fitted.text, fitted.speaker) != (given.text, given.speaker) else None
+
+
+# -- text too long to tokenize whole -------------------------------------------------------------
+# No text or name longer than this is tokenized whole: a 50 MB utterance took a minute and 7 GB
+# of memory to tokenize, twice, to keep a few hundred tokens of it. Cut to this many characters
+# first (start and end kept, as every cut), it is then cut as far as the budget needs. A prompt
+# that keeps all of the first cut gets the whole text back, so no model is given less than fits.
+_LONGEST_TOKENIZED = 1 << 20
+
+Key = tuple[str, str]
+
+
+def _precut(items: list[Item]) -> tuple[list[Item], dict[Key, tuple[Dialogue, Dialogue]]]:
+    """The items with the texts of the utterances they ask about, and the names of their
+    speakers, cut to :data:`_LONGEST_TOKENIZED` characters where longer (a name in every line of
+    its speaker); and per dialogue so cut, (as given, as cut)."""
+    asked: dict[Key, tuple[Dialogue, set[int]]] = {}
+    for dialogue, index in items:
+        asked.setdefault((dialogue.dataset, dialogue.id), (dialogue, set()))[1].add(index)
+    precut = {}
+    for key, (dialogue, indices) in asked.items():
+        long_names = {u.speaker for i, u in enumerate(dialogue.utterances) if i in indices and len(u.speaker) > _LONGEST_TOKENIZED}
+        if not long_names and all(len(dialogue.utterances[i].text) <= _LONGEST_TOKENIZED for i in indices):
+            continue
+        names = {name: _head_and_tail(name) for name in long_names}
+        utterances = tuple(
+            replace(
+                u,
+                speaker=names.get(u.speaker, u.speaker),
+                text=_head_and_tail(u.text) if i in indices and len(u.text) > _LONGEST_TOKENIZED else u.text,
+            )
+            for i, u in enumerate(dialogue.utterances)
+        )
+        precut[key] = (dialogue, dialogue.with_utterances(utterances))
+    return _with_dialogues(items, {key: cut for key, (_, cut) in precut.items()}), precut
+
+
+def _head_and_tail(text: str) -> str:
+    """``text`` cut to its first and last ``_LONGEST_TOKENIZED / 2`` characters."""
+    half = _LONGEST_TOKENIZED // 2
+    head_end, tail_start = cut_before(text, half), cut_after(text, len(text) - half)
+    if head_end + len(text) - tail_start < 2:  # a pile of accents on one letter: cut by code points
+        head_end, tail_start = half, len(text) - half
+    return text[:head_end].rstrip() + ELLIPSIS + text[tail_start:].lstrip()
+
+
+def _without_needless_precuts(items: list[Item], precut: dict[Key, tuple[Dialogue, Dialogue]]) -> list[Item]:
+    """The items with every text and name the budget kept as :func:`_precut` cut it given back whole."""
+    restored = {}
+    for key, (given, cut) in precut.items():
+        fitted = next(d for d, _ in items if (d.dataset, d.id) == key)
+        triples = list(zip(given.utterances, cut.utterances, fitted.utterances))
+        kept_names = {c.speaker for g, c, f in triples if g.speaker != c.speaker == f.speaker}
+        utterances = tuple(
+            replace(
+                f,
+                text=g.text if g.text != c.text == f.text else f.text,
+                speaker=g.speaker if c.speaker in kept_names and g.speaker != c.speaker else f.speaker,
+            )
+            for g, c, f in triples
+        )
+        restored[key] = fitted.with_utterances(utterances)
+    return _with_dialogues(items, restored)
+
+
+def _with_dialogues(items: list[Item], dialogues: dict[Key, Dialogue]) -> list[Item]:
+    return [(dialogues.get((d.dataset, d.id), d), i) for d, i in items]
 
 
 def _cut(

@@ -57,7 +57,8 @@ class PromptSetup:
         return self.template.demonstration
 
     def builder(self, demonstrations: dict[tuple[str, str, int], Demonstration] | None = None) -> ExampleBuilder:
-        return ExampleBuilder(build_template(self.template, self.label_set), demonstrations or {}, self.speaker_slots, self.speaker_variant)
+        template = build_template(self.template, self.label_set, line_budget=self.max_length)
+        return ExampleBuilder(template, demonstrations or {}, self.speaker_slots, self.speaker_variant)
 
     def encode(
         self, examples: Sequence[Example] | Iterator[Example], tokenizer: SegmentTokenizer, with_target: bool = True, reserve: int = 0

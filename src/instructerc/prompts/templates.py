@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from instructerc.data.dialogue import Dialogue
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
+from instructerc.labels.registry import did_you_mean
 from instructerc.labels.unified import mapping_of
 from instructerc.prompts.example import Part, Segment
 from instructerc.retrieval.demonstration import Demonstration
@@ -65,7 +66,8 @@ class TemplateConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         if self.name not in TEMPLATES:
-            raise InputError(f"unknown template '{self.name}' (known: {', '.join(TEMPLATES)})", field="template.name")
+            hint = did_you_mean(self.name, list(TEMPLATES))
+            raise InputError(f"unknown template '{self.name}'{hint} (known: {', '.join(TEMPLATES)})", field="template.name")
         if self.window < 0:
             raise InputError("window must be >= 0", field="template.window")
         if self.speaker_format not in ("name", "index"):
@@ -148,10 +150,19 @@ PAPER_WORDING = Wording()
 class PromptTemplate:
     """Renders prompt segments for one utterance; subclasses choose the layout."""
 
-    def __init__(self, config: TemplateConfig, label_set: LabelSet, wording: Wording = PAPER_WORDING) -> None:
+    def __init__(
+        self, config: TemplateConfig, label_set: LabelSet, wording: Wording = PAPER_WORDING, *, line_budget: int | None = None
+    ) -> None:
+        """``line_budget``: the most tokens a prompt may hold (its ``max_length``), or ``None``; see
+        :meth:`history_lines`."""
         self.config = config
         self.label_set = label_set
         self.wording = wording
+        self.line_budget = line_budget
+        # The speakers of the dialogue whose prompts are being built, numbered once: a dialogue's
+        # prompts are built one after another, and numbering them per line cost a long dialogue
+        # its length for every line of every prompt.
+        self._numbered: tuple[Dialogue, dict[str, int]] | None = None
         self.mapping = mapping_of(label_set) if config.dataset_classes else None
         if config.dataset_classes and self.mapping is None:
             raise InputError(
@@ -163,8 +174,13 @@ class PromptTemplate:
     def speaker_name(self, dialogue: Dialogue, index: int) -> str:
         speaker = dialogue.utterances[index].speaker
         if self.config.speaker_format == "index":
-            return f"Speaker_{dialogue.speakers.index(speaker)}"
+            return f"Speaker_{self._speaker_numbers(dialogue)[speaker]}"
         return speaker
+
+    def _speaker_numbers(self, dialogue: Dialogue) -> dict[str, int]:
+        if self._numbered is None or self._numbered[0] is not dialogue:
+            self._numbered = (dialogue, {speaker: k for k, speaker in enumerate(dialogue.speakers)})
+        return self._numbered[1]
 
     def participants(self, dialogue: Dialogue) -> list[str]:
         if self.config.speaker_format == "index":
@@ -201,6 +217,14 @@ class PromptTemplate:
         ]
 
     def history_lines(self, dialogue: Dialogue, start: int, stop: int) -> list[Segment]:
+        """The lines of utterances ``start`` to ``stop``, less those no prompt could keep: a line
+        is at least one token, so a prompt of ``line_budget`` tokens keeps at most that many, and
+        the budget drops the oldest first, in steps of ``history_stride``. Only whole steps the
+        budget would certainly drop are left out, so the prompt it keeps is the same; a dialogue
+        of thousands of turns no longer builds and tokenizes all of them for every prompt."""
+        surplus = stop - start - 1 - (self.line_budget if self.line_budget is not None else stop)
+        if surplus > 0:
+            start += surplus // self.config.history_stride * self.config.history_stride
         return [self.line(dialogue, i, Part.HISTORY) for i in range(start, stop)]
 
     def window_start(self, index: int) -> int:
@@ -326,8 +350,9 @@ TEMPLATES: dict[str, Callable[..., PromptTemplate]] = {
 }
 
 
-def build_template(config: TemplateConfig, label_set: LabelSet) -> PromptTemplate:
-    return TEMPLATES[config.name](config, label_set)
+def build_template(config: TemplateConfig, label_set: LabelSet, line_budget: int | None = None) -> PromptTemplate:
+    """``line_budget``: the ``max_length`` its prompts are fitted to, if known (see :meth:`PromptTemplate.history_lines`)."""
+    return TEMPLATES[config.name](config, label_set, line_budget=line_budget)
 
 
 def shares_dialogue_prefix(config: TemplateConfig) -> bool:
