@@ -21,7 +21,7 @@ def predictor(tmp_path_factory) -> Predictor:
 
 def test_predict_next_on_a_conversation_of_no_turns_says_so_not_index_minus_one(predictor) -> None:
     cache = ConversationCache()
-    with pytest.raises(InputError, match=r"field 'turns\[0\]\[0\]\.utterances': dialogue 'live' has no utterances") as caught:
+    with pytest.raises(InputError, match=r"field 'dialogue\.utterances': dialogue 'live' has no utterances") as caught:
         predictor.predict_next(Dialogue("live", "", "test", ()), cache)
     assert "-1" not in str(caught.value)
     assert cache.tokens == 0 and not cache.cut_turns

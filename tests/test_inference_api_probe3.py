@@ -45,8 +45,10 @@ def test_paper_parsing_that_is_not_a_bool_is_refused_not_read_as_true(predictor,
 
 @pytest.mark.parametrize(("cache", "kind"), [(None, "None"), ({}, "a dict"), ([], "a list")])
 def test_a_cache_that_is_not_a_conversation_cache_is_refused_by_name(predictor, cache, kind) -> None:
-    with pytest.raises(TypeError, match=rf"turns\[0\]\[1\] must be a ConversationCache .*not {kind}"):
+    with pytest.raises(TypeError, match=rf"^cache must be a ConversationCache .*not {kind}"):
         predictor.predict_next(dialogue(2), cache)
+    with pytest.raises(TypeError, match=rf"turns\[0\]\[1\] must be a ConversationCache .*not {kind}"):
+        predictor.predict_turns([(dialogue(2), cache)])
 
 
 def test_turns_that_are_not_pairs_are_refused_by_name(predictor) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.jsonl import benchmark_spelling
 from instructerc.data.loader import SPEAKER_BREAKS_LINE
 from instructerc.data.text import breaks_line, canonical_speaker, shows_nothing
 from instructerc.data.validation import TextProblem, check_string
@@ -360,6 +361,15 @@ class Predictor:
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
         """The newest utterance of one growing conversation, reusing its key/value cache."""
+        # Checked here so a mistake names this call's arguments, not predict_turns' turns[0][...].
+        if not isinstance(cache, ConversationCache):
+            raise TypeError(f"cache must be a ConversationCache (ConversationCache() for a new conversation), not {_kind(cache)}")
+        dialogue = checked_dialogue(dialogue, "dialogue")
+        if not dialogue.utterances:
+            raise InputError(
+                f"dialogue '{dialogue.id}' has no utterances: a live conversation's newest turn is labelled once it has one",
+                field="dialogue.utterances",
+            )
         return self.predict_turns([(dialogue, cache)])[0]
 
     def _prediction(self, probabilities: list[float]) -> Prediction:
@@ -555,6 +565,8 @@ def checked_dialogue(dialogue: Any, where: str) -> Dialogue:
             named[name] = str(value)
         elif not isinstance(value, str):
             raise TypeError(f"{where}.{name} must be a string, not {_kind(value)}")
+        elif name == "dataset" and benchmark_spelling(value) != value:
+            named[name] = benchmark_spelling(value)  # "MELD" is meld, as a file's record reads it
     utterances = tuple(_checked_utterance(u, f"{where}.utterances[{k}]") for k, u in enumerate(dialogue.utterances))
     if not named and isinstance(dialogue.utterances, tuple) and all(a is b for a, b in zip(utterances, dialogue.utterances)):
         return dialogue
