@@ -6,8 +6,11 @@ asking must not cost the import.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 from instructerc.errors import InputError
 
@@ -43,14 +46,77 @@ def launched_world_size() -> int:
     rank = _launcher_int("RANK", os.environ["RANK"], minimum=0)
     if rank >= world:
         raise InputError(f"environment variable RANK ({rank}) must be below WORLD_SIZE ({world})")
+    if os.environ.get("MASTER_PORT"):  # unset, accelerate picks 29500
+        _launcher_int("MASTER_PORT", os.environ["MASTER_PORT"], minimum=1, maximum=65535)
+    _check_master_addr(os.environ["MASTER_ADDR"])
     return world
 
 
-def _launcher_int(name: str, value: str, minimum: int) -> int:
+def _check_master_addr(host: str) -> None:
+    """A host name no machine can be found by: torch would retry it for half an hour."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InputError(f"environment variable MASTER_ADDR names no host this machine can find ('{host}': {reason})") from None
+
+
+def _launcher_int(name: str, value: str, minimum: int, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         number = None
-    if number is None or number < minimum:
-        raise InputError(f"environment variable {name} must be a whole number of at least {minimum}, got '{value}'")
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise InputError(f"environment variable {name} must be a whole number {bounds}, got '{value}'")
     return number
+
+
+def check_lone_local_rank() -> None:
+    """A ``LOCAL_RANK`` left in the environment of a single process (no ``WORLD_SIZE``, no
+    ``MASTER_ADDR``: a shell that exported it, a job script run by hand): accelerate reads it
+    as a distributed run and fails with a traceback about ``MASTER_ADDR``. For commands that
+    form their process group through accelerate; call it after :func:`launched_world_size`
+    found one process."""
+    import os
+
+    local = os.environ.get("LOCAL_RANK", "").strip()
+    if local and local != "-1" and not os.environ.get("MASTER_ADDR"):
+        raise InputError(
+            f"environment variable LOCAL_RANK is set ({local}) but no launcher started this process (WORLD_SIZE and "
+            "MASTER_ADDR are not set): unset LOCAL_RANK to run as one process, or start the processes with torchrun "
+            "or accelerate launch"
+        )
+
+
+@contextlib.contextmanager
+def interruptible_rendezvous() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the process at once while its process group is formed. The
+    processes wait for each other there in torch's C++ code (for up to half an hour, when one
+    never comes), where the interpreter's own handlers (``KeyboardInterrupt``, the CLI's
+    SIGTERM) never get to run: the process could only be killed with SIGKILL. Nothing is
+    written yet at that point, so nothing is left to clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_DFL) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+# What the backends say when the other end of a connection went away (gloo; NCCL).
+_PEER_GONE = ("closed by peer", "reset by peer", "Broken pipe", "remote process exited")
+
+
+def peer_gone(error: BaseException) -> bool:
+    """Whether ``error`` is the process group's report that another process of the run is gone
+    (it failed or was killed), as raised in this process's next collective."""
+    if not isinstance(error, RuntimeError) or process_group() is None:
+        return False
+    text = str(error)
+    return any(phrase in text for phrase in _PEER_GONE)

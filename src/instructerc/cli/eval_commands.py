@@ -160,12 +160,26 @@ def _describe(data: dict) -> str:
     return " ".join(parts)
 
 
+# evaluate is not shared across processes: scoring needs every prediction in one place, and
+# evaluate_model checks, predicts and writes in one call. predict is the command that shares.
+ONE_PROCESS_EVALUATION = (
+    "every process would score the whole split and write the same folder. Run it without torchrun or accelerate "
+    "launch; to share the predictions across processes, run 'instructerc predict' under the launcher"
+)
+
+ONE_PROCESS_BASELINES = (
+    "every process would train the same baselines and write the same folder. Run it without torchrun or accelerate launch"
+)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    from instructerc.cli.process_group import refuse_under_launcher
     from instructerc.errors import InputError
     from instructerc.evaluation.evaluate import evaluate_model
     from instructerc.evaluation.report import summary_lines
     from instructerc.extras import require_extra
 
+    refuse_under_launcher("evaluate", ONE_PROCESS_EVALUATION)
     if args.runs:
         given = [flag for flag, value in _scoring_options(args) if value]
         if given:
@@ -249,8 +263,10 @@ def aggregate_runs(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
+    from instructerc.cli.process_group import refuse_under_launcher
     from instructerc.extras import require_extra
 
+    refuse_under_launcher("baseline", ONE_PROCESS_BASELINES)
     require_extra("baseline", "train")
     from instructerc.errors import InputError
     from instructerc.evaluation.baselines import BASELINES, C_GRID, run_baselines

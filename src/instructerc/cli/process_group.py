@@ -1,12 +1,56 @@
-"""The end of a command run as one of several processes (``torchrun``, ``accelerate launch``)."""
+"""The start and end of a command run as one of several processes (``torchrun``, ``accelerate launch``)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from typing import Any
 
-from instructerc.distributed import process_group
+from instructerc.distributed import interruptible_rendezvous, launched_world_size, process_group
+from instructerc.errors import InputError
+
+
+def joined_shard() -> Any:
+    """This process's :class:`~instructerc.inference.sharding.Shard` of the run, its process
+    group formed (one process: no group). The launcher's variables are checked first; a group
+    that cannot be formed (the port taken, the first process not answering) is one line naming
+    where it was to meet, not torch's traceback."""
+    from instructerc.inference.sharding import current_shard
+
+    try:
+        with interruptible_rendezvous():
+            return current_shard()[0]
+    except RuntimeError as error:
+        dist = sys.modules.get("torch.distributed")
+        if dist is None or not isinstance(error, getattr(dist, "DistError", ())):
+            raise
+        where = f"MASTER_ADDR {os.environ.get('MASTER_ADDR')}, MASTER_PORT {os.environ.get('MASTER_PORT') or 29500}"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"cannot form the run's process group ({where}): {reason}") from None
+
+
+def refuse_under_launcher(command: str, instead: str) -> None:
+    """An error, said once (by the first process; the others exit 2 silently), when ``command``
+    runs under a multi-process launcher although it is a one-process job: each process would
+    otherwise do all of it, and write (or bind) the same things. ``instead``: what to do."""
+    world = launched_world_size()
+    if world == 1:
+        return
+    from instructerc.inference.sharding import said_once
+
+    shard = joined_shard()
+
+    def refuse() -> None:
+        raise InputError(
+            f"{command} runs as one process, but a launcher (torchrun, accelerate launch) started {world} "
+            f"(environment variable WORLD_SIZE is {world}): {instead}"
+        )
+
+    try:
+        said_once(shard, refuse)
+    finally:
+        shard.close()
 
 
 def end_process_group() -> bool:

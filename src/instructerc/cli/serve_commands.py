@@ -142,12 +142,22 @@ def answering_bound_address(config: ServiceConfig, host: str) -> ServiceConfig:
     return replace(config, allowed_hosts=config.allowed_hosts + (name,))
 
 
+SEVERAL_SERVERS = (
+    "every process would bind the same port. Start it without torchrun or accelerate launch; to serve from several "
+    "processes or GPUs, start one server per process on a port of its own (--port, --device cuda:N) behind a load "
+    "balancer; on a CPU, --threads N gives one server more cores"
+)
+
+
 def run_server(args: argparse.Namespace) -> int:
+    from instructerc.cli.process_group import refuse_under_launcher
     from instructerc.extras import require_extra
     from instructerc.modeling.default_model import default_model_dir
     from instructerc.modeling.model_dir import Manifest
     from instructerc.service.server import listening_socket, require_serve_extra, serve
 
+    # Before anything is loaded: every process of the launcher would load the model and bind the same port.
+    refuse_under_launcher("serve", SEVERAL_SERVERS)
     require_serve_extra()
     require_extra("serve", "train")
     config = answering_bound_address(service_config(args), args.host)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.cli.options import add_dtype_option, nonempty_path_text, path_arg
-from instructerc.cli.process_group import end_process_group, exit_group_member
+from instructerc.cli.process_group import end_process_group, exit_group_member, joined_shard
+from instructerc.distributed import interruptible_rendezvous
 from instructerc.errors import InputError
 
 
@@ -108,14 +109,14 @@ def set_override(item: str) -> tuple[str, Any]:
 
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="--set")
+        raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="set")
     try:
         return key, parse_yaml(value)
     except yaml.YAMLError as error:
         # The parser's own message spans lines (it quotes the text): its first line says enough.
         problem = str(getattr(error, "problem", None) or error).splitlines()[0]
         shown = value if len(value) <= 80 else value[:77] + "..."
-        raise InputError(f"--set {key}: '{shown}' is not a YAML value ({problem})", field="--set") from None
+        raise InputError(f"--set {key}: '{shown}' is not a YAML value ({problem})", field="set") from None
 
 
 def say_how_to_resume(output_dir: Path) -> None:
@@ -131,29 +132,27 @@ def say_how_to_resume(output_dir: Path) -> None:
         print(f"instructerc: the run is kept up to {latest}; the same command with --resume continues it", file=sys.stderr)
 
 
+# How long a process that failed in a training run waits for the others to say whether they
+# failed alike (then the first alone says why). Those that did not fail are in a collective
+# waiting for this one, and never answer: it then says its own error. Processes that fail alike
+# fail at the same check within moments of each other.
+SAME_FAILURE_SECONDS = 60.0
+
+
 def run_training(args: argparse.Namespace) -> int:
-    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
-    from instructerc.training.config import TrainConfig
-    from instructerc.training.trainer import Trainer
+    """Under a launcher, every process checks the recipe and trains; an error they all meet
+    (a bad recipe, missing data) is said by the first process alone, as predict does."""
+    from instructerc.distributed import check_lone_local_rank
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring  # noqa: F401 - a missing extra is said first
+    from instructerc.inference.sharding import done_alike
+    from instructerc.training.trainer import Trainer  # noqa: F401 - a missing extra is said first
 
-    if args.force and not args.resume:
-        raise InputError("--force only applies with --resume", field="force")
-    given = given_overrides(args)
+    shard = joined_shard()
+    if shard.world == 1:
+        check_lone_local_rank()
     try:
-        config = TrainConfig.from_yaml(args.recipe, {key: value for key, value, _ in given})
-    except InputError as error:
-        raise naming_the_option(error, given) from None
-    try:
-        from instructerc.modeling.backbone import check_hub_model
-
-        check_hub_model(config.backbone.model)
-    except InputError as error:
-        raise naming_the_option(error, given) from None
-    try:
-        result = Trainer(config, progress=not args.no_progress, force=args.force, dev_scoring=predictor_dev_scoring).run(resume=args.resume)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (main's Terminated)
-        say_how_to_resume(Path(config.output_dir))
-        raise
+        config = done_alike(shard, lambda: checked_recipe(args), args.recipe, lost="nothing was trained")
+        result = _train(args, config, shard)
     finally:
         in_group = end_process_group()
     if result.main_process and result.best_dev_score is not None:
@@ -161,3 +160,47 @@ def run_training(args: argparse.Namespace) -> int:
     if in_group:
         exit_group_member(0)
     return 0
+
+
+def checked_recipe(args: argparse.Namespace) -> Any:
+    """The recipe with the command line's overrides, checked; an error names the option that
+    gave a wrong value."""
+    from instructerc.modeling.backbone import check_hub_model
+    from instructerc.training.config import TrainConfig
+
+    if args.force and not args.resume:
+        raise InputError("--force only applies with --resume", field="force")
+    given = given_overrides(args)
+    try:
+        config = TrainConfig.from_yaml(args.recipe, {key: value for key, value, _ in given})
+        check_hub_model(config.backbone.model)
+    except InputError as error:
+        raise naming_the_option(error, given) from None
+    return config
+
+
+def _train(args: argparse.Namespace, config: Any, shard: Any) -> Any:
+    """Trains ``config``; what every process meets (missing data, a run directory in the way) is
+    said once. A process that finds another one gone (killed, or failed on its own) stops with one
+    line instead of the backend's traceback."""
+    from instructerc.distributed import peer_gone
+    from instructerc.evaluation.dev_scoring import predictor_dev_scoring
+    from instructerc.inference.sharding import said_once, with_status_group
+    from instructerc.training.trainer import Trainer
+
+    with interruptible_rendezvous():
+        watched = with_status_group(shard, SAME_FAILURE_SECONDS)
+    trainer = Trainer(config, progress=not args.no_progress, force=args.force, dev_scoring=predictor_dev_scoring)
+    try:
+        return said_once(watched, lambda: trainer.run(resume=args.resume))
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (main's Terminated)
+        say_how_to_resume(Path(config.output_dir))
+        raise
+    except RuntimeError as error:
+        if not peer_gone(error):
+            raise
+        say_how_to_resume(Path(config.output_dir))
+        raise InputError(
+            "stopped: another process of the run ended before finishing (its error is above, or it was killed)",
+            path=config.output_dir,
+        ) from None

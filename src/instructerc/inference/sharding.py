@@ -16,7 +16,7 @@ line naming the output (with or without a launcher that stops the rest).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, TypeVar
 
@@ -36,6 +36,7 @@ class Shard:
     world: int = 1
     state: Any = None
     run: str = ""  # the same in every process of one run and in no other run (see part_path)
+    group: Any = None  # the process group of the barriers (None: the run's own; see with_status_group)
 
     def owns(self, chunk: int) -> bool:
         return chunk % self.world == self.rank
@@ -74,10 +75,10 @@ class Shard:
         import torch
         import torch.distributed as dist
 
-        flags = torch.zeros(self.world, dtype=torch.int64, device=self.state.device)
+        flags = torch.zeros(self.world, dtype=torch.int64, device=self._device)
         flags[self.rank] = status
         try:
-            dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+            dist.all_reduce(flags, op=dist.ReduceOp.SUM, group=self.group)
         except RuntimeError:  # the backend's "connection closed by peer"
             return None
         return [int(flag) for flag in flags.tolist()]
@@ -89,9 +90,32 @@ class Shard:
         import torch
         import torch.distributed as dist
 
-        value = torch.tensor([count], dtype=torch.int64, device=self.state.device)
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = torch.tensor([count], dtype=torch.int64, device=self._device)
+        dist.all_reduce(value, op=dist.ReduceOp.SUM, group=self.group)
         return int(value.item())
+
+    @property
+    def _device(self) -> Any:
+        # A group of its own is gloo's (see with_status_group), which reduces CPU tensors.
+        return self.state.device if self.group is None else "cpu"
+
+
+def with_status_group(shard: Shard, seconds: float) -> Shard:
+    """``shard`` whose barriers go through a process group of their own, where a barrier that
+    the other processes do not reach within ``seconds`` reads as a process gone (None).
+
+    For failures that may come while the other processes are inside a collective of the run's own
+    group (a training step): a barrier there would be taken as that collective's partner, and
+    one here cannot be, but waits for processes that are waiting for this one; the time limit
+    ends that wait. Every process must call it at the same point."""
+    if shard.state is None:
+        return shard
+    import datetime
+
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
+    return replace(shard, group=group)
 
 
 def failed_of(statuses: list[int] | None) -> list[int] | None:
@@ -202,23 +226,34 @@ def merge_parts(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
         part_path(output, shard).unlink(missing_ok=True)
 
 
-def done_alike(shard: Shard, work: Callable[[], Result], output: Path) -> Result:
+# What a failed run did not do, said by the processes a failure elsewhere stopped.
+OUTPUT_NOT_WRITTEN = "the output was not written"
+
+
+def done_alike(shard: Shard, work: Callable[[], Result], output: Path, lost: str = OUTPUT_NOT_WRITTEN) -> Result:
     """``work()`` (checking the input, loading the model) in every process, where each process
     checks the same files and fails alike: the first process that fails says why, the others
     that failed exit with the same status silently, and those that did not stop naming the
-    output. Every process still runs it (across machines the files may differ), but the user
-    reads one error, not one per process. The others wait for it in a barrier rather than exit
-    first: a launcher that saw one of them end would stop the process about to say why."""
+    output (and that ``lost`` is lost). Every process still runs it (across machines the files
+    may differ), but the user reads one error, not one per process."""
+    result = said_once(shard, work)
+    _stop_if_failed(shard.failed_ranks(False), output, shard.world, lost)
+    return result
+
+
+def said_once(shard: Shard, work: Callable[[], Result]) -> Result:
+    """``work()``, where an input error that every process meets is said by the first of them
+    alone: the others exit with its status silently. They wait for it in a barrier rather than
+    exit first: a launcher that saw one of them end would stop the process about to say why. A
+    process that fails alone (the barrier finds a process gone) says its own error."""
     try:
-        result = work()
+        return work()
     except InputError:
         failed = shard.failed_ranks(True)
         if failed and failed[0] != shard.rank:
             shard.failed_ranks(False)  # returns once process failed[0] has said why and left
             raise SystemExit(2) from None  # its status
         raise
-    _stop_if_failed(shard.failed_ranks(False), output, shard.world)
-    return result
 
 
 def _merge_status(error: Exception | None) -> int:
@@ -227,12 +262,12 @@ def _merge_status(error: Exception | None) -> int:
     return READER_GONE if isinstance(error, BrokenPipeError) else 1
 
 
-def _stop_if_failed(failed: list[int] | None, output: Path, world: int) -> None:
+def _stop_if_failed(failed: list[int] | None, output: Path, world: int, lost: str = OUTPUT_NOT_WRITTEN) -> None:
     if failed is None:
-        raise InputError("stopped: another process ended before finishing (its error is above); the output was not written", path=output)
+        raise InputError(f"stopped: another process ended before finishing (its error is above); {lost}", path=output)
     if failed:
         which = ", ".join(str(rank) for rank in failed)
-        raise InputError(f"stopped: process {which} of {world} failed (its error is above); the output was not written", path=output)
+        raise InputError(f"stopped: process {which} of {world} failed (its error is above); {lost}", path=output)
 
 
 def _merge(output: Path, shard: Shard, chunk_lines: list[int]) -> None:
