@@ -7,6 +7,7 @@ bad values are errors that name the key (``optim.lr``), never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import re
 import reprlib
@@ -36,7 +37,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
     if unknown:
         # Sorted by their text: YAML keys may mix types (1, true, a date) that do not compare.
         shown = sorted(unknown, key=lambda key: (str(key), type(key).__name__))
-        raise InputError(f"unknown key(s) {shown}; known: {sorted(fields)}", field=where or None)
+        # The suggestion goes after the known keys: the CLI tells which --set gave a key by
+        # looking for it before "; known:", where a suggested name would be mistaken for it.
+        raise InputError(f"unknown key(s) {shown}; known: {sorted(fields)}{did_you_mean(shown, fields)}", field=where or None)
     required = [
         name
         for name, f in fields.items()
@@ -54,6 +57,19 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
         raise InputError(str(error), field=where or None) from None
     except InputError as error:
         raise _in_list_item(error, where) from None
+
+
+def did_you_mean(unknown: list[Any], known: Any) -> str:
+    """`` (did you mean 'lr' for 'lrr'?)`` for the unknown keys that are a known one misspelt,
+    in another case or with stray spaces (``Seed``, ``'lr '``); empty when none is close."""
+    names = {str(name).strip().casefold(): str(name) for name in known}
+    pairs = []
+    for key in unknown:
+        text = str(key).strip().casefold().replace(" ", "_").replace("-", "_")
+        close = [names[text]] if text in names else difflib.get_close_matches(text, list(names), n=1, cutoff=0.75)
+        if close:
+            pairs.append(f"'{names.get(close[0], close[0])}' for {_brief(key)}")
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
 
 
 def _in_list_item(error: InputError, where: str) -> InputError:
@@ -118,17 +134,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is Any:
         return value
     if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"expected a number, got {_brief(value)}", field=key)
-        return float(value)
+        return _number(value, key)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InputError(f"expected an integer, got {_brief(value)}", field=key)
+        # Every count and size ends up in a 64-bit integer (torch, numpy, the tokenizer), which
+        # fails far from the recipe, or after the model has loaded, on a larger one.
+        if not -(2**63) <= value < 2**63:
+            raise InputError(f"{_brief(value)} is too large a number (at most {2**63 - 1})", field=key)
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -139,6 +152,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise InputError(f"expected a string, got {_brief(value)}{_quote_hint(value)}", field=key)
         return value
     return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"expected a number, got {_brief(value)}", field=key)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of 309 digits or more has no float
+        raise InputError(f"{_brief(value)} is too large a number", field=key) from None
 
 
 def _quote_hint(value: Any) -> str:

@@ -77,6 +77,11 @@ class ExperimentConfig:
         # with a folder in it would put them elsewhere.
         if self.name in ("", ".", "..") or Path(self.name).name != self.name or "\\" in self.name or "\0" in self.name:
             raise InputError(f"must be a plain file name (no folder), got {self.name!r}", field="name")
+        # Relative to the grid's folder, an empty path is that folder itself: runs would land
+        # among the grid files, and the base recipe would be "not a file" without saying why.
+        for key, value in (("name", self.name), ("base", self.base), ("output_dir", self.output_dir)):
+            if not value.strip():
+                raise InputError("must not be empty", field=key)
         if not self.seeds:
             raise InputError("at least one seed is needed", field="seeds")
         repeated = sorted({seed for seed in self.seeds if self.seeds.count(seed) > 1})

@@ -52,6 +52,12 @@ class DataConfig:
                 raise InputError(f"the fraction of '{name}' must be in (0, 1]", field=f"data.dataset_fractions.{name}")
         if self.max_dev_dialogues is not None and self.max_dev_dialogues < 1:
             raise InputError("max_dev_dialogues must be at least 1 (or null: all)", field="data.max_dev_dialogues")
+        # Checked here, not when the data is read: there the error named neither the recipe nor
+        # the recipe key ("field 'dataset': unknown dataset 'MELD'").
+        try:
+            self.source()
+        except InputError as error:
+            raise InputError(error.message, field=f"data.{error.field}" if error.field else "data") from None
 
     def fraction_of(self, dataset: str) -> float:
         """The training fraction for dialogues of one source dataset."""
@@ -233,6 +239,13 @@ class PackingConfig:
             raise InputError(f"max_tokens must be at least 1, got {self.max_tokens}", field="packing.max_tokens")
         if self.dialogue_chunk is not None and self.dialogue_chunk < 1:
             raise InputError("dialogue_chunk must be at least 1 (or null)", field="packing.dialogue_chunk")
+        # Chunks are runs of one dialogue's examples; without shared_prefix the examples are
+        # shuffled one by one, and the chunk size would be dropped without a word.
+        if self.dialogue_chunk is not None and not self.shared_prefix:
+            raise InputError(
+                "dialogue_chunk applies only with shared_prefix: true (else every example is shuffled alone); remove it or set it null",
+                field="packing.dialogue_chunk",
+            )
 
 
 STRATEGIES = ("ddp", "fsdp")
@@ -298,6 +311,15 @@ class TrainConfig:
             raise InputError("evals_per_epoch must be >= 1", field="evals_per_epoch")
         if self.eval_every_steps is not None and self.eval_every_steps < 1:
             raise InputError("eval_every_steps must be >= 1", field="eval_every_steps")
+        # eval_every_steps wins when set, so another evals_per_epoch (say --set evals_per_epoch=4
+        # over a recipe that evaluates every 100 steps) would be dropped without a word. The
+        # default (1) stays allowed: a run's saved config.yaml writes every key.
+        if self.eval_every_steps is not None and self.evals_per_epoch != 1:
+            raise InputError(
+                f"evals_per_epoch ({self.evals_per_epoch}) is not used while eval_every_steps is set ({self.eval_every_steps}): "
+                "set eval_every_steps to null to evaluate per epoch, or remove evals_per_epoch",
+                field="evals_per_epoch",
+            )
         if self.checkpoint_every_steps < 1:
             raise InputError("checkpoint_every_steps must be >= 1", field="checkpoint_every_steps")
         # numpy's generator takes 32-bit seeds; outside that range it fails mid-setup.
@@ -389,6 +411,7 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
     Every section on the way is copied before it is changed: YAML aliases (``- *stage``) make
     several places of a recipe one object, and an override names only one of them."""
     steps = override_steps(dotted)
+    _check_key_spelling(dotted, path)
     node: Any = data
     for depth, step in enumerate(steps):
         place = _place(node, step, steps[: depth + 1], dotted, path)
@@ -438,6 +461,17 @@ def override_steps(dotted: str) -> list[Step]:
             steps.append(match.group(1))
         steps.extend(int(index) for index in re.findall(r"\d+", match.group(2)))
     return steps
+
+
+def _check_key_spelling(dotted: str, path: str | Path) -> None:
+    """Refuses a key with an empty part (``optim..lr``, ``optim.``) or a list index that is not a
+    whole number in brackets (``stages[-1]``, ``stages[0``): the recipe's checks would name a key
+    ``''`` or ``'stages[-1]'`` as unknown, an error that hides what was mistyped."""
+    for part in dotted.split("."):
+        if not part.strip():
+            raise InputError(f"--set {dotted}: an empty key between dots (write keys as optim.lr or stages[0].epochs)", path=path)
+        if ("[" in part or "]" in part) and not re.fullmatch(r"[^\[\]]*(?:\[\d+\])+", part):
+            raise InputError(f"--set {dotted}: '{part}' is no list item; an index is a whole number from 0, e.g. stages[0]", path=path)
 
 
 def _place(node: Any, step: Step, steps: list[Step], dotted: str, path: str | Path) -> Step:
