@@ -68,7 +68,20 @@ def given_overrides(args: argparse.Namespace) -> list[tuple[str, Any, str]]:
     ):
         if value is not None:
             given.append((key, str(value) if isinstance(value, Path) else value, shlex.join([flag, str(value)])))
+    refuse_contradictions(given)
     return given
+
+
+def refuse_contradictions(given: list[tuple[str, Any, str]]) -> None:
+    """Two options giving one field different values (``--set seed=3 --seed 4``, ``--set
+    stages[0].epochs=2 --set stages.0.epochs=3``) are refused: one of them would be dropped
+    without a word, and which one depends on an order nobody reads."""
+    first: dict[str, tuple[Any, str]] = {}
+    for key, value, option in given:
+        spelling = re.sub(r"\[(\d+)\]", r".\1", key)
+        if spelling in first and first[spelling][0] != value:
+            raise InputError(f"{first[spelling][1]} and {option} give '{key}' two values; give one", field="set")
+        first.setdefault(spelling, (value, option))
 
 
 def naming_the_option(error: InputError, given: list[tuple[str, Any, str]]) -> InputError:
