@@ -123,12 +123,12 @@ def render_aggregate(summary: dict[str, Any]) -> str:
     split, n = summary["split"], summary["n"]
     paper = any(s["settings"].get("paper_parsing") for s in summary["systems"].values())
     note = " — LLM with paper parsing: generations that are not a label were snapped to the closest label" if paper else ""
-    lines = [f"# {summary['data'].get('dataset')}, {split} split: mean ± standard deviation over {n} runs", ""]
-    lines += [f"- run: {run}" for run in summary["runs"]]
+    lines = [f"# {md_cell(summary['data'].get('dataset'))}, {split} split: mean ± standard deviation over {n} runs", ""]
+    lines += [f"- run: {md_cell(run)}" for run in summary["runs"]]
     if summary["data"].get(SUBSET_KEY) is not None:
         lines.append(f"- a fixed subset (seed 0) of at most {summary['data'][SUBSET_KEY]} dialogues per dataset, not the whole split")
     if summary["skipped"]:
-        lines.append(f"- not in every run, left out: {', '.join(summary['skipped'])}")
+        lines.append(f"- not in every run, left out: {', '.join(map(md_cell, summary['skipped']))}")
     datasets = list(dict.fromkeys(d for s in summary["systems"].values() for d in s["by_dataset"]))
     for dataset in datasets:
         lines += ["", f"## {md_cell(dataset_title(dataset))} ({split} split, {n} runs){note}", ""]

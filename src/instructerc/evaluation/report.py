@@ -118,11 +118,27 @@ def file_part(name: str) -> str:
     return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+# Characters that start inline Markdown: a label ``*joy*`` would show as an italic joy, ``<b>`` would
+# vanish as HTML, ``$x$`` turn into math (GitHub), a backtick open a code span. Each is shown as
+# itself with a backslash before it, which CommonMark allows before any ASCII punctuation.
+# Underscores between two letters or digits (``v=a__seed=1``) never mark emphasis: kept plain.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>~&$|]|_+")
+
+
 def md_cell(text: object) -> str:
-    """``text`` for a Markdown table cell or heading. Labels, dataset names and axis values come
-    from the user's data or grid, and a ``|`` or a line break in one would split the table (or end
-    the heading); other control characters are shown escaped too, so the text stays readable."""
-    return printable(str(text).replace("\\", "\\\\").replace("|", "\\|"))
+    """``text`` for a Markdown table cell, heading or list line, shown as written. Labels, dataset
+    names and axis values come from the user's data or grid, and a ``|`` or a line break in one
+    would split the table (or end the heading); other control characters are shown escaped too,
+    so the text stays readable."""
+    return printable(_MARKDOWN_SPECIAL.sub(_escaped, str(text)))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    inside_word = 0 < start and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
+    if match.group().startswith("_") and inside_word:
+        return match.group()
+    return "".join("\\" + c for c in match.group())
 
 
 def printable(text: object) -> str:
@@ -164,7 +180,7 @@ def confusion_title(name: str, system: SystemResult, dataset: str, split: str) -
 def render_report(result: EvaluationResult) -> str:
     split = result.split
     note = paper_parsing_note(result)
-    lines = [f"# {result.data.get('dataset', 'data')}, {split} split", ""]
+    lines = [f"# {md_cell(result.data.get('dataset', 'data'))}, {split} split", ""]
     lines += [f"- {line}" for line in _notes(result)]
     for dataset in result.datasets:
         scored = [(n, s, s.by_dataset[dataset]) for n, s in result.systems.items() if dataset in s.by_dataset]
@@ -179,11 +195,26 @@ def render_report(result: EvaluationResult) -> str:
         for label in scored[0][2].labels:
             cells = " | ".join(f"{m.per_class[label].f1:.2f}" for _, _, m in scored)
             lines.append(f"| {md_cell(label)} | {scored[0][2].per_class[label].support} | {cells} |")
+        lines += _absent_classes_note(scored[0][2], split)
         pictures = [confusion_file(n, dataset) for n, s, _ in scored if "from" not in s.settings]
         if pictures:
             # ./ first: a name with a colon (jsonl:meld) would otherwise read as a URL scheme.
             lines += ["", "Confusion matrices (rows gold, columns predicted): " + ", ".join(f"[{p}](./{p})" for p in pictures)]
     return "\n".join(lines) + "\n"
+
+
+def _absent_classes_note(metrics: Metrics, split: str) -> list[str]:
+    """Says when classes of the label set have no gold utterance in the split: their F1 is 0 by
+    scikit-learn's convention and still counts in macro F1, so a perfect prediction of a split
+    holding one class of seven scores a macro F1 of 14.29, which the table alone does not explain."""
+    absent = [label for label in metrics.labels if metrics.per_class[label].support == 0]
+    if not absent:
+        return []
+    return [
+        "",
+        f"{len(absent)} of the {len(metrics.labels)} classes have no gold utterance in the {split} split "
+        f"({', '.join(md_cell(label) for label in absent)}): F1 0 each, and macro F1 still averages all {len(metrics.labels)}.",
+    ]
 
 
 def _notes(result: EvaluationResult) -> list[str]:
@@ -202,7 +233,9 @@ def _notes(result: EvaluationResult) -> list[str]:
     for name, system in result.systems.items():
         settings = system.settings
         if system.kind == "llm":
-            notes.append(f"model: {settings.get('model')} (label set {settings.get('label_set')}), {settings.get('mode')} mode")
+            notes.append(
+                f"model: {md_cell(settings.get('model'))} (label set {md_cell(settings.get('label_set'))}), {settings.get('mode')} mode"
+            )
             if settings.get("mode") == "score":
                 notes.append("score mode: every label is scored and the most probable one taken, so no output is invalid by construction")
             elif system.paper_parsing:
@@ -221,7 +254,7 @@ def _notes(result: EvaluationResult) -> list[str]:
                     f"counts as an error (column {OUTSIDE})"
                 )
         elif "from" in settings:
-            notes.append(f"{SHORT_NAMES.get(name, name)}: read from {settings['from']}")
+            notes.append(f"{md_cell(SHORT_NAMES.get(name, name))}: read from {md_cell(settings['from'])}")
         trained_on = settings.get("trained_on", "train")
         if system.kind == "baseline" and trained_on != "train":
             # The train split holds scored dialogues (one file read as every split): said, not hidden.
@@ -256,15 +289,27 @@ def confusion_png(metrics: Metrics, title: str) -> bytes:
             axes.text(c, r, str(counts[r, c]), ha="center", va="center", fontsize=8, color="white" if shares[r, c] > 0.5 else "black")
     if columns > rows:
         axes.axvline(rows - 0.5, color="firebrick", linewidth=1.5)
-    axes.set_xticks(range(columns), labels=metrics.columns, rotation=45, ha="right", fontsize=8)
-    axes.set_yticks(range(rows), labels=metrics.labels, fontsize=8)
+    # parse_math off: matplotlib reads text between two ``$`` as TeX, so a label like ``$x`` +
+    # ``y$`` would be drawn as math, and one like ``$\frac$`` fail the whole evaluation at the end.
+    axes.set_xticks(range(columns), labels=[tick_label(c) for c in metrics.columns], rotation=45, ha="right", fontsize=8, parse_math=False)
+    axes.set_yticks(range(rows), labels=[tick_label(c) for c in metrics.labels], fontsize=8, parse_math=False)
     axes.set_xlabel("predicted")
     axes.set_ylabel("gold")
-    axes.set_title(title, fontsize=8)
+    axes.set_title(title, fontsize=8, parse_math=False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
+
+
+_MAX_TICK = 40  # characters of a class name on a matrix axis; report.md has the whole name
+
+
+def tick_label(label: str) -> str:
+    """``label`` as an axis label of a picture: one line, and cut short with an ellipsis when
+    long, since a label of a few hundred characters squeezed the matrix itself out of the figure."""
+    shown = printable(label)
+    return shown if len(shown) <= _MAX_TICK else shown[: _MAX_TICK - 1] + "…"
 
 
 def _scores_table(scored: list[tuple[str, SystemResult, Metrics]], split: str) -> list[str]:

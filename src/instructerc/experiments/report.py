@@ -47,10 +47,30 @@ def csv_text(config: ExperimentConfig, table: list[dict[str, object]], split: st
     fixed = ["run", *config.axes, "seed", "scored_on", SELECTION_COLUMN, *(score_column(split, m) for m in METRICS)]
     columns = list(dict.fromkeys([*fixed, *(key for row in table for key in row)]))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(table)
+    writer = csv.writer(buffer)
+    writer.writerow([csv_cell(column) for column in columns])
+    writer.writerows([csv_cell(row.get(column, "")) for column in columns] for row in table)
     return buffer.getvalue()
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` for a CSV cell that a spreadsheet opens as text, never as a formula.
+
+    Axis names and values, run and dataset names come from the user's grid and data, and a
+    spreadsheet runs a cell starting with ``=``, ``+``, ``-`` or ``@`` as a formula
+    (``=HYPERLINK(...)``). Such a cell gets a leading ``'``, the usual guard, which spreadsheets
+    hide. Numbers stay as they are (``-1`` is data, not a formula, and must still read as one)."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
+        return value
+    try:
+        if math.isfinite(float(value)):
+            return value
+    except ValueError:
+        pass
+    return "'" + value
 
 
 def mean_std(values: list[float]) -> str:
@@ -107,13 +127,16 @@ def plot_png(config: ExperimentConfig, table: list[dict[str, object]], split: st
     for name, position in numeric.items():
         ticks[position].append(name)
     axis.set_xticks(sorted(ticks))
-    axis.set_xticklabels([" = ".join(ticks[position]) for position in sorted(ticks)])
-    axis.set_xlabel(f"{spec.x}")
+    # parse_math off everywhere: matplotlib reads text between two ``$`` as TeX, and a grid or
+    # dataset name like ``$\frac$`` would fail the report after every run trained.
+    axis.set_xticklabels([" = ".join(ticks[position]) for position in sorted(ticks)], parse_math=False)
+    axis.set_xlabel(f"{spec.x}", parse_math=False)
     axis.set_ylabel(f"{split} weighted F1")
-    axis.set_title(config.name)
+    axis.set_title(config.name, parse_math=False)
     axis.grid(alpha=0.3)
     if series:
-        axis.legend()
+        for text in axis.legend().get_texts():
+            text.set_parse_math(False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -163,7 +186,7 @@ def write_report(config: ExperimentConfig, results: list[RunResult], directory: 
         if config.evaluate_max_dialogues is None
         else (f"{split} (a fixed subset of at most {config.evaluate_max_dialogues} {split} dialogues per dataset)")
     )
-    heading = f"# {config.name}\n\n{len(results)} runs; {scope} scores of dev-selected checkpoints; mean ± std over seeds.\n\n"
+    heading = f"# {md_cell(config.name)}\n\n{len(results)} runs; {scope} scores of dev-selected checkpoints; mean ± std over seeds.\n\n"
     files: dict[str, str | bytes] = {
         f"{config.name}.csv": csv_text(config, table, split),
         f"{config.name}.md": heading + markdown_table(config, table, split) + failures_section(failures),
