@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.cli.options import add_dtype_option, path_arg
-from instructerc.cli.process_group import end_process_group, exit_group_member
+from instructerc.cli.process_group import end_process_group, exit_group_member, joined_shard
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,23 +30,40 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
+    """Under a launcher (``accelerate launch ... experiment``), every process runs the grid and
+    the runs' trainings share the processes; an error they all meet (a bad grid, --only, a missing
+    backbone, runs that failed alike) is said by the first process alone, as train does, and the
+    report is the first process's to write."""
     from instructerc.extras import require_extra
 
     # Even --list: a run's folder name depends on the dtype torch resolves for this machine.
     require_extra("experiment", "train")
+    from instructerc.distributed import check_lone_local_rank
+    from instructerc.inference.sharding import done_alike
+
+    shard = joined_shard()
+    if shard.world == 1:
+        check_lone_local_rank()
+    try:
+        config, root, specs = done_alike(shard, lambda: checked_grid(args), args.grid, lost="no run was trained")
+        if args.list:
+            if shard.main:
+                list_runs(config, root, specs)
+        else:
+            _run_and_report(args, config, root, shard)
+    finally:
+        in_group = end_process_group()  # once, after every run: the runs share it
+    if in_group:
+        exit_group_member(0)
+    return 0
+
+
+def checked_grid(args: argparse.Namespace) -> tuple[Any, Path, list[Any]]:
+    """The grid with the command line's options, checked before any run: its config, the folder
+    its paths are relative to, and the runs chosen (by --only)."""
     from instructerc.errors import InputError
     from instructerc.experiments.grid import expand, load_experiment
-    from instructerc.experiments.report import write_report
-    from instructerc.experiments.runner import (
-        RESULT_FILE,
-        Scoring,
-        check_output_folder,
-        load_result,
-        run_directory,
-        run_grid,
-        run_state,
-        selected,
-    )
+    from instructerc.experiments.runner import check_output_folder, selected
 
     check_options(args)
     if args.results is not None:
@@ -62,24 +79,51 @@ def run_experiment(args: argparse.Namespace) -> int:
             if not any(text in spec.name for spec in specs):
                 raise InputError(f"no run of the grid has '{text}' in its name (runs: {names})", path=args.grid, field="only")
         specs = [spec for spec in specs if selected(spec.name, args.only)]
-    if args.list:
-        directories = [run_directory(config, root, spec) for spec in specs]
-        # "to score": trained, but not scored on this grid's split and subset (yet).
-        states = [run_state(config, directory) for directory in directories]
-        width = max((len(state) for state in states), default=0)
-        for spec, directory, state in zip(specs, directories, states):
-            print(f"{state:<{max(width, 8)}} {directory.name} {spec.name}")
-        return 0
-    in_group = False
+    if not args.list and not args.report_only:
+        check_run_models(config, root, specs, args.grid)
+        check_output_folder(root / config.output_dir)
+    return config, root, specs
+
+
+def list_runs(config: Any, root: Path, specs: list[Any]) -> None:
+    from instructerc.experiments.runner import run_directory, run_state
+
+    directories = [run_directory(config, root, spec) for spec in specs]
+    # "to score": trained, but not scored on this grid's split and subset (yet).
+    states = [run_state(config, directory) for directory in directories]
+    width = max((len(state) for state in states), default=0)
+    for spec, directory, state in zip(specs, directories, states):
+        print(f"{state:<{max(width, 8)}} {directory.name} {spec.name}")
+
+
+def _run_and_report(args: argparse.Namespace, config: Any, root: Path, shard: Any) -> None:
+    """Trains the chosen runs (unless --report-only), then the report and the failed runs, said
+    once across processes: each process met the same runs' failures."""
+    from instructerc.experiments.runner import run_grid
+    from instructerc.inference.sharding import done_alike
+
     failures = []
     if not args.report_only:
-        check_run_models(config, root, specs, args.grid)
-        try:
-            failures = run_grid(config, root, progress=not args.no_progress, only=args.only).failures
-        finally:
-            in_group = end_process_group()  # once, after every run: the runs share it
-    # The report is the grid's, whichever runs --only ran now: every run with a result scored the
-    # way this grid scores (another grid's scores of a shared run are on another split or subset).
+        # Progress bars of the first process alone: the evaluations run in every process.
+        progress = not args.no_progress and shard.main
+        failures = run_grid(config, root, progress=progress, only=args.only).failures
+
+    def report() -> None:
+        if shard.main:
+            write_grid_report(args, config, root, failures)
+        refuse_failures(failures, args.grid)
+
+    done_alike(shard, report, args.grid, lost="the grid did not finish")
+
+
+def write_grid_report(args: argparse.Namespace, config: Any, root: Path, failures: list[Any]) -> None:
+    """The report of the grid, whichever runs --only ran now: every run with a result scored the
+    way this grid scores (another grid's scores of a shared run are on another split or subset)."""
+    from instructerc.errors import InputError
+    from instructerc.experiments.grid import expand
+    from instructerc.experiments.report import write_report
+    from instructerc.experiments.runner import RESULT_FILE, Scoring, load_result, run_directory
+
     scoring = Scoring.of(config)
     # A run that failed just now is reported as failed, not read: its result may be what failed.
     failed = {failure.name for failure in failures}
@@ -94,10 +138,6 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field=option) from None
     for path in written:
         print(f"wrote {path}")
-    refuse_failures(failures, args.grid)
-    if in_group:
-        exit_group_member(0)
-    return 0
 
 
 def refuse_failures(failures: list[Any], grid: Path) -> None:

@@ -71,11 +71,12 @@ def run_predict(args: argparse.Namespace) -> int:
     require_extra("predict", "train")
     from functools import partial
 
+    from instructerc.cli.process_group import joined_shard_and_device
     from instructerc.evaluation.harness import chunks
     from instructerc.inference.predictor import Predictor
-    from instructerc.inference.sharding import current_shard, done_alike
+    from instructerc.inference.sharding import done_alike
 
-    shard, device = current_shard()
+    shard, device = joined_shard_and_device()
     try:
         # Every process checks the whole input first: bad input fails before any model time.
         model, read, sizes, named = done_alike(shard, lambda: _checked_input(args), args.output)

@@ -13,14 +13,21 @@ from instructerc.errors import InputError
 
 def joined_shard() -> Any:
     """This process's :class:`~instructerc.inference.sharding.Shard` of the run, its process
-    group formed (one process: no group). The launcher's variables are checked first; a group
-    that cannot be formed (the port taken, the first process not answering) is one line naming
-    where it was to meet, not torch's traceback."""
+    group formed (one process: no group): :func:`joined_shard_and_device` without the device."""
+    return joined_shard_and_device()[0]
+
+
+def joined_shard_and_device() -> tuple[Any, Any]:
+    """This process's shard of the run, its process group formed (one process: no group), and
+    its device (None: one process, the default device). The launcher's variables are checked
+    first; Ctrl-C and SIGTERM end a process waiting for peers that never come; a group that
+    cannot be formed (the port taken, the first process not answering) is one line naming where
+    it was to meet, not torch's traceback."""
     from instructerc.inference.sharding import current_shard
 
     try:
         with interruptible_rendezvous():
-            return current_shard()[0]
+            return current_shard()
     except RuntimeError as error:
         dist = sys.modules.get("torch.distributed")
         if dist is None or not isinstance(error, getattr(dist, "DistError", ())):
