@@ -129,7 +129,11 @@ class DemonstrationIndex:
         texts = [e.text for e in entries]
         key = content_key("index-v1", encoder.identity, texts)
         embeddings, cached = cached_array(
-            config.cache_path() / "embeddings", key, lambda: encoder.encode(texts, config.batch_size, progress), rows=len(texts)
+            config.cache_path() / "embeddings",
+            key,
+            lambda: checked_embeddings(encoder.encode(texts, config.batch_size, progress), texts, config),
+            rows=len(texts),
+            width=getattr(encoder, "dimension", None),
         )
         # The pool is saved beside the model in float16 (save_pool): training searches the same
         # rounded values, so a saved model shows the demonstrations it was trained and selected with.
@@ -182,6 +186,21 @@ class DemonstrationIndex:
                 path=self.source,
                 field="retrieval.encoder",
             )
+
+
+def checked_embeddings(embeddings: Any, texts: Sequence[str], config: RetrievalConfig) -> Any:
+    """``embeddings`` of ``texts``, refused when a row is not finite: a NaN row matches nothing,
+    so its utterance would silently get no demonstration (or never be shown as one)."""
+    import numpy as np
+
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if len(bad):
+        raise InputError(
+            f"the sentence encoder '{config.encoder}' gave NaN or infinite embeddings for {len(bad)} of {len(texts)} texts "
+            f"(the first: {texts[bad[0]][:60]!r}): its weights are damaged or it overflows in this precision",
+            field="retrieval.encoder",
+        )
+    return embeddings
 
 
 def _top(scores: Any, k: int) -> list[int]:
@@ -249,7 +268,24 @@ def load_pool(directory: Path, labels: Collection[str] | None = None) -> Demonst
             f"{len(embeddings)} embeddings for the {len(entries)} demonstrations of {texts}: the two files are not from one pool",
             path=vectors,
         )
+    _check_unit_rows(embeddings, vectors, texts)
     return DemonstrationIndex(entries, embeddings, encoder_identity, was_cached=True, source=str(vectors))
+
+
+def _check_unit_rows(embeddings: Any, vectors: Path, texts: Path) -> None:
+    """Refuses NaN, zero or unnormalised rows: save_pool writes unit vectors, and such a row would
+    never be shown (NaN) or tie with every query (zero), silently changing the demonstrations."""
+    import numpy as np
+
+    norms = np.linalg.norm(embeddings.astype(np.float64), axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-2))
+    if len(bad):
+        row = int(bad[0])
+        raise InputError(
+            f"damaged: {len(bad)} embeddings are not unit-length vectors (the first: row {row}, demonstration {row + 1} "
+            f"of {texts.name}, of length {norms[row]:.3g}); save_pool writes unit vectors",
+            path=vectors,
+        )
 
 
 # Entry fields as saved, and the JSON type each must have.

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from instructerc.data.dialogue import Dialogue
+from instructerc.errors import InputError
 from instructerc.retrieval.cache import cached_array, content_key
 from instructerc.retrieval.demonstration import Demonstration
 from instructerc.retrieval.encoder import SentenceEncoder
-from instructerc.retrieval.index import DemonstrationIndex, RetrievalConfig
+from instructerc.retrieval.index import DemonstrationIndex, RetrievalConfig, checked_embeddings
+
+# The least cosine between a pool's stored vector and the same text embedded again by the same
+# encoder: float16 storage and another device or batch move it by about 1e-3, while another
+# encoder's or another text's vector is far off.
+_SAME_ENCODER = 0.9
 
 UtteranceKey = tuple[str, str, int]
 
@@ -34,6 +40,32 @@ class DemonstrationRetriever:
         width = getattr(self.encoder, "dimension", None)
         if width is not None:
             self.index.check_dimensions(width)
+        if self.index.source is not None:
+            self._check_pool_encoder()
+
+    def _check_pool_encoder(self, samples: int = 8) -> None:
+        """Refuses a saved pool whose vectors are not what this encoder gives for its texts.
+
+        Widths only tell encoders of different sizes apart; a pool embedded by another encoder
+        of the same width (MiniLM-L6 and -L12 both give 384), or its .npy from another pool of
+        the same length, would retrieve silently wrong demonstrations. A few texts, spread over
+        the pool, are embedded again: the same encoder gives them back up to float16 rounding."""
+        import numpy as np
+
+        rows = sorted({int(r) for r in np.linspace(0, len(self.index) - 1, min(samples, len(self.index)))})
+        texts = [self.index.entries[r].text for r in rows]
+        fresh = checked_embeddings(self.encoder.encode(texts, self.config.batch_size), texts, self.config)
+        self.index.check_dimensions(fresh.shape[-1])
+        agreement = np.sum(fresh * self.index.embeddings[rows], axis=1)
+        worst = int(np.argmin(agreement))
+        if agreement[worst] < _SAME_ENCODER:
+            raise InputError(
+                f"the demonstration pool's embeddings are not what the sentence encoder '{self.config.encoder}' gives for its "
+                f"texts (demonstration {rows[worst] + 1}: cosine {agreement[worst]:.2f}): the pool was embedded by another "
+                "encoder, or its two files come from different pools",
+                path=self.index.source,
+                field="retrieval.encoder",
+            )
 
     @classmethod
     def build(cls, train_dialogues: Sequence[Dialogue], config: RetrievalConfig, progress: bool = False) -> "DemonstrationRetriever":
@@ -41,12 +73,14 @@ class DemonstrationRetriever:
         return cls(DemonstrationIndex.build(train_dialogues, encoder, config, progress), encoder, config)
 
     def embed(self, texts: list[str]):
+        def compute() -> Any:
+            return checked_embeddings(self.encoder.encode(texts, self.config.batch_size), texts, self.config)
+
         if not self.cache_queries:
-            return self.encoder.encode(texts, self.config.batch_size)
+            return compute()
         key = content_key("queries-v1", self.encoder.identity, texts)
-        embeddings, _ = cached_array(
-            self.config.cache_path() / "embeddings", key, lambda: self.encoder.encode(texts, self.config.batch_size), rows=len(texts)
-        )
+        width = getattr(self.encoder, "dimension", None)
+        embeddings, _ = cached_array(self.config.cache_path() / "embeddings", key, compute, rows=len(texts), width=width)
         return embeddings
 
     def neighbours(self, dialogues: Sequence[Dialogue], k: int = 1, training: bool = False) -> dict[UtteranceKey, list[tuple[int, float]]]:
