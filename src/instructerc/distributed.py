@@ -14,6 +14,12 @@ from typing import Any, Iterator
 
 from instructerc.errors import InputError
 
+# How long a process that failed in a training run waits for the others to say whether they
+# failed alike (then the first alone says why). Those that did not fail are in a collective
+# waiting for this one, and never answer: it then says its own error. Processes that fail alike
+# fail at the same check within moments of each other.
+SAME_FAILURE_SECONDS = 60.0
+
 
 def process_group() -> Any | None:
     """``torch.distributed`` when this process is in an initialised process group, else None."""

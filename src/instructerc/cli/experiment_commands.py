@@ -104,7 +104,7 @@ def _run_and_report(args: argparse.Namespace, config: Any, root: Path, shard: An
 
     failures = []
     if not args.report_only:
-        # Progress bars of the first process alone: the evaluations run in every process.
+        # Progress bars of the first process alone: every process trains each run, the first scores it.
         progress = not args.no_progress and shard.main
         failures = run_grid(config, root, progress=progress, only=args.only).failures
 

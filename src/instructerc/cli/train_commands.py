@@ -11,7 +11,7 @@ from typing import Any
 
 from instructerc.cli.options import add_dtype_option, nonempty_path_text, path_arg
 from instructerc.cli.process_group import end_process_group, exit_group_member, joined_shard
-from instructerc.distributed import interruptible_rendezvous
+from instructerc.distributed import SAME_FAILURE_SECONDS, interruptible_rendezvous
 from instructerc.errors import InputError
 
 
@@ -143,13 +143,6 @@ def say_how_to_resume(output_dir: Path) -> None:
     latest = latest_checkpoint(RunPaths(output_dir).checkpoints)
     if latest is not None:
         print(f"instructerc: the run is kept up to {latest}; the same command with --resume continues it", file=sys.stderr)
-
-
-# How long a process that failed in a training run waits for the others to say whether they
-# failed alike (then the first alone says why). Those that did not fail are in a collective
-# waiting for this one, and never answer: it then says its own error. Processes that fail alike
-# fail at the same check within moments of each other.
-SAME_FAILURE_SECONDS = 60.0
 
 
 def run_training(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import sys
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from instructerc.errors import InputError
 from instructerc.experiments.grid import METRICS, ExperimentConfig, RunSpec, expand, scores_name
@@ -119,32 +119,53 @@ def evaluate_run(
     return {dataset: metrics.to_dict() for dataset, metrics in result.systems["llm"].by_dataset.items()}
 
 
-def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True) -> RunResult:
-    """Train (or resume) one run, then score its dev-selected model on the evaluation split once."""
+def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool = True, together: Together | None = None) -> RunResult:
+    """Train (or resume) one run, then score its dev-selected model on the evaluation split once.
+    With ``together`` (the processes of a launcher, see :func:`run_together`), a failure is the
+    processes' agreed :class:`RunFailed`."""
+    if together is not None:
+        return run_together(config, root, spec, progress, together)
+    finished, train_config, directory = _train_part(config, root, spec, progress)
+    return finished if finished is not None else _score_part(config, spec, train_config, directory, progress)
+
+
+def _train_part(
+    config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool, main: bool = True
+) -> tuple[RunResult | None, Any, Path]:
+    """The run trained (or found trained): its recorded result if it is already scored as
+    ``config`` asks, its training config and its directory. Every process of a launcher runs it."""
     from instructerc.evaluation.dev_scoring import predictor_dev_scoring
-    from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST
+    from instructerc.modeling.model_dir import MANIFEST
     from instructerc.training.trainer import RunPaths, Trainer
 
     resolved = resolved_config(config, root, spec)
     directory = _directory_of(config, root, resolved)
-    done = directory / RESULT_FILE
-    scoring = Scoring.of(config)
-    finished = load_result(done, spec, scoring)
-    if finished is not None:
-        return finished
     train_config = replace(resolved, output_dir=str(directory))
+    finished = load_result(directory / RESULT_FILE, spec, Scoring.of(config))
+    if finished is not None:
+        return finished, train_config, directory
     directory.mkdir(parents=True, exist_ok=True)
-    with atomic_write(directory / "spec.json") as handle:
-        json.dump(
-            {"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides},
-            handle,
-            indent=2,
-        )
+    if main:  # the same content from every process: the first one's is enough
+        with atomic_write(directory / "spec.json") as handle:
+            json.dump(
+                {"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides},
+                handle,
+                indent=2,
+            )
     paths = RunPaths(directory)
     if not (paths.model / MANIFEST).is_file():
         resume = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
         Trainer(train_config, progress=progress, dev_scoring=predictor_dev_scoring).run(resume=resume)
-    dev = _read_dev_metrics(paths.model / DEV_METRICS)
+    return None, train_config, directory
+
+
+def _score_part(config: ExperimentConfig, spec: RunSpec, train_config: Any, directory: Path, progress: bool) -> RunResult:
+    """The trained run scored on the grid's split, its result written (by one process)."""
+    from instructerc.modeling.model_dir import DEV_METRICS
+    from instructerc.training.trainer import RunPaths
+
+    scoring = Scoring.of(config)
+    dev = _read_dev_metrics(RunPaths(directory).model / DEV_METRICS)
     test = evaluate_run(directory, train_config.data.source(), scoring.split, progress, scoring.max_dialogues, train_config.backbone.dtype)
     record = {
         "name": spec.name,
@@ -155,7 +176,7 @@ def run_one(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool 
         "evaluate_split": scoring.split,
         "evaluate_max_dialogues": scoring.max_dialogues,
     }
-    _write_record(done, record)
+    _write_record(directory / RESULT_FILE, record)
     return RunResult(spec, dev, test)
 
 
@@ -322,25 +343,178 @@ def run_grid(config: ExperimentConfig, root: Path, progress: bool = True, only: 
     """Every run of the grid (finished ones are read back, not redone); with ``only``, the runs
     :func:`selected` by it. A run that fails is recorded and the grid goes on: one bad
     combination (a label set its data does not fit, a prompt too long for one window) must not
-    cost the runs after it hours later. Ctrl-C and SIGTERM still stop the grid."""
+    cost the runs after it hours later. Ctrl-C and SIGTERM still stop the grid.
+
+    Under a launcher every process runs the grid (the runs' trainings share them): the processes
+    agree on each run's outcome before the next (see :func:`run_together`), and the first one
+    alone says what happens."""
     check_output_folder(root / config.output_dir)
+    together = Together.joined()
     results, failures = [], []
     specs = expand(config)
     for position, spec in enumerate(specs, start=1):
         if not selected(spec.name, only):
             continue
         directory = run_directory(config, root, spec)
+        head = f"[{position}/{len(specs)}] {spec.name} ({directory.name})"
         try:
             # Its state is read from its files too (a damaged result), so inside the try.
-            print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): {_doing(config, directory)}", flush=True)
-            results.append(run_one(config, root, spec, progress))
+            doing = _doing(config, directory)
+            if together.main:
+                print(f"{head}: {doing}", flush=True)
+            results.append(run_one(config, root, spec, progress, together))
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (main's Terminated)
             _say_how_to_continue(spec, directory)
             raise
+        except GridStopped:
+            raise
         except Exception as error:  # noqa: BLE001 - every failure is reported at the end, by name
-            failures.append(RunFailure(spec, directory, failure_message(error)))
-            print(f"[{position}/{len(specs)}] {spec.name} ({directory.name}): failed: {failures[-1].message}", file=sys.stderr, flush=True)
+            failures.append(RunFailure(spec, directory, error.message if isinstance(error, RunFailed) else failure_message(error)))
+            if together.main:
+                print(f"{head}: failed: {failures[-1].message}", file=sys.stderr, flush=True)
     return GridOutcome(results, failures)
+
+
+# How long the first process's scoring of a run may keep the others waiting: unbounded in effect
+# (a large model on a whole test split takes hours); a process that ends is seen at once anyway.
+SCORING_WAIT_SECONDS = 30 * 24 * 3600.0
+
+_STOPPED = "stopped: another process of the grid ended before finishing (its error is above, or it was killed)"
+
+
+class GridStopped(InputError):
+    """The grid cannot go on in step (a process is gone): not a failed run to record, but the end."""
+
+
+class RunFailed(Exception):
+    """A run failed, as the processes of a launcher agree: ``message`` is the first failing
+    process's (already said where it came from)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Together:
+    """The processes running a grid: ``rank`` of ``world``, each run's training checked in
+    ``watched`` (a time limit, as ``instructerc train`` has), the first process's scoring awaited
+    in ``waiting`` (none). Groups of their own: a process whose run failed must not meet the
+    others' training collectives (its barrier would be paired with one of them). One process: no
+    groups."""
+
+    rank: int = 0
+    world: int = 1
+    watched: Any = None
+    waiting: Any = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def joined(cls) -> Together:
+        """This process's place among the grid's processes (every process must call it at the same point)."""
+        from instructerc.distributed import SAME_FAILURE_SECONDS, interruptible_rendezvous, process_group
+        from instructerc.inference.sharding import Shard, with_status_group
+
+        dist = process_group()
+        if dist is None or dist.get_world_size() == 1:
+            return cls()
+        from accelerate import PartialState
+
+        shard = Shard(dist.get_rank(), dist.get_world_size(), state=PartialState())
+        with interruptible_rendezvous():
+            watched = with_status_group(shard, SAME_FAILURE_SECONDS).group
+            waiting = with_status_group(shard, SCORING_WAIT_SECONDS).group
+        return cls(shard.rank, shard.world, watched, waiting)
+
+    def gathered(self, mine: Any, group: Any) -> list[Any] | None:
+        """What each process sent, by rank; None: a process is gone, or did not answer in the group's time."""
+        if self.world == 1:
+            return [mine]
+        import torch.distributed as dist
+
+        everyone: list[Any] = [None] * self.world
+        try:
+            dist.all_gather_object(everyone, mine, group=group)
+        except RuntimeError:  # the backend's "connection closed by peer", or its time limit
+            return None
+        return everyone
+
+
+def run_together(config: ExperimentConfig, root: Path, spec: RunSpec, progress: bool, together: Together) -> RunResult:
+    """One run in every process: trained by all, then scored by the first while the others wait
+    (each would write the same files). The processes agree on a failure (:class:`RunFailed`) and
+    go on to the next run together. A process that failed alone while the others are still in the
+    run's training stops the grid with its error (they cannot be told to leave their training
+    collectives; its end tells them), and they stop the grid with one line."""
+    from instructerc.distributed import peer_gone
+
+    trace, mine = "", None
+    finished = train_config = directory = None
+    try:
+        finished, train_config, directory = _train_part(config, root, spec, progress, together.main)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - agreed on below, then reported by the grid
+        if peer_gone(error):
+            _stop_alone(config, root, spec, together, None, "")
+        trace, mine = _own_trace(error), failure_message(error, trace=False)
+    said = together.gathered(mine, together.watched)
+    if said is None:
+        _stop_alone(config, root, spec, together, mine, trace)
+    failed = [(rank, message) for rank, message in enumerate(said) if message is not None]
+    if failed:
+        if failed[0][0] == together.rank:  # a bug's traceback, once
+            print(trace, end="", file=sys.stderr, flush=True)
+        raise RunFailed(failed[0][1])
+    if finished is not None:
+        return finished
+    return _scored_by_first(config, spec, train_config, directory, progress, together)
+
+
+def _stop_alone(config: ExperimentConfig, root: Path, spec: RunSpec, together: Together, mine: str | None, trace: str) -> NoReturn:
+    """The agreement on a run found a process gone (or, for a process that failed, the others
+    still training): the grid stops here, with this process's own error if it has one."""
+    directory = run_directory(config, root, spec)
+    _say_how_to_continue(spec, directory)
+    if mine is None:
+        raise GridStopped(_STOPPED, path=directory)
+    print(trace, end="", file=sys.stderr, flush=True)
+    raise GridStopped(
+        f"run {spec.name} failed in process {together.rank} of {together.world} alone, while the others were still training it, "
+        f"so the grid stopped: {mine}",
+        path=directory,
+    )
+
+
+def _scored_by_first(
+    config: ExperimentConfig, spec: RunSpec, train_config: Any, directory: Path, progress: bool, together: Together
+) -> RunResult:
+    """The trained run scored by the first process, its result (or failure) sent to the others."""
+    from instructerc.distributed import interruptible_rendezvous
+
+    if together.main:
+        try:
+            sent: tuple[str | None, RunResult | None] = (None, _score_part(config, spec, train_config, directory, progress))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - the others learn it below
+            sent = (failure_message(error), None)
+        answers = together.gathered(sent, together.waiting)
+    else:
+        # Ctrl-C and SIGTERM end a waiting process at once (it writes nothing here): it waits in
+        # the backend's C++ code, where Python's handlers never run.
+        with interruptible_rendezvous():
+            answers = together.gathered((None, None), together.waiting)
+    if answers is None:
+        _say_how_to_continue(spec, directory)
+        raise GridStopped(_STOPPED, path=directory)
+    message, result = answers[0]
+    if message is not None:
+        raise RunFailed(message)
+    return result
 
 
 def _say_how_to_continue(spec: RunSpec, directory: Path) -> None:
@@ -364,13 +538,22 @@ def _doing(config: ExperimentConfig, directory: Path) -> str:
     return f"resuming, {state}" if state.startswith("stopped") else state
 
 
-def failure_message(error: Exception) -> str:
+def failure_message(error: Exception, trace: bool = True) -> str:
     """One line for a failed run. An error that is not the user's (a bug, a device error) also
-    has its traceback printed, since the grid goes on and nothing else would show where it came from."""
+    has its traceback printed (unless not ``trace``: see :func:`_own_trace`), since the grid goes
+    on and nothing else would show where it came from."""
     if isinstance(error, InputError):
         return str(error)
     if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}"
-    traceback.print_exception(error, file=sys.stderr)
+    if trace:
+        print(_own_trace(error), end="", file=sys.stderr)
     return f"{type(error).__name__}: {error}"
+
+
+def _own_trace(error: Exception) -> str:
+    """The traceback :func:`failure_message` prints for ``error`` ("" for the user's errors)."""
+    if isinstance(error, (InputError, OSError)):
+        return ""
+    return "".join(traceback.format_exception(error))
