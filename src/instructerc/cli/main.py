@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from instructerc import __version__
 from instructerc.errors import InputError
-from instructerc.extras import EXTRA_OF_MODULE, missing_extra, missing_modules
+from instructerc.extras import EXTRA_OF_MODULE, MissingExtra, missing_extra, missing_modules
+from instructerc.inference.sharding import left_to_the_first_process, said_by_the_first_process
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -66,6 +67,8 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         return reader_gone()
     except InputError as error:
+        if isinstance(error, MissingExtra):
+            return _missing_extra_said(status=2, line=str(error))
         print(f"instructerc: error: {shown(error, command_parser(parser, args.command))}", file=sys.stderr)
         return 2
     except OSError as error:
@@ -80,8 +83,17 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         # All the extra lacks, not only the first library imported: installing that one would not do.
         missing = missing_modules(extra) or [str(error.name)]
-        print(f"instructerc: error: {missing_extra(args.command, extra, missing)}", file=sys.stderr)
-        return 2
+        return _missing_extra_said(status=2, line=str(missing_extra(args.command, extra, missing)))
+
+
+def _missing_extra_said(status: int, line: str) -> int:
+    """A missing extra, met before any process group exists: under a launcher every process lacks
+    it alike, and the first process alone says so (the others exit with its status silently)."""
+    quiet = said_by_the_first_process(status)
+    if quiet is not None:
+        return quiet
+    print(f"instructerc: error: {line}", file=sys.stderr)
+    return status
 
 
 def shown(error: InputError, parser: argparse.ArgumentParser) -> str:
@@ -129,6 +141,8 @@ def interrupted() -> int:
 
 def terminated(stop: Terminated) -> int:
     """SIGTERM: said on stderr, so that a stopped run's log does not just end without a word."""
+    if stop.quiet:
+        return int(stop.code)
     print("instructerc: terminated (SIGTERM)", file=sys.stderr)
     return int(stop.code)
 
@@ -191,6 +205,13 @@ class Terminated(SystemExit):
     """SIGTERM as an exception. A SystemExit, so that no ``except Exception`` on the way out
     swallows it; its code is the shell's status for a command stopped by SIGTERM."""
 
+    # Stopped before its process group exists, in a process other than RANK 0 of a launched run:
+    # the launcher stops the others when the first fails there (a missing extra), and the first
+    # alone says why; and a SIGTERM to every process is said once.
+    quiet = False
+
 
 def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated(128 + signum)
+    stop = Terminated(128 + signum)
+    stop.quiet = left_to_the_first_process()
+    raise stop

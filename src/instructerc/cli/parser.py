@@ -44,6 +44,12 @@ class CommandParser(argparse.ArgumentParser):
             unknown = [word for word in getattr(self, "_words", []) if word.startswith("--") and not self._known(word)]
             if unknown:
                 message = f"{message}; unrecognized arguments: {' '.join(unknown)}{self._suggestion(unknown)}"
+        # Before any process group exists: under a launcher, every process would print it.
+        from instructerc.inference.sharding import said_by_the_first_process
+
+        quiet = said_by_the_first_process(2)
+        if quiet is not None:
+            self.exit(quiet)
         return super().error(message)
 
     def _known(self, word: str) -> bool:

@@ -251,9 +251,91 @@ def said_once(shard: Shard, work: Callable[[], Result]) -> Result:
     except InputError:
         failed = shard.failed_ranks(True)
         if failed and failed[0] != shard.rank:
-            shard.failed_ranks(False)  # returns once process failed[0] has said why and left
+            # Returns once process failed[0] has ended its group, which it does before it says
+            # why: this process stays until that process has left (and so said it).
+            shard.failed_ranks(False)
+            wait_to_be_stopped()
             raise SystemExit(2) from None  # its status
         raise
+
+
+# How long a process that leaves the saying of an error to another waits for the launcher to stop
+# it (once that process has said it and exited). Launchers notice within their monitor interval
+# (torchrun: 0.1 s; older ones 5 s); the bound only matters when the other process did not fail.
+STOPPED_BY_LAUNCHER_SECONDS = 10.0
+
+
+def wait_to_be_stopped(seconds: float = STOPPED_BY_LAUNCHER_SECONDS) -> None:
+    """Returns when the launcher stops this process (SIGTERM, or Ctrl-C), or after ``seconds``.
+
+    A process that exits silently before the one saying the error has said it would be seen by
+    the launcher first, which then stops the other with SIGTERM, often before its line is
+    printed. Without a launcher's agent (processes started by hand, one process) nothing stops
+    the other process early, so this returns at once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread() or not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return  # TORCHELASTIC_RUN_ID: set by torchrun's agent, which accelerate launch runs too
+    # Handled here, not by the CLI's handlers, which would say "terminated" or "interrupted".
+    # Not blocked and waited for (sigtimedwait): a signal the main thread blocks goes to another
+    # thread of the process (torch's), where nothing takes it.
+    previous: dict[int, Any] = {}
+    try:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous[number] = signal.signal(number, _stopped)
+        time.sleep(seconds)
+        _put_back(previous)  # here too: a signal coming as the time is up is still taken
+    except _Stopped:
+        pass
+    finally:
+        _put_back(previous)
+
+
+def _put_back(handlers: dict[int, Any]) -> None:
+    import signal
+
+    for number, handler in handlers.items():
+        if handler is not None:  # None: not installed from Python, nothing to put back
+            signal.signal(number, handler)
+
+
+class _Stopped(Exception):
+    """The launcher stopped a process waiting in :func:`wait_to_be_stopped`."""
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
+def left_to_the_first_process() -> bool:
+    """Whether an error met before the run's process group exists (a mistyped option, a missing
+    extra) is left to the first process (RANK 0) to say: this process was started by a
+    multi-process launcher with another RANK, and every process meets that error alike. A
+    broken launcher environment is each process's own to say."""
+    import os
+
+    from instructerc.distributed import launched_world_size, process_group
+
+    if process_group() is not None:
+        return False  # said_once's business
+    try:
+        if launched_world_size() == 1:
+            return False
+    except InputError:
+        return False
+    return int(os.environ["RANK"]) != 0
+
+
+def said_by_the_first_process(status: int) -> int | None:
+    """``status``, once the launcher stops this process, when the error about to be said is left to
+    the first process (see :func:`left_to_the_first_process`); None: this process says it."""
+    if not left_to_the_first_process():
+        return None
+    wait_to_be_stopped()
+    return status
 
 
 def _merge_status(error: Exception | None) -> int:
@@ -267,6 +349,9 @@ def _stop_if_failed(failed: list[int] | None, output: Path, world: int, lost: st
         raise InputError(f"stopped: another process ended before finishing (its error is above); {lost}", path=output)
     if failed:
         which = ", ".join(str(rank) for rank in failed)
+        # The failed process says why after it has ended its group: leaving first, this process
+        # would have the launcher stop it before it does, and "its error is above" name nothing.
+        wait_to_be_stopped()
         raise InputError(f"stopped: process {which} of {world} failed (its error is above); {lost}", path=output)
 
 
