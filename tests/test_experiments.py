@@ -9,30 +9,13 @@ import yaml
 
 from instructerc.cli.main import main
 from instructerc.experiments.grid import expand, load_experiment
-from tiny import tiny_backbone, write_split
+from tiny import write_tiny_base
 
 
 @pytest.fixture(scope="module")
 def grid_files(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("grid")
-    data = root / "data"
-    data.mkdir()
-    write_split(data / "train.jsonl", 12, seed=1)
-    write_split(data / "dev.jsonl", 4, seed=2)
-    write_split(data / "test.jsonl", 4, seed=3)
-    backbone = tiny_backbone(root / "backbone")
-    (root / "base.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
-                "backbone": {"model": str(backbone)},
-                "template": {"name": "dialogue-prefix", "demonstration": False},
-                "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
-                "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
-                "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
-            }
-        )
-    )
+    write_tiny_base(root, {"train": 12, "dev": 4, "test": 4})
     (root / "grid.yaml").write_text(
         yaml.safe_dump(
             {

@@ -12,7 +12,7 @@ import yaml
 
 from test_s19_launchers import free_port, our_lines, single_process_env
 from test_s19_launchers2 import by_hand
-from tiny import tiny_backbone, write_split
+from tiny import write_tiny_base
 
 # Runs the grid as ``instructerc experiment`` does, with one process's work broken on purpose
 # (argv: what to break, a file each evaluation appends its process's rank to, the command's arguments).
@@ -55,18 +55,7 @@ sys.exit(main(["experiment", *arguments]))
 def grid_root(tmp_path_factory) -> Path:
     """A folder with a tiny backbone, tiny data and a base recipe for grids (see test_s19_launchers2)."""
     root = tmp_path_factory.mktemp("grid")
-    (root / "data").mkdir()
-    for split, count, seed in (("train", 12, 1), ("dev", 4, 2), ("test", 4, 3)):
-        write_split(root / "data" / f"{split}.jsonl", count, seed=seed)
-    base = {
-        "data": {"dataset": "jsonl", "path": str(root / "data"), "label_set": "meld"},
-        "backbone": {"model": str(tiny_backbone(root / "backbone")), "dtype": "float32"},
-        "template": {"name": "dialogue-prefix", "demonstration": False},
-        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
-        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 4},
-        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
-    }
-    (root / "base.yaml").write_text(yaml.safe_dump(base), encoding="utf-8")
+    write_tiny_base(root, {"train": 12, "dev": 4, "test": 4}, backbone={"dtype": "float32"}, optim={"micro_batch_size": 4})
     return root
 
 

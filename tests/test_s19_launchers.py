@@ -151,7 +151,13 @@ def test_a_process_waiting_for_processes_that_never_come_ends_on_sigterm(tmp_pat
     recipe = write_recipe(tmp_path / "recipe.yaml", backbone, tiny_data, tmp_path / "run")
     port = free_port()
     env = single_process_env() | {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    command = [sys.executable, "-m", "instructerc", "train", str(recipe), "--no-progress"]
+    returncode, stderr = terminated_while_forming([sys.executable, "-m", "instructerc", "train", str(recipe), "--no-progress"], env, port)
+    assert returncode == -signal.SIGTERM, stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+def terminated_while_forming(command: list[str], env: dict[str, str], port: int) -> tuple[int, str]:
+    """(exit code, stderr) of ``command`` (process 0 of a run) sent SIGTERM while it forms the group on ``port``."""
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until_listening(process, port)
@@ -161,8 +167,7 @@ def test_a_process_waiting_for_processes_that_never_come_ends_on_sigterm(tmp_pat
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == -signal.SIGTERM, stderr[-3000:]
-    assert not (tmp_path / "run").exists()
+    return process.returncode, stderr
 
 
 def wait_until_listening(process: subprocess.Popen, port: int) -> None:

@@ -13,27 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_s19_launchers import free_port, our_lines, single_process_env, torchrun, wait_until_listening
-from tiny import tiny_backbone, write_split
+from test_s19_launchers import free_port, our_lines, single_process_env, terminated_while_forming, torchrun
+from tiny import write_tiny_base
 
 
 @pytest.fixture(scope="module")
 def grid_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("grid")
-    data = root / "data"
-    data.mkdir()
-    write_split(data / "train.jsonl", 12, seed=1)
-    write_split(data / "dev.jsonl", 4, seed=2)
-    write_split(data / "test.jsonl", 4, seed=3)
-    base = {
-        "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
-        "backbone": {"model": str(tiny_backbone(root / "backbone")), "dtype": "float32"},
-        "template": {"name": "dialogue-prefix", "demonstration": False},
-        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
-        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 4},
-        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
-    }
-    (root / "base.yaml").write_text(yaml.safe_dump(base), encoding="utf-8")
+    write_tiny_base(root, {"train": 12, "dev": 4, "test": 4}, backbone={"dtype": "float32"}, optim={"micro_batch_size": 4})
     return root
 
 
@@ -78,16 +65,8 @@ def test_predict_waiting_for_processes_that_never_come_ends_on_sigterm(tmp_path)
     out.write_text("earlier\n", encoding="utf-8")
     port = free_port()
     command = [sys.executable, "-m", "instructerc", "predict", "--input", str(source), "--output", str(out), "--no-progress"]
-    process = subprocess.Popen(command, env=by_hand(0, port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until_listening(process, port)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == -signal.SIGTERM, stderr[-3000:]
+    returncode, stderr = terminated_while_forming(command, by_hand(0, port), port)
+    assert returncode == -signal.SIGTERM, stderr[-3000:]
     assert out.read_text(encoding="utf-8") == "earlier\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
 

@@ -12,12 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import MELD
 from test_evaluate import write_folder
-from tiny import tiny_backbone, tiny_model_dir, write_split
+from tiny import tiny_model_dir, write_tiny_base
 
 
 # -- evaluate: which input a default folder holds ----------------------------------------------------
@@ -136,21 +135,7 @@ def test_a_grid_report_without_a_plot_leaves_no_earlier_plot_beside_it(tmp_path:
 # -- training: the run folder's log -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def base_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("s19-train")
-    data = root / "data"
-    data.mkdir()
-    write_split(data / "train.jsonl", 8, seed=1)
-    write_split(data / "dev.jsonl", 3, seed=2)
-    recipe = {
-        "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
-        "backbone": {"model": str(tiny_backbone(root / "backbone"))},
-        "template": {"name": "dialogue-prefix", "demonstration": False},
-        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
-        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
-        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
-    }
-    (root / "base.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return root / "base.yaml"
+    return write_tiny_base(tmp_path_factory.mktemp("s19-train"), {"train": 8, "dev": 3})
 
 
 def _train(recipe: Path, run: Path, resume: bool = False, stop_after_steps: int | None = None, **overrides) -> None:

@@ -7,29 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny import tiny_backbone, write_split
+from tiny import write_tiny_base
 
 
 @pytest.fixture(scope="module")
 def small_base(tmp_path_factory) -> Path:
     """A base recipe over a tiny backbone and a small JSONL dataset with a test split."""
-    root = tmp_path_factory.mktemp("probe18")
-    data = root / "data"
-    data.mkdir()
-    write_split(data / "train.jsonl", 8, seed=1)
-    write_split(data / "dev.jsonl", 3, seed=2)
-    write_split(data / "test.jsonl", 3, seed=3)
-    backbone = tiny_backbone(root / "backbone")
-    recipe = {
-        "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
-        "backbone": {"model": str(backbone)},
-        "template": {"name": "dialogue-prefix", "demonstration": False},
-        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
-        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
-        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
-    }
-    (root / "base.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
-    return root / "base.yaml"
+    return write_tiny_base(tmp_path_factory.mktemp("probe18"), {"train": 8, "dev": 3, "test": 3})
 
 
 def test_a_run_that_fails_in_the_middle_of_a_grid_does_not_stop_the_others(small_base: Path, tmp_path: Path, run_cli) -> None:

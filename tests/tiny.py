@@ -90,3 +90,27 @@ def write_split(path: Path, count: int, seed: int) -> None:
                 emotion = rng.choice(sorted(EXAMPLES))
                 utterances.append({"speaker": rng.choice(["Ann", "Bob", "Cat"]), "text": rng.choice(EXAMPLES[emotion]), "emotion": emotion})
             handle.write(json.dumps({"id": f"{path.stem}{i}", "utterances": utterances}) + "\n")
+
+
+def write_tiny_base(root: Path, splits: dict[str, int], **sections: dict) -> Path:
+    """``root/base.yaml``: a LoRA recipe over a tiny backbone (``root/backbone``) and JSONL splits of
+    ``splits`` dialogues each in ``root/data`` (seeds 1, 2, 3... in order); ``sections`` update the
+    recipe's sections (``optim={"micro_batch_size": 4}``)."""
+    import yaml
+
+    data = root / "data"
+    data.mkdir()
+    for seed, (split, count) in enumerate(splits.items(), start=1):
+        write_split(data / f"{split}.jsonl", count, seed=seed)
+    recipe = {
+        "data": {"dataset": "jsonl", "path": str(data), "label_set": "meld"},
+        "backbone": {"model": str(tiny_backbone(root / "backbone"))},
+        "template": {"name": "dialogue-prefix", "demonstration": False},
+        "finetune": {"method": "lora", "lora": {"r": 2, "alpha": 4, "target_modules": ["q_proj"]}},
+        "optim": {"lr": 0.01, "batch_size": 8, "micro_batch_size": 8},
+        "stages": [{"tasks": {"erc": 1.0}, "epochs": 1}],
+    }
+    for section, values in sections.items():
+        recipe[section] = {**recipe[section], **values}
+    (root / "base.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return root / "base.yaml"
