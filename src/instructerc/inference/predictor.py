@@ -565,8 +565,8 @@ def checked_dialogue(dialogue: Any, where: str) -> Dialogue:
             named[name] = str(value)
         elif not isinstance(value, str):
             raise TypeError(f"{where}.{name} must be a string, not {_kind(value)}")
-        elif name == "dataset" and benchmark_spelling(value) != value:
-            named[name] = benchmark_spelling(value)  # "MELD" is meld, as a file's record reads it
+        elif name == "dataset" and (spelled := benchmark_spelling(value)) != value:
+            named[name] = spelled  # "MELD" is meld, as a file's record reads it
     utterances = tuple(_checked_utterance(u, f"{where}.utterances[{k}]") for k, u in enumerate(dialogue.utterances))
     if not named and isinstance(dialogue.utterances, tuple) and all(a is b for a, b in zip(utterances, dialogue.utterances)):
         return dialogue
