@@ -1,5 +1,3 @@
-import sys
+from instructerc.cli.main import console
 
-from instructerc.cli.main import main
-
-sys.exit(main())
+console()

@@ -39,6 +39,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console() -> None:
+    """The ``instructerc`` command (and ``python -m instructerc``): :func:`main` on the command
+    line, its status the process's exit status. A process started by a launcher ends without the
+    interpreter's teardown whatever its status (an error, ``| head`` leaving, success), since
+    there the process group's C++ threads are destroyed after Python has begun to shut down and
+    a process that had finished sometimes aborted (SIGABRT) instead of exiting with its status."""
+    try:
+        status = main()
+    except SystemExit as stop:
+        if not _launched():
+            raise
+        status = exit_status(stop.code)
+    if _launched():
+        from instructerc.cli.process_group import exit_group_member
+
+        exit_group_member(status)
+    sys.exit(status)
+
+
+def _launched() -> bool:
+    """Whether a multi-process launcher started this process; launcher variables that do not
+    hold together count as none here (the command has said so by then)."""
+    from instructerc.distributed import launched_world_size
+
+    try:
+        return launched_world_size() > 1
+    except InputError:
+        return False
+
+
+def exit_status(code: object) -> int:
+    """The exit status :class:`SystemExit` ``code`` stands for, as the interpreter reads it: None
+    is 0, a number itself, anything else (a message, which is printed) 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C and SIGTERM are caught around everything: they can also come while the parser and the
     # libraries are still being imported (a second or more), which ends with one line too.
