@@ -145,9 +145,14 @@ def _not_a_model_dir(directory: Path) -> str:
     return lacking
 
 
-def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
+def write_model_dir(target: Path, fill: Callable[[Path], None], keep_earlier: bool = False) -> Path | None:
     """Build a model directory in a staging folder and swap it in whole, so a crash midway never
-    leaves a broken model where a good one was."""
+    leaves a broken model where a good one was.
+
+    With ``keep_earlier``, an earlier directory at ``target`` that holds entries the new one does
+    not (``evaluate``'s default ``eval-*`` folders, a user's notes) is kept whole beside it as
+    ``NAME.earlier-N`` rather than deleted: those entries describe the earlier model, so they
+    neither belong in the new one nor may vanish without a word. Returns where it was kept."""
     target = followed_link(target)  # staged beside the folder it replaces: a rename stays on one file system
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -157,10 +162,29 @@ def write_model_dir(target: Path, fill: Callable[[Path], None]) -> None:
         staging.chmod(0o755)
         for path in staging.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)
+        kept = _earlier_directory(target) if keep_earlier and _holds_more(target, staging) else None
+        if kept is not None:
+            target.rename(kept)
         replace_directory(staging, target)
+        return kept
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _holds_more(earlier: Path, new: Path) -> bool:
+    """Whether the folder ``earlier`` has an entry that ``new`` has not."""
+    if not earlier.is_dir():
+        return False
+    names = {entry.name for entry in new.iterdir()}
+    return any(entry.name not in names for entry in earlier.iterdir())
+
+
+def _earlier_directory(target: Path) -> Path:
+    number = 1
+    while (kept := target.with_name(f"{target.name}.earlier-{number}")).exists() or kept.is_symlink():
+        number += 1
+    return kept
 
 
 def check_trust_remote_code(value: Any) -> None:

@@ -1159,7 +1159,13 @@ class Trainer:
                     train_dialogues=len(session.train),
                 )
 
-            write_model_dir(self.paths.model, fill)
+            kept = write_model_dir(self.paths.model, fill, keep_earlier=True)
+            if kept is not None:
+                print(
+                    f"note: {self.paths.model} held more than a model (e.g. evaluations of it): the earlier model and all it held "
+                    f"are kept as {kept}",
+                    file=sys.stderr,
+                )
             self._log({"event": "done", "best_step": state.best_step, "best_dev_score": state.best_score, "model": str(self.paths.model)})
         accelerator.wait_for_everyone()
         return dev_metrics
