@@ -105,11 +105,26 @@ def _errors_only(record: Any) -> bool:
 
 
 def fingerprint(location: Path | str) -> str:
-    """Identifies an encoder's weights for cache keys: file names, sizes and mtimes of a folder."""
+    """Identifies an encoder's weights for cache keys: file names, sizes and mtimes of a folder;
+    for a hub id, the id and the commit of its local copy."""
     if isinstance(location, Path):
         stats = sorted((str(p.relative_to(location)), p.stat().st_size, int(p.stat().st_mtime)) for p in location.rglob("*") if p.is_file())
         return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
-    return hashlib.sha256(location.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{location}@{cached_revision(location)}".encode()).hexdigest()[:16]
+
+
+def cached_revision(hub_id: str) -> str:
+    """The commit of the local copy of hub model ``hub_id`` that loading it uses ('' where none is
+    found): an id names a model that its owner can update, and embeddings cached under the id
+    alone would then be read back as the new model's."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(hub_id, "config.json")
+    except HFValidationError:  # not a valid id: loading fails and says so
+        return ""
+    return Path(found).parent.name if isinstance(found, str) else ""
 
 
 @dataclass
