@@ -157,7 +157,7 @@ def test_an_unwritable_embedding_cache_is_warned_about_by_the_first_process_only
 def test_a_global_batch_smaller_than_the_processes_is_refused_before_the_model_loads(tiny_data, backbone, tmp_path) -> None:
     from instructerc.data.registry import label_set_of, load_dialogues
     from instructerc.prompts.setup import PromptSetup
-    from instructerc.training.trainer import check_stage_examples
+    from instructerc.training.data_checks import check_stage_examples
     from test_training import recipe
 
     config = recipe(tiny_data, backbone, tmp_path / "run", optim__batch_size=1)

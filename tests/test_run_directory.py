@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from instructerc.training.trainer import check_run_directory_creatable
+from instructerc.training.run_directory import check_run_directory_creatable
 
 
 def test_the_probe_never_creates_the_run_directory_itself(tmp_path, monkeypatch) -> None:

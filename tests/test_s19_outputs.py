@@ -176,7 +176,7 @@ def test_a_run_trained_again_after_its_model_was_deleted_starts_a_log_of_its_own
 
 
 def test_earlier_logs_are_numbered_and_never_replaced(tmp_path: Path) -> None:
-    from instructerc.training.trainer import RunPaths, set_aside_earlier_log
+    from instructerc.training.run_directory import RunPaths, set_aside_earlier_log
 
     paths = RunPaths(tmp_path)
     (tmp_path / "metrics.earlier-1.jsonl").write_text("kept\n", encoding="utf-8")
@@ -193,7 +193,7 @@ def test_earlier_logs_are_numbered_and_never_replaced(tmp_path: Path) -> None:
 
 def test_a_log_line_cut_short_by_a_full_disk_is_taken_back(tmp_path: Path, monkeypatch) -> None:
     # Half a record stayed at the end of metrics.jsonl, and the next record ran into it.
-    from instructerc.training import trainer
+    from instructerc.training import run_directory
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"event": "start"}\n', encoding="utf-8")
@@ -205,9 +205,9 @@ def test_a_log_line_cut_short_by_a_full_disk_is_taken_back(tmp_path: Path, monke
             return 5
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(trainer.os, "write", full_after_a_few_bytes)
+    monkeypatch.setattr(run_directory.os, "write", full_after_a_few_bytes)
     with pytest.raises(OSError) as full:
-        trainer.append_line(log, '{"event": "step", "step": 1}')
+        run_directory.append_line(log, '{"event": "step", "step": 1}')
     monkeypatch.undo()
 
     assert full.value.filename == str(log)
@@ -215,7 +215,7 @@ def test_a_log_line_cut_short_by_a_full_disk_is_taken_back(tmp_path: Path, monke
 
 
 def test_a_log_left_with_an_unfinished_line_gets_the_next_record_on_a_line_of_its_own(tmp_path: Path) -> None:
-    from instructerc.training.trainer import append_line
+    from instructerc.training.run_directory import append_line
 
     log = tmp_path / "metrics.jsonl"
     log.write_text('{"event": "start"}\n{"event": "st', encoding="utf-8")  # a process killed mid-write
@@ -240,7 +240,7 @@ def test_a_resumed_run_whose_best_weights_are_gone_is_refused_before_it_trains(b
 
 
 def test_damaged_best_weights_are_an_error_naming_them(tmp_path: Path) -> None:
-    from instructerc.training.trainer import read_best_weights
+    from instructerc.training.run_directory import read_best_weights
 
     file = tmp_path / "trainable.pt"
     file.write_bytes(b"PK\x03\x04 cut short")

@@ -262,7 +262,7 @@ def test_merge_keys_still_override_and_merge(tmp_path) -> None:
 
 def test_datasets_dev_cannot_score_are_named() -> None:
     from instructerc.data.dialogue import Dialogue, Utterance
-    from instructerc.training.trainer import datasets_without_dev
+    from instructerc.training.data_checks import datasets_without_dev
 
     def dialogue(dataset: str, emotion: str | None) -> Dialogue:
         return Dialogue(f"{dataset}-{emotion}", dataset, "train", (Utterance("A", "hi", emotion),))

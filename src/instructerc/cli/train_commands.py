@@ -136,7 +136,7 @@ def say_how_to_resume(output_dir: Path) -> None:
     """A stopped run's way on, where it kept a checkpoint to go on from (said by one process)."""
     from instructerc.distributed import later_process_of_a_run
     from instructerc.training.checkpoint import latest_checkpoint
-    from instructerc.training.trainer import RunPaths
+    from instructerc.training.run_directory import RunPaths
 
     if later_process_of_a_run():
         return

@@ -9,15 +9,10 @@ vocabulary projection runs only at target positions. The test split is never rea
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
-import os
 import random
-import stat
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,17 +23,15 @@ from instructerc.config import to_mapping
 from instructerc.data.dialogue import Dialogue
 from instructerc.data.published import warnings_held
 from instructerc.data.registry import DataSource, label_set_of, load_dialogues
-from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction, subset_size
+from instructerc.data.sampling import per_dataset_subset, seeded_subset, stable_seed, stratified_fraction
 from instructerc.errors import InputError
-from instructerc.files import refuse_broken_link
-from instructerc.labels.label_set import LabelSet
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST, TRAINING_CONFIG
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Task
 from instructerc.prompts.setup import PromptSetup
-from instructerc.prompts.tasks import ExampleBuilder, speaker_slots
-from instructerc.training.batches import check_batch_size, class_weights, collate, epoch_order, micro_batches, shard, steps
+from instructerc.prompts.tasks import speaker_slots
+from instructerc.training.batches import class_weights, collate, epoch_order, micro_batches, shard, steps
 from instructerc.training.checkpoint import (
     SHARDED_DIR,
     TrainState,
@@ -56,13 +49,26 @@ from instructerc.training.checkpoint import (
     set_rng_state,
     staging_path,
 )
-from instructerc.training.config import StageConfig, TrainConfig
+from instructerc.training.config import TrainConfig
+from instructerc.training.data_checks import (
+    check_dataset_fractions,
+    check_stage_examples,
+    datasets_without_dev,
+    require_a_choice,
+    require_labels,
+    require_split_folder,
+    split_file,
+)
 from instructerc.training.dev import DevScorer, DevScoring, DevSet
-
-
-def record_metrics(step: int, score: float, precision: str | None, by_dataset: dict[str, Any]) -> dict[str, Any]:
-    """The dev metrics of the best checkpoint, as written beside it and into the model directory."""
-    return {"step": step, "score": score, "precision": precision, "by_dataset": {d: m.to_dict() for d, m in by_dataset.items()}}
+from instructerc.training.run_directory import (
+    RunPaths,
+    append_line,
+    check_run_directory,
+    read_best_dev_metrics,
+    read_best_weights,
+    record_metrics,
+    set_aside_earlier_log,
+)
 
 
 def _rng_by_process(accelerator: Any) -> list[dict[str, Any]] | None:
@@ -79,92 +85,6 @@ def _rng_by_process(accelerator: Any) -> list[dict[str, Any]] | None:
     buffer = io.BytesIO()
     torch.save(rng_state(), buffer)
     return [torch.load(io.BytesIO(saved), weights_only=True) for saved in gather_object([buffer.getvalue()])]
-
-
-def read_best_dev_metrics(path: Path) -> dict[str, Any]:
-    """The dev metrics written beside the run's best weights (:func:`record_metrics`), checked for
-    what the model card and the model directory take from them."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("missing: the dev metrics of the run's best weights; train again in a new output_dir", path=path) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"damaged ({error}): train again in a new output_dir", path=path) from None
-    if not isinstance(data, dict) or not isinstance(data.get("by_dataset"), dict) or not data["by_dataset"]:
-        raise InputError("damaged: not the dev metrics this run wrote; train again in a new output_dir", path=path, field="by_dataset")
-    for dataset, metrics in data["by_dataset"].items():
-        for key, kind in _CARD_METRICS.items():
-            value = metrics.get(key) if isinstance(metrics, dict) else None
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise InputError(
-                    f"damaged: expected {'a whole number' if kind is int else 'a number'}, got {value!r}; train again in a new output_dir",
-                    path=path,
-                    field=f"by_dataset.{dataset}.{key}",
-                )
-    return data
-
-
-def read_best_weights(path: Path) -> dict[str, Any]:
-    """The trainable weights of the run's best checkpoint (:meth:`Trainer._save_best`); missing or
-    damaged, an error naming the file, not a traceback once the whole run has trained."""
-    import pickle
-
-    import torch
-
-    remedy = "train again in a new output_dir"
-    try:
-        weights = torch.load(path, weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"missing: the run's best weights; {remedy}", path=path) from None
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, KeyError, IndexError, TypeError) as error:
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise InputError(f"damaged ({reason}): {remedy}", path=path) from None
-    if not isinstance(weights, dict):
-        raise InputError(f"damaged: not the weights this run wrote; {remedy}", path=path)
-    return weights
-
-
-# What the model card shows of each dataset's dev metrics, and the JSON type of each.
-_CARD_METRICS: dict[str, Any] = {"weighted_f1": (int, float), "macro_f1": (int, float), "accuracy": (int, float), "count": int}
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """A run directory: ``model/`` is the deliverable; the rest is the run's working state."""
-
-    root: Path
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def best_weights(self) -> Path:
-        return self.best / "trainable.pt"
-
-    @property
-    def best_shards(self) -> Path:
-        return self.best / SHARDED_DIR
-
-    @property
-    def best_dev_metrics(self) -> Path:
-        return self.best / DEV_METRICS
 
 
 @dataclass(frozen=True)
@@ -253,204 +173,6 @@ def _device_description(device: Any, processes: int) -> str:
 
     where = f"{processes} processes on {device.type}" if processes > 1 else device.type
     return f"{where}, {torch.get_num_threads()} threads" if device.type == "cpu" else where
-
-
-def require_split_folder(source: DataSource) -> None:
-    """A single JSONL file would be read as train, dev and test alike, so the checkpoint would be
-    selected on the training data; training needs the splits apart."""
-    if source.name == "jsonl" and source.root().is_file():
-        raise InputError(
-            "training needs a folder with train.jsonl and dev.jsonl (dev selects the checkpoint), not a single file",
-            path=source.root(),
-            field="data.path",
-        )
-
-
-def split_file(source: DataSource, split: str) -> Path:
-    """Where a split was read from, for messages: its JSONL file, else the data path."""
-    root = source.root()
-    return root / f"{split}.jsonl" if source.name == "jsonl" and root.is_dir() else root
-
-
-def require_labels(dialogues: list[Dialogue], message: str, where: Path) -> None:
-    if not any(u.emotion is not None for d in dialogues for u in d.utterances):
-        raise InputError(message, path=where)
-
-
-def require_a_choice(label_set: LabelSet | None, where: Path) -> None:
-    """Refuses a label set of one label (JSONL training data whose emotions, read as the label
-    set, are all one): the model would have nothing to choose, always answer that label, and
-    report a dev weighted F1 of 100 for it."""
-    if label_set is not None and len(label_set.labels) < 2:
-        raise InputError(
-            f"the training data uses one emotion only ('{label_set.labels[0]}'), so the model would have no other label to choose: "
-            "label other emotions too, or set data.label_set to the label set they belong to",
-            path=where,
-            field="data.label_set",
-        )
-
-
-def check_dataset_fractions(fractions: dict[str, float], train: list[Dialogue], where: Path) -> None:
-    """A fraction for a dataset the data does not have would be ignored: a typo would train on everything."""
-    known = sorted({d.dataset for d in train})
-    unknown = sorted(set(fractions) - set(known))
-    if unknown:
-        raise InputError(
-            f"unknown dataset(s) {', '.join(unknown)}; the training data's datasets are: {', '.join(known)}",
-            path=where,
-            field="data.dataset_fractions",
-        )
-
-
-# Why an eligible utterance may be missing, per task, for the message of a task without examples.
-_TASK_NEEDS = {
-    Task.ERC: "an utterance with an emotion",
-    Task.EMOTION_PREDICTION: "an utterance with an emotion after the first of its dialogue",
-    Task.SPEAKER: "an utterance",
-}
-
-
-def stage_example_counts(stage: StageConfig, train: list[Dialogue], builder: ExampleBuilder) -> dict[str, int]:
-    """Per task of ``stage``, how many examples it trains on: its share of the eligible
-    utterances, as :meth:`Trainer._stage_examples` draws them, counted without building prompts."""
-    counts = {}
-    for task_name, share in stage.tasks.items():
-        task = Task(task_name)
-        eligible = sum(builder.eligible(task, d, i, training=True) for d in train for i in range(len(d)))
-        counts[task_name] = subset_size(eligible, share)
-    return counts
-
-
-def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: ExampleBuilder, processes: int, where: Path) -> None:
-    """Refuses, before the model loads, a stage task the training data gives no example of, and a
-    stage with fewer examples than processes: either would train nothing (an empty stage takes no
-    step) while the run still finished and its model card listed the stage. A global batch
-    smaller than the processes is refused here too, not once the model has loaded."""
-    check_batch_size(config.optim.batch_size, processes)
-    for index, stage in enumerate(config.stages):
-        counts = stage_example_counts(stage, train, builder)
-        for task_name, count in counts.items():
-            if count == 0:
-                raise InputError(
-                    f"stage {index + 1} trains {task_name}, but the training data has no example of it "
-                    f"(it needs {_TASK_NEEDS[Task(task_name)]}): remove the task from the stage, or use other data",
-                    path=where,
-                    field=f"stages[{index}].tasks.{task_name}",
-                )
-        if sum(counts.values()) < processes:
-            raise InputError(
-                f"stage {index + 1} has {sum(counts.values())} example(s), fewer than the {processes} processes: "
-                "every process needs one per step; train on more data or with fewer processes",
-                path=where,
-                field=f"stages[{index}]",
-            )
-
-
-def datasets_without_dev(train: list[Dialogue], dev: list[Dialogue]) -> list[str]:
-    """Datasets the run learns (labelled in train) that dev cannot score: a user training on
-    several datasets would otherwise not know that the checkpoint was chosen without them."""
-
-    def labelled(dialogues: list[Dialogue]) -> dict[str, None]:
-        return dict.fromkeys(d.dataset for d in dialogues if any(u.emotion is not None for u in d.utterances))
-
-    scored = labelled(dev)
-    return [dataset or "(no dataset named)" for dataset in labelled(train) if dataset not in scored]
-
-
-def check_run_directory_creatable(root: Path) -> None:
-    """Refuses a run directory that cannot be created or written (a read-only or virtual file
-    system, a folder without write permission) before the data and model load, rather than as a
-    traceback once training would begin. The probe is a folder of a unique name in the deepest
-    folder that exists, removed again: every process of a distributed run probes at once, and a
-    shared name would let one process see another's probe appear and vanish."""
-    existing = next(folder for folder in (root, *root.parents) if _kind(folder) is not None)
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".instructerc-probe-", dir=existing))
-    except OSError as error:
-        reason = "the run directory is not writable" if existing == root else f"cannot create the run directory ({error.strerror or error})"
-        raise InputError(f"{reason}: choose another output_dir", path=root, field="output_dir") from None
-
-
-def _kind(path: Path) -> str | None:
-    """'folder', 'file' or None (absent), from one stat: checking existence and kind in two calls
-    would race with another process creating or removing the path between them."""
-    try:
-        return "folder" if stat.S_ISDIR(path.stat().st_mode) else "file"
-    except FileNotFoundError:
-        # A link to nothing reads as absent, but no folder can be made in its place: the run
-        # failed later with a bare "File exists".
-        refuse_broken_link(path, field="output_dir", hint=": choose another output_dir, or make the link point at a folder")
-        return None
-    except NotADirectoryError:  # a parent is a file: the caller finds it among the parents
-        return None
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            refuse_broken_link(path, field="output_dir", hint=": choose another output_dir")
-        raise
-
-
-def append_line(path: Path, line: str) -> None:
-    """``line`` as the last line of ``path``, all of it or none: a write cut short (a full disk)
-    is taken back, so the log never holds half a record that the next one would run into. A line
-    a killed process left unfinished is ended first, for the same reason. Unbuffered, so nothing
-    of a failed write is left to be written when the file is closed. A pipe or a device (a log
-    linked to ``/dev/stdout``) is only written to: it has no end to look at or take back."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
-        end = os.lseek(fd, 0, os.SEEK_END) if regular else 0
-        unfinished = end > 0 and _last_byte(path, end) != b"\n"
-        rest = memoryview((b"\n" if unfinished else b"") + line.encode("utf-8") + b"\n")
-        try:
-            while rest:
-                rest = rest[os.write(fd, rest) :]
-        except OSError as error:
-            if error.filename is None and error.strerror is not None:  # a failed write() names no file: say which one
-                error.filename = str(path)
-            if regular:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, end)
-            raise
-    finally:
-        os.close(fd)
-
-
-def _last_byte(path: Path, size: int) -> bytes:
-    """The byte at ``size - 1`` in ``path``; a line end when the file cannot be read: an
-    unreadable log is no reason to stop a run."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(size - 1)
-            return handle.read(1)
-    except OSError:
-        return b"\n"
-
-
-def set_aside_earlier_log(paths: RunPaths) -> list[Path]:
-    """Moves the log (and the recipe beside it) of an earlier run out of the way of a run that
-    starts afresh in the same folder (its ``model/`` deleted to train again, or stopped before its
-    first checkpoint): appended to, one ``metrics.jsonl`` would hold both runs' steps and scores,
-    read as one run's. They are kept, numbered (``metrics.earlier-1.jsonl``), and said; returns
-    where they went."""
-    if not paths.metrics.is_file() or paths.metrics.stat().st_size == 0:
-        return []  # nothing logged yet: nothing to keep
-    files = [file for file in (paths.metrics, paths.config) if file.is_file()]
-    number = 1
-    while any(_earlier(file, number).exists() or _earlier(file, number).is_symlink() for file in files):
-        number += 1
-    kept = [_earlier(file, number) for file in files]
-    for file, target in zip(files, kept):
-        os.rename(file, target)
-    print(
-        f"note: {paths.metrics} held the log of an earlier run in this folder: kept as {', '.join(k.name for k in kept)}; "
-        "this run starts a log of its own",
-        file=sys.stderr,
-    )
-    return kept
-
-
-def _earlier(file: Path, number: int) -> Path:
-    return file.with_name(f"{file.stem}.earlier-{number}{file.suffix}")
 
 
 def forced_resume_note(changes: list[str]) -> str | None:
@@ -663,7 +385,7 @@ class Trainer:
 
     def _checkpoint_to_resume(self, accelerator: Any, resume: bool) -> Path | None:
         """The latest checkpoint when resuming; refuses to start over a run that has checkpoints."""
-        self._check_run_directory()
+        check_run_directory(self.paths)
         checkpoints = self.paths.checkpoints
         if not resume:
             # Only a complete checkpoint counts: one cut short while saving (a full disk) left
@@ -703,30 +425,6 @@ class Trainer:
             print(f"resuming under a changed config (--force): {'; '.join(changed)}")
         self._forced_changes = changed
         return checkpoint
-
-    def _check_run_directory(self) -> None:
-        """Refuses a run directory whose parts exist as the wrong kind (a file where a folder goes,
-        or the reverse), which would otherwise fail only after the data and model have loaded."""
-        paths = self.paths
-        for folder in (paths.root, paths.checkpoints, paths.model, paths.best):
-            for path in (folder, *folder.parents):
-                kind = _kind(path)
-                if kind == "file":
-                    raise InputError("is a file, but the run needs a folder here: choose another output_dir", path=path, field="output_dir")
-                if kind == "folder":
-                    break
-        for file in (paths.metrics, paths.config):
-            if file.is_dir():
-                raise InputError("is a folder, but the run writes a file here: choose another output_dir", path=file, field="output_dir")
-        # The finished run swaps its model in for the whole folder: anything else in it would be deleted.
-        if paths.model.is_dir() and not (paths.model / MANIFEST).is_file() and any(paths.model.iterdir()):
-            raise InputError(
-                "holds files that are not an instructerc model, and the run would replace this folder with its model: "
-                "choose another output_dir, or move them away",
-                path=paths.model,
-                field="output_dir",
-            )
-        check_run_directory_creatable(paths.root)
 
     def _demonstrations(self, setup: PromptSetup, train: list[Dialogue], dev: list[Dialogue], accelerator: Any) -> tuple[Any, dict, dict]:
         """The retriever and each utterance's demonstration, for templates that show one."""
