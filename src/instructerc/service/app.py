@@ -193,6 +193,11 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
         version=__version__,
         summary="Emotion recognition in conversation: label every utterance with an emotion and its probabilities.",
         lifespan=lifespan,
+        # A path with a trailing slash is answered 404 naming the path without it, not redirected:
+        # the redirect's empty 307 is no error a client can read, its Location is built from the
+        # Host header (http:// behind a TLS proxy, without a proxy's path prefix), and an empty
+        # conversation id (.../conversations//, or %2F) was sent on to another resource.
+        redirect_slashes=False,
     )
     app.state.service = service
     _add_middleware(app, service.config)
@@ -258,6 +263,8 @@ def _add_error_handlers(app: "FastAPI") -> None:
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         message, headers = str(error.detail), error.headers
+        if error.status_code == 404:
+            message = _not_found_message(request)
         if error.status_code == 405:
             allowed = _allowed_methods(request)
             message, headers = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}", {"Allow": ", ".join(allowed)}
@@ -268,6 +275,21 @@ def _add_error_handlers(app: "FastAPI") -> None:
         first = error.errors()[0] if error.errors() else {}
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return JSONResponse(ApiError(422, "invalid_request", str(first.get("msg", "invalid request")), field).body(), status_code=422)
+
+
+def _not_found_message(request: Any) -> str:
+    """A 404 for a path no route answers, naming the route a trailing slash missed."""
+    from starlette.routing import Match
+
+    path = request.scope.get("path", "")
+    if len(path) > 1 and path.endswith("/"):
+        # One slash only: ``/v1/conversations//`` is an empty conversation id, not the collection.
+        # Named by its template: the path itself may hold a client's kilobytes-long id.
+        bare = {**request.scope, "path": path[:-1]}
+        for route in request.app.router.routes:
+            if route.matches(bare)[0] is not Match.NONE:
+                return f"no such path; did you mean {getattr(route, 'path', path[:-1])}, without the trailing slash?"
+    return "no such path; the routes are listed at /openapi.json"
 
 
 def _allowed_methods(request: Any) -> list[str]:
@@ -326,12 +348,18 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
         """Start a conversation, optionally with utterances (each predicted); returns its id."""
         requested = conversation_request(await _json(request, allow_empty=True), limits)
         _check_new_conversation(service, len(requested.utterances))
-        dialogue = service.internal(requested.utterances, requested.dataset)
-        predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
         try:
+            dialogue = service.internal(requested.utterances, requested.dataset)
+            predictions = await service.predict([(dialogue, i) for i in range(len(dialogue))], request)
             conversation = service.store.create([Turn(u, p) for u, p in zip(requested.utterances, predictions)], requested.dataset)
-        except StoreFull:
-            raise _store_full() from None
+        except Exception as error:
+            # Nothing was created (the model failed, the store filled): the creation does not count
+            # against the client's rate, or a failing model would lock it out. A client that left
+            # mid-request (a cancellation, not an Exception) keeps its count: it used the model.
+            service.creations.give_back()
+            if isinstance(error, StoreFull):
+                raise _store_full() from None
+            raise
         return _conversation(conversation, mapping_of(service.predictor.label_set))
 
     _add_turn_route(app, service)

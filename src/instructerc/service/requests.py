@@ -56,8 +56,11 @@ def parse_json(body: bytes, allow_empty: bool = False, charset: str | None = Non
     if allow_empty and not body.strip():  # nothing to decode, whatever the charset is called
         return {}
     text = _body_text(body, charset)
-    if allow_empty and not text.strip():  # a byte order mark alone, or UTF-16 spaces
-        return {}
+    if not text.strip():  # a byte order mark alone, or UTF-16 spaces
+        if allow_empty:
+            return {}
+        # The parser's "Expecting value at column 4" points into a body that holds nothing.
+        raise ApiError(400, "malformed_json", "the body is empty; it must be a JSON object")
     try:
         # The JSONL reader's parser: bounded nesting; long numbers are refused with their field.
         payload = load_json(text)

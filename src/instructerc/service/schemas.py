@@ -21,16 +21,18 @@ class UtteranceIn(BaseModel):
     text: str = Field(min_length=1, description="what was said; non-empty, at most max_utterance_chars characters")
 
 
+def dataset_field(description: str) -> Any:
+    """The optional ``dataset`` of a dialogue or a new conversation: one rule on every route
+    (:func:`instructerc.service.requests.named_dataset`), so one set of documented bounds."""
+    return Field(None, min_length=1, max_length=MAX_DATASET_CHARS, description=description)
+
+
 class DialogueIn(BaseModel):
     # The user format's id: a string or an integer, answered as a string.
     id: Optional[Union[str, int]] = Field(None, description="echoed back as a string; not used by the model")
-    # The same rule as a conversation's dataset (requests.named_dataset), so the same bounds.
-    dataset: Optional[str] = Field(
-        None,
-        min_length=1,
-        max_length=MAX_DATASET_CHARS,
-        description="the benchmark the dialogue is from (meld, iemocap, emorynlp): a unified-label model then also gives "
-        "predicted_original_emotion; the prompt states its classes only for a model trained with template.dataset_classes",
+    dataset: Optional[str] = dataset_field(
+        "the benchmark the dialogue is from (meld, iemocap, emorynlp): a unified-label model then also gives "
+        "predicted_original_emotion; the prompt states its classes only for a model trained with template.dataset_classes"
     )
     utterances: list[UtteranceIn] = Field(min_length=1, description="in order; at most max_utterances")
 
@@ -47,12 +49,9 @@ class NewConversation(BaseModel):
 
     # null is accepted as "none", as an empty body or an empty list is.
     utterances: Optional[list[UtteranceIn]] = Field(default_factory=list, description="optional initial utterances, each predicted")
-    dataset: Optional[str] = Field(
-        None,
-        min_length=1,
-        max_length=MAX_DATASET_CHARS,
-        description="the benchmark the conversation is from (meld, iemocap, emorynlp): a unified-label model then also gives "
-        "predicted_original_emotion for every turn",
+    dataset: Optional[str] = dataset_field(
+        "the benchmark the conversation is from (meld, iemocap, emorynlp): a unified-label model then also gives "
+        "predicted_original_emotion for every turn"
     )
 
 

@@ -78,6 +78,10 @@ class TokenBucket:
         self._tokens -= 1
         return True
 
+    def give_back(self) -> None:
+        """Undo one :meth:`take` whose event did not happen after all."""
+        self._tokens = min(float(self.burst), self._tokens + 1)
+
 
 class ConversationStore:
     """At most ``max_conversations`` conversations, each dropped after ``max_idle_seconds`` unused.
