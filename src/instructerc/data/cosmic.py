@@ -201,6 +201,10 @@ def read_cosmic(path: Path, split: str, label_set: LabelSet | None = None, *, da
     file = pickle_path(path, dataset)
     fields = read_fields(file, dataset)
     label_set = label_set or named_label_set(dataset)
+    if not fields[split]:
+        # As a benchmark CSV of the header alone: a split of nothing would be counted, trained or
+        # scored as zeros with a warning at most (a pickle built without a dev split).
+        raise InputError(f"no dialogue ids: the {dataset} {split} split would be empty", path=file, field=split)
     dialogues = [_dialogue(fields, key, split, file=file, dataset=dataset, label_set=label_set) for key in fields[split]]
     warn_if_partial(dataset, split, dialogues, file)
     return dialogues

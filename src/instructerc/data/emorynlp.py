@@ -10,25 +10,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.loader import (
-    Loader,
-    TurnCollector,
-    canonical_emotion,
-    find_in,
-    nonempty_speaker,
-    nonempty_text,
-    numbered_key,
-    read_csv_rows,
-)
-from instructerc.data.published import warn_if_partial
-from instructerc.data.text import canonical_speaker, repair_cp1252_mojibake
+from instructerc.data.benchmark_csv import CsvLayout, read_benchmark_csv
+from instructerc.data.dialogue import Dialogue
+from instructerc.data.loader import Loader, find_in, nonempty_speaker
+from instructerc.data.text import canonical_speaker
 from instructerc.errors import InputError
 from instructerc.labels.benchmarks import EMORYNLP
 from instructerc.labels.label_set import LabelSet
 
-_COLUMNS = ("Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode")
-_EXTRA_COLUMNS = {"Start_Time": "start_time", "End_Time": "end_time"}
 _SHOWN_CHARACTERS = 80
 
 
@@ -52,22 +41,17 @@ def parse_speakers(raw: str, *, path: Path, line: int) -> str:
     return ", ".join(nonempty_speaker(canonical_speaker(s), path=path, line=line, field="Speaker") for s in value)
 
 
+LAYOUT = CsvLayout(
+    dataset="emorynlp",
+    columns=("Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode"),
+    key_columns=("Season", "Episode", "Scene_ID"),
+    extra_columns={"Start_Time": "start_time", "End_Time": "end_time"},
+    speaker=parse_speakers,
+)
+
+
 def read_emorynlp_csv(path: Path, split: str, label_set: LabelSet | None = EMORYNLP) -> list[Dialogue]:
-    file = csv_path(path, split)
-    label_set = label_set or EMORYNLP
-    collector = TurnCollector("emorynlp", split, file)
-    for line, row in read_csv_rows(file, _COLUMNS):
-        utterance = Utterance(
-            speaker=parse_speakers(repair_cp1252_mojibake(row["Speaker"]), path=file, line=line),
-            text=nonempty_text(repair_cp1252_mojibake(row["Utterance"]), path=file, line=line, field="Utterance"),
-            emotion=canonical_emotion(label_set, row["Emotion"], path=file, line=line, field="Emotion"),
-            extra={key: row[column] for column, key in _EXTRA_COLUMNS.items() if column in row},
-        )
-        key = "_".join(numbered_key(row[c], path=file, line=line, field=c) for c in ("Season", "Episode", "Scene_ID"))
-        collector.add(key, row, line, utterance)
-    dialogues = collector.dialogues()
-    warn_if_partial("emorynlp", split, dialogues, file)
-    return dialogues
+    return read_benchmark_csv(csv_path(path, split), split, label_set or EMORYNLP, LAYOUT)
 
 
 LOADER = Loader(

@@ -7,7 +7,7 @@ on the dialogue or on an utterance, is kept and written back unchanged.
 
 Speakers and emotions are read in one form (:func:`instructerc.data.text.canonical_speaker`,
 :func:`~instructerc.data.text.canonical_label`: NFC, no white space or invisible characters at
-the ends), so names and labels that look the same are the same; they are written back so, as the
+the ends, no text-direction controls anywhere), so names and labels that look the same are the same; they are written back so, as the
 model read them. Texts are read as sent, trimmed.
 """
 
@@ -58,7 +58,7 @@ def parse_dialogue(record: Any, *, path: Path, line: int, split: str, label_set:
             "a line must be a JSON object, not a list (JSONL holds one dialogue object per line, not a JSON array)", path=path, line=line
         )
     if not isinstance(record, dict):
-        raise InputError("a line must be a JSON object", path=path, line=line)
+        raise InputError(f"a line must be a JSON object, not {json_kind(record)}", path=path, line=line)
     try:
         check_value(record)
     except TextProblem as problem:
@@ -118,6 +118,9 @@ def json_kind(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (int, float)):
         return f"the number {value}" if isinstance(value, float) and len(repr(value)) <= 30 else "a number"
+    if isinstance(value, str):
+        # Text of invisible characters only is as empty as "" where a name or label is read.
+        return "a string" if canonical_label(value) else "an empty string"
     return "a list" if isinstance(value, list) else "an object"
 
 

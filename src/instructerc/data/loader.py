@@ -191,11 +191,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
     with handle:
         reader = csv.reader(handle)
         try:
-            header = next(reader, [])
-            _check_no_column_twice(header, path)
-            for column in required:
-                if column not in header:
-                    raise InputError(f"missing column '{column}' (header: {', '.join(header) or 'empty'})", path=path, line=1, field=column)
+            header = _checked_header(next(reader, []), required, path)
             end = reader.line_num
             for fields in reader:
                 start, end = end + 1, reader.line_num
@@ -207,6 +203,37 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
             raise not_utf8(path) from None
         except OSError as error:
             raise InputError(f"cannot read: {error.strerror or error}", path=path, line=reader.line_num + 1) from None
+
+
+def _checked_header(raw: list[str], required: tuple[str, ...], path: Path) -> list[str]:
+    """The column names, each trimmed (a spreadsheet's ``Emotion `` is the Emotion column, shown
+    alike in any editor), after checking none is given twice and ``required`` are all there."""
+    if not raw:
+        raise InputError("no header row (the file is empty or starts with a blank line)", path=path, line=1)
+    header = [column.strip() for column in raw]
+    _check_no_column_twice(header, path)
+    for column in required:
+        if column not in header:
+            raise InputError(
+                f"missing column '{column}' (header: {', '.join(header) or 'empty'}){_header_hint(column, header)}",
+                path=path,
+                line=1,
+                field=column,
+            )
+    return header
+
+
+def _header_hint(column: str, header: list[str]) -> str:
+    """What to do about a missing column, for the near misses a re-saved file shows: the column
+    in another case, or the whole header in one field (a spreadsheet that saved ';' or tabs)."""
+    other_case = [name for name in header if name.casefold() == column.casefold()]
+    if other_case:
+        return f"; rename '{other_case[0]}' to '{column}' (column names are case-sensitive)"
+    separators = [separator for separator in (";", "\t", "|") if len(header) == 1 and separator in header[0]]
+    if separators:
+        shown = "tabs" if separators[0] == "\t" else f"'{separators[0]}'"
+        return f"; its fields are separated by {shown}: save it as CSV with commas"
+    return ""
 
 
 def _check_no_column_twice(header: list[str], path: Path) -> None:

@@ -27,9 +27,16 @@ def repair_cp1252_mojibake(text: str) -> str:
 
 
 # Characters that show as nothing: pasted in with a name or a label (a BOM from a concatenated
-# file, a direction mark from right-to-left text), they make "Ann" and "Ann\u200b" two people.
+# file, a zero-width space from a web page), they make "Ann" and "Ann\u200b" two people.
 # Only the ends are cleared: inside a name, a joiner shapes Indic and Arabic letters and emoji.
-_INVISIBLE = "\u00ad\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u2060\ufeff"
+_INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"
+
+# Unicode's Bidi_Control characters (direction marks, embeddings, overrides, isolates) are removed
+# wherever they are, not only at the ends: they choose the order text is shown in and are never
+# part of what a name or label names, so "Ann" and "A\u202enn" look alike and must be one speaker;
+# and one left open (U+202E) reverses what follows it on the line, the rest of a prompt's line or
+# of a report's row.
+_BIDI_CONTROLS = dict.fromkeys(map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
 def _trimmed(text: str) -> str:
@@ -55,15 +62,20 @@ def breaks_line(text: str) -> bool:
 
 
 def canonical_label(text: str) -> str:
-    """An emotion as written, in one Unicode form (NFC) and trimmed: ``colère`` typed as ``e`` and
-    a combining accent is the same label as ``colère`` with ``è``, not a second class."""
-    return _trimmed(unicodedata.normalize("NFC", text))
+    """An emotion as written, in one Unicode form (NFC), trimmed and without text-direction
+    controls: ``colère`` typed as ``e`` and a combining accent is the same label as ``colère``
+    with ``è``, not a second class. Text no character of which is seen (:func:`shows_nothing`,
+    an invisible separator alone) is ``""``: as empty as a name of spaces."""
+    # The controls go first: one between a letter and its accent would keep NFC from joining them.
+    folded = _trimmed(unicodedata.normalize("NFC", text.translate(_BIDI_CONTROLS)))
+    return "" if shows_nothing(folded) else folded
 
 
 def canonical_speaker(name: str) -> str:
-    """A speaker's name as every part of the toolkit compares and shows it: NFC and trimmed, so
-    names that look the same (``José`` typed on two keyboards, ``Ann`` pasted with a BOM) are one
-    speaker in the prompt's lines, in ``Speaker_k`` ids and in a conversation's later turns."""
+    """A speaker's name as every part of the toolkit compares and shows it (:func:`canonical_label`:
+    NFC, trimmed, no text-direction controls), so names that look the same (``José`` typed on two
+    keyboards, ``Ann`` pasted with a BOM or a right-to-left override) are one speaker in the
+    prompt's lines, in ``Speaker_k`` ids and in a conversation's later turns."""
     return canonical_label(name)
 
 

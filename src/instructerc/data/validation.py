@@ -83,9 +83,28 @@ def load_json(text: str) -> Any:
     try:
         return json.loads(text, parse_int=_integer, parse_float=_float, parse_constant=_constant, object_pairs_hook=_object)
     except json.JSONDecodeError as error:
-        raise TextProblem(f"not valid JSON ({error.msg} at column {error.colno})") from None
+        raise TextProblem(_not_json(error)) from None
     except RecursionError:  # bounded above; kept so no input can reach the parser's limit raw
         raise TextProblem(f"not valid JSON: nested deeper than {MAX_DEPTH} levels") from None
+
+
+# How the escape of a control character that JSON refuses raw inside a string is written.
+_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def _not_json(error: json.JSONDecodeError) -> str:
+    """The message for a line that is not JSON. A raw control character is named, with its
+    escape: the parser's own words ("Invalid control character at at column 9", "Expecting
+    value") neither read well nor say which character it is (a tab pasted in a text editor, or a
+    NUL byte, which no escape makes text)."""
+    character = error.doc[error.pos] if error.pos < len(error.doc) else ""
+    if character == "\x00":
+        return f"not valid JSON: a NUL character at column {error.colno}, which no text holds (a binary file, or one saved as UTF-16?)"
+    if error.msg.startswith("Invalid control character"):
+        escape = _ESCAPES.get(character, f"\\u{ord(character):04x}")
+        where = f"at column {error.colno}"
+        return f"not valid JSON: the control character U+{ord(character):04X} {where} is raw inside a string (write it {escape})"
+    return f"not valid JSON ({error.msg} at column {error.colno})"
 
 
 def check_depth(text: str) -> None:

@@ -122,32 +122,33 @@ def _check_scores(scores: Any, needed: list[str], mapping: str) -> None:
             raise ValueError(f"the score of {label!r} must be a number, got {value!r}")
 
 
+def _renamed(renames: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """Per benchmark, each label (in the benchmark's order) -> its unified label: its ``renames``
+    entry, else its own name lower-cased, the rule both mappings follow (docstring above)."""
+    return {
+        dataset: {label: renames.get(dataset, {}).get(label, label.lower()) for label in labels.labels}
+        for dataset, labels in BENCHMARK_LABEL_SETS.items()
+    }
+
+
+# The renames both mappings make: to the wheel's words for the feelings the datasets name otherwise.
+_WHEEL_WORDS: dict[str, dict[str, str]] = {
+    "iemocap": {"happy": "joyful", "angry": "mad"},
+    "meld": {"sadness": "sad", "joy": "joyful", "anger": "mad"},
+}
+
 _INSTRUCTERC_LABELS = ("joyful", "sad", "neutral", "mad", "excited", "fear", "disgust", "peaceful", "powerful")
 
 INSTRUCTERC = UnifiedMapping(
     name="instructerc",
     label_set=LabelSet("uime", _INSTRUCTERC_LABELS, _INSTRUCTERC_LABELS),
-    forward={
-        "iemocap": {"happy": "joyful", "sad": "sad", "neutral": "neutral", "angry": "mad", "excited": "excited", "frustrated": "fear"},
-        "meld": {
-            "neutral": "neutral",
-            "surprise": "powerful",
-            "fear": "fear",
-            "sadness": "sad",
-            "joy": "joyful",
-            "disgust": "disgust",
-            "anger": "mad",
-        },
-        "emorynlp": {
-            "Joyful": "joyful",
-            "Mad": "mad",
-            "Peaceful": "peaceful",
-            "Neutral": "neutral",
-            "Sad": "sad",
-            "Powerful": "powerful",
-            "Scared": "fear",
-        },
-    },
+    forward=_renamed(
+        {
+            "iemocap": {**_WHEEL_WORDS["iemocap"], "frustrated": "fear"},
+            "meld": {**_WHEEL_WORDS["meld"], "surprise": "powerful"},
+            "emorynlp": {"Scared": "fear"},
+        }
+    ),
     families={
         "joyful": "Joyful",
         "sad": "Sad",
@@ -166,34 +167,7 @@ _WHEEL_LABELS = ("neutral", "joyful", "excited", "peaceful", "powerful", "sad", 
 FEELING_WHEEL = UnifiedMapping(
     name="feeling-wheel",
     label_set=LabelSet("uime:feeling-wheel", _WHEEL_LABELS, _WHEEL_LABELS),
-    forward={
-        "iemocap": {
-            "happy": "joyful",
-            "sad": "sad",
-            "neutral": "neutral",
-            "angry": "mad",
-            "excited": "excited",
-            "frustrated": "frustrated",
-        },
-        "meld": {
-            "neutral": "neutral",
-            "surprise": "surprise",
-            "fear": "scared",
-            "sadness": "sad",
-            "joy": "joyful",
-            "disgust": "disgust",
-            "anger": "mad",
-        },
-        "emorynlp": {
-            "Joyful": "joyful",
-            "Mad": "mad",
-            "Peaceful": "peaceful",
-            "Neutral": "neutral",
-            "Sad": "sad",
-            "Powerful": "powerful",
-            "Scared": "scared",
-        },
-    },
+    forward=_renamed({"iemocap": _WHEEL_WORDS["iemocap"], "meld": {**_WHEEL_WORDS["meld"], "fear": "scared"}}),
     families={
         "neutral": None,
         "joyful": "Joyful",
