@@ -41,6 +41,8 @@ def overrides_of(args: argparse.Namespace) -> dict[str, object]:
     """The recipe keys every run sets (as ``--set KEY=VALUE``, values read as YAML)."""
     return {
         "finetune.method": args.method,
+        # The recipe's LoRA settings, which full fine-tuning refuses rather than ignores.
+        **({"finetune.lora": "null"} if args.method == "full" else {}),
         "data.fraction": args.fraction,
         "data.max_dev_dialogues": 1,
         "stages": f"[{{tasks: {{erc: 1.0}}, epochs: {args.epochs}}}]",

@@ -174,7 +174,7 @@ def test_run_keys_stay_what_earlier_grids_named_their_directories():
     """A fixed recipe's key is pinned (the value of the code that ran the committed grids): a new
     recipe key left at its default must not rename, and so orphan, every earlier run directory."""
     from instructerc.config import from_mapping
-    from instructerc.experiments.runner import run_key
+    from instructerc.experiments.grid import run_key
     from instructerc.training.config import TrainConfig
 
     recipe = {"backbone": {"dtype": "float32"}}
@@ -306,7 +306,7 @@ def test_a_bad_grid_entry_is_refused_when_loaded_naming_the_grid_and_field(grid_
 def test_an_error_of_the_base_recipe_itself_names_the_base_recipe(grid_files, run_cli):
     (grid_files / "broken-base.yaml").write_text("optim: {lrr: 1}\n")
     result = run_cli("experiment", _grid_variant(grid_files, "on-broken.yaml", base="broken-base.yaml"), "--list")
-    assert result.code == 2 and f"{grid_files / 'broken-base.yaml'}: field 'optim': unknown key(s) ['lrr']" in result.err
+    assert result.code == 2 and f"{grid_files / 'broken-base.yaml'}:1: field 'optim': unknown key(s) ['lrr']" in result.err
 
 
 def test_a_grid_name_with_a_folder_writes_nothing_outside_the_results(grid_files, run_cli, tmp_path):
@@ -346,7 +346,7 @@ def test_list_tells_a_stopped_run_and_a_trained_unscored_one_from_a_pending_one(
 
 def test_a_template_key_added_later_renames_a_run_only_when_set():
     from instructerc.config import from_mapping
-    from instructerc.experiments.runner import run_key
+    from instructerc.experiments.grid import run_key
     from instructerc.training.config import TrainConfig
 
     recipe = {"backbone": {"dtype": "float32"}, "data": {"dataset": "uime", "labels": "uime"}}

@@ -78,7 +78,7 @@ def test_a_bad_recipe_under_torchrun_is_said_once(tmp_path):
     done = torchrun("train", recipe, "--no-progress")
     assert done.returncode != 0 and "exitcode  : 0" not in done.stderr
     lines = our_lines(done)
-    assert len(lines) == 1 and lines[0].startswith(f"instructerc: error: {recipe}: unknown key(s) ['optimm']"), done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith(f"instructerc: error: {recipe}:3: unknown key(s) ['optimm']"), done.stderr[-3000:]
 
 
 def test_a_bad_set_under_torchrun_is_said_once(tmp_path):

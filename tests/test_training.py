@@ -35,6 +35,8 @@ def recipe(tiny_data: Path, backbone: Path, output: Path, **changes) -> TrainCon
         for parent in parents:
             node = node.setdefault(parent, {})
         node[leaf] = value
+    if data["finetune"].get("method") == "full":  # full fine-tuning takes no LoRA settings
+        data["finetune"].pop("lora", None)
     return from_mapping(TrainConfig, data)
 
 

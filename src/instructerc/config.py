@@ -14,7 +14,7 @@ import reprlib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Collection, Mapping, Sequence, TypeVar
 
 from instructerc.errors import InputError
 from instructerc.files import HEAD_BYTES, foreign_encoding, refuse_broken_link
@@ -221,6 +221,57 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError("the top level must be a mapping", path=path)
     return data
+
+
+def yaml_line(path: str | Path, steps: Sequence[str | int], known: Collection[str] | None = None) -> int | None:
+    """The line (from 1) where a YAML file writes the place ``steps`` names (``['stages', 0,
+    'epochs']``), or else the deepest section on the way that it writes; ``None`` for none or a
+    file that no longer reads. With ``known`` (a section's key names): the line of the first key
+    the section writes that is not one of them, or ``None``. Keys merged in with ``<<`` are found
+    where they are written."""
+    import yaml
+
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+    line = None
+    for step in steps:
+        found = _yaml_child(node, step, set())
+        if found is None:
+            return line if known is None else None
+        mark, node = found
+        line = mark.start_mark.line + 1
+    if known is None:
+        return line
+    keys = node.value if isinstance(node, yaml.MappingNode) else []
+    stray = [key for key, _ in keys if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE and key.value not in known]
+    return stray[0].start_mark.line + 1 if stray else None
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _yaml_child(node: Any, step: str | int, seen: set[int]) -> tuple[Any, Any] | None:
+    """(the node to take the line of, the value node) of ``step`` in ``node``: a key of a mapping,
+    its own before the ones merged into it (as YAML reads them), or an item of a list."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+        return (node.value[step], node.value[step]) if 0 <= step < len(node.value) else None
+    if not isinstance(node, yaml.MappingNode) or not isinstance(step, str) or id(node) in seen:
+        return None
+    seen.add(id(node))  # a mapping may merge itself in through an alias
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE and key.value == step:
+            return key, value
+    for key, value in node.value:
+        if key.tag == _MERGE:
+            for merged_in in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                found = _yaml_child(merged_in, step, seen)
+                if found is not None:
+                    return found
+    return None
 
 
 def _one_line(error: Any) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from instructerc.config import from_mapping, read_yaml, to_mapping
+from instructerc.config import from_mapping, read_yaml, to_mapping, yaml_line
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
 from instructerc.modeling.backbone import BackboneConfig
@@ -165,6 +165,22 @@ class FinetuneConfig:
             raise InputError(
                 "init_adapter starts LoRA adapters; for full fine-tuning set backbone.model to the model to start from",
                 field="finetune.init_adapter",
+            )
+        if self.method == "full":
+            _refuse_unused_lora(self.lora)
+
+
+def _refuse_unused_lora(lora: LoraConfig) -> None:
+    """Full fine-tuning trains every weight and builds no adapter, so a LoRA setting beside it
+    (``r: 64`` under ``method: full``) would be dropped without a word. The defaults pass: a run's
+    saved config.yaml writes every key."""
+    default = LoraConfig()
+    for name in (f.name for f in dataclasses.fields(LoraConfig)):
+        if getattr(lora, name) != getattr(default, name):
+            raise InputError(
+                f"{name} is {getattr(lora, name)!r}, but finetune.method is full, which trains every weight and builds no "
+                "LoRA adapter: remove finetune.lora (or set it to null), or use method: lora",
+                field=f"finetune.lora.{name}",
             )
 
 
@@ -341,13 +357,43 @@ class TrainConfig:
         try:
             return from_mapping(cls, data)
         except InputError as error:
-            raise InputError(error.message, path=path, field=error.field) from None
+            raise InputError(error.message, path=path, line=recipe_line(path, error, overrides or {}), field=error.field) from None
 
     def to_dict(self) -> dict[str, Any]:
         return to_mapping(self)
 
 
+def later_keys() -> tuple[tuple[str, str, Any], ...]:
+    """(section, key, default) of the recipe keys added after grids had run, which a run's identity
+    (:func:`instructerc.experiments.runner.run_key`) counts only when set. The template's are the
+    ones :meth:`TemplateConfig.to_dict` leaves out while off, read from it so the two cannot drift."""
+    written = TemplateConfig().to_dict()
+    template = tuple(("template", f.name, f.default) for f in dataclasses.fields(TemplateConfig) if f.name not in written)
+    return (("finetune", "init_adapter", None), ("optim", "class_balance", 0.0)) + template
+
+
 Step = str | int
+
+
+def recipe_line(path: str | Path, error: InputError, overrides: Mapping[str, Any]) -> int | None:
+    """The line of the recipe file that holds what ``error`` is about: the field it names, or for
+    unknown keys the first such key of the section. None where an override (``--set``, a grid
+    axis) gave the field or a section around it: the file's line would be the wrong place."""
+    steps = [] if error.field is None else override_steps(error.field)
+    if error.message.startswith("unknown key(s)"):
+        section = _not_null(hint_at(steps))
+        if dataclasses.is_dataclass(section):
+            return yaml_line(path, steps, {f.name for f in dataclasses.fields(section)})
+    if not steps or any(_overlap(steps, override_steps(key)) for key in overrides):
+        return None
+    return yaml_line(path, steps)
+
+
+def _overlap(field: list[Step], given: list[Step]) -> bool:
+    """Whether the override at ``given`` sets ``field``, a part of it or a section holding it."""
+    given = [int(step) if isinstance(step, str) and step.isascii() and step.isdigit() else step for step in given]
+    shorter = min(len(field), len(given))
+    return field[:shorter] == given[:shorter]
 
 
 def merged(current: Any, value: Any, hint: Any = Any) -> Any:
@@ -420,7 +466,7 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
             node[place] = merged(current, value, hint_at(steps))
             return
         child = node[place] if not isinstance(node, dict) else node.get(place)
-        if child is None:
+        if child is None and holds_keys(hint_at(steps[: depth + 1])):
             child = absent_value(steps[: depth + 1])
         elif isinstance(child, (dict, list)):
             child = type(child)(child)
@@ -429,6 +475,15 @@ def apply_override(data: dict[str, Any], dotted: str, value: Any, path: str | Pa
             raise InputError(f"'{where}' is not a section of keys, so --set {dotted} cannot go into it", path=path, field=where)
         node[place] = child
         node = child
+
+
+def holds_keys(hint: Any) -> bool:
+    """Whether a recipe place of type ``hint`` can hold keys or items an override goes into: a
+    value (``seed``, ``optim.lr``) cannot, even where the recipe leaves it out; taken as an empty
+    section, ``--set seed.x=1`` was refused as "expected an integer, got {'x': 1}", an error that
+    names no option and sends the reader to a recipe without that value."""
+    hint = _not_null(hint)
+    return hint is Any or is_section(hint) or typing.get_origin(hint) in (list, tuple, dict)
 
 
 def absent_value(steps: list[Step]) -> Any:
