@@ -128,8 +128,10 @@ def test_a_grid_report_without_a_plot_leaves_no_earlier_plot_beside_it(tmp_path:
     other = ExperimentConfig("g", "base.yaml", "runs", axes={"lr": {"a": {}, "b": {}}}, seeds=[1])
     written = write_report(other, results(other), tmp_path)
 
-    assert sorted(p.name for p in written) == ["g.csv", "g.md"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.csv", "g.md"]
+    assert sorted(p.name for p in written if ".earlier-" not in p.name) == ["g.csv", "g.md"]
+    # The earlier report (its rows are not in the new one) is kept whole, plot included; no plot
+    # stands beside the new table.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.csv", "g.earlier-1.csv", "g.earlier-1.md", "g.earlier-1.png", "g.md"]
 
 
 # -- training: the run folder's log -----------------------------------------------------------------

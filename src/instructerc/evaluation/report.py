@@ -42,7 +42,19 @@ def write_outputs(result: EvaluationResult, out: Path, extra: dict[str, str | by
     out.mkdir(parents=True, exist_ok=True)
     written = write_together(out, files)
     remove_stale_confusions(out, result)
+    remove_stale_predictions(out, files)
     return written
+
+
+def remove_stale_predictions(out: Path, files: dict[str, str | bytes]) -> None:
+    """Removes the predictions.jsonl an earlier evaluation left in ``out`` when this run wrote
+    none (``instructerc baseline --out`` naming a model's evaluation folder): beside this run's
+    metrics.json they would pass for the predictions it scored, and they are the model's, whose
+    scores this run replaced."""
+    from instructerc.evaluation.evaluate import PREDICTIONS_FILE
+
+    if PREDICTIONS_FILE not in files and (out / PREDICTIONS_FILE).is_file():
+        (out / PREDICTIONS_FILE).unlink(missing_ok=True)
 
 
 def remove_stale_confusions(out: Path, result: EvaluationResult) -> None:

@@ -147,7 +147,9 @@ def metrics_file(location: str | Path) -> Path:
 def check_comparable(base: EvaluationResult, other: EvaluationResult, where: Path | str) -> None:
     """Refuse to set ``other``'s numbers beside ``base``'s unless they score the same utterances.
 
-    Same split, same source datasets, and per dataset the same classes and utterance count.
+    Same split, same source datasets, and per dataset the same classes, utterance count and
+    gold count per class: scores of another file with as many utterances (re-annotated gold,
+    another sample) would otherwise stand beside these as if on the same utterances.
     """
     if other.split != base.split:
         raise InputError(f"these scores are on the {other.split} split, not {base.split}", path=where)
@@ -161,6 +163,16 @@ def check_comparable(base: EvaluationResult, other: EvaluationResult, where: Pat
                 f"not {shape[1]} in {list(shape[0])}",
                 path=where,
             )
+    mine, theirs = _supports(base), _supports(other)
+    for dataset, support in mine.items():
+        differ = [label for label in support if theirs[dataset].get(label) != support[label]]
+        if differ:
+            counts = ", ".join(f"{label} {theirs[dataset].get(label)} there, {support[label]} here" for label in differ)
+            raise InputError(
+                f"{dataset}: these scores are on other gold labels (utterances per class: {counts}): "
+                "another file, or another version of it",
+                path=where,
+            )
 
 
 def _shapes(result: EvaluationResult) -> dict[str, tuple[tuple[str, ...], int]]:
@@ -169,3 +181,12 @@ def _shapes(result: EvaluationResult) -> dict[str, tuple[tuple[str, ...], int]]:
         for dataset, metrics in system.by_dataset.items():
             shapes.setdefault(dataset, (tuple(metrics.labels), metrics.count))
     return shapes
+
+
+def _supports(result: EvaluationResult) -> dict[str, dict[str, int]]:
+    """Per dataset, how many gold utterances each class has (as the first system scored it)."""
+    supports: dict[str, dict[str, int]] = {}
+    for system in result.systems.values():
+        for dataset, metrics in system.by_dataset.items():
+            supports.setdefault(dataset, {label: scores.support for label, scores in metrics.per_class.items()})
+    return supports

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from instructerc.evaluation.report import md_cell, write_together
+from instructerc.evaluation.report import md_cell, printable, write_together
 from instructerc.experiments.grid import METRICS, ExperimentConfig, axis_number, scores_name
 from instructerc.experiments.runner import RunFailure, RunResult
 
@@ -62,7 +65,11 @@ def csv_cell(value: object) -> object:
     Axis names and values, run and dataset names come from the user's grid and data, and a
     spreadsheet runs a cell starting with ``=``, ``+``, ``-`` or ``@`` as a formula
     (``=HYPERLINK(...)``). Such a cell gets a leading ``'``, the usual guard, which spreadsheets
-    hide. Numbers stay as they are (``-1`` is data, not a formula, and must still read as one)."""
+    hide. Numbers stay as they are (``-1`` is data, not a formula, and must still read as one).
+    A score that does not exist (NaN: a dataset the dev split does not hold) is an empty cell,
+    what a spreadsheet reads as missing; written as ``nan`` it was text in a column of numbers."""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
     if not isinstance(value, str) or not value.startswith(_FORMULA_STARTS):
         return value
     try:
@@ -178,7 +185,8 @@ def write_report(config: ExperimentConfig, results: list[RunResult], directory: 
     grid had only the runs it shows.
 
     All or nothing: every file is rendered first and they replace their earlier versions
-    together, so a stop or a full disk never leaves a new table beside an old plot."""
+    together, so a stop or a full disk never leaves a new table beside an old plot. An earlier
+    report that held rows this one lacks is kept beside it (see :func:`kept_earlier_report`)."""
     split = config.evaluate_split
     table = rows(results, split)
     scope = (
@@ -193,10 +201,70 @@ def write_report(config: ExperimentConfig, results: list[RunResult], directory: 
     }
     if config.plot is not None:
         files[f"{config.name}.png"] = plot_png(config, table, split)
+    kept, warning = kept_earlier_report(config.name, directory, files[f"{config.name}.csv"])
+    files.update(kept)
     directory.mkdir(parents=True, exist_ok=True)
     written = write_together(directory, files)
+    if warning:
+        print(warning, file=sys.stderr)
     if config.plot is None:
         # A plot an earlier grid of this name drew (or this grid, before its plot was dropped):
         # beside this table it would pass for this grid's.
         (directory / f"{config.name}.png").unlink(missing_ok=True)
     return written
+
+
+REPORT_SUFFIXES = (".csv", ".md", ".png")
+
+
+def kept_earlier_report(name: str, directory: Path, csv_now: str) -> tuple[dict[str, bytes], str]:
+    """The earlier report of this name in ``directory`` under ``NAME.earlier-N.*`` (the first N
+    no file has), when its CSV holds a row the new CSV (``csv_now``) does not, and the warning
+    to give once it is written; else nothing.
+
+    A report is rebuilt from the run folders, so one that only adds rows (more runs finished,
+    ``--only``) replaces the earlier one: nothing of it is lost. But one built after the base
+    recipe changed (every run has a new folder, none done yet), after an axis value or seed was
+    dropped, on another evaluation split, or by another grid of the same name writing into the
+    same folder, lacks rows the earlier report had, and replacing it would lose those results
+    without a word: it is kept, and a warning says where."""
+    earlier = directory / f"{name}.csv"
+    try:
+        text = earlier.read_bytes()
+    except OSError:  # none (the usual case), or unreadable: then it cannot be kept either
+        return {}, ""
+    lost = lost_rows(text, csv_now)
+    if not lost:
+        return {}, ""
+    number = 1
+    while any(os.path.lexists(directory / f"{name}.earlier-{number}{suffix}") for suffix in REPORT_SUFFIXES):
+        number += 1
+    kept: dict[str, bytes] = {}
+    for suffix in REPORT_SUFFIXES:
+        with contextlib.suppress(OSError):  # a report without a plot (or one deleted by hand)
+            kept[f"{name}.earlier-{number}{suffix}"] = (directory / f"{name}{suffix}").read_bytes()
+    shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+    warning = (
+        f"instructerc: warning: {printable(earlier)}: the earlier report holds {len(lost)} row(s) that this one does not "
+        f"({printable(shown)}): kept as {printable(', '.join(sorted(kept)))}"
+    )
+    return kept, warning
+
+
+def lost_rows(earlier: bytes, now: str) -> list[str]:
+    """The rows of the ``earlier`` CSV that ``now`` lacks, each named ``RUN on DATASET`` (all of
+    them when the earlier file is no CSV this module could have written)."""
+
+    def keyed(text: str) -> list[frozenset[tuple[str, str]]]:
+        table = list(csv.reader(io.StringIO(text)))
+        header, body = (table[0], table[1:]) if table else ([], [])
+        # ``nan``: how a missing score was written before it became an empty cell.
+        return [frozenset((h, "" if c == "nan" else c) for h, c in zip(header, row)) for row in body]
+
+    try:
+        rows_before = keyed(earlier.decode("utf-8"))
+    except (UnicodeDecodeError, csv.Error):
+        return ["a file that is not a report table"]
+    rows_now = set(keyed(now))
+    lost = [dict(row) for row in rows_before if row not in rows_now]
+    return [f"{row.get('run', '?')} on {row.get('scored_on', '?')}" for row in lost]
