@@ -20,12 +20,14 @@ values (characters other than letters, digits and ``.+-`` become ``-``): seeds m
 two axes, or two values of one axis, may not give one name. ``seed`` and ``output_dir`` are the
 grid's own (``seeds``, ``output_dir``) and may not be overridden. The grid is checked
 whole when it is loaded (every run's recipe resolves, the report can be drawn), so a bad entry
-fails before any training, naming the grid file and the entry.
+fails before any training, naming the grid file and the entry. Each run lives in a directory
+named after its resolved recipe (:func:`run_key`), so grids that share a run train it once.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -188,12 +190,61 @@ def check_recipes(config: ExperimentConfig, root: Path, grid: Path) -> None:
     _check_distinct_runs(config, root, grid, specs)
 
 
+# -- where each run lives: one directory per resolved recipe, shared by every grid that has the run
+
+
+def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
+    """The training recipe of one run of the grid: the base recipe under the run's overrides."""
+    from instructerc.training.config import TrainConfig
+
+    return TrainConfig.from_yaml(root / config.base, spec.overrides)
+
+
+def run_key(train_config: Any) -> str:
+    """A run's identity: a hash of its fully resolved training config (its output place aside).
+
+    Two grids that contain the same run (say, fraction 1 of a data-scaling grid and the
+    single-dataset row of a label-space grid) share one directory and train it once. ``auto``
+    precision counts as the type it means on this machine, so runs in bf16 and in float32 differ.
+    How the model is laid over processes (``distributed``: DDP or FSDP) is not part of it: the
+    two compute the same weights.
+    """
+    import hashlib
+
+    from instructerc.modeling.precision import resolve_dtype
+    from instructerc.training.config import later_keys
+
+    data = train_config.to_dict()
+    data.pop("output_dir", None)
+    data.pop("distributed", None)
+    # Keys added to the recipe format later count only when set, so the runs of earlier grids
+    # keep their directories.
+    for section, key, default in later_keys():
+        if data.get(section, {}).get(key, default) == default:
+            data.get(section, {}).pop(key, None)
+    data["backbone"]["dtype"] = resolve_dtype(train_config.backbone.dtype, _training_device())
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _training_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def directory_of(config: ExperimentConfig, root: Path, train_config: Any) -> Path:
+    """Where the run of recipe ``train_config`` lives: named by its identity (:func:`run_key`)."""
+    return (root / config.output_dir / f"run-{run_key(train_config)}").resolve()
+
+
+def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
+    return directory_of(config, root, resolved_config(config, root, spec))
+
+
 def _check_distinct_runs(config: ExperimentConfig, root: Path, grid: Path, specs: list[RunSpec]) -> None:
     """Two runs of one grid that resolve to the same recipe share one run directory: it trains
     once, and the report shows its scores under two settings, as if they had been compared (an
     axis value that changes nothing, or two axes setting one key, the last one winning)."""
-    from instructerc.experiments.runner import run_directory
-
     seen: dict[Path, str] = {}
     for spec in specs:
         directory = run_directory(config, root, spec)

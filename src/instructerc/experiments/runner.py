@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from instructerc.errors import InputError
-from instructerc.experiments.grid import METRICS, ExperimentConfig, RunSpec, expand, scores_name
+from instructerc.experiments.grid import (
+    METRICS,
+    ExperimentConfig,
+    RunSpec,
+    directory_of,
+    expand,
+    resolved_config,
+    run_directory,
+    scores_name,
+)
 from instructerc.files import atomic_write, in_the_way
 
 RESULT_FILE = "result.json"
@@ -51,60 +60,6 @@ class RunResult:
         return self.spec.name
 
 
-def resolved_config(config: ExperimentConfig, root: Path, spec: RunSpec) -> Any:
-    from instructerc.training.config import TrainConfig
-
-    return TrainConfig.from_yaml(root / config.base, spec.overrides)
-
-
-# (section, key, default) of recipe keys added after grids had run.
-_LATER_KEYS = (
-    ("finetune", "init_adapter", None),
-    ("optim", "class_balance", 0.0),
-    ("template", "dataset_classes", False),
-    ("template", "unnamed_share", 0.0),
-)
-
-
-def run_key(train_config: Any) -> str:
-    """A run's identity: a hash of its fully resolved training config (its output place aside).
-
-    Two grids that contain the same run (say, fraction 1 of a data-scaling grid and the
-    single-dataset row of a label-space grid) share one directory and train it once. ``auto``
-    precision counts as the type it means on this machine, so runs in bf16 and in float32 differ.
-    How the model is laid over processes (``distributed``: DDP or FSDP) is not part of it: the
-    two compute the same weights.
-    """
-    import hashlib
-
-    from instructerc.modeling.precision import resolve_dtype
-
-    data = train_config.to_dict()
-    data.pop("output_dir", None)
-    data.pop("distributed", None)
-    # Keys added to the recipe format later count only when set, so the runs of earlier grids
-    # keep their directories.
-    for section, key, default in _LATER_KEYS:
-        if data.get(section, {}).get(key, default) == default:
-            data.get(section, {}).pop(key, None)
-    data["backbone"]["dtype"] = resolve_dtype(train_config.backbone.dtype, _training_device())
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _training_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _directory_of(config: ExperimentConfig, root: Path, train_config: Any) -> Path:
-    return (root / config.output_dir / f"run-{run_key(train_config)}").resolve()
-
-
-def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
-    return _directory_of(config, root, resolved_config(config, root, spec))
-
-
 def evaluate_run(
     directory: Path, source: Any, split: str, progress: bool, max_dialogues: int | None = None, dtype: str = "auto"
 ) -> dict[str, Any]:
@@ -136,10 +91,11 @@ def _train_part(
     ``config`` asks, its training config and its directory. Every process of a launcher runs it."""
     from instructerc.evaluation.dev_scoring import predictor_dev_scoring
     from instructerc.modeling.model_dir import MANIFEST
-    from instructerc.training.trainer import RunPaths, Trainer
+    from instructerc.training.run_directory import RunPaths
+    from instructerc.training.trainer import Trainer
 
     resolved = resolved_config(config, root, spec)
-    directory = _directory_of(config, root, resolved)
+    directory = directory_of(config, root, resolved)
     train_config = replace(resolved, output_dir=str(directory))
     finished = load_result(directory / RESULT_FILE, spec, Scoring.of(config))
     if finished is not None:
@@ -162,7 +118,7 @@ def _train_part(
 def _score_part(config: ExperimentConfig, spec: RunSpec, train_config: Any, directory: Path, progress: bool) -> RunResult:
     """The trained run scored on the grid's split, its result written (by one process)."""
     from instructerc.modeling.model_dir import DEV_METRICS
-    from instructerc.training.trainer import RunPaths
+    from instructerc.training.run_directory import RunPaths
 
     scoring = Scoring.of(config)
     dev = _read_dev_metrics(RunPaths(directory).model / DEV_METRICS)
@@ -280,7 +236,7 @@ def run_state(config: ExperimentConfig, directory: Path) -> str:
     checkpoint) or ``pending``."""
     from instructerc.modeling.model_dir import MANIFEST
     from instructerc.training.checkpoint import latest_checkpoint
-    from instructerc.training.trainer import RunPaths
+    from instructerc.training.run_directory import RunPaths
 
     path = directory / RESULT_FILE
     if path.is_file():
@@ -522,7 +478,7 @@ def _say_how_to_continue(spec: RunSpec, directory: Path) -> None:
     from there (``instructerc train`` says as much of a run it stops)."""
     from instructerc.distributed import later_process_of_a_run
     from instructerc.training.checkpoint import latest_checkpoint
-    from instructerc.training.trainer import RunPaths
+    from instructerc.training.run_directory import RunPaths
 
     if later_process_of_a_run():
         return
