@@ -8,10 +8,8 @@ from pathlib import Path
 from instructerc.data.dialogue import Dialogue, canonical_split
 from instructerc.data.registry import DataSource, load_dialogues
 from instructerc.errors import InputError
-from instructerc.evaluation.results import EvaluationResult, SystemResult, recorded_path
+from instructerc.evaluation.results import PREDICTIONS_FILE, EvaluationResult, SystemResult, recorded_path
 from instructerc.labels.label_set import LabelSet
-
-PREDICTIONS_FILE = "predictions.jsonl"
 
 
 def evaluate_model(

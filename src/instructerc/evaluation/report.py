@@ -16,7 +16,7 @@ from pathlib import Path
 
 from instructerc.errors import InputError
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, Metrics
-from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, SystemResult
+from instructerc.evaluation.results import METRICS_FILE, PREDICTIONS_FILE, EvaluationResult, SystemResult
 from instructerc.files import atomic_write, check_output_folder_path, nearest_existing
 
 REPORT_FILE = "report.md"
@@ -51,8 +51,6 @@ def remove_stale_predictions(out: Path, files: dict[str, str | bytes]) -> None:
     none (``instructerc baseline --out`` naming a model's evaluation folder): beside this run's
     metrics.json they would pass for the predictions it scored, and they are the model's, whose
     scores this run replaced."""
-    from instructerc.evaluation.evaluate import PREDICTIONS_FILE
-
     if PREDICTIONS_FILE not in files and (out / PREDICTIONS_FILE).is_file():
         (out / PREDICTIONS_FILE).unlink(missing_ok=True)
 

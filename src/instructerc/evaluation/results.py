@@ -25,6 +25,7 @@ from instructerc.files import atomic_write
 
 FORMAT = 1
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"  # a model's evaluation writes its predictions beside its metrics
 KINDS = ("llm", "baseline")
 
 
