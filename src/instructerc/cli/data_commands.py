@@ -68,7 +68,10 @@ def _has_split(source, split: str) -> bool:
 def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import write_jsonl
     from instructerc.data.registry import load_dialogues
+    from instructerc.errors import InputError
 
+    if args.out.is_dir():  # found only after the whole split was read, as "cannot write: Is a directory"
+        raise InputError("is a folder; --out names the file to write", path=args.out)
     check_output_parent(args.out, "--out")
     source = data_source(args)
     dialogues = load_dialogues(source, args.split)

@@ -22,6 +22,8 @@ from instructerc.cli.options import (
     add_trust_remote_code_option,
     data_source,
     nonempty_path_text,
+    output_error,
+    output_folder,
     path_arg,
 )
 from instructerc.data.registry import DataSource
@@ -49,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument(
         "--out",
-        type=path_arg,
+        type=output_folder,
         metavar="DIR",
         help=(
             "output folder (default MODEL/eval-DATASET-SPLIT; for the shipped model ./eval-default-model-DATASET-SPLIT; "
@@ -86,7 +88,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_options(baseline)
     baseline.add_argument("--split", required=True, help="train, dev or test (C is always chosen on dev)")
     baseline.add_argument(
-        "--out", type=path_arg, required=True, metavar="DIR", help="output folder: metrics.json, report.md, confusion matrices"
+        "--out",
+        type=output_folder,
+        required=True,
+        metavar="DIR",
+        help="output folder: metrics.json, report.md, confusion matrices (a model's evaluation there is refused, not replaced)",
     )
     baseline.add_argument("--only", nargs="+", choices=["majority", "minilm-logreg"], help="run only these baselines (default: both)")
     # Kept as text (a hub id or a folder); an empty one (an unset variable) loaded the working directory.
@@ -135,6 +141,30 @@ def refuse_other_input(out: Path, source: DataSource) -> None:
     if _input_of(recorded) != _input_of(_data_of(source)):
         raise InputError(
             f"holds the evaluation of another input ({_describe(recorded)}); pass --out DIR to write this one elsewhere",
+            path=out,
+            field="out",
+        )
+
+
+def refuse_baseline_run(out: Path, baselines: Path | None) -> None:
+    """An :class:`InputError` when ``out`` holds a baseline run (written by ``instructerc
+    baseline``: baselines only) that this evaluation would replace, unless ``--baselines`` names
+    that folder, which keeps its baselines beside the model's scores."""
+    from instructerc.errors import InputError
+    from instructerc.evaluation.results import METRICS_FILE, EvaluationResult, metrics_file
+
+    if not (out / METRICS_FILE).is_file():
+        return
+    if baselines is not None and metrics_file(baselines).resolve() == (out / METRICS_FILE).resolve():
+        return
+    try:
+        systems = list(EvaluationResult.load(out).systems.values())
+    except InputError:
+        return  # not ours to judge: an unreadable file is no evaluation worth keeping
+    if systems and all(system.kind == "baseline" for system in systems):
+        raise InputError(
+            "holds the baselines of 'instructerc baseline', which this evaluation would replace: give --out another folder "
+            f"(and --baselines {out} to show them beside the model's scores), or --baselines {out} to add the model's scores there",
             path=out,
             field="out",
         )
@@ -197,6 +227,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if out is None:
         out = default_out(args.model, dataset_part(source), canonical_split(args.split), args.mode, args.paper_parsing)
         refuse_other_input(out, source)
+    refuse_baseline_run(out, args.baselines)
     result = evaluate_model(
         args.model if args.model is not None else default_model_dir(),
         source,
@@ -238,7 +269,6 @@ def _scoring_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
 
 
 def aggregate_runs(args: argparse.Namespace) -> int:
-    from instructerc.errors import InputError
     from instructerc.evaluation.aggregate import SCALARS, aggregate, load_runs, write_aggregate
     from instructerc.evaluation.report import SHORT_NAMES, check_output_folder
     from instructerc.evaluation.results import metrics_file
@@ -257,9 +287,35 @@ def aggregate_runs(args: argparse.Namespace) -> int:
         try:
             write_aggregate(summary, args.out)
         except OSError as error:
-            raise InputError(f"cannot write: {error.strerror or error}", path=args.out, field="out") from None
+            raise output_error(error, args.out) from None
         print(f"wrote aggregate.json and aggregate.md to {args.out}")
     return 0
+
+
+def refuse_model_evaluation(out: Path) -> None:
+    """An :class:`InputError` when the folder ``out`` holds a model's evaluation (an ``llm`` in its
+    metrics.json, or a predictions.jsonl): the baselines' metrics.json and report.md would replace
+    the model's, and their run removes the predictions that no longer match. A baseline run's
+    own folder (baselines only, no predictions) is written again."""
+    from instructerc.errors import InputError
+    from instructerc.evaluation.results import METRICS_FILE, PREDICTIONS_FILE, EvaluationResult
+
+    way = (
+        "write the baselines to a folder of their own (--out DIR) and show them beside the model's scores "
+        "with 'instructerc evaluate --baselines DIR'"
+    )
+    models = []
+    if (out / METRICS_FILE).is_file():
+        try:
+            systems = EvaluationResult.load(out).systems.values()
+        except InputError:
+            systems = []  # not ours to judge: an unreadable file holds no evaluation worth keeping
+        models = [str(system.settings.get("model", "a model")) for system in systems if system.kind == "llm"]
+    if models:
+        what = f"holds the evaluation of {models[0]} (written by 'instructerc evaluate'), which the baselines would replace"
+        raise InputError(f"{what}: {way}", path=out, field="out")
+    if (out / PREDICTIONS_FILE).exists():
+        raise InputError(f"holds a model's {PREDICTIONS_FILE}, which writing the baselines here would remove: {way}", path=out, field="out")
 
 
 def run_baseline(args: argparse.Namespace) -> int:
@@ -268,11 +324,11 @@ def run_baseline(args: argparse.Namespace) -> int:
 
     refuse_under_launcher("baseline", ONE_PROCESS_BASELINES)
     require_extra("baseline", "train")
-    from instructerc.errors import InputError
     from instructerc.evaluation.baselines import BASELINES, C_GRID, run_baselines
     from instructerc.evaluation.report import check_output_folder, summary_lines, write_outputs
 
     check_output_folder(args.out)  # before the baselines are trained, not after
+    refuse_model_evaluation(args.out)
     result = run_baselines(
         data_source(args),
         args.split,
@@ -285,7 +341,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     try:
         write_outputs(result, args.out)
     except OSError as error:
-        raise InputError(f"cannot write: {error.strerror or error}", path=error.filename or args.out) from None
+        raise output_error(error, Path(error.filename or args.out)) from None
     for line in summary_lines(result):
         print(line)
     print(f"wrote metrics.json, report.md and confusion matrices to {args.out}")

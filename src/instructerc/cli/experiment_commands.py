@@ -7,14 +7,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, path_arg
+from instructerc.cli.options import MACHINE_ERRNOS, add_dtype_option, check_input_file, output_error, output_folder, path_arg
 from instructerc.cli.process_group import end_process_group, exit_group_member, joined_shard
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     experiment = commands.add_parser("experiment", help="run a grid of trainings and collect a results table")
     experiment.add_argument("grid", type=path_arg, help="an experiment YAML, e.g. experiments/data-scaling-cpu.yaml")
-    experiment.add_argument("--results", type=path_arg, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)")
+    experiment.add_argument(
+        "--results", type=output_folder, help="where the CSV, Markdown table and plot go (default: the grid's output_dir)"
+    )
     experiment.add_argument(
         "--only",
         metavar="TEXT",
@@ -66,6 +68,7 @@ def checked_grid(args: argparse.Namespace) -> tuple[Any, Path, list[Any]]:
     from instructerc.experiments.runner import check_output_folder, selected
 
     check_options(args)
+    check_input_file(args.grid, "the grid")
     if args.results is not None:
         check_output_folder(args.results, field="results", what="its report", named="--results folder")
     config, root = load_experiment(args.grid)
@@ -133,6 +136,8 @@ def write_grid_report(args: argparse.Namespace, config: Any, root: Path, failure
     try:
         written = write_report(config, results, target, failures)
     except OSError as error:
+        if error.errno in MACHINE_ERRNOS:  # a full disk: the machine's failure, not the folder given
+            raise output_error(error, Path(error.filename or target)) from None
         # Named as the user gave the folder: without --results it is the grid's output_dir.
         option = "results" if args.results else "output_dir"
         raise InputError(f"cannot write the report: {error.strerror or error}", path=target, field=option) from None

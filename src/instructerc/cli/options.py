@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import sys
@@ -104,6 +105,31 @@ def output_file(text: str) -> Path:
     return path_arg(text)
 
 
+def output_folder(text: str) -> Path:
+    """An output folder's path (an argparse type). ``-`` is refused: by habit it means stdout,
+    and taken as a path it would quietly make a folder named ``-`` to hold the outputs."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-' is not stdout here: give the folder to write into (or ./- for a folder named '-')")
+    return path_arg(text)
+
+
+def output_folder_text(text: str) -> str:
+    """:func:`output_folder` kept as text, as given (a recipe value: ``train --output``)."""
+    output_folder(text)
+    return text
+
+
+def check_input_file(path: Path, what: str, why: str = "") -> None:
+    """An :class:`InputError` for an input file that cannot be read as one, which would otherwise
+    be called "file not found": ``-`` (by habit stdin) where no file has that name, and a pipe,
+    device or socket (``<(envsubst < recipe.yaml)``, /dev/stdin, /dev/null). ``what``: what the
+    file holds (``the recipe``); ``why``: why a pipe cannot do (`` (predict reads its input twice)``)."""
+    if str(path) == "-" and not os.path.lexists(path):
+        raise InputError(f"'-' is not stdin here{why}, and no file has that name: save {what} to a file and give its path")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise InputError(f"is not a regular file{why or ' (a pipe or a device)'}: save it to a file first", path=path)
+
+
 def check_output_parent(path: Path, option: str) -> None:
     """An :class:`InputError` when a folder above the output file ``path`` is an existing file,
     or ``path`` is a symlink loop: writing would fail, but only at the end, after the data was
@@ -132,10 +158,19 @@ def is_stdout(path: Path) -> bool:
         return False
 
 
+# The machine failing, not the path given: a full disk or quota (also /dev/full), a device error.
+# Said as the CLI says every such error (exit status 1), as train says a full disk under its run.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
 def output_error(error: OSError, path: Path) -> Exception:
     """What to raise for ``error`` met writing the output ``path``: an :class:`InputError` naming
-    it, but a broken pipe on stdout (``--output /dev/stdout | head``) as it is, since that is the
-    reader having stopped, which the CLI ends quietly with the shell's SIGPIPE status."""
+    it (a folder that cannot be written, a name in the way), but an ``OSError`` naming ``path``
+    for the machine's failures (:data:`MACHINE_ERRNOS`), and a broken pipe on stdout (``--output
+    /dev/stdout | head``) as it is, since that is the reader having stopped, which the CLI ends
+    quietly with the shell's SIGPIPE status."""
     if isinstance(error, BrokenPipeError) and is_stdout(path):
         return error
+    if error.errno in MACHINE_ERRNOS:
+        return OSError(error.errno, error.strerror or str(error), str(path))
     return InputError(f"cannot write: {error.strerror or error}", path=path)

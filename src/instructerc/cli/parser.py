@@ -52,6 +52,18 @@ class CommandParser(argparse.ArgumentParser):
             self.exit(quiet)
         return super().error(message)
 
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """As argparse's, but a mistyped choice (the command ``prdict``, ``prompt`` for ``prompts``,
+        ``--mode scor``) is also told the choice it is closest to: argparse lists them all."""
+        choices = action.choices
+        if choices is None or value in choices:
+            return
+        named = [str(choice) for choice in choices]
+        close = difflib.get_close_matches(str(value), named, n=1, cutoff=0.6)
+        close = close or [name for name in named if name.lower() == str(value).lower()]
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise argparse.ArgumentError(action, f"invalid choice: {value!r} ({hint}choose from {', '.join(map(repr, named))})")
+
     def _known(self, word: str) -> bool:
         name = word.split("=", 1)[0]
         return name == "--" or any(option.startswith(name) for option in self._option_string_actions)

@@ -19,6 +19,7 @@ from typing import Any
 from instructerc.cli.options import (
     add_dtype_option,
     add_trust_remote_code_option,
+    check_input_file,
     check_output_parent,
     output_error,
     output_file,
@@ -132,9 +133,8 @@ def _checked_input(args: argparse.Namespace) -> tuple[Any, Any, list[tuple[int, 
     if args.output.is_dir():
         raise InputError("is a folder; --output names the file to write", path=args.output)
     check_output_parent(args.output, "--output")
-    if args.input.exists() and not args.input.is_dir() and not args.input.is_file():
-        # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
-        raise InputError("is not a regular file (predict reads its input twice): save it to a file first", path=args.input)
+    # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
+    check_input_file(args.input, "the dialogues", " (predict reads its input twice)")
     model = args.model if args.model is not None else default_model_dir()
     # An empty name (``--label-set "$UNSET"``) is refused as every unknown one is, not read as none.
     gold_labels = named_label_set(args.label_set) if args.label_set is not None else None

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from instructerc.cli.options import add_data_options, path_arg
+from instructerc.cli.options import add_data_options, check_input_file, path_arg
 
 if TYPE_CHECKING:
     from instructerc.data.dialogue import Dialogue
@@ -146,6 +146,8 @@ def _prompt_setup(args: argparse.Namespace, source: "DataSource", train: "list[D
 
         Manifest.load(Path(args.model))  # a folder that is no model directory is told what it is
         return PromptSetup.load(args.model), tokenizer_source(args.model)
+    if args.config:
+        check_input_file(args.config, "the recipe")
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     label_set = label_set_of(source)
     if label_set is None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from instructerc.cli.options import add_dtype_option, nonempty_path_text, path_arg
+from instructerc.cli.options import add_dtype_option, check_input_file, nonempty_path_text, output_folder_text, path_arg
 from instructerc.cli.process_group import end_process_group, exit_group_member, joined_shard
 from instructerc.distributed import SAME_FAILURE_SECONDS, interruptible_rendezvous
 from instructerc.errors import InputError
@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("recipe", type=path_arg, help="a recipe YAML, e.g. recipes/smollm2-135m-meld-cpu.yaml")
     # Kept strings (recipe values), but never empty: an unset variable (--data "$DATA") would
     # otherwise name the working directory, or read as "not given".
-    train.add_argument("--output", type=nonempty_path_text, help="run directory (overrides output_dir); the model lands in OUTPUT/model")
+    train.add_argument("--output", type=output_folder_text, help="run directory (overrides output_dir); the model lands in OUTPUT/model")
     train.add_argument("--data", type=nonempty_path_text, help="data path (overrides data.path)")
     train.add_argument("--data-fraction", type=float, help="train on this stratified fraction of the training dialogues")
     train.add_argument("--seed", type=int, help="random seed (data order, sampling, initialisation)")
@@ -88,9 +88,11 @@ def naming_the_option(error: InputError, given: list[tuple[str, Any, str]]) -> I
     """``error`` about the recipe, saying which option gave the field its value: without it,
     ``recipe.yaml: field 'optim': unknown key(s) ['lrr']`` sends the reader to a file that does
     not say ``lrr`` anywhere."""
-    for key, _, option in reversed(given):
-        if option not in error.message and _caused(error, _field_name(key)):
-            return InputError(f"{error.message} (given by {option})", path=error.path, line=error.line, field=error.field)
+    # An option that gave the very field first; else one that gave the other field of a check between two.
+    for caused in (_caused, _named_beside):
+        for key, _, option in reversed(given):
+            if option not in error.message and caused(error, _field_name(key)):
+                return InputError(f"{error.message} (given by {option})", path=error.path, line=error.line, field=error.field)
     return error
 
 
@@ -112,6 +114,22 @@ def _caused(error: InputError, name: str) -> bool:
     below = re.split(r"[.\[]", name[len(section) :].lstrip("."), maxsplit=1)[0]
     unknown = error.message.split("; known:", 1)[0]
     return f"'{below}'" in unknown
+
+
+def _named_beside(error: InputError, name: str) -> bool:
+    """Whether ``error``, about a field the recipe wrote, names the field ``name`` as the one that
+    makes it wrong: ``--set finetune.method=full`` over a recipe's LoRA settings is refused at
+    ``finetune.lora.r`` ("r is 2, but finetune.method is full"), and ``--set eval_every_steps=100``
+    at the recipe's ``evals_per_epoch``. The message names the field in full, or by its own name
+    when both are keys of one section (where that name can mean no other field)."""
+    if error.field is None or error.message.startswith("unknown key(s)"):
+        return False
+    if "." in name and re.search(rf"(?<![\w.\[]){re.escape(name)}(?![\w\[]|\.\w)", error.message):
+        return True
+    parent, _, own = name.rpartition(".")
+    if "[" in own or error.field.rpartition(".")[0] != parent:
+        return False
+    return re.search(rf"(?<![\w.]){re.escape(own)}(?![\w\[]|\.\w)", error.message) is not None
 
 
 def set_override(item: str) -> tuple[str, Any]:
@@ -176,6 +194,7 @@ def checked_recipe(args: argparse.Namespace) -> Any:
 
     if args.force and not args.resume:
         raise InputError("--force only applies with --resume", field="force")
+    check_input_file(args.recipe, "the recipe")
     given = given_overrides(args)
     try:
         config = TrainConfig.from_yaml(args.recipe, {key: value for key, value, _ in given})
