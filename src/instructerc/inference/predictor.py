@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import numbers
 import os
 import warnings
@@ -357,7 +358,9 @@ class Predictor:
             # A copy: the conversation goes on writing its later turns into its own states.
             # (None: a label set of one label needs no forward pass, so nothing was computed.)
             self._first_cache = ConversationCache(fresh[0].ids, fresh[0].states.clone())
-        return _with_cuts([self._prediction(probabilities.tolist()) for probabilities in table], cuts)
+        table = [probabilities.tolist() for probabilities in table]
+        self._check_finite(table)
+        return _with_cuts([self._prediction(probabilities) for probabilities in table], cuts)
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
         """The newest utterance of one growing conversation, reusing its key/value cache."""
@@ -371,6 +374,14 @@ class Predictor:
                 field="dialogue.utterances",
             )
         return self.predict_turns([(dialogue, cache)])[0]
+
+    def _check_finite(self, table: Sequence[Sequence[float]]) -> None:
+        """Refuses label probabilities that are NaN: the model's numbers overflowed (a model
+        trained in bf16 run in float16) or its weights hold NaN or infinities. Written out, they
+        would be invalid JSON and a label picked from nothing."""
+        if all(math.isfinite(p) for row in table for p in row):
+            return
+        raise InputError(non_finite_message(self.precision), field="dtype")
 
     def _prediction(self, probabilities: list[float]) -> Prediction:
         labels = self.label_set.labels
@@ -399,6 +410,7 @@ class Predictor:
             table = self.scorer.batch_probabilities(torch.stack(logits)).tolist()
         else:
             table = [self.scorer.probabilities(logits[i * per_prompt : (i + 1) * per_prompt]).tolist() for i in range(len(encoded))]
+        self._check_finite(table)
         predictions = [self._prediction(probabilities) for probabilities in table]
         if progress is not None:
             progress.update(len(encoded))
@@ -425,9 +437,14 @@ class Predictor:
                     do_sample=False,
                     pad_token_id=pad,
                     eos_token_id=self.tokenizer.eos_token_id,
+                    output_logits=True,
+                    return_dict_in_generate=True,
                 )
+            # An overflowed model generates its first token from NaNs: text that only looks invalid.
+            if any(bool(torch.isnan(step).any() or torch.isposinf(step).any()) for step in out.logits):
+                raise InputError(non_finite_message(self.precision), field="dtype")
             for row, i in enumerate(chunk):
-                text = self.tokenizer.decode(out[row, width:], skip_special_tokens=True)
+                text = self.tokenizer.decode(out.sequences[row, width:], skip_special_tokens=True)
                 results[i] = Prediction(label=self.parse(text, paper_parsing), generated=text)
             if progress is not None:
                 progress.update(len(chunk))
@@ -441,6 +458,13 @@ class Predictor:
         words = list(self.label_set.verbalizers)
         closest = max(words, key=lambda w: difflib.SequenceMatcher(None, text.strip(), w).ratio())
         return self.label_set.parse_exact(closest)
+
+
+def non_finite_message(precision: str) -> str:
+    """What to do about a model that computed NaN or infinite logits in ``precision``."""
+    if precision == "float16":
+        return "the model's numbers overflow float16 (its logits came out NaN or infinite): run it in bfloat16 or float32 (--dtype)"
+    return f"the model computed NaN or infinite logits in {precision}: its weights may hold NaN or infinite values"
 
 
 def _turns_to_measure(dialogue: Dialogue, cache: ConversationCache, model: Any) -> set[int]:

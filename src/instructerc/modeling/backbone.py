@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import socket
@@ -375,35 +376,78 @@ def _padding_token(tokenizer: Any) -> str:
     return tokenizer.convert_ids_to_tokens(0)
 
 
-def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu", dtype: str | None = None) -> Any:
-    """The model with its weights in ``dtype`` (default: ``config.dtype``), resolved for ``device``."""
+def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu", dtype: str | None = None, exact: bool = False) -> Any:
+    """The model with its weights in ``dtype`` (default: ``config.dtype``), resolved for ``device``.
+    ``exact``: the checkpoint is one instructerc saved with its config (a fully fine-tuned model
+    directory), so a weight the config has no place for is refused too (see :func:`check_loaded_weights`)."""
     from transformers import AutoModelForCausalLM
 
     # Mismatched sizes are loaded (and then refused by check_loaded_weights) rather than raised
     # as a bare RuntimeError; the loading report says which weights the checkpoint lacked.
-    model, info = AutoModelForCausalLM.from_pretrained(
-        name_or_path,
-        dtype=torch_dtype(dtype or config.dtype, device),
-        trust_remote_code=config.trust_remote_code,
-        attn_implementation=config.attn_implementation,
-        ignore_mismatched_sizes=True,
-        output_loading_info=True,
-    )
-    check_loaded_weights(name_or_path, info)
+    with _held_load_report():
+        model, info = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            dtype=torch_dtype(dtype or config.dtype, device),
+            trust_remote_code=config.trust_remote_code,
+            attn_implementation=config.attn_implementation,
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+        )
+    check_loaded_weights(name_or_path, info, exact)
     return model
 
 
-def check_loaded_weights(name_or_path: str, info: dict[str, Any]) -> None:
+class _LoadReports(logging.Filter):
+    """Holds back transformers' multi-line weight loading report (a warning on its logger)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.held.append(record)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _held_load_report() -> Iterator[None]:
+    """transformers' report of weights it could not place is held back: check_loaded_weights
+    says in one line what matters (missing, misshapen weights), and the rest (weights a Hub
+    checkpoint carries for another head) is ignorable, as the report itself says. A load that
+    fails still shows it, as the detail of transformers' own error."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    held = _LoadReports()
+    logger.addFilter(held)
+    try:
+        yield
+    except BaseException:
+        logger.removeFilter(held)
+        for record in held.held:
+            logger.handle(record)
+        raise
+    finally:
+        logger.removeFilter(held)
+
+
+def check_loaded_weights(name_or_path: str, info: dict[str, Any], exact: bool = False) -> None:
     """Refuses a model whose checkpoint lacks some of its weights or holds them in other shapes
     (weights of another model beside its ``config.json``): transformers would fill them with
-    random values, with a warning only, and the model would predict nonsense."""
+    random values, with a warning only, and the model would predict nonsense. With ``exact``,
+    also one holding weights its config has no place for (those of a deeper model: transformers
+    drops its extra layers, and the rest computes something else); a Hub checkpoint may carry
+    such extras harmlessly, so only a checkpoint of our own is held to it."""
     missing = sorted(info.get("missing_keys") or ())
     mismatched = sorted(info.get("mismatched_keys") or ())
-    if not missing and not mismatched:
+    unexpected = sorted(info.get("unexpected_keys") or ()) if exact else []
+    if not missing and not mismatched and not unexpected:
         return
     problems = []
     if missing:
         problems.append(f"{len(missing)} weight(s) its config needs are missing (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} weight(s) its config has no place for (first: {unexpected[0]})")
     if mismatched:
         name, found, expected = mismatched[0]
         problems.append(

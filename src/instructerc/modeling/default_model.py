@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from instructerc.errors import InputError
-from instructerc.modeling.model_dir import MANIFEST
+
+# The manifest every model directory holds (read and written by model_dir). Defined here, the
+# module that imports nothing of the modeling package: model_dir imports finetune, which resolves
+# ``init_adapter: default`` through this module, so importing model_dir here made a cycle.
+MANIFEST = "instructerc.json"
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "resources" / "default_model"
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator
 from instructerc.errors import InputError
 from instructerc.files import atomic_write, followed_link, looks_like_path, replace_directory
 from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model, saved_tensors
+from instructerc.modeling.default_model import MANIFEST
 from instructerc.modeling.finetune import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_folder, attach_adapter
 
-MANIFEST = "instructerc.json"
 DEV_METRICS = "dev_metrics.json"  # the dev scores the checkpoint was selected on
 TRAINING_CONFIG = "training_config.yaml"
 FORMAT = 1
@@ -33,6 +33,8 @@ FULL_CONFIG = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 FULL_WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map of its shards
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_FILE_FAULTS = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 log = logging.getLogger(__name__)
 
@@ -218,16 +220,56 @@ def load_model(
     backbone = replace(manifest.backbone, trust_remote_code=trust_remote_code)
     with _loading(directory, backbone):
         source = tokenizer_source(directory, backbone)
-        tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
+        tokenizer = _tokenizer_of(source, trust_remote_code)
         if manifest.method == "lora":
             base = load_causal_lm(resolve_model(backbone), backbone, device, dtype)
             model = attach_adapter(base, directory)
             if merge:
                 model = model.merge_and_unload()
         else:
-            model = load_causal_lm(str(directory), backbone, device, dtype)
+            model = load_causal_lm(str(directory), backbone, device, dtype, exact=True)
     check_vocabulary(directory, tokenizer, model, source)
     return model.to(device).eval(), tokenizer, manifest
+
+
+def _tokenizer_of(source: str, trust_remote_code: bool) -> Any:
+    """The tokenizer loaded from ``source``; a failure caused by a damaged tokenizer file of a local
+    folder names that file. transformers reads a file that is JSON but no tokenizer's (``{}``, a
+    list, no ``model``) with a bare KeyError, AttributeError or Exception from deep inside."""
+    try:
+        return load_tokenizer(source, trust_remote_code=trust_remote_code)
+    except (InputError, ImportError):
+        raise
+    except Exception as error:
+        # The kinds a damaged file raises (tokenizers raises bare Exceptions); any other is no file's doing.
+        damaged = damaged_tokenizer_file(Path(source)) if isinstance(error, _FILE_FAULTS) or type(error) is Exception else None
+        if damaged is None:
+            raise  # not the files' fault (remote code refused, an unreachable hub id): said by _loading
+        file, problem = damaged
+        raise InputError(f"a damaged tokenizer file: {problem}", path=file) from None
+
+
+def damaged_tokenizer_file(folder: Path) -> tuple[Path, str] | None:
+    """(file, what is wrong) for the first tokenizer file of ``folder`` that cannot be read as one."""
+    from tokenizers import Tokenizer
+
+    for name in _TOKENIZER_JSON:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError) as error:
+            return file, f"not JSON ({error})"
+        if not isinstance(data, dict):
+            return file, f"a JSON object expected, not {type(data).__name__}"
+    file = folder / "tokenizer.json"
+    if file.is_file():
+        try:
+            Tokenizer.from_file(str(file))
+        except Exception as error:  # the tokenizers library raises bare Exceptions
+            return file, f"not a tokenizer ({' '.join(str(error).split())[:200] or type(error).__name__})"
+    return None
 
 
 def check_vocabulary(directory: Path, tokenizer: Any, model: Any, source: str) -> None:
@@ -272,7 +314,31 @@ def check_model_dir(directory: Path, manifest: Manifest) -> None:
         if not file.is_file():
             raise InputError(f"missing: {_WEIGHTS_OF[manifest.method]}", path=file)
         if file.suffix == ".safetensors":
-            saved_tensors(file)  # a copy cut short is named here, not as a load failure of the folder
+            tensors = saved_tensors(file)  # a copy cut short is named here, not as a load failure of the folder
+            if manifest.method == "full":
+                check_float_weights(file, tensors)
+
+
+def check_float_weights(file: Path, tensors: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """Refuses a weight matrix stored as integers (an 8-bit export) beside a config that names no
+    quantization: transformers would cast 12 to 12.0 where 0.12 was meant, and predict nonsense."""
+    integers = sorted(name for name, (_, kind) in tensors.items() if name.endswith(".weight") and not kind.startswith(("F", "BF")))
+    if not integers or _names_quantization(file.parent / FULL_CONFIG):
+        return
+    kind = tensors[integers[0]][1]
+    raise InputError(
+        f"{len(integers)} weight(s) are stored as integers (first: {integers[0]}, {kind}) and {FULL_CONFIG} names no "
+        "quantization: save the model's weights in float32, bfloat16 or float16",
+        path=file,
+    )
+
+
+def _names_quantization(config: Path) -> bool:
+    try:
+        data = json.loads(config.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False  # a damaged config is the load's to report
+    return isinstance(data, dict) and data.get("quantization_config") is not None
 
 
 _WEIGHTS_OF = {
