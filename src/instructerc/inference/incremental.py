@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import threading
 import weakref
 from collections import OrderedDict
@@ -40,18 +41,23 @@ class ConversationCache:
 
     The tensor has room beyond ``tokens`` (a quarter more, at least 64 positions), so a new turn
     is written after the earlier ones instead of copying the whole conversation each turn. States
-    given from outside (another conversation's, to share a prefix) are never written: the first
-    turn added copies them into a tensor of this cache's own.
+    given from outside (``ConversationCache(other.ids, other.states)``, to share a prefix) are
+    copied into a tensor of this cache's own: neither cache's later turns change the other's.
 
     It remembers the model that computed its states (:func:`score_turns` records it): given to
     another model (another predictor, the same weights in another precision), it starts afresh.
     """
 
     def __init__(self, ids: Sequence[int] = (), states: Any = None) -> None:
-        self.ids: list[int] = list(ids)
-        self._buffer = states
-        self._owned = False
-        self._model: Any = None  # a weak reference to the model of the states; None: not recorded
+        self.ids: list[int] = _token_ids(ids)
+        if self.ids and states is None:
+            raise ValueError(
+                f"a ConversationCache of {len(self.ids)} token ids needs their keys and values (states): "
+                "give both, or neither for a new conversation"
+            )
+        if states is not None and self.ids and _positions(states) < len(self.ids):
+            raise ValueError(f"states hold {_positions(states)} positions, fewer than the {len(self.ids)} token ids they are given for")
+        self.states = states  # sets _buffer, _owned and _model
         # The turns that came back truncated: a later turn's prompt cuts them again (see
         # Predictor.predict_turns), so a caller may pass the conversation as it was said.
         self.cut_turns: set[int] = set()
@@ -64,8 +70,7 @@ class ConversationCache:
         not shared: the default copy shared ``ids`` (extended in place) and a buffer each cache
         writes its new turns into, so continuing either fork overwrote the other's keys and
         values, and its later labels were silently wrong."""
-        fork = ConversationCache(self.ids, None if self.states is None else self.states.clone())
-        fork._owned = fork._buffer is not None  # its own clone: later turns may be written into it
+        fork = ConversationCache(self.ids, self.states)  # a copy of the states, see the states setter
         fork._model = self._model
         fork.cut_turns = set(self.cut_turns)
         fork.checked_turns = dict(self.checked_turns)
@@ -120,7 +125,11 @@ class ConversationCache:
 
     @states.setter
     def states(self, states: Any) -> None:
-        self._buffer, self._owned, self._model = states, False, None
+        # Copied (with room for later turns), not shared: the cache they came from writes its
+        # later turns in place, and once its conversation is edited or its history cut, over
+        # positions given here, which silently changed this cache's keys and values under
+        # unchanged ids. Costs what the first turn added used to: it copied them then.
+        self._buffer, self._owned, self._model = _adopted(states), states is not None, None
 
     @property
     def tokens(self) -> int:
@@ -153,7 +162,7 @@ class ConversationCache:
         start, end = self.tokens, self.tokens + len(ids)
         if self._buffer is None or not self._owned or end > self._buffer.shape[3]:
             shape = list(states.shape)
-            shape[3] = end + max(64, end // 4)
+            shape[3] = _room(end)
             buffer = states.new_empty(shape)
             if start:
                 buffer[:, :, :, :start] = self._buffer[:, :, :, :start]
@@ -162,6 +171,43 @@ class ConversationCache:
         if not _same_view(target, states):  # a pass over this conversation alone wrote them in place
             target.copy_(states)
         self.ids += list(ids)
+
+
+def _room(tokens: int) -> int:
+    """Positions allocated for ``tokens``: a quarter more, at least 64, for later turns."""
+    return tokens + max(64, tokens // 4)
+
+
+def _token_ids(ids: Any) -> list[int]:
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"ids must be a sequence of token ids (integers), not {type(ids).__name__}")
+    try:
+        return [operator.index(i) for i in ids]
+    except TypeError:
+        raise TypeError("ids must be a sequence of token ids (integers)") from None
+
+
+def _positions(states: Any) -> int:
+    """The token positions ``states`` hold, refusing what is no ``[layers, 2, kv_heads, tokens, head_dim]`` tensor."""
+    shape = getattr(states, "shape", None)
+    expected = "a tensor [layers, 2, kv_heads, tokens, head_dim] (a ConversationCache's .states)"
+    if shape is None:
+        raise TypeError(f"states must be {expected}, not {type(states).__name__}")
+    if len(shape) != 5:
+        raise ValueError(f"states must be {expected}, not of shape {tuple(shape)}")
+    return int(shape[3])
+
+
+def _adopted(states: Any) -> Any:
+    """A buffer of the cache's own holding ``states``, with room for later turns (``None``: none)."""
+    if states is None:
+        return None
+    tokens = _positions(states)
+    shape = list(states.shape)
+    shape[3] = _room(tokens)
+    buffer = states.new_empty(shape)
+    buffer[:, :, :, :tokens] = states
+    return buffer
 
 
 def _same_view(a: Any, b: Any) -> bool:
@@ -291,13 +337,16 @@ def score_turns(
     def run(chunk: list[int]) -> tuple[list[int], list[Any]]:
         # Each turn's cache is in exactly one chunk (predictor.checked_turns refuses a cache given
         # twice), so passes side by side never write the same cache.
-        return chunk, _forward(model, [rows[i] for i in chunk], device, direct_head)
+        chunk_logits = _forward(model, [rows[i] for i in chunk], device, direct_head)
+        for i in chunk:
+            # Here, not after every pass: a batch failing in a later pass leaves this pass's
+            # caches holding this model's states, to be refused by any other model.
+            rows[i].cache.record_model(model)
+        return chunk, chunk_logits
 
     for chunk, chunk_logits in completed(run, chunks, min(workers, len(chunks))):
         for i, row_logits in zip(chunk, chunk_logits):
             logits[i] = row_logits
-    for cache, _ in turns:
-        cache.record_model(model)
     per_turn = len(rows) // len(turns)  # one row per branch point of the trie, the same for every prompt
     return [scorer.probabilities(logits[k * per_turn : (k + 1) * per_turn]) for k in range(len(turns))]
 

@@ -355,9 +355,10 @@ class Predictor:
             workers=self.config.worker_count(self.device),
         )
         if self._first_cache is None and fresh and fresh[0].states is not None:
-            # A copy: the conversation goes on writing its later turns into its own states.
-            # (None: a label set of one label needs no forward pass, so nothing was computed.)
-            self._first_cache = ConversationCache(fresh[0].ids, fresh[0].states.clone())
+            # A copy (the cache copies states it is given): the conversation goes on writing its
+            # later turns into its own states. (None: a label set of one label needs no forward
+            # pass, so nothing was computed.)
+            self._first_cache = ConversationCache(fresh[0].ids, fresh[0].states)
         table = [probabilities.tolist() for probabilities in table]
         self._check_finite(table)
         return _with_cuts([self._prediction(probabilities) for probabilities in table], cuts)
