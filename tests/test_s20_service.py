@@ -193,3 +193,24 @@ def test_the_two_documented_dataset_fields_differ_only_in_their_description() ->
 
     assert documented(schemas.DialogueIn) == documented(schemas.NewConversation)
     assert documented(schemas.DialogueIn)["anyOf"][0] == {"type": "string", "minLength": 1, "maxLength": 64}
+
+
+class Overflowing(Flaky):
+    """The tiny model, its logits overflowing the service's precision on any text holding "boom"."""
+
+    def predict_at(self, items: Sequence[tuple[Any, int]], mode: str = "score", **kwargs: Any) -> list[Any]:
+        from instructerc.errors import InputError
+
+        if any("boom" in dialogue.utterances[i].text for dialogue, i in items):
+            raise InputError("the model's numbers overflow float16: run it in bfloat16 or float32 (--dtype)", field="dtype")
+        return self.inner.predict_at(items, mode, **kwargs)
+
+
+def test_a_precision_the_model_overflows_is_a_server_error_not_the_requests(predictor: Any) -> None:
+    # The predictor's overflow error (field dtype) was answered 422 not_predictable, as if the
+    # client's text were at fault; it is the service's --dtype.
+    with served(Overflowing(predictor), ServiceConfig()) as c:
+        boom = {"dialogues": [{"utterances": [{"speaker": "Ann", "text": "boom"}]}]}
+        error = error_of(c.post("/v1/predict", json=boom), 500, "model_error")
+        assert "--dtype" in error["message"] and "started" in error["message"]
+        assert c.post("/v1/predict", json={"dialogues": [{"utterances": [LINE]}]}).status_code == 200

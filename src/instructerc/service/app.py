@@ -160,6 +160,10 @@ class Service:
             log.info("the client went away before its %d utterance(s) were predicted; dropped", len(items))
             raise ApiError(499, "client_closed_request", "the client closed the connection") from None
         except InputError as error:
+            if error.field == "dtype":
+                # The service's precision, not the request: the model's numbers overflow it.
+                log.error("the model failed on a request: %s", error.message)
+                raise ApiError(500, "model_error", f"{error.message} when the service is started") from None
             # The prompt builder's verdict on this request's text, e.g. an utterance longer than
             # the model's context even without history.
             raise ApiError(422, "not_predictable", error.message) from None
