@@ -45,6 +45,9 @@ class TrainState:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     # "at step N: key: old -> new; ..." for each resume under a changed recipe (--force).
     forced_changes: list[str] = field(default_factory=list)
+    # Per split ("train", "dev"), what the run trains and selects on (data_checks.data_summary):
+    # a resume compares it, as the recipe alone does not say the data files were edited since.
+    data: dict[str, str] = field(default_factory=dict)
 
 
 def rng_state() -> dict[str, Any]:

@@ -88,6 +88,8 @@ def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: Ex
     step) while the run still finished and its model card listed the stage. A global batch
     smaller than the processes is refused here too, not once the model has loaded."""
     check_batch_size(config.optim.batch_size, processes)
+    refuse_stages_after_the_last_erc(config)
+    refuse_a_speaker_task_of_one_speaker(config, train, where)
     for index, stage in enumerate(config.stages):
         counts = stage_example_counts(stage, train, builder)
         for task_name, count in counts.items():
@@ -107,6 +109,36 @@ def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: Ex
             )
 
 
+def refuse_stages_after_the_last_erc(config: TrainConfig) -> None:
+    """Dev is scored only in stages that train erc, and the model is the dev-best weights: a stage
+    after the last of them trained steps that no score could select, and the run finished, its
+    card listing the stage, with the weights from before it."""
+    last = max(index for index, stage in enumerate(config.stages) if stage.evaluates_erc)
+    if last < len(config.stages) - 1:
+        later = config.stages[last + 1]
+        raise InputError(
+            f"stage {last + 2} ({' + '.join(later.tasks)}) comes after the last stage that trains erc, and dev is scored only in "
+            "stages that train erc: its weights could never be selected. Move it before, or add erc to it",
+            field=f"stages[{last + 1}].tasks",
+        )
+
+
+def refuse_a_speaker_task_of_one_speaker(config: TrainConfig, train: list[Dialogue], where: Path) -> None:
+    """The speaker task asks who says an utterance among its dialogue's speakers: on monologues
+    (one speaker each) its one answer is always right, so its examples teach nothing but took
+    steps of the run, which finished as if it had learned the task."""
+    if any(len(d.speakers) > 1 for d in train):
+        return
+    for index, stage in enumerate(config.stages):
+        if Task.SPEAKER.value in stage.tasks:
+            raise InputError(
+                f"stage {index + 1} trains speaker, but every training dialogue has one speaker, so the task has one answer "
+                "and nothing to learn: remove it from the stage, or use dialogues between several speakers",
+                path=where,
+                field=f"stages[{index}].tasks.speaker",
+            )
+
+
 def datasets_without_dev(train: list[Dialogue], dev: list[Dialogue]) -> list[str]:
     """Datasets the run learns (labelled in train) that dev cannot score: a user training on
     several datasets would otherwise not know that the checkpoint was chosen without them."""
@@ -116,3 +148,38 @@ def datasets_without_dev(train: list[Dialogue], dev: list[Dialogue]) -> list[str
 
     scored = labelled(dev)
     return [dataset or "(no dataset named)" for dataset in labelled(train) if dataset not in scored]
+
+
+def data_summary(dialogues: list[Dialogue]) -> str:
+    """What a run's checkpoints record of one split (``TrainState.data``): its size, in words a
+    message can show, and a digest of what prompts, targets and dev scores are built from, so a
+    dialogue added, removed or relabelled between a stop and its ``--resume`` is seen. A JSONL
+    file's other fields (a timestamp, a note) are left out: editing them changes no step."""
+    import hashlib
+    import json
+
+    content = [
+        [d.dataset, d.id, [[u.speaker, u.text, u.emotion, u.extra.get("original_emotion")] for u in d.utterances]] for d in dialogues
+    ]
+    digest = hashlib.sha256(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()
+    utterances = sum(len(d.utterances) for d in dialogues)
+    labelled = sum(u.emotion is not None for d in dialogues for u in d.utterances)
+    return f"{len(dialogues)} dialogue(s), {utterances} utterance(s), {labelled} labelled; sha256 {digest[:16]}"
+
+
+def data_changes(saved: dict[str, str], now: dict[str, str]) -> list[str]:
+    """``split data: then -> now`` for each split whose summary differs from the one the run's
+    checkpoint recorded; none for a checkpoint that recorded nothing (written before this check)."""
+    return [f"{split} data: {saved[split]} -> {now[split]}" for split in now if split in saved and saved[split] != now[split]]
+
+
+def refuse_changed_data(changes: list[str], where: Path) -> None:
+    """Resuming on other dialogues mixes two datasets in one set of weights, and the data order
+    (each epoch a permutation of the examples) shifts, so some examples of the epoch under way are
+    trained twice and others never; the recipe comparison cannot see it."""
+    if changes:
+        raise InputError(
+            f"the data changed since the run's last checkpoint ({'; '.join(changes)}): restore it to resume, pass --force "
+            "to resume on the data as it is now anyway, or start a new run in another output_dir",
+            path=where,
+        )

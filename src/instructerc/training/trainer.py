@@ -48,12 +48,16 @@ from instructerc.training.checkpoint import (
     save_tensors,
     set_rng_state,
     staging_path,
+    train_state,
 )
 from instructerc.training.config import TrainConfig
 from instructerc.training.data_checks import (
     check_dataset_fractions,
     check_stage_examples,
+    data_changes,
+    data_summary,
     datasets_without_dev,
+    refuse_changed_data,
     require_a_choice,
     require_labels,
     require_split_folder,
@@ -181,9 +185,22 @@ def forced_resume_note(changes: list[str]) -> str | None:
     if not changes:
         return None
     return (
-        "Resumed with --force under a changed recipe; the lines above describe the recipe the run finished with. "
+        "Resumed with --force under a changed recipe (or data); the lines above describe the recipe the run finished with. "
         "Changes: " + " | ".join(changes) + "."
     )
+
+
+def adopt_later_best(state: TrainState, best: dict[str, Any]) -> None:
+    """The best weights a run kept after its last checkpoint (a better dev score, then a stop)
+    stay in ``best/`` when it resumes, and are the model unless the resumed run scores higher;
+    ``state``, from the checkpoint, takes their step and score. Otherwise a resumed run that did
+    not score as high again (another recipe under --force, a GPU's nondeterminism) shipped them
+    under the checkpoint's best step and score: its card and result named weights it did not hold."""
+    step, score = best.get("step"), best.get("score")
+    if isinstance(step, bool) or not isinstance(step, int) or isinstance(score, bool) or not isinstance(score, (int, float)):
+        return
+    if step > state.global_step and (state.best_score is None or score > state.best_score):
+        state.best_step, state.best_score = step, float(score)
 
 
 def set_seed(seed: int) -> None:
@@ -274,11 +291,14 @@ class Trainer:
         train = stratified_fraction(everything, data.fraction_of, self.config.seed)
         require_labels(train, "the training data has no labelled utterances (no 'emotion'): nothing to learn", split_file(source, "train"))
         dev = load_dialogues(source, "dev")
-        if data.max_dev_dialogues is not None:
-            dev = per_dataset_subset(dev, data.max_dev_dialogues, self.config.seed)
         if not dev:
             raise InputError("no dev dialogues to select a checkpoint on", field="data")
         require_labels(dev, "the dev data has no labelled utterances (no 'emotion') to select a checkpoint on", split_file(source, "dev"))
+        # Only labelled dialogues count in a dev score: max_dev_dialogues drawn among all could
+        # keep none of them (refused as dev data without labels), or fewer than it allows.
+        dev = [d for d in dev if any(u.emotion is not None for u in d.utterances)]
+        if data.max_dev_dialogues is not None:
+            dev = per_dataset_subset(dev, data.max_dev_dialogues, self.config.seed)
         return train, dev
 
     def _stage_examples(
@@ -337,6 +357,9 @@ class Trainer:
         checkpoint = self._checkpoint_to_resume(accelerator, resume)
 
         train, dev = self._data()
+        data = {"train": data_summary(train), "dev": data_summary(dev)}
+        if checkpoint is not None:
+            self._check_same_data(checkpoint, data, accelerator)
         unselected = datasets_without_dev(train, dev)
         if unselected and accelerator.is_main_process:
             print(
@@ -363,6 +386,7 @@ class Trainer:
         if checkpoint is not None:
             state, optim_state = self._restore(checkpoint, model, accelerator, sharded=fsdp is not None)
             self._record_forced_changes(state, accelerator)
+        state.data = data  # what the checkpoints from here on were trained and selected on
         # Under FSDP each process scores its share of dev on the gathered weights, in one thread:
         # FSDP's bookkeeping is per module, not per thread.
         dev_set = DevSet(setup, hf_tokenizer, dev, dev_demos, accelerator, workers=1 if fsdp is not None else None)
@@ -425,6 +449,23 @@ class Trainer:
             print(f"resuming under a changed config (--force): {'; '.join(changed)}")
         self._forced_changes = changed
         return checkpoint
+
+    def _check_same_data(self, checkpoint: Path, data: dict[str, str], accelerator: Any) -> None:
+        """Refuses, unless ``--force``, to resume on training or dev data other than the
+        checkpoint's; under ``--force`` the change is recorded with the recipe's (model card, log)."""
+        try:
+            saved = train_state(json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))).data
+        except (OSError, ValueError, TypeError):
+            return  # a damaged state.json is named by load_checkpoint, as the run resumes
+        changes = data_changes(saved, data)
+        if not changes:
+            return
+        if not self.force:
+            source = self.config.data.source()
+            refuse_changed_data(changes, split_file(source, "train" if changes[0].startswith("train") else "dev"))
+        if accelerator.is_main_process:
+            print(f"resuming on changed data (--force): {'; '.join(changes)}")
+        self._forced_changes = [*self._forced_changes, *changes]
 
     def _demonstrations(self, setup: PromptSetup, train: list[Dialogue], dev: list[Dialogue], accelerator: Any) -> tuple[Any, dict, dict]:
         """The retriever and each utterance's demonstration, for templates that show one."""
@@ -514,7 +555,7 @@ class Trainer:
             )
         if state.best_step is not None:
             # Missing or damaged, they would fail only as the model is written, after the rest of the run.
-            read_best_dev_metrics(self.paths.best_dev_metrics)
+            adopt_later_best(state, read_best_dev_metrics(self.paths.best_dev_metrics))
             best = self.paths.best_shards / INDEX_FILE if sharded else self.paths.best_weights
             if not best.is_file():
                 raise InputError("missing: the run's best weights; train again in a new output_dir", path=best)
@@ -612,7 +653,10 @@ class Trainer:
             optimizer = session.accelerator.prepare(optimizer)
         # The scheduler is not prepared: accelerate's steps it once per process per step, for
         # loaders whose batch grows with the processes; this loop's batch is global.
-        scheduler = get_linear_schedule_with_warmup(optimizer, round(optim.warmup_ratio * plan.total_steps), plan.total_steps)
+        # Warmup starts at a learning rate of 0, so it stops a step short of the stage's end: a
+        # stage of one step under warmup_ratio 0.6 took that step at 0 and trained nothing.
+        warmup = max(0, min(round(optim.warmup_ratio * plan.total_steps), plan.total_steps - 1))
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, plan.total_steps)
         if session.optim_state is not None and plan.index == state.stage:
             if session.fsdp is None:
                 optimizer.load_state_dict(session.optim_state["optimizer"])
@@ -633,6 +677,7 @@ class Trainer:
         """One optimizer step, then its log line, and the dev evaluation and checkpoint when due."""
         state, accelerator = session.state, session.accelerator
         done = plan.done(state.epoch, state.step_in_epoch) + 1
+        lr = scheduler.get_last_lr()[0]  # the step's own: after it, the scheduler holds the next step's
         started = time.perf_counter()
         loss_value, tokens = self._step(
             session.model,
@@ -662,7 +707,7 @@ class Trainer:
                     "stage": plan.index,
                     "epoch": state.epoch,
                     "loss": loss_value,
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "tokens": tokens,
                     "tokens_per_s": tokens / elapsed,
                     "examples": len(batch),
