@@ -46,6 +46,11 @@ def positive_float(text: str) -> float:
     return _number(text, float, "a number above 0", lambda value: value > 0)
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (a count that may be none: steps to profile)."""
+    return _number(text, int, "a whole number of at least 0", lambda value: value >= 0)
+
+
 def non_negative_float(text: str) -> float:
     """An argparse type: a finite number of at least 0 (a warm-up that may be skipped, a wait)."""
     return _number(text, float, "a number of at least 0", lambda value: value >= 0)

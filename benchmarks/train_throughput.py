@@ -27,6 +27,12 @@ fp32 and in bf16. Each variant runs in its own process so its peak memory is its
 
     python benchmarks/train_throughput.py --data ../shared/data
     python benchmarks/train_throughput.py --data ../shared/data --templates dialogue-stream --dtypes bfloat16 --json out.json
+
+``--profile-steps N`` profiles N more steps of our variants by operator (``torch.profiler``) and
+prints, for each that ran in both precisions, the operators fp32 and bf16 spend their time in and
+what bf16 could gain if only the matrix products were faster:
+
+    python benchmarks/train_throughput.py --data ../shared/data --templates dialogue-stream --variants ours --profile-steps 6
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from _report import check_meld, input_errors_to, output_file, positive_int, write_json
+from _report import check_meld, input_errors_to, non_negative_int, output_file, positive_int, write_json
 
 TEMPLATES = ("instructerc", "dialogue-stream")
 DTYPES = ("float32", "bfloat16")
@@ -103,7 +109,7 @@ def matmul_weights(model) -> tuple[int, int]:
     return decoder, head
 
 
-def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: int, steps: int) -> dict:
+def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: int, steps: int, profile_steps: int = 0) -> dict:
     import torch
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
@@ -143,7 +149,26 @@ def run_ours(examples, tokenizer, path, dtype: str, sparse: bool, batch_size: in
         targets = int(collate([examples[i] for i in batch], tokenizer.pad_token_id, config.packing.max_tokens, True).keep.numel())
         if step:  # the first step warms up allocators and kernels
             timings.append((seconds, sum(len(examples[i]) for i in batch), computed, 4 * (decoder * computed + head * targets), len(batch)))
-    return summarize(timings)
+    result = summarize(timings)
+    if profile_steps:
+        # After the timed steps, so the profiler's own cost is in none of them.
+        step_of = lambda batch: trainer._step(model, optimizer, scheduler, accelerator, examples, batch, 0, 1, tokenizer.pad_token_id)  # noqa: E731
+        result["ops"] = profiled_ops(step_of, [batches[(steps + 1 + k) % len(batches)] for k in range(profile_steps)])
+    return result
+
+
+def profiled_ops(step, batches: list) -> dict:
+    """Seconds a step spends in each operator (self CPU time, from ``torch.profiler``), and the
+    wall seconds a step takes under the profiler, averaged over ``batches``."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        for batch in batches:
+            step(batch)
+    wall = (time.perf_counter() - started) / len(batches)
+    per_op = {event.key: event.self_cpu_time_total / 1e6 / len(batches) for event in profile.key_averages()}
+    return {"wall_seconds_per_step": wall, "self_seconds_per_step": {k: v for k, v in per_op.items() if v > 0}}
 
 
 def run_trainer(examples, tokenizer, path, dtype: str, batch_size: int, steps: int, output: Path) -> dict:
@@ -250,7 +275,8 @@ def child(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="train-throughput-") as output:
             result = run_trainer(examples, tokenizer, path, args.dtype, args.batch_size, args.steps, Path(output))
     else:
-        result = run_ours(examples, tokenizer, path, args.dtype, args.variant == "ours-sparse", args.batch_size, args.steps)
+        sparse = args.variant == "ours-sparse"
+        result = run_ours(examples, tokenizer, path, args.dtype, sparse, args.batch_size, args.steps, args.profile_steps)
     result.update(examples=len(examples), mean_example_tokens=sum(len(e) for e in examples) / len(examples))
     print("RESULT " + json.dumps(result))
 
@@ -271,6 +297,8 @@ def run_child(args: argparse.Namespace, **choice: str) -> dict:
         str(args.steps),
         "--max-length",
         str(args.max_length),
+        "--profile-steps",
+        str(args.profile_steps),
     ]
     if args.pool_dialogues:
         command += ["--pool-dialogues", str(args.pool_dialogues)]
@@ -317,6 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--steps", type=positive_int, default=8, help="timed steps (after one warm-up step)")
     parser.add_argument("--max-length", type=positive_int, default=1024)
+    parser.add_argument(
+        "--profile-steps",
+        type=non_negative_int,
+        default=0,
+        help="also profile N more steps of our variants by operator, and compare the precisions op by op (default 0: no profile)",
+    )
     parser.add_argument("--json", type=output_file, help="also write the figures here")
     parser.add_argument("--variant", choices=VARIANTS + ("peaks",), help=argparse.SUPPRESS)
     parser.add_argument("--template", choices=TEMPLATES, help=argparse.SUPPRESS)
@@ -359,8 +393,38 @@ def main(argv: list[str] | None = None) -> None:
             low, high = find.get((template, "float32", variant)), find.get((template, "bfloat16", variant))
             if low and high:
                 print(f"{template} {variant}: bf16 / fp32 = {high['data_tokens_per_s'] / low['data_tokens_per_s']:.2f}x")
+    for template in args.templates:
+        for variant in ("ours", "ours-sparse"):
+            low, high = find.get((template, "float32", variant)), find.get((template, "bfloat16", variant))
+            if low and high and "ops" in low and "ops" in high:
+                print_op_comparison(f"{template} {variant}", low["ops"], high["ops"])
     if args.json:
         write_json(args.json, {"peaks_flops_per_s": peaks, "rows": rows}, args, skip=("variant", "template", "dtype"))
+
+
+# The operators of the matrix products a step computes (forward and backward of every linear layer).
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul")
+
+
+def print_op_comparison(name: str, fp32: dict, bf16: dict, top: int = 10) -> None:
+    """Per step, the operators that take the most time in either precision, fp32 against bf16,
+    and what bf16 could gain at most if only the matrix products changed: the step's fp32 time
+    with their fp32 seconds replaced by their bf16 seconds."""
+    a, b = fp32["self_seconds_per_step"], bf16["self_seconds_per_step"]
+    ops = sorted(set(a) | set(b), key=lambda op: -(a.get(op, 0.0) + b.get(op, 0.0)))[:top]
+    print(f"\n{name}: seconds per step by operator (self CPU time, torch.profiler)")
+    print(f"{'operator':48} {'fp32':>8} {'bf16':>8} {'fp32/bf16':>9}")
+    for op in ops:
+        ratio = a.get(op, 0.0) / b[op] if b.get(op) else float("nan")
+        print(f"{op[:48]:48} {a.get(op, 0.0):8.3f} {b.get(op, 0.0):8.3f} {ratio:9.2f}")
+    mm_a, mm_b = (sum(t.get(op, 0.0) for op in MATMUL_OPS) for t in (a, b))
+    wall_a, wall_b = fp32["wall_seconds_per_step"], bf16["wall_seconds_per_step"]
+    bound = wall_a / (wall_a - mm_a + mm_b) if wall_a - mm_a + mm_b > 0 else float("nan")
+    print(
+        f"step under the profiler: fp32 {wall_a:.3f} s, bf16 {wall_b:.3f} s ({wall_a / wall_b:.2f}x); matrix products "
+        f"{mm_a:.3f} s against {mm_b:.3f} s ({mm_a / mm_b if mm_b else float('nan'):.2f}x), "
+        f"{mm_a / wall_a:.0%} of the fp32 step: if only they were faster, bf16 would be {bound:.2f}x fp32"
+    )
 
 
 if __name__ == "__main__":

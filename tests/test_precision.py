@@ -214,3 +214,22 @@ def test_training_benchmark_runs_its_smallest_configuration(data_root, backbone,
     assert set(rows) == {"trainer", "ours"}
     for row in rows.values():
         assert row["steps"] == 1 and row["data_tokens_per_s"] > 0 and row["computed_tokens_per_s"] > 0 and 0 < row["mfu"]
+
+
+def test_training_benchmark_profiles_our_steps_by_operator_in_both_precisions(data_root, backbone, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import train_throughput
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "profile.json"
+    options = ["--data", str(data_root), "--model", str(backbone), "--templates", "dialogue-stream", "--variants", "ours"]
+    train_throughput.main(options + ["--dialogues", "2", "--steps", "1", "--batch-size", "2", "--profile-steps", "2", "--json", str(out)])
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert {row["dtype"] for row in rows} == {"float32", "bfloat16"}
+    for row in rows:
+        ops = row["ops"]
+        assert ops["wall_seconds_per_step"] > 0 and ops["self_seconds_per_step"]["aten::mm"] > 0
+    printed = capsys.readouterr().out
+    assert "dialogue-stream ours: seconds per step by operator" in printed
+    assert "if only they were faster, bf16 would be" in printed
