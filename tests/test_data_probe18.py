@@ -73,7 +73,7 @@ def test_a_python_dialogue_too_long_keeps_its_message() -> None:
     example = ExampleBuilder(build_template(TemplateConfig(demonstration=False), MELD), {}).erc(dialogue, 0)
     with pytest.raises(PromptTooLong) as error:
         encode_example(example, SegmentTokenizer(Words()), 64)
-    assert str(error.value).startswith("field 'dialogue 'd'': utterance 0 needs ")
+    assert str(error.value).startswith("field 'max_length': dialogue 'd', utterance 0 needs ")
 
 
 MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"

@@ -18,26 +18,34 @@ from instructerc.prompts.example import Example, Part, Segment
 
 class PromptTooLong(InputError):
     """A prompt that does not fit even with no history and no demonstration: the utterance asked
-    about (or the fixed wording around it) is longer than the budget.
+    about (or the fixed wording around it) is longer than the budget. It is an error of the
+    ``max_length`` setting, named with the file it was read from where that is known (a model
+    directory's ``prompting.json``); the message names the dialogue (and the file and line it
+    was read from) and the utterance.
 
     Attributes:
         example: the example that did not fit.
         excess: how many tokens over the budget it still is.
+        detail: what did not fit, without the dialogue (``utterance 3 needs ...``).
     """
 
-    def __init__(self, message: str, *, example: Example, excess: int) -> None:
-        super().__init__(message, field=f"dialogue '{example.dialogue_id}'")
+    def __init__(self, detail: str, *, example: Example, excess: int, setting: Path | str | None = None) -> None:
+        where = f" ({example.origin})" if example.origin is not None else ""
+        super().__init__(f"dialogue '{example.dialogue_id}'{where}, {detail}", path=setting, field="max_length")
         self.example = example
         self.excess = excess
+        self.detail = detail
 
     def as_setting_error(self, data_path: Path | str | None) -> InputError:
         """This error as training and ``prompts show`` give it: the dialogue and task, the file
         and line the dialogue was read from (``data_path``, where the data was read, for one
-        that knows no line, such as a benchmark's), and ``max_length`` as the setting to change."""
+        that knows no line, such as a benchmark's), and ``max_length`` as the setting to change
+        (in the model directory's ``prompting.json`` where it was read from one)."""
         example, origin = self.example, self.example.origin
+        setting = f"max_length (in {self.path})" if self.path is not None else "max_length"
         return InputError(
-            f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {self.message}; "
-            "raise max_length or shorten the utterance",
+            f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {self.detail}; "
+            f"raise {setting} or shorten the utterance",
             path=origin.path if origin is not None else data_path,
             line=origin.line if origin is not None else None,
             field="max_length",
@@ -96,25 +104,37 @@ def _shorten_demonstration(segments: list[EncodedSegment], budget: int, tokenize
 
 
 def encode_example(
-    example: Example, tokenizer: SegmentTokenizer, max_length: int, history_stride: int = 1, with_target: bool = True
+    example: Example,
+    tokenizer: SegmentTokenizer,
+    max_length: int,
+    history_stride: int = 1,
+    with_target: bool = True,
+    *,
+    reserve: int = 0,
+    setting: Path | str | None = None,
 ) -> EncodedExample:
-    """Tokenize an example, fitting prompt (+ target, when training) into ``max_length`` tokens."""
+    """Tokenize an example, fitting prompt (+ target, when training) into ``max_length`` tokens.
+
+    ``reserve``: room kept for an answer that is not in the example (inference); ``setting``: the
+    file ``max_length`` was read from, named by the error of a prompt that cannot fit."""
     target_ids = tokenizer.target_ids(example.target) if with_target and example.target is not None else ()
-    # At inference the answer is not known; reserve room for the longest answer the caller allows
-    # by passing a smaller max_length. Here the target's own length is what must fit.
-    budget = max_length - len(tokenizer.prefix_ids) - len(target_ids)
+    # Here the target's own length is what must fit, and at inference the longest answer allowed.
+    budget = max_length - reserve - len(tokenizer.prefix_ids) - len(target_ids)
     segments = [EncodedSegment(s, tokenizer.ids(s.text)) for s in example.segments]
     if _length(segments) > budget:
         segments = _drop_history(segments, budget, history_stride)
     if _length(segments) > budget:
         segments = _shorten_demonstration(segments, budget, tokenizer)
     if _length(segments) > budget:
+        answer = f" ({reserve} of them kept for the answer)" if reserve else ""
+        limit = f"the model's max_length={max_length}" if setting is not None else f"max_length={max_length}"
+        # Counted as max_length counts: with the special prefix, the target and the answer's room.
+        needed = _length(segments) + max_length - budget
         raise PromptTooLong(
-            f"utterance {example.index} needs {_length(segments) + len(target_ids) + len(tokenizer.prefix_ids)} "
-            "tokens even without history "
-            f"and demonstration, more than max_length={max_length}",
+            f"utterance {example.index} needs {needed} tokens even without history and demonstration{answer}, more than {limit}",
             example=example,
             excess=_length(segments) - budget,
+            setting=setting,
         )
     prompt_ids = tokenizer.prefix_ids + tuple(i for s in segments for i in s.ids)
     fitted = replace(example, segments=tuple(s.segment for s in segments))

@@ -18,9 +18,11 @@ from instructerc.data.text import cut_after, cut_before
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Example, Part
+from instructerc.retrieval.index import CUT_MARK
 
 Item = tuple[Dialogue, int]
-ELLIPSIS = " … "
+# The retriever recognises a cut utterance by it, as its pool's own utterance (never its own demonstration).
+ELLIPSIS = CUT_MARK
 # Each round removes what the last prompt was over by (plus a margin, since cut text tokenizes
 # a little differently); more rounds than this means the text is not what is too long.
 _MAX_ROUNDS = 8
@@ -161,7 +163,10 @@ def _precut(items: list[Item]) -> tuple[list[Item], dict[Key, tuple[Dialogue, Di
         long_names = {u.speaker for i, u in enumerate(dialogue.utterances) if i in indices and len(u.speaker) > _LONGEST_TOKENIZED}
         if not long_names and all(len(dialogue.utterances[i].text) <= _LONGEST_TOKENIZED for i in indices):
             continue
-        names = {name: _head_and_tail(name) for name in long_names}
+        names: dict[str, str] = {}
+        for name in sorted(long_names, key=dialogue.speakers.index):
+            others = [s for s in dialogue.speakers if s not in long_names] + list(names.values())
+            names[name] = apart(_head_and_tail(name), others)
         utterances = tuple(
             replace(
                 u,
@@ -228,8 +233,9 @@ def _cut(
     else:
         # What is over the budget is the speaker's name. It is cut in every utterance of
         # theirs, so the dialogue still tells who spoke when.
-        if name is None or name in dialogue.speakers:
+        if name is None:
             raise error
+        name = apart(name, [s for s in dialogue.speakers if s != utterance.speaker])
         utterances = [replace(u, speaker=name) if u.speaker == utterance.speaker else u for u in dialogue.utterances]
         for index, other in enumerate(dialogue.utterances):  # each of them is labelled with a cut name: say so
             if other.speaker == utterance.speaker:
@@ -237,6 +243,20 @@ def _cut(
                 changed.add((*key[:2], index))
     cut = dialogue.with_utterances(tuple(utterances))
     return [(cut if (d.dataset, d.id) == key[:2] else d, i) for d, i in items]
+
+
+def apart(name: str, others: Sequence[str]) -> str:
+    """``name`` as a cut speaker's name, told apart from the ``others`` in its dialogue: two long
+    names cut to the same start and end ("Zed" and 250 or 260 z's) would make two people one,
+    and the prompts would give one's lines to the other. A name already taken is numbered
+    ``NAME#2``, ``NAME#3``..., as :func:`with_distinct_keys` numbers a dialogue's id."""
+    taken = set(others)
+    if name not in taken:
+        return name
+    suffix = 2
+    while f"{name}#{suffix}" in taken:
+        suffix += 1
+    return f"{name}#{suffix}"
 
 
 def _text_or_name_cut(text: str, speaker: str, example: Example, excess: int, tokenizer: SegmentTokenizer) -> tuple[str | None, str | None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -31,6 +31,8 @@ class PromptSetup:
         max_length: the token budget of a prompt and its answer.
         retrieval: how demonstrations are found (only used when the template shows them).
         speaker_variant, speaker_slots: the speaker-identification task's form.
+        source: the ``prompting.json`` it was loaded from (``None``: built in Python), so a prompt
+            that cannot fit names the file whose ``max_length`` to change. Not saved, not compared.
     """
 
     template: TemplateConfig
@@ -39,6 +41,7 @@ class PromptSetup:
     retrieval: RetrievalConfig
     speaker_variant: str = "paper"
     speaker_slots: int = 9
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_parts(self)
@@ -64,7 +67,7 @@ class PromptSetup:
         self, examples: Sequence[Example] | Iterator[Example], tokenizer: SegmentTokenizer, with_target: bool = True, reserve: int = 0
     ) -> list[EncodedExample]:
         """Tokenize and budget; ``reserve`` keeps room for an answer that is not in the example."""
-        return [encode_example(e, tokenizer, self.max_length - reserve, self.template.history_stride, with_target) for e in examples]
+        return [self._encode_one(e, tokenizer, with_target, reserve) for e in examples]
 
     def encode_each(
         self, examples: Sequence[Example], tokenizer: SegmentTokenizer, with_target: bool = True, reserve: int = 0
@@ -75,10 +78,14 @@ class PromptSetup:
         out: list[EncodedExample | PromptTooLong] = []
         for example in examples:
             try:
-                out.append(encode_example(example, tokenizer, self.max_length - reserve, self.template.history_stride, with_target))
+                out.append(self._encode_one(example, tokenizer, with_target, reserve))
             except PromptTooLong as error:
                 out.append(error)
         return out
+
+    def _encode_one(self, example: Example, tokenizer: SegmentTokenizer, with_target: bool, reserve: int) -> EncodedExample:
+        stride = self.template.history_stride
+        return encode_example(example, tokenizer, self.max_length, stride, with_target, reserve=reserve, setting=self.source)
 
     def to_dict(self) -> dict[str, Any]:
         from instructerc.config import to_mapping
@@ -131,7 +138,7 @@ class PromptSetup:
         except OSError as error:
             raise InputError(f"cannot be read: {error.strerror or error}", path=file) from None
         try:
-            return cls.from_dict(data)
+            return replace(cls.from_dict(data), source=file)
         except InputError as error:
             raise InputError(error.message, path=file, field=error.field) from None
 

@@ -19,6 +19,7 @@ query's own dialogue and filter by label; a generic nearest-neighbour call canno
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Collection, Sequence
@@ -108,6 +109,10 @@ class DemonstrationIndex:
         label_ids: dict[str, int] = {}
         self._labels = np.array([label_ids.setdefault(e.label, len(label_ids)) for e in self.entries], dtype=np.int64)
         self._label_ids = label_ids
+        # Per dialogue id, each pool dialogue of that id and its labelled utterances as (index, text).
+        self._by_id: dict[str, dict[DialogueKey, list[tuple[int, str]]]] = {}
+        for e in self.entries:
+            self._by_id.setdefault(e.dialogue_id, {}).setdefault((e.dataset, e.split, e.dialogue_id), []).append((e.index, e.text))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -139,6 +144,27 @@ class DemonstrationIndex:
         # rounded values, so a saved model shows the demonstrations it was trained and selected with.
         rounded = np.asarray(embeddings, dtype=np.float16).astype(np.float32)
         return cls(entries=entries, embeddings=rounded, encoder_identity=encoder.identity, was_cached=cached)
+
+    def own_key(self, dialogue: Dialogue) -> DialogueKey:
+        """The key under which ``dialogue``'s own utterances are in the pool, so a search for it
+        excludes them. Its (dataset, split, id), unless the pool holds no dialogue of that key
+        but holds it under another: a training dialogue predicted (its dataset unnamed, its
+        split read as test) or sent to the service would otherwise get its own utterance as
+        the demonstration, with its gold label, and the model would copy the answer.
+
+        Another key is the same dialogue when it has the same id (a ``#2`` that told apart two
+        dialogues of one id aside) and each of its labelled utterances that the dialogue has
+        come to (a live conversation has only its first turns) is there, at the same position,
+        with the same text or that text cut to fit a prompt."""
+        key = (dialogue.dataset, dialogue.split, dialogue.id)
+        if key in self._group_ids:
+            return key
+        base = re.sub(r"#\d+$", "", dialogue.id)
+        for own, utterances in {**self._by_id.get(base, {}), **self._by_id.get(dialogue.id, {})}.items():
+            reached = [(i, text) for i, text in utterances if i < len(dialogue)]
+            if reached and all(_same_text(text, dialogue.utterances[i].text) for i, text in reached):
+                return own
+        return key
 
     def search(
         self,
@@ -186,6 +212,24 @@ class DemonstrationIndex:
                 path=self.source,
                 field="retrieval.encoder",
             )
+
+
+# The mark between the start and end an over-long text is cut to (prompts.fitting cuts so).
+CUT_MARK = " \u2026 "
+
+
+def _same_text(pooled: str, text: str) -> bool:
+    """Whether ``text`` is ``pooled``, or ``pooled`` cut to its start and end around :data:`CUT_MARK`
+    (a prediction retrieves for an utterance as its prompt shows it)."""
+    if text == pooled:
+        return True
+    at = text.find(CUT_MARK)
+    while at >= 0:
+        head, tail = text[:at], text[at + len(CUT_MARK) :]
+        if len(head) + len(tail) < len(pooled) and pooled.startswith(head) and pooled.endswith(tail):
+            return True
+        at = text.find(CUT_MARK, at + 1)
+    return False
 
 
 def checked_embeddings(embeddings: Any, texts: Sequence[str], config: RetrievalConfig) -> Any:

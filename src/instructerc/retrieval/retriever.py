@@ -91,9 +91,9 @@ class DemonstrationRetriever:
             return {}
         same_label = training and self.config.policy == "same-label"
         labels = [u.emotion for d in dialogues for u in d.utterances] if same_label else None
-        found = self.index.search(
-            self.embed(texts), [(d.dataset, d.split, d.id) for d in dialogues for _ in d.utterances], k=k, required_labels=labels
-        )
+        # Each utterance is kept from its own dialogue's, also where the pool holds it under another key.
+        owners = [own for d in dialogues for own in [self.index.own_key(d)] * len(d)]
+        found = self.index.search(self.embed(texts), owners, k=k, required_labels=labels)
         return dict(zip(keys, found))
 
     def demonstrations(self, dialogues: Sequence[Dialogue], training: bool = False) -> dict[UtteranceKey, Demonstration]:
