@@ -413,10 +413,10 @@ def print_op_comparison(name: str, fp32: dict, bf16: dict, top: int = 10) -> Non
     a, b = fp32["self_seconds_per_step"], bf16["self_seconds_per_step"]
     ops = sorted(set(a) | set(b), key=lambda op: -(a.get(op, 0.0) + b.get(op, 0.0)))[:top]
     print(f"\n{name}: seconds per step by operator (self CPU time, torch.profiler)")
-    print(f"{'operator':48} {'fp32':>8} {'bf16':>8} {'fp32/bf16':>9}")
+    print(f"{'operator':60} {'fp32':>8} {'bf16':>8} {'fp32/bf16':>9}")
     for op in ops:
         ratio = a.get(op, 0.0) / b[op] if b.get(op) else float("nan")
-        print(f"{op[:48]:48} {a.get(op, 0.0):8.3f} {b.get(op, 0.0):8.3f} {ratio:9.2f}")
+        print(f"{op[:60]:60} {a.get(op, 0.0):8.3f} {b.get(op, 0.0):8.3f} {ratio:9.2f}")
     mm_a, mm_b = (sum(t.get(op, 0.0) for op in MATMUL_OPS) for t in (a, b))
     wall_a, wall_b = fp32["wall_seconds_per_step"], bf16["wall_seconds_per_step"]
     bound = wall_a / (wall_a - mm_a + mm_b) if wall_a - mm_a + mm_b > 0 else float("nan")
