@@ -149,9 +149,9 @@ def test_a_stage_after_the_last_erc_stage_is_refused_before_the_model_loads(tmp_
     # weights could never be selected, and the card listed it as trained.
     recipe = base(tmp_path)
     stages = [{"tasks": {"erc": 1.0}, "epochs": 1}, {"tasks": {"speaker": 1.0}, "epochs": 1}]
-    config = TrainConfig.from_yaml(recipe, {"output_dir": str(tmp_path / "run"), "stages": stages})
+    # A recipe rule: refused as the recipe is read (a grid refuses it as it loads, before any run).
     with pytest.raises(InputError, match=r"stage 2 \(speaker\) comes after the last stage that trains erc") as caught:
-        Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
+        TrainConfig.from_yaml(recipe, {"output_dir": str(tmp_path / "run"), "stages": stages})
     assert caught.value.field == "stages[1].tasks"
     assert not (tmp_path / "run").exists()
 
@@ -216,3 +216,17 @@ def test_best_weights_kept_after_the_last_checkpoint_are_named_as_the_model(tmp_
     assert f"checkpoint selected on dev (step 3 of {result.global_step})" in card
     done = [r for r in log_of(run) if r["event"] == "done"]
     assert done[-1]["best_step"] == 3
+
+
+def test_a_recipe_with_a_stage_after_the_last_erc_stage_is_refused_naming_its_line(tmp_path: Path, run_cli) -> None:
+    import yaml
+
+    recipe = base(tmp_path)
+    data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    data["stages"] = [{"tasks": {"erc": 1.0}, "epochs": 1}, {"tasks": {"speaker": 1.0}, "epochs": 1}]
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    line = next(n for n, text in enumerate(recipe.read_text(encoding="utf-8").splitlines(), 1) if "speaker: 1.0" in text)
+    result = run_cli("train", recipe, "--output", tmp_path / "run", "--no-progress")
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert f"{recipe}:{line - 1}: field 'stages[1].tasks': stage 2 (speaker) comes after the last stage" in result.err
+    assert not (tmp_path / "run").exists()

@@ -289,6 +289,20 @@ class DistributedConfig:
             raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}", field="distributed.strategy")
 
 
+def refuse_stages_after_the_last_erc(stages: list[StageConfig]) -> None:
+    """Dev is scored only in stages that train erc, and the model is the dev-best weights: a stage
+    after the last of them trained steps that no score could select, and the run finished, its
+    card listing the stage, with the weights from before it."""
+    last = max(index for index, stage in enumerate(stages) if stage.evaluates_erc)
+    if last < len(stages) - 1:
+        later = stages[last + 1]
+        raise InputError(
+            f"stage {last + 2} ({' + '.join(later.tasks)}) comes after the last stage that trains erc, and dev is scored only in "
+            "stages that train erc: its weights could never be selected. Move it before, or add erc to it",
+            field=f"stages[{last + 1}].tasks",
+        )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run (a recipe). See ``recipes/`` for complete examples.
@@ -319,6 +333,7 @@ class TrainConfig:
             raise InputError("at least one stage is needed", field="stages")
         if not any(s.evaluates_erc for s in self.stages):
             raise InputError("some stage must train the erc task", field="stages")
+        refuse_stages_after_the_last_erc(self.stages)
         if self.speaker_variant not in SPEAKER_VARIANTS:
             raise InputError(f"speaker_variant must be one of {SPEAKER_VARIANTS}", field="speaker_variant")
         if self.max_length < 16:

@@ -88,7 +88,6 @@ def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: Ex
     step) while the run still finished and its model card listed the stage. A global batch
     smaller than the processes is refused here too, not once the model has loaded."""
     check_batch_size(config.optim.batch_size, processes)
-    refuse_stages_after_the_last_erc(config)
     refuse_a_speaker_task_of_one_speaker(config, train, where)
     for index, stage in enumerate(config.stages):
         counts = stage_example_counts(stage, train, builder)
@@ -107,20 +106,6 @@ def check_stage_examples(config: TrainConfig, train: list[Dialogue], builder: Ex
                 path=where,
                 field=f"stages[{index}]",
             )
-
-
-def refuse_stages_after_the_last_erc(config: TrainConfig) -> None:
-    """Dev is scored only in stages that train erc, and the model is the dev-best weights: a stage
-    after the last of them trained steps that no score could select, and the run finished, its
-    card listing the stage, with the weights from before it."""
-    last = max(index for index, stage in enumerate(config.stages) if stage.evaluates_erc)
-    if last < len(config.stages) - 1:
-        later = config.stages[last + 1]
-        raise InputError(
-            f"stage {last + 2} ({' + '.join(later.tasks)}) comes after the last stage that trains erc, and dev is scored only in "
-            "stages that train erc: its weights could never be selected. Move it before, or add erc to it",
-            field=f"stages[{last + 1}].tasks",
-        )
 
 
 def refuse_a_speaker_task_of_one_speaker(config: TrainConfig, train: list[Dialogue], where: Path) -> None:
