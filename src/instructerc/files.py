@@ -9,7 +9,7 @@ import os
 import stat
 import uuid
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from instructerc.errors import InputError
 
@@ -30,6 +30,15 @@ def replace_directory(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(target)
+
+
+def free_number(paths: Callable[[int], Iterable[Path]]) -> int:
+    """The first N from 1 for which none of ``paths(N)`` exists, not even as a dangling link: how
+    an earlier output kept beside its replacement is numbered (``NAME.earlier-N``)."""
+    number = 1
+    while any(os.path.lexists(path) for path in paths(number)):
+        number += 1
+    return number
 
 
 def followed_link(path: Path) -> Path:

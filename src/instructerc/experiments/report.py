@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import math
-import os
 import statistics
 import sys
 from collections import defaultdict
@@ -16,6 +15,7 @@ from typing import Sequence
 from instructerc.evaluation.report import md_cell, printable, write_together
 from instructerc.experiments.grid import METRICS, ExperimentConfig, axis_number, scores_name
 from instructerc.experiments.runner import RunFailure, RunResult
+from instructerc.files import free_number
 
 # The dev weighted F1 that selected each run's checkpoint (the committed tables' name for it).
 SELECTION_COLUMN = "dev_weighted_f1"
@@ -236,9 +236,7 @@ def kept_earlier_report(name: str, directory: Path, csv_now: str) -> tuple[dict[
     lost = lost_rows(text, csv_now)
     if not lost:
         return {}, ""
-    number = 1
-    while any(os.path.lexists(directory / f"{name}.earlier-{number}{suffix}") for suffix in REPORT_SUFFIXES):
-        number += 1
+    number = free_number(lambda number: [directory / f"{name}.earlier-{number}{suffix}" for suffix in REPORT_SUFFIXES])
     kept: dict[str, bytes] = {}
     for suffix in REPORT_SUFFIXES:
         with contextlib.suppress(OSError):  # a report without a plot (or one deleted by hand)

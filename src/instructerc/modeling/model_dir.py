@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import atomic_write, followed_link, looks_like_path, replace_directory
+from instructerc.files import atomic_write, followed_link, free_number, looks_like_path, replace_directory
 from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model, saved_tensors
 from instructerc.modeling.default_model import MANIFEST
 from instructerc.modeling.finetune import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_folder, attach_adapter
@@ -183,10 +183,10 @@ def _holds_more(earlier: Path, new: Path) -> bool:
 
 
 def _earlier_directory(target: Path) -> Path:
-    number = 1
-    while (kept := target.with_name(f"{target.name}.earlier-{number}")).exists() or kept.is_symlink():
-        number += 1
-    return kept
+    def kept(number: int) -> Path:
+        return target.with_name(f"{target.name}.earlier-{number}")
+
+    return kept(free_number(lambda number: [kept(number)]))
 
 
 def check_trust_remote_code(value: Any) -> None:

@@ -51,10 +51,7 @@ def with_distinct_keys(items: Sequence[Item]) -> list[Item]:
 
 
 def _under_free_id(dialogue: Dialogue, taken: dict[tuple[str, str], Dialogue]) -> Dialogue:
-    suffix = 2
-    while (dialogue.dataset, f"{dialogue.id}#{suffix}") in taken:
-        suffix += 1
-    moved = replace(dialogue, id=f"{dialogue.id}#{suffix}")
+    moved = replace(dialogue, id=numbered(dialogue.id, lambda name: (dialogue.dataset, name) in taken))
     taken[(moved.dataset, moved.id)] = moved
     return moved
 
@@ -251,10 +248,14 @@ def apart(name: str, others: Sequence[str]) -> str:
     and the prompts would give one's lines to the other. A name already taken is numbered
     ``NAME#2``, ``NAME#3``..., as :func:`with_distinct_keys` numbers a dialogue's id."""
     taken = set(others)
-    if name not in taken:
-        return name
+    return name if name not in taken else numbered(name, taken.__contains__)
+
+
+def numbered(name: str, taken: Callable[[str], bool]) -> str:
+    """``NAME#2``, ``NAME#3``...: the first that is not ``taken`` (how a clash of dialogue ids or
+    of cut speaker names is told apart)."""
     suffix = 2
-    while f"{name}#{suffix}" in taken:
+    while taken(f"{name}#{suffix}"):
         suffix += 1
     return f"{name}#{suffix}"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from instructerc.errors import InputError
-from instructerc.files import refuse_broken_link
+from instructerc.files import free_number, refuse_broken_link
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST
 from instructerc.training.checkpoint import SHARDED_DIR
 
@@ -189,9 +189,7 @@ def set_aside_earlier_log(paths: RunPaths) -> list[Path]:
     if not paths.metrics.is_file() or paths.metrics.stat().st_size == 0:
         return []  # nothing logged yet: nothing to keep
     files = [file for file in (paths.metrics, paths.config) if file.is_file()]
-    number = 1
-    while any(_earlier(file, number).exists() or _earlier(file, number).is_symlink() for file in files):
-        number += 1
+    number = free_number(lambda number: [_earlier(file, number) for file in files])
     kept = [_earlier(file, number) for file in files]
     for file, target in zip(files, kept):
         os.rename(file, target)
