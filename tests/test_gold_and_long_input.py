@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.text import CUT_MARK
 from instructerc.inference.predictor import Predictor
 from instructerc.labels.benchmarks import EMORYNLP, IEMOCAP, MELD
 from instructerc.labels.unified import INSTRUCTERC
-from instructerc.prompts.fitting import ELLIPSIS
 from instructerc.prompts.templates import TemplateConfig
 from tiny import tiny_model_dir
 
@@ -160,7 +160,7 @@ def test_an_utterance_over_the_budget_is_cut_keeping_its_start_and_end(tmp_path:
     assert len(encoded.prompt_ids) <= 160
     prompt = encoded.example.prompt
     assert (
-        ELLIPSIS in prompt and "Sentence 0: I have" in prompt and "Sentence 399:" not in MONOLOGUE[:100] and "fern and the leaf." in prompt
+        CUT_MARK in prompt and "Sentence 0: I have" in prompt and "Sentence 399:" not in MONOLOGUE[:100] and "fern and the leaf." in prompt
     )
     # The cut is the same in every prompt of the dialogue, so the later prompt sees the same text.
     later = predictor.encoded_prompts([(dialogue, 1), (dialogue, 2)])
@@ -211,4 +211,4 @@ def test_a_speaker_name_over_the_budget_is_cut_in_all_their_utterances(tmp_path:
     assert all(p.label in MELD.labels for p in predictions)
     prompts = predictor.encoded_prompts([(dialogue, 0), (dialogue, 2)])
     for prompt, text in zip(prompts, ("Hello.", TEXTS[3])):
-        assert len(prompt.prompt_ids) <= 160 and ELLIPSIS in prompt.example.prompt and text in prompt.example.prompt
+        assert len(prompt.prompt_ids) <= 160 and CUT_MARK in prompt.example.prompt and text in prompt.example.prompt

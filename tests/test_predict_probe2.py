@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from instructerc.data.dialogue import Dialogue, Utterance
+from instructerc.data.text import CUT_MARK
 from instructerc.errors import InputError
 from instructerc.inference.predictor import Predictor
 from instructerc.labels.benchmarks import MELD
-from instructerc.prompts.fitting import ELLIPSIS
 from instructerc.prompts.templates import TemplateConfig
 from tiny import tiny_model_dir
 
@@ -45,7 +45,7 @@ def test_a_long_text_said_by_a_long_name_is_cut_in_both_and_labelled(tmp_path: P
     [encoded] = predictor.encoded_prompts([(dialogue, 0)])
     assert len(encoded.prompt_ids) <= 160
     prompt = encoded.example.prompt
-    assert prompt.count(ELLIPSIS) >= 2 and "Dr. B" in prompt and "Sentence 0:" in prompt and "the leaf." in prompt
+    assert prompt.count(CUT_MARK) >= 2 and "Dr. B" in prompt and "Sentence 0:" in prompt and "the leaf." in prompt
 
 
 @pytest.fixture(scope="module")

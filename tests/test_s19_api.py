@@ -151,7 +151,7 @@ def test_a_huge_utterance_is_cut_without_being_tokenized_whole(predictor: Predic
     assert seen[0] <= fitting._LONGEST_TOKENIZED + 1000
     assert [p.truncated for p in predicted] == [False, True, False]
     cut = predicted[1].cut_text
-    assert cut.startswith("Great news Great") and cut.endswith("Great news") and fitting.ELLIPSIS in cut and len(cut) < 10_000
+    assert cut.startswith("Great news Great") and cut.endswith("Great news") and fitting.CUT_MARK in cut and len(cut) < 10_000
     assert all(math.isclose(sum(p.scores.values()), 1.0, abs_tol=1e-5) for p in predicted)
     # The same cut whichever way the utterance is asked about.
     [alone] = predictor.predict_at([(dialogue, 1)])

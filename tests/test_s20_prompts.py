@@ -46,7 +46,7 @@ def test_two_long_names_cut_alike_stay_two_speakers(tmp_path: Path, template: st
     assert all(len(p.prompt_ids) <= 160 for p in prompts)
     names = [_speakers_shown(p.example.prompt)[-1] for p in prompts]
     assert names[0] == names[2] != names[1], names
-    assert all(fitting.ELLIPSIS in name for name in names)
+    assert all(fitting.CUT_MARK in name for name in names)
 
 
 def test_two_names_too_long_to_tokenize_keep_apart_when_first_cut(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +166,7 @@ def test_a_training_dialogue_predicted_never_gets_its_own_utterance(tmp_path: Pa
 
 def test_a_live_conversations_first_turns_and_a_cut_utterance_are_known_as_the_pool_dialogue(tmp_path: Path) -> None:
     first_turn = Dialogue("t1", "", "test", (Utterance("A", "I won the lottery today"),))
-    cut = Dialogue("t1", "", "test", (Utterance("A", "I won" + fitting.ELLIPSIS + "today"), Utterance("B", "My dog died last night")))
+    cut = Dialogue("t1", "", "test", (Utterance("A", "I won" + fitting.CUT_MARK + "today"), Utterance("B", "My dog died last night")))
 
     retriever = _retriever(tmp_path)
 

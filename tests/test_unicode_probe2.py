@@ -89,8 +89,9 @@ def test_an_emotion_in_two_unicode_forms_is_one_class(tmp_path: Path, run_cli) -
     ],
 )
 def test_a_long_utterance_is_cut_between_characters_as_they_are_seen(unit: str) -> None:
+    from instructerc.data.text import CUT_MARK
     from instructerc.prompts.encoding import SegmentTokenizer
-    from instructerc.prompts.fitting import ELLIPSIS, shorten
+    from instructerc.prompts.fitting import shorten
     from tiny import tiny_tokenizer
 
     tokenizer = SegmentTokenizer(tiny_tokenizer())
@@ -99,7 +100,7 @@ def test_a_long_utterance_is_cut_between_characters_as_they_are_seen(unit: str) 
         cut = shorten(text, tokenizer, drop)
 
         assert cut is not None
-        head, tail = cut.split(ELLIPSIS)
+        head, tail = cut.split(CUT_MARK)
         assert head and tail
         assert head == unit * (len(head) // len(unit)) and tail == unit * (len(tail) // len(unit)), (drop, cut)
 

@@ -39,6 +39,11 @@ _INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"
 _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
+# The mark between the start and end an over-long text is cut to (prompts.fitting cuts so); the
+# retriever recognises a pool utterance by its cut form.
+CUT_MARK = " \u2026 "
+
+
 def _trimmed(text: str) -> str:
     """``text`` without white space or invisible characters at either end."""
     previous = None

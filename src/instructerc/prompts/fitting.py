@@ -14,15 +14,12 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from instructerc.data.dialogue import Dialogue, Utterance
-from instructerc.data.text import cut_after, cut_before
+from instructerc.data.text import CUT_MARK, cut_after, cut_before
 from instructerc.prompts.budget import PromptTooLong
 from instructerc.prompts.encoding import EncodedExample, SegmentTokenizer
 from instructerc.prompts.example import Example, Part
-from instructerc.retrieval.index import CUT_MARK
 
 Item = tuple[Dialogue, int]
-# The retriever recognises a cut utterance by it, as its pool's own utterance (never its own demonstration).
-ELLIPSIS = CUT_MARK
 # Each round removes what the last prompt was over by (plus a margin, since cut text tokenizes
 # a little differently); more rounds than this means the text is not what is too long.
 _MAX_ROUNDS = 8
@@ -75,7 +72,7 @@ def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | N
     little would be left."""
     ids = tokenizer.ids(text)
     chars_per_token = len(text) / max(1, len(ids))
-    keep_tokens = len(ids) - drop_tokens - len(tokenizer.ids(ELLIPSIS)) - 2
+    keep_tokens = len(ids) - drop_tokens - len(tokenizer.ids(CUT_MARK)) - 2
     keep = min(len(text) - 1, math.floor(keep_tokens * chars_per_token * 0.9))
     if keep < 2:
         return None
@@ -85,12 +82,12 @@ def shorten(text: str, tokenizer: SegmentTokenizer, drop_tokens: int) -> str | N
     # character: there the cut is by code points.
     if cut_before(text, head_end) + len(text) - cut_after(text, tail_start) >= 2:
         head_end, tail_start = cut_before(text, head_end), cut_after(text, tail_start)
-    return text[:head_end].rstrip() + ELLIPSIS + text[tail_start:].lstrip()
+    return text[:head_end].rstrip() + CUT_MARK + text[tail_start:].lstrip()
 
 
 def shortest(text: str, tokenizer: SegmentTokenizer) -> str | None:
     """``text`` cut down to its first and last few tokens; ``None`` when that is not shorter."""
-    cut = shorten(text, tokenizer, len(tokenizer.ids(text)) - len(tokenizer.ids(ELLIPSIS)) - 2 - _SHORTEST_TOKENS)
+    cut = shorten(text, tokenizer, len(tokenizer.ids(text)) - len(tokenizer.ids(CUT_MARK)) - 2 - _SHORTEST_TOKENS)
     return cut if cut is not None and len(tokenizer.ids(cut)) < len(tokenizer.ids(text)) else None
 
 
@@ -182,7 +179,7 @@ def _head_and_tail(text: str) -> str:
     head_end, tail_start = cut_before(text, half), cut_after(text, len(text) - half)
     if head_end + len(text) - tail_start < 2:  # a pile of accents on one letter: cut by code points
         head_end, tail_start = half, len(text) - half
-    return text[:head_end].rstrip() + ELLIPSIS + text[tail_start:].lstrip()
+    return text[:head_end].rstrip() + CUT_MARK + text[tail_start:].lstrip()
 
 
 def _without_needless_precuts(items: list[Item], precut: dict[Key, tuple[Dialogue, Dialogue]]) -> list[Item]:

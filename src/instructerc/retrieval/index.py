@@ -25,6 +25,7 @@ from pathlib import Path, PurePath
 from typing import Any, Collection, Sequence
 
 from instructerc.data.dialogue import Dialogue
+from instructerc.data.text import CUT_MARK
 from instructerc.errors import InputError
 from instructerc.files import default_cache_dir
 from instructerc.retrieval.cache import cached_array, content_key
@@ -212,10 +213,6 @@ class DemonstrationIndex:
                 path=self.source,
                 field="retrieval.encoder",
             )
-
-
-# The mark between the start and end an over-long text is cut to (prompts.fitting cuts so).
-CUT_MARK = " \u2026 "
 
 
 def _same_text(pooled: str, text: str) -> bool:
