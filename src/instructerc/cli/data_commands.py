@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from instructerc.cli.options import add_data_options, check_output_parent, data_source, output_error, output_file, summary_stream
+from instructerc.cli.options import add_data_options, check_output_file, data_source, output_error, output_file, summary_stream
 
 if TYPE_CHECKING:
     from instructerc.data.registry import DataSource
@@ -68,11 +68,8 @@ def _has_split(source, split: str) -> bool:
 def export_split(args: argparse.Namespace) -> int:
     from instructerc.data.jsonl import write_jsonl
     from instructerc.data.registry import load_dialogues
-    from instructerc.errors import InputError
 
-    if args.out.is_dir():  # found only after the whole split was read, as "cannot write: Is a directory"
-        raise InputError("is a folder; --out names the file to write", path=args.out)
-    check_output_parent(args.out, "--out")
+    check_output_file(args.out, "--out")
     source = data_source(args)
     dialogues = load_dialogues(source, args.split)
     try:

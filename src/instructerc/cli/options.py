@@ -130,10 +130,12 @@ def check_input_file(path: Path, what: str, why: str = "") -> None:
         raise InputError(f"is not a regular file{why or ' (a pipe or a device)'}: save it to a file first", path=path)
 
 
-def check_output_parent(path: Path, option: str) -> None:
-    """An :class:`InputError` when a folder above the output file ``path`` is an existing file,
-    or ``path`` is a symlink loop: writing would fail, but only at the end, after the data was
-    read and the model has run."""
+def check_output_file(path: Path, option: str) -> None:
+    """An :class:`InputError` when the output file ``path`` is a folder, a folder above it is an
+    existing file, or ``path`` is a symlink loop: writing would fail, but only at the end, after
+    the data was read and the model has run."""
+    if path.is_dir():
+        raise InputError(f"is a folder; {option} names the file to write", path=path)
     parent = in_the_way(path.parent, None, f"; {option} names the file to write")
     if parent is not None:
         raise InputError(f"{parent} is a file, not a folder; {option} names the file to write", path=path)

@@ -20,7 +20,7 @@ from instructerc.cli.options import (
     add_dtype_option,
     add_trust_remote_code_option,
     check_input_file,
-    check_output_parent,
+    check_output_file,
     output_error,
     output_file,
     path_arg,
@@ -130,9 +130,7 @@ def _checked_input(args: argparse.Namespace) -> tuple[Any, Any, list[tuple[int, 
     check_mode(args.mode, args.paper_parsing)
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be at least 1", field="chunk-size")
-    if args.output.is_dir():
-        raise InputError("is a folder; --output names the file to write", path=args.output)
-    check_output_parent(args.output, "--output")
+    check_output_file(args.output, "--output")
     # A pipe (/dev/stdin, <(...)) exists but cannot be read twice, as predict reads its input.
     check_input_file(args.input, "the dialogues", " (predict reads its input twice)")
     model = args.model if args.model is not None else default_model_dir()
