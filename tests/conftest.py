@@ -57,6 +57,18 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
     return run
 
 
+@pytest.fixture
+def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if the run gets as far as loading the tokenizer or the model."""
+    from instructerc.modeling import backbone
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(backbone, "load_tokenizer", loaded)
+    monkeypatch.setattr(backbone, "load_causal_lm", loaded)
+
+
 @pytest.fixture(autouse=True)
 def one_thread_for_tiny_models(request: pytest.FixtureRequest):
     """Tiny models run faster on one thread: their matrices are too small to split, and a second

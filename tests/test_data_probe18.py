@@ -59,15 +59,7 @@ def test_a_python_dialogue_too_long_keeps_its_message() -> None:
     from instructerc.prompts.encoding import SegmentTokenizer
     from instructerc.prompts.tasks import ExampleBuilder
     from instructerc.prompts.templates import TemplateConfig, build_template
-
-    class Words:
-        eos_token_id = 1
-
-        def __call__(self, text: str, add_special_tokens: bool = True, split_special_tokens: bool = False) -> dict[str, list[int]]:
-            return {"input_ids": [2] * len(text.split())}
-
-        def decode(self, ids: list[int]) -> str:
-            return " ".join("w" for _ in ids)
+    from tiny import Words
 
     dialogue = Dialogue("d", "meld", "train", (Utterance("A", " ".join(["w"] * 300), "joy"),))
     example = ExampleBuilder(build_template(TemplateConfig(demonstration=False), MELD), {}).erc(dialogue, 0)

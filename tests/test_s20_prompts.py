@@ -20,7 +20,7 @@ from instructerc.prompts.tasks import ExampleBuilder
 from instructerc.prompts.templates import TemplateConfig, build_template
 from instructerc.retrieval.index import DemonstrationIndex, RetrievalConfig
 from instructerc.retrieval.retriever import DemonstrationRetriever
-from tiny import tiny_model_dir
+from tiny import Words, tiny_model_dir
 
 ZED_250, ZED_260 = "Zed" + "z" * 250, "Zed" + "z" * 260
 
@@ -94,18 +94,6 @@ def test_prompts_show_with_a_model_names_where_its_max_length_is_set(run_cli, tm
     assert result.code == 2 and "Traceback" not in result.err
     assert f"{data}:1: field 'max_length': dialogue 'a'" in result.err
     assert f"raise max_length (in {model / 'prompting.json'}) or shorten the utterance" in result.err, result.err
-
-
-class Words:
-    """One token per word."""
-
-    eos_token_id = 1
-
-    def __call__(self, text: str, add_special_tokens: bool = True, split_special_tokens: bool = False) -> dict[str, list[int]]:
-        return {"input_ids": [2] * len(text.split())}
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join("w" for _ in ids)
 
 
 def test_the_budgets_error_counts_the_answers_room_against_max_length_itself() -> None:

@@ -4,14 +4,13 @@ recipe leaves out, and the recipe keys added after grids had run. Nothing here l
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from instructerc.errors import InputError
 from instructerc.prompts.templates import TemplateConfig
 from instructerc.training.config import TrainConfig, later_keys
+from test_s19_config import _refused, _write
 
 RECIPE = """\
 data:
@@ -26,21 +25,6 @@ stages:
   - tasks: {erc: 1.0}
     epochs: 1
 """
-
-
-def _write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _refused(run_cli, tmp_path: Path, *argv: str | Path) -> str:
-    """The one line a refused ``train`` says; nothing may be written."""
-    result = run_cli("train", *argv, "--output", tmp_path / "run")
-    assert result.code == 2, result.err
-    assert len(result.err.splitlines()) == 1 and "Traceback" not in result.err
-    assert not (tmp_path / "run").exists()
-    return result.err
 
 
 # -- LoRA settings beside full fine-tuning ----------------------------------------------------------

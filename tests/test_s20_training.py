@@ -21,18 +21,6 @@ from instructerc.training.trainer import Trainer
 from tiny import write_tiny_base
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fails the test if the run gets as far as loading the tokenizer or the model."""
-    from instructerc.modeling import backbone
-
-    def loaded(*args, **kwargs):
-        raise AssertionError("the model was loaded before the input was checked")
-
-    monkeypatch.setattr(backbone, "load_tokenizer", loaded)
-    monkeypatch.setattr(backbone, "load_causal_lm", loaded)
-
-
 def base(root: Path, **sections: dict) -> Path:
     return write_tiny_base(root, {"train": 8, "dev": 3}, **sections)
 

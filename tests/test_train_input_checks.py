@@ -17,18 +17,6 @@ from instructerc.training.trainer import Trainer
 from test_training import recipe
 
 
-@pytest.fixture
-def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fails the test if the run gets as far as loading the tokenizer or the model."""
-    from instructerc.modeling import backbone
-
-    def loaded(*args, **kwargs):
-        raise AssertionError("the model was loaded before the input was checked")
-
-    monkeypatch.setattr(backbone, "load_tokenizer", loaded)
-    monkeypatch.setattr(backbone, "load_causal_lm", loaded)
-
-
 def write_recipe(path: Path, config: TrainConfig) -> Path:
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     return path

@@ -11,7 +11,6 @@ from instructerc.data.sampling import seeded_subset
 from instructerc.errors import InputError
 from instructerc.evaluation.dev_scoring import predictor_dev_scoring
 from instructerc.training.trainer import Trainer
-from test_train_input_checks import no_model_loads  # noqa: F401 (a fixture, used by name)
 from test_training import recipe
 
 
@@ -24,7 +23,7 @@ def one_utterance_dialogues(root: Path) -> Path:
     return root
 
 
-def test_a_stage_task_the_data_has_no_example_of_is_refused_before_loading(backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+def test_a_stage_task_the_data_has_no_example_of_is_refused_before_loading(backbone, tmp_path, no_model_loads) -> None:
     # Emotion prediction needs a past utterance: single-utterance dialogues give it none, and the
     # stage used to take no step while the run finished with exit 0 and listed it in the model card.
     config = recipe(
@@ -39,7 +38,7 @@ def test_a_stage_task_the_data_has_no_example_of_is_refused_before_loading(backb
     assert caught.value.path == str(tmp_path / "data" / "train.jsonl")
 
 
-def test_a_task_mixed_into_a_stage_without_examples_is_refused_too(backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+def test_a_task_mixed_into_a_stage_without_examples_is_refused_too(backbone, tmp_path, no_model_loads) -> None:
     config = recipe(one_utterance_dialogues(tmp_path / "data"), backbone, tmp_path / "run")  # erc + emotion_prediction
     with pytest.raises(InputError, match="emotion_prediction"):
         Trainer(config, progress=False, dev_scoring=predictor_dev_scoring).run()
@@ -77,7 +76,7 @@ def test_a_stage_without_tasks_is_refused_by_the_config(tiny_data, backbone, tmp
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be created")
-def test_an_output_dir_that_cannot_be_created_is_refused_before_loading(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+def test_an_output_dir_that_cannot_be_created_is_refused_before_loading(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:
     from test_train_input_checks import write_recipe
 
     path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
@@ -137,7 +136,7 @@ def test_a_forced_resume_is_on_the_model_card_and_in_the_metrics(tiny_data, back
     assert [r["forced_changes"] for r in records if r["event"] == "resume"] == [["optim.lr: 0.02 -> 0.01"]]
 
 
-def test_a_model_folder_of_other_files_in_the_output_dir_is_refused_not_deleted(tiny_data, backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+def test_a_model_folder_of_other_files_in_the_output_dir_is_refused_not_deleted(tiny_data, backbone, tmp_path, no_model_loads) -> None:
     # The finished run replaces model/ whole: a user's files there used to vanish without a word.
     notes = tmp_path / "run" / "model" / "notes.txt"
     notes.parent.mkdir(parents=True)

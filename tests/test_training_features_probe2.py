@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_train_input_checks import no_model_loads, write_recipe  # noqa: F401 (a fixture, used by name)
+from test_train_input_checks import write_recipe
 from test_training import recipe
 from test_trainopts_probe2 import cached_hub_model, unreachable_hub
 
@@ -17,7 +17,7 @@ def test_a_hub_id_cached_only_in_part_is_one_line_before_anything_loads(
     backbone,
     tmp_path,
     monkeypatch,
-    no_model_loads,  # noqa: F811
+    no_model_loads,
     lacking: list[str],
     offline: bool,
 ) -> None:
@@ -83,7 +83,7 @@ def test_more_top_layers_than_the_backbone_has_is_refused_before_the_model_loads
     tiny_data,
     backbone,
     tmp_path,
-    no_model_loads,  # noqa: F811
+    no_model_loads,
 ) -> None:
     # Refused only once the weights had loaded (minutes for a large backbone).
     path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run", finetune__lora__top_layers=3))

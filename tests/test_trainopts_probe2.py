@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train_input_checks import no_model_loads, write_recipe  # noqa: F401 (a fixture, used by name)
+from test_train_input_checks import write_recipe
 from test_training import recipe
 
 
@@ -23,7 +23,7 @@ def test_an_uncached_hub_id_without_a_network_is_one_line(
     tmp_path,
     monkeypatch,
     option,
-    no_model_loads,  # noqa: F811
+    no_model_loads,
 ) -> None:
     # transformers retried the hub for about 50 s and ended with four lines about internet
     # connections (exit 1) that named neither the model nor the setting.
@@ -41,7 +41,7 @@ def test_an_uncached_hub_id_without_a_network_is_one_line(
     assert not (tmp_path / "run").exists()
 
 
-def test_a_model_name_that_is_no_hub_id_is_one_line(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+def test_a_model_name_that_is_no_hub_id_is_one_line(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:
     path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
     result = run_cli("train", path, "--model", "my model", "--no-progress")
     assert result.code == 2
@@ -49,7 +49,7 @@ def test_a_model_name_that_is_no_hub_id_is_one_line(run_cli, tiny_data, backbone
     assert "backbone.model" in line and "'my model' is neither a model folder nor a Hugging Face hub id" in line
 
 
-def test_an_uncached_hub_id_in_offline_mode_is_one_line(run_cli, tiny_data, backbone, tmp_path, monkeypatch, no_model_loads) -> None:  # noqa: F811
+def test_an_uncached_hub_id_in_offline_mode_is_one_line(run_cli, tiny_data, backbone, tmp_path, monkeypatch, no_model_loads) -> None:
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
@@ -68,7 +68,7 @@ def test_an_uncached_hub_id_in_offline_mode_is_one_line(run_cli, tiny_data, back
         ("stages[0].tasks.erc=2", "stages[0].tasks.erc"),
     ],
 )
-def test_a_share_out_of_range_names_its_key_and_the_option(run_cli, tiny_data, backbone, tmp_path, option, field, no_model_loads) -> None:  # noqa: F811
+def test_a_share_out_of_range_names_its_key_and_the_option(run_cli, tiny_data, backbone, tmp_path, option, field, no_model_loads) -> None:
     # The field used to stop at the section (data.dataset_fractions, stages[0].tasks), so the
     # error could not say which --set gave the value.
     path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
@@ -78,7 +78,7 @@ def test_a_share_out_of_range_names_its_key_and_the_option(run_cli, tiny_data, b
     assert f"field '{field}'" in line and "given by --set" in line
 
 
-def test_a_micro_batch_size_below_one_names_its_own_field(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:  # noqa: F811
+def test_a_micro_batch_size_below_one_names_its_own_field(run_cli, tiny_data, backbone, tmp_path, no_model_loads) -> None:
     # It was reported as optim.batch_size, a key the user had not touched.
     path = write_recipe(tmp_path / "recipe.yaml", recipe(tiny_data, backbone, tmp_path / "run"))
     result = run_cli("train", path, "--set", "optim.micro_batch_size=0", "--no-progress")
@@ -103,7 +103,7 @@ def test_a_value_out_of_range_names_its_field_the_limit_and_the_option(
     option,
     field,
     says,
-    no_model_loads,  # noqa: F811
+    no_model_loads,
 ) -> None:
     # r and alpha were reported together as the section finetune.lora (so no option was named),
     # and max_length as "too small" without the limit.

@@ -114,3 +114,15 @@ def write_tiny_base(root: Path, splits: dict[str, int], **sections: dict) -> Pat
         recipe[section] = {**recipe[section], **values}
     (root / "base.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return root / "base.yaml"
+
+
+class Words:
+    """A stand-in tokenizer for prompt budgets: one token per word."""
+
+    eos_token_id = 1
+
+    def __call__(self, text: str, add_special_tokens: bool = True, split_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [2] * len(text.split())}
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join("w" for _ in ids)
