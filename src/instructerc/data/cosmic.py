@@ -18,7 +18,7 @@ from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.data.loader import Loader, canonical_emotion, checked_text, find_in, nonempty_speaker, nonempty_text
 from instructerc.data.published import warn_if_partial
 from instructerc.data.safe_pickle import describe, load_data_pickle
-from instructerc.data.text import repair_cp1252_mojibake
+from instructerc.data.text import canonical_speaker, repair_cp1252_mojibake
 from instructerc.errors import InputError
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.registry import named_label_set
@@ -173,8 +173,10 @@ def _speaker(raw: Any, *, file: Path, field: str, dataset: str) -> str:
             f"{dataset} pickle speakers are {kind}, got {describe(raw)}: is this another dataset's pickle?", path=file, field=field
         )
     if named:
+        # In the one form every other reader gives a name, so the pickle's dialogues and their
+        # JSONL export name the same speakers.
         checked_text(raw, path=file, field=field)
-        return nonempty_speaker(raw, path=file, line=None, field=field)
+        return nonempty_speaker(canonical_speaker(raw), path=file, line=None, field=field)
     return f"Speaker_{list(raw).index(1)}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -65,16 +66,31 @@ def check_encoding(path: Path) -> None:
     decode as "valid" UTF-8 full of NULs, and the JSON parser then blames column 2) or gzip."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(HEAD_BYTES)
+            head = handle.read(max(HEAD_BYTES, _ARCHIVE_HEAD_BYTES))
     except OSError as error:
         raise InputError(f"cannot read: {error.strerror or error}", path=path) from None
-    problem = foreign_encoding(head)
-    if problem is None and head.startswith(b"PK\x03\x04"):
-        # A spreadsheet saved as .xlsx (or any zip) decodes as "UTF-8" up to its first binary
-        # byte, and was then blamed on column 1 as "not valid JSON".
-        problem = "a ZIP archive (an Excel .xlsx workbook, a .zip), not text: save or unzip it as a UTF-8 text file first"
+    problem = foreign_encoding(head[:HEAD_BYTES]) or _archive(head)
     if problem is not None:
         raise InputError(problem, path=path)
+
+
+# A spreadsheet saved as .xlsx (a zip) or a file compressed and kept under its .jsonl or .csv name
+# decodes as "UTF-8" up to its first binary byte, and was then blamed on that byte ("not UTF-8
+# text (byte 0xe4): save the file as UTF-8"), which no re-save fixes. (gzip: foreign_encoding.)
+_ARCHIVES = (
+    (rb"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook, a .zip), not text: save or unzip it as a UTF-8 text file first"),
+    # bzip2's block size digit and block magic too: "BZh" alone may start a text file.
+    (rb"BZh[1-9]1AY&SY", "bzip2-compressed, not text: decompress it first (bunzip2)"),
+    (rb"\xfd7zXZ\x00", "xz-compressed, not text: decompress it first (unxz)"),
+    (rb"\x28\xb5\x2f\xfd", "zstd-compressed, not text: decompress it first (unzstd)"),
+    (rb"7z\xbc\xaf\x27\x1c", "a 7-Zip archive, not text: extract the file it holds first"),
+)
+_ARCHIVE_HEAD_BYTES = 10
+
+
+def _archive(head: bytes) -> str | None:
+    """What archive or compressed file ``head`` starts, if any."""
+    return next((problem for magic, problem in _ARCHIVES if re.match(magic, head)), None)
 
 
 def find_in(path: Path, candidates: list[Path], what: str) -> Path:
@@ -190,6 +206,7 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
         raise InputError(f"cannot read: {error.strerror or error}", path=path) from None
     with handle:
         reader = csv.reader(handle)
+        end = 0
         try:
             header = _checked_header(next(reader, []), required, path)
             end = reader.line_num
@@ -198,11 +215,22 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
                 if fields:  # a blank line holds no row (csv.DictReader skipped them too)
                     yield start, _csv_row(header, fields, path=path, start=start, end=end)
         except csv.Error as error:
-            raise InputError(f"malformed CSV: {error}", path=path, line=reader.line_num) from None
+            raise _malformed(error, path, start=end + 1, end=reader.line_num) from None
         except UnicodeDecodeError:
             raise not_utf8(path) from None
         except OSError as error:
             raise InputError(f"cannot read: {error.strerror or error}", path=path, line=reader.line_num + 1) from None
+
+
+def _malformed(error: csv.Error, path: Path, *, start: int, end: int) -> InputError:
+    """The error for a row the csv module refuses, on the line the row starts on. A quote left
+    open makes one field of the rest of the file until it passes the module's size limit: named
+    at the line the module stopped on, thousands of lines on, with no word of a quote."""
+    if "field larger than field limit" not in str(error):
+        return InputError(f"malformed CSV: {error}", path=path, line=end)
+    runs_on = f" and runs on to line {end}: is a quote left open?" if end > start else ""
+    limit = csv.field_size_limit()
+    return InputError(f"a field of this row is longer than {limit:,} characters{runs_on}", path=path, line=start)
 
 
 def _checked_header(raw: list[str], required: tuple[str, ...], path: Path) -> list[str]:

@@ -69,6 +69,9 @@ class DataSource:
         resolve_label_space(self.labels)
         get_loader(self.name)
         _check_label_set_applies(self)
+        if self.label_set is not None and not isinstance(self.label_set, str):
+            # Read once, here: a generator would give its labels to the first reader only.
+            object.__setattr__(self, "label_set", _label_list(self.label_set))
 
     @property
     def mapping(self) -> UnifiedMapping | None:
@@ -99,6 +102,15 @@ def _check_label_set_applies(source: DataSource) -> None:
         "--labels uime[:MAPPING] reads them in a unified space",
         field="label_set",
     )
+
+
+def _label_list(labels: Sequence[str]) -> tuple[str, ...]:
+    """A user's own list of labels, checked to form a label set here, where the error can name
+    the field, not when the data is first read (a bare ValueError from deep inside a run)."""
+    try:
+        return LabelSet.from_names("user", labels).labels
+    except ValueError as error:
+        raise InputError(f"the labels do not form a label set: {error}", field="label_set") from None
 
 
 def _defines_labels(name: str) -> bool:

@@ -10,6 +10,7 @@ and nothing else is ever called.
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 import pickletools
@@ -47,10 +48,31 @@ def _numpy_scalar_stand_in(dtype: _NumpyDtypeStandIn, raw: bytes | str) -> int |
     return struct.unpack(fmt, raw)[0]
 
 
+class _SealedCallable:
+    """What a pickle gets for a global it may name: a call to ``build`` and nothing else. The bare
+    function or class would be one object shared by every load, and a pickle's BUILD opcode sets
+    attributes on the object it is given (``__defaults__`` of a function, methods of a class): one
+    file could change how every later file in the process is read."""
+
+    __slots__ = ("_build",)
+
+    def __init__(self, build: Any) -> None:
+        object.__setattr__(self, "_build", build)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._build(*args)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise pickle.UnpicklingError("a pickle may not set attributes on a numpy stand-in")
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("a pickle may not set the state of a numpy function or type, only of what it built")
+
+
 _STAND_INS = {
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar_stand_in,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar_stand_in,
-    ("numpy", "dtype"): _NumpyDtypeStandIn,
+    ("numpy.core.multiarray", "scalar"): _SealedCallable(_numpy_scalar_stand_in),
+    ("numpy._core.multiarray", "scalar"): _SealedCallable(_numpy_scalar_stand_in),
+    ("numpy", "dtype"): _SealedCallable(_NumpyDtypeStandIn),
 }
 
 
@@ -83,14 +105,20 @@ def check_bounds(raw: bytes) -> None:
     than the bytes left).
     """
     size = len(raw)
+    stream = io.BytesIO(raw)
     try:
-        for opcode, argument, position in pickletools.genops(io.BytesIO(raw)):
+        for opcode, argument, position in pickletools.genops(stream):
             if opcode.name in _MEMO_OPCODES and isinstance(argument, int) and not 0 <= argument <= size:
                 raise pickle.UnpicklingError(f"memo index {argument} at byte {position} is larger than the file ({size} bytes)")
             if opcode.name == "FRAME" and isinstance(argument, int) and argument > size - (position or 0):
-                raise pickle.UnpicklingError(f"a frame of {argument} bytes at byte {position} is longer than the rest of the file")
+                raise CutShort(f"a frame of {argument} bytes at byte {position} is longer than the rest of the file")
     except ValueError as error:  # genops: a declared length past the end, a bad opcode, a truncated argument
-        raise pickle.UnpicklingError(str(error)) from None
+        # Read up to the end, the opcodes were still asking for more: the file stops mid-pickle.
+        raise (CutShort if stream.tell() >= size else pickle.UnpicklingError)(str(error)) from None
+
+
+class CutShort(pickle.UnpicklingError):
+    """The file ends before the pickle does: what a download or copy stopped part way leaves."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -146,8 +174,13 @@ def load_data_pickle(path: str | Path) -> Any:
     packed = _compression(raw)
     if packed is not None:
         raise InputError(f"is {packed}, not a pickle: unpack it first and give the .pkl it holds", path=path)
+    if not raw:
+        raise InputError("invalid pickle: the file is empty", path=path)
     try:
         check_bounds(raw)
+    except pickle.UnpicklingError as error:
+        raise InputError(_unreadable(raw, error), path=path) from None
+    try:
         # latin1 keeps Python 2 byte strings byte-for-byte, as the COSMIC files need.
         return DataOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as error:
@@ -156,3 +189,32 @@ def load_data_pickle(path: str | Path) -> Any:
         raise InputError(f"invalid pickle: {_one_line(error)}", path=path) from None
     except MemoryError:
         raise InputError("invalid pickle: it asks for more memory than this machine has", path=path) from None
+
+
+def _unreadable(raw: bytes, error: pickle.UnpicklingError) -> str:
+    """Why the opcodes of ``raw`` do not read as a pickle, as the user can act on it. Not "unsafe"
+    where the cause is plain: a file cut short (fetch it again), or a text file given in place of
+    the pickle (a benchmark's CSV or a JSONL file, named beside it with --data)."""
+    if isinstance(error, CutShort):
+        cut = f"the file ends before the pickle does ({_one_line(error)}): cut short by an interrupted download or copy? get it again"
+        return f"invalid pickle: {cut}"
+    if _is_text(raw):
+        # A protocol 0 pickle is text too, but one that reads as such never gets here.
+        return (
+            f"not a pickle but a text file (a CSV or JSONL file?): {_one_line(error)}; the cosmic-* datasets read the COSMIC "
+            "pickles (meld.pkl, ...), --dataset meld, emorynlp or jsonl read text"
+        )
+    return f"unsafe or invalid pickle: {_one_line(error)}"
+
+
+def _is_text(raw: bytes) -> bool:
+    """Whether the start of ``raw`` is printable UTF-8 text (a character cut at the end aside)."""
+    head = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    try:
+        text = head.decode(raw[:_TEXT_PROBE_BYTES])
+    except UnicodeDecodeError:
+        return False
+    return all(character.isprintable() or character in "\t\r\n" for character in text.removeprefix("\ufeff"))
+
+
+_TEXT_PROBE_BYTES = 1024

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from instructerc.labels.label_set import SPACE_RUN
+
 _C1_CONTROLS = re.compile("[\x80-\x9f]")
 
 
@@ -67,18 +69,19 @@ def breaks_line(text: str) -> bool:
 
 
 def canonical_label(text: str) -> str:
-    """An emotion as written, in one Unicode form (NFC), trimmed and without text-direction
-    controls: ``colère`` typed as ``e`` and a combining accent is the same label as ``colère``
-    with ``è``, not a second class. Text no character of which is seen (:func:`shows_nothing`,
+    """An emotion as written, in one Unicode form (NFC), trimmed, without text-direction controls,
+    each run of spaces inside it one plain space: ``colère`` typed as ``e`` and a combining
+    accent is the same label as ``colère`` with ``è``, and ``very\u00a0happy`` the same as
+    ``very happy``, not a second class. Text no character of which is seen (:func:`shows_nothing`,
     an invisible separator alone) is ``""``: as empty as a name of spaces."""
     # The controls go first: one between a letter and its accent would keep NFC from joining them.
-    folded = _trimmed(unicodedata.normalize("NFC", text.translate(_BIDI_CONTROLS)))
+    folded = SPACE_RUN.sub(" ", _trimmed(unicodedata.normalize("NFC", text.translate(_BIDI_CONTROLS))))
     return "" if shows_nothing(folded) else folded
 
 
 def canonical_speaker(name: str) -> str:
     """A speaker's name as every part of the toolkit compares and shows it (:func:`canonical_label`:
-    NFC, trimmed, no text-direction controls), so names that look the same (``José`` typed on two
+    NFC, trimmed, no text-direction controls, one space between words), so names that look the same (``José`` typed on two
     keyboards, ``Ann`` pasted with a BOM or a right-to-left override) are one speaker in the
     prompt's lines, in ``Speaker_k`` ids and in a conversation's later turns."""
     return canonical_label(name)
