@@ -162,8 +162,19 @@ def test_turns_split_over_workers_keep_each_turn_whole_and_every_turn_once():
     assert len(_split_for_workers([[2], [3, 4, 5, 6]], rows, 3)) == 3
 
 
-def test_turns_scored_on_two_workers_equal_one_worker_and_leave_the_same_caches(predictor, monkeypatch):
+def _noted(threads: set[int], workers: int) -> None:
+    """Notes the thread a pass runs on. Under two workers the pass also lingers a moment: a pool
+    makes its second thread only when its first is busy, and on a loaded machine the first could
+    finish a tiny model's pass before the second was handed out, so both ran on one thread."""
     import threading
+    import time
+
+    threads.add(threading.get_ident())
+    if workers > 1:
+        time.sleep(0.05)
+
+
+def test_turns_scored_on_two_workers_equal_one_worker_and_leave_the_same_caches(predictor, monkeypatch):
 
     import instructerc.inference.incremental as incremental
     from instructerc.inference.predictor import InferenceConfig
@@ -172,7 +183,7 @@ def test_turns_scored_on_two_workers_equal_one_worker_and_leave_the_same_caches(
     forward = incremental._forward
     results, caches = {}, {}
     for workers in (1, 2):
-        monkeypatch.setattr(incremental, "_forward", lambda *args: threads[workers].add(threading.get_ident()) or forward(*args))
+        monkeypatch.setattr(incremental, "_forward", lambda *args: _noted(threads[workers], workers) or forward(*args))
         fresh = Predictor(predictor.model, predictor.tokenizer, predictor.setup, device="cpu", config=InferenceConfig(workers=workers))
         live = [ConversationCache() for _ in range(5)]
         for turns in (1, 2, 3):

@@ -98,7 +98,10 @@ def last_token_logits(
         return packed_pass(model, rows, members, past, shared, pad_id, device, direct_head)
 
     results: list[Any] = [None] * len(sequences)
-    for scored in completed(run, row_batches([row for row, _ in packed], batch_tokens), workers):
+    batches = list(row_batches([row for row, _ in packed], batch_tokens))
+    # No more workers than passes: each worker gets a share of the intra-op threads, so one pass
+    # (a short dialogue, a service request) on two workers ran on half the cores.
+    for scored in completed(run, batches, min(workers, len(batches))):
         for sequence_index, logits in scored:
             results[sequence_index] = logits
         if progress is not None:

@@ -45,6 +45,7 @@ class LabelScorer:
                     "tokenizer, so it cannot tell them apart: rename one",
                     field="label_set",
                 )
+        _check_no_answer_ends_inside_another(label_set, self.answers)
         children: dict[tuple[int, ...], list[int]] = {}
         for answer in self.answers:
             for depth in range(len(answer)):
@@ -91,3 +92,17 @@ class LabelScorer:
             log_probs.append(torch.log_softmax(row[list(point.children)].float(), dim=-1))
         scores = torch.stack([sum((log_probs[p][c] for p, c in steps), torch.tensor(0.0)) for steps in self._label_steps])
         return torch.softmax(scores, dim=-1)  # already normalized; softmax removes rounding drift
+
+
+def _check_no_answer_ends_inside_another(label_set: LabelSet, answers: list[tuple[int, ...]]) -> None:
+    """Refuse a label whose answer is the start of another's: the trie has no branch where the
+    shorter one ends, so both would get the same probability whatever the model says. Answers
+    end with EOS, so this only happens with a tokenizer that has none (``calm`` inside ``calmish``)."""
+    for short, verbalizer in zip(answers, label_set.verbalizers):
+        for long, other in zip(answers, label_set.verbalizers):
+            if len(short) < len(long) and long[: len(short)] == short:
+                raise InputError(
+                    f"the label '{verbalizer}' of {label_set.name} is the start of the label '{other}' for this model's tokenizer, "
+                    "which has no end-of-text token to tell where an answer stops: rename one, or use a tokenizer with an EOS token",
+                    field="label_set",
+                )

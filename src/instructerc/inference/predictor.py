@@ -31,7 +31,7 @@ from instructerc.data.text import breaks_line, canonical_speaker, shows_nothing
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
-from instructerc.inference.incremental import ConversationCache
+from instructerc.inference.incremental import ConversationCache, common_prefix
 from instructerc.inference.label_scoring import LabelScorer
 from instructerc.inference.parallel import default_workers
 from instructerc.labels.prediction import Prediction, per_dialogue  # Prediction re-exported: callers long imported it from here
@@ -340,18 +340,15 @@ class Predictor:
         if self._direct_head is None:
             self._direct_head = head_is_plain(self.model, self.device)
         fresh = [cache for _, cache in turns if cache.tokens == 0]
-        if self._first_cache is not None:
-            # Keys and values of a position depend only on the tokens up to it, so the prefix a
-            # new prompt shares with an earlier one (the instruction, often more) is reused as
-            # is; score_turns computes from where they differ. The states are never written in place.
-            for cache in fresh:
-                cache.ids, cache.states = list(self._first_cache.ids), self._first_cache.states
+        self._start_from_first_cache([(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded) if cache.tokens == 0])
         table = score_turns(
             self.model,
             self.scorer,
             [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)],
             self.device,
             self._direct_head,
+            # The user's budget (1,024 on a CPU by default), as predict's batches keep to it.
+            batch_tokens=self.config.sizes(self.device)[1],
             workers=self.config.worker_count(self.device),
         )
         if self._first_cache is None and fresh and fresh[0].states is not None:
@@ -362,6 +359,20 @@ class Predictor:
         table = [probabilities.tolist() for probabilities in table]
         self._check_finite(table)
         return _with_cuts([self._prediction(probabilities) for probabilities in table], cuts)
+
+    def _start_from_first_cache(self, fresh: Sequence[tuple[ConversationCache, Sequence[int]]]) -> None:
+        """Each new conversation's cache started from the prefix its prompt shares with the first
+        conversation scored. Keys and values of a position depend only on the tokens up to it, so
+        that prefix (the instruction, often more) is reused as is; score_turns computes from where
+        they differ. Only the shared prefix is copied: the whole first conversation (hundreds of
+        turns, given at once) made every new cache as large, and a cache store evict that much sooner."""
+        if self._first_cache is None:
+            return
+        first = self._first_cache
+        for cache, prompt in fresh:
+            shared = common_prefix(first.ids, prompt)
+            if shared:
+                cache.ids, cache.states = first.ids[:shared], first.states[:, :, :, :shared]
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
         """The newest utterance of one growing conversation, reusing its key/value cache."""
