@@ -8,6 +8,7 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoints' ann
 (``Request``), which are imported inside :func:`create_app` and so must be evaluated there.
 """
 
+import asyncio
 import itertools
 import logging
 from contextlib import asynccontextmanager
@@ -209,11 +210,30 @@ def create_app(predictor: Any, config: ServiceConfig | None = None) -> "FastAPI"
     _add_predict_route(app, service)
     _add_conversation_routes(app, service)
     _add_status_routes(app, service)
+    _document_only_answered(app)
     return app
 
 
-# What is answered before any endpoint runs, whatever the route: a Host not served or a
-# malformed body (400), a refused origin (403), a body too slow (408) or too large (413) by the
+def _document_only_answered(app: "FastAPI") -> None:
+    """The OpenAPI document without a 422 on routes that take no body. FastAPI documents a 422
+    for every route with a path parameter, and the route can only replace it (see ``by_id``), but a
+    conversation id is any string: no GET or DELETE of one is ever answered 422, and a client
+    generated from the document would handle an error that never comes."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # cached by FastAPI: removing twice is removing once
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if "requestBody" not in operation:
+                    operation.get("responses", {}).pop("422", None)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# What is answered before any endpoint runs, whatever the route: a Host not served, a request
+# target that is no path nor http URI, or a malformed body (400), a refused origin (403), a body too slow (408) or too large (413) by the
 # guard; a request beyond the connection cap (503) by the server's protocol.
 _GUARD_STATUSES = (400, 403, 408, 413, 503)
 # A body that is not JSON-typed (415) or not a valid request (422); a model failure (500), an
@@ -233,16 +253,42 @@ def _error_responses(*statuses: int) -> dict[int, dict[str, Any]]:
 
 def _add_middleware(app: "FastAPI", limits: ServiceConfig) -> None:
     if limits.allowed_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
         app.add_middleware(
-            CORSMiddleware,
+            _json_cors(),
             allow_origins=["*"] if "*" in limits.allowed_origins else list(limits.allowed_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["content-type", "x-request-id"],
+            # content-encoding: the guard undoes a gzip body, which a page can send (CompressionStream).
+            allow_headers=["content-type", "content-encoding", "x-request-id"],
+            # The service listens on loopback: a page of an allowed public origin reaches it only
+            # if the browser's Private Network Access preflight is answered yes.
+            allow_private_network=True,
             expose_headers=["x-request-id"],
         )
     app.add_middleware(RequestGuard, config=limits)  # added last: outermost, before CORS
+
+
+def _json_cors() -> type:
+    """Starlette's CORS middleware, refusing a preflight in the service's JSON error format
+    (400 ``cors_preflight_refused``) where Starlette answers plain text no client can read as
+    an error. The origin is checked before it, by the guard (403)."""
+    from fastapi.responses import JSONResponse
+    from starlette.middleware.cors import CORSMiddleware
+
+    class JsonCors(CORSMiddleware):
+        def preflight_response(self, request_headers: Any) -> Any:
+            response = super().preflight_response(request_headers)
+            if response.status_code < 400:
+                return response
+            refused = response.body.decode().removeprefix("Disallowed CORS ")  # e.g. "method, headers"
+            message = (
+                f"the browser's CORS preflight is refused (not allowed: the requested {refused}); allowed methods: "
+                f"{', '.join(self.allow_methods)}; allowed headers: {', '.join(sorted(self.allow_headers))}"
+            )
+            body = ApiError(response.status_code, "cors_preflight_refused", message).body()
+            kept = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+            return JSONResponse(body, status_code=response.status_code, headers=kept)
+
+    return JsonCors
 
 
 def _add_error_handlers(app: "FastAPI") -> None:
@@ -369,7 +415,9 @@ def _add_conversation_routes(app: "FastAPI", service: Service) -> None:
     _add_turn_route(app, service)
 
     # 422 is never answered here (the id is any string), but FastAPI documents its own 422 body
-    # for every route with a path parameter unless the route names one: this one is the service's.
+    # for every route with a path parameter unless the route names one: named here (in the
+    # service's format, so FastAPI's validation schemas stay out of the document), then left out
+    # of the document by _document_only_answered.
     by_id = _error_responses(404, 422)
 
     @app.get(
@@ -448,8 +496,13 @@ def _new_conversation_body(limits: ServiceConfig) -> dict[str, Any]:
 
 
 async def _json(request: Any, allow_empty: bool = False) -> Any:
-    """The request's JSON body, read in the charset its ``Content-Type`` declares."""
-    return parse_json(await request.body(), allow_empty, charset=declared_charset(request.headers.get("content-type", "")))
+    """The request's JSON body, read in the charset its ``Content-Type`` declares.
+
+    Parsed in a worker thread: a body of the largest size made of small arrays takes about a
+    second to parse and check, which on the event loop stalled every other request (health
+    probes included) for that long, and for minutes with many such bodies at once."""
+    charset = declared_charset(request.headers.get("content-type", ""))
+    return await asyncio.to_thread(parse_json, await request.body(), allow_empty, charset)
 
 
 def _check_new_conversation(service: Service, utterances: int) -> None:

@@ -5,6 +5,8 @@
 - gives it a request id (the client's ``X-Request-ID`` when that is a short plain token, else a
   new one), returned in the ``X-Request-ID`` header of every answer and put on every log line
   written while the request runs (:data:`REQUEST_ID`, :class:`RequestIdFilter`);
+- reads a request target in absolute form (``GET http://host/path``) as its path, with the
+  URI's host as the ``Host`` (:func:`origin_form`; 400 for a URI that is no http one);
 - answers only the ``Host`` names allowed (400 otherwise): a web page that rebinds its own DNS
   name to 127.0.0.1 still sends its own name, so DNS rebinding cannot reach the service (an
   HTTP/1.0 request without ``Host``, which no browser sends, is served);
@@ -33,6 +35,7 @@ import re
 import uuid
 import zlib
 from typing import Any, Sequence
+from urllib.parse import unquote
 
 from instructerc.service.config import ServiceConfig, host_name
 
@@ -67,11 +70,18 @@ class RequestGuard:
         token = REQUEST_ID.set(request_id)
         send = _with_request_id(send, request_id)
         try:
-            await self._guarded(scope, headers, receive, send)
+            await self._guarded(scope, receive, send)
         finally:
             REQUEST_ID.reset(token)
 
-    async def _guarded(self, scope: dict, headers: dict[str, str], receive: Any, send: Any) -> None:
+    async def _guarded(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            scope = origin_form(scope)
+        except Refused as refused:
+            await self._drain(receive)
+            await answer(send, refused.status, refused.code, refused.message, field=refused.field)
+            return
+        headers = _headers(scope)
         refusal = self._refusal(scope, headers)
         if refusal is not None:
             await self._drain(receive)
@@ -85,13 +95,17 @@ class RequestGuard:
         body = await self._body(receive, send)
         if body is None:
             return
+        if scope["method"] not in _BODY_METHODS:
+            # No route reads the body of a GET or DELETE: undoing its coding could only refuse
+            # it (415 or 400), an answer these routes do not document, for bytes nobody reads.
+            body = b""
         try:
             body = decoded_body(body, headers.get("content-encoding", ""), self.config.max_body_bytes)
         except Refused as refused:
             await answer(send, refused.status, refused.code, refused.message, field=refused.field)
             return
         problem = _content_type_problem(headers.get("content-type", ""))
-        if body.strip() and scope["method"] in _BODY_METHODS and problem is not None:
+        if body.strip() and problem is not None:
             await answer(send, 415, "unsupported_media_type", problem, field="content-type")
             return
         disconnected = asyncio.Event()
@@ -217,6 +231,41 @@ class ConnectionsFull:
             )
         finally:
             REQUEST_ID.reset(token)
+
+
+# The start of a request target in absolute form: its scheme and authority (RFC 3986).
+_ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
+
+
+def origin_form(scope: dict) -> dict:
+    """The scope of a request whose target is in absolute form (``GET http://host/v1/labels``,
+    which RFC 9112 3.2.2 says a server must accept) as if it were in origin form: its path the
+    URI's path, its ``Host`` the URI's authority (the RFC says to ignore the Host header then, so
+    the host check applies to the authority). Any other scope is returned as it is.
+
+    uvicorn's h11 protocol passes the whole URI on as the path, which no route matched (404).
+    Raises :class:`Refused` (400) for a URI that is not an ``http(s)`` one naming a host.
+    """
+    root = scope.get("root_path", "").encode("latin-1")
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("latin-1")
+    target = raw_path[len(root) :] if raw_path.startswith(root) else raw_path
+    parts = _ABSOLUTE_FORM.fullmatch(target)
+    if target.startswith(b"/") or parts is None:
+        return scope
+    scheme, authority, path = (part.decode("latin-1") for part in parts.groups())
+    # RFC 9110 4.2.1 and 4.2.4: an http URI without a host is invalid, and userinfo in one is an error.
+    if scheme.lower() not in ("http", "https") or not host_name(authority) or "@" in authority:
+        raise Refused(
+            400, "malformed_request", f"the request target {target[:80].decode('latin-1')!r} is not a path nor an http URI naming a host"
+        )
+    path = path or "/"
+    headers = [(name, value) for name, value in scope.get("headers", ()) if name.lower() != b"host"]
+    return {
+        **scope,
+        "path": scope.get("root_path", "") + unquote(path),
+        "raw_path": root + path.encode("latin-1"),
+        "headers": [*headers, (b"host", authority.encode("latin-1"))],
+    }
 
 
 class Refused(Exception):
