@@ -45,7 +45,7 @@ class PromptTooLong(InputError):
         setting = f"max_length (in {self.path})" if self.path is not None else "max_length"
         return InputError(
             f"dialogue '{example.dialogue_id}' (dataset {example.dataset}), {example.task.value} example: {self.detail}; "
-            f"raise {setting} or shorten the utterance",
+            f"raise {setting} or shorten the utterance (or its speaker's name, shown with it)",
             path=origin.path if origin is not None else data_path,
             line=origin.line if origin is not None else None,
             field="max_length",

@@ -120,8 +120,20 @@ class PromptSetup:
         )
 
     def save(self, directory: Path) -> None:
+        """Writes the setup beside a model, its encoder folder and cache folder by absolute path
+        (as the manifest records the backbone): inference may run from any working directory."""
+        import os
+
+        from instructerc.retrieval.encoder import recorded_encoder
+
+        cache_dir = self.retrieval.cache_dir
+        retrieval = replace(
+            self.retrieval,
+            encoder=recorded_encoder(self.retrieval.encoder),
+            cache_dir=None if not cache_dir else os.path.abspath(Path(cache_dir).expanduser()),
+        )
         with atomic_write(directory / PROMPTING_FILE) as handle:
-            json.dump(self.to_dict(), handle, indent=2)
+            json.dump(replace(self, retrieval=retrieval).to_dict(), handle, indent=2)
 
     @classmethod
     def load(cls, directory: Path) -> "PromptSetup":

@@ -21,12 +21,16 @@ _UNWRITABLE: set[Path] = set()
 
 
 def content_key(*parts: str | list[str]) -> str:
+    """A digest of ``parts`` (strings, or lists of them) that no other parts share. Each item is
+    hashed after its length: with separators alone, a text holding the separator ("a\\x00b", "c"
+    against "a", "b\\x00c") gave another list of as many texts the same key, and its embeddings."""
     digest = hashlib.sha256()
     for part in parts:
-        for item in [part] if isinstance(part, str) else part:
-            digest.update(item.encode("utf-8"))
-            digest.update(b"\x00")
-        digest.update(b"\x01")
+        items = [part] if isinstance(part, str) else part
+        digest.update(f"{len(items)}[".encode())
+        for item in items:
+            encoded = item.encode("utf-8")
+            digest.update(f"{len(encoded)}:".encode() + encoded)
     return digest.hexdigest()[:32]
 
 

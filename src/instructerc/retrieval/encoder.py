@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,15 @@ def resolve_encoder(name: str) -> Path | str:
     if looks_like_path(name):
         raise InputError("no such sentence encoder folder", path=name)
     return name
+
+
+def recorded_encoder(name: str) -> str:
+    """``name`` as a saved model records it: a local folder by its absolute path (a relative one
+    names another folder, or none, from any other working directory), anything else as given."""
+    if name == EMBEDDED_ENCODER:
+        return name
+    path = Path(name).expanduser()
+    return os.path.abspath(path) if path.is_dir() else name
 
 
 def _first_line(error: BaseException) -> str:
@@ -127,6 +137,120 @@ def cached_revision(hub_id: str) -> str:
     return Path(found).parent.name if isinstance(found, str) else ""
 
 
+def _loaded(location: Path | str, name: str, device: str | None) -> tuple[Any, list[str]]:
+    """The sentence-transformers model at ``location`` and the weights it found no value for; a
+    folder or id that does not hold a complete, consistent model is an InputError naming ``name``."""
+    from huggingface_hub import errors as hub_errors
+    from safetensors import SafetensorError
+    from sentence_transformers import SentenceTransformer
+
+    # transformers checks config.json's values against their types (huggingface_hub >= 1.0).
+    config_errors = getattr(hub_errors, "StrictDataclassError", ())
+    try:
+        model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
+        return model, missing_weights(model)
+    except SafetensorError as error:  # weights cut short or damaged
+        raise InputError(
+            f"cannot load this sentence encoder: a weights file is corrupt or cut short ({_first_line(error)})", path=name
+        ) from None
+    # OSError, ValueError: a folder without a (complete) model, or a hub id not at hand;
+    # RuntimeError: weights of other shapes than its config says (another model's).
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InputError(f"cannot load this sentence encoder ({_first_line(error)})", path=name) from None
+    except config_errors as error:  # a hidden_size of "384": not a ValueError
+        detail = " ".join(line.strip() for line in str(error).splitlines())[:300]
+        raise InputError(f"cannot load this sentence encoder: a value in its config.json is wrong ({detail})", path=name) from None
+    # A setting of the wrong kind in a file the checks above cannot know the schema of (a
+    # max_seq_length of "512" or -1): sentence-transformers fails on it with a bare Python error.
+    except (TypeError, KeyError, AttributeError, OverflowError) as error:
+        raise InputError(
+            f"cannot load this sentence encoder: one of its settings has a value of the wrong kind ({type(error).__name__}: "
+            f"{_first_line(error)})",
+            path=name,
+        ) from None
+
+
+# Settings files that sentence-transformers and transformers read as JSON objects, in the model
+# folder and (the first two) in each module's folder.
+_SETTINGS_FILES = (
+    "config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def check_settings_files(folder: Path) -> None:
+    """Refuses a model folder whose modules.json or settings files are damaged, naming the file:
+    valid JSON of another shape (a list, null, a module without a type) failed inside
+    sentence-transformers with a bare TypeError or KeyError, and invalid JSON with a message
+    that named no file."""
+    modules = _json_of(folder / SENTENCE_TRANSFORMERS_FILE)
+    entries_ok = isinstance(modules, list) and all(
+        isinstance(m, dict) and isinstance(m.get("type"), str) and isinstance(m.get("path", ""), str) for m in modules
+    )
+    if not entries_ok:
+        raise InputError(
+            'cannot load this sentence encoder: expected a list of modules, each an object with a "type" and a "path"',
+            path=folder / SENTENCE_TRANSFORMERS_FILE,
+        )
+    subfolders = {folder / m.get("path", "") for m in modules}
+    files = [folder / name for name in _SETTINGS_FILES] + [sub / name for sub in subfolders for name in _SETTINGS_FILES[:2]]
+    for file in dict.fromkeys(files):
+        if file.is_file() and not isinstance(_json_of(file), dict):
+            raise InputError("cannot load this sentence encoder: expected a JSON object of settings", path=file)
+
+
+def _json_of(file: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(file.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise InputError("cannot load this sentence encoder: not UTF-8 text", path=file) from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"cannot load this sentence encoder: not valid JSON ({error.msg})", path=file, line=error.lineno) from None
+    except OSError as error:
+        raise InputError(f"cannot load this sentence encoder: cannot be read ({error.strerror or error})", path=file) from None
+
+
+# Words any vocabulary of a text encoder has some of (Latin letters and digits are in the
+# vocabularies of Chinese, Arabic and multilingual models too).
+_PROBE_TEXT = "The cat and the dog are in the house. a e i o u 1 2 3"
+
+
+def refuse_empty_vocabulary(model: Any, name: str) -> None:
+    """Refuses an encoder whose tokenizer reads every word as unknown: a folder without its
+    vocabulary files (vocab.txt, tokenizer.json) loads a tokenizer of special tokens alone, with
+    no error, and every text then embeds alike, so retrieval would rank demonstrations by noise."""
+    from transformers import PreTrainedTokenizerBase
+
+    tokenizer = getattr(model[0], "tokenizer", None) if len(model) else None
+    if not isinstance(tokenizer, PreTrainedTokenizerBase) or tokenizer.unk_token_id is None:
+        return  # a byte-level tokenizer has no unknown token, and another backend is not asked
+    ids = tokenizer(_PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    if ids and all(token == tokenizer.unk_token_id for token in ids):
+        raise InputError(
+            f"cannot load this sentence encoder: its tokenizer knows no words ({len(tokenizer)} tokens, every word read as "
+            f"{tokenizer.unk_token}): its vocabulary file (vocab.txt, tokenizer.json) is missing or damaged",
+            path=name,
+        )
+
+
+def refuse_bad_length(model: Any, name: str) -> None:
+    """Refuses a ``max_seq_length`` (sentence_bert_config.json) that is not a positive whole
+    number: it loads, and fails only as texts are embedded (a TypeError for "512", an
+    OverflowError for -1), so on runs whose embeddings are not cached and not on others."""
+    length = getattr(model, "max_seq_length", None)
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise InputError(
+            f"cannot load this sentence encoder: its max_seq_length (in sentence_bert_config.json) is {length!r}, "
+            "not a positive whole number of tokens",
+            path=name,
+        )
+
+
 @dataclass
 class SentenceEncoder:
     """A loaded sentence-transformers model with a stable identity for caching."""
@@ -137,23 +261,22 @@ class SentenceEncoder:
 
     @classmethod
     def load(cls, name: str = EMBEDDED_ENCODER, device: str | None = None) -> "SentenceEncoder":
-        from safetensors import SafetensorError
-        from sentence_transformers import SentenceTransformer
-
         location = resolve_encoder(name)
-        try:
-            model = SentenceTransformer(str(location), device=device, local_files_only=isinstance(location, Path))
-            missing = missing_weights(model)
-        except SafetensorError as error:  # weights cut short or damaged
-            raise InputError(
-                f"cannot load this sentence encoder: a weights file is corrupt or cut short ({_first_line(error)})", path=name
-            ) from None
-        # OSError, ValueError: a folder without a (complete) model, or a hub id not at hand;
-        # RuntimeError: weights of other shapes than its config says (another model's).
-        except (OSError, ValueError, RuntimeError) as error:
-            raise InputError(f"cannot load this sentence encoder ({_first_line(error)})", path=name) from None
+        if isinstance(location, Path):
+            check_settings_files(location)
+        model, missing = _loaded(location, name, device)
         refuse_missing_weights(missing, name)
-        return cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
+        refuse_bad_length(model, name)  # first: the vocabulary's check tokenizes under that length
+        refuse_empty_vocabulary(model, name)
+        encoder = cls(name=name, identity=f"{name}@{fingerprint(location)}", model=model)
+        # Read from a module's config.json as written ("384" stays a string): a width that is no
+        # number later read as "the pool was embedded by another encoder", and kept every
+        # embedding out of the cache (a cached file's width never equals it).
+        width = encoder.dimension
+        if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+            reason = f"its embeddings' width (word_embedding_dimension in a module's config.json) is {width!r}, not a positive number"
+            raise InputError(f"cannot load this sentence encoder: {reason}", path=name)
+        return encoder
 
     @property
     def dimension(self) -> int | None:

@@ -74,7 +74,9 @@ class RetrievalConfig:
             raise InputError(f"must be at least 1, got {self.batch_size}", field="retrieval.batch_size")
 
     def cache_path(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+        # A recipe's "~/cache" is not expanded by any shell: taken as given, it made a folder
+        # named "~" in the working directory (one that "rm -rf ~" would then be typed to remove).
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
 
 @dataclass
