@@ -11,6 +11,7 @@ import pytest
 
 from instructerc.data.dialogue import Dialogue, Utterance
 from instructerc.evaluation.metrics import INVALID, OUTSIDE, compute_metrics
+from instructerc.evaluation.report import md_cell
 from instructerc.evaluation.results import EvaluationResult, SystemResult
 from instructerc.evaluation.scoring import score_by_dataset
 from instructerc.inference.predictor import Predictor
@@ -175,7 +176,7 @@ def test_generate_mode_counts_invalid_outputs_in_their_own_column(
     assert meld["columns"][-1] == INVALID
     assert sum(row[-1] for row in meld["confusion"]) == invalid
     assert (out / "confusion-llm-meld.png").read_bytes()[:8] == PNG_SIGNATURE
-    assert f"column {INVALID}" in (out / "report.md").read_text(encoding="utf-8")
+    assert f"column {md_cell(INVALID)}" in (out / "report.md").read_text(encoding="utf-8")  # shown, not read as an HTML tag
 
 
 def test_paper_parsing_snaps_generations_and_every_table_says_so(run_cli, models: dict[str, Path], meld_data: Path, tmp_path: Path) -> None:
@@ -253,7 +254,7 @@ def test_a_unified_model_is_scored_on_the_original_classes(run_cli, models: dict
         expected = INSTRUCTERC.to_original("meld", utterance["predicted_emotion"]) or OUTSIDE
         assert utterance["predicted_original_emotion"] == expected
         assert utterance["original_emotion"] in MELD.labels
-    assert OUTSIDE in (out / "report.md").read_text(encoding="utf-8")
+    assert md_cell(OUTSIDE) in (out / "report.md").read_text(encoding="utf-8")
 
 
 def test_predict_answers_a_dialogue_that_names_its_dataset_in_that_datasets_classes(

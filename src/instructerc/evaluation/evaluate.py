@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def evaluate_model(
     predictor = Predictor.from_directory(model, dtype=dtype, trust_remote_code=trust_remote_code)
     predictions = predict_all(predictor, dialogues, mode, paper_parsing, chunk_size, progress=progress)
     settings = {
-        "model": str(model),
+        "model": os.path.abspath(model),  # as data.path: read from any working directory
         "mode": mode,
         "paper_parsing": paper_parsing,
         "template": predictor.setup.template.name,
@@ -83,7 +84,7 @@ def evaluate_model(
     if imported is not None:
         result = result.with_systems(
             {
-                n: replace(s, settings={**s.settings, "from": str(baselines_from)})
+                n: replace(s, settings={**s.settings, "from": os.path.abspath(baselines_from)})
                 for n, s in imported.systems.items()
                 if s.kind == "baseline"
             }

@@ -256,12 +256,12 @@ def _notes(result: EvaluationResult) -> list[str]:
             else:
                 notes.append(
                     "generate mode, strict parsing: a generation that is not exactly a label is invalid "
-                    f"(column {INVALID}) and counts as an error"
+                    f"(column {md_cell(INVALID)}) and counts as an error"
                 )
             if settings.get("unified"):
                 notes.append(
                     "unified-label model, scored on each dataset's own classes: a unified label the dataset lacks "
-                    f"counts as an error (column {OUTSIDE})"
+                    f"counts as an error (column {md_cell(OUTSIDE)})"
                 )
         elif "from" in settings:
             notes.append(f"{md_cell(SHORT_NAMES.get(name, name))}: read from {md_cell(settings['from'])}")

@@ -121,11 +121,67 @@ class EvaluationResult:
                 raise ValueError(f"it holds a JSON {_JSON_KINDS.get(type(data), 'value')}, not an object")
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
-            return cls.from_dict(data)
+            return _with_absolute_paths(cls.from_dict(data), file)
         except InputError as error:
             raise InputError(f"not an instructerc metrics file: {error.message}", path=file, field=error.field) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InputError(f"not an instructerc metrics file ({error})", path=file) from None
+
+    def input_path(self, where: str | Path) -> str | None:
+        """``data.path``, absolute; an :class:`InputError` naming ``where`` (the folder read) and
+        the field when it is relative (see :func:`_with_absolute_paths`): resolved from the
+        working directory of the run reading it, it would name another input than the one scored."""
+        path = self.data.get("path")
+        if path is None or os.path.isabs(str(path)):
+            return path
+        raise InputError(
+            f"records its input as {str(path)!r}, relative to the folder an older instructerc was started from, which it does "
+            "not record, so which input it scored cannot be told from here: run from that folder, or evaluate into another --out",
+            path=metrics_file(where),
+            field="data.path",
+        )
+
+
+def _with_absolute_paths(result: EvaluationResult, file: Path) -> EvaluationResult:
+    """``result`` with the relative ``data.path`` (and LLM ``model``) of a folder written before
+    paths were recorded absolute made absolute, where the folder it was started from can be
+    worked out: an evaluation in the model's own default folder (``MODEL/eval-...``), the model
+    named from that same folder (``runs/m`` for ``/w/runs/m/eval-x``: started in ``/w``).
+    Elsewhere the path is kept as it was; :meth:`EvaluationResult.input_path` refuses it."""
+    path = result.data.get("path")
+    if not isinstance(path, str) or os.path.isabs(path):
+        return result
+    models = [s.settings.get("model") for s in result.systems.values() if s.kind == "llm"]
+    start = _started_in(Path(os.path.abspath(file)).parent, models[0] if models else None)
+    if start is None:
+        return result
+    systems = {name: _model_from(system, start) for name, system in result.systems.items()}
+    data = {**result.data, "path": os.path.abspath(os.path.join(start, path))}
+    return EvaluationResult(result.split, data, systems)
+
+
+def _model_from(system: SystemResult, start: str) -> SystemResult:
+    """``system`` with a relative ``model`` setting made absolute from ``start``."""
+    model = system.settings.get("model")
+    if system.kind != "llm" or not isinstance(model, str) or os.path.isabs(model):
+        return system
+    return SystemResult(system.kind, system.by_dataset, {**system.settings, "model": os.path.abspath(os.path.join(start, model))})
+
+
+def _started_in(folder: Path, model: object) -> str | None:
+    """The working directory of the run that wrote the evaluation ``folder`` with the model named
+    ``model`` then, when the folder is that model's default one; else None."""
+    if not folder.name.startswith("eval-") or not isinstance(model, str):
+        return None
+    if folder.name.startswith("eval-default-model-"):
+        return str(folder.parent)  # the shipped model's default folder is in the working directory
+    parts = Path(os.path.normpath(model)).parts
+    if os.path.isabs(model) or ".." in parts:
+        return None
+    above = folder.parent.parts
+    if parts and above[-len(parts) :] != parts:
+        return None
+    return str(Path(*above[: len(above) - len(parts)]))
 
 
 def recorded_path(path: str | Path | None) -> str | None:

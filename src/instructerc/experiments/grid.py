@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +239,62 @@ def directory_of(config: ExperimentConfig, root: Path, train_config: Any) -> Pat
 
 
 def run_directory(config: ExperimentConfig, root: Path, spec: RunSpec) -> Path:
-    return directory_of(config, root, resolved_config(config, root, spec))
+    """The run's directory, once :func:`check_inputs` found that it holds a run of the inputs
+    the recipe names from here."""
+    train_config = resolved_config(config, root, spec)
+    directory = directory_of(config, root, train_config)
+    check_inputs(directory, train_config)
+    return directory
+
+
+# -- the recipe's relative paths: the run's identity holds them as written, not what they name
+
+SPEC_FILE = "spec.json"
+
+
+def _path_values(train_config: Any) -> dict[str, Any]:
+    return {
+        "data.path": train_config.data.path,
+        "backbone.model": train_config.backbone.model,
+        "finetune.init_adapter": train_config.finetune.init_adapter,
+    }
+
+
+def run_inputs(train_config: Any, directory: Path) -> dict[str, str]:
+    """Where each relative path of the recipe that names something here leads, relative to the
+    run's ``directory`` (a hub id names nothing here and is left out). Recorded in a run's
+    spec.json: moving the whole project, or the grid file with its output_dir, keeps these;
+    starting the grid from another working directory (relative paths are read from it) does not."""
+    inputs = {}
+    for name, value in _path_values(train_config).items():
+        if isinstance(value, str) and value.strip() and not os.path.isabs(value) and os.path.exists(value):
+            inputs[name] = os.path.relpath(os.path.abspath(value), directory)
+    return inputs
+
+
+def check_inputs(directory: Path, train_config: Any) -> None:
+    """An :class:`InputError` naming the run's spec.json and the field when a relative path of
+    the recipe names something else from this working directory than when the run was made: the run's
+    directory is named by the recipe as written, so its model and scores (of other data, another
+    backbone) would be reused as this grid's. Runs made before inputs were recorded pass."""
+    file = directory / SPEC_FILE
+    try:
+        recorded = json.loads(file.read_text(encoding="utf-8")).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return  # no run yet, or none recorded: nothing to tell it from
+    if not isinstance(recorded, dict):
+        return
+    current, values = run_inputs(train_config, directory), _path_values(train_config)
+    for name, then in recorded.items():
+        # Naming nothing here, it is no other input: reading it fails on its own, naming it.
+        if name in current and current[name] != then:
+            raise InputError(
+                f"this run was made with {name} {values[name]!r} naming {os.path.normpath(directory / str(then))}, but from this "
+                f"working directory it names {os.path.normpath(directory / current[name])}: relative paths in a recipe are read "
+                "from the working directory, so start the grid from the folder it was first started from",
+                path=file,
+                field=f"inputs.{name}",
+            )
 
 
 def _check_distinct_runs(config: ExperimentConfig, root: Path, grid: Path, specs: list[RunSpec]) -> None:
@@ -286,8 +342,14 @@ def _resolve(config: ExperimentConfig, root: Path, overrides: dict[str, Any], re
         raise InputError(f"{where}{error.message}", path=grid, field=entry) from None
 
 
+# Letters and digits of any script stay (an axis of values ``高`` and ``低`` became ``x`` twice, and
+# the grid was refused as two values of one name); ``_`` goes, as ``__`` separates the name's parts.
+# ASCII names are slugged as before, so earlier grids keep their run names.
+_NOT_IN_NAMES = re.compile(r"(?:[^\w.+-]|_)+")
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+    return _NOT_IN_NAMES.sub("-", text).strip("-") or "x"
 
 
 def _check_distinct_slugs(names: list[str], what: str, field: str) -> None:

@@ -14,12 +14,15 @@ from typing import Any, NoReturn, Sequence
 from instructerc.errors import InputError
 from instructerc.experiments.grid import (
     METRICS,
+    SPEC_FILE,
     ExperimentConfig,
     RunSpec,
+    check_inputs,
     directory_of,
     expand,
     resolved_config,
     run_directory,
+    run_inputs,
     scores_name,
 )
 from instructerc.files import atomic_write, in_the_way
@@ -96,18 +99,16 @@ def _train_part(
 
     resolved = resolved_config(config, root, spec)
     directory = directory_of(config, root, resolved)
+    check_inputs(directory, resolved)
     train_config = replace(resolved, output_dir=str(directory))
     finished = load_result(directory / RESULT_FILE, spec, Scoring.of(config))
     if finished is not None:
         return finished, train_config, directory
     directory.mkdir(parents=True, exist_ok=True)
     if main:  # the same content from every process: the first one's is enough
-        with atomic_write(directory / "spec.json") as handle:
-            json.dump(
-                {"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides},
-                handle,
-                indent=2,
-            )
+        record = {"grid": config.name, "name": spec.name, "values": spec.values, "seed": spec.seed, "overrides": spec.overrides}
+        with atomic_write(directory / SPEC_FILE) as handle:
+            json.dump({**record, "inputs": run_inputs(resolved, directory)}, handle, indent=2)
     paths = RunPaths(directory)
     if not (paths.model / MANIFEST).is_file():
         resume = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
