@@ -256,7 +256,7 @@ def run_baselines(
         label = _in_split(source, "train", lambda: majority_label(train, label_set))
         systems[MAJORITY] = SystemResult(
             "baseline",
-            score_by_dataset(target, constant_predictions(target, label), label_set),
+            score_by_dataset(target, constant_predictions(target, label), label_set, intervals=True),
             {"label": label, "label_set": label_set.name, "trained_on": trained_on},
         )
     if DISCRIMINATIVE in which:
@@ -264,7 +264,7 @@ def run_baselines(
         model = DiscriminativeBaseline.fit(train, dev, label_set, encoder or load_encoder(encoder_name), c_grid, cache_dir, progress)
         systems[DISCRIMINATIVE] = SystemResult(
             "baseline",
-            score_by_dataset(target, model.predict(target, progress), label_set),
+            score_by_dataset(target, model.predict(target, progress), label_set, intervals=True),
             {**model.settings(), "selected_on": selected_on, "trained_on": trained_on, "label_set": label_set.name},
         )
     data = {

@@ -177,7 +177,7 @@ def llm_result(
     unified = mapping_of(label_set) is not None
     return SystemResult(
         kind="llm",
-        by_dataset=score_by_dataset(dialogues, predictions, label_set),
+        by_dataset=score_by_dataset(dialogues, predictions, label_set, intervals=True),
         settings={**settings, "label_set": label_set.name, "unified": unified},
     )
 

@@ -43,6 +43,9 @@ class Metrics:
         labels: the label set's classes (confusion rows).
         columns: confusion columns: the classes, then any non-class predictions seen.
         confusion: counts, ``confusion[gold][predicted]`` in ``labels`` x ``columns`` order.
+        weighted_f1_interval: where the weighted F1 could lie with another draw of dialogues:
+            ``low`` and ``high`` ends of a percentile bootstrap over ``dialogues`` resampled
+            ``resamples`` times, at ``level`` (0.95); ``None`` where not computed (dev selection).
     """
 
     weighted_f1: float
@@ -55,6 +58,7 @@ class Metrics:
     columns: list[str]
     confusion: list[list[int]]
     outside_rate: float = 0.0
+    weighted_f1_interval: dict[str, float | int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,10 +95,22 @@ def check_metrics_dict(data: Any, field: str) -> None:
         for key in _CLASS_SCORES:
             _expect(_is_number(scores.get(key)), f"{where}.{key}", "a finite number", scores.get(key))
         _expect(_is_count(scores.get("support")), f"{where}.support", "a whole number", scores.get("support"))
+    _check_interval(data.get("weighted_f1_interval"), f"{field}.weighted_f1_interval")
     confusion = data.get("confusion")
     shaped = isinstance(confusion, list) and len(confusion) == len(labels)
     shaped = shaped and all(isinstance(row, list) and len(row) == len(columns) and all(map(_is_count, row)) for row in confusion)
     _expect(shaped, f"{field}.confusion", "counts, one row per class and one column per column", confusion)
+
+
+def _check_interval(interval: Any, field: str) -> None:
+    """An interval as :meth:`~instructerc.evaluation.uncertainty.Interval.to_dict` writes it, or none."""
+    if interval is None:
+        return
+    _expect(isinstance(interval, Mapping), field, "an object with low, high, level, resamples, dialogues", interval)
+    for key in ("low", "high", "level"):
+        _expect(_is_number(interval.get(key)), f"{field}.{key}", "a finite number", interval.get(key))
+    for key in ("resamples", "dialogues"):
+        _expect(_is_count(interval.get(key)), f"{field}.{key}", "a whole number", interval.get(key))
 
 
 def _expect(condition: bool, field: str, wanted: str, value: Any) -> None:

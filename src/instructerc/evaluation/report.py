@@ -236,6 +236,13 @@ def _notes(result: EvaluationResult) -> list[str]:
         f"data: {md_cell(result.data.get('dataset'))} (labels: {md_cell(result.data.get('labels', 'original'))}{gold}), "
         f"{result.split} split; all figures in percent"
     ]
+    intervals = [m.weighted_f1_interval for system in result.systems.values() for m in system.by_dataset.values()]
+    resamples = next((interval["resamples"] for interval in intervals if interval), None)
+    if resamples:
+        notes.append(
+            "95% interval: where weighted F1 could lie on another draw of as many dialogues of this kind (a percentile "
+            f"bootstrap over the split's dialogues, {resamples:,} resamples; utterances of one dialogue are not independent)"
+        )
     if result.data.get("max_dialogues_per_dataset") is not None:
         notes.append(
             f"a fixed subset (seed 0) of at most {result.data['max_dialogues_per_dataset']} dialogues per dataset, not the whole split"
@@ -326,16 +333,28 @@ def _scores_table(scored: list[tuple[str, SystemResult, Metrics]], split: str) -
     """One dataset's scores, a row per system; generated labels of the model's unified space that
     the dataset lacks (scored as errors) get a column where any system made them."""
     outside = any(m.outside_rate for _, _, m in scored)
-    head = f"| system | weighted F1 ({split}) | macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |"
-    rule = "| --- | ---: | ---: | ---: | ---: |"
+    intervals = any(m.weighted_f1_interval for _, _, m in scored)
+    head = f"| system | weighted F1 ({split}) |"
+    rule = "| --- | ---: |"
+    if intervals:
+        head, rule = head + " 95% interval, dialogues resampled |", rule + " :---: |"
+    head, rule = head + f" macro F1 ({split}) | accuracy ({split}) | invalid rate ({split}) |", rule + " ---: | ---: | ---: |"
     if outside:
         head, rule = head + f" outside the dataset's classes ({split}) |", rule + " ---: |"
     rows = [
-        f"| {md_cell(system_title(n, s))} | {m.weighted_f1:.2f} | {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
+        f"| {md_cell(system_title(n, s))} | {m.weighted_f1:.2f} |"
+        + (f" {interval_text(m)} |" if intervals else "")
+        + f" {m.macro_f1:.2f} | {m.accuracy:.2f} | {m.invalid_rate:.2f} |"
         + (f" {m.outside_rate:.2f} |" if outside else "")
         for n, s, m in scored
     ]
     return [head, rule, *rows]
+
+
+def interval_text(metrics: Metrics) -> str:
+    """The weighted F1's bootstrap interval as ``30.84-40.75``; empty where none was computed."""
+    interval = metrics.weighted_f1_interval
+    return "" if not interval else f"{interval['low']:.2f}-{interval['high']:.2f}"
 
 
 def summary_lines(result: EvaluationResult) -> list[str]:
@@ -345,7 +364,9 @@ def summary_lines(result: EvaluationResult) -> list[str]:
         for dataset, m in system.by_dataset.items():
             lines.append(
                 f"{printable(SHORT_NAMES.get(name, name)):10} {printable(dataset)} {result.split}: "
-                f"weighted F1 {m.weighted_f1:.2f}  macro F1 {m.macro_f1:.2f}  accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%"
+                f"weighted F1 {m.weighted_f1:.2f}"
+                + (f" (95% interval {interval_text(m)})" if m.weighted_f1_interval else "")
+                + f"  macro F1 {m.macro_f1:.2f}  accuracy {m.accuracy:.2f}  invalid {m.invalid_rate:.2f}%"
                 + (f"  outside the dataset's classes {m.outside_rate:.2f}%" if m.outside_rate else "")
                 + ("  (paper parsing)" if system.paper_parsing else "")
             )

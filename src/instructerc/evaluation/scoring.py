@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from instructerc.data.dialogue import Dialogue
 from instructerc.evaluation.metrics import OUTSIDE, Metrics, compute_metrics
+from instructerc.evaluation.uncertainty import bootstrap_weighted_f1
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.prediction import Prediction
@@ -17,34 +19,60 @@ def original_gold(utterance) -> str | None:
     return utterance.extra.get("original_emotion", utterance.emotion)
 
 
-def score_by_dataset(dialogues: Iterable[Dialogue], predictions: Iterable[Sequence[Prediction]], label_set: LabelSet) -> dict[str, Metrics]:
-    """Metrics per source dataset.
+@dataclass(frozen=True)
+class ScoredRows:
+    """One dataset's scored utterances, in order: gold and predicted labels as
+    :func:`~instructerc.evaluation.metrics.compute_metrics` takes them, and each one's dialogue
+    by its position in the input (what a bootstrap resamples; ids may repeat across files)."""
 
-    A model with a unified label set is scored on each benchmark's original classes: its
-    prediction is mapped back, and a unified label the dataset lacks counts as an error
-    (``<outside>``). Other models are scored in their own label set.
-    """
+    gold: list[str] = field(default_factory=list)
+    predicted: list[str | None] = field(default_factory=list)
+    dialogues: list[int] = field(default_factory=list)
+
+
+def scored_rows(dialogues: Iterable[Dialogue], predictions: Iterable[Sequence[Prediction]], label_set: LabelSet) -> dict[str, ScoredRows]:
+    """Per source dataset, the utterances with a gold emotion and their predictions, as
+    :func:`score_by_dataset` scores them: a model with a unified label set on each benchmark's
+    original classes (its prediction mapped back, a unified label the dataset lacks counted as an
+    error, ``<outside>``), other models in their own label set."""
     mapping = mapping_of(label_set)
-    gold: dict[str, list[str]] = defaultdict(list)
-    predicted: dict[str, list[str | None]] = defaultdict(list)
-    for dialogue, dialogue_predictions in paired(dialogues, predictions):
+    rows: dict[str, ScoredRows] = defaultdict(ScoredRows)
+    for position, (dialogue, dialogue_predictions) in enumerate(paired(dialogues, predictions)):
         unified_scoring = mapping is not None and mapping.covers(dialogue.dataset)
         for utterance, prediction in zip(dialogue.utterances, dialogue_predictions):
             if utterance.emotion is None:
                 continue
+            scored = rows[dialogue.dataset]
             if unified_scoring:
-                gold[dialogue.dataset].append(original_gold(utterance))
+                scored.gold.append(original_gold(utterance))
                 back = None if prediction.label is None else (mapping.to_original(dialogue.dataset, prediction.label) or OUTSIDE)
-                predicted[dialogue.dataset].append(back)
+                scored.predicted.append(back)
             else:
-                gold[dialogue.dataset].append(utterance.emotion)
-                predicted[dialogue.dataset].append(prediction.label)
+                scored.gold.append(utterance.emotion)
+                scored.predicted.append(prediction.label)
+            scored.dialogues.append(position)
+    return dict(rows)
+
+
+def score_by_dataset(
+    dialogues: Iterable[Dialogue], predictions: Iterable[Sequence[Prediction]], label_set: LabelSet, intervals: bool = False
+) -> dict[str, Metrics]:
+    """Metrics per source dataset (see :func:`scored_rows` for what is scored in which classes).
+
+    ``intervals``: also each weighted F1's 95% interval over resampled dialogues
+    (:mod:`~instructerc.evaluation.uncertainty`), for reported scores; selection needs none.
+    """
     results = {}
-    for dataset in gold:
+    for dataset, rows in scored_rows(dialogues, predictions, label_set).items():
+        classes = scoring_classes(label_set, dataset)
         try:
-            results[dataset] = compute_metrics(gold[dataset], predicted[dataset], scoring_classes(label_set, dataset))
+            metrics = compute_metrics(rows.gold, rows.predicted, classes)
         except ValueError as error:
             raise ValueError(f"dataset '{dataset}': {error}") from None
+        if intervals:
+            interval = bootstrap_weighted_f1(rows.gold, rows.predicted, rows.dialogues, classes)
+            metrics = replace(metrics, weighted_f1_interval=interval.to_dict())
+        results[dataset] = metrics
     return results
 
 
