@@ -29,8 +29,10 @@ import pytest
             "instructerc data export: error: the following arguments are required: --out",
         ),
         (
+            # Options are not abbreviated: --inp is no --input (the run would otherwise start).
             ["predict", "--inp", "a.jsonl"],
-            "instructerc predict: error: the following arguments are required: --output",
+            "instructerc predict: error: the following arguments are required: --input, --output; unrecognized arguments: "
+            "--inp (did you mean --input? options are not abbreviated)",
         ),
     ],
 )

@@ -213,3 +213,20 @@ def test_a_grid_moved_with_its_data_finds_its_runs_done(grid_root: Path, run_cli
     listed = run_cli("experiment", moved / "grid.yaml", "--list")
 
     assert listed.code == 0 and listed.out.startswith("done"), listed.err
+
+
+def test_evaluate_refuses_an_older_default_folder_whose_input_cannot_be_told_instead_of_resolving_it_from_here(
+    run_cli, model_root: Path, monkeypatch
+) -> None:
+    # The model named absolutely: the folder it was started from cannot be told, so the recorded
+    # 'same' could be any folder of that name; resolved from here it named ../same's neighbour.
+    write_folder(model_root / "same")
+    monkeypatch.chdir(model_root)
+    model = str(model_root / "runs" / "m")
+    assert _evaluate(run_cli, model, "same").code == 0
+    metrics = model_root / "runs" / "m" / "eval-jsonl-same-test" / "metrics.json"
+    kept = _as_older_version_wrote_it(metrics, "same", model)
+    result = _evaluate(run_cli, model, "same")
+    assert result.code == 2  # the --out folder chosen for the user is refused, as for another input
+    assert "metrics.json: field 'data.path'" in result.err and "relative to the folder" in result.err
+    assert metrics.read_bytes() == kept

@@ -29,6 +29,7 @@ from instructerc.cli.options import (
 from instructerc.data.registry import DataSource
 
 CHUNK_SIZE = 64  # dialogues predicted at a time; --runs refuses any other value it would ignore
+DEFAULT_BASELINE_ENCODER = "all-MiniLM-L6-v2"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -96,9 +97,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     baseline.add_argument("--only", nargs="+", choices=["majority", "minilm-logreg"], help="run only these baselines (default: both)")
     # Kept as text (a hub id or a folder); an empty one (an unset variable) loaded the working directory.
-    baseline.add_argument(
-        "--encoder", default="all-MiniLM-L6-v2", type=nonempty_path_text, help="sentence encoder (default: the embedded all-MiniLM-L6-v2)"
-    )
+    baseline.add_argument("--encoder", type=nonempty_path_text, help=f"sentence encoder (default: the embedded {DEFAULT_BASELINE_ENCODER})")
     baseline.add_argument("--c-grid", nargs="+", type=float, metavar="C", help="the logistic regression's C values to choose from on dev")
     baseline.add_argument("--cache-dir", type=path_arg, metavar="DIR", help="embedding cache (default ~/.cache/instructerc)")
     baseline.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -135,9 +134,12 @@ def refuse_other_input(out: Path, source: DataSource) -> None:
     if not (out / METRICS_FILE).is_file():
         return
     try:
-        recorded = EvaluationResult.load(out).data
+        result = EvaluationResult.load(out)
     except InputError:
         return  # not ours to judge: an unreadable file is no evaluation worth keeping
+    # An older folder's relative input path that cannot be made absolute is refused by name:
+    # resolved from here, it could name another input than the one it scored.
+    recorded = {**result.data, "path": result.input_path(out)}
     if _input_of(recorded) != _input_of(_data_of(source)):
         raise InputError(
             f"holds the evaluation of another input ({_describe(recorded)}); pass --out DIR to write this one elsewhere",
@@ -318,6 +320,19 @@ def refuse_model_evaluation(out: Path) -> None:
         raise InputError(f"holds a model's {PREDICTIONS_FILE}, which writing the baselines here would remove: {way}", path=out, field="out")
 
 
+def refuse_unused_encoder_options(args: argparse.Namespace) -> None:
+    """An :class:`InputError` for the options of the MiniLM baseline given with ``--only majority``:
+    that run neither embeds nor fits, so they would be ignored without a word."""
+    from instructerc.errors import InputError
+
+    if args.only is None or "minilm-logreg" in args.only:
+        return
+    given = [flag for flag, value in (("--encoder", args.encoder), ("--c-grid", args.c_grid), ("--cache-dir", args.cache_dir)) if value]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise InputError(f"{', '.join(given)} only {verb} to the minilm-logreg baseline, which --only leaves out", field="only")
+
+
 def run_baseline(args: argparse.Namespace) -> int:
     from instructerc.cli.process_group import refuse_under_launcher
     from instructerc.extras import require_extra
@@ -329,11 +344,12 @@ def run_baseline(args: argparse.Namespace) -> int:
 
     check_output_folder(args.out)  # before the baselines are trained, not after
     refuse_model_evaluation(args.out)
+    refuse_unused_encoder_options(args)
     result = run_baselines(
         data_source(args),
         args.split,
         which=args.only or BASELINES,
-        encoder_name=args.encoder,
+        encoder_name=args.encoder or DEFAULT_BASELINE_ENCODER,
         c_grid=tuple(args.c_grid) if args.c_grid else C_GRID,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from typing import Any
 
 # The namespace attribute that records the options given so far, for each destination.
@@ -20,6 +21,10 @@ class CommandParser(argparse.ArgumentParser):
     second, different value; its sub-parsers (and their argument groups) are of this class too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations (``--mod`` for ``--model``): an option added later would change what an
+        # old script's abbreviation means, or make it ambiguous. Sub-parsers are made by
+        # ``add_parser`` without the flag, so the default is set here for them too.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", None, StoreOnce)
         self.register("action", "store", StoreOnce)
@@ -30,7 +35,8 @@ class CommandParser(argparse.ArgumentParser):
         usage and the option meant; argparse would leave that to the top parser, whose usage
         (``instructerc [-h] [--version] COMMAND ...``) says nothing of the mistyped option."""
         args = list(args) if args is not None else None
-        self._words = [str(word) for word in args] if args is not None else []
+        # The words parsed, as argparse takes them (the command line when none are given).
+        self._words = [str(word) for word in (args if args is not None else sys.argv[1:])]
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggestion(extras)}")
@@ -52,6 +58,15 @@ class CommandParser(argparse.ArgumentParser):
             self.exit(quiet)
         return super().error(message)
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """As argparse's, but under a launcher the help, usage and version (``torchrun ...
+        instructerc predict --help``) are printed by the first process alone, not once per process."""
+        from instructerc.inference.sharding import left_to_the_first_process
+
+        if left_to_the_first_process():
+            return
+        super()._print_message(message, file)
+
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         """As argparse's, but a mistyped choice (the command ``prdict``, ``prompt`` for ``prompts``,
         ``--mode scor``) is also told the choice it is closest to: argparse lists them all."""
@@ -66,14 +81,18 @@ class CommandParser(argparse.ArgumentParser):
 
     def _known(self, word: str) -> bool:
         name = word.split("=", 1)[0]
-        return name == "--" or any(option.startswith(name) for option in self._option_string_actions)
+        return name == "--" or name in self._option_string_actions
 
     def _suggestion(self, extras: list[str]) -> str:
         options = [option for option in self._option_string_actions if option.startswith("--")]
         for word in extras:
             name = word.split("=", 1)[0]
-            if not word.startswith("--"):
+            if not word.startswith("--") or name == "--":
                 continue
+            # An abbreviation (``--mod``, ``--thr``) is told the options it begins, and why it fails.
+            longer = sorted(option for option in options if option.startswith(name))
+            if longer:
+                return f" (did you mean {' or '.join(longer[:4])}? options are not abbreviated)"
             close = difflib.get_close_matches(name, options, n=1, cutoff=0.8)
             # A longer spelling of an option (``--output`` for ``--out``, ``--labels-set``).
             close = close or sorted((option for option in options if name.startswith(option) and option != "--"), key=len)[-1:]

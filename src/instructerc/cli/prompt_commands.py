@@ -30,7 +30,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "invisible and text-direction characters) are printed as \\uXXXX.",
     )
     add_data_options(show, positional_dataset=True)
-    show.add_argument("--split", default="train", help="train, dev or test")
+    show.add_argument(
+        "--split",
+        default="train",
+        help="train, dev or test (one JSONL file is every split, prompted as predict prompts it: no training-time demonstration)",
+    )
     show.add_argument("--index", type=int, default=0, help="the utterance's position in the split (dialogues in order)")
     show.add_argument("--task", default="erc", choices=["erc", "speaker", "emotion_prediction"])
     show.add_argument("--config", type=path_arg, help="a recipe YAML whose template, retrieval and backbone to use")
@@ -141,6 +145,12 @@ def _prompt_setup(args: argparse.Namespace, source: "DataSource", train: "list[D
     from instructerc.prompts.tasks import speaker_slots
     from instructerc.training.config import TrainConfig
 
+    if args.model and args.config:
+        # The model's recorded setup is shown: the recipe would be ignored without a word.
+        raise InputError(
+            "--model shows a trained model's prompts and --config a recipe's: give one (the model records its recipe's setup)",
+            field="config",
+        )
     if args.model:
         from instructerc.modeling.model_dir import Manifest, tokenizer_source
 
@@ -174,13 +184,18 @@ def _demonstrations(
 
     if not (setup.uses_demonstrations and args.task == "erc"):
         return {}
+    one_file = source.path is not None and Path(source.path).is_file()
+    # A training prompt (same-label retrieval shows a demonstration of the gold label) only for a
+    # folder's train split: training refuses one file, which predict and evaluate read as data to
+    # label, whatever --split names, and prompt as inference does.
+    training = args.split == "train" and not one_file
     if args.model:  # the pool saved with the model, exactly what inference retrieves from
         from instructerc.retrieval.encoder import SentenceEncoder
         from instructerc.retrieval.index import load_pool
 
         pool = load_pool(args.model, setup.label_set.labels)
         retriever = DemonstrationRetriever(pool, SentenceEncoder.load(setup.retrieval.encoder), setup.retrieval)
-        return retriever.demonstrations([dialogue], training=args.split == "train")
+        return retriever.demonstrations([dialogue], training=training)
     if not any(u.emotion is not None for d in train for u in d.utterances):
         raise InputError(
             "the training dialogues have no gold emotions to retrieve a demonstration from: "
@@ -191,9 +206,8 @@ def _demonstrations(
     retriever = DemonstrationRetriever.build(train, setup.retrieval)
     # One file is every split at once: its dev dialogue is also in the pool, as train, and
     # would be shown itself with its gold label unless it is excluded as the train copy.
-    one_file = source.path is not None and Path(source.path).is_file()
     query = replace(dialogue, split="train") if one_file else dialogue
-    return retriever.demonstrations([query], training=args.split == "train")
+    return retriever.demonstrations([query], training=training)
 
 
 # What a terminal does not show as itself: control characters (a carriage return hides the text

@@ -223,7 +223,8 @@ def _host(text: str) -> str:
 
 
 def _port(text: str) -> int:
-    value = int(text) if text.strip().isdigit() else -1
+    # isdigit alone also takes '²', which int() then refuses as "invalid _port value".
+    value = int(text) if text.strip().isascii() and text.strip().isdigit() else -1
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError("must be a TCP port, 1 to 65535")
     return value

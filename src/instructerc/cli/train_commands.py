@@ -77,11 +77,23 @@ def refuse_contradictions(given: list[tuple[str, Any, str]]) -> None:
     stages[0].epochs=2 --set stages.0.epochs=3``) are refused: one of them would be dropped
     without a word, and which one depends on an order nobody reads."""
     first: dict[str, tuple[Any, str]] = {}
-    for key, value, option in given:
+    for key, value, option in _leaves(given):
         spelling = re.sub(r"\[(\d+)\]", r".\1", key)
         if spelling in first and first[spelling][0] != value:
             raise InputError(f"{first[spelling][1]} and {option} give '{key}' two values; give one", field="set")
         first.setdefault(spelling, (value, option))
+
+
+def _leaves(given: list[tuple[str, Any, str]]) -> list[tuple[str, Any, str]]:
+    """Each override, and for a mapping also each field it sets: ``--set 'optim={lr: 1e-4}'``
+    gives ``optim.lr`` as ``--set optim.lr=1e-4`` does, and the two must agree. The mapping
+    itself stays too: where it replaces (``stages[0].tasks``), two different ones conflict."""
+    leaves = []
+    for key, value, option in given:
+        leaves.append((key, value, option))
+        if isinstance(value, dict):
+            leaves += _leaves([(f"{key}.{name}", inner, option) for name, inner in value.items()])
+    return leaves
 
 
 def naming_the_option(error: InputError, given: list[tuple[str, Any, str]]) -> InputError:
@@ -141,6 +153,10 @@ def set_override(item: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise InputError(f"--set expects KEY=VALUE, got '{item}'", field="set")
+    if not value.strip():
+        # YAML reads nothing as null, which resets the key to its default: an unset variable
+        # (``--set data.path=$DATA``) would silently train on the default data instead.
+        raise InputError(f"--set {key}: an empty value (an unset variable?): give a value, or {key}=null to mean none", field="set")
     try:
         return key, parse_yaml(value)
     except yaml.YAMLError as error:
