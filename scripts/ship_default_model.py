@@ -102,7 +102,8 @@ def _read_json(path: Path) -> Any:
 def _test_scores(path: Path) -> dict:
     """The per-dataset scores of ``instructerc evaluate``'s metrics.json (its LLM system's)."""
     data = _read_json(path)
-    system = data.get("systems", {}).get("llm") if isinstance(data, dict) and "systems" in data else data
+    systems = data.get("systems") if isinstance(data, dict) else None
+    system = (systems.get("llm") if isinstance(systems, dict) else None) if isinstance(data, dict) and "systems" in data else data
     scores = system.get("by_dataset") if isinstance(system, dict) else None
     if not isinstance(scores, dict) or not scores:
         raise InputError("not the metrics.json of instructerc evaluate (no scores by dataset for the llm system)", path=path)
@@ -121,11 +122,19 @@ def _run_events(metrics: Path) -> list[dict]:
             event = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"not JSON: {error.msg}", path=metrics, line=number) from None
-        if not isinstance(event, dict) or "event" not in event or not isinstance(event.get("time"), (int, float)):
+        if not _is_event(event):
             raise InputError("not a run event (an object with 'event' and a numeric 'time')", path=metrics, line=number)
         event["_line"] = number
         events.append(event)
     return events
+
+
+def _is_event(event: Any) -> bool:
+    """Whether ``event`` is an object with an ``event`` and a numeric ``time`` (true is no time)."""
+    if not isinstance(event, dict) or "event" not in event:
+        return False
+    time = event.get("time")
+    return isinstance(time, (int, float)) and not isinstance(time, bool)
 
 
 def _run_summary(metrics: Path) -> dict:
@@ -142,6 +151,10 @@ def _run_summary(metrics: Path) -> dict:
     for name in ("processes", "device"):
         if name not in start:
             raise InputError("the start event has no such field", path=metrics, line=start["_line"], field=name)
+    processes = start["processes"]
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        problem = f"a positive number of processes expected, not {processes!r}"
+        raise InputError(problem, path=metrics, line=start["_line"], field="processes")
     where = f"{start['processes']} processes on {start['device']}" if start["processes"] > 1 else start["device"]
     return {"seconds": seconds, "precision": start.get("precision"), "device": where}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import socket
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Iterator
 
 from instructerc.errors import InputError
@@ -105,9 +106,23 @@ def _save_conversion(model: Any, tokenizer: Any, staging: Path, cache: Path) -> 
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _flush_to_disk(staging)
     # safetensors reports a failed write (a full disk, a quota) as its own error, not an OSError.
     except (OSError, SafetensorError) as error:
         raise _unwritable(cache, error) from None
+
+
+def _flush_to_disk(folder: Path) -> None:
+    """Puts ``folder``'s files on the disk before it is renamed into place: after a crash, a
+    renamed folder could otherwise hold files the disk never got (empty ones)."""
+    for file in sorted(entry for entry in folder.iterdir() if entry.is_file()):
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _from_gguf(gguf: Path) -> tuple[Any, Any]:
@@ -190,13 +205,19 @@ def _unwritable(folder: Path, error: Exception) -> InputError:
     )
 
 
-_CONVERTED_FILES = ("config.json", "tokenizer.json", "model.safetensors")
+_CONVERTED_JSON = ("config.json", "tokenizer.json", "tokenizer_config.json")
 
 
 def _is_whole_checkpoint(folder: Path) -> bool:
-    """Whether a converted checkpoint has each of its files, its weights whole (header only: cheap)."""
-    if not all((folder / name).is_file() for name in _CONVERTED_FILES):
-        return False
+    """Whether a converted checkpoint has each of its files whole: its JSON files parse (one cut
+    short or emptied by a crash would fail every later load, and never be converted again) and
+    its weights are whole (header only: cheap)."""
+    for name in _CONVERTED_JSON:
+        try:
+            if not isinstance(json.loads((folder / name).read_text(encoding="utf-8")), dict):
+                return False
+        except (OSError, ValueError):
+            return False
     try:
         saved_tensors(folder / "model.safetensors")
     except InputError:
@@ -277,14 +298,69 @@ def missing_from_snapshot(folder: Path) -> list[str]:
 
 
 def _index_shards(index: Path) -> list[str]:
-    """The shard files a sharded checkpoint's index names; an unreadable index names itself."""
-    import json
-
+    """The shard files a sharded checkpoint's index names; an unreadable index names itself, and
+    one naming a shard outside its folder is refused (see :func:`index_shards`)."""
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return sorted({str(shard) for shard in weight_map.values()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        weight_map = _weight_map(index)
+    except InputError:
         return [f"{index.name} (unreadable)"]
+    return _shards_inside(index, weight_map)
+
+
+def index_shards(index: Path) -> list[str]:
+    """The shard files (relative to its folder) that a sharded checkpoint's index names, once each
+    is a file name inside that folder; an :class:`InputError` naming the index and the entry else.
+    A model folder is untrusted input: an absolute name, ``..`` or a symlink out of the folder
+    would have the load read (and a ``.bin`` shard unpickle) any file of the machine."""
+    return _shards_inside(index, _weight_map(index))
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8-sig"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = f"no key {error}" if isinstance(error, KeyError) else " ".join(str(error).split())[:200]
+        raise InputError(f"malformed index of the weight shards ({reason})", path=index) from None
+    if not isinstance(weight_map, dict):
+        raise InputError(f"malformed index of the weight shards: weight_map is a {type(weight_map).__name__}, not an object", path=index)
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard.strip():
+            raise InputError(f"malformed index of the weight shards: the entry {tensor!r}: {shard!r} names no shard file", path=index)
+    return weight_map
+
+
+def _shards_inside(index: Path, weight_map: dict[str, str]) -> list[str]:
+    for tensor, shard in weight_map.items():
+        if not _inside(index.parent, shard):
+            raise InputError(
+                f"its entry {tensor!r}: {shard!r} names a shard outside the model folder (refused: a model's files stay in its folder)",
+                path=index,
+                field="weight_map",
+            )
+    return sorted(set(weight_map.values()))
+
+
+def _inside(folder: Path, shard: str) -> bool:
+    """Whether ``shard`` names a file in ``folder`` (or below), also once symlinks are followed.
+    A Hugging Face cache snapshot's files are links into its repo's ``blobs`` folder, so there
+    links may lead into that folder too."""
+    name = PurePath(shard)
+    if name.anchor or ".." in name.parts or "\\" in shard:
+        return False
+    root = folder.resolve()
+    target = (root / name).resolve()
+    if target.is_relative_to(root):
+        return True
+    blobs = root.parent.parent / "blobs"
+    return root.parent.name == "snapshots" and not blobs.is_symlink() and target.is_relative_to(blobs)
+
+
+def check_weight_indexes(folder: Path) -> None:
+    """Refuses a model folder whose sharded-checkpoint index names a shard outside it, before any
+    of its weights is read (by instructerc or by transformers, which follows symlinks)."""
+    for name in _WEIGHT_INDEXES:
+        if (folder / name).is_file():
+            index_shards(folder / name)
 
 
 def _partly_cached(name: str, missing: list[str], why_not_hub: str) -> InputError:
@@ -301,10 +377,16 @@ def _unreachable_reason(error: BaseException) -> str:
 
 
 def check_model_folder(name: str) -> None:
-    """Refuses a folder path that does not exist. transformers would take it for a hub id and
-    fail with a traceback about repo ids; hub ids pass (they load from the cache when present)."""
-    if name != EMBEDDED_MODEL and looks_like_path(name) and not Path(name).expanduser().exists():
+    """Refuses a folder path that does not exist (transformers would take it for a hub id and
+    fail with a traceback about repo ids), and a folder whose shard index leads out of it; hub
+    ids pass (they load from the cache when present)."""
+    if name == EMBEDDED_MODEL:
+        return
+    folder = Path(name).expanduser()
+    if looks_like_path(name) and not folder.exists():
         raise InputError("no such model folder", path=name, field="backbone.model")
+    if folder.is_dir():
+        check_weight_indexes(folder)
 
 
 def check_hub_model(name: str) -> None:
@@ -382,6 +464,8 @@ def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu
     directory), so a weight the config has no place for is refused too (see :func:`check_loaded_weights`)."""
     from transformers import AutoModelForCausalLM
 
+    if Path(name_or_path).is_dir():
+        check_weight_indexes(Path(name_or_path))  # transformers follows a shard's symlink anywhere
     # Mismatched sizes are loaded (and then refused by check_loaded_weights) rather than raised
     # as a bare RuntimeError; the loading report says which weights the checkpoint lacked.
     with _held_load_report():
@@ -395,6 +479,29 @@ def load_causal_lm(name_or_path: str, config: BackboneConfig, device: Any = "cpu
         )
     check_loaded_weights(name_or_path, info, exact)
     return model
+
+
+# The names transformers gives a table of learned absolute positions (GPT-2, GPT-Neo, OPT, BioGPT...).
+_POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
+
+
+def check_positions(model: Any, max_length: int, path: str | Path | None = None) -> None:
+    """Refuses prompts (of up to ``max_length`` tokens, set in ``path``) longer than the positions
+    a model with learned absolute positions has: the first such prompt failed deep in the forward
+    pass with an IndexError. Rotary and ALiBi models have no table, and take any length (if less well)."""
+    import torch
+
+    learned = any(
+        name.rsplit(".", 1)[-1] in _POSITION_TABLES and isinstance(module, torch.nn.Embedding) for name, module in model.named_modules()
+    )
+    limit = getattr(model.config, "max_position_embeddings", None)  # GPT-2's n_positions answers to this name too
+    if not learned or not isinstance(limit, int) or max_length <= limit:
+        return
+    raise InputError(
+        f"max_length is {max_length} tokens, but the model has learned positions for {limit} only: lower it to at most {limit}",
+        path=path,
+        field="max_length",
+    )
 
 
 class _LoadReports(logging.Filter):

@@ -20,7 +20,17 @@ from typing import Any, Callable, Iterator
 
 from instructerc.errors import InputError
 from instructerc.files import atomic_write, followed_link, free_number, looks_like_path, replace_directory
-from instructerc.modeling.backbone import EMBEDDED_MODEL, BackboneConfig, load_causal_lm, load_tokenizer, resolve_model, saved_tensors
+from instructerc.modeling.backbone import (
+    EMBEDDED_MODEL,
+    BackboneConfig,
+    check_positions,
+    check_weight_indexes,
+    index_shards,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model,
+    saved_tensors,
+)
 from instructerc.modeling.default_model import MANIFEST
 from instructerc.modeling.finetune import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_folder, attach_adapter
 
@@ -131,7 +141,16 @@ def _absolute(path: str | None) -> str | None:
 def _not_a_model_dir(directory: Path) -> str:
     """Why ``directory``, which has no manifest, is no model directory, with what to pass instead."""
     if not directory.exists():
+        name = str(directory)
+        if name.count("/") == 1 and not looks_like_path(name) and not directory.is_symlink():
+            # Read as a relative folder; it may be meant as a Hugging Face hub id (org/name).
+            return (
+                "no such model directory (nor is a Hugging Face hub id one: --model takes the folder 'instructerc train' "
+                "writes, and a hub model is fine-tuned there as backbone.model)"
+            )
         return "no such model directory"
+    if (directory / MANIFEST).exists():
+        return f"its {MANIFEST} is not a file"
     if not directory.is_dir():
         return f"is a file, not an instructerc model directory (a folder holding {MANIFEST}, written by 'instructerc train')"
     lacking = f"not an instructerc model directory (no {MANIFEST})"
@@ -209,9 +228,11 @@ def load_model(
     directory may come from anywhere, so what its manifest asks for never turns on the
     execution of its Python files.
     """
+    from instructerc.prompts.setup import PROMPTING_FILE
+
     check_trust_remote_code(trust_remote_code)
     manifest = Manifest.load(directory)
-    check_model_dir(directory, manifest)
+    max_length = check_model_dir(directory, manifest)
     if manifest.backbone.trust_remote_code and not trust_remote_code:
         log.warning(
             "%s asks for trust_remote_code; it stays off (pass --trust-remote-code if you trust the code of this model)",
@@ -229,6 +250,7 @@ def load_model(
         else:
             model = load_causal_lm(str(directory), backbone, device, dtype, exact=True)
     check_vocabulary(directory, tokenizer, model, source)
+    check_positions(model, max_length, path=directory / PROMPTING_FILE)
     return model.to(device).eval(), tokenizer, manifest
 
 
@@ -296,18 +318,19 @@ def has_tokenizer(directory: Path) -> bool:
     return any((directory / name).is_file() for name in TOKENIZER_FILES)
 
 
-def check_model_dir(directory: Path, manifest: Manifest) -> None:
+def check_model_dir(directory: Path, manifest: Manifest) -> int:
     """Refuse, naming what is wrong, a model directory that lacks what its form needs, before
     anything heavy loads. transformers and peft take a folder without their file for a Hub repo
     id and go online for it; instructerc downloads nothing.
 
     The forms: ``lora`` (the adapter files; the base weights and, without tokenizer files of its
     own, the tokenizer come from the backbone, embedded or another) and ``full`` (``config.json``
-    and the whole weights; the backbone is only needed for a missing tokenizer).
+    and the whole weights; the backbone is only needed for a missing tokenizer). Returns the
+    prompts' ``max_length``.
     """
     from instructerc.prompts.setup import PromptSetup
 
-    PromptSetup.load(directory)  # inference rebuilds its prompts from it: a damaged one fails now
+    setup = PromptSetup.load(directory)  # inference rebuilds its prompts from it: a damaged one fails now
     if manifest.method == "lora" or not has_tokenizer(directory):
         check_backbone_available(directory, manifest.backbone)
     for file in weight_files(directory, manifest.method):
@@ -317,6 +340,7 @@ def check_model_dir(directory: Path, manifest: Manifest) -> None:
             tensors = saved_tensors(file)  # a copy cut short is named here, not as a load failure of the folder
             if manifest.method == "full":
                 check_float_weights(file, tensors)
+    return setup.max_length
 
 
 def check_float_weights(file: Path, tensors: dict[str, tuple[tuple[int, ...], str]]) -> None:
@@ -355,11 +379,7 @@ def weight_files(directory: Path, method: str) -> list[Path]:
     index = directory / FULL_WEIGHTS_INDEX
     if not index.is_file():
         return [directory / FULL_CONFIG, directory / FULL_WEIGHTS]
-    try:
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise InputError(f"malformed index of the weight shards: {error}", path=index) from None
-    return [directory / FULL_CONFIG, *(directory / str(shard) for shard in shards)]
+    return [directory / FULL_CONFIG, *(directory / shard for shard in index_shards(index))]
 
 
 def check_backbone_available(directory: Path, backbone: BackboneConfig) -> None:
@@ -371,6 +391,7 @@ def check_backbone_available(directory: Path, backbone: BackboneConfig) -> None:
     if local.exists():
         if not (local / FULL_CONFIG).is_file():
             raise InputError(f"its backbone folder {local} has no {FULL_CONFIG}: it is no Hugging Face model", path=directory)
+        check_weight_indexes(local)
         for weights in sorted(local.glob("*.safetensors")):
             saved_tensors(weights)
         return
@@ -388,8 +409,11 @@ def _loading(directory: Path, backbone: BackboneConfig) -> Iterator[None]:
     """Loading failures as one line naming the model directory: a backbone that is neither a
     local folder nor in the Hugging Face cache (offline), code that needs --trust-remote-code,
     missing or corrupt files."""
+    from huggingface_hub import errors as hub_errors
     from safetensors import SafetensorError  # a truncated or corrupt weights file
 
+    # transformers' configs check their fields' types with this (huggingface_hub 1.0 and later).
+    wrong_types = getattr(hub_errors, "StrictDataclassError", TypeError)
     try:
         yield
     except (OSError, ValueError, SafetensorError) as error:
@@ -412,3 +436,36 @@ def _loading(directory: Path, backbone: BackboneConfig) -> Iterator[None]:
             else f"its backbone '{backbone.model}' (not a local folder, so it must be in the Hugging Face cache or downloadable)"
         )
         raise InputError(f"cannot load the model or {what}: {reason[:400]}", path=directory) from None
+    except (TypeError, KeyError, AttributeError, ArithmeticError, wrong_types) as error:
+        # transformers reads a config.json of wrong types (a list, a size as a string, 0 heads)
+        # with these, from deep inside; any other cause is no file's doing and stays a traceback.
+        fault = _config_fault(directory, backbone, error)
+        if fault is None:
+            raise
+        raise fault from None
+    except ImportError as error:
+        if isinstance(error, ModuleNotFoundError):
+            raise  # a missing extra of instructerc's own, said by the CLI
+        # transformers' own check for a library the model's config asks for (a quantization's).
+        raise InputError(f"this model needs a library that is not installed: {_one_line(error)}", path=directory) from None
+
+
+def _config_fault(directory: Path, backbone: BackboneConfig, error: BaseException) -> InputError | None:
+    """The error naming the ``config.json`` (the model directory's, or its local backbone's) that
+    made loading fail with ``error``; None when neither is to blame."""
+    from transformers import AutoConfig
+
+    folders = [directory, Path(backbone.model).expanduser()]
+    for config in [folder / FULL_CONFIG for folder in folders if (folder / FULL_CONFIG).is_file()]:
+        try:
+            AutoConfig.from_pretrained(str(config.parent))
+        except Exception as fault:  # what a config of wrong types raises varies (TypeError, KeyError...)
+            if "trust_remote_code" not in str(fault):
+                return InputError(f"not a usable model config ({_one_line(fault)})", path=config)
+    if isinstance(error, ArithmeticError):  # sizes that do not divide (heads, hidden size)
+        return InputError(f"the model its {FULL_CONFIG} describes cannot be built ({_one_line(error)})", path=directory)
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
