@@ -194,25 +194,35 @@ def is_sharded_checkpoint(directory: Path) -> bool:
     return (directory / SHARDED_DIR).is_dir()
 
 
-def load_checkpoint(directory: Path) -> tuple[TrainState, dict[str, Any] | None, dict[str, Any]]:
-    """(state, trainable weights, optimizer/scheduler/RNG) of a checkpoint, or an
-    :class:`InputError` naming the missing or damaged file. A sharded checkpoint has no
-    trainable weights and no optimizer state here: they are its shards, read by the processes
-    of a sharded run (:func:`instructerc.training.fsdp.load_sharded`)."""
-    import torch
-
-    sharded = is_sharded_checkpoint(directory)
-    needed = (f"{SHARDED_DIR}/.metadata", "optim.pt", "state.json") if sharded else CHECKPOINT_FILES
+def read_checkpoint_state(directory: Path) -> TrainState:
+    """The position a checkpoint holds (its ``state.json``), once its files are all there; an
+    :class:`InputError` naming the missing or damaged file. A resume reads it once and hands it
+    to :func:`load_checkpoint`: read twice (to compare the data, then to restore), a file
+    changed in between gave the two parts of the resume different states."""
+    needed = (f"{SHARDED_DIR}/.metadata", "optim.pt", "state.json") if is_sharded_checkpoint(directory) else CHECKPOINT_FILES
     for name in needed:
         if not (directory / name).is_file():
             raise InputError(f"partial checkpoint: {name} is missing ({_remedy(directory)})", path=directory)
     file = directory / "state.json"
     try:
-        state = train_state(json.loads(file.read_text(encoding="utf-8")))
+        return train_state(json.loads(file.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         field = error.field if isinstance(error, InputError) else None
         message = error.message if isinstance(error, InputError) else _one_line(error)
         raise InputError(f"corrupt checkpoint file ({message}; {_remedy(directory)})", path=file, field=field) from None
+
+
+def load_checkpoint(directory: Path, state: TrainState | None = None) -> tuple[TrainState, dict[str, Any] | None, dict[str, Any]]:
+    """(state, trainable weights, optimizer/scheduler/RNG) of a checkpoint, or an
+    :class:`InputError` naming the missing or damaged file; ``state``: its ``state.json`` as
+    :func:`read_checkpoint_state` already read it (else it is read here). A sharded checkpoint
+    has no trainable weights and no optimizer state here: they are its shards, read by the
+    processes of a sharded run (:func:`instructerc.training.fsdp.load_sharded`)."""
+    import torch
+
+    sharded = is_sharded_checkpoint(directory)
+    if state is None:
+        state = read_checkpoint_state(directory)
     loaded: list[Any] = []
     for name in ("optim.pt",) if sharded else ("trainable.pt", "optim.pt"):
         file = directory / name

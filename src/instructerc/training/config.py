@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from instructerc.config import from_mapping, read_yaml, to_mapping, yaml_line
 from instructerc.data.registry import DataSource
 from instructerc.errors import InputError
+from instructerc.labels.registry import named_label_set
 from instructerc.modeling.backbone import BackboneConfig
 from instructerc.prompts.example import Task
 from instructerc.prompts.tasks import SPEAKER_VARIANTS
@@ -56,6 +57,9 @@ class DataConfig:
         # the recipe key ("field 'dataset': unknown dataset 'MELD'").
         try:
             self.source()
+            if self.label_set is not None:
+                # Else looked up only as the run reads its data, and named there as 'label_set'.
+                named_label_set(self.label_set)
         except InputError as error:
             raise InputError(error.message, field=f"data.{error.field}" if error.field else "data") from None
 
@@ -64,7 +68,8 @@ class DataConfig:
         return self.dataset_fractions.get(dataset, self.fraction)
 
     def source(self) -> DataSource:
-        return DataSource(name=self.dataset, path=Path(self.path) if self.path else None, labels=self.labels, label_set=self.label_set)
+        # The text as written: DataSource refuses an empty path, which here read as none at all.
+        return DataSource(name=self.dataset, path=self.path, labels=self.labels, label_set=self.label_set)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from instructerc.errors import InputError
 from instructerc.files import free_number, refuse_broken_link
@@ -227,3 +227,69 @@ def check_run_directory(paths: RunPaths) -> None:
             field="output_dir",
         )
     check_run_directory_creatable(paths.root)
+
+
+@contextlib.contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Holds the run directory ``root`` (created if absent) for one run: a second run started
+    on it, afresh or ``--resume``, is refused while the first trains. Without it both trained
+    into one folder: the second set the first's log aside mid-run, both appended to one log and
+    wrote one ``best/`` and ``model/``, each over the other's. The lock is the folder's own
+    ``flock``, which the system releases when the process ends however it ends, so a killed run
+    leaves none behind; a file system without locks (some network mounts) runs unlocked. A
+    folder made here and left empty (the run refused its data) is removed again."""
+    made = _make_folders(root)
+    try:
+        fd = _open_folder(root)
+        try:
+            if not _locked(fd) or not _same_folder(root, fd):
+                raise InputError(
+                    "another run is training in this folder (its process holds it): wait for it to end, or choose another output_dir",
+                    path=root,
+                    field="output_dir",
+                )
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only while empty
+
+
+def _open_folder(root: Path) -> int:
+    try:
+        return os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as error:  # a folder without read permission
+        raise InputError(f"cannot open the run directory ({error.strerror or error}): choose another output_dir", path=root) from None
+
+
+def _make_folders(root: Path) -> list[Path]:
+    """Creates ``root`` and its missing parents; returns those made here, deepest first."""
+    missing = [folder for folder in (root, *root.parents) if _kind(folder) is None]
+    root.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _same_folder(root: Path, fd: int) -> bool:
+    """Whether ``root`` is still the folder ``fd`` locked: one removed and made again meanwhile
+    (another run cleaning up after a refusal) is another folder, which this lock does not hold."""
+    try:
+        return os.stat(root).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _locked(fd: int) -> bool:
+    """Takes the exclusive lock on ``fd`` without waiting: False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # locks not supported here (ENOLCK, EBADF on some network file systems)
+        return True
+    return True

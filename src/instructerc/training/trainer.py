@@ -9,6 +9,7 @@ vocabulary projection runs only at target positions. The test split is never rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -43,12 +44,12 @@ from instructerc.training.checkpoint import (
     load_checkpoint,
     process_rng_state,
     prune_checkpoints,
+    read_checkpoint_state,
     rng_state,
     save_checkpoint,
     save_tensors,
     set_rng_state,
     staging_path,
-    train_state,
 )
 from instructerc.training.config import TrainConfig
 from instructerc.training.data_checks import (
@@ -71,6 +72,7 @@ from instructerc.training.run_directory import (
     read_best_dev_metrics,
     read_best_weights,
     record_metrics,
+    run_lock,
     set_aside_earlier_log,
 )
 
@@ -277,6 +279,13 @@ class Trainer:
         """The training dialogues (the fraction to train on) and the dev ones; refuses data a run
         could not learn from or select on, before the model loads."""
         data = self.config.data
+        if data.path is None:
+            # The data source's own error named its field 'path', which no recipe has.
+            raise InputError(
+                f"no data path for '{data.dataset}': set data.path in the recipe, or pass --data (the folder holding "
+                "meld/, emorynlp/, cosmic/, a dataset folder, or a JSONL folder)",
+                field="data.path",
+            )
         source = data.source()
         require_split_folder(source)
         with warnings_held():  # a partial train split's warning is not printed above a broken dev split's error
@@ -323,14 +332,15 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> TrainResult:
-        session = self._start(resume)
-        for stage_index in range(session.state.stage, len(self.config.stages)):
-            if not self._run_stage(session, stage_index):
-                session.accelerator.wait_for_everyone()
-                return self._result(session, {})
-        if session.state.best_step is None:
-            self._evaluate(session)
-        return self._result(session, self._finish(session))
+        with contextlib.ExitStack() as held:  # the run directory's lock, held to the end of the run
+            session = self._start(resume, held)
+            for stage_index in range(session.state.stage, len(self.config.stages)):
+                if not self._run_stage(session, stage_index):
+                    session.accelerator.wait_for_everyone()
+                    return self._result(session, {})
+            if session.state.best_step is None:
+                self._evaluate(session)
+            return self._result(session, self._finish(session))
 
     def _result(self, session: _Session, dev_metrics: dict[str, Any]) -> TrainResult:
         state = session.state
@@ -338,8 +348,9 @@ class Trainer:
             self.paths.model, state.best_score, state.best_step, state.global_step, dev_metrics, session.accelerator.is_main_process
         )
 
-    def _start(self, resume: bool) -> _Session:
-        """Everything the stages share: the accelerator, data, prompts, model, and a resumed state."""
+    def _start(self, resume: bool, held: contextlib.ExitStack) -> _Session:
+        """Everything the stages share: the accelerator, data, prompts, model, and a resumed state;
+        the run directory's lock goes into ``held``."""
         from instructerc.modeling.backbone import check_model_folder, load_tokenizer, resolve_model
         from instructerc.modeling.finetune import check_top_layers
         from instructerc.modeling.model_dir import check_adapter_backbone
@@ -354,12 +365,15 @@ class Trainer:
         accelerator = self._accelerator()
         check_distributed_type(accelerator)
         set_seed(self.config.seed)
-        checkpoint = self._checkpoint_to_resume(accelerator, resume)
+        checkpoint = self._checkpoint_to_resume(accelerator, resume, held)
+        saved = None if checkpoint is None else read_checkpoint_state(checkpoint)
+        if checkpoint is not None and saved is not None:
+            self._check_stage_exists(checkpoint, saved)
 
         train, dev = self._data()
         data = {"train": data_summary(train), "dev": data_summary(dev)}
-        if checkpoint is not None:
-            self._check_same_data(checkpoint, data, accelerator)
+        if saved is not None:
+            self._check_same_data(saved, data, accelerator)
         unselected = datasets_without_dev(train, dev)
         if unselected and accelerator.is_main_process:
             print(
@@ -383,8 +397,8 @@ class Trainer:
         model, fsdp = self._model(model_path, accelerator, len(train), len(dev), checkpoint)
 
         state, optim_state = TrainState(), None
-        if checkpoint is not None:
-            state, optim_state = self._restore(checkpoint, model, accelerator, sharded=fsdp is not None)
+        if checkpoint is not None and saved is not None:
+            state, optim_state = self._restore(checkpoint, saved, model, accelerator, sharded=fsdp is not None)
             self._record_forced_changes(state, accelerator)
         state.data = data  # what the checkpoints from here on were trained and selected on
         # Under FSDP each process scores its share of dev on the gathered weights, in one thread:
@@ -407,9 +421,12 @@ class Trainer:
             first_examples,
         )
 
-    def _checkpoint_to_resume(self, accelerator: Any, resume: bool) -> Path | None:
-        """The latest checkpoint when resuming; refuses to start over a run that has checkpoints."""
+    def _checkpoint_to_resume(self, accelerator: Any, resume: bool, held: contextlib.ExitStack) -> Path | None:
+        """The latest checkpoint when resuming; refuses to start over a run that has checkpoints,
+        or in a folder another run is training in (the main process locks it, into ``held``)."""
         check_run_directory(self.paths)
+        if accelerator.is_main_process:
+            held.enter_context(run_lock(self.paths.root))
         checkpoints = self.paths.checkpoints
         if not resume:
             # Only a complete checkpoint counts: one cut short while saving (a full disk) left
@@ -450,14 +467,24 @@ class Trainer:
         self._forced_changes = changed
         return checkpoint
 
-    def _check_same_data(self, checkpoint: Path, data: dict[str, str], accelerator: Any) -> None:
-        """Refuses, unless ``--force``, to resume on training or dev data other than the
-        checkpoint's; under ``--force`` the change is recorded with the recipe's (model card, log)."""
-        try:
-            saved = train_state(json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))).data
-        except (OSError, ValueError, TypeError):
-            return  # a damaged state.json is named by load_checkpoint, as the run resumes
-        changes = data_changes(saved, data)
+    def _check_stage_exists(self, checkpoint: Path, saved: TrainState) -> None:
+        """Refuses, before the data and model load, a checkpoint taken in a stage the recipe does
+        not have (a stage removed under --force): ``saved.stage`` stages were done, so it is in
+        stage ``saved.stage + 1``. Resumed, the run skipped every stage and finished, training nothing more."""
+        stages = len(self.config.stages)
+        if saved.stage >= stages:
+            raise InputError(
+                f"written after stage {saved.stage} of its run, but the recipe has {stages} stage(s), so the stage it was "
+                f"taken in (stage {saved.stage + 1}) is not in the recipe: resume with the recipe the run was started with",
+                path=checkpoint / "state.json",
+                field="stage",
+            )
+
+    def _check_same_data(self, saved: TrainState, data: dict[str, str], accelerator: Any) -> None:
+        """Refuses, unless ``--force``, to resume on training or dev data other than the one the
+        checkpoint (its ``saved`` state) recorded; under ``--force`` the change is recorded with
+        the recipe's (model card, log)."""
+        changes = data_changes(saved.data, data)
         if not changes:
             return
         if not self.force:
@@ -483,7 +510,7 @@ class Trainer:
         (then also its FSDP settings; else None); logs the start: in a log of its own for a run
         that starts afresh, else saying the ``checkpoint`` it resumes from (the steps after it
         are logged again)."""
-        from instructerc.modeling.backbone import load_causal_lm
+        from instructerc.modeling.backbone import check_positions, load_causal_lm
         from instructerc.modeling.finetune import count_parameters, make_trainable
         from instructerc.modeling.precision import resolve_dtype
         from instructerc.modeling.sparse_attention import use_block_sparse_attention, use_causal_sdpa_attention
@@ -504,6 +531,8 @@ class Trainer:
         # unit gathers its weights in one type, and the mixed-precision policy casts them.
         weights = "float32" if config.finetune.method == "full" or sharded else precision
         model = load_causal_lm(model_path, config.backbone, accelerator.device, weights)
+        # A prompt past a learned position table failed in the first forward pass (IndexError).
+        check_positions(model, config.max_length)
         model = make_trainable(model, config.finetune.method, config.finetune.lora, config.finetune.init_adapter)
         if config.packing.block_sparse_attention and str(accelerator.device).startswith("cpu"):
             use_block_sparse_attention(model)
@@ -540,19 +569,15 @@ class Trainer:
             )
         return model, fsdp
 
-    def _restore(self, checkpoint: Path, model: Any, accelerator: Any, sharded: bool) -> tuple[TrainState, dict[str, Any]]:
-        """The state and optimizer state of ``checkpoint``, its weights loaded into ``model``."""
+    def _restore(
+        self, checkpoint: Path, saved: TrainState, model: Any, accelerator: Any, sharded: bool
+    ) -> tuple[TrainState, dict[str, Any]]:
+        """The state (``saved``, as read from ``checkpoint``) and optimizer state of ``checkpoint``,
+        its weights loaded into ``model``."""
         from instructerc.modeling.finetune import load_trainable_state
         from instructerc.training.sharded_reading import INDEX_FILE
 
-        state, weights, optim_state = load_checkpoint(checkpoint)
-        if state.stage > len(self.config.stages):
-            raise InputError(
-                f"written after stage {state.stage} of its run, but the recipe has {len(self.config.stages)} stage(s): "
-                "resume with the recipe the run was started with",
-                path=checkpoint / "state.json",
-                field="stage",
-            )
+        state, weights, optim_state = load_checkpoint(checkpoint, saved)
         if state.best_step is not None:
             # Missing or damaged, they would fail only as the model is written, after the rest of the run.
             adopt_later_best(state, read_best_dev_metrics(self.paths.best_dev_metrics))
