@@ -392,3 +392,12 @@ def test_the_position_check_serves_a_recipe_too(tmp_path: Path) -> None:
     assert error.value.path == str(recipe) and error.value.field == "max_length"
     assert error.value.message == "max_length is 1024 tokens, but the model has learned positions for 64 only: lower it to at most 64"
     check_positions(loaded, 64, path=recipe)
+
+
+def test_a_recipes_tilde_in_backbone_cache_dir_is_the_home_folder_not_a_folder_named_tilde(tmp_path: Path, monkeypatch) -> None:
+    import instructerc.modeling.backbone as backbone
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(backbone, "converted_embedded_model", lambda cache: cache)
+    assert backbone.resolve_model(BackboneConfig(cache_dir="~/models")) == str(tmp_path / "home" / "models")

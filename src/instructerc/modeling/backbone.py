@@ -247,7 +247,7 @@ def _tensor_kind(tensor: Any) -> tuple[tuple[int, ...], str]:
 def resolve_model(config: BackboneConfig) -> str:
     """A loadable path or hub id for the configured backbone."""
     if config.model == EMBEDDED_MODEL:
-        cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        cache = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()  # a recipe's ~ is no shell's
         return str(converted_embedded_model(cache))
     check_model_folder(config.model)
     path = Path(config.model).expanduser()
