@@ -214,3 +214,25 @@ def test_the_report_and_the_summary_show_the_interval_and_say_what_it_is_and_old
     older = replace(metrics, weighted_f1_interval=None)
     old = EvaluationResult("test", {"dataset": "jsonl"}, {"llm": SystemResult("llm", {"mine": older})})
     assert "interval" not in render_report(old) and "interval" not in summary_lines(old)[0]
+
+
+def test_the_paired_baseline_script_reads_a_unified_models_answers_in_each_benchmarks_own_classes(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from instructerc.evaluation.metrics import OUTSIDE
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "paired_baseline.py"
+    spec = importlib.util.spec_from_file_location("paired_baseline", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    record = {
+        "id": "d1",
+        "dataset": "meld",
+        "utterances": [{"predicted_emotion": "powerful"}, {"predicted_emotion": "peaceful"}, {"predicted_emotion": None}],
+    }
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    # MELD's surprise is the unified powerful; MELD has no peaceful: an error, as evaluate scores it.
+    assert script.llm_answers(predictions) == {("meld", "d1", 0): "surprise", ("meld", "d1", 1): OUTSIDE, ("meld", "d1", 2): None}
