@@ -46,10 +46,10 @@ def spied_budgets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 # -- live turns keep to the predictor's batch budget ---------------------------------------------------
 
 
-@pytest.mark.parametrize(("setting", "used"), [(None, 1024), (1, 1), (300, 300)])
+@pytest.mark.parametrize(("setting", "used"), [(None, incremental.TURN_BATCH_TOKENS), (1, 1), (300, 300)])
 def test_live_turns_are_batched_under_the_predictors_budget(predictor: Predictor, monkeypatch, setting, used) -> None:
-    # score_turns' own default is a GPU's 16,384: a CPU predictor (default 1,024) or a user's
-    # budget was ignored for live conversations, the service's turns included.
+    # A user's budget was ignored for live conversations, the service's turns included. Unset,
+    # the live path keeps its own (it counts cached positions, which predict's budget does not).
     budgets = spied_budgets(monkeypatch)
     live = with_config(predictor, batch_tokens=setting, workers=1)
     live.predict_turns([(talk("c1", ["Hi."]), ConversationCache()), (talk("c2", ["Oh no."]), ConversationCache())])

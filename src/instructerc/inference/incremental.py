@@ -300,13 +300,20 @@ class _Row:
     prompt_new: int  # how many of the new tokens are the prompt's (the rest are label tokens)
 
 
+# Padded key/value positions per pass of live turns, cached prefixes included (unlike predict's
+# budget, which counts prompt tokens): a turn's few new tokens sit on hundreds of cached ones,
+# and 16 live conversations under predict's CPU budget of 1,024 took several passes where one
+# does (serve_load's cache mode: 55 against 50 requests/s on 2 cores).
+TURN_BATCH_TOKENS = 16384
+
+
 def score_turns(
     model: Any,
     scorer: Any,
     turns: Sequence[tuple[ConversationCache, Sequence[int]]],
     device: Any,
     direct_head: bool = False,
-    batch_tokens: int = 16384,
+    batch_tokens: int = TURN_BATCH_TOKENS,
     workers: int = 1,
 ) -> list[Any]:
     """Label probabilities of each (cache, prompt ids) turn; each cache is updated to hold its prompt.

@@ -31,7 +31,7 @@ from instructerc.data.text import breaks_line, canonical_speaker, shows_nothing
 from instructerc.data.validation import TextProblem, check_string
 from instructerc.errors import InputError
 from instructerc.inference.batched import last_token_logits
-from instructerc.inference.incremental import ConversationCache, common_prefix
+from instructerc.inference.incremental import TURN_BATCH_TOKENS, ConversationCache, common_prefix
 from instructerc.inference.label_scoring import LabelScorer
 from instructerc.inference.parallel import default_workers
 from instructerc.labels.prediction import Prediction, per_dialogue  # Prediction re-exported: callers long imported it from here
@@ -347,8 +347,9 @@ class Predictor:
             [(cache, e.prompt_ids) for (_, cache), e in zip(turns, encoded)],
             self.device,
             self._direct_head,
-            # The user's budget (1,024 on a CPU by default), as predict's batches keep to it.
-            batch_tokens=self.config.sizes(self.device)[1],
+            # The user's budget where one is set; else the live path's own, which counts cached
+            # positions too (predict's CPU default of 1,024 split the service's batches).
+            batch_tokens=self.config.batch_tokens or TURN_BATCH_TOKENS,
             workers=self.config.worker_count(self.device),
         )
         if self._first_cache is None and fresh and fresh[0].states is not None:
