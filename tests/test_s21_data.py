@@ -24,16 +24,9 @@ from instructerc.errors import InputError
 from instructerc.labels.benchmarks import BENCHMARK_LABEL_SETS
 from instructerc.labels.label_set import LabelSet
 from instructerc.labels.unified import MAPPINGS
+from test_cosmic_pickles import IEMOCAP  # the same tiny COSMIC pickle
 
 MELD_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
-IEMOCAP: list[Any] = [
-    {"Ses01F_impro01": ["F", "M"], "Ses05F_impro01": ["M"], "Ses01M_impro01": ["F"]},
-    {"Ses01F_impro01": [2, 0], "Ses05F_impro01": [1], "Ses01M_impro01": [3]},
-    {"Ses01F_impro01": ["Hello there.", "Hi!"], "Ses05F_impro01": ["Test."], "Ses01M_impro01": ["Dev."]},
-    ["Ses01F_impro01"],
-    ["Ses05F_impro01"],
-    ["Ses01M_impro01"],
-]
 
 
 def write_lines(path: Path, records: list[Any]) -> Path:
