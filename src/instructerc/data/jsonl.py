@@ -259,13 +259,18 @@ def _looks_tabular(line: str) -> bool:
     return ("," in line or "\t" in line) and '":' not in line
 
 
+_OUTLINE_DECODER = json.JSONDecoder(parse_int=str, parse_float=str)
+
+
 def _after_json(line: str) -> str:
     """What follows a line's first JSON object or array, when it starts with one; else ""."""
     if not line.lstrip().startswith(("{", "[")):
         return ""
     try:
-        _, end = json.JSONDecoder().raw_decode(line.lstrip())
-    except (json.JSONDecodeError, RecursionError):
+        # Numbers are kept as text: the default int() refuses one of over 4,300 digits with a
+        # bare ValueError, which would replace the line's error with a traceback.
+        _, end = _OUTLINE_DECODER.raw_decode(line.lstrip())
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return ""
     return line.lstrip()[end:].strip()
 
@@ -450,6 +455,7 @@ def _readable_line(dialogue: Any, where: str) -> str:
     for k, utterance in enumerate(dialogue.utterances):
         if not isinstance(utterance, Utterance) or not isinstance(utterance.extra, Mapping):
             raise TypeError(f"{where}.utterances[{k}] must be an Utterance whose extra is a mapping, not {utterance!r:.80}")
+    _refuse_shadowing_extra(dialogue, where)
     try:
         # A NaN or an infinity would be written as such, which no JSON reader (this one included) accepts.
         line = json.dumps(dialogue_record(dialogue), ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS)
@@ -464,6 +470,22 @@ def _readable_line(dialogue: Any, where: str) -> str:
             field=f"{where}.{field}" if field else where,
         ) from None
     return line
+
+
+def _refuse_shadowing_extra(dialogue: Dialogue, where: str) -> None:
+    """An extra key named as a field of the record (``text`` in an utterance's extra, from a row
+    of the source copied whole) would be written in that field's place: the file would hold the
+    raw cell, or another id, in silence. The reader never builds such an extra."""
+    clashes = [(where, key) for key in _DIALOGUE_KEYS if key in dialogue.extra]
+    for k, utterance in enumerate(dialogue.utterances):
+        clashes += [(f"{where}.utterances[{k}]", key) for key in _UTTERANCE_KEYS if key in utterance.extra]
+    if clashes:
+        owner, key = clashes[0]
+        raise InputError(
+            f"dialogue '{printable(str(dialogue.id))}': extra holds '{key}', which would be written in place of the "
+            f"{'dialogue' if owner == where else 'utterance'}'s own {key}: rename or drop that key",
+            field=f"{owner}.extra.{key}",
+        )
 
 
 LOADER = Loader(
