@@ -46,6 +46,11 @@ class ConversationCache:
 
     It remembers the model that computed its states (:func:`score_turns` records it): given to
     another model (another predictor, the same weights in another precision), it starts afresh.
+    And it remembers what the prompts that decided its turns' cuts were built under
+    (:meth:`prompted_under`): under another prompt setup (another ``max_length`` or template
+    over the same model) or another dataset (whose classes the label statement lists), every
+    turn's cut is decided again. Its keys and values stay: they belong to token ids, and
+    :func:`score_turns` keeps only the prefix the new prompt shares with them.
     """
 
     def __init__(self, ids: Sequence[int] = (), states: Any = None) -> None:
@@ -64,6 +69,8 @@ class ConversationCache:
         # Per turn, a hash of the (speaker, text) whose cut was decided: a turn never seen (a
         # conversation given whole to a fresh cache) or edited since is measured again.
         self.checked_turns: dict[int, int] = {}
+        # What the prompts that decided those cuts were built under (see prompted_under).
+        self.prompt_key: Any = None
 
     def __copy__(self) -> "ConversationCache":
         """A fork: the same conversation so far, continued independently of this one. Copied,
@@ -74,6 +81,7 @@ class ConversationCache:
         fork._model = self._model
         fork.cut_turns = set(self.cut_turns)
         fork.checked_turns = dict(self.checked_turns)
+        fork.prompt_key = self.prompt_key
         return fork
 
     def unchecked_turns(self, utterances: Sequence[Any]) -> set[int]:
@@ -91,6 +99,20 @@ class ConversationCache:
     def forget_turns(self) -> None:
         """Forget every turn's cut: they were decided for another model's prompt budget."""
         self.cut_turns, self.checked_turns = set(), {}
+
+    def prompted_under(self, key: Any) -> None:
+        """Record that this turn's prompts are built under ``key`` (the predictor's PromptSetup
+        and the dialogue's dataset), forgetting every turn's cut when the earlier turns were
+        decided under another key: a turn that fitted a long budget is cut by a short one, and
+        its cut was then trusted, so the newest prompt read that turn uncut (silently other
+        scores than the same conversation given whole). Keys are compared member by member,
+        each by identity first: one setup per predictor (the service) costs a few pointer
+        comparisons a turn, and its caches keep every cut."""
+        if self.prompt_key is key:
+            return
+        if self.prompt_key is not None and self.prompt_key != key:
+            self.forget_turns()
+        self.prompt_key = key
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "ConversationCache":
         # The model reference is kept, not copied: it says which model's states these are.

@@ -138,7 +138,12 @@ class InferenceConfig:
 
 
 class Predictor:
-    """Labels dialogues with a model; see the module docstring for the two modes."""
+    """Labels dialogues with a model; see the module docstring for the two modes.
+
+    Its methods raise ``TypeError`` for an argument of the wrong kind (not a list of dialogues,
+    not a :class:`ConversationCache`, a speaker that is no string) and :class:`InputError`, a
+    ``ValueError``, for a value they refuse (an empty text, an unknown mode), naming the field
+    (``dialogues[0].utterances[1].text``)."""
 
     def __init__(
         self,
@@ -202,6 +207,9 @@ class Predictor:
         if not isinstance(directory, (str, os.PathLike)):
             hint = " (the shipped model: instructerc.modeling.default_model.default_model_dir())" if directory is None else ""
             raise TypeError(f"directory must be a path to a model directory, not {_kind(directory)}{hint}")
+        if not str(directory).strip():
+            # Path("") is ".": an unset variable (os.environ.get("MODEL", "")) loaded the working directory.
+            raise InputError("an empty path (an unset variable?): name a model directory", field="directory")
         directory = Path(directory)
         device = checked_device(default_device() if device is None else device)
         config = checked_config(config)
@@ -332,7 +340,7 @@ class Predictor:
             return []
         newest = [(dialogue, len(dialogue) - 1) for dialogue, _ in turns]
         check_indices(newest)
-        measured = [_turns_to_measure(dialogue, cache, self.model) for dialogue, cache in turns]
+        measured = [_turns_to_measure(dialogue, cache, self.model, (self.setup, dialogue.dataset)) for dialogue, cache in turns]
         encoded, cuts, earlier_cut = self._fitted_with_history(with_distinct_keys(newest), measured)
         for (dialogue, cache), again, cut_again, cut in zip(turns, measured, earlier_cut, cuts):
             newest_cut = set() if cut is None else {len(dialogue) - 1}  # read so by every later turn
@@ -376,7 +384,11 @@ class Predictor:
                 cache.ids, cache.states = first.ids[:shared], first.states[:, :, :, :shared]
 
     def predict_next(self, dialogue: Dialogue, cache: Any) -> Prediction:
-        """The newest utterance of one growing conversation, reusing its key/value cache."""
+        """The newest utterance of one growing conversation, scored (``score`` mode) from its
+        key/value cache. ``dialogue``: the conversation so far, earlier turns as they were said;
+        ``cache``: ``ConversationCache()`` for a new conversation, then the same object with each
+        later turn, one per conversation (updated in place; ``copy.copy`` forks it). Same scores as
+        :meth:`predict` of the whole dialogue within float rounding (a few hundredths in bf16)."""
         # Checked here so a mistake names this call's arguments, not predict_turns' turns[0][...].
         if not isinstance(cache, ConversationCache):
             raise TypeError(f"cache must be a ConversationCache (ConversationCache() for a new conversation), not {_kind(cache)}")
@@ -480,13 +492,14 @@ def non_finite_message(precision: str) -> str:
     return f"the model computed NaN or infinite logits in {precision}: its weights may hold NaN or infinite values"
 
 
-def _turns_to_measure(dialogue: Dialogue, cache: ConversationCache, model: Any) -> set[int]:
+def _turns_to_measure(dialogue: Dialogue, cache: ConversationCache, model: Any, prompt_key: Any) -> set[int]:
     """The earlier turns of a live conversation its newest prompt fits again, each cut only if
     its own prompt cuts it: those its cache saw cut, and those it never measured (a conversation
     given whole to a fresh cache, or a turn edited since), as a whole-dialogue prediction cuts
     them all. Cuts decided for another model (another prompt budget) are measured again."""
     if not cache.computed_by(model):
         cache.forget_turns()
+    cache.prompted_under(prompt_key)  # cuts decided under another setup or dataset are measured again
     return cache.cut_turns | cache.unchecked_turns(dialogue.utterances)
 
 

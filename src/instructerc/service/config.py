@@ -27,10 +27,11 @@ class ServiceConfig:
         max_batch_size: the most utterances predicted in one model call (64: sixty-four
             conversation turns, or about ten whole dialogues); a request with more is never
             split, it runs alone. The predictor bounds each forward pass by tokens on its own.
-        max_wait_ms: how long the first queued request waits for others to join its batch.
+        max_wait_ms: how long the first queued request waits for others to join its batch
+            (at most a minute).
         wait_share: or this share of the last model call's duration, when that is longer: with a
             slow model, clients answered by one call then have time to join the next one
-            instead of forming a second, alternating half-size batch (0 turns this off).
+            instead of forming a second, alternating half-size batch (0 turns this off; at most 10).
         max_pending: the most utterances queued or running; beyond it a request gets 503, so a
             flood of requests cannot grow memory without bound (a request alone is always
             accepted, whatever its size within the request limits).
@@ -51,6 +52,10 @@ class ServiceConfig:
             conversation); off re-scores every turn, for comparison.
         turn_cache_mb: the most memory the conversations' caches hold, in MiB; beyond it the
             least recently used is dropped and re-scored from its text on its next turn.
+
+    Every number is finite; a whole number is at most 10**18 (no limit in practice),
+    ``turn_cache_mb`` at most 1e12, ``max_wait_ms`` at most 60000 and ``wait_share`` at most 10
+    (see ``MAXIMA``: beyond them the running server broke).
 
     Who may call (the server binds loopback; these stop web pages in a browser from reaching it):
         allowed_hosts: the ``Host`` names answered (400 otherwise), which stops DNS rebinding;
@@ -111,20 +116,61 @@ class ServiceConfig:
                 if not all(names):  # "." or "/" alone: nothing left to compare with
                     raise InputError("must be a list of non-empty names", field=spec.name)
                 object.__setattr__(self, spec.name, names)
-            elif not _finite_number(value):
-                # NaN passes every comparison below unnoticed (a NaN idle time expires every
-                # conversation at once, a NaN timeout times out every body); infinity breaks the
-                # sizes computed from these numbers.
-                raise InputError(f"must be a finite number, not {value!r}", field=spec.name)
-            elif spec.name in ("max_wait_ms", "wait_share", "evict_after_idle_seconds"):
-                if value < 0:
-                    raise InputError("must be >= 0", field=spec.name)
-            elif value <= 0:
-                raise InputError("must be > 0", field=spec.name)
+            else:
+                _check_number(spec.name, value)
+
+
+# Upper bounds of the numbers that break the running server beyond them; the others (timeouts,
+# idle times, rates) work up to the largest float. Each bound is far above any useful value.
+MAXIMA: dict[str, float] = {
+    # Undoing a gzip body asks zlib for at most max_body_bytes + 1 bytes, a C ssize_t: beyond
+    # 2**63 every compressed request was answered 500.
+    "max_body_bytes": 10**18,
+    # Read in bytes (turn_cache_mb * 2**20): beyond about 1.7e302 that is infinity, and the
+    # server failed to start with a traceback after the model had loaded. 1e12 MiB is already
+    # more memory than any machine has: no bound in practice.
+    "turn_cache_mb": 1e12,
+    # The first request of a batch waits this long for company: 1e300 never answered a lone
+    # request, and a wait beyond a minute outlasts the client's own timeout.
+    "max_wait_ms": 60_000.0,
+    # Likewise a share of the last model call: 1e300 never answered the request after the first.
+    "wait_share": 10.0,
+}
+# Any other whole number: beyond a float's range the checks below failed with a bare
+# OverflowError, and a count beyond 63 bits is no limit anyone means.
+MAX_COUNT = 10**18
+
+
+def _check_number(name: str, value: object) -> None:
+    """An :class:`InputError` naming ``name`` for a number the service cannot run with."""
+    if not _finite_number(value):
+        # NaN passes every comparison below unnoticed (a NaN idle time expires every
+        # conversation at once, a NaN timeout times out every body); infinity breaks the
+        # sizes computed from these numbers.
+        raise InputError(f"must be a finite number, not {value!r}", field=name)
+    assert isinstance(value, (int, float))
+    most = MAXIMA.get(name, MAX_COUNT if isinstance(value, int) else math.inf)
+    if value > most:
+        raise InputError(f"must be at most {_shown(most)}, not {_shown(value)}", field=name)
+    if name in ("max_wait_ms", "wait_share", "evict_after_idle_seconds"):
+        if value < 0:
+            raise InputError("must be >= 0", field=name)
+    elif value <= 0:
+        raise InputError("must be > 0", field=name)
+
+
+def _shown(number: float) -> str:
+    if isinstance(number, int):  # exact (10**18 + 1 is not "1e+18"), and no float overflow
+        digits = str(number)
+        return digits if len(digits) <= 20 else f"a number of {len(digits)} digits"
+    return f"{number:g}"
 
 
 def _finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    # An int too large for a float is no infinity, but math.isfinite cannot say so: it overflows.
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _names(field: str, values: tuple[str, ...]) -> tuple[str, ...]:
