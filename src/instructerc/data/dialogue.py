@@ -37,9 +37,11 @@ class Utterance:
     Attributes:
         speaker: who said it, as the source names them (a name, or ``Speaker_0`` where the
             source has only per-dialogue speaker positions).
-        text: what was said, never empty.
+        text: what was said, never empty. A prediction reads the speaker and the text trimmed,
+            the speaker in one Unicode form (:func:`~instructerc.data.text.canonical_speaker`),
+            as the file readers do.
         emotion: the gold emotion as a canonical label of the dialogue's label set, or ``None``
-            for unlabelled data.
+            for unlabelled data; a prediction never reads it.
         extra: any other fields of the source, passed through untouched (JSONL keys the toolkit
             does not know, the original label of a unified dataset, ...).
     """
@@ -55,7 +57,9 @@ class Dialogue:
     """A conversation: an id, where it comes from, and its utterances in order.
 
     Attributes:
-        id: unique within its dataset and split.
+        id: unique within its dataset and split where a corpus is read. A dialogue given to
+            :meth:`~instructerc.inference.predictor.Predictor.predict` may share its id with
+            another (each gets its own labels), and an ``int`` id is read as its text.
         dataset: the source dataset's name (``meld``, ``emorynlp``, ``iemocap`` or a user name);
             for the unified dataset it stays the source, so a model can be scored per dataset.
             Empty for a dialogue to predict whose record names none
