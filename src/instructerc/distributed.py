@@ -1,4 +1,5 @@
-"""Where this process stands in a distributed run (``torchrun``, ``accelerate launch``).
+"""Where this process stands in a distributed run (``torchrun``, ``accelerate launch``; ``mpirun`` and
+``srun`` given ``MASTER_ADDR`` and ``MASTER_PORT``, see :func:`adopt_other_launcher`).
 
 torch is looked up, not imported: a command that has not loaded it has no process group, and
 asking must not cost the import.
@@ -38,10 +39,12 @@ def later_process_of_a_run() -> bool:
 
 def launched_world_size() -> int:
     """How many processes the launcher started this run with (1: no launcher), once its
-    variables are checked: a shell that exported ``WORLD_SIZE`` alone, or a job script that
-    spelled one wrong, would otherwise fail deep inside accelerate with a traceback."""
+    variables are checked (mpirun's and srun's taken as torchrun's first): a shell that exported
+    ``WORLD_SIZE`` alone, or a job script that spelled one wrong, would otherwise fail deep inside
+    accelerate with a traceback."""
     import os
 
+    adopt_other_launcher()
     world = _launcher_int("WORLD_SIZE", os.environ.get("WORLD_SIZE") or "1", minimum=1)
     if world == 1:
         return 1
@@ -56,6 +59,71 @@ def launched_world_size() -> int:
         _launcher_int("MASTER_PORT", os.environ["MASTER_PORT"], minimum=1, maximum=65535)
     _check_master_addr(os.environ["MASTER_ADDR"])
     return world
+
+
+# Launchers that start every process of a run themselves, and the variables each process gets
+# from them: world size, rank, local rank, local world size (None: not given).
+OTHER_LAUNCHERS: dict[str, tuple[str, str, str, str | None]] = {
+    "mpirun (Open MPI)": ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    "mpirun (MPICH, Intel MPI)": ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    "mpirun (MVAPICH)": ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE"),
+    # The step's task count, set by srun alone: SLURM_NTASKS is also set in a batch script,
+    # which runs once however many tasks the job was given.
+    "srun (Slurm)": ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", None),
+}
+
+
+def adopt_other_launcher() -> None:
+    """A process that mpirun or srun started as one of several, without torchrun's variables,
+    gets them (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``) from that
+    launcher's: accelerate and torch read torchrun's alone, and each process would otherwise run
+    the whole job by itself and write the same outputs. Where the processes meet
+    (``MASTER_ADDR``, ``MASTER_PORT``) only the user knows, so it must be given; torchrun's own
+    variables, when set, win."""
+    import os
+
+    if os.environ.get("WORLD_SIZE") or os.environ.get("RANK"):
+        return
+    for launcher, names in OTHER_LAUNCHERS.items():
+        if os.environ.get(names[0]):
+            break
+    else:
+        return
+    world = _launcher_int(names[0], os.environ[names[0]], minimum=1)
+    if world == 1:
+        return
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise InputError(
+            f"{launcher} started this process as one of {world} ({names[0]} is {world}), but "
+            f"{_variables_not_set(missing)}: set MASTER_ADDR to the first process's host and MASTER_PORT to a "
+            "free port there, for every process, or start the processes with torchrun or accelerate launch"
+        )
+    given = {"WORLD_SIZE": str(world), "RANK": os.environ.get(names[1], "")}
+    if not given["RANK"]:
+        raise InputError(f"environment variable {names[1]} is not set while {names[0]} is {world}: {launcher} sets both")
+    given["RANK"] = str(_launcher_int(names[1], given["RANK"], minimum=0))
+    local = os.environ.get(names[2], "").strip()
+    given["LOCAL_RANK"] = str(_launcher_int(names[2], local, minimum=0)) if local else given["RANK"]
+    local_world = os.environ.get(names[3], "").strip() if names[3] else _slurm_tasks_on_this_node()
+    if local_world:
+        given["LOCAL_WORLD_SIZE"] = local_world
+    os.environ.update(given)
+
+
+def _variables_not_set(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"environment variable {names[0]} is not set"
+    return f"environment variables {' and '.join(names)} are not set"
+
+
+def _slurm_tasks_on_this_node() -> str:
+    """srun's tasks on this node, where every node runs as many (``4`` or ``4(x2)``); else ''."""
+    import os
+    import re
+
+    match = re.fullmatch(r"(\d+)(\(x\d+\))?", os.environ.get("SLURM_STEP_TASKS_PER_NODE", "").strip())
+    return match.group(1) if match else ""
 
 
 def _check_master_addr(host: str) -> None:

@@ -134,8 +134,43 @@ def current_shard() -> tuple[Shard, Any]:
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available(), **_joined_store())
     return Shard(state.process_index, state.num_processes, state, _run_name(state.process_index)), state.device
+
+
+# How long the processes of a run started without torchrun's agent (by hand, mpirun, srun) wait
+# for each other to join the process group: torchrun's own rendezvous waits as long for nodes.
+# Left to torch, a process whose peer died or hung before joining waited half an hour.
+JOIN_SECONDS = 600.0
+
+
+def _joined_store() -> dict[str, Any]:
+    """The store the run's process group is formed over (``init_process_group``'s ``store``,
+    ``rank`` and ``world_size``), once every process has joined it within :data:`JOIN_SECONDS`;
+    {}: torchrun's agent holds the store and has seen its processes start (torch joins it).
+
+    Only the join is bounded: the store then gets torch's default time limit for a process group
+    (half an hour), and the group its own default, so that a long wait later (a checkpoint
+    gathered, dev scored on one process) is not taken for a process gone."""
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return {}
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(
+        host_name=os.environ["MASTER_ADDR"],
+        port=int(os.environ.get("MASTER_PORT") or 29500),  # accelerate's and torchrun's default
+        world_size=world,
+        is_master=rank == 0,
+        timeout=datetime.timedelta(seconds=JOIN_SECONDS),
+        wait_for_workers=True,
+        multi_tenant=True,
+    )
+    store.set_timeout(dist.default_pg_timeout)
+    return {"store": store, "rank": rank, "world_size": world}
 
 
 def _run_name(rank: int) -> str:
