@@ -148,9 +148,9 @@ def _fill_and_rename(
     with atomic_write(staging / "state.json") as handle:  # last: its presence marks a complete checkpoint
         json.dump(asdict(state), handle, indent=2)
     for name in files:
-        _fsync(staging / name)
+        fsync_path(staging / name)
     replace_directory(staging, directory)  # the same step saved again: the old copy goes only once the new one is in place
-    _fsync(directory.parent)
+    fsync_path(directory.parent)
 
 
 def save_tensors(data: Any, file: Path, handle: IO[bytes] | None = None) -> None:
@@ -182,7 +182,8 @@ def _save_through_python(data: Any, handle: IO[bytes]) -> None:
         raise cause from None
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flushes ``path`` (a file, or a folder's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -405,6 +406,26 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def prune_checkpoints(checkpoints: Path, keep: int = 1) -> None:
+    """Removes all but the ``keep`` latest complete checkpoints, and what earlier saves and
+    prunings cut short left behind them (a ``step-*`` folder without its ``state.json``, a
+    staging or set-aside copy of an earlier step): skipped as incomplete, a folder a stop left
+    half-deleted was never pruned again, and kept its gigabytes for good. Each goes out of the
+    way by one rename before it is deleted, so a stop while deleting never leaves a folder
+    that reads as a checkpoint. Run while no save is under way (the main process, after a commit)."""
     found = sorted(p for p in checkpoints.glob("step-*") if (p / "state.json").is_file())
-    for old in found[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if not found:
+        return
+    oldest_kept = found[max(0, len(found) - keep)].name
+    for old in sorted(checkpoints.glob("*step-*")):
+        step = old.name.strip(".").split(".")[0]  # step-N, .step-N.tmp, .step-N.old, .step-N.pruned
+        if step.startswith("step-") and step < oldest_kept and old.is_dir():
+            _delete(old)
+
+
+def _delete(folder: Path) -> None:
+    doomed = folder if folder.name.endswith(".pruned") else folder.with_name(f".{folder.name.strip('.')}.pruned")
+    try:
+        folder.rename(doomed)
+    except OSError:
+        doomed = folder
+    shutil.rmtree(doomed, ignore_errors=True)

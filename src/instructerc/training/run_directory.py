@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import free_number, refuse_broken_link
+from instructerc.files import followed_link, free_number, refuse_broken_link, replace_directory
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST
-from instructerc.training.checkpoint import SHARDED_DIR
+from instructerc.training.checkpoint import SHARDED_DIR, fsync_path, save_tensors
 
 
 def record_metrics(step: int, score: float, precision: str | None, by_dataset: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +68,45 @@ def read_best_weights(path: Path) -> dict[str, Any]:
     return weights
 
 
+BEST_WEIGHTS = "trainable.pt"
+
+
+def commit_best(staging: Path, best: Path, dev_metrics: dict[str, Any], weights: dict[str, Any] | None = None) -> None:
+    """Completes the staging folder of new best weights (``weights``, unless a sharded run's
+    processes wrote them there as shards) with their ``dev_metrics``, and swaps it in for
+    ``best``: a stop at any point leaves the previous weights and metrics together. A staging
+    folder left half-written is removed (a full disk would keep the space it took)."""
+    import shutil
+
+    try:
+        files = [staging / DEV_METRICS]
+        if weights is not None:
+            save_tensors(weights, staging / BEST_WEIGHTS)
+            files.append(staging / BEST_WEIGHTS)
+        with open(staging / DEV_METRICS, "w", encoding="utf-8") as handle:
+            json.dump(dev_metrics, handle)
+        for file in files:  # on disk before the swap: a power cut must not leave a named but empty file
+            fsync_path(file)
+        replace_directory(staging, best)
+        fsync_path(best.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def recover_best(best: Path) -> None:
+    """Puts back the previous best folder when a stop came in the middle of the swap, after it
+    was moved aside (:func:`instructerc.files.replace_directory` names it ``.NAME.old``) and
+    before the new one took its place: else the resume found no best weights at all. Safe on
+    every process of a run at once: one rename wins, and the others find the folder back."""
+    target = followed_link(best)
+    earlier = target.with_name(f".{target.name}.old")
+    if target.exists() or not (earlier / DEV_METRICS).is_file():
+        return
+    with contextlib.suppress(OSError):  # another process of the run put it back first
+        earlier.rename(target)
+
+
 # What the model card shows of each dataset's dev metrics, and the JSON type of each.
 _CARD_METRICS: dict[str, Any] = {"weighted_f1": (int, float), "macro_f1": (int, float), "accuracy": (int, float), "count": int}
 
@@ -100,7 +139,7 @@ class RunPaths:
 
     @property
     def best_weights(self) -> Path:
-        return self.best / "trainable.pt"
+        return self.best / BEST_WEIGHTS
 
     @property
     def best_shards(self) -> Path:

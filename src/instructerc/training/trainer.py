@@ -47,7 +47,6 @@ from instructerc.training.checkpoint import (
     read_checkpoint_state,
     rng_state,
     save_checkpoint,
-    save_tensors,
     set_rng_state,
     staging_path,
 )
@@ -69,9 +68,11 @@ from instructerc.training.run_directory import (
     RunPaths,
     append_line,
     check_run_directory,
+    commit_best,
     read_best_dev_metrics,
     read_best_weights,
     record_metrics,
+    recover_best,
     run_lock,
     set_aside_earlier_log,
 )
@@ -578,6 +579,7 @@ class Trainer:
         from instructerc.training.sharded_reading import INDEX_FILE
 
         state, weights, optim_state = load_checkpoint(checkpoint, saved)
+        recover_best(self.paths.best)
         if state.best_step is not None:
             # Missing or damaged, they would fail only as the model is written, after the rest of the run.
             adopt_later_best(state, read_best_dev_metrics(self.paths.best_dev_metrics))
@@ -837,22 +839,22 @@ class Trainer:
         accelerator.wait_for_everyone()
 
     def _save_best(self, session: _Session, dev_metrics: dict[str, Any]) -> None:
-        """The dev-best weights beside their metrics; whole by the main process, or sharded by all."""
-        from instructerc.files import atomic_write, replace_directory
+        """The dev-best weights beside their metrics, as one folder swapped in whole: written file
+        by file, a stop between the weights and the metrics left one step's weights under another
+        step's metrics, and a resume that did not score as high again shipped them so. Whole by
+        the main process, or sharded by all (swapped in once every process has written its part)."""
+        from instructerc.files import followed_link
         from instructerc.modeling.finetune import trainable_state
 
         accelerator = session.accelerator
+        best = followed_link(self.paths.best)  # staged beside the folder it replaces: a rename stays on one file system
         if session.fsdp is not None:
-            staging = self._write_shards(accelerator, self.paths.best_shards, session.model)
+            staging = self._write_shards(accelerator, best, session.model, inside=SHARDED_DIR)
             if accelerator.is_main_process:
-                replace_directory(staging, self.paths.best_shards)
+                commit_best(staging, best, dev_metrics)
         elif accelerator.is_main_process:
-            self.paths.best.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.paths.best_weights, "wb") as handle:
-                save_tensors(trainable_state(accelerator.unwrap_model(session.model)), self.paths.best_weights, handle)
-        if accelerator.is_main_process:
-            with atomic_write(self.paths.best_dev_metrics) as handle:
-                json.dump(dev_metrics, handle)
+            staging = begin_checkpoint(best)
+            commit_best(staging, best, dev_metrics, trainable_state(accelerator.unwrap_model(session.model)))
 
     def _checkpoint(self, session: _Session, optimizer: Any, scheduler: Any) -> None:
         from instructerc.modeling.finetune import trainable_state
