@@ -23,13 +23,19 @@ def replace_directory(staging: Path, target: Path) -> None:
 
     target = followed_link(target)
     if target.exists():
-        old = target.with_name(f".{target.name}.old")
+        old = set_aside_path(target)
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
         staging.rename(target)
         shutil.rmtree(old, ignore_errors=True)
     else:
         staging.rename(target)
+
+
+def set_aside_path(target: Path) -> Path:
+    """Where :func:`replace_directory` moves the folder ``target`` while the new one takes its
+    place (``.NAME.old``): a stop between the two renames leaves it there, to be put back."""
+    return target.with_name(f".{target.name}.old")
 
 
 def free_number(paths: Callable[[int], Iterable[Path]]) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from instructerc.errors import InputError
-from instructerc.files import followed_link, free_number, refuse_broken_link, replace_directory
+from instructerc.files import followed_link, free_number, refuse_broken_link, replace_directory, set_aside_path
 from instructerc.modeling.model_dir import DEV_METRICS, MANIFEST
 from instructerc.training.checkpoint import SHARDED_DIR, fsync_path, save_tensors
 
@@ -96,11 +96,11 @@ def commit_best(staging: Path, best: Path, dev_metrics: dict[str, Any], weights:
 
 def recover_best(best: Path) -> None:
     """Puts back the previous best folder when a stop came in the middle of the swap, after it
-    was moved aside (:func:`instructerc.files.replace_directory` names it ``.NAME.old``) and
+    was moved aside (:func:`instructerc.files.set_aside_path`) and
     before the new one took its place: else the resume found no best weights at all. Safe on
     every process of a run at once: one rename wins, and the others find the folder back."""
     target = followed_link(best)
-    earlier = target.with_name(f".{target.name}.old")
+    earlier = set_aside_path(target)
     if target.exists() or not (earlier / DEV_METRICS).is_file():
         return
     with contextlib.suppress(OSError):  # another process of the run put it back first
